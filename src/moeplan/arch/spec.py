@@ -1,0 +1,95 @@
+"""ModelSpec: what a model is, layer by layer, independent of files, quantization and hardware."""
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class AttnKind(StrEnum):
+    FULL = "full"  # full causal attention (GQA/MQA/MHA)
+    SWA = "sliding_window"
+    CHUNKED = "chunked"  # Llama 4 local chunked attention
+    MLA = "mla"  # DeepSeek multi-head latent attention
+    LINEAR = "linear"  # linear / recurrent (Gated DeltaNet)
+
+
+class FFNKind(StrEnum):
+    DENSE = "dense"
+    MOE = "moe"
+
+
+@dataclass(frozen=True)
+class Attention:
+    kind: AttnKind
+    n_head: int
+    n_head_kv: int
+    head_dim_k: int
+    head_dim_v: int
+    window: int = 0  # sliding window or chunk size (tokens), 0 = unbounded
+    rope: bool = True  # False for NoPE layers (Llama 4 global layers)
+    # MLA (DeepSeek): low-rank query/key-value compression
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    mla_v_head_dim: int = 0
+    # linear attention (Gated DeltaNet)
+    conv_kernel: int = 0
+    linear_k_heads: int = 0
+    linear_v_heads: int = 0
+    linear_k_head_dim: int = 0
+    linear_v_head_dim: int = 0
+
+
+@dataclass(frozen=True)
+class FFN:
+    kind: FFNKind
+    n_ff: int = 0  # dense width
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_exp: int = 0  # width of one routed expert
+    n_shared: int = 0  # shared experts
+    n_ff_shexp: int = 0  # total width of the shared expert(s)
+
+
+@dataclass(frozen=True)
+class Layer:
+    attn: Attention
+    ffn: FFN
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A text model as llama.cpp sees it.
+
+    `arch` is llama.cpp's GGUF architecture name (`general.architecture`). `layers` are the decoder
+    blocks that run every token; `mtp_layers` are the multi-token-prediction (NextN) blocks the
+    checkpoint also carries, appended after them as `blk.{n_layer + k}` when kept.
+    `flags` holds arch-specific switches the tensor inventory reads (biases, q/k norms, gating).
+    """
+
+    name: str
+    arch: str
+    n_embd: int
+    n_vocab: int
+    tied_embeddings: bool
+    layers: tuple[Layer, ...]
+    context_length: int
+    mtp_layers: tuple[Layer, ...] = ()
+    flags: frozenset[str] = field(default_factory=frozenset)
+    model_type: str = ""
+
+    @property
+    def n_layer(self) -> int:
+        return len(self.layers)
+
+    @property
+    def is_moe(self) -> bool:
+        return any(layer.ffn.kind is FFNKind.MOE for layer in self.layers)
+
+    @property
+    def moe_ffn(self) -> FFN | None:
+        """The FFN of the first MoE layer (MoE layers of one model share their shape)."""
+        return next((la.ffn for la in self.layers if la.ffn.kind is FFNKind.MOE), None)
+
+    def has(self, flag: str) -> bool:
+        return flag in self.flags

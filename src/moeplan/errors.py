@@ -1,0 +1,34 @@
+"""Errors people can act on: each carries a one-line message naming what was wrong and the fix."""
+
+import difflib
+from collections.abc import Iterable
+
+
+class MoeplanError(Exception):
+    """Base of every error the CLI turns into a one-line message (never a traceback)."""
+
+
+class ModelNotFound(MoeplanError):
+    pass
+
+
+class UnsupportedArchitecture(MoeplanError):
+    pass
+
+
+class BadConfig(MoeplanError):
+    pass
+
+
+class UnknownQuant(MoeplanError):
+    pass
+
+
+class BadGGUF(MoeplanError):
+    pass
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' — did you mean X?' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(word.lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
+    return f" — did you mean {close[0]}?" if close else ""

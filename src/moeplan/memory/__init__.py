@@ -1,0 +1,1 @@
+"""Engine-independent byte accounting."""

@@ -1,0 +1,98 @@
+"""Typed weights: every tensor with its ggml type and bytes, and the totals people ask about.
+
+One `Weights` comes either from a prediction (inventory + llama-quantize recipe) or from a real
+GGUF header, so `size` and `inspect` print the same report.
+"""
+
+from collections import Counter
+from dataclasses import dataclass
+
+from moeplan.arch.inventory import Inventory, Role, TensorSpec
+from moeplan.arch.spec import FFNKind
+from moeplan.quant.ggml import GGMLType, tensor_bytes, type_label
+from moeplan.quant.recipe import FileType, QuantModel, QuantOptions, tensor_types
+
+
+@dataclass(frozen=True)
+class TypedTensor:
+    spec: TensorSpec
+    type: GGMLType
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Weights:
+    model: str
+    arch: str
+    quant: str
+    tensors: tuple[TypedTensor, ...]
+    # routed-expert fraction used per token, by layer (k / E), for "active" accounting
+    active_expert_fraction: dict[int, float]
+
+    @property
+    def tensor_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def params_total(self) -> int:
+        return sum(t.spec.n_elements for t in self.tensors)
+
+    def _active(self, t: TypedTensor, value: int) -> float:
+        if t.spec.role is Role.MTP:
+            return 0.0
+        if t.spec.role is Role.EXPERT and t.spec.layer is not None:
+            return value * self.active_expert_fraction.get(t.spec.layer, 1.0)
+        return float(value)
+
+    @property
+    def params_active(self) -> int:
+        """Parameters one token touches: everything but the unused routed experts and MTP layers
+        (embeddings counted, as model cards do)."""
+        return round(sum(self._active(t, t.spec.n_elements) for t in self.tensors))
+
+    @property
+    def active_bytes(self) -> int:
+        """Bytes that would be resident if only the active parameters had to be."""
+        return round(sum(self._active(t, t.nbytes) for t in self.tensors))
+
+    def bytes_by_role(self) -> dict[str, int]:
+        out: dict[str, int] = {r.value: 0 for r in Role}
+        for t in self.tensors:
+            out[t.spec.role.value] += t.nbytes
+        return {k: v for k, v in out.items() if v}
+
+    def type_histogram(self) -> dict[str, int]:
+        return dict(sorted(Counter(type_label(t.type) for t in self.tensors).items()))
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8 * self.tensor_bytes / self.params_total if self.params_total else 0.0
+
+
+def active_fractions(inv: Inventory) -> dict[int, float]:
+    return {
+        il: layer.ffn.n_expert_used / layer.ffn.n_expert
+        for il, layer in enumerate(inv.spec.layers)
+        if layer.ffn.kind is FFNKind.MOE and layer.ffn.n_expert
+    }
+
+
+def quant_model(inv: Inventory) -> QuantModel:
+    """The hparams llama-quantize reads from the GGUF (head counts of the first attention layer as
+    written in `head_count`/`head_count_kv`)."""
+    spec = inv.spec
+    attn = next((la.attn for la in spec.layers if la.attn.n_head), spec.layers[0].attn)
+    moe = spec.moe_ffn
+    return QuantModel(spec.arch, inv.block_count, attn.n_head, attn.n_head_kv, moe.n_expert if moe else 0)
+
+
+def predict(
+    inv: Inventory, ft: FileType, opts: QuantOptions | None = None, source_type: GGMLType = GGMLType.BF16
+) -> Weights:
+    """Weights of the GGUF that `llama-quantize --<ft>` makes from the converter's output
+    (converted with `--outtype` = `source_type`)."""
+    specs = inv.tensors
+    sources = [(t.name, t.shape, t.stored or source_type) for t in specs]
+    types = tensor_types(quant_model(inv), ft, sources, opts)
+    typed = tuple(TypedTensor(s, ty, tensor_bytes(ty, s.shape)) for s, ty in zip(specs, types, strict=True))
+    return Weights(inv.spec.name, inv.spec.arch, ft.name, typed, active_fractions(inv))

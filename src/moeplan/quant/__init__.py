@@ -1,0 +1,1 @@
+"""GGML types, llama.cpp file-type recipes and native release formats."""

@@ -1,0 +1,1 @@
+"""Where models come from: the built-in catalog, GGUF headers, config.json."""
