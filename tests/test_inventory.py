@@ -9,6 +9,7 @@ import pytest
 
 from moeplan.arch.inventory import Role, inventory, role_of
 from moeplan.memory.weights import predict
+from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import load_catalog, resolve
 
@@ -146,3 +147,17 @@ def test_role_of_names_from_files() -> None:
     assert role_of("blk.3.attn_qkv.weight", 40) == (Role.ATTN, 3)
     assert role_of("output_norm.weight", 40) == (Role.NORM, None)
     assert role_of("rope_freqs.weight", 40) == (Role.ATTN, None)
+
+
+def test_native_release_sizes() -> None:
+    """The official safetensors: DeepSeek-V3's card says 685B parameters including the 14B MTP module."""
+    ds = inventory(resolve("deepseek-v3").spec(), checkpoint=True)
+    params = sum(t.n_elements for t in ds.tensors)
+    assert abs(params - 685e9) / 685e9 < 0.002
+    fp8 = native_bytes(ds.tensors, "fp8")
+    assert params < fp8 < 1.01 * params  # one byte per weight, plus block scales and BF16 embeddings
+    oss = inventory(resolve("gpt-oss-120b").spec(), checkpoint=True)
+    experts = [t for t in oss.tensors if t.role is Role.EXPERT and t.name.endswith(".weight")]
+    assert native_bytes(experts, "mxfp4") * 8 / sum(t.n_elements for t in experts) == 4.25
+    kimi = inventory(resolve("kimi-k2.5").spec(), checkpoint=True)
+    assert native_bytes(kimi.tensors, "int4") < 0.3 * native_bytes(kimi.tensors, "bf16")

@@ -7,6 +7,7 @@ from moeplan.arch.inventory import MTP_SUPPORTED, inventory, mtp_default
 from moeplan.errors import MoeplanError
 from moeplan.memory.report import SizeReport, size_report
 from moeplan.memory.weights import file_bytes, predict
+from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, resolve
 from moeplan.sources.gguf_header import read_local
@@ -39,8 +40,14 @@ def predict_size(model: str, quant: str, mtp: bool | None = None) -> SizeReport:
         "(e.g. unsloth UD, ik_llama quants) differ: run `moeplan inspect` on the real file",
         "file_bytes = exact tensor data and table, plus tokenizer metadata estimated from the vocabulary",
     ]
+    release = native_bytes(inventory(spec, checkpoint=True).tensors, entry.release_format)
     return size_report(
-        w, source="predicted", file_bytes=file_bytes(w, spec.n_vocab), mtp=_mtp_note(entry, mtp), notes=notes
+        w,
+        source="predicted",
+        file_bytes=file_bytes(w, spec.n_vocab),
+        mtp=_mtp_note(entry, mtp),
+        notes=notes,
+        native=(entry.release_format, release),
     )
 
 

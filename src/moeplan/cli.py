@@ -114,6 +114,8 @@ def _size_table(r: SizeReport) -> Table:
     t.add_row("if only active params were resident", gib(r.active_bytes))
     t.add_row("tensor types", ", ".join(f"{k}:{v}" for k, v in r.type_histogram.items()))
     t.add_row("MTP layers", r.mtp)
+    if r.native_bytes is not None:
+        t.add_row(f"official release ({r.native_format} safetensors)", f"{r.native_bytes / 1e9:,.1f} GB")
     return t
 
 

@@ -189,7 +189,7 @@ def _ffn(b: _Builder, p: str, il: int, f: FFN, e: int, arch: str, mtp: bool) -> 
 _POST_ATTN_NORM_ARCHS = frozenset({"gpt-oss", "qwen3next", "qwen35", "qwen35moe", "glm4moe"})
 
 
-def _block(b: _Builder, spec: ModelSpec, il: int, layer: Layer, mtp: bool) -> None:
+def _block(b: _Builder, spec: ModelSpec, il: int, layer: Layer, mtp: bool, mtp_head: bool = False) -> None:
     p, e, a = f"blk.{il}", spec.n_embd, layer.attn
     role = Role.MTP if mtp else Role.ATTN
     norm = Role.MTP if mtp else Role.NORM
@@ -214,6 +214,9 @@ def _block(b: _Builder, spec: ModelSpec, il: int, layer: Layer, mtp: bool) -> No
         b.add(f"{p}.nextn.enorm.weight", (e,), Role.MTP, il)
         b.add(f"{p}.nextn.hnorm.weight", (e,), Role.MTP, il)
         b.add(f"{p}.nextn.shared_head_norm.weight", (e,), Role.MTP, il)
+        if mtp_head:  # DeepSeek's checkpoint gives its MTP module its own embedding and head copies
+            b.add(f"{p}.nextn.embed_tokens.weight", (e, spec.n_vocab), Role.MTP, il)
+            b.add(f"{p}.nextn.shared_head_head.weight", (e, spec.n_vocab), Role.MTP, il)
 
 
 def _global_head(b: _Builder, spec: ModelSpec) -> None:
@@ -234,16 +237,18 @@ def mtp_default(arch: str) -> bool:
     return arch in MTP_KEPT_BY_DEFAULT
 
 
-def inventory(spec: ModelSpec, mtp: bool | None = None) -> Inventory:
-    """The tensors of `spec`'s GGUF. `mtp`: keep the MTP layers (None = the converter's default)."""
-    keep_mtp = (mtp_default(spec.arch) if mtp is None else mtp) and spec.arch in MTP_SUPPORTED
+def inventory(spec: ModelSpec, mtp: bool | None = None, *, checkpoint: bool = False) -> Inventory:
+    """The tensors of `spec`'s GGUF. `mtp`: keep the MTP layers (None = the converter's default).
+    `checkpoint`: the tensors of the HF release instead, MTP layers always included (with GGUF names)."""
+    keep_mtp = checkpoint or ((mtp_default(spec.arch) if mtp is None else mtp) and spec.arch in MTP_SUPPORTED)
     mtp_layers = spec.mtp_layers if keep_mtp else ()
+    mtp_head = checkpoint and spec.arch == "deepseek2"
     b = _Builder()
     _global_head(b, spec)
     for il, layer in enumerate(spec.layers):
         _block(b, spec, il, layer, mtp=False)
     for k, layer in enumerate(mtp_layers):
-        _block(b, spec, spec.n_layer + k, layer, mtp=True)
+        _block(b, spec, spec.n_layer + k, layer, mtp=True, mtp_head=mtp_head)
     _global_tail(b, spec)
     return Inventory(spec, tuple(b.out), spec.n_layer + len(mtp_layers), len(mtp_layers))
 

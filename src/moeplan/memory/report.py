@@ -29,6 +29,8 @@ class SizeReport(BaseModel):
     n_tensors: int
     mtp: str
     notes: list[str]
+    native_format: str | None = None  # the official safetensors release, for vLLM / SGLang
+    native_bytes: int | None = None
 
 
 def group_bytes(by_role: dict[str, int]) -> dict[str, int]:
@@ -38,7 +40,15 @@ def group_bytes(by_role: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def size_report(w: Weights, *, source: str, file_bytes: int, mtp: str, notes: list[str]) -> SizeReport:
+def size_report(
+    w: Weights,
+    *,
+    source: str,
+    file_bytes: int,
+    mtp: str,
+    notes: list[str],
+    native: tuple[str, int] | None = None,
+) -> SizeReport:
     by_role = w.bytes_by_role()
     return SizeReport(
         model=w.model,
