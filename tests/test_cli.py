@@ -31,6 +31,7 @@ def test_size_json_keys_and_numbers() -> None:
     assert r["by_role"]["expert"] > 0.85 * r["tensor_bytes"]
     assert r["params_active"] < 0.11 * r["params_total"]
     assert r["mtp"].startswith("kept")
+    assert r["native_format"] == "bf16" and r["native_bytes"] > 2 * r["file_bytes"]
     no_mtp = run_json("size", "qwen3.5-35b-a3b", "--quant", "Q4_K_M", "--no-mtp")
     assert isinstance(no_mtp, dict) and no_mtp["tensor_bytes"] < r["tensor_bytes"]
 

@@ -67,4 +67,6 @@ def size_report(
         n_tensors=len(w.tensors),
         mtp=mtp,
         notes=notes,
+        native_format=native[0] if native else None,
+        native_bytes=native[1] if native else None,
     )
