@@ -103,7 +103,7 @@ class _Cursor:
                 raise BadGGUF(
                     f"{self.name}: truncated GGUF header (needs {end} bytes, file has {self.src.size})"
                 )
-            raise BadGGUF(f"{self.name}: GGUF header larger than the {self.limit // 2**20} MiB limit")
+            raise BadGGUF(f"{self.name}: GGUF header larger than the {self.limit:,}-byte limit")
         if end > self.buf_start + len(self.buf):
             keep = self.buf[self.pos - self.buf_start :]
             more = max(self.CHUNK, end - self.pos - len(keep))
@@ -280,6 +280,8 @@ def read_local(path: str | os.PathLike[str]) -> GGUFModel:
     """Read a local GGUF file; a split file brings in every shard beside it."""
     p = Path(path)
     paths = shard_paths(p)
+    if len(paths) == 1 and not p.exists():
+        raise BadGGUF(f"{p}: no such file")
     missing = [s.name for s in paths if not s.exists()]
     if missing:
         raise BadGGUF(f"{p}: missing shard(s) {', '.join(missing)} of a split GGUF")
