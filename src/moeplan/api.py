@@ -3,8 +3,12 @@ re-derives a number."""
 
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from moeplan.arch.inventory import MTP_SUPPORTED, inventory, mtp_default
+from moeplan.engines.llamacpp import Frontend, parse_placement, plan_memory
 from moeplan.errors import MoeplanError
+from moeplan.memory.kv import CacheConfig, cache_type
 from moeplan.memory.report import SizeReport, size_report
 from moeplan.memory.weights import file_bytes, predict
 from moeplan.quant.native import native_bytes
@@ -64,4 +68,105 @@ def inspect_file(path: str) -> SizeReport:
         file_bytes=model.file_bytes,
         mtp=f"{n_mtp} MTP tensors in the file" if n_mtp else "none in the file",
         notes=[f"{len(model.shards)} file(s); header bytes read: {model.header_bytes_read}"],
+    )
+
+
+class DeviceReport(BaseModel):
+    device: str
+    weights_bytes: int
+    kv_bytes: int
+    state_bytes: int
+    compute_bytes: int
+    output_bytes: int
+    total_bytes: int
+
+
+class MemoryReport(BaseModel):
+    model: str
+    quant: str
+    frontend: str
+    n_ctx: int
+    n_seq: int
+    kv_unified: bool
+    n_ubatch: int
+    cache_types: tuple[str, str]
+    flash_attn: bool
+    placement: str
+    devices: list[DeviceReport]
+    total_bytes: int
+    notes: list[str]
+
+
+def memory(
+    model: str,
+    quant: str,
+    ctx: int,
+    *,
+    n_seq: int | None = None,
+    ctk: str = "f16",
+    ctv: str = "f16",
+    flash_attn: bool = True,
+    placement: str = "",
+    n_cpu_moe: int | None = None,
+    gpus: int | None = None,
+    frontend: str = "server",
+    n_ubatch: int = 512,
+    mtp: bool | None = None,
+) -> MemoryReport:
+    """Bytes per device that llama.cpp allocates for this model, context and placement."""
+    entry = resolve(model)
+    spec = entry.spec()
+    inv = inventory(spec, mtp=mtp)
+    w = predict(inv, FileType.parse(quant))
+    if frontend not in ("server", "completion"):
+        raise MoeplanError(f"unknown front end '{frontend}': use server (llama-server) or completion")
+    server = frontend == "server"
+    slots = n_seq if n_seq is not None else (4 if server else 1)
+    cfg = CacheConfig(
+        n_ctx=ctx,
+        n_seq=slots,
+        unified=server,
+        n_ubatch=n_ubatch,
+        type_k=cache_type(ctk),
+        type_v=cache_type(ctv),
+        flash_attn=flash_attn,
+    )
+    flags = placement + (f" --n-cpu-moe {n_cpu_moe}" if n_cpu_moe is not None else "")
+    place = parse_placement(flags)
+    n_gpus = gpus if gpus is not None else (1 if flags.strip() else 0)
+    names = tuple(f"CUDA{i}" for i in range(n_gpus))
+    fe = Frontend("llama-server", n_outputs_max=slots) if server else Frontend()
+    plan = plan_memory(inv, w, cfg, place, names, fe)
+    devices = [
+        DeviceReport(
+            device=d.device,
+            weights_bytes=d.weights_bytes,
+            kv_bytes=d.kv_bytes,
+            state_bytes=d.state_bytes,
+            compute_bytes=d.compute_bytes,
+            output_bytes=d.output_bytes,
+            total_bytes=d.total_bytes,
+        )
+        for d in plan.devices
+    ]
+    notes = [
+        "compute buffers follow llama.cpp's CPU graph; CUDA adds its context (~300-500 MiB per GPU) "
+        "and, with experts on the CPU, copies of offloaded weights for large batches"
+    ]
+    if n_gpus:
+        notes.append("CPU weights of GPU runs are mmap'd from the file (page cache), not repacked")
+    return MemoryReport(
+        model=entry.name,
+        quant=FileType.parse(quant).name,
+        frontend=fe.name,
+        n_ctx=plan.n_ctx,
+        n_seq=slots,
+        kv_unified=server,
+        n_ubatch=plan.n_ubatch,
+        cache_types=(ctk, ctv),
+        flash_attn=flash_attn,
+        placement=flags.strip() or "CPU only",
+        devices=devices,
+        total_bytes=sum(d.total_bytes for d in devices),
+        notes=notes,
     )

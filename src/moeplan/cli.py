@@ -173,3 +173,74 @@ def compare(a: str, b: str, quant: QuantOpt = "Q4_K_M", json_out: JsonOpt = Fals
         f"{big.model} activates {billions(big.params_active)} per token, yet all {gib(big.file_bytes)} "
         f"must be resident: {big.file_bytes / small.file_bytes:.1f}x the file of {small.model}."
     )
+
+
+@app.command()
+@one_line_errors
+def memory(
+    model: str,
+    quant: QuantOpt = "Q4_K_M",
+    ctx: Annotated[int, typer.Option("--ctx", "-c", help="Context length (-c); 0 = the model's own.")] = 8192,
+    np_: Annotated[int | None, typer.Option("--np", help="Slots (-np); server default 4.")] = None,
+    ctk: Annotated[str, typer.Option("--ctk", help="K cache type (-ctk).")] = "f16",
+    ctv: Annotated[str, typer.Option("--ctv", help="V cache type (-ctv); quantized needs --fa on.")] = "f16",
+    fa: Annotated[str, typer.Option("--fa", help="Flash attention: on or off.")] = "on",
+    ub: Annotated[int, typer.Option("--ub", "-ub", help="Micro-batch (-ub).")] = 512,
+    placement: Annotated[
+        str, typer.Option("--placement", help='llama.cpp flags, e.g. "-ngl 99 -ot .ffn_.*_exps.=CPU"')
+    ] = "",
+    n_cpu_moe: Annotated[
+        int | None, typer.Option("--n-cpu-moe", help="Experts of the first N layers on the CPU.")
+    ] = None,
+    gpus: Annotated[
+        int | None, typer.Option("--gpus", help="Number of GPUs (CUDA0..); default 1 with a placement.")
+    ] = None,
+    frontend: Annotated[
+        str, typer.Option("--frontend", help="server (llama-server) or completion.")
+    ] = "server",
+    mtp: MtpOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Bytes per device llama.cpp allocates: weights, KV cache, recurrent state, compute, output."""
+    if fa not in ("on", "off"):
+        raise MoeplanError(f"--fa must be on or off, got '{fa}'")
+    r = api.memory(
+        model,
+        quant,
+        ctx,
+        n_seq=np_,
+        ctk=ctk,
+        ctv=ctv,
+        flash_attn=fa == "on",
+        placement=placement,
+        n_cpu_moe=n_cpu_moe,
+        gpus=gpus,
+        frontend=frontend,
+        n_ubatch=ub,
+        mtp=mtp,
+    )
+    if json_out:
+        out.print_json(r.model_dump_json())
+        return
+    t = Table(title=f"{r.model} {r.quant}, ctx {r.n_ctx:,} × {r.n_seq} slot(s), {r.frontend}, {r.placement}")
+    for col in ("device", "weights", "KV cache", "recurrent", "compute", "output", "total"):
+        t.add_column(col, justify="left" if col == "device" else "right")
+    for d in r.devices:
+        t.add_row(
+            d.device,
+            *(
+                gib(x)
+                for x in (
+                    d.weights_bytes,
+                    d.kv_bytes,
+                    d.state_bytes,
+                    d.compute_bytes,
+                    d.output_bytes,
+                    d.total_bytes,
+                )
+            ),
+        )
+    t.add_row("all", "", "", "", "", "", gib(r.total_bytes))
+    out.print(t)
+    for note in r.notes:
+        out.print(f"[dim]note: {note}[/dim]")

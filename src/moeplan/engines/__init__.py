@@ -1,0 +1,1 @@
+"""One module per inference engine: its runtime rules, placements and commands."""

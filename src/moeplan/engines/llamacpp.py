@@ -1,0 +1,304 @@
+"""llama.cpp's runtime rules: where each tensor, KV cell and compute buffer lives, and its bytes.
+
+From the pinned llama.cpp (build 11434), `src/llama-model.cpp load_tensors`, `common/arg.cpp`,
+`src/llama-context.cpp` (see shared/reference/llamacpp-internals.md §4c–4d):
+- `-ngl N` counts layers from the end, the output layer counting as one; `token_embd` stays on the CPU.
+- `-ot REGEX=BUFT`: regex search over the tensor name, rules in command-line order, first match wins.
+  `--cpu-moe` and `--n-cpu-moe N` are such rules for the expert stacks (of the first N layers).
+- Tied embeddings: the output layer's copy of `token_embd` is a second copy when it lands off the CPU.
+- KV cache and recurrent state live on their layer's device (`-nkvo`: all on the CPU).
+- MTP (NextN) layers count for `-ngl` but their weights are not loaded unless MTP drafting is on.
+- Compute buffer: the peak of live graph tensors (ggml-alloc reuses memory): KQ masks are graph
+  inputs held throughout; on top of them the larger of the logits phase (n_outputs × n_vocab F32)
+  and the biggest layer's activations (attention scores without flash attention, FFN/expert outputs).
+  llama-server reserves logits for its slots only; llama-completion / llama-bench / the fit dry run
+  for the whole micro-batch.
+- CPU weights in Q4_0/Q4_K/IQ4_NL/MXFP4 with rows a multiple of 8 are repacked on x86 (AVX2) into a
+  separate CPU_REPACK buffer when no GPU backend takes the host buffer type.
+"""
+
+import re
+import shlex
+from bisect import bisect_right
+from dataclasses import dataclass, field
+
+from moeplan.arch.inventory import Inventory, Role, TensorSpec
+from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
+from moeplan.errors import MoeplanError
+from moeplan.memory.kv import CacheConfig, LayerMemory, context, layer_memory
+from moeplan.memory.weights import Weights
+from moeplan.quant.ggml import GGMLType
+
+CPU = "CPU"
+REPACK = "CPU_REPACK"
+_REPACKABLE = frozenset({GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.IQ4_NL, GGMLType.MXFP4})
+_EXPS = r"_(up|down|gate|gate_up)_(ch|)exps"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The placement flags of one llama.cpp command line."""
+
+    n_gpu_layers: int | None = None  # None / negative: all layers (llama.cpp's -ngl all)
+    overrides: tuple[tuple[str, str], ...] = ()  # (regex, buffer type) in command-line order
+    tensor_split: tuple[float, ...] = ()
+    no_kv_offload: bool = False
+
+
+def parse_placement(flags: str) -> Placement:
+    """Read -ngl, -ot/--override-tensor, --cpu-moe, --n-cpu-moe, -ts and -nkvo from a command line."""
+    try:
+        args = shlex.split(flags)
+    except ValueError as e:
+        raise MoeplanError(f"cannot parse placement '{flags}': {e}") from None
+    ngl: int | None = None
+    overrides: list[tuple[str, str]] = []
+    split: tuple[float, ...] = ()
+    nkvo = False
+    i = 0
+
+    def value() -> str:
+        if i + 1 >= len(args):
+            raise MoeplanError(f"placement flag {args[i]} needs a value")
+        return args[i + 1]
+
+    while i < len(args):
+        a = args[i]
+        if a in ("-ngl", "--gpu-layers", "--n-gpu-layers"):
+            v = value()
+            ngl = None if v in ("all", "auto", "-1") else _int(a, v)
+            i += 2
+        elif a in ("-ot", "--override-tensor"):
+            for rule in value().split(","):
+                pattern, sep, buft = rule.partition("=")
+                if not sep or not pattern or not buft:
+                    raise MoeplanError(
+                        f"-ot rule '{rule}' must be REGEX=BUFFER_TYPE, e.g. '.ffn_.*_exps.=CPU'"
+                    )
+                _check_regex(pattern)
+                overrides.append((pattern, buft))
+            i += 2
+        elif a in ("-cmoe", "--cpu-moe"):
+            overrides.append((r"\.ffn" + _EXPS, CPU))
+            i += 1
+        elif a in ("-ncmoe", "--n-cpu-moe"):
+            n = _int(a, value())
+            overrides += [(rf"blk\.{k}\.ffn" + _EXPS, CPU) for k in range(n)]
+            i += 2
+        elif a in ("-ts", "--tensor-split"):
+            try:
+                split = tuple(float(x) for x in value().replace("/", ",").split(","))
+            except ValueError:
+                raise MoeplanError(f"-ts expects proportions like 3,1, got '{value()}'") from None
+            if any(x < 0 for x in split) or not any(split):
+                raise MoeplanError(f"-ts proportions must be non-negative and not all zero, got '{value()}'")
+            i += 2
+        elif a in ("-nkvo", "--no-kv-offload"):
+            nkvo = True
+            i += 1
+        else:
+            raise MoeplanError(
+                f"unsupported placement flag '{a}' (know -ngl, -ot, --cpu-moe, --n-cpu-moe, -ts, -nkvo)"
+            )
+    return Placement(ngl, tuple(overrides), split, nkvo)
+
+
+def _int(flag: str, v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise MoeplanError(f"{flag} expects an integer, got '{v}'") from None
+    if n < 0:
+        raise MoeplanError(f"{flag} must not be negative, got {n}")
+    return n
+
+
+def _check_regex(pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise MoeplanError(f"-ot regex '{pattern}' is invalid: {e}") from None
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """What the tool that runs the model changes: llama-server reserves logits for its slots only."""
+
+    name: str = "llama-completion"
+    n_outputs_max: int | None = None  # None: n_batch (llama-completion, llama-bench, llama-fit-params)
+
+
+SERVER = Frontend("llama-server", n_outputs_max=4)
+
+
+@dataclass
+class DeviceMemory:
+    device: str
+    weights_bytes: int = 0
+    kv_bytes: int = 0
+    state_bytes: int = 0
+    compute_bytes: int = 0
+    output_bytes: int = 0
+    tensors: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_bytes + self.state_bytes + self.compute_bytes + self.output_bytes
+
+
+def layer_devices(n_layer_all: int, gpus: tuple[str, ...], p: Placement) -> list[str]:
+    """Device of each layer index 0..n_layer_all (the last index is the output layer)."""
+    n_gpu = n_layer_all + 1 if p.n_gpu_layers is None else min(p.n_gpu_layers, n_layer_all + 1)
+    if not gpus:
+        n_gpu = 0
+    start = max(n_layer_all + 1 - n_gpu, 0)
+    shares = p.tensor_split[: len(gpus)] if p.tensor_split else (1.0,) * len(gpus)
+    shares = shares + (0.0,) * (len(gpus) - len(shares))
+    total = sum(shares)
+    cumulative, acc = [], 0.0
+    for s in shares:
+        acc += s / total
+        cumulative.append(acc)
+    out = []
+    for il in range(n_layer_all + 1):
+        if il < start:
+            out.append(CPU)
+        else:
+            k = min(bisect_right(cumulative, (il - start) / n_gpu), len(gpus) - 1)
+            out.append(gpus[k])
+    return out
+
+
+def _base_device(t: TensorSpec, devs: list[str]) -> str:
+    if t.name in ("token_embd.weight", "per_layer_token_embd.weight"):
+        return CPU
+    if t.layer is None:
+        return devs[-1] if t.name.startswith("output") else devs[0]
+    return devs[t.layer]
+
+
+def tensor_device(t: TensorSpec, devs: list[str], p: Placement, known: set[str]) -> str:
+    for pattern, buft in p.overrides:
+        if re.search(pattern, t.name):
+            if buft not in known:
+                raise MoeplanError(
+                    f"-ot buffer type '{buft}' is unknown; available: {', '.join(sorted(known))}"
+                )
+            return buft
+    return _base_device(t, devs)
+
+
+def _repackable(t: TensorSpec, ttype: GGMLType) -> bool:
+    return ttype in _REPACKABLE and len(t.shape) >= 2 and t.shape[1] % 8 == 0 and t.role is not Role.EMBED
+
+
+def compute_bytes(
+    spec: ModelSpec,
+    cfg: CacheConfig,
+    layers: list[LayerMemory],
+    n_outputs: int,
+    has_output: bool,
+    has_layers: bool,
+    attn_layers: list[int],
+    ffn_layers: list[int],
+) -> int:
+    """Compute buffer of one device (see the module docstring for the model of the peak)."""
+    ctx = context(spec, cfg)
+    ub = ctx.n_ubatch
+    e = spec.n_embd
+    mask_bytes = 2 if cfg.flash_attn else 4
+    caches = {lm.cells for lm in layers if lm.layer in attn_layers and lm.cells}
+    masks = sum(cells * ctx.n_stream * ub * mask_bytes for cells in caches)
+    peak = 4 * ub * e  # the residual stream
+    if has_output:
+        peak = max(peak, 4 * n_outputs * spec.n_vocab + 8 * n_outputs * e)
+    for il in attn_layers:
+        a = spec.layers[il].attn
+        if a.kind is AttnKind.LINEAR:
+            width = a.linear_v_heads * a.linear_v_head_dim
+            act = 4 * ub * (2 * (2 * a.linear_k_heads * a.linear_k_head_dim + width) + 3 * e)
+        else:
+            q = a.n_head * max(a.head_dim_k, a.qk_nope_head_dim + a.qk_rope_head_dim)
+            act = 4 * ub * (2 * q + 3 * e)
+            if not cfg.flash_attn:
+                cells = next(lm.cells for lm in layers if lm.layer == il)
+                act += 4 * cells * ctx.n_stream * ub * a.n_head
+        peak = max(peak, act)
+    for il in ffn_layers:
+        f = spec.layers[il].ffn
+        if f.kind is FFNKind.MOE:
+            act = 4 * ub * (3 * f.n_expert_used * f.n_ff_exp + 2 * f.n_expert + 3 * e + 3 * f.n_ff_shexp)
+        else:
+            act = 4 * ub * (3 * f.n_ff + 3 * e)
+        peak = max(peak, act)
+    inputs = 4 * ub * e if not has_layers else 0
+    return masks + peak + inputs
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    devices: tuple[DeviceMemory, ...]
+    n_ctx: int
+    n_ubatch: int
+    repack: bool
+
+    def device(self, name: str) -> DeviceMemory:
+        return next(d for d in self.devices if d.device == name)
+
+
+def plan_memory(
+    inv: Inventory,
+    w: Weights,
+    cfg: CacheConfig,
+    placement: Placement | None = None,
+    gpus: tuple[str, ...] = (),
+    frontend: Frontend | None = None,
+    repack: bool | None = None,
+) -> MemoryPlan:
+    """Bytes per device for this model, runtime config and placement."""
+    p = placement or Placement()
+    fe = frontend or Frontend()
+    spec = inv.spec
+    devs = layer_devices(inv.block_count, gpus, p)
+    # A GPU backend's pinned host buffer type takes precedence over CPU_REPACK; RPC devices have none.
+    repack = all(g.startswith("RPC") for g in gpus) if repack is None else repack
+    names = [CPU, *gpus, REPACK] if repack else [CPU, *gpus]
+    mem = {n: DeviceMemory(n) for n in names}
+    where: dict[str, str] = {}
+    mtp_start = spec.n_layer
+    for t in w.tensors:
+        if t.spec.layer is not None and t.spec.layer >= mtp_start:
+            continue  # MTP weights are not loaded for plain inference
+        d = tensor_device(t.spec, devs, p, {CPU, *gpus})
+        if d == CPU and repack and _repackable(t.spec, t.type):
+            d = REPACK
+        where[t.spec.name] = d
+        mem[d].weights_bytes += t.nbytes
+        mem[d].tensors.append(t.spec.name)
+    output_dev = devs[-1]
+    if spec.tied_embeddings and output_dev != CPU:
+        embd = next(t for t in w.tensors if t.spec.name == "token_embd.weight")
+        mem[output_dev].weights_bytes += embd.nbytes  # the output layer's copy of the tied embedding
+    layers = layer_memory(spec, cfg)
+    for lm in layers:
+        d = CPU if p.no_kv_offload and lm.state_bytes == 0 else devs[lm.layer]
+        mem[d].kv_bytes += lm.k_bytes + lm.v_bytes
+        mem[devs[lm.layer] if not p.no_kv_offload else CPU].state_bytes += lm.state_bytes
+    ctx = context(spec, cfg)
+    n_out = min(ctx.n_ubatch, fe.n_outputs_max or ctx.n_batch)
+    for name in [CPU, *gpus]:
+        attn = [il for il in range(spec.n_layer) if devs[il] == name]
+        ffn = [il for il in range(spec.n_layer) if _ffn_device(il, spec, where) == name]
+        has_output = output_dev == name
+        mem[name].compute_bytes = compute_bytes(
+            spec, cfg, layers, n_out, has_output, bool(attn or ffn), attn, ffn
+        )
+    mem[CPU].output_bytes = 4 * spec.n_vocab * cfg.n_seq  # logits of one output per sequence, host memory
+    return MemoryPlan(tuple(mem.values()), ctx.n_ctx, ctx.n_ubatch, repack)
+
+
+def _ffn_device(il: int, spec: ModelSpec, where: dict[str, str]) -> str | None:
+    f = spec.layers[il].ffn
+    name = f"blk.{il}.ffn_down_exps.weight" if f.kind is FFNKind.MOE else f"blk.{il}.ffn_down.weight"
+    d = where.get(name)
+    return CPU if d == REPACK else d

@@ -1,0 +1,146 @@
+"""KV cache and recurrent state, per layer, exactly as llama.cpp allocates them.
+
+Rules from the pinned llama.cpp (build 11434):
+- context: `n_ctx` padded up to 256 (`llama_context` ctor); unified KV: one stream of n_ctx cells;
+  otherwise one stream per sequence of PAD256(n_ctx / n_seq) cells.
+- full-attention layer: K and V of `head_dim × n_head_kv` values per cell (`llama_kv_cache` ctor).
+- sliding-window / chunked layer: PAD256(min(n_ctx_seq, window·(unified ? n_seq : 1) + n_ubatch)) cells,
+  all cells with `--swa-full` (`llama_kv_cache_iswa`). Llama 4's chunked layers use window 8192.
+- MLA (deepseek2): K only, `kv_lora_rank + rope_dim` values per cell; V is a view of K.
+- linear / recurrent layer: no KV; F32 conv state (d_conv−1)·(d_inner + 2·n_group·d_state) and
+  SSM state d_state·d_inner per sequence, whatever the context (`llama_memory_recurrent`).
+- V transposed (no flash attention) uses the largest V width of any layer for every layer.
+"""
+
+from dataclasses import dataclass
+
+from moeplan.arch.spec import Attention, AttnKind, ModelSpec
+from moeplan.errors import MoeplanError
+from moeplan.quant.ggml import GGMLType, block_size, type_size
+
+# `-ctk/-ctv` values llama.cpp accepts (common/arg.cpp kv_cache_types).
+CACHE_TYPES = {
+    "f32": GGMLType.F32,
+    "f16": GGMLType.F16,
+    "bf16": GGMLType.BF16,
+    "q8_0": GGMLType.Q8_0,
+    "q4_0": GGMLType.Q4_0,
+    "q4_1": GGMLType.Q4_1,
+    "iq4_nl": GGMLType.IQ4_NL,
+    "q5_0": GGMLType.Q5_0,
+    "q5_1": GGMLType.Q5_1,
+}
+PAD = 256
+
+
+def pad(n: int, to: int = PAD) -> int:
+    return -(-n // to) * to
+
+
+def cache_type(name: str) -> GGMLType:
+    t = CACHE_TYPES.get(name.strip().lower())
+    if t is None:
+        raise MoeplanError(f"unknown KV cache type '{name}'; llama.cpp accepts {', '.join(CACHE_TYPES)}")
+    return t
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    n_ctx: int  # -c (0 = the model's training context)
+    n_seq: int = 1  # -np
+    unified: bool = False  # -kvu (llama-server: on with its automatic 4 slots)
+    n_ubatch: int = 512  # -ub
+    n_batch: int = 2048  # -b
+    type_k: GGMLType = GGMLType.F16
+    type_v: GGMLType = GGMLType.F16
+    flash_attn: bool = True  # -fa (auto resolves to on where supported, e.g. CPU)
+    swa_full: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_ctx < 0 or self.n_seq < 1 or self.n_ubatch < 1 or self.n_batch < 1:
+            raise MoeplanError("context, slots (-np), batch (-b) and micro-batch (-ub) must be positive")
+        if self.type_v not in (GGMLType.F16, GGMLType.BF16, GGMLType.F32) and not self.flash_attn:
+            raise MoeplanError("a quantized V cache requires flash attention: add --fa on or use -ctv f16")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What llama.cpp derives from the flags."""
+
+    n_ctx: int
+    n_ctx_seq: int
+    n_stream: int
+    n_batch: int
+    n_ubatch: int
+
+
+def context(spec: ModelSpec, cfg: CacheConfig) -> Context:
+    n_ctx = pad(cfg.n_ctx or spec.context_length)
+    if cfg.unified or cfg.n_seq == 1:
+        n_ctx_seq, n_stream = n_ctx, 1
+    else:
+        n_ctx_seq, n_stream = pad(n_ctx // cfg.n_seq), cfg.n_seq
+        n_ctx = n_ctx_seq * n_stream
+    n_batch = min(n_ctx, cfg.n_batch)
+    return Context(n_ctx, n_ctx_seq, n_stream, n_batch, min(n_batch, cfg.n_ubatch))
+
+
+def row_bytes(t: GGMLType, n: int) -> int:
+    if n % block_size(t):
+        raise MoeplanError(f"a KV row of {n} values does not fit {t.name} blocks of {block_size(t)}: use f16")
+    return n // block_size(t) * type_size(t)
+
+
+@dataclass(frozen=True)
+class LayerMemory:
+    layer: int
+    kind: AttnKind
+    cells: int  # per stream; 0 for recurrent layers
+    k_bytes: int
+    v_bytes: int
+    state_bytes: int  # recurrent conv + SSM state
+
+    @property
+    def total(self) -> int:
+        return self.k_bytes + self.v_bytes + self.state_bytes
+
+
+def _kv_widths(a: Attention) -> tuple[int, int]:
+    """Values per cell for K and V (`n_embd_k_gqa`, `n_embd_v_gqa`); MLA caches K only."""
+    if a.kind is AttnKind.MLA:
+        return (a.kv_lora_rank + a.qk_rope_head_dim) * a.n_head_kv, 0
+    return a.head_dim_k * a.n_head_kv, a.head_dim_v * a.n_head_kv
+
+
+def recurrent_state_values(a: Attention) -> int:
+    """F32 values of conv state + SSM state for one sequence of one Gated-DeltaNet layer."""
+    d_inner = a.linear_v_heads * a.linear_v_head_dim
+    d_state, n_group = a.linear_k_head_dim, a.linear_k_heads
+    conv = (a.conv_kernel - 1) * (d_inner + 2 * n_group * d_state)
+    return conv + d_state * d_inner
+
+
+def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
+    """KV and recurrent state of every decoder layer (MTP layers hold none)."""
+    ctx = context(spec, cfg)
+    v_max = max(
+        (_kv_widths(la.attn)[1] for la in spec.layers if la.attn.kind is not AttnKind.LINEAR), default=0
+    )
+    out = []
+    for il, layer in enumerate(spec.layers):
+        a = layer.attn
+        if a.kind is AttnKind.LINEAR:
+            state = 4 * recurrent_state_values(a) * max(1, cfg.n_seq)
+            out.append(LayerMemory(il, a.kind, 0, 0, 0, state))
+            continue
+        cells = ctx.n_ctx_seq
+        if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window and not cfg.swa_full:
+            window_cells = a.window * (cfg.n_seq if cfg.unified else 1) + ctx.n_ubatch
+            cells = pad(min(ctx.n_ctx_seq, window_cells))
+        k_w, v_w = _kv_widths(a)
+        if v_w and not cfg.flash_attn:
+            v_w = v_max
+        k = ctx.n_stream * cells * row_bytes(cfg.type_k, k_w)
+        v = ctx.n_stream * cells * row_bytes(cfg.type_v, v_w) if v_w else 0
+        out.append(LayerMemory(il, a.kind, cells, k, v, 0))
+    return out
