@@ -115,8 +115,8 @@ def test_rpc_device_placement(flags: str, rpc: tuple[int, int, int], host: tuple
 def test_placement_parsing() -> None:
     p = parse_placement('-ngl 99 --n-cpu-moe 2 -ot "exps=CPU,blk\\.5\\.=CUDA0" -ts 3,1')
     assert p.n_gpu_layers == 99 and p.tensor_split == (3.0, 1.0)
-    assert [b for _, b in p.overrides] == ["CPU", "CPU", "CPU", "CUDA0"]
-    assert p.overrides[0][0] == r"blk\.0\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+    assert [b for _, b in p.overrides] == ["CPU", "CPU", "CUDA0"]
+    assert p.overrides[0][0] == r"blk\.(?:0|1)\.ffn_(up|down|gate|gate_up)_(ch|)exps"
     for bad, msg in [
         ("-ngl", "needs a value"),
         ("-ngl x", "integer"),

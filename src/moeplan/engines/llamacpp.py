@@ -83,7 +83,9 @@ def parse_placement(flags: str) -> Placement:
             i += 1
         elif a in ("-ncmoe", "--n-cpu-moe"):
             n = _int(a, value())
-            overrides += [(rf"blk\.{k}\.ffn" + _EXPS, CPU) for k in range(n)]
+            # llama.cpp adds one rule per layer, all to CPU; one alternation matches the same tensors.
+            if n:
+                overrides.append((rf"blk\.(?:{'|'.join(str(k) for k in range(n))})\.ffn" + _EXPS, CPU))
             i += 2
         elif a in ("-ts", "--tensor-split"):
             try:
@@ -177,13 +179,10 @@ def _base_device(t: TensorSpec, devs: list[str]) -> str:
     return devs[t.layer]
 
 
-def tensor_device(t: TensorSpec, devs: list[str], p: Placement, known: set[str]) -> str:
-    for pattern, buft in p.overrides:
-        if re.search(pattern, t.name):
-            if buft not in known:
-                raise MoeplanError(
-                    f"-ot buffer type '{buft}' is unknown; available: {', '.join(sorted(known))}"
-                )
+def tensor_device(t: TensorSpec, devs: list[str], rules: list[tuple[re.Pattern[str], str]]) -> str:
+    """`-ot` rules first (regex search, first match wins), else the device of the tensor's layer."""
+    for pattern, buft in rules:
+        if pattern.search(t.name):
             return buft
     return _base_device(t, devs)
 
@@ -266,10 +265,14 @@ def plan_memory(
     mem = {n: DeviceMemory(n) for n in names}
     where: dict[str, str] = {}
     mtp_start = spec.n_layer
+    for _, buft in p.overrides:
+        if buft not in mem or buft == REPACK:
+            raise MoeplanError(f"-ot buffer type '{buft}' is unknown; available: {', '.join([CPU, *gpus])}")
+    rules = [(re.compile(pattern), buft) for pattern, buft in p.overrides]
     for t in w.tensors:
         if t.spec.layer is not None and t.spec.layer >= mtp_start:
             continue  # MTP weights are not loaded for plain inference
-        d = tensor_device(t.spec, devs, p, {CPU, *gpus})
+        d = tensor_device(t.spec, devs, rules)
         if d == CPU and repack and _repackable(t.spec, t.type):
             d = REPACK
         where[t.spec.name] = d
