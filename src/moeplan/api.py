@@ -6,11 +6,15 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from moeplan.arch.inventory import MTP_SUPPORTED, inventory, mtp_default
-from moeplan.engines.llamacpp import Frontend, parse_placement, plan_memory
+from moeplan.engines.llamacpp import CPU, Frontend, parse_placement, plan_memory, render_command
 from moeplan.errors import MoeplanError
+from moeplan.hardware.spec import Rig
 from moeplan.memory.kv import CacheConfig, cache_type
 from moeplan.memory.report import SizeReport, size_report
 from moeplan.memory.weights import file_bytes, predict
+from moeplan.notices import notices
+from moeplan.plan.llamacpp import device_slots
+from moeplan.plan.llamacpp import plan as llamacpp_plan
 from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, resolve
@@ -170,3 +174,133 @@ def memory(
         total_bytes=sum(d.total_bytes for d in devices),
         notes=notes,
     )
+
+
+class PlanDevice(BaseModel):
+    name: str
+    capacity_bytes: int
+    weights_bytes: int
+    kv_bytes: int
+    state_bytes: int
+    compute_bytes: int
+    total_bytes: int
+
+
+class PlanNotice(BaseModel):
+    id: str
+    severity: str
+    message: str
+
+
+class PlanAlternative(BaseModel):
+    quant: str
+    strategy: str
+    flags: str
+    ctx: int
+    fits: bool
+    decode_tok_s: float
+    why_not: str
+
+
+class PlanReport(BaseModel):
+    model: str
+    rig: str
+    rig_assumptions: list[str]
+    fits: bool
+    quant: str
+    strategy: str
+    ctx: int
+    decode_tok_s: float
+    bound_by: str
+    devices: list[PlanDevice]
+    command: str
+    notices: list[PlanNotice]
+    alternatives: list[PlanAlternative]
+
+
+def plan_on_rig(
+    model: str,
+    rig: Rig,
+    *,
+    ctx: int | None = None,
+    quant: str | None = None,
+    n_seq: int = 1,
+    ctk: str = "f16",
+    ctv: str = "f16",
+    flash_attn: bool = True,
+) -> PlanReport:
+    """The best llama.cpp plan for a catalog model on a rig, with its command and notices."""
+    entry = resolve(model)
+    spec = entry.spec()
+    cache = CacheConfig(
+        n_ctx=0,
+        n_seq=n_seq,
+        unified=True,
+        type_k=cache_type(ctk),
+        type_v=cache_type(ctv),
+        flash_attn=flash_attn,
+    )
+    result = llamacpp_plan(spec, rig, ctx=ctx, quant=FileType.parse(quant) if quant else None, cache=cache)
+    c = result.chosen
+    cpu, gpus = device_slots(rig)
+    capacity = {s.name: s.capacity_bytes for s in [cpu, *gpus]}
+    devices = [
+        PlanDevice(
+            name=d.device,
+            capacity_bytes=capacity.get(d.device, capacity[CPU]),
+            weights_bytes=d.weights_bytes,
+            kv_bytes=d.kv_bytes,
+            state_bytes=d.state_bytes,
+            compute_bytes=d.compute_bytes,
+            total_bytes=d.total_bytes,
+        )
+        for d in c.memory.devices
+        if d.total_bytes or d.device == CPU
+    ]
+    sibling = _dense_sibling_fits(entry, rig, ctx) if spec.is_moe else None
+    command = render_command(
+        f"{entry.name}-{c.quant.name}.gguf",
+        c.ctx,
+        c.flags,
+        n_seq=n_seq,
+        flash_attn=flash_attn,
+        cache_k=ctk,
+        cache_v=ctv,
+    )
+    return PlanReport(
+        model=entry.name,
+        rig=rig.text,
+        rig_assumptions=list(rig.assumptions),
+        fits=c.fits and not result.disk,
+        quant=c.quant.name,
+        strategy=c.strategy,
+        ctx=c.ctx,
+        decode_tok_s=round(c.decode_tok_s, 2),
+        bound_by=c.bound_by,
+        devices=devices,
+        command=command,
+        notices=[
+            PlanNotice(id=n.id, severity=n.severity, message=n.message)
+            for n in notices(spec, rig, result, sibling)
+        ],
+        alternatives=[
+            PlanAlternative(
+                quant=a.quant.name,
+                strategy=a.strategy,
+                flags=a.flags,
+                ctx=a.ctx,
+                fits=a.fits,
+                decode_tok_s=round(a.decode_tok_s, 2),
+                why_not=a.why_not,
+            )
+            for a in result.alternatives
+        ],
+    )
+
+
+def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int | None) -> str | None:
+    if not entry.dense_sibling or not rig.node.gpus:
+        return None
+    sibling = resolve(entry.dense_sibling)
+    r = llamacpp_plan(sibling.spec(), rig, ctx=ctx)
+    return sibling.name if r.chosen.fits and r.chosen.strategy == "gpu" and not r.below_floor else None

@@ -305,3 +305,24 @@ def _ffn_device(il: int, spec: ModelSpec, where: dict[str, str]) -> str | None:
     name = f"blk.{il}.ffn_down_exps.weight" if f.kind is FFNKind.MOE else f"blk.{il}.ffn_down.weight"
     d = where.get(name)
     return CPU if d == REPACK else d
+
+
+def render_command(
+    model_file: str,
+    ctx: int,
+    placement_flags: str,
+    *,
+    n_seq: int = 1,
+    flash_attn: bool = True,
+    cache_k: str = "f16",
+    cache_v: str = "f16",
+    binary: str = "llama-server",
+) -> str:
+    """The exact command line for a plan (llama-server unless told otherwise)."""
+    parts = [binary, "-m", shlex.quote(model_file), "-c", str(ctx), placement_flags.strip()]
+    parts += ["-fa", "on" if flash_attn else "off"]
+    if (cache_k, cache_v) != ("f16", "f16"):
+        parts += ["-ctk", cache_k, "-ctv", cache_v]
+    if binary == "llama-server":
+        parts += ["-np", str(n_seq), "--jinja"]
+    return " ".join(p for p in parts if p)

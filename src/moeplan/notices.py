@@ -1,0 +1,113 @@
+"""Rules that turn a plan into notices a person can act on: id, severity, message."""
+
+from dataclasses import dataclass
+
+from moeplan.arch.spec import ModelSpec
+from moeplan.hardware.spec import Rig
+from moeplan.plan.llamacpp import QUALITY_FLOOR, GiB, PlanResult
+
+INFO, WARN, ERROR = "info", "warning", "error"
+
+
+@dataclass(frozen=True)
+class Notice:
+    id: str
+    severity: str
+    message: str
+
+
+def notices(
+    spec: ModelSpec, rig: Rig, result: PlanResult, dense_sibling_fits: str | None = None
+) -> list[Notice]:
+    c = result.chosen
+    out: list[Notice] = []
+    gpu_devices = [d for d in c.memory.devices if not d.device.startswith("CPU")]
+    used_gpus = [d for d in gpu_devices if d.weights_bytes]
+    cpu_weights = sum(d.weights_bytes for d in c.memory.devices if d.device.startswith("CPU"))
+    if result.disk:
+        out.append(
+            Notice(
+                "DISK_MMAP_SLOW",
+                ERROR if not c.fits else WARN,
+                f"the model does not fit in RAM + VRAM; experts are read from disk on demand "
+                f"(about {c.decode_tok_s:.1f} tokens/s): add RAM, or pick a smaller quantization",
+            )
+        )
+    if spec.is_moe and c.strategy in ("n_cpu_moe", "cpu_moe", "disk") and rig.node.gpus:
+        n = "all" if c.strategy != "n_cpu_moe" else c.flags.split("--n-cpu-moe ")[1].split()[0]
+        out.append(
+            Notice(
+                "MOE_EXPERT_CPU_OFFLOAD",
+                INFO,
+                f"experts of {n} layers run on the CPU ({cpu_weights / GiB:.1f} GiB of weights in RAM); "
+                f"attention, shared experts and the rest stay on the GPU; decode is bound by "
+                f"{c.bound_by}",
+            )
+        )
+    if result.below_floor:
+        out.append(
+            Notice(
+                "QUANT_BELOW_MOE_FLOOR" if spec.is_moe else "QUANT_BELOW_FLOOR",
+                WARN,
+                f"only {c.quant.name} fits, below {QUALITY_FLOOR.name}: expect noticeably worse answers; "
+                f"more RAM or VRAM allows {QUALITY_FLOOR.name}",
+            )
+        )
+    wants_mxfp4 = c.quant.name == "MXFP4_MOE" or spec.arch == "gpt-oss"
+    if wants_mxfp4 and rig.node.gpus and not all(g.mxfp4 for g in rig.node.gpus):
+        out.append(
+            Notice(
+                "MXFP4_NEEDS_BLACKWELL",
+                INFO,
+                "MXFP4 weights run natively only on Blackwell GPUs (RTX 50xx, RTX PRO 6000, B200); "
+                "here they are dequantized on the fly: correct, but slower than the bytes suggest",
+            )
+        )
+    if len(used_gpus) > 1:
+        out.append(
+            Notice(
+                "MULTI_GPU_REQUIRED",
+                INFO,
+                f"the model is split over {len(used_gpus)} GPUs by layers ({c.flags}); "
+                "each token passes through them in turn",
+            )
+        )
+    if result.ctx_requested is None and spec.context_length and c.ctx < spec.context_length:
+        out.append(
+            Notice(
+                "CONTEXT_REDUCED",
+                INFO,
+                f"context set to {c.ctx:,} tokens, the most that fits with this placement "
+                f"(the model supports {spec.context_length:,}); ask for more with --ctx",
+            )
+        )
+    kv = sum(d.kv_bytes + d.state_bytes for d in c.memory.devices)
+    weights = sum(d.weights_bytes for d in c.memory.devices)
+    if kv > 0.5 * weights:
+        out.append(
+            Notice(
+                "KV_CACHE_DOMINATES",
+                INFO,
+                f"the KV cache ({kv / GiB:.1f} GiB) is more than half the weights: a q8_0 cache "
+                "(-ctk q8_0 -ctv q8_0) halves it",
+            )
+        )
+    partially_offloaded = spec.is_moe and c.strategy in ("n_cpu_moe", "disk")
+    if partially_offloaded:
+        out.append(
+            Notice(
+                "MOE_LATENCY_VARIANCE",
+                INFO,
+                "per-token latency varies with which experts the router picks: tokens whose experts "
+                "sit in RAM (or on disk) take longer than those on the GPU",
+            )
+        )
+    if dense_sibling_fits:
+        out.append(
+            Notice(
+                "DENSE_ALTERNATIVE",
+                INFO,
+                f"the dense {dense_sibling_fits} fits entirely on the GPU and avoids expert offload",
+            )
+        )
+    return out

@@ -1,0 +1,1 @@
+"""Planning: the placements an engine can express on a rig, ranked."""

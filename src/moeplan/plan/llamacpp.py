@@ -1,0 +1,430 @@
+"""Search the placements llama.cpp can express on one machine, for a model, quantization and context.
+
+Strategies (each a llama.cpp command line): everything on the GPU(s); the experts of the first N
+layers on the CPU (`--n-cpu-moe N`, the fewest that fit, since every expert layer kept on a GPU is
+faster; `-ts` rebalanced so each GPU holds what it can); every expert on the CPU (`--cpu-moe`);
+whole layers offloaded (`-ngl N`, the most that fit); CPU only; and, when RAM and VRAM together are
+too small, weights mmap'd from disk. Every candidate's memory is computed by
+`engines.llamacpp.plan_memory`, the same code that matches llama.cpp's own buffers.
+
+Choosing a quantization: quality first, but not at less than half the decode speed of the fastest
+plan at the quality floor (Q4_K_M); below the floor only when nothing at or above it fits.
+"""
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from moeplan.arch.inventory import Inventory, Role, inventory
+from moeplan.arch.spec import ModelSpec
+from moeplan.engines.llamacpp import CPU, Frontend, MemoryPlan, parse_placement, plan_memory
+from moeplan.hardware.spec import GPU, Rig
+from moeplan.memory.kv import CacheConfig
+from moeplan.memory.weights import Weights, predict
+from moeplan.quant.recipe import FileType
+
+GiB = 2**30
+# Per-GPU headroom for the driver/runtime context (CUDA ~0.3-0.5 GiB); llama.cpp --fit keeps 1 GiB too.
+GPU_HEADROOM = 1 * GiB
+# Host RAM kept for the OS and other programs.
+HOST_RESERVE_MIN = 4 * GiB
+HOST_RESERVE_FRACTION = 0.05
+# Effective fraction of peak bandwidth a decode step reaches (rough until the speed model calibrates it).
+GPU_EFFICIENCY = 0.7
+CPU_EFFICIENCY = 0.6
+HOP_SECONDS = 40e-6  # one GPU<->CPU round trip per layer whose experts run on the CPU
+
+QUANT_LADDER = (
+    FileType.Q8_0,
+    FileType.Q6_K,
+    FileType.Q5_K_M,
+    FileType.Q4_K_M,
+    FileType.IQ4_XS,
+    FileType.Q3_K_M,
+    FileType.IQ3_M,
+    FileType.IQ3_XXS,
+    FileType.Q2_K,
+    FileType.IQ2_M,
+    FileType.IQ2_XXS,
+    FileType.IQ1_M,
+    FileType.IQ1_S,
+)
+QUALITY_FLOOR = FileType.Q4_K_M
+SPEED_GUARD = 0.5  # a higher quality must keep at least this fraction of the fastest floor plan's speed
+CONTEXT_LADDER = (1 << 20, 524288, 262144, 131072, 65536, 32768, 16384, 8192, 4096)
+BASE_CONTEXT = 8192
+MIN_CONTEXT = 4096
+
+
+@dataclass(frozen=True)
+class DeviceSlot:
+    name: str  # llama.cpp buffer type name: CPU, CUDA0, ROCm0, MTL0 ...
+    capacity_bytes: int
+    bandwidth_bytes_s: float
+
+
+@dataclass
+class Candidate:
+    quant: FileType
+    strategy: str  # gpu | n_cpu_moe | cpu_moe | ngl | cpu | disk
+    flags: str
+    ctx: int
+    memory: MemoryPlan
+    fits: bool
+    seconds_per_token: float
+    bound_by: str
+    overflow: dict[str, int] = field(default_factory=dict)  # device -> bytes over capacity
+    why_not: str = ""
+
+    @property
+    def decode_tok_s(self) -> float:
+        return 1.0 / self.seconds_per_token if self.seconds_per_token else 0.0
+
+
+def backend_name(gpu: GPU, index: int) -> str:
+    if gpu.vendor == "Apple":
+        return f"MTL{index}"
+    if gpu.vendor == "AMD":
+        return f"ROCm{index}"
+    if gpu.vendor == "Intel":
+        return f"SYCL{index}"
+    return f"CUDA{index}"
+
+
+def device_slots(rig: Rig) -> tuple[DeviceSlot, list[DeviceSlot]]:
+    """Capacities llama.cpp may use on the first node: the host and each GPU, less headroom."""
+    node = rig.node
+    host = node.host
+    gpus = []
+    unified_used = 0
+    for i, g in enumerate(node.gpus):
+        cap = g.memory_bytes - (0 if g.unified_memory else GPU_HEADROOM)
+        unified_used += g.memory_bytes if g.unified_memory else 0
+        gpus.append(DeviceSlot(backend_name(g, i), max(cap, 0), g.bandwidth_bytes_s))
+    reserve = max(HOST_RESERVE_MIN, int(HOST_RESERVE_FRACTION * host.ram_bytes))
+    cpu = DeviceSlot(CPU, max(host.ram_bytes - reserve - unified_used, 0), host.ram_bandwidth_bytes_s)
+    return cpu, gpus
+
+
+TYPICAL_FILL = 4096  # tokens in the KV cache when decode speed is quoted
+
+
+def _bytes_read_per_token(w: Weights, inv: Inventory, mem: MemoryPlan, ctx: int) -> dict[str, float]:
+    """Bytes each device reads per decoded token: its non-expert weights, the k/E routed-expert
+    share of its expert stacks, and the KV cache filled to TYPICAL_FILL tokens."""
+    where = {name: d.device for d in mem.devices for name in d.tensors}
+    out: dict[str, float] = {d.device: 0.0 for d in mem.devices}
+    for t in w.tensors:
+        dev = where.get(t.spec.name)
+        if dev is None or t.spec.role is Role.EMBED:
+            continue  # token_embd is a row lookup
+        frac = w.active_expert_fraction.get(t.spec.layer or 0, 1.0) if t.spec.role is Role.EXPERT else 1.0
+        out[dev] += t.nbytes * frac
+    fill = min(1.0, TYPICAL_FILL / ctx) if ctx else 1.0
+    for d in mem.devices:
+        out[d.device] += fill * d.kv_bytes
+    return out
+
+
+def _speed(
+    w: Weights,
+    inv: Inventory,
+    mem: MemoryPlan,
+    ctx: int,
+    slots: dict[str, DeviceSlot],
+    disk_bytes: float = 0.0,
+    disk_bw: float = 0.0,
+) -> tuple[float, str]:
+    reads = _bytes_read_per_token(w, inv, mem, ctx)
+    times: dict[str, float] = {}
+    for dev, b in reads.items():
+        slot = slots.get("CPU" if dev == "CPU_REPACK" else dev)
+        if slot is None or not b:
+            continue
+        eff = CPU_EFFICIENCY if slot.name == CPU else GPU_EFFICIENCY
+        label = "RAM bandwidth" if slot.name == CPU else f"{slot.name} memory bandwidth"
+        times[label] = times.get(label, 0.0) + b / (slot.bandwidth_bytes_s * eff)
+    on_cpu = {name for d in mem.devices if d.device.startswith("CPU") for name in d.tensors}
+    gpu_used = any(d.tensors for d in mem.devices if not d.device.startswith("CPU"))
+    cpu_expert_layers = {
+        t.spec.layer for t in w.tensors if t.spec.role is Role.EXPERT and t.spec.name in on_cpu
+    }
+    hops = HOP_SECONDS * len(cpu_expert_layers) if gpu_used else 0.0
+    if disk_bytes and disk_bw:
+        times["disk reads (mmap)"] = disk_bytes / disk_bw
+    total = sum(times.values()) + hops
+    bound = max(times, key=lambda k: times[k]) if times else "compute"
+    return total, bound
+
+
+def _evaluate(
+    inv: Inventory,
+    w: Weights,
+    quant: FileType,
+    strategy: str,
+    flags: str,
+    ctx: int,
+    cache: CacheConfig,
+    cpu: DeviceSlot,
+    gpus: list[DeviceSlot],
+    frontend: Frontend,
+) -> Candidate:
+    cfg = CacheConfig(**{**cache.__dict__, "n_ctx": ctx})
+    names = tuple(g.name for g in gpus)
+    mem = plan_memory(inv, w, cfg, parse_placement(flags), names if strategy != "cpu" else (), frontend)
+    slots = {s.name: s for s in [cpu, *gpus]}
+    overflow = {}
+    host_total = sum(d.total_bytes for d in mem.devices if d.device.startswith("CPU"))
+    if host_total > cpu.capacity_bytes:
+        overflow[CPU] = host_total - cpu.capacity_bytes
+    for d in mem.devices:
+        s = slots.get(d.device)
+        if s is not None and s.name != CPU and d.total_bytes > s.capacity_bytes:
+            overflow[d.device] = d.total_bytes - s.capacity_bytes
+    spt, bound = _speed(w, inv, mem, ctx, slots)
+    return Candidate(quant, strategy, flags, ctx, mem, not overflow, spt, bound, overflow)
+
+
+def _split_flags(layer_bytes: list[int], gpus: list[DeviceSlot]) -> str:
+    """-ts giving each GPU a contiguous run of layers in proportion to its capacity (layer counts;
+    the last slot is the output layer, which llama.cpp puts on the last GPU)."""
+    if len(gpus) < 2:
+        return ""
+    total_cap = sum(g.capacity_bytes for g in gpus)
+    total = sum(layer_bytes)
+    counts = [0] * len(gpus)
+    k, acc, target = 0, 0, total * gpus[0].capacity_bytes / total_cap
+    for b in layer_bytes:
+        if acc + b / 2 > target and k < len(gpus) - 1:
+            k += 1
+            target += total * gpus[k].capacity_bytes / total_cap
+        counts[k] += 1
+        acc += b
+    counts[-1] += 1  # the output layer
+    return " -ts " + ",".join(str(c) for c in counts)
+
+
+def _layer_gpu_bytes(w: Weights, n_layer_all: int, n_cpu_moe: int) -> list[int]:
+    out = [0] * n_layer_all
+    for t in w.tensors:
+        layer = t.spec.layer
+        if layer is None or layer >= n_layer_all:
+            continue
+        if t.spec.role is Role.EXPERT and layer < n_cpu_moe:
+            continue
+        out[layer] += t.nbytes
+    return out
+
+
+@lru_cache(maxsize=512)
+def _weights(inv: Inventory, quant: FileType) -> Weights:
+    return predict(inv, quant)
+
+
+def best_for_quant(
+    spec: ModelSpec,
+    inv: Inventory,
+    quant: FileType,
+    ctx: int,
+    cache: CacheConfig,
+    cpu: DeviceSlot,
+    gpus: list[DeviceSlot],
+    frontend: Frontend,
+) -> list[Candidate]:
+    """The fastest fitting candidate of each strategy for this quantization (or the least-bad one)."""
+    w = _weights(inv, quant)
+    n_all = inv.block_count
+
+    def ev(strategy: str, flags: str) -> Candidate:
+        return _evaluate(inv, w, quant, strategy, flags, ctx, cache, cpu, gpus, frontend)
+
+    out = [ev("cpu", "-ngl 0")]
+    if not gpus:
+        return out
+    full = ev("gpu", "-ngl 99" + _split_flags(_layer_gpu_bytes(w, n_all, 0), gpus))
+    out.append(full)
+    if full.fits:
+        return out
+    if spec.is_moe:
+        all_cpu = ev("cpu_moe", "-ngl 99 --cpu-moe" + _split_flags(_layer_gpu_bytes(w, n_all, n_all), gpus))
+        out.append(all_cpu)
+        if all_cpu.fits:
+            lo, hi = 0, spec.n_layer  # smallest N whose plan fits: fitting is monotone in N
+            best = all_cpu
+            while lo < hi:
+                mid = (lo + hi) // 2
+                c = ev(
+                    "n_cpu_moe",
+                    f"-ngl 99 --n-cpu-moe {mid}" + _split_flags(_layer_gpu_bytes(w, n_all, mid), gpus),
+                )
+                if c.fits:
+                    best, hi = c, mid
+                else:
+                    lo = mid + 1
+            if best is not all_cpu:
+                out.append(best)
+    lo, hi = 0, n_all + 1  # the most layers that fit on the GPU(s)
+    best_ngl: Candidate | None = None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        c = ev("ngl", f"-ngl {mid}")
+        if c.fits:
+            best_ngl, lo = c, mid
+        else:
+            hi = mid - 1
+    if best_ngl is not None and best_ngl.memory.devices:
+        out.append(best_ngl)
+    return out
+
+
+@dataclass
+class PlanResult:
+    chosen: Candidate
+    alternatives: list[Candidate]
+    ctx_requested: int | None
+    quant_requested: FileType | None
+    below_floor: bool
+    disk: bool
+
+
+def _disk_plan(
+    spec: ModelSpec,
+    inv: Inventory,
+    quant: FileType,
+    ctx: int,
+    cache: CacheConfig,
+    cpu: DeviceSlot,
+    gpus: list[DeviceSlot],
+    frontend: Frontend,
+    rig: Rig,
+) -> Candidate:
+    """Nothing fits: keep what fits in RAM as page cache and read the rest of the experts from disk."""
+    w = _weights(inv, quant)
+    strategy, flags = ("cpu_moe", "-ngl 99 --cpu-moe") if spec.is_moe and gpus else ("cpu", "-ngl 0")
+    c = _evaluate(inv, w, quant, "disk", flags, ctx, cache, cpu, gpus if strategy != "cpu" else [], frontend)
+    missing = c.overflow.get(CPU, 0)
+    total_cpu = sum(d.weights_bytes for d in c.memory.devices if d.device.startswith("CPU")) or 1
+    per_token = sum(_bytes_read_per_token(w, inv, c.memory, ctx).get(d, 0.0) for d in ("CPU", "CPU_REPACK"))
+    disk_bytes = per_token * missing / total_cpu  # the share of per-token reads that miss the page cache
+    slots = {s.name: s for s in [cpu, *gpus]}
+    spt, bound = _speed(w, inv, c.memory, ctx, slots, disk_bytes, rig.node.host.disk_read_bytes_s)
+    gpu_over = {k: v for k, v in c.overflow.items() if k != CPU}
+    return Candidate(quant, "disk", flags, ctx, c.memory, not gpu_over, spt, bound, c.overflow)
+
+
+def plan(
+    spec: ModelSpec,
+    rig: Rig,
+    *,
+    ctx: int | None = None,
+    quant: FileType | None = None,
+    cache: CacheConfig | None = None,
+    frontend: Frontend | None = None,
+    mtp: bool | None = False,
+) -> PlanResult:
+    """The best llama.cpp plan for `spec` on the first node of `rig`, and the alternatives."""
+    cache = cache or CacheConfig(n_ctx=0)
+    frontend = frontend or Frontend("llama-server", n_outputs_max=cache.n_seq)
+    cpu, gpus = device_slots(rig)
+    inv = inventory(spec, mtp=mtp)
+    model_ctx = spec.context_length or BASE_CONTEXT
+    base_ctx = ctx or min(model_ctx, BASE_CONTEXT)
+    quants: tuple[FileType, ...] = (quant,) if quant else QUANT_LADDER
+    per_quant = _search(spec, inv, quants, base_ctx, cache, cpu, gpus, frontend)
+    if ctx is None and not any(c.fits for cs in per_quant.values() for c in cs) and base_ctx > MIN_CONTEXT:
+        base_ctx = MIN_CONTEXT
+        per_quant = _search(spec, inv, quants, base_ctx, cache, cpu, gpus, frontend)
+    quants = tuple(per_quant)
+    best = {
+        q: min((c for c in cs if c.fits), key=lambda c: c.seconds_per_token, default=None)
+        for q, cs in per_quant.items()
+    }
+    chosen, below, disk = _choose(best, quants, quant)
+    if chosen is None:
+        q = quant or QUALITY_FLOOR
+        chosen, disk = _disk_plan(spec, inv, q, base_ctx, cache, cpu, gpus, frontend, rig), True
+    elif ctx is None:
+        chosen = _grow_context(spec, inv, chosen, model_ctx, cache, cpu, gpus, frontend)
+    alternatives = [
+        c for cs in per_quant.values() for c in cs if (c.quant, c.flags) != (chosen.quant, chosen.flags)
+    ]
+    for c in alternatives:
+        c.why_not = _why_not(c, chosen)
+    alternatives.sort(
+        key=lambda c: (not c.fits, c.quant is not chosen.quant, _rank(c.quant), c.seconds_per_token)
+    )
+    return PlanResult(chosen, alternatives, ctx, quant, below, disk)
+
+
+def _search(
+    spec: ModelSpec,
+    inv: Inventory,
+    quants: tuple[FileType, ...],
+    ctx: int,
+    cache: CacheConfig,
+    cpu: DeviceSlot,
+    gpus: list[DeviceSlot],
+    frontend: Frontend,
+) -> dict[FileType, list[Candidate]]:
+    """Candidates per quantization, best quality first; stops below the quality floor once
+    something at or above it fits (lower qualities would not be chosen)."""
+    out: dict[FileType, list[Candidate]] = {}
+    for q in quants:
+        if _rank(q) > _rank(QUALITY_FLOOR) and any(c.fits for cs in out.values() for c in cs):
+            break
+        out[q] = best_for_quant(spec, inv, q, ctx, cache, cpu, gpus, frontend)
+    return out
+
+
+def _choose(
+    best: dict[FileType, Candidate | None], quants: tuple[FileType, ...], fixed: FileType | None
+) -> tuple[Candidate | None, bool, bool]:
+    if fixed is not None:
+        return best[fixed], False, False
+    at_or_above = [best[q] for q in quants if _rank(q) <= _rank(QUALITY_FLOOR) and best[q] is not None]
+    if at_or_above:
+        fastest = min(c.seconds_per_token for c in at_or_above if c is not None)
+        for c in at_or_above:  # ordered best quality first
+            if c is not None and c.seconds_per_token <= fastest / SPEED_GUARD:
+                return c, False, False
+    below = [best[q] for q in quants if _rank(q) > _rank(QUALITY_FLOOR) and best[q] is not None]
+    if below:
+        return below[0], True, False
+    return None, False, True
+
+
+def _grow_context(
+    spec: ModelSpec,
+    inv: Inventory,
+    c: Candidate,
+    model_ctx: int,
+    cache: CacheConfig,
+    cpu: DeviceSlot,
+    gpus: list[DeviceSlot],
+    frontend: Frontend,
+) -> Candidate:
+    """The largest context on the ladder that still fits with the same flags (so it costs no speed)."""
+    w = _weights(inv, c.quant)
+    for n in sorted({min(model_ctx, x) for x in CONTEXT_LADDER}, reverse=True):
+        if n <= c.ctx:
+            break
+        bigger = _evaluate(
+            inv, w, c.quant, c.strategy, c.flags, n, cache, cpu, gpus if c.strategy != "cpu" else [], frontend
+        )
+        if bigger.fits:
+            return bigger
+    return c
+
+
+def _why_not(c: Candidate, chosen: Candidate) -> str:
+    if not c.fits:
+        over = ", ".join(f"{d} needs {b / GiB:.1f} GiB more" for d, b in c.overflow.items())
+        return f"does not fit: {over}"
+    if _rank(c.quant) > _rank(chosen.quant):
+        return f"lower quality ({c.quant.name} vs {chosen.quant.name})"
+    if c.seconds_per_token > chosen.seconds_per_token:
+        return f"slower: {c.seconds_per_token / chosen.seconds_per_token:.1f}x the time per token"
+    return "more speed, less quality than the chosen balance"
+
+
+def _rank(q: FileType) -> int:
+    return QUANT_LADDER.index(q) if q in QUANT_LADDER else len(QUANT_LADDER)

@@ -1,0 +1,117 @@
+"""The llama.cpp planner on the seed scenarios (rigs built here; the rig grammar has its own tests)."""
+
+import pytest
+
+from moeplan import api
+from moeplan.arch.inventory import inventory
+from moeplan.engines.llamacpp import parse_placement, plan_memory, render_command
+from moeplan.hardware.spec import GPU, Host, Node, Rig
+from moeplan.memory.kv import CacheConfig
+from moeplan.memory.weights import predict
+from moeplan.plan.llamacpp import GiB, device_slots, plan
+from moeplan.quant.recipe import FileType
+from moeplan.sources.catalog import resolve
+
+RTX4090 = GPU("GeForce RTX 4090", "NVIDIA", 24 * GiB, 1008e9, 165.2, "Ada Lovelace", fp8=True)
+RTX5080 = GPU("GeForce RTX 5080", "NVIDIA", 16 * GiB, 960e9, 112.6, "Blackwell", fp8=True, mxfp4=True)
+RTX4060 = GPU("GeForce RTX 4060", "NVIDIA", 8 * GiB, 272e9, 30.0, "Ada Lovelace", fp8=True)
+A6000 = GPU("RTX A6000", "NVIDIA", 48 * GiB, 768e9, 154.8, "Ampere")
+H200 = GPU("H200", "NVIDIA", 141 * 10**9, 4.8e12, 989.0, "Hopper", fp8=True)
+
+
+def rig(gpus: list[GPU], ram_gib: int, ram_bw: float = 96e9) -> Rig:
+    return Rig(
+        (Node(tuple(gpus), Host(ram_gib * GiB, ram_bw, "DDR5-6000 dual-channel", 16, 25e9, 5e9)),), "test"
+    )
+
+
+def test_35b_a3b_on_a_24gb_gpu_runs_entirely_on_the_gpu() -> None:
+    r = api.plan_on_rig("qwen3.5-35b-a3b", rig([RTX4090], 64))
+    assert r.fits and r.strategy == "gpu" and r.quant in ("Q5_K_M", "Q4_K_M", "Q6_K")
+    gpu = next(d for d in r.devices if d.name == "CUDA0")
+    assert gpu.total_bytes <= gpu.capacity_bytes
+    assert "--n-cpu-moe" not in r.command and "-ngl 99" in r.command
+
+
+def test_35b_a3b_on_16gb_with_64gb_ram_offloads_some_experts() -> None:
+    r = api.plan_on_rig("qwen3.5-35b-a3b", rig([RTX5080], 64), quant="Q4_K_M")
+    assert r.fits and r.strategy == "n_cpu_moe"
+    n = int(r.command.split("--n-cpu-moe ")[1].split()[0])
+    assert 0 < n < 40
+    ids = {x.id for x in r.notices}
+    assert {"MOE_EXPERT_CPU_OFFLOAD", "MOE_LATENCY_VARIANCE"} <= ids
+    # one layer fewer on the CPU would not fit: N is the smallest
+    spec = resolve("qwen3.5-35b-a3b").spec()
+    fewer = plan(spec, rig([RTX5080], 64), ctx=r.ctx, quant=FileType.Q4_K_M)
+    assert fewer.chosen.flags == f"-ngl 99 --n-cpu-moe {n}"
+    cpu, gpus = device_slots(rig([RTX5080], 64))
+    from moeplan.arch.inventory import inventory
+    from moeplan.memory.weights import predict
+
+    inv = inventory(spec, mtp=False)
+    mem = plan_memory(
+        inv,
+        predict(inv, FileType.Q4_K_M),
+        CacheConfig(n_ctx=r.ctx, unified=True),
+        parse_placement(f"-ngl 99 --n-cpu-moe {n - 1}"),
+        ("CUDA0",),
+    )
+    assert mem.device("CUDA0").total_bytes > gpus[0].capacity_bytes
+
+
+def test_9b_on_an_8gb_gpu() -> None:
+    r = api.plan_on_rig("qwen3.5-9b", rig([RTX4060], 32))
+    assert r.fits and r.strategy == "gpu"
+    assert r.decode_tok_s > 10
+
+
+def test_deepseek_on_one_24gb_gpu_and_128gb_ram_says_only_sub_4_bit_fits() -> None:
+    r = api.plan_on_rig("deepseek-v3.1", rig([RTX4090], 128))
+    assert r.fits and r.quant not in ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M")
+    assert "QUANT_BELOW_MOE_FLOOR" in {n.id for n in r.notices}
+    assert any(a.quant == "Q4_K_M" and not a.fits for a in r.alternatives)
+
+
+def test_deepseek_on_too_little_memory_streams_from_disk() -> None:
+    r = api.plan_on_rig("deepseek-v3.1", rig([RTX4090], 64))
+    assert r.strategy == "disk" and not r.fits and r.decode_tok_s < 2
+    assert "DISK_MMAP_SLOW" in {n.id for n in r.notices}
+
+
+def test_scout_on_two_48gb_gpus_splits_layers() -> None:
+    r = api.plan_on_rig("llama-4-scout-17b-16e", rig([A6000, A6000], 128))
+    assert r.fits and r.strategy == "gpu" and "-ts " in r.command
+    assert "MULTI_GPU_REQUIRED" in {n.id for n in r.notices}
+    assert {d.name for d in r.devices} >= {"CUDA0", "CUDA1"}
+
+
+def test_kimi_on_8x_h200() -> None:
+    r = api.plan_on_rig("kimi-k2.5", rig([H200] * 8, 2048, 300e9))
+    assert r.fits and r.strategy == "gpu"
+    assert all(d.total_bytes <= d.capacity_bytes for d in r.devices)
+
+
+def test_user_choices_are_kept() -> None:
+    r = api.plan_on_rig("qwen3-30b-a3b", rig([RTX4090], 64), ctx=32768, quant="Q8_0", ctk="q8_0", ctv="q8_0")
+    assert r.quant == "Q8_0" and r.ctx == 32768 and "-ctk q8_0 -ctv q8_0" in r.command
+    assert "CONTEXT_REDUCED" not in {n.id for n in r.notices}
+
+
+def test_cpu_only_rig() -> None:
+    r = api.plan_on_rig("qwen3-30b-a3b", rig([], 64))
+    assert r.fits and r.strategy == "cpu" and "-ngl 0" in r.command
+
+
+def test_render_command() -> None:
+    cmd = render_command("m.gguf", 8192, "-ngl 99 --n-cpu-moe 4", n_seq=2, cache_k="q8_0", cache_v="q8_0")
+    assert (
+        cmd == "llama-server -m m.gguf -c 8192 -ngl 99 --n-cpu-moe 4 -fa on -ctk q8_0 -ctv q8_0 -np 2 --jinja"
+    )
+
+
+@pytest.mark.parametrize(
+    "model", ["gpt-oss-20b", "glm-4.5-air", "mixtral-8x7b", "gemma-3-27b", "qwen3-next-80b-a3b"]
+)
+def test_every_architecture_plans(model: str) -> None:
+    r = api.plan_on_rig(model, rig([RTX4090], 64))
+    assert r.fits and r.command.startswith("llama-server")
