@@ -44,10 +44,7 @@ def test_35b_a3b_on_16gb_with_64gb_ram_offloads_some_experts() -> None:
     spec = resolve("qwen3.5-35b-a3b").spec()
     fewer = plan(spec, rig([RTX5080], 64), ctx=r.ctx, quant=FileType.Q4_K_M)
     assert fewer.chosen.flags == f"-ngl 99 --n-cpu-moe {n}"
-    cpu, gpus = device_slots(rig([RTX5080], 64))
-    from moeplan.arch.inventory import inventory
-    from moeplan.memory.weights import predict
-
+    _, gpus = device_slots(rig([RTX5080], 64))
     inv = inventory(spec, mtp=False)
     mem = plan_memory(
         inv,

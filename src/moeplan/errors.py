@@ -28,6 +28,10 @@ class BadGGUF(MoeplanError):
     pass
 
 
+class UnknownHardware(MoeplanError):
+    """A GPU name the catalog does not know, or a rig description moeplan cannot read."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' — did you mean X?' for the closest choice, or '' when nothing is close."""
     by_lower = {c.lower(): c for c in choices}
