@@ -1,0 +1,49 @@
+"""Every catalog model, materialised from moeplan's inventory, passes the pinned llama.cpp's loader
+(exact dry run), and the weight bytes llama.cpp allocates match the inventory's."""
+
+from typing import Any
+
+import pytest
+from validation.llamacpp import run_load
+
+from moeplan.sources.catalog import load_catalog
+
+pytestmark = pytest.mark.llamacpp
+
+# The architectures of the core issue; the catalog must keep covering each of them.
+ARCHITECTURES = {
+    "llama",
+    "qwen3",
+    "qwen3moe",
+    "qwen3next",
+    "qwen35",
+    "qwen35moe",
+    "deepseek2",
+    "llama4",
+    "gpt-oss",
+    "glm4moe",
+    "gemma3",
+}
+
+
+@pytest.fixture(scope="module")
+def load_results() -> dict[str, dict[str, Any]]:
+    payload = run_load()  # writes validation/results/load.json
+    return {c["model"]: c for c in payload["comparisons"]}
+
+
+def test_catalog_covers_every_architecture() -> None:
+    archs = {e.spec().arch for e in load_catalog().values()}
+    assert archs >= ARCHITECTURES
+    # Mixtral: the llama arch with experts
+    assert any(e.spec().arch == "llama" and e.spec().is_moe for e in load_catalog().values())
+
+
+@pytest.mark.parametrize("model_id", sorted(load_catalog()))
+def test_materialised_model_loads(load_results: dict[str, dict[str, Any]], model_id: str) -> None:
+    c = load_results[model_id]
+    assert c["measured"]["loads"], f"llama.cpp refused {model_id}: {c.get('failure')}\n{c['command']}"
+    assert c["ok"], (
+        f"{model_id}: predicted {c['predicted']}, measured {c['measured']}, error {c['error']}, "
+        f"completion {c.get('completion')}\n{c['command']}"
+    )

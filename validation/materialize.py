@@ -1,0 +1,332 @@
+"""Write a scaled-down GGUF with random weights from any moeplan ModelSpec.
+
+The point is that llama.cpp's own loader checks moeplan's tensor inventory: every tensor name and
+shape in the file comes from `moeplan.arch.inventory.inventory()` applied to the shrunk spec, and
+llama.cpp refuses a file with a missing, extra or misshapen tensor ("wrong number of tensors",
+"tensor ... has wrong shape").
+
+What is kept from the real model: the architecture, the layer count and every layer's kind
+(attention kind, dense/MoE FFN, the MTP blocks the converter keeps), the expert count and experts
+per token, the GQA ratio, tied embeddings and the arch flags (biases, q/k norms, rope_freqs).
+What shrinks (`shrink`):
+- widths (n_embd, dense and expert FFN widths) become 256 plus the real width's remainder modulo
+  256, so a width that is a multiple of 256 becomes 256 and one that is not (gpt-oss 2880,
+  gemma-3-270m 640) keeps that property — llama-quantize's row-size fallbacks depend on it;
+- heads: one KV head (two for MHA) with the real GQA ratio, head size 64/128/256 so that
+  n_head * head_dim is a multiple of 256; MLA: 4 heads, ranks 256, nope 64, rope 32, v 64;
+  Gated DeltaNet: 2 key heads of 128 with the real value/key head ratio;
+- the vocabulary becomes 512 tokens of llama.cpp's "test" tokenizer (as tests/test-llama-archs.cpp).
+
+Size: MoE models keep all their experts (256 x 61 layers for DeepSeek, 512 x 60 for Qwen3.5-397B),
+so their expert stacks alone are several GB. Expert stacks are therefore written as holes (a seek,
+no bytes: the file is sparse and reads back as zeros, valid F16/MXFP4) whenever they would exceed
+`EXPERT_BYTES_BUDGET`; everything else gets random values. On disk every model takes at most a few
+tens of MB; `llama-fit-params` and `llama-quantize --dry-run` never read the data anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from gguf import GGUFWriter
+
+from moeplan.arch.inventory import Inventory, TensorSpec, inventory
+from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
+from moeplan.quant.ggml import GGMLType, tensor_bytes
+
+FORMAT_VERSION = 1  # bump to invalidate cached files when the writer changes
+N_VOCAB = 512
+WIDTH = 256
+EXPERT_BYTES_BUDGET = 64 * 1024 * 1024
+ALIGNMENT = 32  # GGUF default data alignment
+SOURCE_TYPE = GGMLType.F16  # the "--outtype" of the materialised file
+
+
+def cache_dir() -> Path:
+    default = Path.home() / ".cache" / "moeplan" / "materialized"
+    return Path(os.environ.get("MOEPLAN_MATERIALIZED_CACHE", default))
+
+
+# ------------------------------------------------------------------------------------------------
+# shrinking
+
+
+def _width(w: int) -> int:
+    """256 plus the remainder of the real width modulo 256 (0 stays 0)."""
+    return 0 if w == 0 else WIDTH + w % WIDTH
+
+
+def _head_dim(n_head: int) -> int:
+    """The smallest of 64/128/256 that makes n_head * head_dim a multiple of 256."""
+    for hd in (64, 128, 256):
+        if n_head * hd % WIDTH == 0:
+            return hd
+    return 256
+
+
+def _shrink_attn(a: Attention) -> Attention:
+    if a.kind is AttnKind.MLA:
+        kv_lora, rope, nope = 256, 32, 64
+        return dataclasses.replace(
+            a,
+            n_head=4,
+            n_head_kv=1,
+            head_dim_k=kv_lora + rope,
+            head_dim_v=kv_lora,
+            q_lora_rank=256 if a.q_lora_rank else 0,
+            kv_lora_rank=kv_lora,
+            qk_nope_head_dim=nope,
+            qk_rope_head_dim=rope,
+            mla_v_head_dim=64,
+        )
+    if a.kind is AttnKind.LINEAR:
+        ratio = max(1, a.linear_v_heads // max(1, a.linear_k_heads))
+        return dataclasses.replace(
+            a,
+            linear_k_heads=2,
+            linear_v_heads=2 * ratio,
+            linear_k_head_dim=128,
+            linear_v_head_dim=128,
+        )
+    gqa = max(1, a.n_head // max(1, a.n_head_kv))
+    n_head_kv = 1 if gqa > 1 else 2
+    n_head = gqa * n_head_kv
+    hd = _head_dim(n_head)
+    return dataclasses.replace(a, n_head=n_head, n_head_kv=n_head_kv, head_dim_k=hd, head_dim_v=hd)
+
+
+def _shrink_ffn(f: FFN) -> FFN:
+    if f.kind is FFNKind.DENSE:
+        return dataclasses.replace(f, n_ff=_width(f.n_ff))
+    n_ff_exp = _width(f.n_ff_exp)
+    shexp = 0
+    if f.n_ff_shexp:
+        # keep "shared width = n_shared x expert width" where the real model has it
+        per = f.n_ff_shexp // f.n_shared if f.n_shared and f.n_ff_shexp % f.n_shared == 0 else f.n_ff_shexp
+        shexp = (n_ff_exp if per == f.n_ff_exp else _width(per)) * max(1, f.n_shared)
+    return dataclasses.replace(f, n_ff=_width(f.n_ff), n_ff_exp=n_ff_exp, n_ff_shexp=shexp)
+
+
+def _shrink_layer(la: Layer) -> Layer:
+    return Layer(_shrink_attn(la.attn), _shrink_ffn(la.ffn))
+
+
+def shrink(spec: ModelSpec) -> ModelSpec:
+    """The same model, narrow: see the module docstring for what is kept and what shrinks."""
+    return dataclasses.replace(
+        spec,
+        name=f"{spec.name} (materialised)",
+        n_embd=_width(spec.n_embd),
+        n_vocab=N_VOCAB,
+        layers=tuple(_shrink_layer(la) for la in spec.layers),
+        mtp_layers=tuple(_shrink_layer(la) for la in spec.mtp_layers),
+        context_length=min(spec.context_length or 4096, 131072),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# metadata
+
+
+def _first_attn(spec: ModelSpec) -> Attention:
+    return next(la.attn for la in spec.layers if la.attn.kind is not AttnKind.LINEAR)
+
+
+def _rope_dims(spec: ModelSpec, a: Attention) -> int:
+    if a.kind is AttnKind.MLA:
+        return a.qk_rope_head_dim
+    if spec.arch in ("qwen3next", "qwen35", "qwen35moe"):
+        return a.head_dim_k // 4  # partial_rotary_factor 0.25, as the real models
+    if spec.arch == "glm4moe":
+        return a.head_dim_k // 2  # partial_rotary_factor 0.5
+    return a.head_dim_k
+
+
+def metadata(inv: Inventory) -> dict[str, object]:
+    """The GGUF key/values llama.cpp reads for the spec's architecture (`<arch>.` keys abbreviated
+    with a leading dot). Values are ints, floats, strings, bools or lists of them."""
+    spec = inv.spec
+    a = _first_attn(spec)
+    moe = spec.moe_ffn
+    dense = next((la.ffn for la in spec.layers if la.ffn.kind is FFNKind.DENSE), None)
+    kv: dict[str, object] = {
+        ".context_length": spec.context_length,
+        ".embedding_length": spec.n_embd,
+        ".block_count": inv.block_count,
+        ".feed_forward_length": dense.n_ff if dense else (moe.n_ff_exp if moe else 0),
+        ".vocab_size": spec.n_vocab,
+        ".attention.head_count": a.n_head,
+        ".attention.head_count_kv": a.n_head_kv,
+        ".attention.key_length": a.head_dim_k,
+        ".attention.value_length": a.head_dim_v,
+        ".attention.layer_norm_rms_epsilon": 1e-6,
+        ".rope.freq_base": 10000.0,
+        ".rope.dimension_count": _rope_dims(spec, a),
+    }
+    if inv.mtp_kept:
+        kv[".nextn_predict_layers"] = inv.mtp_kept
+    windows = [la.attn.window for la in spec.layers if la.attn.kind is AttnKind.SWA]
+    if windows:
+        kv[".attention.sliding_window"] = windows[0]
+    if a.kind is AttnKind.MLA:
+        kv[".attention.q_lora_rank"] = a.q_lora_rank
+        kv[".attention.kv_lora_rank"] = a.kv_lora_rank
+        kv[".attention.key_length_mla"] = a.qk_nope_head_dim + a.qk_rope_head_dim
+        kv[".attention.value_length_mla"] = a.mla_v_head_dim
+    if moe is not None:
+        kv[".expert_count"] = moe.n_expert
+        kv[".expert_used_count"] = moe.n_expert_used
+        kv[".expert_feed_forward_length"] = moe.n_ff_exp
+        if moe.n_shared:
+            kv[".expert_shared_count"] = moe.n_shared
+        if moe.n_ff_shexp:
+            kv[".expert_shared_feed_forward_length"] = moe.n_ff_shexp
+        lead = next(i for i, la in enumerate(spec.layers) if la.ffn.kind is FFNKind.MOE)
+        if spec.arch in ("deepseek2", "glm4moe"):
+            kv[".leading_dense_block_count"] = lead
+            kv[".expert_gating_func"] = 2  # sigmoid
+            kv[".expert_weights_norm"] = True
+            kv[".expert_weights_scale"] = 1.0
+        if spec.arch == "llama4":
+            step = lead + 1
+            kv[".interleave_moe_layer_step"] = step
+    linear = next((la.attn for la in spec.layers if la.attn.kind is AttnKind.LINEAR), None)
+    if linear is not None:
+        kv[".ssm.conv_kernel"] = linear.conv_kernel
+        kv[".ssm.state_size"] = linear.linear_k_head_dim
+        kv[".ssm.group_count"] = linear.linear_k_heads
+        kv[".ssm.time_step_rank"] = linear.linear_v_heads
+        kv[".ssm.inner_size"] = linear.linear_v_head_dim * linear.linear_v_heads
+        full = [i for i, la in enumerate(spec.layers) if la.attn.kind is not AttnKind.LINEAR]
+        kv[".full_attention_interval"] = full[0] + 1
+        n_rot = _rope_dims(spec, a)
+        s = n_rot // 2
+        kv[".rope.dimension_sections"] = [s - 2 * (s // 3), s // 3, s // 3, 0]
+    kv["tokenizer.ggml.model"] = "test"
+    kv["tokenizer.ggml.tokens"] = [f"tok_{i}" for i in range(spec.n_vocab)]
+    kv["tokenizer.ggml.scores"] = [0.0] * spec.n_vocab
+    kv["general.name"] = spec.name
+    kv["general.file_type"] = 1  # LLAMA_FTYPE_MOSTLY_F16
+    return kv
+
+
+def _add_kv(w: GGUFWriter, arch: str, key: str, value: object) -> None:
+    k = arch + key if key.startswith(".") else key
+    if isinstance(value, bool):
+        w.add_bool(k, value)
+    elif isinstance(value, int):
+        w.add_uint32(k, value)
+    elif isinstance(value, float):
+        w.add_float32(k, value)
+    elif isinstance(value, str):
+        w.add_string(k, value)
+    elif isinstance(value, list):
+        w.add_array(k, value)
+    else:
+        raise TypeError(f"unsupported metadata value for {k}: {value!r}")
+
+
+# ------------------------------------------------------------------------------------------------
+# tensor data
+
+
+def stored_type(t: TensorSpec) -> GGMLType:
+    return t.stored if t.stored is not None else SOURCE_TYPE  # F32 is 0: not `or`
+
+
+def _is_hole(t: TensorSpec, holes: bool) -> bool:
+    """Routed-expert stacks (also those of MTP blocks) are the tensors that may be holes."""
+    return holes and len(t.shape) == 3 and "_exps." in t.name
+
+
+def _data(t: TensorSpec, rng: np.random.Generator) -> bytes:
+    ty = stored_type(t)
+    n = t.n_elements
+    if ty is GGMLType.MXFP4:
+        # 17-byte blocks of 32 values: one E8M0 scale (2^(122-127)) and 16 bytes of FP4 nibbles
+        blocks = rng.integers(0, 256, size=(n // 32, 17), dtype=np.uint8)
+        blocks[:, 0] = 122
+        return blocks.tobytes()
+    if t.name.endswith("_norm.weight") or ".nextn.enorm" in t.name or ".nextn.hnorm" in t.name:
+        values = np.ones(n, dtype=np.float32)
+    else:
+        values = rng.normal(0.0, 0.02, size=n).astype(np.float32)
+        if t.name.endswith(".ssm_a"):
+            values = (-np.abs(values) - 0.5).astype(np.float32)  # state decay must be negative
+    if ty is GGMLType.F32:
+        return values.tobytes()
+    if ty is GGMLType.F16:
+        return values.astype(np.float16).tobytes()
+    raise ValueError(f"cannot write random data of type {ty.name} for {t.name}")
+
+
+def _pad(n: int) -> int:
+    return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+
+
+@dataclass(frozen=True)
+class Materialized:
+    path: Path
+    spec: ModelSpec  # the shrunk spec the file was written from
+    inventory: Inventory
+    holes: bool  # expert stacks written as sparse zeros
+    apparent_bytes: int
+
+
+def spec_key(spec: ModelSpec, mtp: bool | None) -> str:
+    h = hashlib.sha256(f"{FORMAT_VERSION}|{mtp}|{spec!r}".encode()).hexdigest()
+    return h[:16]
+
+
+def write_gguf(inv: Inventory, path: Path, *, seed: int = 0) -> bool:
+    """Write `inv` as a GGUF at `path` (atomically). Returns whether expert stacks are holes."""
+    spec = inv.spec
+    expert_bytes = sum(tensor_bytes(stored_type(t), t.shape) for t in inv.tensors if _is_hole(t, holes=True))
+    holes = expert_bytes > EXPERT_BYTES_BUDGET
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    w = GGUFWriter(tmp, spec.arch)
+    for key, value in metadata(inv).items():
+        _add_kv(w, spec.arch, key, value)
+    sizes = []
+    for t in inv.tensors:
+        ty = stored_type(t)
+        nbytes = tensor_bytes(ty, t.shape)
+        sizes.append(nbytes)
+        # gguf-py takes numpy order (outermost first) and writes it reversed (ne0 first)
+        w.add_tensor_info(t.name, tuple(reversed(t.shape)), np.dtype(np.float16), nbytes, raw_dtype=ty)
+    w.write_header_to_file(tmp)
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    assert w.fout is not None
+    data_start = _pad(w.fout[0].tell())
+    w.close()
+    rng = np.random.default_rng(seed)
+    with open(tmp, "r+b") as f:
+        offset = data_start
+        for t, nbytes in zip(inv.tensors, sizes, strict=True):
+            if not _is_hole(t, holes):
+                f.seek(offset)
+                f.write(_data(t, rng))
+            offset += _pad(nbytes)
+        f.truncate(offset)
+    tmp.replace(path)
+    return holes
+
+
+def materialize(spec: ModelSpec, *, mtp: bool | None = None, seed: int = 0) -> Materialized:
+    """The materialised GGUF of `spec` (shrunk), from the cache when already written."""
+    small = shrink(spec)
+    inv = inventory(small, mtp=mtp)
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{spec.arch}-{spec_key(small, mtp)}-s{seed}.gguf"
+    expert_bytes = sum(tensor_bytes(stored_type(t), t.shape) for t in inv.tensors if _is_hole(t, True))
+    holes = expert_bytes > EXPERT_BYTES_BUDGET
+    if not path.exists():
+        holes = write_gguf(inv, path, seed=seed)
+    return Materialized(path, small, inv, holes, path.stat().st_size)
