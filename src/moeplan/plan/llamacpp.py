@@ -11,8 +11,9 @@ Choosing a quantization: quality first, but not at less than half the decode spe
 plan at the quality floor (Q4_K_M); below the floor only when nothing at or above it fits.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from moeplan.arch.inventory import Inventory, Role, inventory
 from moeplan.arch.spec import ModelSpec
@@ -70,10 +71,21 @@ class Candidate:
     ctx: int
     memory: MemoryPlan
     fits: bool
-    seconds_per_token: float
-    bound_by: str
+    speed: Callable[[], tuple[float, str]]  # (seconds per token, what bounds it), computed on demand
     overflow: dict[str, int] = field(default_factory=dict)  # device -> bytes over capacity
     why_not: str = ""
+
+    @cached_property
+    def _speed(self) -> tuple[float, str]:
+        return self.speed()
+
+    @property
+    def seconds_per_token(self) -> float:
+        return self._speed[0]
+
+    @property
+    def bound_by(self) -> str:
+        return self._speed[1]
 
     @property
     def decode_tok_s(self) -> float:
@@ -81,6 +93,8 @@ class Candidate:
 
 
 def backend_name(gpu: GPU, index: int) -> str:
+    if gpu.vendor == "RPC":  # a remote device served by ggml-rpc-server (validation/)
+        return f"RPC{index}"
     if gpu.vendor == "Apple":
         return f"MTL{index}"
     if gpu.vendor == "AMD":
@@ -180,8 +194,9 @@ def _evaluate(
         s = slots.get(d.device)
         if s is not None and s.name != CPU and d.total_bytes > s.capacity_bytes:
             overflow[d.device] = d.total_bytes - s.capacity_bytes
-    spt, bound = _speed(w, inv, mem, ctx, slots)
-    return Candidate(quant, strategy, flags, ctx, mem, not overflow, spt, bound, overflow)
+    return Candidate(
+        quant, strategy, flags, ctx, mem, not overflow, lambda: _speed(w, inv, mem, ctx, slots), overflow
+    )
 
 
 def _split_flags(layer_bytes: list[int], gpus: list[DeviceSlot]) -> str:
@@ -238,8 +253,9 @@ def best_for_quant(
         return _evaluate(inv, w, quant, strategy, flags, ctx, cache, cpu, gpus, frontend)
 
     out = [ev("cpu", "-ngl 0")]
-    if not gpus:
-        return out
+    loaded = sum(t.nbytes for t in w.tensors if t.spec.role is not Role.MTP)
+    if not gpus or loaded > cpu.capacity_bytes + sum(g.capacity_bytes for g in gpus):
+        return out  # no placement can help when the weights alone exceed RAM + VRAM
     full = ev("gpu", "-ngl 99" + _split_flags(_layer_gpu_bytes(w, n_all, 0), gpus))
     out.append(full)
     if full.fits:
@@ -247,33 +263,41 @@ def best_for_quant(
     if spec.is_moe:
         all_cpu = ev("cpu_moe", "-ngl 99 --cpu-moe" + _split_flags(_layer_gpu_bytes(w, n_all, n_all), gpus))
         out.append(all_cpu)
-        if all_cpu.fits:
-            lo, hi = 0, spec.n_layer  # smallest N whose plan fits: fitting is monotone in N
-            best = all_cpu
-            while lo < hi:
-                mid = (lo + hi) // 2
-                c = ev(
-                    "n_cpu_moe",
-                    f"-ngl 99 --n-cpu-moe {mid}" + _split_flags(_layer_gpu_bytes(w, n_all, mid), gpus),
-                )
-                if c.fits:
-                    best, hi = c, mid
-                else:
-                    lo = mid + 1
-            if best is not all_cpu:
-                out.append(best)
-    lo, hi = 0, n_all + 1  # the most layers that fit on the GPU(s)
-    best_ngl: Candidate | None = None
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        c = ev("ngl", f"-ngl {mid}")
-        if c.fits:
-            best_ngl, lo = c, mid
-        else:
-            hi = mid - 1
+
+        def n_cpu_moe(n: int) -> Candidate:
+            flags = f"-ngl 99 --n-cpu-moe {n}" + _split_flags(_layer_gpu_bytes(w, n_all, n), gpus)
+            return ev("n_cpu_moe", flags)
+
+        # GPU use falls and host use rises with N: the smallest N that fits the GPUs is the best, and
+        # if the host cannot take that N's experts, no N works.
+        n = _smallest(0, spec.n_layer, lambda k: _gpus_fit(n_cpu_moe(k)))
+        if n is not None and 0 < n < spec.n_layer:
+            out.append(n_cpu_moe(n))
+        if any(c.fits for c in out[-2:]):
+            return out  # keeping attention on the GPU beats offloading whole layers
+    # Whole layers: GPU use rises with -ngl; the most layers that fit the GPUs, if the host takes the rest.
+    top = _smallest(0, n_all + 1, lambda k: _gpus_fit(ev("ngl", f"-ngl {n_all + 1 - k}")))
+    best_ngl = ev("ngl", f"-ngl {n_all + 1 - top}") if top is not None and 0 < top <= n_all else None
     if best_ngl is not None and best_ngl.memory.devices:
         out.append(best_ngl)
     return out
+
+
+def _gpus_fit(c: Candidate) -> bool:
+    return not any(d != CPU for d in c.overflow)
+
+
+def _smallest(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
+    """The smallest k in [lo, hi] with ok(k), for a predicate that stays true once true."""
+    if not ok(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 @dataclass
@@ -306,9 +330,18 @@ def _disk_plan(
     per_token = sum(_bytes_read_per_token(w, inv, c.memory, ctx).get(d, 0.0) for d in ("CPU", "CPU_REPACK"))
     disk_bytes = per_token * missing / total_cpu  # the share of per-token reads that miss the page cache
     slots = {s.name: s for s in [cpu, *gpus]}
-    spt, bound = _speed(w, inv, c.memory, ctx, slots, disk_bytes, rig.node.host.disk_read_bytes_s)
+    disk_bw = rig.node.host.disk_read_bytes_s
     gpu_over = {k: v for k, v in c.overflow.items() if k != CPU}
-    return Candidate(quant, "disk", flags, ctx, c.memory, not gpu_over, spt, bound, c.overflow)
+    return Candidate(
+        quant,
+        "disk",
+        flags,
+        ctx,
+        c.memory,
+        not gpu_over,
+        lambda: _speed(w, inv, c.memory, ctx, slots, disk_bytes, disk_bw),
+        c.overflow,
+    )
 
 
 def plan(
