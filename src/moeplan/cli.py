@@ -412,3 +412,30 @@ def fit(rig_text: RigOpt, json_out: JsonOpt = False) -> None:
             r.bound_by,
         )
     out.print(t)
+
+
+@app.command()
+@one_line_errors
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+) -> None:
+    """Start the web app (deploy pages, hardware checker, compare pages, JSON API)."""
+    from moeplan.web.app import run_server  # the web stack loads only for this command
+
+    out.print(f"moeplan web app: http://{host}:{port}/")
+    run_server(host, port)
+
+
+site_app = typer.Typer(help="The static site: every deploy page, compare page and the checker.")
+app.add_typer(site_app, name="site")
+
+
+@site_app.command("build")
+@one_line_errors
+def site_build(out_dir: Annotated[str, typer.Argument(help="Folder to write the site into.")]) -> None:
+    """Write the whole site as static HTML + JSON that any static host can serve."""
+    from moeplan.site.build import build_site
+
+    written = build_site(out_dir)
+    out.print(f"wrote {written} files to {out_dir}")
