@@ -160,6 +160,20 @@ def qwen35moe(cfg: Config) -> ModelSpec:
     return _base(cfg, "qwen35moe", layers, mtp_layers=_mtp(cfg, layers[-1]))
 
 
+def _routed_and_shared_moe(cfg: Config) -> FFN:
+    """DeepSeek/GLM-style MoE: `n_routed_experts` plus `n_shared_experts` of the same width."""
+    n_ff_exp = _int(cfg, "moe_intermediate_size")
+    n_shared = _int(cfg, "n_shared_experts", default=0)
+    return FFN(
+        FFNKind.MOE,
+        n_expert=_int(cfg, "n_routed_experts"),
+        n_expert_used=_int(cfg, "num_experts_per_tok"),
+        n_ff_exp=n_ff_exp,
+        n_shared=n_shared,
+        n_ff_shexp=n_ff_exp * n_shared,
+    )
+
+
 def deepseek2(cfg: Config) -> ModelSpec:
     """DeepSeek-V2/V3/R1 and Kimi-K2/K2.5: MLA attention, leading dense layers, shared experts."""
     n = _int(cfg, "num_hidden_layers")
@@ -180,16 +194,7 @@ def deepseek2(cfg: Config) -> ModelSpec:
         qk_rope_head_dim=rope_dim,
         mla_v_head_dim=_int(cfg, "v_head_dim"),
     )
-    n_ff_exp = _int(cfg, "moe_intermediate_size")
-    n_shared = _int(cfg, "n_shared_experts", default=0)
-    moe = FFN(
-        FFNKind.MOE,
-        n_expert=_int(cfg, "n_routed_experts"),
-        n_expert_used=_int(cfg, "num_experts_per_tok"),
-        n_ff_exp=n_ff_exp,
-        n_shared=n_shared,
-        n_ff_shexp=n_ff_exp * n_shared,
-    )
+    moe = _routed_and_shared_moe(cfg)
     k_dense = _int(cfg, "first_k_dense_replace", default=0)
     freq = _int(cfg, "moe_layer_freq", default=1)
     layers = [Layer(attn, _dense(cfg) if il < k_dense or il % freq else moe) for il in range(n)]
@@ -241,16 +246,7 @@ def gpt_oss(cfg: Config) -> ModelSpec:
 
 def glm4moe(cfg: Config) -> ModelSpec:
     n = _int(cfg, "num_hidden_layers")
-    n_ff_exp = _int(cfg, "moe_intermediate_size")
-    n_shared = _int(cfg, "n_shared_experts", default=0)
-    moe = FFN(
-        FFNKind.MOE,
-        n_expert=_int(cfg, "n_routed_experts"),
-        n_expert_used=_int(cfg, "num_experts_per_tok"),
-        n_ff_exp=n_ff_exp,
-        n_shared=n_shared,
-        n_ff_shexp=n_ff_exp * n_shared,
-    )
+    moe = _routed_and_shared_moe(cfg)
     k_dense = _int(cfg, "first_k_dense_replace", default=0)
     layers = [Layer(_gqa(cfg), _dense(cfg) if il < k_dense else moe) for il in range(n)]
     flags = {"attn_bias"} if cfg.get("attention_bias") else set()
