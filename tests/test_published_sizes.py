@@ -34,3 +34,10 @@ def test_qat_files_use_a_q8_0_embedding() -> None:
     assert (entry["bytes"] - stock) / entry["bytes"] > 0.02
     custom = predict(inventory(spec), FileType.Q4_0, QuantOptions(output_tensor_type=GGMLType.Q8_0))
     assert abs(file_bytes(custom, spec.n_vocab) - entry["bytes"]) / entry["bytes"] < 0.001
+
+
+def test_deepseek_r1_q4_k_m_tensor_data() -> None:
+    """llama.cpp reported 376.650 GiB of tensor data for a stock DeepSeek-R1 Q4_K_M GGUF
+    (shared/reference/llamacpp-internals.md §8); moeplan predicts it from the config alone."""
+    w = predict(inventory(resolve("deepseek-r1").spec()), FileType.Q4_K_M)
+    assert abs(w.tensor_bytes / 2**30 - 376.650) / 376.650 < 0.001
