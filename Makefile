@@ -33,3 +33,8 @@ validate: $(STAMP) instrument
 
 clean:
 	rm -rf $(VENV)
+
+# Planning speed (benchmarks/plan_speed.json) and the speed model's calibration report.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.plan_speed
+	$(BIN)/python -m benchmarks.calibrate

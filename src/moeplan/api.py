@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from moeplan.arch.inventory import MTP_SUPPORTED, inventory, mtp_default
+from moeplan.arch.spec import ModelSpec
 from moeplan.engines.llamacpp import CPU, Frontend, parse_placement, plan_memory, render_command
 from moeplan.errors import MoeplanError
 from moeplan.hardware.rig import parse_rig
@@ -15,6 +16,7 @@ from moeplan.memory.kv import CacheConfig, cache_type
 from moeplan.memory.report import SizeReport, size_report
 from moeplan.memory.weights import file_bytes, predict
 from moeplan.notices import notices
+from moeplan.perf.estimate import PROMPT_TOKENS
 from moeplan.plan.llamacpp import QUALITY_FLOOR, device_slots
 from moeplan.plan.llamacpp import plan as llamacpp_plan
 from moeplan.quant.native import native_bytes
@@ -22,10 +24,11 @@ from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
 from moeplan.sources.gguf_header import read_local
 from moeplan.sources.gguf_weights import weights_from_gguf
+from moeplan.sources.hub import gguf_groups, list_repo, parse_ref
+from moeplan.sources.reference import ResolvedModel, resolve_model
 
 
-def _mtp_note(entry: CatalogEntry, mtp: bool | None) -> str:
-    spec = entry.spec()
+def _mtp_note(spec: ModelSpec, mtp: bool | None) -> str:
     n = len(spec.mtp_layers)
     if not n:
         return "none (the model has no MTP layers)"
@@ -41,27 +44,38 @@ def _mtp_note(entry: CatalogEntry, mtp: bool | None) -> str:
 
 
 def predict_size(model: str, quant: str, mtp: bool | None = None) -> SizeReport:
-    entry = resolve(model)
+    r = resolve_model(model)  # a catalog id or a Hub reference (see the end of this module)
+    if r.gguf is not None:
+        return _hub_gguf_report(r)
     ft = FileType.parse(quant)
-    spec = entry.spec()
+    spec = r.require_spec()
     w = predict(inventory(spec, mtp=mtp), ft)
     notes = [
         "stock llama-quantize recipe (pinned build 11434); uploads with custom per-tensor recipes "
         "(e.g. unsloth UD, ik_llama quants) differ: run `moeplan inspect` on the real file",
         "file_bytes = exact tensor data and table, plus tokenizer metadata estimated from the vocabulary",
     ]
-    release = native_bytes(inventory(spec, checkpoint=True).tensors, entry.release_format)
+    native: tuple[str, int] | None
+    if r.entry is not None:
+        native = (
+            r.entry.release_format,
+            native_bytes(inventory(spec, checkpoint=True).tensors, r.entry.release_format),
+        )
+    else:
+        native, notes = _hub_safetensors_native(r, notes)
     return size_report(
         w,
         source="predicted",
         file_bytes=file_bytes(w, spec.n_vocab),
-        mtp=_mtp_note(entry, mtp),
+        mtp=_mtp_note(spec, mtp),
         notes=notes,
-        native=(entry.release_format, release),
+        native=native,
     )
 
 
 def inspect_file(path: str) -> SizeReport:
+    if parse_ref(path) is not None:
+        return _hub_gguf_report(resolve_model(path))
     p = Path(path)
     if not p.exists():
         raise MoeplanError(f"no such file: {path}")
@@ -120,10 +134,10 @@ def memory(
     mtp: bool | None = None,
 ) -> MemoryReport:
     """Bytes per device that llama.cpp allocates for this model, context and placement."""
-    entry = resolve(model)
-    spec = entry.spec()
+    r = resolve_model(model)
+    spec = r.require_spec()
     inv = inventory(spec, mtp=mtp)
-    w = predict(inv, FileType.parse(quant))
+    w = r.weights or predict(inv, FileType.parse(quant))  # a GGUF reference: its real tensor types
     if frontend not in ("server", "completion"):
         raise MoeplanError(f"unknown front end '{frontend}': use server (llama-server) or completion")
     server = frontend == "server"
@@ -162,8 +176,8 @@ def memory(
     if n_gpus:
         notes.append("CPU weights of GPU runs are mmap'd from the file (page cache), not repacked")
     return MemoryReport(
-        model=entry.name,
-        quant=FileType.parse(quant).name,
+        model=r.name,
+        quant=_hub_quant(r) if r.gguf else FileType.parse(quant).name,
         frontend=fe.name,
         n_ctx=plan.n_ctx,
         n_seq=slots,
@@ -214,6 +228,15 @@ class PlanReport(BaseModel):
     ctx: int
     decode_tok_s: float
     bound_by: str
+    prefill_tok_s: float  # for a prompt of prompt_tokens
+    prompt_tokens: int
+    ttft_s: float  # time to first token for that prompt
+    decode_fill: int  # tokens in the KV cache when decode_tok_s is quoted
+    latency_p50_s: float
+    latency_p95_s: float
+    latency_p99_s: float
+    routing: str  # the routing distribution the latency spread assumes
+    throughput_tok_s: dict[int, float]  # aggregate decode tokens/s with B sequences in flight
     devices: list[PlanDevice]
     command: str
     notices: list[PlanNotice]
@@ -221,7 +244,7 @@ class PlanReport(BaseModel):
 
 
 def plan_on_rig(
-    model: str,
+    model: str | ResolvedModel,
     rig: Rig,
     *,
     ctx: int | None = None,
@@ -232,8 +255,10 @@ def plan_on_rig(
     flash_attn: bool = True,
 ) -> PlanReport:
     """The best llama.cpp plan for a catalog model on a rig, with its command and notices."""
-    entry = resolve(model)
-    spec = entry.spec()
+    r = model if isinstance(model, ResolvedModel) else resolve_model(model)
+    spec = r.require_spec()
+    if r.gguf is not None and quant is None and r.file_type is not None:
+        quant = r.file_type.name  # a GGUF reference is planned at the quant of its file
     cache = CacheConfig(
         n_ctx=0,
         n_seq=n_seq,
@@ -244,6 +269,8 @@ def plan_on_rig(
     )
     result = llamacpp_plan(spec, rig, ctx=ctx, quant=FileType.parse(quant) if quant else None, cache=cache)
     c = result.chosen
+    prefill = c.perf.prefill(PROMPT_TOKENS)
+    spread = c.perf.latency
     cpu, gpus = device_slots(rig)
     capacity = {s.name: s.capacity_bytes for s in [cpu, *gpus]}
     devices = [
@@ -259,9 +286,9 @@ def plan_on_rig(
         for d in c.memory.devices
         if d.total_bytes or d.device == CPU
     ]
-    sibling = _dense_sibling_fits(entry, rig, ctx) if spec.is_moe else None
+    sibling = _dense_sibling_fits(r.entry, rig, ctx) if spec.is_moe and r.entry else None
     command = render_command(
-        f"{entry.name}-{c.quant.name}.gguf",
+        r.gguf.group.name.rsplit("/", 1)[-1] if r.gguf else f"{r.name}-{c.quant.name}.gguf",
         c.ctx,
         c.flags,
         n_seq=n_seq,
@@ -270,7 +297,7 @@ def plan_on_rig(
         cache_v=ctv,
     )
     return PlanReport(
-        model=entry.name,
+        model=r.name,
         rig=rig.text,
         rig_assumptions=list(rig.assumptions),
         fits=c.fits and not result.disk,
@@ -279,6 +306,15 @@ def plan_on_rig(
         ctx=c.ctx,
         decode_tok_s=round(c.decode_tok_s, 2),
         bound_by=c.bound_by,
+        prefill_tok_s=round(prefill.tok_s, 1),
+        prompt_tokens=PROMPT_TOKENS,
+        ttft_s=round(c.perf.ttft_s(PROMPT_TOKENS), 3),
+        decode_fill=c.perf.fill,
+        latency_p50_s=round(spread.p50_s, 5),
+        latency_p95_s=round(spread.p95_s, 5),
+        latency_p99_s=round(spread.p99_s, 5),
+        routing=spread.routing,
+        throughput_tok_s={b: round(c.perf.throughput(b), 1) for b in (1, 4, 16)},
         devices=devices,
         command=command,
         notices=[
@@ -322,6 +358,9 @@ class FitRow(BaseModel):
     ctx: int
     decode_tok_s: float
     bound_by: str
+    prefill_tok_s: float
+    ttft_s: float
+    latency_p99_s: float
     command: str
     notices: list[str]
 
@@ -331,20 +370,114 @@ def fit(rig_text: str, models: list[str] | None = None) -> list[FitRow]:
     rig = parse_rig(rig_text)
     rows = []
     for model_id in models or list(load_catalog()):
-        r = plan_on_rig(model_id, rig)
+        resolved = resolve_model(model_id)
+        r = plan_on_rig(resolved, rig)
         rows.append(
             FitRow(
                 model=r.model,
-                id=resolve(model_id).id,
+                id=resolved.id,
                 fits=r.fits,
                 quant=r.quant,
                 strategy=r.strategy,
                 ctx=r.ctx,
                 decode_tok_s=r.decode_tok_s,
                 bound_by=r.bound_by,
+                prefill_tok_s=r.prefill_tok_s,
+                ttft_s=r.ttft_s,
+                latency_p99_s=r.latency_p99_s,
                 command=r.command,
                 notices=[n.id for n in r.notices],
             )
         )
     rows.sort(key=lambda x: (not x.fits, -x.decode_tok_s))
     return rows
+
+
+# --- Hub references (`hf://org/repo`, `hf://org/repo:Q4_K_M`): header-only reads, sources/hub.py ---
+
+
+def _hub_quant(r: ResolvedModel) -> str:
+    assert r.gguf is not None
+    return r.gguf.group.quant or (r.file_type.name if r.file_type else "?")
+
+
+def _hub_gguf_report(r: ResolvedModel) -> SizeReport:
+    """The report of a GGUF on the Hub, from its headers alone: what `inspect` gives for the file."""
+    if r.gguf is None:
+        raise MoeplanError(
+            f"{r.id} is not a GGUF reference: `inspect` reads GGUF files (name a quant: :Q4_K_M)"
+        )
+    found, w = r.gguf, r.weights
+    assert w is not None
+    n_mtp = sum(1 for t in w.tensors if t.spec.role.value == "mtp")
+    report = size_report(
+        w,
+        source="gguf header (hub)",
+        file_bytes=found.model.file_bytes,
+        mtp=f"{n_mtp} MTP tensors in the file" if n_mtp else "none in the file",
+        notes=[
+            f"{found.listing.repo}@{found.listing.commit[:12]}: "
+            + ", ".join(f.path for f in found.group.files),
+            f"{len(found.model.shards)} file(s); header bytes read: {found.model.header_bytes_read}; "
+            f"fetched now: {found.fetched.bytes} bytes in {found.fetched.requests} range request(s)",
+            f"model description for planning: {r.spec_source}",
+        ],
+    )
+    return report.model_copy(update={"quant": _hub_quant(r)})
+
+
+def _hub_safetensors_native(r: ResolvedModel, notes: list[str]) -> tuple[tuple[str, int] | None, list[str]]:
+    """The release's exact bytes from its safetensors headers, and what they hold."""
+    st = r.safetensors
+    if st is None:
+        return None, notes
+    by = ", ".join(f"{k} {v / 1e9:,.2f} GB" for k, v in st.bytes_by_dtype().items())
+    return (st.release_format, st.tensor_bytes), [
+        *notes,
+        f"safetensors headers of {len(st.headers)} file(s): {len(st.tensors)} tensors "
+        f"({st.scale_tensors} quantization scale tensors), {by}; fetched {st.fetched.bytes} bytes",
+    ]
+
+
+class HubQuantFile(BaseModel):
+    quant: str
+    file: str
+    files: list[str]
+    size_bytes: int
+    complete: bool
+
+
+class HubListing(BaseModel):
+    repo: str
+    commit: str
+    gguf: list[HubQuantFile]
+    safetensors_files: int
+    safetensors_bytes: int
+    config_json: bool
+
+
+def hub_ls(repo: str) -> HubListing:
+    """The GGUF quant files of a Hub repository with their sizes (split files grouped), and its
+    safetensors weights."""
+    ref = parse_ref(repo if "://" in repo else f"hf://{repo}")
+    if ref is None:
+        raise MoeplanError(f"'{repo}' is not a Hub repository (expected org/repo)")
+    listing = list_repo(ref.repo, ref.revision)
+    st = [f for f in listing.files if f.path.endswith(".safetensors")]
+    return HubListing(
+        repo=listing.repo,
+        commit=listing.commit,
+        gguf=[
+            HubQuantFile(
+                quant=g.quant,
+                file=g.name,
+                files=[f.path for f in g.files],
+                size_bytes=g.size,
+                complete=g.complete,
+            )
+            for g in gguf_groups(listing)
+        ],
+        safetensors_files=len(st),
+        safetensors_bytes=sum(f.size for f in st),
+        config_json=listing.file("config.json") is not None,
+    )

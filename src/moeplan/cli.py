@@ -365,6 +365,12 @@ def plan(
         f"[bold]{r.model}[/bold] on {r.rig}: {verdict} — {r.quant}, {r.strategy}, context {r.ctx:,}, "
         f"~{r.decode_tok_s:,.1f} tokens/s decode (bound by {r.bound_by})"
     )
+    out.print(
+        f"speed: decode {r.decode_tok_s:,.1f} tok/s at {r.decode_fill:,} tokens of context; prefill "
+        f"{r.prefill_tok_s:,.0f} tok/s; first token after {r.ttft_s:,.2f} s for a {r.prompt_tokens:,}-token "
+        f"prompt; per-token latency p50/p95/p99 {1e3 * r.latency_p50_s:.1f}/{1e3 * r.latency_p95_s:.1f}/"
+        f"{1e3 * r.latency_p99_s:.1f} ms"
+    )
     t = Table()
     for col in ("device", "capacity", "weights", "KV + state", "compute", "total"):
         t.add_column(col, justify="left" if col == "device" else "right")
@@ -399,8 +405,8 @@ def fit(rig_text: RigOpt, json_out: JsonOpt = False) -> None:
         out.print_json(json.dumps([r.model_dump() for r in rows]))
         return
     t = Table(title=f"what runs on {rig_text}")
-    for col in ("model", "runs", "quant", "strategy", "context", "tok/s", "bound by"):
-        t.add_column(col, justify="right" if col in ("context", "tok/s") else "left")
+    for col in ("model", "runs", "quant", "strategy", "context", "tok/s", "prefill", "TTFT 4k", "bound by"):
+        t.add_column(col, justify="right" if col in ("context", "tok/s", "prefill", "TTFT 4k") else "left")
     for r in rows:
         t.add_row(
             r.id,
@@ -409,6 +415,8 @@ def fit(rig_text: RigOpt, json_out: JsonOpt = False) -> None:
             r.strategy,
             f"{r.ctx:,}",
             f"{r.decode_tok_s:,.1f}",
+            f"{r.prefill_tok_s:,.0f}",
+            f"{r.ttft_s:,.1f} s",
             r.bound_by,
         )
     out.print(t)
@@ -439,3 +447,37 @@ def site_build(out_dir: Annotated[str, typer.Argument(help="Folder to write the 
 
     written = build_site(out_dir)
     out.print(f"wrote {written} files to {out_dir}")
+
+
+hub_app = typer.Typer(help="Models on the Hugging Face Hub, read header-only (hf://org/repo[:QUANT]).")
+app.add_typer(hub_app, name="hub")
+
+
+@hub_app.command("ls")
+@one_line_errors
+def hub_ls(
+    repo: Annotated[str, typer.Argument(help="org/repo (or hf://org/repo@revision).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """The GGUF quant files of a repository with their sizes (split files grouped)."""
+    r = api.hub_ls(repo)
+    if json_out:
+        out.print_json(r.model_dump_json())
+        return
+    t = Table(title=f"{r.repo} @ {r.commit[:12]}")
+    for col in ("quant", "file", "shards", "size"):
+        t.add_column(col, justify="right" if col in ("shards", "size") else "left")
+    for g in r.gguf:
+        shards = str(len(g.files)) + ("" if g.complete else " (incomplete)")
+        t.add_row(g.quant or "?", g.file, shards, f"{g.size_bytes / 1e9:,.2f} GB")
+    if r.gguf:
+        out.print(t)
+        out.print(f"[dim]use: moeplan size hf://{r.repo}:{r.gguf[0].quant or r.gguf[0].file}[/dim]")
+    if r.safetensors_files:
+        out.print(
+            f"safetensors: {r.safetensors_files} file(s), {r.safetensors_bytes / 1e9:,.2f} GB"
+            + ("" if r.config_json else " (no config.json)")
+            + f" — use: moeplan size hf://{r.repo} -q Q4_K_M"
+        )
+    if not r.gguf and not r.safetensors_files:
+        out.print(f"{r.repo} holds no GGUF or safetensors weights")

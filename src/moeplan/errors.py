@@ -37,3 +37,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     by_lower = {c.lower(): c for c in choices}
     close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
     return f" — did you mean {by_lower[close[0]]}?" if close else ""
+
+
+class HubError(MoeplanError):
+    """The Hugging Face Hub could not give what a `hf://` reference names (not found, gated, offline …)."""

@@ -18,9 +18,11 @@ from functools import cached_property, lru_cache
 from moeplan.arch.inventory import Inventory, Role, inventory
 from moeplan.arch.spec import ModelSpec
 from moeplan.engines.llamacpp import CPU, Frontend, MemoryPlan, parse_placement, plan_memory
-from moeplan.hardware.spec import GPU, Rig
+from moeplan.hardware.spec import GPU, Node, Rig
 from moeplan.memory.kv import CacheConfig
 from moeplan.memory.weights import Weights, predict
+from moeplan.perf.estimate import Speed
+from moeplan.perf.estimate import speed as perf_speed
 from moeplan.quant.recipe import FileType
 
 GiB = 2**30
@@ -29,10 +31,6 @@ GPU_HEADROOM = 1 * GiB
 # Host RAM kept for the OS and other programs.
 HOST_RESERVE_MIN = 4 * GiB
 HOST_RESERVE_FRACTION = 0.05
-# Effective fraction of peak bandwidth a decode step reaches (rough until the speed model calibrates it).
-GPU_EFFICIENCY = 0.7
-CPU_EFFICIENCY = 0.6
-HOP_SECONDS = 40e-6  # one GPU<->CPU round trip per layer whose experts run on the CPU
 
 QUANT_LADDER = (
     FileType.Q8_0,
@@ -61,6 +59,7 @@ class DeviceSlot:
     name: str  # llama.cpp buffer type name: CPU, CUDA0, ROCm0, MTL0 ...
     capacity_bytes: int
     bandwidth_bytes_s: float
+    node: Node | None = None  # on the CPU slot: the node whose devices the speed model rates
 
 
 @dataclass
@@ -71,21 +70,21 @@ class Candidate:
     ctx: int
     memory: MemoryPlan
     fits: bool
-    speed: Callable[[], tuple[float, str]]  # (seconds per token, what bounds it), computed on demand
+    speed: Callable[[], Speed]  # the speed model (perf/), built on demand
     overflow: dict[str, int] = field(default_factory=dict)  # device -> bytes over capacity
     why_not: str = ""
 
     @cached_property
-    def _speed(self) -> tuple[float, str]:
+    def perf(self) -> Speed:
         return self.speed()
 
     @property
     def seconds_per_token(self) -> float:
-        return self._speed[0]
+        return self.perf.seconds_per_token
 
     @property
     def bound_by(self) -> str:
-        return self._speed[1]
+        return self.perf.bound_by
 
     @property
     def decode_tok_s(self) -> float:
@@ -115,59 +114,20 @@ def device_slots(rig: Rig) -> tuple[DeviceSlot, list[DeviceSlot]]:
         unified_used += g.memory_bytes if g.unified_memory else 0
         gpus.append(DeviceSlot(backend_name(g, i), max(cap, 0), g.bandwidth_bytes_s))
     reserve = max(HOST_RESERVE_MIN, int(HOST_RESERVE_FRACTION * host.ram_bytes))
-    cpu = DeviceSlot(CPU, max(host.ram_bytes - reserve - unified_used, 0), host.ram_bandwidth_bytes_s)
+    cpu = DeviceSlot(CPU, max(host.ram_bytes - reserve - unified_used, 0), host.ram_bandwidth_bytes_s, node)
     return cpu, gpus
 
 
-TYPICAL_FILL = 4096  # tokens in the KV cache when decode speed is quoted
-
-
-def _bytes_read_per_token(w: Weights, inv: Inventory, mem: MemoryPlan, ctx: int) -> dict[str, float]:
-    """Bytes each device reads per decoded token: its non-expert weights, the k/E routed-expert
-    share of its expert stacks, and the KV cache filled to TYPICAL_FILL tokens."""
-    where = {name: d.device for d in mem.devices for name in d.tensors}
-    out: dict[str, float] = {d.device: 0.0 for d in mem.devices}
-    for t in w.tensors:
-        dev = where.get(t.spec.name)
-        if dev is None or t.spec.role is Role.EMBED:
-            continue  # token_embd is a row lookup
-        frac = w.active_expert_fraction.get(t.spec.layer or 0, 1.0) if t.spec.role is Role.EXPERT else 1.0
-        out[dev] += t.nbytes * frac
-    fill = min(1.0, TYPICAL_FILL / ctx) if ctx else 1.0
-    for d in mem.devices:
-        out[d.device] += fill * d.kv_bytes
-    return out
-
-
 def _speed(
+    spec: ModelSpec,
     w: Weights,
-    inv: Inventory,
     mem: MemoryPlan,
-    ctx: int,
-    slots: dict[str, DeviceSlot],
-    disk_bytes: float = 0.0,
-    disk_bw: float = 0.0,
-) -> tuple[float, str]:
-    reads = _bytes_read_per_token(w, inv, mem, ctx)
-    times: dict[str, float] = {}
-    for dev, b in reads.items():
-        slot = slots.get("CPU" if dev == "CPU_REPACK" else dev)
-        if slot is None or not b:
-            continue
-        eff = CPU_EFFICIENCY if slot.name == CPU else GPU_EFFICIENCY
-        label = "RAM bandwidth" if slot.name == CPU else f"{slot.name} memory bandwidth"
-        times[label] = times.get(label, 0.0) + b / (slot.bandwidth_bytes_s * eff)
-    on_cpu = {name for d in mem.devices if d.device.startswith("CPU") for name in d.tensors}
-    gpu_used = any(d.tensors for d in mem.devices if not d.device.startswith("CPU"))
-    cpu_expert_layers = {
-        t.spec.layer for t in w.tensors if t.spec.role is Role.EXPERT and t.spec.name in on_cpu
-    }
-    hops = HOP_SECONDS * len(cpu_expert_layers) if gpu_used else 0.0
-    if disk_bytes and disk_bw:
-        times["disk reads (mmap)"] = disk_bytes / disk_bw
-    total = sum(times.values()) + hops
-    bound = max(times, key=lambda k: times[k]) if times else "compute"
-    return total, bound
+    cache: CacheConfig,
+    node: Node,
+    disk_miss_fraction: float = 0.0,
+) -> Speed:
+    """The speed model of one candidate (perf/): bytes and FLOPs per device, calibrated rates."""
+    return perf_speed(spec, w, mem, cache, node, disk_miss_fraction=disk_miss_fraction)
 
 
 def _evaluate(
@@ -194,8 +154,11 @@ def _evaluate(
         s = slots.get(d.device)
         if s is not None and s.name != CPU and d.total_bytes > s.capacity_bytes:
             overflow[d.device] = d.total_bytes - s.capacity_bytes
+    node = cpu.node
+    if node is None:
+        raise ValueError("the CPU device slot carries no node (use device_slots)")
     return Candidate(
-        quant, strategy, flags, ctx, mem, not overflow, lambda: _speed(w, inv, mem, ctx, slots), overflow
+        quant, strategy, flags, ctx, mem, not overflow, lambda: _speed(inv.spec, w, mem, cfg, node), overflow
     )
 
 
@@ -327,10 +290,8 @@ def _disk_plan(
     c = _evaluate(inv, w, quant, "disk", flags, ctx, cache, cpu, gpus if strategy != "cpu" else [], frontend)
     missing = c.overflow.get(CPU, 0)
     total_cpu = sum(d.weights_bytes for d in c.memory.devices if d.device.startswith("CPU")) or 1
-    per_token = sum(_bytes_read_per_token(w, inv, c.memory, ctx).get(d, 0.0) for d in ("CPU", "CPU_REPACK"))
-    disk_bytes = per_token * missing / total_cpu  # the share of per-token reads that miss the page cache
-    slots = {s.name: s for s in [cpu, *gpus]}
-    disk_bw = rig.node.host.disk_read_bytes_s
+    miss = missing / total_cpu  # the share of the CPU's weights (hence expert reads) not in the page cache
+    cfg = CacheConfig(**{**cache.__dict__, "n_ctx": ctx})
     gpu_over = {k: v for k, v in c.overflow.items() if k != CPU}
     return Candidate(
         quant,
@@ -339,7 +300,7 @@ def _disk_plan(
         ctx,
         c.memory,
         not gpu_over,
-        lambda: _speed(w, inv, c.memory, ctx, slots, disk_bytes, disk_bw),
+        lambda: _speed(spec, w, c.memory, cfg, rig.node, miss),
         c.overflow,
     )
 

@@ -95,6 +95,9 @@ class _Cursor:
         self.buf = b""
         self.buf_start = 0
         self.pos = 0
+        # A remote source asks for a small first read that doubles up to CHUNK (few bytes for small
+        # headers, few round trips for large ones); a local file reads CHUNK at a time.
+        self.chunk = int(getattr(src, "first_chunk", self.CHUNK))
 
     def take(self, n: int) -> bytes:
         end = self.pos + n
@@ -106,7 +109,8 @@ class _Cursor:
             raise BadGGUF(f"{self.name}: GGUF header larger than the {self.limit:,}-byte limit")
         if end > self.buf_start + len(self.buf):
             keep = self.buf[self.pos - self.buf_start :]
-            more = max(self.CHUNK, end - self.pos - len(keep))
+            more = max(self.chunk, end - self.pos - len(keep))
+            self.chunk = min(2 * self.chunk, max(self.chunk, self.CHUNK))
             fetched = self.src.read(self.pos + len(keep), min(more, self.limit - self.pos - len(keep)))
             self.buf, self.buf_start = keep + fetched, self.pos
             if end > self.buf_start + len(self.buf):

@@ -1,0 +1,54 @@
+"""Planning speed: one plan, and the whole catalog x 20 GPU presets x every quantization.
+
+    python -m benchmarks.plan_speed     # writes benchmarks/plan_speed.json
+
+Wall-clock times from one run on this machine (time.perf_counter); the targets are one plan under
+50 ms and the whole sweep under 5 s. Ratios between runs in the same process are what to compare.
+"""
+
+import json
+import time
+from pathlib import Path
+
+from moeplan.hardware.presets import PRESETS
+from moeplan.hardware.rig import parse_rig
+from moeplan.plan.llamacpp import QUANT_LADDER, plan
+from moeplan.sources.catalog import load_catalog
+
+OUT = Path(__file__).resolve().parent / "plan_speed.json"
+
+
+def main() -> None:
+    catalog = load_catalog()
+    presets = list(PRESETS)[:20]
+    rigs = [parse_rig(p) for p in presets]
+    spec = catalog["qwen3.5-35b-a3b"].spec()
+    plan(spec, rigs[0])  # warm caches (inventory, weights)
+    t0 = time.perf_counter()
+    plan(spec, parse_rig("rtx-5080-64gb"))
+    one_plan = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    n = 0
+    for entry in catalog.values():
+        s = entry.spec()
+        for rig in rigs:
+            r = plan(s, rig)  # every quantization on the ladder is searched
+            _ = r.chosen.decode_tok_s
+            n += 1
+    sweep = time.perf_counter() - t0
+    result = {
+        "one_plan_s": round(one_plan, 4),
+        "sweep_s": round(sweep, 2),
+        "sweep_plans": n,
+        "quants_on_ladder": len(QUANT_LADDER),
+        "models": len(catalog),
+        "presets": presets,
+        "targets": {"one_plan_s": 0.05, "sweep_s": 5.0},
+        "met": {"one_plan": one_plan < 0.05, "sweep": sweep < 5.0},
+    }
+    OUT.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,635 @@
+"""Models on the Hugging Face Hub, read header-only: a few MB of a 400 GB repository.
+
+Everything goes through `huggingface_hub`: its endpoint setting (`HF_ENDPOINT`), its token
+(`HF_TOKEN` or `huggingface-cli login`) for gated repositories, its cache for small files
+(`config.json`), its file listing with sizes (`model_info(files_metadata=True)`), and the resolve
+URL it builds (`hf_hub_url`) fetched with its session and headers. Headers are read with HTTP
+Range requests, bounded by a byte limit, and the bytes read are kept on disk (keyed by repository,
+commit, file and etag) so the second call reads nothing.
+
+References (`parse_ref`):
+- `hf://org/repo` — a safetensors repository: config.json + every shard's safetensors header;
+- `hf://org/repo:Q4_K_M`, `org/repo:Q4_K_M`, `hf://org/repo:sub/file.gguf` — a GGUF repository,
+  the file(s) of that quant (case-insensitive, split `-0000N-of-0000M` files and sub-folders);
+- `hf://org/repo@revision:...` — at a branch, tag or commit;
+- `{HF_ENDPOINT}/org/repo[/blob|resolve/rev/file.gguf]` — a page or file URL *of the configured
+  endpoint only*.
+Nothing else is fetched: a URL of another host or another scheme is refused (no SSRF through the
+web app's model box).
+"""
+
+import contextlib
+import json
+import os
+import re
+import struct
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx2
+from huggingface_hub import HfApi, constants, get_session, hf_hub_download, hf_hub_url, hf_raise_for_status
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils._headers import build_hf_headers
+
+from moeplan.errors import HubError
+from moeplan.sources.gguf_header import ByteSource, GGUFModel, read_model
+
+MAX_HEADER_BYTES = 64 * 1024 * 1024  # per file; real GGUF headers are < 16 MB, safetensors < 10 MB
+FIRST_CHUNK = 64 * 1024  # first range read of a header; later reads double (gguf_header._Cursor)
+TIMEOUT_S = 30.0
+TOKEN_HINT = "set HF_TOKEN=hf_... or run `huggingface-cli login`"
+
+_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+_SPLIT = re.compile(r"^(?P<stem>.*)-(?P<i>\d{5})-of-(?P<n>\d{5})\.gguf$", re.IGNORECASE)
+# llama.cpp file-type labels as uploaders write them in file names (unsloth's UD- prefix kept).
+_QUANT = re.compile(
+    r"(?<![A-Z0-9])((?:UD-)?(?:I?Q\d_[A-Z0-9]+(?:_[A-Z0-9]+)*|Q\d_K|TQ\d_0|MXFP4(?:_MOE)?|BF16|F16|F32))"
+    r"(?![A-Z0-9])",
+    re.IGNORECASE,
+)
+
+
+def endpoint() -> str:
+    """The configured Hub endpoint: HF_ENDPOINT (read now, so a test or a mirror set after import
+    counts), else huggingface_hub's default."""
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+# ---------------------------------------------------------------------------------------- refs
+
+
+@dataclass(frozen=True)
+class HubRef:
+    repo: str
+    revision: str | None = None
+    target: str | None = None  # a quant label (Q4_K_M) or a file path in the repo
+
+    def __str__(self) -> str:
+        rev = f"@{self.revision}" if self.revision else ""
+        return f"hf://{self.repo}{rev}" + (f":{self.target}" if self.target else "")
+
+
+def _check_repo(repo: str, text: str) -> str:
+    if not _REPO.match(repo) or ".." in repo:
+        raise HubError(f"'{text}': '{repo}' is not a Hub repository id (expected org/name)")
+    return repo
+
+
+def _from_url(text: str) -> HubRef:
+    """A page or file URL of the configured endpoint; anything else is refused."""
+    url, base = urlsplit(text), urlsplit(endpoint())
+    if url.scheme not in ("http", "https"):
+        raise HubError(f"'{text}': only hf://org/repo references are read (scheme '{url.scheme}' refused)")
+    if (url.scheme, url.netloc.lower()) != (base.scheme, base.netloc.lower()) or url.query or url.fragment:
+        raise HubError(
+            f"'{text}': only the configured Hub endpoint {endpoint()} is fetched from; "
+            "give hf://org/repo[:QUANT] instead"
+        )
+    parts = [unquote(p) for p in url.path[len(base.path.rstrip("/")) :].split("/") if p]
+    if len(parts) < 2:
+        raise HubError(f"'{text}': no org/repo in the URL")
+    repo = _check_repo(f"{parts[0]}/{parts[1]}", text)
+    if len(parts) >= 5 and parts[2] in ("blob", "resolve"):
+        return HubRef(repo, parts[3], "/".join(parts[4:]))
+    if len(parts) == 2:
+        return HubRef(repo)
+    raise HubError(f"'{text}': expected {endpoint()}/org/repo or .../blob/<revision>/<file>")
+
+
+def parse_ref(text: str) -> HubRef | None:
+    """The Hub reference `text` names, or None when it is not one (a catalog id).
+
+    Raises for anything URL-like that is not hf:// or the configured endpoint."""
+    s = text.strip()
+    if "://" in s:
+        if not s.lower().startswith("hf://"):
+            return _from_url(s)
+        s = s[5:]
+        if s.startswith(("models/", "/")):
+            s = s.removeprefix("models/").lstrip("/")
+    elif not re.match(r"^[^/:\s]+/[^/:\s]+:\S+$", s):
+        return None  # catalog ids and `org/repo` names stay with the catalog
+    repo_part, _, target = s.partition(":")
+    repo_part, _, revision = repo_part.partition("@")
+    if repo_part.count("/") != 1:
+        raise HubError(f"'{text}': expected hf://org/repo[:QUANT or file]")
+    target = target.strip().strip("/")
+    if ".." in target.split("/"):
+        raise HubError(f"'{text}': '..' is not allowed in a file path")
+    return HubRef(_check_repo(repo_part, text), revision or None, target or None)
+
+
+# ------------------------------------------------------------------------------------- errors
+
+
+@contextlib.contextmanager
+def hub_errors(what: str) -> Iterator[None]:
+    """huggingface_hub's and the network's exceptions as one-line errors a person can act on."""
+    try:
+        yield
+    except GatedRepoError:
+        raise HubError(
+            f"{what} is gated: accept its terms on the Hub, then {TOKEN_HINT} (HF_TOKEN must be allowed)"
+        ) from None
+    except RepositoryNotFoundError as e:
+        status = e.response.status_code if e.response is not None else 404
+        private = f" (if it is private or gated: {TOKEN_HINT})" if status == 401 else ""
+        raise HubError(f"{what}: repository not found on {endpoint()}{private}") from None
+    except RevisionNotFoundError:
+        raise HubError(f"{what}: no such revision (branch, tag or commit)") from None
+    except OfflineModeIsEnabled:
+        raise HubError(f"{what}: HF_HUB_OFFLINE is set and the headers are not cached yet") from None
+    except LocalEntryNotFoundError:
+        raise HubError(
+            f"cannot reach the Hugging Face Hub at {endpoint()} for {what}, and it is not cached: "
+            "check the network, or set HF_ENDPOINT to a reachable mirror"
+        ) from None
+    except EntryNotFoundError:
+        raise HubError(f"{what}: file not found in the repository") from None
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else 0
+        if status in (401, 403):
+            raise HubError(f"{what}: access denied ({status}): {TOKEN_HINT}") from None
+        raise HubError(f"{what}: the Hub at {endpoint()} answered {status or 'an error'}") from None
+    except httpx2.TransportError as e:
+        raise HubError(
+            f"cannot reach the Hugging Face Hub at {endpoint()} ({type(e).__name__}): "
+            "check the network, or set HF_ENDPOINT to a reachable mirror"
+        ) from None
+
+
+# ------------------------------------------------------------------------------------ listing
+
+
+@dataclass(frozen=True)
+class HubFile:
+    path: str
+    size: int
+    etag: str  # LFS sha256, else the git blob id
+
+
+@dataclass(frozen=True)
+class RepoListing:
+    repo: str
+    revision: str | None
+    commit: str
+    files: tuple[HubFile, ...]
+    base_models: tuple[str, ...] = ()
+
+    def file(self, path: str) -> HubFile | None:
+        return next((f for f in self.files if f.path == path), None)
+
+
+def list_repo(repo: str, revision: str | None = None) -> RepoListing:
+    """Every file of a repository with its size (one `model_info` call)."""
+    with hub_errors(repo):
+        info = HfApi(endpoint=endpoint()).model_info(repo, revision=revision, files_metadata=True)
+    files = []
+    for s in info.siblings or []:
+        if s.size is None:
+            continue
+        etag = s.lfs.sha256 if s.lfs else (s.blob_id or "")
+        files.append(HubFile(s.rfilename, s.size, etag))
+    base: Any = getattr(info.card_data, "base_model", None) if info.card_data else None
+    bases = tuple(b for b in ([base] if isinstance(base, str) else base or []) if isinstance(b, str))
+    return RepoListing(repo, revision, info.sha or revision or "main", tuple(files), bases)
+
+
+def download_small(listing: RepoListing, path: str) -> Path:
+    """A small file (config.json, an index) through huggingface_hub's own cache."""
+    with hub_errors(f"{listing.repo}/{path}"):
+        return Path(
+            hf_hub_download(
+                listing.repo,
+                path,
+                revision=listing.commit,
+                endpoint=endpoint(),
+                cache_dir=constants.HF_HUB_CACHE,
+            )
+        )
+
+
+def load_json(listing: RepoListing, path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(download_small(listing, path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise HubError(f"{listing.repo}/{path} is not readable JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise HubError(f"{listing.repo}/{path} is not a JSON object")
+    return data
+
+
+# ------------------------------------------------------------------------ range reads + cache
+
+
+@dataclass
+class FetchStats:
+    """Bytes and requests that went over the network (a cached read counts nothing)."""
+
+    bytes: int = 0
+    requests: int = 0
+
+
+def _cache_root() -> Path:
+    return Path(constants.HF_HOME) / "moeplan" / "headers"
+
+
+def _safe(part: str) -> str:
+    """A file-name-safe form of one path component (no separators, no leading dots)."""
+    return re.sub(r"^\.+", "_", re.sub(r"[^A-Za-z0-9_.=-]", "_", part))
+
+
+class RangeFile:
+    """A `ByteSource` over one Hub file: HTTP Range reads of its resolve URL, bounded by `limit`,
+    with the prefix read so far kept on disk (headers are read front to back)."""
+
+    first_chunk = FIRST_CHUNK
+
+    def __init__(
+        self,
+        repo: str,
+        commit: str,
+        f: HubFile,
+        stats: FetchStats,
+        limit: int = MAX_HEADER_BYTES,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        self.repo, self.commit, self.file, self.stats, self.limit = repo, commit, f, stats, limit
+        self.on_bytes = on_bytes
+        key = [_safe(p) for p in f.path.split("/")]
+        self.cache = _cache_root().joinpath(
+            _safe(repo.replace("/", "--")), _safe(commit), *key[:-1], f"{key[-1]}.{_safe(f.etag)[:64]}.head"
+        )
+        try:
+            self.prefix = self.cache.read_bytes()
+        except OSError:
+            self.prefix = b""
+
+    @property
+    def size(self) -> int:
+        return self.file.size
+
+    def read(self, offset: int, n: int) -> bytes:
+        end = min(offset + n, self.size)
+        if end > self.limit:
+            raise HubError(
+                f"{self.repo}/{self.file.path}: header larger than the {self.limit:,}-byte limit "
+                "(not a model file, or a damaged one)"
+            )
+        if end > len(self.prefix):
+            self.prefix += self._fetch(len(self.prefix), end)
+            self._save()
+        return self.prefix[offset:end]
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        url = hf_hub_url(self.repo, self.file.path, revision=self.commit, endpoint=endpoint())
+        headers = build_hf_headers()
+        headers["Range"] = f"bytes={start}-{end - 1}"
+        headers["Accept-Encoding"] = "identity"
+        out = bytearray()
+        with (
+            hub_errors(f"{self.repo}/{self.file.path}"),
+            # The endpoint may redirect to its CDN (LFS files); the host is the endpoint's choice,
+            # never the user's, and httpx drops the token on a cross-origin redirect.
+            get_session().stream("GET", url, headers=headers, timeout=TIMEOUT_S, follow_redirects=True) as r,
+        ):
+            if r.status_code >= 400:
+                r.read()
+                hf_raise_for_status(r)
+            if r.status_code != 206 and start != 0:
+                raise HubError(f"{endpoint()} ignored the Range request for {self.file.path}")
+            for chunk in r.iter_bytes():
+                out += chunk
+                if len(out) >= end - start:
+                    break
+        if len(out) < end - start:
+            raise HubError(f"{self.repo}/{self.file.path}: the Hub sent {len(out)} of {end - start} bytes")
+        self.stats.bytes += end - start
+        self.stats.requests += 1
+        if self.on_bytes:
+            self.on_bytes(end - start)
+        return bytes(out[: end - start])
+
+    def _save(self) -> None:
+        try:
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(self.prefix)
+            tmp.replace(self.cache)
+        except OSError:
+            pass  # a read-only cache only costs the next call its reads
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar of bytes fetched, on stderr, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import DownloadColumn, Progress, SpinnerColumn, TextColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        DownloadColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda n: bar.advance(task, n)
+
+
+# ------------------------------------------------------------------------------------- GGUF
+
+
+@dataclass(frozen=True)
+class GGUFGroup:
+    """One model file of a GGUF repository: a single file or all shards of a split one."""
+
+    quant: str  # the label in the file name, e.g. Q4_K_M, UD-Q4_K_XL; '' when none
+    files: tuple[HubFile, ...]
+    expected_shards: int
+
+    @property
+    def name(self) -> str:
+        return self.files[0].path
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.files) == self.expected_shards
+
+
+def quant_label(path: str) -> str:
+    found = _QUANT.findall(path.rsplit("/", 1)[-1]) or _QUANT.findall(path)
+    return found[-1].upper() if found else ""
+
+
+def gguf_groups(listing: RepoListing) -> list[GGUFGroup]:
+    """The GGUF model files of a repository, split files grouped, projector files (mmproj) left out."""
+    groups: dict[str, list[HubFile]] = {}
+    counts: dict[str, int] = {}
+    for f in listing.files:
+        base = f.path.rsplit("/", 1)[-1]
+        if not base.lower().endswith(".gguf") or base.lower().startswith("mmproj"):
+            continue
+        m = _SPLIT.match(f.path)
+        key = m.group("stem") if m else f.path
+        groups.setdefault(key, []).append(f)
+        counts[key] = int(m.group("n")) if m else 1
+    return sorted(
+        (
+            GGUFGroup(quant_label(k), tuple(sorted(fs, key=lambda f: f.path)), counts[k])
+            for k, fs in groups.items()
+        ),
+        key=lambda g: g.name,
+    )
+
+
+def choose_gguf(listing: RepoListing, target: str) -> GGUFGroup:
+    """The file(s) of `target`: a file path (or base name), else a quant label, case-insensitive."""
+    groups = gguf_groups(listing)
+    t = target.lower()
+    by_file = [
+        g
+        for g in groups
+        if any(f.path.lower() == t or f.path.rsplit("/", 1)[-1].lower() == t for f in g.files)
+    ]
+    exact = by_file or [g for g in groups if g.quant.lower() == t]
+    found = exact or [g for g in groups if t in g.name.lower()]
+    if not found:
+        quants = sorted({g.quant or g.name for g in groups})
+        there = f"quants there: {', '.join(quants)}" if quants else "it has no GGUF files"
+        raise HubError(f"{listing.repo}: no GGUF file of '{target}'; {there}")
+    if len(found) > 1:
+        raise HubError(
+            f"{listing.repo}: '{target}' matches {len(found)} files ({', '.join(g.name for g in found)}); "
+            "give the file name"
+        )
+    g = found[0]
+    if not g.complete:
+        raise HubError(f"{listing.repo}: {g.name} has {len(g.files)} of its {g.expected_shards} shards")
+    return g
+
+
+@dataclass(frozen=True)
+class HubGGUF:
+    listing: RepoListing
+    group: GGUFGroup
+    model: GGUFModel
+    fetched: FetchStats = field(compare=False)
+
+
+def read_gguf(ref: HubRef, limit: int = MAX_HEADER_BYTES) -> HubGGUF:
+    """The headers of every shard of the GGUF that `ref` names, by range reads."""
+    if not ref.target:
+        raise HubError(f"{ref}: name a quant or a file, e.g. {ref}:Q4_K_M (see `moeplan hub ls {ref.repo}`)")
+    listing = list_repo(ref.repo, ref.revision)
+    group = choose_gguf(listing, ref.target)
+    stats = FetchStats()
+    with _progress(f"GGUF headers of {ref.repo} ({len(group.files)} file(s))", len(group.files)) as tick:
+        shards = [(f.path, RangeFile(ref.repo, listing.commit, f, stats, limit, tick)) for f in group.files]
+        model = read_model(shards)
+    return HubGGUF(listing, group, model, stats)
+
+
+# ------------------------------------------------------------------------------- safetensors
+
+# Bits per element of each safetensors dtype (the `Dtype` enum of the safetensors crate).
+SAFETENSORS_BITS = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E4M3": 8,
+    "F8_E5M2": 8,
+    "F8_E8M0": 8,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "C64": 64,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
+}
+_SCALE = re.compile(r"(_scale(_inv)?|_scales|\.scales?|_zero_point|\.qzeros|_shape|\.g_idx)$")
+
+
+@dataclass(frozen=True)
+class SafetensorsTensor:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def is_scale(self) -> bool:
+        """Quantization side tensors: FP8 block scales, INT4 group scales and zero points."""
+        return bool(_SCALE.search(self.name.removesuffix(".weight")))
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    source: str
+    tensors: tuple[SafetensorsTensor, ...]
+    metadata: dict[str, str]
+    header_bytes: int  # 8 + the JSON length
+    file_size: int
+
+
+def read_safetensors_header(src: ByteSource, name: str, limit: int = MAX_HEADER_BYTES) -> SafetensorsHeader:
+    """Parse a safetensors header from a ByteSource: 8-byte little-endian length, then JSON."""
+    if src.size < 8:
+        raise HubError(f"{name}: too small for a safetensors file")
+    (n,) = struct.unpack("<Q", src.read(0, 8))
+    if 8 + n > limit:
+        raise HubError(f"{name}: safetensors header of {n:,} bytes exceeds the {limit:,}-byte limit")
+    if 8 + n > src.size:
+        raise HubError(f"{name}: truncated safetensors header")
+    try:
+        raw = json.loads(src.read(8, n))
+    except ValueError:
+        raise HubError(f"{name}: safetensors header is not JSON") from None
+    if not isinstance(raw, dict):
+        raise HubError(f"{name}: safetensors header is not a JSON object")
+    meta = raw.pop("__metadata__", None) or {}
+    data_size = src.size - 8 - n
+    tensors = []
+    for tname, info in raw.items():
+        try:
+            dtype, shape, (begin, end) = (
+                str(info["dtype"]),
+                tuple(int(d) for d in info["shape"]),
+                info["data_offsets"],
+            )
+        except (KeyError, TypeError, ValueError):
+            raise HubError(f"{name}: tensor '{tname}' has a malformed entry") from None
+        if dtype not in SAFETENSORS_BITS:
+            raise HubError(f"{name}: tensor '{tname}' has unknown dtype {dtype}")
+        t = SafetensorsTensor(tname, dtype, shape, int(end) - int(begin))
+        if not 0 <= begin <= end <= data_size or t.nbytes * 8 != t.n_elements * SAFETENSORS_BITS[dtype]:
+            raise HubError(f"{name}: tensor '{tname}' has offsets that do not match its shape and dtype")
+        tensors.append(t)
+    return SafetensorsHeader(name, tuple(tensors), {str(k): str(v) for k, v in meta.items()}, 8 + n, src.size)
+
+
+@dataclass(frozen=True)
+class HubSafetensors:
+    listing: RepoListing
+    config: dict[str, Any]
+    headers: tuple[SafetensorsHeader, ...]
+    fetched: FetchStats = field(compare=False)
+
+    @property
+    def tensors(self) -> tuple[SafetensorsTensor, ...]:
+        return tuple(t for h in self.headers for t in h.tensors)
+
+    @property
+    def tensor_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def file_bytes(self) -> int:
+        return sum(h.file_size for h in self.headers)
+
+    def bytes_by_dtype(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.tensors:
+            out[t.dtype] = out.get(t.dtype, 0) + t.nbytes
+        return dict(sorted(out.items()))
+
+    def elements_by_dtype(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.tensors:
+            out[t.dtype] = out.get(t.dtype, 0) + t.n_elements
+        return dict(sorted(out.items()))
+
+    @property
+    def scale_tensors(self) -> int:
+        return sum(1 for t in self.tensors if t.is_scale)
+
+    @property
+    def release_format(self) -> str:
+        """The weight format as config.json's `quantization_config` says (else the stored dtype)."""
+        q = self.config.get("quantization_config") or {}
+        method = str(q.get("quant_method", "")).lower()
+        if method in ("fp8", "mxfp4"):
+            return method
+        if method in ("awq", "gptq", "compressed-tensors", "bitsandbytes"):
+            return "int4" if "4" in json.dumps(q) else method
+        by = self.bytes_by_dtype()
+        return max(by, key=lambda k: by[k]).lower() if by else "unknown"
+
+
+def safetensors_files(listing: RepoListing) -> list[HubFile]:
+    """The weight files: those the index names, else every top-level *.safetensors."""
+    if listing.file("model.safetensors.index.json"):
+        index = load_json(listing, "model.safetensors.index.json")
+        names = sorted(set((index.get("weight_map") or {}).values()))
+        found = [listing.file(str(n)) for n in names]
+        missing = [n for n, f in zip(names, found, strict=True) if f is None]
+        if missing:
+            raise HubError(f"{listing.repo}: the index names missing files: {', '.join(missing[:3])}")
+        return [f for f in found if f is not None]
+    return sorted(
+        (f for f in listing.files if "/" not in f.path and f.path.endswith(".safetensors")),
+        key=lambda f: f.path,
+    )
+
+
+def read_safetensors(ref: HubRef, limit: int = MAX_HEADER_BYTES) -> HubSafetensors:
+    """config.json and every shard's safetensors header of a repository."""
+    listing = list_repo(ref.repo, ref.revision)
+    files = safetensors_files(listing)
+    if not files:
+        ggufs = gguf_groups(listing)
+        if ggufs:
+            quants = ", ".join(sorted({g.quant or g.name for g in ggufs}))
+            raise HubError(
+                f"{ref.repo} is a GGUF repository: name a quant, e.g. "
+                f"hf://{ref.repo}:{ggufs[0].quant or ggufs[0].name} ({quants})"
+            )
+        raise HubError(f"{ref.repo}: no safetensors or GGUF files in the repository")
+    if not listing.file("config.json"):
+        raise HubError(f"{ref.repo}: no config.json beside the safetensors files")
+    config = load_json(listing, "config.json")
+    stats = FetchStats()
+    with _progress(f"safetensors headers of {ref.repo} ({len(files)} file(s))", len(files)) as tick:
+        headers = tuple(
+            read_safetensors_header(RangeFile(ref.repo, listing.commit, f, stats, limit, tick), f.path, limit)
+            for f in files
+        )
+    return HubSafetensors(listing, config, headers, stats)
+
+
+def is_gguf_ref(ref: HubRef) -> bool:
+    return ref.target is not None
