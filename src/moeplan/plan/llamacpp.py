@@ -7,8 +7,9 @@ whole layers offloaded (`-ngl N`, the most that fit); CPU only; and, when RAM an
 too small, weights mmap'd from disk. Every candidate's memory is computed by
 `engines.llamacpp.plan_memory`, the same code that matches llama.cpp's own buffers.
 
-Choosing a quantization: quality first, but not at less than half the decode speed of the fastest
-plan at the quality floor (Q4_K_M); below the floor only when nothing at or above it fits.
+Choosing a quantization: quality first, but no more than a quarter of the decode speed of the fastest
+plan at the quality floor (Q4_K_M) is given up for it (SPEED_GUARD); below the floor only when
+nothing at or above it fits.
 """
 
 from collections.abc import Callable
@@ -48,7 +49,9 @@ QUANT_LADDER = (
     FileType.IQ1_S,
 )
 QUALITY_FLOOR = FileType.Q4_K_M
-SPEED_GUARD = 0.5  # a higher quality must keep at least this fraction of the fastest floor plan's speed
+# A higher quality must keep at least this fraction of the fastest plan's decode speed at the floor:
+# one K-quant step (Q4_K_M -> Q5_K_M -> Q6_K) is worth at most a quarter of the speed, not half.
+SPEED_GUARD = 0.75
 CONTEXT_LADDER = (1 << 20, 524288, 262144, 131072, 65536, 32768, 16384, 8192, 4096)
 BASE_CONTEXT = 8192
 MIN_CONTEXT = 4096
