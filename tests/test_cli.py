@@ -97,3 +97,20 @@ def test_plan_errors_are_one_line() -> None:
     result = runner.invoke(app, ["plan", "qwen3-8b", "--rig", "banana"])
     assert result.exit_code == 2 and "unknown GPU 'banana'" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_explain_a_real_command() -> None:
+    cmd = "llama-server -m models/Qwen3.5-35B-A3B-Q4_K_M.gguf -ngl 99 -ot exps=CPU -c 32768 --port 8080 -t 8"
+    r = run_json("explain", cmd, "--rig", "RTX 4090 + 64GB DDR5-6000")
+    assert isinstance(r, dict)
+    assert (r["model"], r["quant"], r["ctx"], r["fits"]) == ("Qwen3.5-35B-A3B", "Q4_K_M", 32768, True)
+    cpu = next(d for d in r["devices"] if d["name"] == "CPU")
+    assert cpu["weights_bytes"] > 18 * 2**30  # every expert stack sits in RAM
+    assert r["speedup"] and r["speedup"] > 1.5 and "--jinja" in r["suggested_command"]
+    assert r["ignored_flags"] == ["--port", "-t"]
+    too_big = run_json(
+        "explain", "llama-server -m DeepSeek-V3.1-Q8_0.gguf -ngl 99", "--rig", "RTX 4090 + 64GB"
+    )
+    assert isinstance(too_big, dict) and not too_big["fits"] and too_big["overflow"]
+    bad = runner.invoke(app, ["explain", "llama-server -m mystery.gguf", "--rig", "RTX 4090"])
+    assert bad.exit_code == 2 and "cannot tell the quantization" in bad.stderr

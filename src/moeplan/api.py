@@ -1,6 +1,8 @@
 """The operations every face offers (CLI now, web later), composed from the core so that no face
 re-derives a number."""
 
+import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from moeplan.memory.report import SizeReport, size_report
 from moeplan.memory.weights import file_bytes, predict
 from moeplan.notices import notices
 from moeplan.perf.estimate import PROMPT_TOKENS
-from moeplan.plan.llamacpp import QUALITY_FLOOR, device_slots
+from moeplan.plan.llamacpp import QUALITY_FLOOR, device_slots, evaluate_command
 from moeplan.plan.llamacpp import plan as llamacpp_plan
 from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
@@ -480,4 +482,198 @@ def hub_ls(repo: str) -> HubListing:
         safetensors_files=len(st),
         safetensors_bytes=sum(f.size for f in st),
         config_json=listing.file("config.json") is not None,
+    )
+
+
+class ExplainReport(BaseModel):
+    model: str
+    quant: str
+    rig: str
+    command: str
+    placement: str
+    ctx: int
+    fits: bool
+    overflow: dict[str, int]
+    devices: list[PlanDevice]
+    decode_tok_s: float
+    prefill_tok_s: float
+    bound_by: str
+    suggestion: str
+    suggested_command: str | None
+    speedup: float | None
+    ignored_flags: list[str]
+
+
+# Flags of a llama.cpp command line that change memory or speed, and those that do not.
+_PLACEMENT_FLAGS = {
+    "-ngl",
+    "--gpu-layers",
+    "--n-gpu-layers",
+    "-ot",
+    "--override-tensor",
+    "-ncmoe",
+    "--n-cpu-moe",
+    "-ts",
+    "--tensor-split",
+}
+_PLACEMENT_SWITCHES = {"-cmoe", "--cpu-moe", "-nkvo", "--no-kv-offload"}
+_VALUE_FLAGS = {
+    "-m",
+    "--model",
+    "-hf",
+    "--hf-repo",
+    "-c",
+    "--ctx-size",
+    "-np",
+    "--parallel",
+    "-ctk",
+    "--cache-type-k",
+    "-ctv",
+    "--cache-type-v",
+    "-fa",
+    "--flash-attn",
+    "-ub",
+    "--ubatch-size",
+    "-b",
+    "--batch-size",
+}
+
+
+def _parse_command(command: str) -> tuple[dict[str, str], str, list[str]]:
+    try:
+        args = shlex.split(command)
+    except ValueError as e:
+        raise MoeplanError(f"cannot parse the command: {e}") from None
+    if args and not args[0].startswith("-"):
+        args = args[1:]  # the binary: llama-server, llama-cli, ./build/bin/llama-server ...
+    values: dict[str, str] = {}
+    placement: list[str] = []
+    ignored: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        takes_value = (i + 1 < len(args) and not args[i + 1].startswith("-")) or (
+            a in ("-ngl", "-c") and i + 1 < len(args)
+        )
+        if a in _PLACEMENT_FLAGS:
+            if i + 1 >= len(args):
+                raise MoeplanError(f"{a} needs a value")
+            placement += [a, shlex.quote(args[i + 1])]
+            i += 2
+        elif a in _PLACEMENT_SWITCHES:
+            placement.append(a)
+            i += 1
+        elif a in _VALUE_FLAGS:
+            if i + 1 >= len(args):
+                raise MoeplanError(f"{a} needs a value")
+            values[a.lstrip("-")] = args[i + 1]
+            i += 2
+        else:
+            ignored.append(a)
+            i += 2 if takes_value else 1
+    return values, " ".join(placement), ignored
+
+
+def _quant_from_name(name: str) -> FileType | None:
+    upper = name.upper().replace("-", "_")
+    found = [ft for ft in FileType if ft.name in upper]
+    return max(found, key=lambda ft: len(ft.name)) if found else None
+
+
+def _model_from_file(path: str) -> tuple[str, FileType]:
+    """The catalog model and quantization a GGUF file name names (e.g. Qwen3.5-35B-A3B-Q4_K_M.gguf)."""
+    stem = Path(path).name
+    stem = re.sub(r"-\d{5}-of-\d{5}", "", stem.removesuffix(".gguf"))
+    ft = _quant_from_name(stem)
+    if ft is None:
+        raise MoeplanError(
+            f"cannot tell the quantization from '{Path(path).name}': name it like Model-Q4_K_M.gguf"
+        )
+    base = re.split(ft.name, stem.upper().replace("-", "_"), maxsplit=1)[0]
+    model = stem[: len(base)].rstrip("-_.")
+    return model, ft
+
+
+def explain(command: str, rig_text: str) -> ExplainReport:
+    """Memory and speed of a real llama.cpp command on a rig, and what moeplan would change."""
+    rig = parse_rig(rig_text)
+    values, flags, ignored = _parse_command(command)
+    weights = None
+    if "hf" in values or "hf-repo" in values:
+        ref = values.get("hf") or values["hf-repo"]
+        resolved = resolve_model(ref if ref.startswith("hf://") else f"hf://{ref}")
+        ft = resolved.file_type or _quant_from_name(ref) or QUALITY_FLOOR
+        weights = resolved.weights
+    elif "m" in values or "model" in values:
+        path = values.get("m") or values["model"]
+        name, ft = _model_from_file(path)
+        resolved = resolve_model(name)
+        if Path(path).is_file():
+            weights = weights_from_gguf(read_local(path))  # the real file's tensor types
+    else:
+        raise MoeplanError("the command names no model: give -m FILE.gguf or -hf REPO:QUANT")
+    spec = resolved.require_spec()
+    ctx = int(values.get("c") or values.get("ctx-size") or 0) or min(spec.context_length, 4096)
+    n_seq = int(values.get("np") or values.get("parallel") or 4)
+    fa = (values.get("fa") or values.get("flash-attn") or "on") != "off"
+    cache = CacheConfig(
+        n_ctx=ctx,
+        n_seq=n_seq,
+        unified=True,
+        n_ubatch=int(values.get("ub") or 512),
+        type_k=cache_type(values.get("ctk") or "f16"),
+        type_v=cache_type(values.get("ctv") or "f16"),
+        flash_attn=fa,
+    )
+    given = evaluate_command(spec, rig, ft, flags or "-ngl 99", cache, weights)
+    best = llamacpp_plan(spec, rig, ctx=ctx, quant=ft, cache=cache).chosen
+    cpu, gpus = device_slots(rig)
+    capacity = {s.name: s.capacity_bytes for s in [cpu, *gpus]}
+    devices = [
+        PlanDevice(
+            name=d.device,
+            capacity_bytes=capacity.get(d.device, capacity[CPU]),
+            weights_bytes=d.weights_bytes,
+            kv_bytes=d.kv_bytes,
+            state_bytes=d.state_bytes,
+            compute_bytes=d.compute_bytes,
+            total_bytes=d.total_bytes,
+        )
+        for d in given.memory.devices
+        if d.total_bytes or d.device == CPU
+    ]
+    suggestion, suggested, speedup = "moeplan would run it the same way", None, None
+    if best.flags != given.flags and best.fits:
+        if not given.fits:
+            suggestion = f"as written it does not fit; moeplan would use {best.flags}"
+        elif best.decode_tok_s > 1.02 * given.decode_tok_s:
+            speedup = best.decode_tok_s / given.decode_tok_s
+            suggestion = f"moeplan would use {best.flags}: {speedup:.2f}x the decode speed"
+        if suggestion != "moeplan would run it the same way":
+            suggested = render_command(
+                Path(values.get("m") or values.get("model") or f"{resolved.name}.gguf").name,
+                ctx,
+                best.flags,
+                n_seq=n_seq,
+                flash_attn=fa,
+                cache_k=values.get("ctk") or "f16",
+                cache_v=values.get("ctv") or "f16",
+            )
+    return ExplainReport(
+        model=resolved.name,
+        quant=ft.name,
+        rig=rig.text,
+        command=command,
+        placement=flags or "-ngl 99 (default)",
+        ctx=given.memory.n_ctx,
+        fits=given.fits,
+        overflow=given.overflow,
+        devices=devices,
+        decode_tok_s=round(given.decode_tok_s, 2),
+        prefill_tok_s=round(given.perf.prefill(PROMPT_TOKENS).tok_s, 1),
+        bound_by=given.bound_by,
+        suggestion=suggestion,
+        suggested_command=suggested,
+        speedup=round(speedup, 2) if speedup else None,
+        ignored_flags=ignored,
     )

@@ -424,6 +424,53 @@ def fit(rig_text: RigOpt, json_out: JsonOpt = False) -> None:
 
 @app.command()
 @one_line_errors
+def explain(
+    command: Annotated[
+        str,
+        typer.Argument(
+            help='A llama.cpp command, e.g. "llama-server -m M-Q4_K_M.gguf -ngl 99 -ot exps=CPU -c 32768"'
+        ),
+    ],
+    rig_text: RigOpt,
+    json_out: JsonOpt = False,
+) -> None:
+    """Memory and speed of a command you already run, and what moeplan would change."""
+    r = api.explain(command, rig_text)
+    if json_out:
+        out.print_json(r.model_dump_json())
+        return
+    verdict = (
+        "fits"
+        if r.fits
+        else "does NOT fit (" + ", ".join(f"{d} over by {gib(b)}" for d, b in r.overflow.items()) + ")"
+    )
+    out.print(
+        f"[bold]{r.model} {r.quant}[/bold], context {r.ctx:,}, placement {r.placement}: {verdict}; "
+        f"~{r.decode_tok_s:,.1f} tokens/s decode, {r.prefill_tok_s:,.0f} tokens/s prefill "
+        f"(bound by {r.bound_by})"
+    )
+    t = Table()
+    for col in ("device", "capacity", "weights", "KV + state", "compute", "total"):
+        t.add_column(col, justify="left" if col == "device" else "right")
+    for d in r.devices:
+        t.add_row(
+            d.name,
+            gib(d.capacity_bytes),
+            gib(d.weights_bytes),
+            gib(d.kv_bytes + d.state_bytes),
+            gib(d.compute_bytes),
+            gib(d.total_bytes),
+        )
+    out.print(t)
+    out.print(r.suggestion)
+    if r.suggested_command:
+        out.print(f"[bold]suggested:[/bold] {r.suggested_command}")
+    if r.ignored_flags:
+        out.print(f"[dim]flags that do not change memory or speed here: {' '.join(r.ignored_flags)}[/dim]")
+
+
+@app.command()
+@one_line_errors
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,

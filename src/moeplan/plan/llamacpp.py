@@ -425,3 +425,16 @@ def _why_not(c: Candidate, chosen: Candidate) -> str:
 
 def _rank(q: FileType) -> int:
     return QUANT_LADDER.index(q) if q in QUANT_LADDER else len(QUANT_LADDER)
+
+
+def evaluate_command(
+    spec: ModelSpec, rig: Rig, quant: FileType, flags: str, cache: CacheConfig, weights: Weights | None = None
+) -> Candidate:
+    """Memory, fit and speed of exactly these placement flags (a command someone already runs).
+    `weights`: the real file's typed tensors when known, else the stock recipe's prediction."""
+    inv = inventory(spec, mtp=False)
+    w = weights or _weights(inv, quant)
+    cpu, gpus = device_slots(rig)
+    frontend = Frontend("llama-server", n_outputs_max=cache.n_seq)
+    strategy = "cpu" if not gpus or parse_placement(flags).n_gpu_layers == 0 else "given"
+    return _evaluate(inv, w, quant, strategy, flags, cache.n_ctx, cache, cpu, gpus, frontend)
