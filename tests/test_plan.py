@@ -112,3 +112,12 @@ def test_render_command() -> None:
 def test_every_architecture_plans(model: str) -> None:
     r = api.plan_on_rig(model, rig([RTX4090], 64))
     assert r.fits and r.command.startswith("llama-server")
+
+
+def test_mxfp4_models_keep_their_released_expert_precision() -> None:
+    r = api.plan_on_rig("gpt-oss-20b", rig([RTX4090], 64))
+    assert r.quant == "MXFP4_MOE" and r.strategy == "gpu"
+    assert "MXFP4_NEEDS_BLACKWELL" in {n.id for n in r.notices}  # Ada runs MXFP4 but not natively
+    assert "MXFP4_NEEDS_BLACKWELL" not in {
+        n.id for n in api.plan_on_rig("gpt-oss-20b", rig([RTX5080], 64)).notices
+    }

@@ -398,9 +398,16 @@ def plan(
 
 @app.command()
 @one_line_errors
-def fit(rig_text: RigOpt, json_out: JsonOpt = False) -> None:
+def fit(
+    rig_text: RigOpt,
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="Comma-separated catalog ids or hf:// references (default: all)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Hardware compatibility checker: every catalog model's best plan on this rig, fastest first."""
-    rows = api.fit(rig_text)
+    rows = api.fit(rig_text, [m.strip() for m in models.split(",") if m.strip()] if models else None)
     if json_out:
         out.print_json(json.dumps([r.model_dump() for r in rows]))
         return

@@ -24,6 +24,7 @@ from moeplan.memory.kv import CacheConfig
 from moeplan.memory.weights import Weights, predict
 from moeplan.perf.estimate import Speed
 from moeplan.perf.estimate import speed as perf_speed
+from moeplan.quant.ggml import GGMLType
 from moeplan.quant.recipe import FileType
 
 GiB = 2**30
@@ -325,7 +326,7 @@ def plan(
     inv = inventory(spec, mtp=mtp)
     model_ctx = spec.context_length or BASE_CONTEXT
     base_ctx = ctx or min(model_ctx, BASE_CONTEXT)
-    quants: tuple[FileType, ...] = (quant,) if quant else QUANT_LADDER
+    quants: tuple[FileType, ...] = (quant,) if quant else _ladder(inv)
     per_quant = _search(spec, inv, quants, base_ctx, cache, cpu, gpus, frontend)
     if ctx is None and not any(c.fits for cs in per_quant.values() for c in cs) and base_ctx > MIN_CONTEXT:
         base_ctx = MIN_CONTEXT
@@ -423,7 +424,17 @@ def _why_not(c: Candidate, chosen: Candidate) -> str:
     return "more speed, less quality than the chosen balance"
 
 
+def _ladder(inv: Inventory) -> tuple[FileType, ...]:
+    """Quantizations to try, best first. Experts released in MXFP4 (gpt-oss) lose nothing in
+    MXFP4_MOE, and gain nothing from wider types, so it replaces the ones above the floor."""
+    if any(t.stored is GGMLType.MXFP4 for t in inv.tensors):
+        return (FileType.MXFP4_MOE, *QUANT_LADDER[QUANT_LADDER.index(QUALITY_FLOOR) :])
+    return QUANT_LADDER
+
+
 def _rank(q: FileType) -> int:
+    if q is FileType.MXFP4_MOE:
+        return 0  # the released precision of the experts it applies to
     return QUANT_LADDER.index(q) if q in QUANT_LADDER else len(QUANT_LADDER)
 
 
