@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint validate instrument clean
+.PHONY: run test lint validate instrument browser bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,20 +12,24 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# The main job at this stage: the dense-vs-MoE comparison that motivates the project.
+# The web app: deploy pages, hardware checker, compare pages, JSON API (prints its URL).
 run: $(STAMP)
-	$(BIN)/moeplan compare qwen3.5-9b qwen3.5-35b-a3b --quant Q4_K_M
+	$(BIN)/moeplan serve --host 127.0.0.1 --port 8000
 
 # The pinned llama.cpp source (its snapshots are our quantization oracle) and its CPU+RPC build.
 instrument:
 	PYTHON=$(PYTHON) validation/build_llamacpp.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests validation
-	$(BIN)/ruff format --check src tests validation
+	$(BIN)/ruff check src tests validation benchmarks
+	$(BIN)/ruff format --check src tests validation benchmarks
 	$(BIN)/mypy
 
-test: $(STAMP) instrument lint
+# Debian's Chromium for the browser tests (Playwright drives it; no browser download).
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: $(STAMP) instrument lint browser
 	$(BIN)/pytest -q
 
 validate: $(STAMP) instrument

@@ -1,0 +1,131 @@
+"""Jinja2 rendering shared by the live app and the static site: one environment (autoescape on for
+every template), number formatting filters, and `Links`, which knows where each page lives — as a
+route of the running app, or as a file of the static export reached by a relative path."""
+
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from moeplan.web import charts
+
+TEMPLATES = resources.files("moeplan") / "web" / "templates"
+STATIC = resources.files("moeplan") / "web" / "static"
+
+
+def gib(n: int | float | None) -> str:
+    """Device memory, as GPU makers' "GB" are binary (a 24 GB card holds 24 GiB)."""
+    return "—" if n is None else f"{n / 2**30:,.1f} GiB"
+
+
+def gb(n: int | float | None) -> str:
+    """File sizes, decimal as the Hugging Face Hub shows them."""
+    return "—" if n is None else f"{n / 1e9:,.1f} GB"
+
+
+def billions(n: int | float | None) -> str:
+    if n is None:
+        return "—"
+    return f"{n / 1e9:,.1f} B" if n >= 1e9 else f"{n / 1e6:,.0f} M"
+
+
+def tokens(n: int | None) -> str:
+    if n is None:
+        return "—"
+    if n >= 1 << 20 and n % (1 << 20) == 0:
+        return f"{n >> 20}M"
+    return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else f"{n:,}"
+
+
+def speed(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}" if x >= 1 else f"{x:.2f}"
+
+
+def label(name: str) -> str:
+    """'prefill_tok_s' -> 'prefill tok/s' (for fields the speed model adds)."""
+    return name.replace("_tok_s", " tok/s").replace("_s", " s").replace("_", " ")
+
+
+class Links:
+    """Where pages live. Live: the app's routes. Static: files relative to the current page, with
+    `prefix` leading back to the site root ('' at the top, '../' one folder down); pages the export
+    does not contain (an arbitrary rig, a pair that is not a sibling pair) have no link (None)."""
+
+    def __init__(
+        self,
+        *,
+        live: bool = True,
+        prefix: str = "",
+        compare_pairs: Iterable[tuple[str, str]] = (),
+        checker_rigs: Iterable[str] = (),
+        models: Iterable[str] | None = None,
+    ) -> None:
+        self.live = live
+        self.prefix = prefix
+        self.compare_pairs = frozenset(compare_pairs)
+        self.checker_rigs = frozenset(checker_rigs)
+        self.built_models = None if models is None else frozenset(models)
+
+    def _q(self, path: str, query: dict[str, Any]) -> str:
+        q = {k: v for k, v in query.items() if v not in (None, "")}
+        return f"{path}?{urlencode(q)}" if q else path
+
+    def home(self, **query: Any) -> str:
+        return self._q("/", query) if self.live else f"{self.prefix}index.html"
+
+    def models(self, **query: Any) -> str:
+        return self._q("/models", query) if self.live else f"{self.prefix}models.html"
+
+    def model(self, mid: str, *, json: bool = False) -> str:
+        ext = ".json" if json else ("" if self.live else ".html")
+        if self.live:
+            return f"/models/{quote(mid)}{ext}"
+        if self.built_models is not None and mid not in self.built_models:
+            return "#"  # a partial export without this model's page
+        return f"{self.prefix}models/{quote(mid)}{ext}"
+
+    def compare(self, a: str, b: str, *, json: bool = False) -> str | None:
+        if self.live:
+            return self._q("/compare.json" if json else "/compare", {"a": a, "b": b})
+        if (a, b) not in self.compare_pairs:
+            return None
+        return f"{self.prefix}compare/{quote(a)}-vs-{quote(b)}.{'json' if json else 'html'}"
+
+    def hardware(self, rig: str | None = None, *, json: bool = False, **query: Any) -> str | None:
+        if self.live:
+            return self._q("/hardware.json" if json else "/hardware", {"rig": rig, **query})
+        if rig is None:
+            return f"{self.prefix}hardware.html"
+        if rig not in self.checker_rigs:
+            return None
+        return f"{self.prefix}hardware/{quote(rig)}.{'json' if json else 'html'}"
+
+    def gpus(self, **query: Any) -> str:
+        return self._q("/gpus", query) if self.live else f"{self.prefix}gpus.html"
+
+    def static(self, path: str) -> str:
+        return f"/static/{path}" if self.live else f"{self.prefix}static/{path}"
+
+
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(gib=gib, gb=gb, billions=billions, tokens=tokens, speed=speed, label=label)
+    env.globals["charts"] = charts
+    return env
+
+
+ENV = environment()
+
+
+def render(template: str, links: Links, **context: Any) -> str:
+    return ENV.get_template(template).render(L=links, **context)
