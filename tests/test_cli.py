@@ -114,3 +114,16 @@ def test_explain_a_real_command() -> None:
     assert isinstance(too_big, dict) and not too_big["fits"] and too_big["overflow"]
     bad = runner.invoke(app, ["explain", "llama-server -m mystery.gguf", "--rig", "RTX 4090"])
     assert bad.exit_code == 2 and "cannot tell the quantization" in bad.stderr
+
+
+def test_plan_with_vllm_and_sglang() -> None:
+    vllm = run_json("plan", "kimi-k2.5", "--rig", "8x H200", "--engine", "vllm")
+    assert isinstance(vllm, dict) and vllm["fits"] and vllm["weight_format"] == "int4"
+    assert any(c["text"].startswith("vllm serve moonshotai/Kimi-K2.5") for c in vllm["commands"])
+    multi = run_json(
+        "plan", "deepseek-v3.1", "--rig", "2 nodes x 8x H100-SXM, 400Gb IB", "--engine", "sglang"
+    )
+    assert isinstance(multi, dict) and len(multi["commands"]) == 2
+    assert all("--nnodes 2" in c["text"] for c in multi["commands"])
+    bad = runner.invoke(app, ["plan", "qwen3-8b", "--rig", "8x H100-SXM", "--engine", "tgi"])
+    assert bad.exit_code == 2 and "unknown engine" in bad.stderr

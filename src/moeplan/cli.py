@@ -18,6 +18,7 @@ from moeplan.hardware.detect import detect as detect_rig
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
 from moeplan.memory.report import SizeReport
+from moeplan.plan.distributed import plan_distributed
 from moeplan.sources.catalog import load_catalog
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
@@ -353,9 +354,18 @@ def plan(
     np_: Annotated[int, typer.Option("--np", help="Parallel sequences (-np).")] = 1,
     ctk: Annotated[str, typer.Option("--ctk", help="K cache type.")] = "f16",
     ctv: Annotated[str, typer.Option("--ctv", help="V cache type.")] = "f16",
+    engine: Annotated[str, typer.Option("--engine", "-e", help="llamacpp, vllm or sglang.")] = "llamacpp",
+    weight_format: Annotated[
+        str | None, typer.Option("--format", help="vLLM/SGLang weights: bf16, fp8, mxfp4, nvfp4, int4, awq.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The best way to run a model on a rig with llama.cpp: quantization, placement, memory, command."""
+    """The best way to run a model on a rig: quantization or format, placement or layout, memory, command."""
+    if engine in ("vllm", "sglang"):
+        _plan_distributed(model, rig_text, engine, ctx or 32768, weight_format, json_out)
+        return
+    if engine != "llamacpp":
+        raise MoeplanError(f"unknown engine '{engine}': use llamacpp, vllm or sglang")
     r = api.plan(model, rig_text, ctx=ctx, quant=quant, n_seq=np_, ctk=ctk, ctv=ctv)
     if json_out:
         out.print_json(r.model_dump_json())
@@ -394,6 +404,42 @@ def plan(
         out.print(f"[dim]  instead {a.quant} {a.strategy} ({a.flags}): {a.why_not}[/dim]")
     for assumption in r.rig_assumptions:
         out.print(f"[dim]  assumed: {assumption}[/dim]")
+
+
+def _plan_distributed(
+    model: str, rig_text: str, engine: str, ctx: int, fmt: str | None, json_out: bool
+) -> None:
+    p = plan_distributed(
+        model, parse_rig(rig_text), "vllm" if engine == "vllm" else "sglang", ctx=ctx, weight_format=fmt
+    )
+    if json_out:
+        out.print_json(json.dumps(dataclasses.asdict(p), default=str))
+        return
+    verdict = "fits" if p.fits else "does not fit"
+    out.print(
+        f"[bold]{p.model}[/bold] ({p.weight_format}) with {p.engine} on {p.rig}: {verdict} — "
+        f"{p.layout.label()}, {p.gpus_used} GPUs, context {p.ctx:,}"
+    )
+    m = p.memory
+    out.print(
+        f"per GPU: weights {gib(m.weights)}, KV cache {gib(m.kv_cache)}, activations {gib(m.activations)}, "
+        f"CUDA graphs {gib(m.cuda_graphs)}, other {gib(m.other)} of {gib(m.capacity)} "
+        f"(memory fraction {m.fraction:.2f})"
+    )
+    out.print(
+        f"KV capacity: {p.kv_capacity_sequences} sequences of {p.ctx:,} tokens "
+        f"({p.kv_capacity_tokens:,} tokens)"
+    )
+    out.print(
+        f"throughput at {p.batch} sequences: {p.output_tok_s:,.0f} output tokens/s; one stream "
+        f"{p.single_stream_tok_s:,.1f} tokens/s (bound by {p.bound_by})"
+    )
+    for c in p.commands:
+        out.print(f"[bold]{c.where}:[/bold] {c.text}")
+    for n in p.notices:
+        out.print(f"[cyan]{n.id}[/]: {n.message}")
+    for a in p.alternatives[:5]:
+        out.print(f"[dim]  instead {a.layout}: {a.why}[/dim]")
 
 
 @app.command()
