@@ -71,6 +71,15 @@ def test_deploy_page_content(client: TestClient) -> None:
     assert page["notices"]
 
 
+def test_deploy_page_shows_datacenter_plans(client: TestClient) -> None:
+    serving = client.get("/models/deepseek-v3.1.json").json()["serving"]
+    by = {(p["rig"], p["engine"]): p for p in serving}
+    assert not by[("8x H100-SXM", "vllm")]["fits"] and by[("8x H200", "vllm")]["fits"]  # FP8 671B
+    assert by[("8x H200", "sglang")]["commands"][0].startswith("python -m sglang.launch_server")
+    assert len(by[("2 nodes x 8x H200, 400Gb IB", "vllm")]["commands"]) == 3  # Ray head, worker, then serve
+    assert 'id="serving-plans"' in client.get("/models/deepseek-v3.1").text
+
+
 def test_deploy_page_by_hf_repo_redirects(client: TestClient) -> None:
     r = client.get("/models/Qwen/Qwen3.5-35B-A3B", follow_redirects=False)
     assert r.status_code == 307 and r.headers["location"] == f"/models/{MODEL}"

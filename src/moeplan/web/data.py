@@ -22,6 +22,7 @@ from moeplan.hardware.catalog import GIB, find_gpus, is_curated
 from moeplan.hardware.presets import PRESETS, preset_text
 from moeplan.hardware.rig import parse_rig
 from moeplan.memory.report import SizeReport
+from moeplan.plan.distributed import plan_distributed
 from moeplan.plan.llamacpp import QUALITY_FLOOR
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
@@ -370,6 +371,25 @@ class CurvePoint(BaseModel):
     gpu_bytes: int
 
 
+class ServingPlan(BaseModel):
+    """A vLLM / SGLang plan on a datacenter rig (plan/distributed.py)."""
+
+    rig: str
+    engine: str
+    fits: bool
+    weight_format: str
+    layout: str
+    gpus_used: int
+    gpu_total_bytes: int
+    gpu_capacity_bytes: int
+    kv_capacity_sequences: int
+    output_tok_s: float
+    batch: int
+    single_stream_tok_s: float
+    commands: list[str]
+    notices: list[str]
+
+
 class DeployPage(BaseModel):
     model: ModelSummary
     size: SizeReport
@@ -377,8 +397,39 @@ class DeployPage(BaseModel):
     quants: list[QuantRow]
     memory_curve: dict[str, list[CurvePoint]]  # quant -> GPU bytes (all layers on the GPU) by context
     plans: list[RigPlan]
+    serving: list[ServingPlan]
     notices: list[NoticeRow]
     quality_floor: str
+
+
+# Datacenter rigs the deploy page plans vLLM and SGLang layouts for (32k context, native weights).
+SERVING_RIGS = ("8x H100-SXM", "8x H200", "2 nodes x 8x H200, 400Gb IB")
+
+
+def serving_plans(mid: str) -> list[ServingPlan]:
+    out = []
+    for rig in SERVING_RIGS:
+        for engine in ("vllm", "sglang"):
+            p = plan_distributed(mid, parse_rig(rig), "vllm" if engine == "vllm" else "sglang")
+            out.append(
+                ServingPlan(
+                    rig=rig,
+                    engine=engine,
+                    fits=p.fits,
+                    weight_format=p.weight_format,
+                    layout=p.layout.label(),
+                    gpus_used=p.gpus_used,
+                    gpu_total_bytes=p.memory.total,
+                    gpu_capacity_bytes=p.memory.capacity,
+                    kv_capacity_sequences=p.kv_capacity_sequences,
+                    output_tok_s=round(p.output_tok_s, 1),
+                    batch=p.batch,
+                    single_stream_tok_s=round(p.single_stream_tok_s, 1),
+                    commands=[f"{c.where}: {c.text}" if len(p.commands) > 1 else c.text for c in p.commands],
+                    notices=[n.id for n in p.notices],
+                )
+            )
+    return out
 
 
 def _smallest_gpu_rig(mid: str, quant: str) -> tuple[str, str] | None:
@@ -468,6 +519,7 @@ def _deploy(mid: str) -> DeployPage:
         quants=[_quant_row(m, ft) for ft in quants],
         memory_curve=curve,
         plans=plans,
+        serving=serving_plans(mid),
         notices=collect_notices(plans),
         quality_floor=QUALITY_FLOOR.name,
     )
