@@ -283,11 +283,13 @@ def spec_key(spec: ModelSpec, mtp: bool | None) -> str:
     return h[:16]
 
 
-def write_gguf(inv: Inventory, path: Path, *, seed: int = 0) -> bool:
+def write_gguf(
+    inv: Inventory, path: Path, *, seed: int = 0, expert_budget: int = EXPERT_BYTES_BUDGET
+) -> bool:
     """Write `inv` as a GGUF at `path` (atomically). Returns whether expert stacks are holes."""
     spec = inv.spec
     expert_bytes = sum(tensor_bytes(stored_type(t), t.shape) for t in inv.tensors if _is_hole(t, holes=True))
-    holes = expert_bytes > EXPERT_BYTES_BUDGET
+    holes = expert_bytes > expert_budget
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     w = GGUFWriter(tmp, spec.arch)
     for key, value in metadata(inv).items():
@@ -318,15 +320,19 @@ def write_gguf(inv: Inventory, path: Path, *, seed: int = 0) -> bool:
     return holes
 
 
-def materialize(spec: ModelSpec, *, mtp: bool | None = None, seed: int = 0) -> Materialized:
-    """The materialised GGUF of `spec` (shrunk), from the cache when already written."""
+def materialize(
+    spec: ModelSpec, *, mtp: bool | None = None, seed: int = 0, expert_budget: int = EXPERT_BYTES_BUDGET
+) -> Materialized:
+    """The materialised GGUF of `spec` (shrunk), from the cache when already written.
+    `expert_budget`: expert stacks larger than this (bytes, all layers) are written as holes."""
     small = shrink(spec)
     inv = inventory(small, mtp=mtp)
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{spec.arch}-{spec_key(small, mtp)}-s{seed}.gguf"
     expert_bytes = sum(tensor_bytes(stored_type(t), t.shape) for t in inv.tensors if _is_hole(t, True))
-    holes = expert_bytes > EXPERT_BYTES_BUDGET
+    holes = expert_bytes > expert_budget
+    tag = "" if expert_budget == EXPERT_BYTES_BUDGET else ("-holes" if holes else "-dense")
+    path = folder / f"{spec.arch}-{spec_key(small, mtp)}-s{seed}{tag}.gguf"
     if not path.exists():
-        holes = write_gguf(inv, path, seed=seed)
+        holes = write_gguf(inv, path, seed=seed, expert_budget=expert_budget)
     return Materialized(path, small, inv, holes, path.stat().st_size)

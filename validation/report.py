@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from validation import llamacpp
+from validation import llamacpp, runtime
 
 REPORT = llamacpp.HERE / "REPORT.md"
 
@@ -115,8 +115,10 @@ def render(results: Path = llamacpp.RESULTS) -> str:
             lines += _types_section(payload)
         else:
             s = payload["summary"]
+            extra = {k: v for k, v in s.items() if k not in ("comparisons", "failed", "failed_ids")}
             lines += [
-                f"{s['comparisons']} comparisons, {s['failed']} failed.",
+                f"{s['comparisons']} comparisons, {s['failed']} failed. "
+                + "; ".join(f"{k}: {_fmt(v)}" for k, v in extra.items()),
                 "",
                 *_table(payload["comparisons"]),
             ]
@@ -134,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rc = 0
     if "--no-run" not in args:
         rc = llamacpp.main([])
+        rc = max(rc, runtime.main([]))
     REPORT.write_text(render())
     print(f"wrote {REPORT}")
     return rc

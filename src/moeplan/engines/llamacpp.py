@@ -198,8 +198,19 @@ def compute_bytes(
     ub = ctx.n_ubatch
     e = spec.n_embd
     mask_bytes = 2 if cfg.flash_attn else 4
-    caches = {lm.cells for lm in layers if lm.layer in attn_layers and lm.cells}
-    masks = sum(cells * ctx.n_stream * ub * mask_bytes for cells in caches)
+    # One KQ mask per cache (full, SWA), F16 with flash attention: n_kv x n_tokens/n_stream x n_stream
+    # (llama-graph.cpp build_attn_inp_kq_mask), so streams do not multiply it. The masks are graph
+    # inputs: the host buffer holds them (and the token-embedding rows) even with no layer on the CPU.
+    # Keyed by cache kind: two caches of equal size are still two tensors.
+    inputs_only = not has_layers and not has_output  # the host when every layer is offloaded
+    caches = {
+        _cache_kind(spec, lm): lm.cells
+        for lm in layers
+        if lm.cells and (lm.layer in attn_layers or inputs_only)
+    }
+    masks = sum(cells * ub * mask_bytes for cells in caches.values())
+    if inputs_only:
+        return masks + 16 * ub * e  # measured: 4 F32 rows of n_embd per token (embedding lookups)
     peak = 4 * ub * e  # the residual stream
     if has_output:
         peak = max(peak, 4 * n_outputs * spec.n_vocab + 8 * n_outputs * e)
@@ -213,7 +224,7 @@ def compute_bytes(
             act = 4 * ub * (2 * q + 3 * e)
             if not cfg.flash_attn:
                 cells = next(lm.cells for lm in layers if lm.layer == il)
-                act += 4 * cells * ctx.n_stream * ub * a.n_head
+                act += 4 * cells * ub * a.n_head  # KQ scores, F32 (n_stream splits the tokens)
         peak = max(peak, act)
     for il in ffn_layers:
         f = spec.layers[il].ffn
@@ -224,6 +235,11 @@ def compute_bytes(
         peak = max(peak, act)
     inputs = 4 * ub * e if not has_layers else 0
     return masks + peak + inputs
+
+
+def _cache_kind(spec: ModelSpec, lm: LayerMemory) -> str:
+    a = spec.layers[lm.layer].attn
+    return "swa" if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window else "full"
 
 
 @dataclass(frozen=True)

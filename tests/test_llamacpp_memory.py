@@ -1,0 +1,32 @@
+"""KV cache, recurrent state and compute buffers of the pinned llama.cpp vs moeplan: a representative
+subset (the full sweep is `python -m validation.report`)."""
+
+import pytest
+from validation.runtime import GEMMA, MemCase, compute_check, memory_check, subject
+
+pytestmark = pytest.mark.llamacpp
+
+# every attention kind: full GQA (qwen3), SWA (gemma3, gpt-oss), chunked (llama4), MLA (deepseek2),
+# hybrid recurrent (qwen35moe), plus the real Gemma file
+KEYS = ["qwen3", "gemma3", "gpt-oss", "llama4", "deepseek2", "qwen35moe", GEMMA]
+CASES = [
+    MemCase(5000, 4, False, "q8_0"),  # non-multiple of 256, 4 streams, quantized cache
+    MemCase(4096, 4, True, "f16"),  # llama-server, unified KV
+    MemCase(512, 1, False, "f16", flash_attn=False),
+]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_kv_state_and_compute_agree(key: str) -> None:
+    s = subject(key, slim=True)
+    for case in CASES:
+        c = memory_check(s, case)
+        assert c["ok_kv"], (c["id"], c["error"], c["measured"], c.get("failure"), c["command"])
+        assert c["ok_compute"], (c["id"], c["predicted"]["compute_mib"], c["measured"]["compute_mib"])
+
+
+@pytest.mark.parametrize("key", ["llama4", "qwen3next", GEMMA])
+def test_dry_run_compute_agrees(key: str) -> None:
+    for ctx, ub, fa in ((4096, 2048, True), (4096, 2048, False), (32768, 32, False)):
+        c = compute_check(subject(key), ctx, ub, fa)
+        assert c["ok"], (c["id"], c["predicted"], c["measured"]["compute_mib"], c.get("failure"))
