@@ -255,8 +255,10 @@ def plan_on_rig(
     ctk: str = "f16",
     ctv: str = "f16",
     flash_attn: bool = True,
+    alternatives: bool = True,
 ) -> PlanReport:
-    """The best llama.cpp plan for a catalog model on a rig, with its command and notices."""
+    """The best llama.cpp plan for a catalog model on a rig, with its command and notices
+    (and the alternatives that lost, unless told not to: the checker lists winners only)."""
     r = model if isinstance(model, ResolvedModel) else resolve_model(model)
     spec = r.require_spec()
     if r.gguf is not None and quant is None and r.file_type is not None:
@@ -269,7 +271,14 @@ def plan_on_rig(
         type_v=cache_type(ctv),
         flash_attn=flash_attn,
     )
-    result = llamacpp_plan(spec, rig, ctx=ctx, quant=FileType.parse(quant) if quant else None, cache=cache)
+    result = llamacpp_plan(
+        spec,
+        rig,
+        ctx=ctx,
+        quant=FileType.parse(quant) if quant else None,
+        cache=cache,
+        alternatives=alternatives,
+    )
     c = result.chosen
     prefill = c.perf.prefill(PROMPT_TOKENS)
     spread = c.perf.latency
@@ -343,7 +352,7 @@ def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int | None) -> str |
     if not entry.dense_sibling or not rig.node.gpus:
         return None
     sibling = resolve(entry.dense_sibling)
-    r = llamacpp_plan(sibling.spec(), rig, ctx=ctx or 8192, quant=QUALITY_FLOOR)
+    r = llamacpp_plan(sibling.spec(), rig, ctx=ctx or 8192, quant=QUALITY_FLOOR, alternatives=False)
     return sibling.name if r.chosen.fits and r.chosen.strategy == "gpu" else None
 
 
@@ -373,7 +382,7 @@ def fit(rig_text: str, models: list[str] | None = None) -> list[FitRow]:
     rows = []
     for model_id in models or list(load_catalog()):
         resolved = resolve_model(model_id)
-        r = plan_on_rig(resolved, rig)
+        r = plan_on_rig(resolved, rig, alternatives=False)
         rows.append(
             FitRow(
                 model=r.model,

@@ -215,9 +215,12 @@ def best_for_quant(
     """The fastest fitting candidate of each strategy for this quantization (or the least-bad one)."""
     w = _weights(inv, quant)
     n_all = inv.block_count
+    seen: dict[str, Candidate] = {}
 
     def ev(strategy: str, flags: str) -> Candidate:
-        return _evaluate(inv, w, quant, strategy, flags, ctx, cache, cpu, gpus, frontend)
+        if flags not in seen:
+            seen[flags] = _evaluate(inv, w, quant, strategy, flags, ctx, cache, cpu, gpus, frontend)
+        return seen[flags]
 
     out = [ev("cpu", "-ngl 0")]
     loaded = sum(t.nbytes for t in w.tensors if t.spec.role is not Role.MTP)
@@ -227,6 +230,7 @@ def best_for_quant(
     out.append(full)
     if full.fits:
         return out
+    gpu_over = sum(b for d, b in full.overflow.items() if d != CPU)
     if spec.is_moe:
         all_cpu = ev("cpu_moe", "-ngl 99 --cpu-moe" + _split_flags(_layer_gpu_bytes(w, n_all, n_all), gpus))
         out.append(all_cpu)
@@ -236,27 +240,58 @@ def best_for_quant(
             return ev("n_cpu_moe", flags)
 
         # GPU use falls and host use rises with N: the smallest N that fits the GPUs is the best, and
-        # if the host cannot take that N's experts, no N works.
-        n = _smallest(0, spec.n_layer, lambda k: _gpus_fit(n_cpu_moe(k)))
+        # if the host cannot take that N's experts, no N works. The first guess moves just enough
+        # expert bytes off the GPUs; exact evaluations around it settle N.
+        guess = _first_reaching(_expert_bytes_by_layer(w, spec.n_layer), gpu_over)
+        n = _smallest(0, spec.n_layer, lambda k: _gpus_fit(n_cpu_moe(k)), guess)
         if n is not None and 0 < n < spec.n_layer:
             out.append(n_cpu_moe(n))
         if any(c.fits for c in out[-2:]):
             return out  # keeping attention on the GPU beats offloading whole layers
     # Whole layers: GPU use rises with -ngl; the most layers that fit the GPUs, if the host takes the rest.
-    top = _smallest(0, n_all + 1, lambda k: _gpus_fit(ev("ngl", f"-ngl {n_all + 1 - k}")))
+    guess = _first_reaching(_layer_gpu_bytes(w, n_all, 0), gpu_over)
+    top = _smallest(0, n_all + 1, lambda k: _gpus_fit(ev("ngl", f"-ngl {n_all + 1 - k}")), guess)
     best_ngl = ev("ngl", f"-ngl {n_all + 1 - top}") if top is not None and 0 < top <= n_all else None
     if best_ngl is not None and best_ngl.memory.devices:
         out.append(best_ngl)
     return out
 
 
+def _expert_bytes_by_layer(w: Weights, n_layer: int) -> list[int]:
+    out = [0] * n_layer
+    for t in w.tensors:
+        if t.spec.role is Role.EXPERT and t.spec.layer is not None and t.spec.layer < n_layer:
+            out[t.spec.layer] += t.nbytes
+    return out
+
+
+def _first_reaching(per_layer: list[int], target: int) -> int:
+    """How many leading layers it takes for their bytes to reach `target`."""
+    acc = 0
+    for i, b in enumerate(per_layer):
+        if acc >= target:
+            return i
+        acc += b
+    return len(per_layer)
+
+
 def _gpus_fit(c: Candidate) -> bool:
     return not any(d != CPU for d in c.overflow)
 
 
-def _smallest(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
-    """The smallest k in [lo, hi] with ok(k), for a predicate that stays true once true."""
-    if not ok(hi):
+def _smallest(lo: int, hi: int, ok: Callable[[int], bool], guess: int | None = None) -> int | None:
+    """The smallest k in [lo, hi] with ok(k), for a predicate that stays true once true. A good
+    `guess` settles it in two or three calls; the search stays exact whatever the guess."""
+    if guess is not None and lo <= guess <= hi:
+        if ok(guess):
+            if guess == lo or not ok(guess - 1):
+                return guess
+            hi = guess - 1
+        else:
+            lo = guess + 1
+            if lo > hi or not ok(hi):
+                return None
+    elif not ok(hi):
         return None
     while lo < hi:
         mid = (lo + hi) // 2
@@ -318,8 +353,10 @@ def plan(
     cache: CacheConfig | None = None,
     frontend: Frontend | None = None,
     mtp: bool | None = False,
+    alternatives: bool = True,
 ) -> PlanResult:
-    """The best llama.cpp plan for `spec` on the first node of `rig`, and the alternatives."""
+    """The best llama.cpp plan for `spec` on the first node of `rig`, and (unless `alternatives` is
+    False: the checker needs only the winner) the alternatives, each with the reason it lost."""
     cache = cache or CacheConfig(n_ctx=0)
     frontend = frontend or Frontend("llama-server", n_outputs_max=cache.n_seq)
     cpu, gpus = device_slots(rig)
@@ -342,15 +379,16 @@ def plan(
         chosen, disk = _disk_plan(spec, inv, q, base_ctx, cache, cpu, gpus, frontend, rig), True
     elif ctx is None:
         chosen = _grow_context(spec, inv, chosen, model_ctx, cache, cpu, gpus, frontend)
-    alternatives = [
-        c for cs in per_quant.values() for c in cs if (c.quant, c.flags) != (chosen.quant, chosen.flags)
+    losers = [
+        c
+        for cs in per_quant.values()
+        for c in cs
+        if alternatives and (c.quant, c.flags) != (chosen.quant, chosen.flags)
     ]
-    for c in alternatives:
+    for c in losers:
         c.why_not = _why_not(c, chosen)
-    alternatives.sort(
-        key=lambda c: (not c.fits, c.quant is not chosen.quant, _rank(c.quant), c.seconds_per_token)
-    )
-    return PlanResult(chosen, alternatives, ctx, quant, below, disk)
+    losers.sort(key=lambda c: (not c.fits, c.quant is not chosen.quant, _rank(c.quant), c.seconds_per_token))
+    return PlanResult(chosen, losers, ctx, quant, below, disk)
 
 
 def _search(
@@ -402,15 +440,19 @@ def _grow_context(
 ) -> Candidate:
     """The largest context on the ladder that still fits with the same flags (so it costs no speed)."""
     w = _weights(inv, c.quant)
-    for n in sorted({min(model_ctx, x) for x in CONTEXT_LADDER}, reverse=True):
-        if n <= c.ctx:
-            break
-        bigger = _evaluate(
-            inv, w, c.quant, c.strategy, c.flags, n, cache, cpu, gpus if c.strategy != "cpu" else [], frontend
-        )
-        if bigger.fits:
-            return bigger
-    return c
+    ladder = sorted({min(model_ctx, x) for x in CONTEXT_LADDER if min(model_ctx, x) > c.ctx}, reverse=True)
+    tried: dict[int, Candidate] = {}
+
+    def fits(i: int) -> bool:  # fitting is monotone along the ladder (largest context first)
+        if i not in tried:
+            devices = gpus if c.strategy != "cpu" else []
+            tried[i] = _evaluate(
+                inv, w, c.quant, c.strategy, c.flags, ladder[i], cache, cpu, devices, frontend
+            )
+        return tried[i].fits
+
+    i = _smallest(0, len(ladder) - 1, fits) if ladder else None
+    return tried[i] if i is not None else c
 
 
 def _why_not(c: Candidate, chosen: Candidate) -> str:

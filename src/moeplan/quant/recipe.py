@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cache
 
 from moeplan.errors import UnknownQuant, did_you_mean
 from moeplan.quant.ggml import UNQUANTIZED, GGMLType, block_size
@@ -110,6 +111,7 @@ _CATEGORY_BY_SUBSTRING = [
 ]
 
 
+@cache  # names repeat across models and file types; the planner asks thousands of times
 def category(name: str) -> Category:
     if name == "output.weight":
         return Category.OUTPUT
@@ -174,11 +176,16 @@ def ggml_n_dims(shape: tuple[int, ...]) -> int:
 
 def allows_quantization(name: str, shape: tuple[int, ...], *, quantize_output: bool = True) -> bool:
     """`tensor_allows_quantization`: only 2-D and 3-D weights, minus the listed exceptions."""
-    if ggml_n_dims(shape) < 2 or not name.endswith("weight"):
+    if ggml_n_dims(shape) < 2:
         return False
     if not quantize_output and name == "output.weight":
         return False
-    if name in _NEVER_QUANTIZED_EXACT:
+    return _name_allows_quantization(name)
+
+
+@cache
+def _name_allows_quantization(name: str) -> bool:
+    if not name.endswith("weight") or name in _NEVER_QUANTIZED_EXACT:
         return False
     return not any(s in name for s in _NEVER_QUANTIZED)
 
@@ -219,6 +226,7 @@ def _use_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
+@cache
 def _layer_of(name: str) -> int:
     m = re.match(r"blk\.(\d+)\.", name)
     return int(m.group(1)) if m else -1
