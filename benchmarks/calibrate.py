@@ -49,6 +49,7 @@ def evaluate(cases: list[Case], cal: Calibration) -> list[dict[str, Any]]:
                 "error": round(error(p, c.measured), 4),
                 "bound_by": s.bound_by if c.metric == "decode" else s.prefill(int(c.raw["prompt"])).bound_by,
                 "reconstruction": c.raw.get("reconstruction", ""),
+                "reason": c.raw.get("far_reason", "see the reconstruction notes"),
                 "source": _source(c.raw.get("source", "")),
             }
         )
