@@ -36,10 +36,16 @@ def main() -> None:
             _ = r.chosen.decode_tok_s
             n += 1
     sweep = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for rig in rigs:  # the hardware checker's workload: winners only, no alternatives
+        for entry in catalog.values():
+            _ = plan(entry.spec(), rig, alternatives=False).chosen.decode_tok_s
+    checker = time.perf_counter() - t0
     result = {
         "one_plan_s": round(one_plan, 4),
         "sweep_s": round(sweep, 2),
         "sweep_plans": n,
+        "checker_sweep_s": round(checker, 2),  # the same plans without alternatives, caches warm
         "quants_on_ladder": len(QUANT_LADDER),
         "models": len(catalog),
         "presets": presets,

@@ -171,12 +171,34 @@ def layer_devices(n_layer_all: int, gpus: tuple[str, ...], p: Placement) -> list
     return out
 
 
-def _base_device(t: TensorSpec, devs: list[str]) -> str:
+_ROWS: dict[int, tuple[Weights, int, list[tuple[str, int, int, bool]]]] = {}
+
+
+def _slot(t: TensorSpec, n_layer_all: int) -> int:
+    """Where a tensor goes without -ot: its layer; n_layer_all for the output layer; n_layer_all + 1
+    (the CPU) for token_embd, which llama.cpp keeps on the CPU; layer 0 for other global tensors."""
     if t.name in ("token_embd.weight", "per_layer_token_embd.weight"):
-        return CPU
+        return n_layer_all + 1
     if t.layer is None:
-        return devs[-1] if t.name.startswith("output") else devs[0]
-    return devs[t.layer]
+        return n_layer_all if t.name.startswith("output") else 0
+    return t.layer
+
+
+def _placement_rows(w: Weights, n_layer: int, n_layer_all: int) -> list[tuple[str, int, int, bool]]:
+    """Per loaded tensor (MTP layers are not loaded): name, slot, bytes, repacked on x86. Computed
+    once per Weights object: the planner evaluates dozens of placements of the same weights."""
+    hit = _ROWS.get(id(w))
+    if hit is not None and hit[0] is w and hit[1] == n_layer_all:
+        return hit[2]
+    rows = [
+        (t.spec.name, _slot(t.spec, n_layer_all), t.nbytes, _repackable(t.spec, t.type))
+        for t in w.tensors
+        if t.spec.layer is None or t.spec.layer < n_layer
+    ]
+    if len(_ROWS) > 64:
+        _ROWS.clear()
+    _ROWS[id(w)] = (w, n_layer_all, rows)
+    return rows
 
 
 def _repackable(t: TensorSpec, ttype: GGMLType) -> bool:
@@ -277,19 +299,17 @@ def plan_memory(
         if buft not in mem or buft == REPACK:
             raise MoeplanError(f"-ot buffer type '{buft}' is unknown; available: {', '.join([CPU, *gpus])}")
     rules = [(re.compile(pattern), buft) for pattern, buft in p.overrides]
-    for t in w.tensors:  # the hot loop of every planner search: kept flat on purpose
-        ts = t.spec
-        if ts.layer is not None and ts.layer >= mtp_start:
-            continue  # MTP weights are not loaded for plain inference
-        d = next((buft for pattern, buft in rules if pattern.search(ts.name)), None) if rules else None
+    slots = [*devs, CPU]
+    for name, slot, nbytes, repackable in _placement_rows(w, mtp_start, inv.block_count):  # hot loop
+        d = next((buft for pattern, buft in rules if pattern.search(name)), None) if rules else None
         if d is None:
-            d = _base_device(ts, devs)
-        if d == CPU and repack and _repackable(ts, t.type):
+            d = slots[slot]
+        if d == CPU and repack and repackable:
             d = REPACK
-        where[ts.name] = d
+        where[name] = d
         dm = mem[d]
-        dm.weights_bytes += t.nbytes
-        dm.tensors.append(ts.name)
+        dm.weights_bytes += nbytes
+        dm.tensors.append(name)
     output_dev = devs[-1]
     if spec.tied_embeddings and output_dev != CPU:
         embd = next(t for t in w.tensors if t.spec.name == "token_embd.weight")
