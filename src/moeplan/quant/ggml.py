@@ -1,5 +1,7 @@
 """GGML tensor types and their sizes, taken from the `gguf` package (llama.cpp's own gguf-py)."""
 
+from functools import cache
+
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from moeplan.errors import UnknownQuant, did_you_mean
@@ -30,6 +32,7 @@ def type_size(t: GGMLType) -> int:
     return int(GGML_QUANT_SIZES[t][1])
 
 
+@cache  # shapes repeat in every layer; the planner sizes thousands of tensors
 def tensor_bytes(t: GGMLType, shape: tuple[int, ...]) -> int:
     """Bytes of a tensor of type `t` with ggml shape `shape` (ne0 first): ggml_nbytes for a
     contiguous tensor = rows × (ne0 / block) × block bytes."""

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import cache
+from functools import cache, lru_cache
 
 from moeplan.errors import UnknownQuant, did_you_mean
 from moeplan.quant.ggml import UNQUANTIZED, GGMLType, block_size
@@ -462,6 +462,19 @@ def _impl(
     return new
 
 
+@lru_cache(maxsize=64)
+def _prepare(
+    tensors: tuple[tuple[str, tuple[int, ...]], ...],
+) -> tuple[list[int], list[bool], list[Category], int, bool]:
+    """What does not depend on the file type: visiting order, quantizability, categories, the
+    attn_v-like count and whether the embeddings are tied (the planner asks for many file types)."""
+    names = [n for n, _ in tensors]
+    cats = [category(n) for n in names]
+    allowed = [allows_quantization(n, shape) for n, shape in tensors]
+    n_attention_wv = sum(1 for c in cats if c in _ATTN_V_LIKE)
+    return visit_order(names), allowed, cats, n_attention_wv, "output.weight" not in names
+
+
 def tensor_types(
     model: QuantModel,
     ft: FileType,
@@ -475,19 +488,17 @@ def tensor_types(
     """
     opts = opts or QuantOptions()
     imatrix = ft in NEEDS_IMATRIX if opts.imatrix is None else opts.imatrix
-    names = [t[0] for t in tensors]
-    n_attention_wv = sum(1 for n in names if category(n) in _ATTN_V_LIKE)
-    tied = "output.weight" not in names
+    order, allowed, cats, n_attention_wv, tied = _prepare(tuple((t[0], t[1]) for t in tensors))
     counters = _Counters(n_attention_wv, model.n_layer)
     default = ft.default_type
     patterns = [(re.compile(p), t) for p, t in opts.tensor_types]
     out: list[GGMLType] = [t[2] for t in tensors]
-    for idx in visit_order(names):
+    for idx in order:
         name, ne, src = tensors[idx]
-        if not allows_quantization(name, ne, quantize_output=not opts.leave_output_tensor):
+        if not allowed[idx] or (opts.leave_output_tensor and name == "output.weight"):
             out[idx] = src
             continue
-        cat = category(name)
+        cat = cats[idx]
         if opts.token_embedding_type is not None and cat is Category.TOKEN_EMBD:
             out[idx] = opts.token_embedding_type
             continue

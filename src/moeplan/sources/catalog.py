@@ -12,6 +12,9 @@ from moeplan.arch.adapters import spec_from_config
 from moeplan.arch.spec import ModelSpec
 from moeplan.errors import BadConfig, ModelNotFound, did_you_mean
 
+# libyaml's parser when PyYAML was built with it (the wheels are): ~10x faster than pure Python.
+SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 class Source(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -51,7 +54,9 @@ def load_catalog() -> dict[str, CatalogEntry]:
         if not item.name.endswith(".yaml"):
             continue
         try:
-            entry = CatalogEntry.model_validate(yaml.safe_load(item.read_text(encoding="utf-8")))
+            entry = CatalogEntry.model_validate(
+                yaml.load(item.read_text(encoding="utf-8"), Loader=SafeLoader)
+            )
         except (yaml.YAMLError, ValidationError) as e:
             raise BadConfig(f"catalog file {item.name} is invalid: {str(e).splitlines()[0]}") from None
         if entry.id + ".yaml" != item.name:
