@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from moeplan.arch.inventory import MTP_SUPPORTED, inventory, mtp_default
 from moeplan.arch.spec import ModelSpec
-from moeplan.engines.llamacpp import CPU, Frontend, parse_placement, plan_memory, render_command
+from moeplan.engines.llamacpp import CPU, Frontend, MemoryPlan, parse_placement, plan_memory, render_command
 from moeplan.errors import MoeplanError
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
@@ -204,6 +204,25 @@ class PlanDevice(BaseModel):
     total_bytes: int
 
 
+def plan_devices(memory: MemoryPlan, rig: Rig) -> list[PlanDevice]:
+    """Each device the plan uses, with what the rig offers it (the host is always listed)."""
+    cpu, gpus = device_slots(rig)
+    capacity = {s.name: s.capacity_bytes for s in [cpu, *gpus]}
+    return [
+        PlanDevice(
+            name=d.device,
+            capacity_bytes=capacity.get(d.device, capacity[CPU]),
+            weights_bytes=d.weights_bytes,
+            kv_bytes=d.kv_bytes,
+            state_bytes=d.state_bytes,
+            compute_bytes=d.compute_bytes,
+            total_bytes=d.total_bytes,
+        )
+        for d in memory.devices
+        if d.total_bytes or d.device == CPU
+    ]
+
+
 class PlanNotice(BaseModel):
     id: str
     severity: str
@@ -282,21 +301,7 @@ def plan_on_rig(
     c = result.chosen
     prefill = c.perf.prefill(PROMPT_TOKENS)
     spread = c.perf.latency
-    cpu, gpus = device_slots(rig)
-    capacity = {s.name: s.capacity_bytes for s in [cpu, *gpus]}
-    devices = [
-        PlanDevice(
-            name=d.device,
-            capacity_bytes=capacity.get(d.device, capacity[CPU]),
-            weights_bytes=d.weights_bytes,
-            kv_bytes=d.kv_bytes,
-            state_bytes=d.state_bytes,
-            compute_bytes=d.compute_bytes,
-            total_bytes=d.total_bytes,
-        )
-        for d in c.memory.devices
-        if d.total_bytes or d.device == CPU
-    ]
+    devices = plan_devices(c.memory, rig)
     sibling = _dense_sibling_fits(r.entry, rig, ctx) if spec.is_moe and r.entry else None
     command = render_command(
         r.gguf.group.name.rsplit("/", 1)[-1] if r.gguf else f"{r.name}-{c.quant.name}.gguf",
@@ -636,21 +641,7 @@ def explain(command: str, rig_text: str) -> ExplainReport:
     )
     given = evaluate_command(spec, rig, ft, flags or "-ngl 99", cache, weights)
     best = llamacpp_plan(spec, rig, ctx=ctx, quant=ft, cache=cache).chosen
-    cpu, gpus = device_slots(rig)
-    capacity = {s.name: s.capacity_bytes for s in [cpu, *gpus]}
-    devices = [
-        PlanDevice(
-            name=d.device,
-            capacity_bytes=capacity.get(d.device, capacity[CPU]),
-            weights_bytes=d.weights_bytes,
-            kv_bytes=d.kv_bytes,
-            state_bytes=d.state_bytes,
-            compute_bytes=d.compute_bytes,
-            total_bytes=d.total_bytes,
-        )
-        for d in given.memory.devices
-        if d.total_bytes or d.device == CPU
-    ]
+    devices = plan_devices(given.memory, rig)
     suggestion, suggested, speedup = "moeplan would run it the same way", None, None
     if best.flags != given.flags and best.fits:
         if not given.fits:

@@ -252,6 +252,22 @@ def memory(
         out.print(f"[dim]note: {note}[/dim]")
 
 
+def _devices_table(devices: list[api.PlanDevice]) -> Table:
+    t = Table()
+    for col in ("device", "capacity", "weights", "KV + state", "compute", "total"):
+        t.add_column(col, justify="left" if col == "device" else "right")
+    for d in devices:
+        t.add_row(
+            d.name,
+            gib(d.capacity_bytes),
+            gib(d.weights_bytes),
+            gib(d.kv_bytes + d.state_bytes),
+            gib(d.compute_bytes),
+            gib(d.total_bytes),
+        )
+    return t
+
+
 RigOpt = Annotated[
     str, typer.Option("--rig", "-r", help='e.g. "RTX 4090 + 64GB DDR5-6000", "2x RTX 3090", "M3 Ultra 512GB"')
 ]
@@ -381,19 +397,7 @@ def plan(
         f"prompt; per-token latency p50/p95/p99 {1e3 * r.latency_p50_s:.1f}/{1e3 * r.latency_p95_s:.1f}/"
         f"{1e3 * r.latency_p99_s:.1f} ms"
     )
-    t = Table()
-    for col in ("device", "capacity", "weights", "KV + state", "compute", "total"):
-        t.add_column(col, justify="left" if col == "device" else "right")
-    for d in r.devices:
-        t.add_row(
-            d.name,
-            gib(d.capacity_bytes),
-            gib(d.weights_bytes),
-            gib(d.kv_bytes + d.state_bytes),
-            gib(d.compute_bytes),
-            gib(d.total_bytes),
-        )
-    out.print(t)
+    out.print(_devices_table(r.devices))
     out.print(f"[bold]command:[/bold] {r.command}")
     for n in r.notices:
         out.print(
@@ -502,19 +506,7 @@ def explain(
         f"~{r.decode_tok_s:,.1f} tokens/s decode, {r.prefill_tok_s:,.0f} tokens/s prefill "
         f"(bound by {r.bound_by})"
     )
-    t = Table()
-    for col in ("device", "capacity", "weights", "KV + state", "compute", "total"):
-        t.add_column(col, justify="left" if col == "device" else "right")
-    for d in r.devices:
-        t.add_row(
-            d.name,
-            gib(d.capacity_bytes),
-            gib(d.weights_bytes),
-            gib(d.kv_bytes + d.state_bytes),
-            gib(d.compute_bytes),
-            gib(d.total_bytes),
-        )
-    out.print(t)
+    out.print(_devices_table(r.devices))
     out.print(r.suggestion)
     if r.suggested_command:
         out.print(f"[bold]suggested:[/bold] {r.suggested_command}")
