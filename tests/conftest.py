@@ -1,6 +1,7 @@
 """Shared fixtures: where the pinned llama.cpp lives (made by `make instrument`)."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,3 +22,8 @@ def llamacpp_src() -> Path:
     if not (src / "tests" / "snapshots").is_dir():
         pytest.fail(f"pinned llama.cpp source not found at {src}: run `make instrument` first")
     return src
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Runner results written by the llama.cpp tests go to a temporary folder, not validation/results/."""
+    os.environ.setdefault("MOEPLAN_VALIDATION_RESULTS", tempfile.mkdtemp(prefix="moeplan-results-"))

@@ -101,8 +101,11 @@ def _text(b: bytes | str | None) -> str:
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    """Write a runner's results: validation/results/ for `make validate`, or where
+    MOEPLAN_VALIDATION_RESULTS points (the tests use a temporary folder, leaving the repo untouched)."""
+    folder = Path(os.environ.get("MOEPLAN_VALIDATION_RESULTS", RESULTS))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")
     tmp.replace(path)
