@@ -482,16 +482,24 @@ RUNNERS: dict[str, Callable[[], dict[str, Any]]] = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    names = list(argv if argv is not None else sys.argv[1:]) or list(RUNNERS)
+def run_named(
+    runners: dict[str, Callable[[], dict[str, Any]]], argv: Sequence[str] | None, details: bool = False
+) -> int:
+    """Run the runners named in argv (all when none), print a line each; exit code 1 if any failed."""
+    names = list(argv if argv is not None else sys.argv[1:]) or list(runners)
     failed = 0
     for name in names:
         t0 = time.monotonic()
-        payload = RUNNERS[name]()
-        s = payload["summary"]
+        s = runners[name]()["summary"]
         failed += s["failed"]
         print(f"{name}: {s['comparisons']} comparisons, {s['failed']} failed ({time.monotonic() - t0:.1f} s)")
+        if details:
+            print(json.dumps({k: v for k, v in s.items() if k != "failed_ids"}, default=str)[:600])
     return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_named(RUNNERS, argv)
 
 
 if __name__ == "__main__":

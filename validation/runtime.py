@@ -33,7 +33,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -67,6 +66,7 @@ from validation.llamacpp import (
     gemma_path,
     parse_fit_print,
     run,
+    run_named,
     write_result,
 )
 from validation.materialize import EXPERT_BYTES_BUDGET, Materialized, materialize, stored_type
@@ -847,16 +847,7 @@ RUNNERS: dict[str, Callable[[], dict[str, Any]]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    names = list(argv if argv is not None else sys.argv[1:]) or list(RUNNERS)
-    failed = 0
-    for name in names:
-        t0 = time.monotonic()
-        payload = RUNNERS[name]()
-        s = payload["summary"]
-        failed += s["failed"]
-        print(f"{name}: {s['comparisons']} comparisons, {s['failed']} failed ({time.monotonic() - t0:.1f} s)")
-        print(json.dumps({k: v for k, v in s.items() if k != "failed_ids"}, default=str)[:600])
-    return 1 if failed else 0
+    return run_named(RUNNERS, argv, details=True)
 
 
 if __name__ == "__main__":

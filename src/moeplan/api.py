@@ -10,7 +10,15 @@ from pydantic import BaseModel
 
 from moeplan.arch.inventory import MTP_SUPPORTED, inventory, mtp_default
 from moeplan.arch.spec import ModelSpec
-from moeplan.engines.llamacpp import CPU, Frontend, MemoryPlan, parse_placement, plan_memory, render_command
+from moeplan.engines.llamacpp import (
+    CPU,
+    DeviceMemory,
+    Frontend,
+    MemoryPlan,
+    parse_placement,
+    plan_memory,
+    render_command,
+)
 from moeplan.errors import MoeplanError
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
@@ -160,16 +168,7 @@ def memory(
     fe = Frontend("llama-server", n_outputs_max=slots) if server else Frontend()
     plan = plan_memory(inv, w, cfg, place, names, fe)
     devices = [
-        DeviceReport(
-            device=d.device,
-            weights_bytes=d.weights_bytes,
-            kv_bytes=d.kv_bytes,
-            state_bytes=d.state_bytes,
-            compute_bytes=d.compute_bytes,
-            output_bytes=d.output_bytes,
-            total_bytes=d.total_bytes,
-        )
-        for d in plan.devices
+        DeviceReport(device=d.device, output_bytes=d.output_bytes, **_buffers(d)) for d in plan.devices
     ]
     notes = [
         "compute buffers follow llama.cpp's CPU graph; CUDA adds its context (~300-500 MiB per GPU) "
@@ -204,20 +203,23 @@ class PlanDevice(BaseModel):
     total_bytes: int
 
 
+def _buffers(d: DeviceMemory) -> dict[str, int]:
+    """The byte counts every per-device report shares."""
+    return {
+        "weights_bytes": d.weights_bytes,
+        "kv_bytes": d.kv_bytes,
+        "state_bytes": d.state_bytes,
+        "compute_bytes": d.compute_bytes,
+        "total_bytes": d.total_bytes,
+    }
+
+
 def plan_devices(memory: MemoryPlan, rig: Rig) -> list[PlanDevice]:
     """Each device the plan uses, with what the rig offers it (the host is always listed)."""
     cpu, gpus = device_slots(rig)
     capacity = {s.name: s.capacity_bytes for s in [cpu, *gpus]}
     return [
-        PlanDevice(
-            name=d.device,
-            capacity_bytes=capacity.get(d.device, capacity[CPU]),
-            weights_bytes=d.weights_bytes,
-            kv_bytes=d.kv_bytes,
-            state_bytes=d.state_bytes,
-            compute_bytes=d.compute_bytes,
-            total_bytes=d.total_bytes,
-        )
+        PlanDevice(name=d.device, capacity_bytes=capacity.get(d.device, capacity[CPU]), **_buffers(d))
         for d in memory.devices
         if d.total_bytes or d.device == CPU
     ]
