@@ -392,3 +392,20 @@ def test_endpoint_urls_and_reference_forms(hub_env: HubServer) -> None:
         hub.parse_ref("hf://org/repo:../../etc/passwd")
     with pytest.raises(HubError):
         hub.parse_ref("hf://not-a-repo")
+
+
+def test_web_plan_box_takes_hub_references_and_nothing_else(hub_env: HubServer) -> None:
+    """The web app's /api/plan reads a Hub reference header-only from the configured endpoint, and
+    refuses any other URL before making a request (no SSRF)."""
+    from fastapi.testclient import TestClient
+
+    from moeplan.web.app import create_app
+
+    client = TestClient(create_app())
+    ok = client.get("/api/plan", params={"model": "hf://test-org/Tiny-MoE-GGUF:Q4_K_M", "rig": "RTX 4090"})
+    assert ok.status_code == 200 and ok.json()["quant"] == "Q4_K_M"
+    fetched = len(hub_env.requests)
+    for ref in ("https://evil.example/x.gguf", "file:///etc/passwd", "http://127.0.0.1:1/org/repo:Q4_K_M"):
+        bad = client.get("/api/plan", params={"model": ref, "rig": "RTX 4090"})
+        assert bad.status_code == 400 and bad.json()["error"] == "HubError"
+    assert len(hub_env.requests) == fetched  # not one request for the refused references

@@ -26,6 +26,7 @@ from moeplan.plan.distributed import plan_distributed
 from moeplan.plan.llamacpp import QUALITY_FLOOR
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
+from moeplan.sources.hub import parse_ref
 
 # Input bounds: every text a person can type is cut off here before it reaches the core.
 MAX_MODEL_CHARS = 200
@@ -138,6 +139,14 @@ def model_id(name: str) -> str:
     return resolve(check_text(name, "model name", MAX_MODEL_CHARS)).id
 
 
+def plan_model(name: str) -> str:
+    """What the plan box accepts: a catalog model, or a Hub reference (`hf://org/repo[:QUANT]`) read
+    header-only from the configured Hub endpoint; any other URL is refused before a request is made."""
+    text = check_text(name, "model name", MAX_MODEL_CHARS)
+    hub = parse_ref(text)
+    return str(hub) if hub is not None else model_id(text)
+
+
 def quant_name(quant: str | None) -> str | None:
     if not quant:
         return None
@@ -168,7 +177,7 @@ def plan(
     if not 1 <= n_seq <= 256:
         raise BadInput(f"parallel sequences must be between 1 and 256, not {n_seq}")
     ctk, ctv = check_text(ctk, "K cache type", 16), check_text(ctv, "V cache type", 16)
-    return _plan(model_id(model), rig_key(rig), check_ctx(ctx), quant_name(quant), n_seq, ctk, ctv)
+    return _plan(plan_model(model), rig_key(rig), check_ctx(ctx), quant_name(quant), n_seq, ctk, ctv)
 
 
 @lru_cache(maxsize=256)
