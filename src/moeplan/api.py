@@ -568,9 +568,6 @@ def _parse_command(command: str) -> tuple[dict[str, str], str, list[str]]:
     i = 0
     while i < len(args):
         a = args[i]
-        takes_value = (i + 1 < len(args) and not args[i + 1].startswith("-")) or (
-            a in ("-ngl", "-c") and i + 1 < len(args)
-        )
         if a in _PLACEMENT_FLAGS:
             if i + 1 >= len(args):
                 raise MoeplanError(f"{a} needs a value")
@@ -585,8 +582,8 @@ def _parse_command(command: str) -> tuple[dict[str, str], str, list[str]]:
             values[a.lstrip("-")] = args[i + 1]
             i += 2
         else:
-            ignored.append(a)
-            i += 2 if takes_value else 1
+            ignored.append(a)  # with its value, if the next word is not a flag
+            i += 2 if i + 1 < len(args) and not args[i + 1].startswith("-") else 1
     return values, " ".join(placement), ignored
 
 

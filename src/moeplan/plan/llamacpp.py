@@ -122,18 +122,6 @@ def device_slots(rig: Rig) -> tuple[DeviceSlot, list[DeviceSlot]]:
     return cpu, gpus
 
 
-def _speed(
-    spec: ModelSpec,
-    w: Weights,
-    mem: MemoryPlan,
-    cache: CacheConfig,
-    node: Node,
-    disk_miss_fraction: float = 0.0,
-) -> Speed:
-    """The speed model of one candidate (perf/): bytes and FLOPs per device, calibrated rates."""
-    return perf_speed(spec, w, mem, cache, node, disk_miss_fraction=disk_miss_fraction)
-
-
 def _evaluate(
     inv: Inventory,
     w: Weights,
@@ -162,7 +150,14 @@ def _evaluate(
     if node is None:
         raise ValueError("the CPU device slot carries no node (use device_slots)")
     return Candidate(
-        quant, strategy, flags, ctx, mem, not overflow, lambda: _speed(inv.spec, w, mem, cfg, node), overflow
+        quant,
+        strategy,
+        flags,
+        ctx,
+        mem,
+        not overflow,
+        lambda: perf_speed(inv.spec, w, mem, cfg, node),
+        overflow,
     )
 
 
@@ -339,7 +334,7 @@ def _disk_plan(
         ctx,
         c.memory,
         not gpu_over,
-        lambda: _speed(spec, w, c.memory, cfg, rig.node, miss),
+        lambda: perf_speed(spec, w, c.memory, cfg, rig.node, disk_miss_fraction=miss),
         c.overflow,
     )
 
