@@ -47,13 +47,13 @@ def _weights(model: str, quant: str) -> tuple[ModelSpec, Weights]:
 
 
 def case_speed(c: Case, cal: Calibration = CALIBRATION) -> Speed:
-    spec, w, mem, cfg, node = _setup(c)
+    spec, mem, cfg, node = _setup(c)
     raw = c.raw
-    return speed(spec, w, mem, cfg, node, fill=int(raw.get("fill", 16)), threads=raw.get("threads"), cal=cal)
+    return speed(spec, mem, cfg, node, fill=int(raw.get("fill", 16)), threads=raw.get("threads"), cal=cal)
 
 
 @cache
-def _setup(c: Case) -> tuple[ModelSpec, Weights, MemoryPlan, CacheConfig, Node]:
+def _setup(c: Case) -> tuple[ModelSpec, MemoryPlan, CacheConfig, Node]:
     raw = c.raw
     spec, w = _weights(raw["model"], raw["quant"])
     rig = parse_rig(raw["rig"])
@@ -63,7 +63,7 @@ def _setup(c: Case) -> tuple[ModelSpec, Weights, MemoryPlan, CacheConfig, Node]:
     ctk = cache_type(raw.get("ctk", "f16"))
     cfg = CacheConfig(n_ctx=int(raw.get("ctx", 4096)), n_ubatch=ub, type_k=ctk, type_v=ctk)
     mem = plan_memory(inventory(spec, mtp=False), w, cfg, parse_placement(raw["flags"]), names, Frontend())
-    return spec, w, mem, cfg, node
+    return spec, mem, cfg, node
 
 
 def predict_case(c: Case, s: Speed) -> float:

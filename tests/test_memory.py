@@ -156,7 +156,7 @@ def test_tensor_split_and_unknown_buffer() -> None:
     per_layer = 8192 * 2 * (8 * 128) * 2
     # 33 slots (32 layers + output) split 3:1: layers 0-24 on CUDA0, 25-31 and the output on CUDA1
     assert plan.device("CUDA0").kv_bytes == 25 * per_layer and plan.device("CUDA1").kv_bytes == 7 * per_layer
-    assert any(t == "output.weight" for t in plan.device("CUDA1").tensors)
+    assert any(t == "output.weight" for t in plan.tensors_on("CUDA1"))
     with pytest.raises(MoeplanError, match="buffer type 'CUDA7' is unknown"):
         plan_memory(inv, w, CacheConfig(n_ctx=8192), parse_placement("-ot blk=CUDA7"), ("CUDA0",))
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
+from moeplan.memo import by_identity
 from moeplan.quant.ggml import GGMLType
 
 
@@ -237,6 +238,7 @@ def mtp_default(arch: str) -> bool:
     return arch in MTP_KEPT_BY_DEFAULT
 
 
+@by_identity(maxsize=128)  # the planner asks for the same model's tensors once per rig and quant
 def inventory(spec: ModelSpec, mtp: bool | None = None, *, checkpoint: bool = False) -> Inventory:
     """The tensors of `spec`'s GGUF. `mtp`: keep the MTP layers (None = the converter's default).
     `checkpoint`: the tensors of the HF release instead, MTP layers always included (with GGUF names)."""

@@ -20,12 +20,18 @@ From the pinned llama.cpp (build 11434), `src/llama-model.cpp load_tensors`, `co
 import re
 import shlex
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from numpy.typing import NDArray
 
 from moeplan.arch.inventory import Inventory, Role, TensorSpec
 from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
 from moeplan.errors import MoeplanError
+from moeplan.memo import by_identity
 from moeplan.memory.kv import CacheConfig, LayerMemory, context, layer_memory
+from moeplan.memory.table import TensorTable, tensor_table
 from moeplan.memory.weights import Weights
 from moeplan.quant.ggml import GGMLType
 
@@ -141,7 +147,6 @@ class DeviceMemory:
     state_bytes: int = 0
     compute_bytes: int = 0
     output_bytes: int = 0
-    tensors: list[str] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
@@ -171,7 +176,16 @@ def layer_devices(n_layer_all: int, gpus: tuple[str, ...], p: Placement) -> list
     return out
 
 
-_ROWS: dict[int, tuple[Weights, int, list[tuple[str, int, int, bool]]]] = {}
+@dataclass(frozen=True, eq=False)
+class _Columns:
+    """llama.cpp's view of a tensor table: where each tensor goes without -ot, whether it is loaded
+    and whether x86 repacks it; computed once per weights object."""
+
+    table: TensorTable
+    slot: NDArray[np.int64]
+    loaded: NDArray[np.bool_]  # MTP layers are not loaded
+    repackable: NDArray[np.bool_]
+    ffn_row: NDArray[np.int64]  # per decoder layer: the tensor whose device runs its FFN (-1: none)
 
 
 def _slot(t: TensorSpec, n_layer_all: int) -> int:
@@ -184,60 +198,54 @@ def _slot(t: TensorSpec, n_layer_all: int) -> int:
     return t.layer
 
 
-def _placement_rows(w: Weights, n_layer: int, n_layer_all: int) -> list[tuple[str, int, int, bool]]:
-    """Per loaded tensor (MTP layers are not loaded): name, slot, bytes, repacked on x86. Computed
-    once per Weights object: the planner evaluates dozens of placements of the same weights."""
-    hit = _ROWS.get(id(w))
-    if hit is not None and hit[0] is w and hit[1] == n_layer_all:
-        return hit[2]
-    rows = [
-        (t.spec.name, _slot(t.spec, n_layer_all), t.nbytes, _repackable(t.spec, t.type))
-        for t in w.tensors
-        if t.spec.layer is None or t.spec.layer < n_layer
+@by_identity(maxsize=256)
+def _columns(w: Weights, n_layer: int, n_layer_all: int) -> _Columns:
+    table = tensor_table(w)
+    ffn_row = [
+        table.row(f"blk.{il}.ffn_down_exps.weight", f"blk.{il}.ffn_down.weight") for il in range(n_layer)
     ]
-    if len(_ROWS) > 64:
-        _ROWS.clear()
-    _ROWS[id(w)] = (w, n_layer_all, rows)
-    return rows
+    return _Columns(
+        table,
+        np.array([_slot(t.spec, n_layer_all) for t in w.tensors], dtype=np.int64),
+        table.layer < n_layer,
+        np.array([_repackable(t.spec, t.type) for t in w.tensors], dtype=np.bool_),
+        np.array(ffn_row, dtype=np.int64),
+    )
+
+
+@lru_cache(maxsize=4096)
+def _rule_mask(names: tuple[str, ...], pattern: str) -> NDArray[np.bool_]:
+    """Which tensor names an -ot regex matches (re.search, as llama.cpp's std::regex_search)."""
+    rx = re.compile(pattern)
+    mask = np.array([rx.search(n) is not None for n in names], dtype=np.bool_)
+    mask.flags.writeable = False
+    return mask
 
 
 def _repackable(t: TensorSpec, ttype: GGMLType) -> bool:
     return ttype in _REPACKABLE and len(t.shape) >= 2 and t.shape[1] % 8 == 0 and t.role is not Role.EMBED
 
 
-def compute_bytes(
-    spec: ModelSpec,
-    cfg: CacheConfig,
-    layers: list[LayerMemory],
-    n_outputs: int,
-    has_output: bool,
-    has_layers: bool,
-    attn_layers: list[int],
-    ffn_layers: list[int],
-) -> int:
-    """Compute buffer of one device (see the module docstring for the model of the peak)."""
-    ctx = context(spec, cfg)
-    ub = ctx.n_ubatch
+@dataclass(frozen=True)
+class _Activations:
+    """Per decoder layer: its KV cells and cache kind, and the activation bytes its attention and
+    its FFN keep live in the compute buffer. Depends only on the model and the runtime config."""
+
+    layers: tuple[LayerMemory, ...]
+    cache_kind: tuple[str, ...]  # "full" or "swa": one KQ mask per kind
+    attn: tuple[int, ...]
+    ffn: tuple[int, ...]
+
+
+@by_identity(maxsize=256)
+def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
+    layers = layer_memory(spec, cfg)
+    ub = context(spec, cfg).n_ubatch
     e = spec.n_embd
-    mask_bytes = 2 if cfg.flash_attn else 4
-    # One KQ mask per cache (full, SWA), F16 with flash attention: n_kv x n_tokens/n_stream x n_stream
-    # (llama-graph.cpp build_attn_inp_kq_mask), so streams do not multiply it. The masks are graph
-    # inputs: the host buffer holds them (and the token-embedding rows) even with no layer on the CPU.
-    # Keyed by cache kind: two caches of equal size are still two tensors.
-    inputs_only = not has_layers and not has_output  # the host when every layer is offloaded
-    caches = {
-        _cache_kind(spec, lm): lm.cells
-        for lm in layers
-        if lm.cells and (lm.layer in attn_layers or inputs_only)
-    }
-    masks = sum(cells * ub * mask_bytes for cells in caches.values())
-    if inputs_only:
-        return masks + 16 * ub * e  # measured: 4 F32 rows of n_embd per token (embedding lookups)
-    peak = 4 * ub * e  # the residual stream
-    if has_output:
-        peak = max(peak, 4 * n_outputs * spec.n_vocab + 8 * n_outputs * e)
-    for il in attn_layers:
-        a = spec.layers[il].attn
+    attn, ffn, kinds = [], [], []
+    for lm, layer in zip(layers, spec.layers, strict=True):
+        a, f = layer.attn, layer.ffn
+        kinds.append("swa" if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window else "full")
         if a.kind is AttnKind.LINEAR:
             width = a.linear_v_heads * a.linear_v_head_dim
             act = 4 * ub * (2 * (2 * a.linear_k_heads * a.linear_k_head_dim + width) + 3 * e)
@@ -245,34 +253,64 @@ def compute_bytes(
             q = a.n_head * max(a.head_dim_k, a.qk_nope_head_dim + a.qk_rope_head_dim)
             act = 4 * ub * (2 * q + 3 * e)
             if not cfg.flash_attn:
-                cells = next(lm.cells for lm in layers if lm.layer == il)
-                act += 4 * cells * ub * a.n_head  # KQ scores, F32 (n_stream splits the tokens)
-        peak = max(peak, act)
-    for il in ffn_layers:
-        f = spec.layers[il].ffn
+                act += 4 * lm.cells * ub * a.n_head  # KQ scores, F32 (n_stream splits the tokens)
+        attn.append(act)
         if f.kind is FFNKind.MOE:
-            act = 4 * ub * (3 * f.n_expert_used * f.n_ff_exp + 2 * f.n_expert + 3 * e + 3 * f.n_ff_shexp)
+            ffn.append(
+                4 * ub * (3 * f.n_expert_used * f.n_ff_exp + 2 * f.n_expert + 3 * e + 3 * f.n_ff_shexp)
+            )
         else:
-            act = 4 * ub * (3 * f.n_ff + 3 * e)
-        peak = max(peak, act)
+            ffn.append(4 * ub * (3 * f.n_ff + 3 * e))
+    return _Activations(tuple(layers), tuple(kinds), tuple(attn), tuple(ffn))
+
+
+def compute_bytes(
+    spec: ModelSpec,
+    cfg: CacheConfig,
+    n_outputs: int,
+    has_output: bool,
+    attn_layers: list[int],
+    ffn_layers: list[int],
+) -> int:
+    """Compute buffer of one device (see the module docstring for the model of the peak)."""
+    acts = _activations(spec, cfg)
+    ub = context(spec, cfg).n_ubatch
+    e = spec.n_embd
+    mask_bytes = 2 if cfg.flash_attn else 4
+    has_layers = bool(attn_layers or ffn_layers)
+    # One KQ mask per cache (full, SWA), F16 with flash attention: n_kv x n_tokens/n_stream x n_stream
+    # (llama-graph.cpp build_attn_inp_kq_mask), so streams do not multiply it. The masks are graph
+    # inputs: the host buffer holds them (and the token-embedding rows) even with no layer on the CPU.
+    # Keyed by cache kind: two caches of equal size are still two tensors.
+    inputs_only = not has_layers and not has_output  # the host when every layer is offloaded
+    mask_layers = range(len(acts.layers)) if inputs_only else attn_layers
+    caches = {acts.cache_kind[il]: acts.layers[il].cells for il in mask_layers if acts.layers[il].cells}
+    masks = sum(cells * ub * mask_bytes for cells in caches.values())
+    if inputs_only:
+        return masks + 16 * ub * e  # measured: 4 F32 rows of n_embd per token (embedding lookups)
+    peak = 4 * ub * e  # the residual stream
+    if has_output:
+        peak = max(peak, 4 * n_outputs * spec.n_vocab + 8 * n_outputs * e)
+    peak = max([peak, *(acts.attn[il] for il in attn_layers), *(acts.ffn[il] for il in ffn_layers)])
     inputs = 4 * ub * e if not has_layers else 0
     return masks + peak + inputs
 
 
-def _cache_kind(spec: ModelSpec, lm: LayerMemory) -> str:
-    a = spec.layers[lm.layer].attn
-    return "swa" if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window else "full"
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MemoryPlan:
     devices: tuple[DeviceMemory, ...]
     n_ctx: int
     n_ubatch: int
     repack: bool
+    table: TensorTable
+    assignment: NDArray[np.int64]  # per tensor row: index into `devices`; len(devices) = not loaded
 
     def device(self, name: str) -> DeviceMemory:
         return next(d for d in self.devices if d.device == name)
+
+    def tensors_on(self, name: str) -> list[str]:
+        i = next(k for k, d in enumerate(self.devices) if d.device == name)
+        return [self.table.names[r] for r in np.flatnonzero(self.assignment == i)]
 
 
 def plan_memory(
@@ -292,52 +330,43 @@ def plan_memory(
     # A GPU backend's pinned host buffer type takes precedence over CPU_REPACK; RPC devices have none.
     repack = all(g.startswith("RPC") for g in gpus) if repack is None else repack
     names = [CPU, *gpus, REPACK] if repack else [CPU, *gpus]
-    mem = {n: DeviceMemory(n) for n in names}
-    where: dict[str, str] = {}
-    mtp_start = spec.n_layer
+    index = {n: i for i, n in enumerate(names)}
     for _, buft in p.overrides:
-        if buft not in mem or buft == REPACK:
+        if buft not in index or buft == REPACK:
             raise MoeplanError(f"-ot buffer type '{buft}' is unknown; available: {', '.join([CPU, *gpus])}")
-    rules = [(re.compile(pattern), buft) for pattern, buft in p.overrides]
-    slots = [*devs, CPU]
-    for name, slot, nbytes, repackable in _placement_rows(w, mtp_start, inv.block_count):  # hot loop
-        d = next((buft for pattern, buft in rules if pattern.search(name)), None) if rules else None
-        if d is None:
-            d = slots[slot]
-        if d == CPU and repack and repackable:
-            d = REPACK
-        where[name] = d
-        dm = mem[d]
-        dm.weights_bytes += nbytes
-        dm.tensors.append(name)
+    cols = _columns(w, spec.n_layer, inv.block_count)
+    table = cols.table
+    slot_device = np.array([index[d] for d in [*devs, CPU]], dtype=np.int64)
+    assign = slot_device[cols.slot]
+    for pattern, buft in reversed(p.overrides):  # applied last to first: the first match wins
+        assign = np.where(_rule_mask(table.names, pattern), index[buft], assign)
+    if repack:
+        assign = np.where((assign == index[CPU]) & cols.repackable, index[REPACK], assign)
+    assign = np.where(cols.loaded, assign, len(names))
+    weights = np.bincount(assign, weights=table.nbytes, minlength=len(names) + 1)
+    mem = {n: DeviceMemory(n, weights_bytes=round(weights[i])) for i, n in enumerate(names)}
     output_dev = devs[-1]
     if spec.tied_embeddings and output_dev != CPU:
-        embd = next(t for t in w.tensors if t.spec.name == "token_embd.weight")
-        mem[output_dev].weights_bytes += embd.nbytes  # the output layer's copy of the tied embedding
-    layers = layer_memory(spec, cfg)
-    for lm in layers:
+        embd = table.row("token_embd.weight")
+        mem[output_dev].weights_bytes += round(table.nbytes[embd])  # the output layer's tied copy
+    acts = _activations(spec, cfg)
+    for lm in acts.layers:
         d = CPU if p.no_kv_offload and lm.state_bytes == 0 else devs[lm.layer]
         mem[d].kv_bytes += lm.k_bytes + lm.v_bytes
         mem[devs[lm.layer] if not p.no_kv_offload else CPU].state_bytes += lm.state_bytes
     ctx = context(spec, cfg)
     n_out = min(ctx.n_ubatch, fe.n_outputs_max or ctx.n_batch)
-    ffn_devs = [_ffn_device(il, spec, where) for il in range(spec.n_layer)]
+    # The FFN of a layer runs where its down projection lives (a repacked one on the CPU).
+    host = {index[CPU], index.get(REPACK, -1)}
+    ffn_devs = [
+        None if r < 0 else (CPU if assign[r] in host else names[assign[r]]) for r in cols.ffn_row.tolist()
+    ]
     for name in [CPU, *gpus]:
         attn = [il for il in range(spec.n_layer) if devs[il] == name]
         ffn = [il for il in range(spec.n_layer) if ffn_devs[il] == name]
-        has_output = output_dev == name
-        mem[name].compute_bytes = compute_bytes(
-            spec, cfg, layers, n_out, has_output, bool(attn or ffn), attn, ffn
-        )
+        mem[name].compute_bytes = compute_bytes(spec, cfg, n_out, output_dev == name, attn, ffn)
     mem[CPU].output_bytes = 4 * spec.n_vocab * cfg.n_seq  # logits of one output per sequence, host memory
-    return MemoryPlan(tuple(mem.values()), ctx.n_ctx, ctx.n_ubatch, repack)
-
-
-def _ffn_device(il: int, spec: ModelSpec, where: dict[str, str]) -> str | None:
-    f = spec.layers[il].ffn
-    name = f"blk.{il}.ffn_down_exps.weight" if f.kind is FFNKind.MOE else f"blk.{il}.ffn_down.weight"
-    d = where.get(name)
-    return CPU if d == REPACK else d
+    return MemoryPlan(tuple(mem.values()), ctx.n_ctx, ctx.n_ubatch, repack, table, assign)
 
 
 def render_command(

@@ -9,7 +9,6 @@ from moeplan.arch.spec import ModelSpec
 from moeplan.engines.llamacpp import CPU, MemoryPlan
 from moeplan.hardware.spec import Node
 from moeplan.memory.kv import CacheConfig
-from moeplan.memory.weights import Weights
 from moeplan.perf.calibration import CALIBRATION, Calibration
 from moeplan.perf.decode import Disk, StepTime, step_time
 from moeplan.perf.devices import Rates, host_link_bytes_s, rates_for
@@ -82,7 +81,6 @@ class Speed:
 
 def speed(
     spec: ModelSpec,
-    w: Weights,
     mem: MemoryPlan,
     cache: CacheConfig,
     node: Node,
@@ -96,7 +94,7 @@ def speed(
     quoted (default: TYPICAL_FILL, at most the context). `threads`: CPU threads (llama.cpp's default
     is the physical core count). `disk_miss_fraction`: share of the CPU's expert bytes that are
     not resident in RAM (disk-mmap plans)."""
-    work = token_work(spec, w, mem, cache)
+    work = token_work(spec, mem, cache)
     rates = rates_for([d.device for d in mem.devices if not d.device.startswith(CPU)], node, threads, cal)
     ctx = mem.n_ctx or cache.n_ctx or TYPICAL_FILL
     disk = None

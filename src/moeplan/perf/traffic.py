@@ -15,11 +15,14 @@ backends; with experts on the CPU each such MoE layer adds one (activations to t
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from moeplan.arch.inventory import Role
 from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
 from moeplan.engines.llamacpp import CPU, MemoryPlan
+from moeplan.memo import by_identity
 from moeplan.memory.kv import CacheConfig, row_bytes
-from moeplan.memory.weights import Weights
+from moeplan.memory.table import TensorTable
 
 
 def host_device(name: str) -> str:
@@ -88,71 +91,24 @@ class TokenWork:
         return [d for d in self.devices.values() if d.device != CPU]
 
 
-def token_work(spec: ModelSpec, w: Weights, mem: MemoryPlan, cache: CacheConfig) -> TokenWork:
-    where = {name: host_device(d.device) for d in mem.devices for name in d.tensors}
-    devices: dict[str, DeviceWork] = {}
+@dataclass(frozen=True)
+class _AttentionCost:
+    """One attention layer's per-cached-token cost: KV bytes read and FLOPs, and its window."""
 
-    def dev(name: str) -> DeviceWork:
-        if name not in devices:
-            devices[name] = DeviceWork(name)
-        return devices[name]
+    window: int  # 0: the whole context
+    kv_bytes: float
+    flops: float
 
-    layer_dev: dict[int, set[str]] = {}
-    expert_stacks: dict[tuple[int, str], list[float]] = {}  # (layer, device) -> [bytes, elements]
-    output_dev = where.get("output_norm.weight", CPU)
-    for t in w.tensors:
-        s = t.spec
-        d = where.get(s.name)
-        if d is None:
-            continue  # not loaded (MTP layers)
-        if s.layer is not None:
-            layer_dev.setdefault(s.layer, set()).add(d)
-        if s.role is Role.EMBED:
-            if spec.tied_embeddings and s.name == "token_embd.weight":
-                dev(output_dev).dense_bytes += t.nbytes  # the output matmul reads the tied copy
-                dev(output_dev).dense_flops += 2 * s.n_elements
-                dev(output_dev).output_flops += 2 * s.n_elements
-            continue
-        if s.role is Role.EXPERT and s.layer is not None:
-            acc = expert_stacks.setdefault((s.layer, d), [0.0, 0.0])
-            acc[0] += t.nbytes
-            acc[1] += s.n_elements
-            continue
-        work = dev(d)
-        work.dense_bytes += t.nbytes
-        if len(s.shape) >= 2:
-            work.dense_flops += 2 * s.n_elements
-            if s.role is Role.OUTPUT:
-                work.output_flops += 2 * s.n_elements
-    for (il, d), (nbytes, elements) in expert_stacks.items():
-        f = spec.layers[il].ffn
-        if f.kind is FFNKind.MOE and f.n_expert:
-            dev(d).experts.append(
-                ExpertLayer(
-                    il, d, f.n_expert, f.n_expert_used, nbytes / f.n_expert, 2 * elements / f.n_expert
-                )
-            )
-    for il, layer in enumerate(spec.layers):
+
+@by_identity(maxsize=256)
+def _attention_costs(spec: ModelSpec, cache: CacheConfig) -> tuple[_AttentionCost | None, ...]:
+    """Per decoder layer (None for linear-attention layers, whose recurrent state is fixed-size)."""
+    out: list[_AttentionCost | None] = []
+    for layer in spec.layers:
         a = layer.attn
-        # attention runs with the layer's KV cache; the attention weights say where
-        attn_name = next(
-            (
-                n
-                for n in (
-                    f"blk.{il}.attn_q.weight",
-                    f"blk.{il}.attn_qkv.weight",
-                    f"blk.{il}.attn_q_a.weight",
-                    f"blk.{il}.attn_norm.weight",
-                )
-                if n in where
-            ),
-            None,
-        )
-        d = where[attn_name] if attn_name else next(iter(layer_dev.get(il, {CPU})))
-        for name in layer_dev.get(il, set()):
-            dev(name).layers += 1
         if a.kind is AttnKind.LINEAR:
-            continue  # recurrent state: fixed size, read and written once per token
+            out.append(None)
+            continue
         window = a.window if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and not cache.swa_full else 0
         if a.kind is AttnKind.MLA:
             kw, vw = (a.kv_lora_rank + a.qk_rope_head_dim) * a.n_head_kv, 0
@@ -161,9 +117,78 @@ def token_work(spec: ModelSpec, w: Weights, mem: MemoryPlan, cache: CacheConfig)
             kw, vw = a.head_dim_k * a.n_head_kv, a.head_dim_v * a.n_head_kv
             flops = 2 * a.n_head * (a.head_dim_k + a.head_dim_v)
         kv = row_bytes(cache.type_k, kw) + (row_bytes(cache.type_v, vw) if vw else 0)
+        out.append(_AttentionCost(window, float(kv), float(flops)))
+    return tuple(out)
+
+
+@by_identity(maxsize=256)
+def _attention_rows(table: TensorTable, n_layer: int) -> tuple[int, ...]:
+    """Per decoder layer, the tensor that says where its attention (and KV cache) runs."""
+    kinds = ("attn_q", "attn_qkv", "attn_q_a", "attn_norm")
+    return tuple(table.row(*(f"blk.{il}.{k}.weight" for k in kinds)) for il in range(n_layer))
+
+
+def token_work(spec: ModelSpec, mem: MemoryPlan, cache: CacheConfig) -> TokenWork:
+    table = mem.table
+    # The host's buffers (CPU, CPU_REPACK) are one device here; bin n holds the unloaded tensors.
+    names = [host_device(d.device) for d in mem.devices]
+    merged = sorted(set(names), key=names.index)
+    n = len(merged)
+    dev_of = np.array([merged.index(d) for d in names] + [n], dtype=np.int64)[mem.assignment]
+    loaded = dev_of < n
+    devices: dict[str, DeviceWork] = {}
+
+    def dev(name: str) -> DeviceWork:
+        if name not in devices:
+            devices[name] = DeviceWork(name)
+        return devices[name]
+
+    layered = loaded & (table.layer >= 0)
+    layer_dev: dict[int, set[str]] = {}
+    for key in np.unique(table.layer[layered] * n + dev_of[layered]).tolist():
+        layer_dev.setdefault(key // n, set()).add(merged[key % n])
+    output_row = table.row("output_norm.weight")
+    output_dev = merged[dev_of[output_row]] if output_row >= 0 and loaded[output_row] else CPU
+    if spec.tied_embeddings:  # the output matmul reads the tied copy of token_embd
+        embd = table.row("token_embd.weight")
+        work = dev(output_dev)
+        work.dense_bytes += float(table.nbytes[embd])
+        work.dense_flops += 2 * float(table.elements[embd])
+        work.output_flops += 2 * float(table.elements[embd])
+    expert = layered & table.role_is(Role.EXPERT)
+    dense = loaded & ~expert & ~table.role_is(Role.EMBED)  # read whatever the routing
+    matmul = np.where(dense & table.matrix, 2 * table.elements, 0.0)
+    output = np.where(table.role_is(Role.OUTPUT), matmul, 0.0)
+    dense_bytes = np.bincount(dev_of, weights=np.where(dense, table.nbytes, 0.0), minlength=n + 1)
+    dense_flops = np.bincount(dev_of, weights=matmul, minlength=n + 1)
+    output_flops = np.bincount(dev_of, weights=output, minlength=n + 1)
+    for i in np.unique(dev_of[dense]).tolist():
+        work = dev(merged[i])
+        work.dense_bytes += float(dense_bytes[i])
+        work.dense_flops += float(dense_flops[i])
+        work.output_flops += float(output_flops[i])
+    stacks, which = np.unique(table.layer[expert] * n + dev_of[expert], return_inverse=True)
+    stack_bytes = np.bincount(which, weights=table.nbytes[expert], minlength=len(stacks)).tolist()
+    stack_elements = np.bincount(which, weights=table.elements[expert], minlength=len(stacks)).tolist()
+    for key, nbytes, elements in zip(stacks.tolist(), stack_bytes, stack_elements, strict=True):
+        il, d = key // n, merged[key % n]
+        f = spec.layers[il].ffn
+        if f.kind is FFNKind.MOE and f.n_expert:
+            per_expert = (nbytes / f.n_expert, 2 * elements / f.n_expert)
+            dev(d).experts.append(ExpertLayer(il, d, f.n_expert, f.n_expert_used, *per_expert))
+    costs = _attention_costs(spec, cache)
+    attn_rows = _attention_rows(table, spec.n_layer)
+    for il in range(spec.n_layer):
+        for name in layer_dev.get(il, set()):
+            dev(name).layers += 1
+        cost = costs[il]
+        if cost is None:
+            continue  # recurrent state: fixed size, read and written once per token
+        r = attn_rows[il]
+        d = merged[dev_of[r]] if r >= 0 and loaded[r] else next(iter(layer_dev.get(il, {CPU})))
         work = dev(d)
-        work.kv_bytes_per_ctx[window] = work.kv_bytes_per_ctx.get(window, 0.0) + kv
-        work.attn_flops_per_ctx[window] = work.attn_flops_per_ctx.get(window, 0.0) + flops
+        work.kv_bytes_per_ctx[cost.window] = work.kv_bytes_per_ctx.get(cost.window, 0.0) + cost.kv_bytes
+        work.attn_flops_per_ctx[cost.window] = work.attn_flops_per_ctx.get(cost.window, 0.0) + cost.flops
     gpu_used = any(name != CPU for name in devices)
     hops = 0
     if gpu_used:

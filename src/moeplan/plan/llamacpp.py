@@ -14,13 +14,17 @@ nothing at or above it fits.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
+
+import numpy as np
 
 from moeplan.arch.inventory import Inventory, Role, inventory
 from moeplan.arch.spec import ModelSpec
 from moeplan.engines.llamacpp import CPU, Frontend, MemoryPlan, parse_placement, plan_memory
 from moeplan.hardware.spec import GPU, Node, Rig
+from moeplan.memo import by_identity
 from moeplan.memory.kv import CacheConfig
+from moeplan.memory.table import tensor_table
 from moeplan.memory.weights import Weights, predict
 from moeplan.perf.estimate import Speed
 from moeplan.perf.estimate import speed as perf_speed
@@ -156,7 +160,7 @@ def _evaluate(
         ctx,
         mem,
         not overflow,
-        lambda: perf_speed(inv.spec, w, mem, cfg, node),
+        lambda: perf_speed(inv.spec, mem, cfg, node),
         overflow,
     )
 
@@ -181,18 +185,16 @@ def _split_flags(layer_bytes: list[int], gpus: list[DeviceSlot]) -> str:
 
 
 def _layer_gpu_bytes(w: Weights, n_layer_all: int, n_cpu_moe: int) -> list[int]:
-    out = [0] * n_layer_all
-    for t in w.tensors:
-        layer = t.spec.layer
-        if layer is None or layer >= n_layer_all:
-            continue
-        if t.spec.role is Role.EXPERT and layer < n_cpu_moe:
-            continue
-        out[layer] += t.nbytes
-    return out
+    """Bytes of each layer's tensors on the GPUs when the experts of the first `n_cpu_moe` stay on the CPU."""
+    table = tensor_table(w)
+    layered = (table.layer >= 0) & (table.layer < n_layer_all)
+    on_cpu = table.role_is(Role.EXPERT) & (table.layer < n_cpu_moe)
+    keep = layered & ~on_cpu
+    per_layer = np.bincount(table.layer[keep], weights=table.nbytes[keep], minlength=n_layer_all)
+    return [round(b) for b in per_layer.tolist()]
 
 
-@lru_cache(maxsize=512)
+@by_identity(maxsize=512)
 def _weights(inv: Inventory, quant: FileType) -> Weights:
     return predict(inv, quant)
 
@@ -218,7 +220,8 @@ def best_for_quant(
         return seen[flags]
 
     out = [ev("cpu", "-ngl 0")]
-    loaded = sum(t.nbytes for t in w.tensors if t.spec.role is not Role.MTP)
+    table = tensor_table(w)
+    loaded = float(table.nbytes[~table.role_is(Role.MTP)].sum())
     if not gpus or loaded > cpu.capacity_bytes + sum(g.capacity_bytes for g in gpus):
         return out  # no placement can help when the weights alone exceed RAM + VRAM
     full = ev("gpu", "-ngl 99" + _split_flags(_layer_gpu_bytes(w, n_all, 0), gpus))
@@ -253,11 +256,10 @@ def best_for_quant(
 
 
 def _expert_bytes_by_layer(w: Weights, n_layer: int) -> list[int]:
-    out = [0] * n_layer
-    for t in w.tensors:
-        if t.spec.role is Role.EXPERT and t.spec.layer is not None and t.spec.layer < n_layer:
-            out[t.spec.layer] += t.nbytes
-    return out
+    table = tensor_table(w)
+    experts = table.role_is(Role.EXPERT) & (table.layer >= 0) & (table.layer < n_layer)
+    per_layer = np.bincount(table.layer[experts], weights=table.nbytes[experts], minlength=n_layer)
+    return [round(b) for b in per_layer.tolist()]
 
 
 def _first_reaching(per_layer: list[int], target: int) -> int:
@@ -334,7 +336,7 @@ def _disk_plan(
         ctx,
         c.memory,
         not gpu_over,
-        lambda: perf_speed(spec, w, c.memory, cfg, rig.node, disk_miss_fraction=miss),
+        lambda: perf_speed(spec, c.memory, cfg, rig.node, disk_miss_fraction=miss),
         c.overflow,
     )
 
