@@ -21,7 +21,6 @@ import re
 import shlex
 from bisect import bisect_right
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,13 +30,13 @@ from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
 from moeplan.errors import MoeplanError
 from moeplan.memo import by_identity
 from moeplan.memory.kv import CacheConfig, LayerMemory, context, layer_memory
-from moeplan.memory.table import TensorTable, tensor_table
+from moeplan.memory.table import TensorLayout, TensorTable, tensor_table
 from moeplan.memory.weights import Weights
 from moeplan.quant.ggml import GGMLType
 
 CPU = "CPU"
 REPACK = "CPU_REPACK"
-_REPACKABLE = frozenset({GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.IQ4_NL, GGMLType.MXFP4})
+_REPACKABLE_VALUES = [t.value for t in (GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.IQ4_NL, GGMLType.MXFP4)]
 _EXPS = r"_(up|down|gate|gate_up)_(ch|)exps"
 
 
@@ -177,14 +176,13 @@ def layer_devices(n_layer_all: int, gpus: tuple[str, ...], p: Placement) -> list
 
 
 @dataclass(frozen=True, eq=False)
-class _Columns:
-    """llama.cpp's view of a tensor table: where each tensor goes without -ot, whether it is loaded
-    and whether x86 repacks it; computed once per weights object."""
+class _LayoutColumns:
+    """llama.cpp's view of a tensor layout: where each tensor goes without -ot, whether it is
+    loaded, and which tensors x86 could repack (by shape and role; the type decides)."""
 
-    table: TensorTable
     slot: NDArray[np.int64]
     loaded: NDArray[np.bool_]  # MTP layers are not loaded
-    repackable: NDArray[np.bool_]
+    repack_shape: NDArray[np.bool_]
     ffn_row: NDArray[np.int64]  # per decoder layer: the tensor whose device runs its FFN (-1: none)
 
 
@@ -199,31 +197,28 @@ def _slot(t: TensorSpec, n_layer_all: int) -> int:
 
 
 @by_identity(maxsize=256)
-def _columns(w: Weights, n_layer: int, n_layer_all: int) -> _Columns:
-    table = tensor_table(w)
+def _layout_columns(layout: TensorLayout, n_layer: int, n_layer_all: int) -> _LayoutColumns:
     ffn_row = [
-        table.row(f"blk.{il}.ffn_down_exps.weight", f"blk.{il}.ffn_down.weight") for il in range(n_layer)
+        layout.row(f"blk.{il}.ffn_down_exps.weight", f"blk.{il}.ffn_down.weight") for il in range(n_layer)
     ]
-    return _Columns(
-        table,
-        np.array([_slot(t.spec, n_layer_all) for t in w.tensors], dtype=np.int64),
-        table.layer < n_layer,
-        np.array([_repackable(t.spec, t.type) for t in w.tensors], dtype=np.bool_),
+    return _LayoutColumns(
+        np.array([_slot(t, n_layer_all) for t in layout.specs], dtype=np.int64),
+        layout.layer < n_layer,
+        np.array(
+            [len(t.shape) >= 2 and t.shape[1] % 8 == 0 and t.role is not Role.EMBED for t in layout.specs],
+            dtype=np.bool_,
+        ),
         np.array(ffn_row, dtype=np.int64),
     )
 
 
-@lru_cache(maxsize=4096)
-def _rule_mask(names: tuple[str, ...], pattern: str) -> NDArray[np.bool_]:
+@by_identity(maxsize=4096)
+def _rule_mask(layout: TensorLayout, pattern: str) -> NDArray[np.bool_]:
     """Which tensor names an -ot regex matches (re.search, as llama.cpp's std::regex_search)."""
     rx = re.compile(pattern)
-    mask = np.array([rx.search(n) is not None for n in names], dtype=np.bool_)
+    mask = np.array([rx.search(n) is not None for n in layout.names], dtype=np.bool_)
     mask.flags.writeable = False
     return mask
-
-
-def _repackable(t: TensorSpec, ttype: GGMLType) -> bool:
-    return ttype in _REPACKABLE and len(t.shape) >= 2 and t.shape[1] % 8 == 0 and t.role is not Role.EMBED
 
 
 @dataclass(frozen=True)
@@ -334,14 +329,15 @@ def plan_memory(
     for _, buft in p.overrides:
         if buft not in index or buft == REPACK:
             raise MoeplanError(f"-ot buffer type '{buft}' is unknown; available: {', '.join([CPU, *gpus])}")
-    cols = _columns(w, spec.n_layer, inv.block_count)
-    table = cols.table
+    table = tensor_table(w)
+    cols = _layout_columns(table.layout, spec.n_layer, inv.block_count)
     slot_device = np.array([index[d] for d in [*devs, CPU]], dtype=np.int64)
     assign = slot_device[cols.slot]
     for pattern, buft in reversed(p.overrides):  # applied last to first: the first match wins
-        assign = np.where(_rule_mask(table.names, pattern), index[buft], assign)
+        assign = np.where(_rule_mask(table.layout, pattern), index[buft], assign)
     if repack:
-        assign = np.where((assign == index[CPU]) & cols.repackable, index[REPACK], assign)
+        repackable = cols.repack_shape & np.isin(table.types, _REPACKABLE_VALUES)
+        assign = np.where((assign == index[CPU]) & repackable, index[REPACK], assign)
     assign = np.where(cols.loaded, assign, len(names))
     weights = np.bincount(assign, weights=table.nbytes, minlength=len(names) + 1)
     mem = {n: DeviceMemory(n, weights_bytes=round(weights[i])) for i, n in enumerate(names)}

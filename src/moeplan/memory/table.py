@@ -3,47 +3,102 @@
 The planner evaluates dozens of placements per quantization and reads each one's per-token traffic;
 Python loops over the 1,000-2,000 tensors of a large model made every evaluation cost milliseconds.
 As numpy columns, a placement or a traffic sum is a few vectorised operations (byte counts stay
-exact in float64: every sum is far below 2**53).
+exact in float64: every sum is far below 2**53). What does not depend on the tensor types (names,
+layers, roles, sizes) is one `TensorLayout`, shared by every quantization of the same inventory.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
 
-from moeplan.arch.inventory import Role
+from moeplan.arch.inventory import Role, TensorSpec
 from moeplan.memo import by_identity
 from moeplan.memory.weights import Weights
 
+
 @dataclass(frozen=True, eq=False)
-class TensorTable:
+class TensorLayout:
+    specs: tuple[TensorSpec, ...]
     names: tuple[str, ...]
     index: dict[str, int]  # name -> row
     layer: NDArray[np.int64]  # -1 for global tensors
     roles: dict[Role, NDArray[np.bool_]]  # which rows have each role
-    nbytes: NDArray[np.float64]
     elements: NDArray[np.float64]
     matrix: NDArray[np.bool_]  # two or more dimensions (a matmul operand, not a norm or bias)
-
-    def role_is(self, *roles: Role) -> NDArray[np.bool_]:
-        if len(roles) == 1:
-            return self.roles[roles[0]]
-        return np.logical_or.reduce([self.roles[r] for r in roles])
 
     def row(self, *names: str) -> int:
         """The row of the first of `names` present, -1 if none is."""
         return next((self.index[n] for n in names if n in self.index), -1)
 
 
-@by_identity(maxsize=256)
-def tensor_table(w: Weights) -> TensorTable:
-    names = tuple(t.spec.name for t in w.tensors)
-    return TensorTable(
+@dataclass(frozen=True, eq=False)
+class TensorTable:
+    layout: TensorLayout
+    types: NDArray[np.int64]  # GGMLType values
+    nbytes: NDArray[np.float64]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.layout.names
+
+    @property
+    def layer(self) -> NDArray[np.int64]:
+        return self.layout.layer
+
+    @property
+    def elements(self) -> NDArray[np.float64]:
+        return self.layout.elements
+
+    @property
+    def matrix(self) -> NDArray[np.bool_]:
+        return self.layout.matrix
+
+    def role_is(self, *roles: Role) -> NDArray[np.bool_]:
+        masks = self.layout.roles
+        return masks[roles[0]] if len(roles) == 1 else np.logical_or.reduce([masks[r] for r in roles])
+
+    def row(self, *names: str) -> int:
+        return self.layout.row(*names)
+
+
+class _SameSpecs:
+    """A tensor list hashed and compared by the identity of its specs: every prediction from one
+    inventory shares the inventory's spec objects (held here, so their ids stay theirs)."""
+
+    __slots__ = ("_key", "specs")
+
+    def __init__(self, specs: tuple[TensorSpec, ...]) -> None:
+        self.specs = specs
+        self._key = tuple(map(id, specs))
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _SameSpecs) and self._key == other._key
+
+
+@lru_cache(maxsize=128)
+def _layout(same: _SameSpecs) -> TensorLayout:
+    specs = same.specs
+    names = tuple(s.name for s in specs)
+    return TensorLayout(
+        specs,
         names,
         {n: i for i, n in enumerate(names)},
-        np.array([-1 if t.spec.layer is None else t.spec.layer for t in w.tensors], dtype=np.int64),
-        {r: np.array([t.spec.role is r for t in w.tensors], dtype=np.bool_) for r in Role},
+        np.array([-1 if s.layer is None else s.layer for s in specs], dtype=np.int64),
+        {r: np.array([s.role is r for s in specs], dtype=np.bool_) for r in Role},
+        np.array([s.n_elements for s in specs], dtype=np.float64),
+        np.array([len(s.shape) >= 2 for s in specs], dtype=np.bool_),
+    )
+
+
+@by_identity(maxsize=256)
+def tensor_table(w: Weights) -> TensorTable:
+    return TensorTable(
+        _layout(_SameSpecs(tuple(t.spec for t in w.tensors))),
+        np.array([t.type.value for t in w.tensors], dtype=np.int64),
         np.array([t.nbytes for t in w.tensors], dtype=np.float64),
-        np.array([t.spec.n_elements for t in w.tensors], dtype=np.float64),
-        np.array([len(t.spec.shape) >= 2 for t in w.tensors], dtype=np.bool_),
     )

@@ -15,11 +15,13 @@ for one sequence without disk reads the bytes per token do not depend on routing
 all-GPU plans and `--n-cpu-moe` plans have (next to) no routing spread.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
 from moeplan.engines.llamacpp import CPU
+from moeplan.perf.batching import distinct_experts
 from moeplan.perf.decode import Disk, StepTime
 from moeplan.perf.traffic import TokenWork
 
@@ -35,6 +37,11 @@ class Spread:
     p99_s: float
     routing: str
     simulated: bool  # False: per-token work does not depend on routing here
+
+
+def _hit(n_expert: int, n_used: int, batch: int) -> float:
+    """The chance that a batch uses a given expert (uniform routing)."""
+    return distinct_experts(n_expert, n_used, batch) / n_expert
 
 
 def spread(
@@ -57,23 +64,27 @@ def spread(
         return Spread(s, s, s, ROUTING, False)
     rng = np.random.default_rng(seed)
     delta = np.zeros(samples)
-    for name, e in layers:
-        bw = rates_bandwidth.get(name) or rates_bandwidth[CPU]
-        if batch <= 1:
-            drawn = np.full(samples, float(e.n_used))
-        else:
-            p = 1.0 - (1.0 - e.n_used / e.n_expert) ** batch
-            drawn = rng.binomial(e.n_expert, p, samples).astype(float)
-        expected = e.n_expert * (1.0 - (1.0 - e.n_used / e.n_expert) ** batch)
-        delta += (drawn - expected) * e.bytes_per_expert / bw
-        if with_disk and disk is not None and name == CPU:
+    if batch > 1:
+        # The distinct experts a layer's batch reads: Binomial(E, hit). Layers alike in E, k and
+        # seconds per expert add up exactly to one Binomial(m·E, hit): each group is drawn once.
+        groups = Counter(
+            (e.n_expert, e.n_used, e.bytes_per_expert / (rates_bandwidth.get(n) or rates_bandwidth[CPU]))
+            for n, e in layers
+        )
+        for (n_expert, n_used, s_per_expert), m in groups.items():
+            hit = _hit(n_expert, n_used, batch)
+            delta += (rng.binomial(m * n_expert, hit, samples) - m * n_expert * hit) * s_per_expert
+    if with_disk and disk is not None:
+        for name, e in layers:
+            if name != CPU:
+                continue
             missing = round(disk.miss_fraction * e.n_expert)
+            hit = _hit(e.n_expert, e.n_used, batch)
             if batch <= 1:  # k draws without replacement from E experts, `missing` of them not cached
-                missed = rng.hypergeometric(missing, e.n_expert - missing, e.n_used, samples).astype(float)
+                missed = rng.hypergeometric(missing, e.n_expert - missing, e.n_used, samples)
             else:
-                p = 1.0 - (1.0 - e.n_used / e.n_expert) ** batch
-                missed = rng.binomial(missing, p, samples).astype(float)
-            expected_missed = expected * disk.miss_fraction
+                missed = rng.binomial(missing, hit, samples)
+            expected_missed = e.n_expert * hit * disk.miss_fraction
             delta += (missed - expected_missed) * e.bytes_per_expert / disk.bytes_s
     t = np.maximum(mean.seconds + delta, 0.0)
     p50, p95, p99 = (float(x) for x in np.percentile(t, [50, 95, 99]))

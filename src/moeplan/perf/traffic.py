@@ -22,7 +22,7 @@ from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
 from moeplan.engines.llamacpp import CPU, MemoryPlan
 from moeplan.memo import by_identity
 from moeplan.memory.kv import CacheConfig, row_bytes
-from moeplan.memory.table import TensorTable
+from moeplan.memory.table import TensorLayout
 
 
 def host_device(name: str) -> str:
@@ -122,10 +122,10 @@ def _attention_costs(spec: ModelSpec, cache: CacheConfig) -> tuple[_AttentionCos
 
 
 @by_identity(maxsize=256)
-def _attention_rows(table: TensorTable, n_layer: int) -> tuple[int, ...]:
+def _attention_rows(layout: TensorLayout, n_layer: int) -> tuple[int, ...]:
     """Per decoder layer, the tensor that says where its attention (and KV cache) runs."""
     kinds = ("attn_q", "attn_qkv", "attn_q_a", "attn_norm")
-    return tuple(table.row(*(f"blk.{il}.{k}.weight" for k in kinds)) for il in range(n_layer))
+    return tuple(layout.row(*(f"blk.{il}.{k}.weight" for k in kinds)) for il in range(n_layer))
 
 
 def token_work(spec: ModelSpec, mem: MemoryPlan, cache: CacheConfig) -> TokenWork:
@@ -177,7 +177,7 @@ def token_work(spec: ModelSpec, mem: MemoryPlan, cache: CacheConfig) -> TokenWor
             per_expert = (nbytes / f.n_expert, 2 * elements / f.n_expert)
             dev(d).experts.append(ExpertLayer(il, d, f.n_expert, f.n_expert_used, *per_expert))
     costs = _attention_costs(spec, cache)
-    attn_rows = _attention_rows(table, spec.n_layer)
+    attn_rows = _attention_rows(table.layout, spec.n_layer)
     for il in range(spec.n_layer):
         for name in layer_dev.get(il, set()):
             dev(name).layers += 1
