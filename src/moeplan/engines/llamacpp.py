@@ -21,6 +21,7 @@ import re
 import shlex
 from bisect import bisect_right
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -50,6 +51,7 @@ class Placement:
     no_kv_offload: bool = False
 
 
+@lru_cache(maxsize=4096)  # the planner evaluates the same few flag strings many times
 def parse_placement(flags: str) -> Placement:
     """Read -ngl, -ot/--override-tensor, --cpu-moe, --n-cpu-moe, -ts and -nkvo from a command line."""
     try:
@@ -152,7 +154,8 @@ class DeviceMemory:
         return self.weights_bytes + self.kv_bytes + self.state_bytes + self.compute_bytes + self.output_bytes
 
 
-def layer_devices(n_layer_all: int, gpus: tuple[str, ...], p: Placement) -> list[str]:
+@lru_cache(maxsize=4096)
+def layer_devices(n_layer_all: int, gpus: tuple[str, ...], p: Placement) -> tuple[str, ...]:
     """Device of each layer index 0..n_layer_all (the last index is the output layer)."""
     n_gpu = n_layer_all + 1 if p.n_gpu_layers is None else min(p.n_gpu_layers, n_layer_all + 1)
     if not gpus:
@@ -172,7 +175,7 @@ def layer_devices(n_layer_all: int, gpus: tuple[str, ...], p: Placement) -> list
         else:
             k = min(bisect_right(cumulative, (il - start) / n_gpu), len(gpus) - 1)
             out.append(gpus[k])
-    return out
+    return tuple(out)
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,9 +230,10 @@ class _Activations:
     its FFN keep live in the compute buffer. Depends only on the model and the runtime config."""
 
     layers: tuple[LayerMemory, ...]
-    cache_kind: tuple[str, ...]  # "full" or "swa": one KQ mask per kind
-    attn: tuple[int, ...]
-    ffn: tuple[int, ...]
+    cells: NDArray[np.int64]
+    swa: NDArray[np.bool_]  # a sliding-window (or chunked) cache: its own KQ mask
+    attn: NDArray[np.int64]
+    ffn: NDArray[np.int64]
 
 
 @by_identity(maxsize=256)
@@ -237,10 +241,10 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
     layers = layer_memory(spec, cfg)
     ub = context(spec, cfg).n_ubatch
     e = spec.n_embd
-    attn, ffn, kinds = [], [], []
+    attn, ffn, swa = [], [], []
     for lm, layer in zip(layers, spec.layers, strict=True):
         a, f = layer.attn, layer.ffn
-        kinds.append("swa" if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window else "full")
+        swa.append(a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and bool(a.window))
         if a.kind is AttnKind.LINEAR:
             width = a.linear_v_heads * a.linear_v_head_dim
             act = 4 * ub * (2 * (2 * a.linear_k_heads * a.linear_k_head_dim + width) + 3 * e)
@@ -251,12 +255,17 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
                 act += 4 * lm.cells * ub * a.n_head  # KQ scores, F32 (n_stream splits the tokens)
         attn.append(act)
         if f.kind is FFNKind.MOE:
-            ffn.append(
-                4 * ub * (3 * f.n_expert_used * f.n_ff_exp + 2 * f.n_expert + 3 * e + 3 * f.n_ff_shexp)
-            )
+            routed = 3 * f.n_expert_used * f.n_ff_exp + 2 * f.n_expert
+            ffn.append(4 * ub * (routed + 3 * e + 3 * f.n_ff_shexp))
         else:
             ffn.append(4 * ub * (3 * f.n_ff + 3 * e))
-    return _Activations(tuple(layers), tuple(kinds), tuple(attn), tuple(ffn))
+    return _Activations(
+        tuple(layers),
+        np.array([lm.cells for lm in layers], dtype=np.int64),
+        np.array(swa, dtype=np.bool_),
+        np.array(attn, dtype=np.int64),
+        np.array(ffn, dtype=np.int64),
+    )
 
 
 def compute_bytes(
@@ -264,29 +273,34 @@ def compute_bytes(
     cfg: CacheConfig,
     n_outputs: int,
     has_output: bool,
-    attn_layers: list[int],
-    ffn_layers: list[int],
+    attn_layers: NDArray[np.bool_],
+    ffn_layers: NDArray[np.bool_],
 ) -> int:
-    """Compute buffer of one device (see the module docstring for the model of the peak)."""
+    """Compute buffer of one device whose decoder layers run their attention where `attn_layers`
+    and their FFN where `ffn_layers` is set (see the module docstring for the model of the peak)."""
     acts = _activations(spec, cfg)
     ub = context(spec, cfg).n_ubatch
     e = spec.n_embd
     mask_bytes = 2 if cfg.flash_attn else 4
-    has_layers = bool(attn_layers or ffn_layers)
+    has_layers = bool(attn_layers.any() or ffn_layers.any())
     # One KQ mask per cache (full, SWA), F16 with flash attention: n_kv x n_tokens/n_stream x n_stream
     # (llama-graph.cpp build_attn_inp_kq_mask), so streams do not multiply it. The masks are graph
     # inputs: the host buffer holds them (and the token-embedding rows) even with no layer on the CPU.
-    # Keyed by cache kind: two caches of equal size are still two tensors.
+    # Two caches of equal size are still two tensors.
     inputs_only = not has_layers and not has_output  # the host when every layer is offloaded
-    mask_layers = range(len(acts.layers)) if inputs_only else attn_layers
-    caches = {acts.cache_kind[il]: acts.layers[il].cells for il in mask_layers if acts.layers[il].cells}
-    masks = sum(cells * ub * mask_bytes for cells in caches.values())
+    with_cache = (acts.cells > 0) & (True if inputs_only else attn_layers)
+    masks = 0
+    for kind in (~acts.swa, acts.swa):
+        hit = np.flatnonzero(with_cache & kind)
+        masks += int(acts.cells[hit[-1]]) * ub * mask_bytes if hit.size else 0
     if inputs_only:
         return masks + 16 * ub * e  # measured: 4 F32 rows of n_embd per token (embedding lookups)
     peak = 4 * ub * e  # the residual stream
     if has_output:
         peak = max(peak, 4 * n_outputs * spec.n_vocab + 8 * n_outputs * e)
-    peak = max([peak, *(acts.attn[il] for il in attn_layers), *(acts.ffn[il] for il in ffn_layers)])
+    peak = max(
+        peak, int(acts.attn.max(initial=0, where=attn_layers)), int(acts.ffn.max(initial=0, where=ffn_layers))
+    )
     inputs = 4 * ub * e if not has_layers else 0
     return masks + peak + inputs
 
@@ -352,15 +366,17 @@ def plan_memory(
         mem[devs[lm.layer] if not p.no_kv_offload else CPU].state_bytes += lm.state_bytes
     ctx = context(spec, cfg)
     n_out = min(ctx.n_ubatch, fe.n_outputs_max or ctx.n_batch)
-    # The FFN of a layer runs where its down projection lives (a repacked one on the CPU).
-    host = {index[CPU], index.get(REPACK, -1)}
-    ffn_devs = [
-        None if r < 0 else (CPU if assign[r] in host else names[assign[r]]) for r in cols.ffn_row.tolist()
-    ]
+    # Attention runs on its layer's device; the FFN where its down projection lives (a repacked
+    # one on the CPU).
+    attn_dev = slot_device[: spec.n_layer]
+    ffn_dev = np.where(cols.ffn_row >= 0, assign[cols.ffn_row], -1)
+    if repack:
+        ffn_dev = np.where(ffn_dev == index[REPACK], index[CPU], ffn_dev)
     for name in [CPU, *gpus]:
-        attn = [il for il in range(spec.n_layer) if devs[il] == name]
-        ffn = [il for il in range(spec.n_layer) if ffn_devs[il] == name]
-        mem[name].compute_bytes = compute_bytes(spec, cfg, n_out, output_dev == name, attn, ffn)
+        i = index[name]
+        mem[name].compute_bytes = compute_bytes(
+            spec, cfg, n_out, output_dev == name, attn_dev == i, ffn_dev == i
+        )
     mem[CPU].output_bytes = 4 * spec.n_vocab * cfg.n_seq  # logits of one output per sequence, host memory
     return MemoryPlan(tuple(mem.values()), ctx.n_ctx, ctx.n_ubatch, repack, table, assign)
 

@@ -14,8 +14,10 @@ backends; with experts on the CPU each such MoE layer adds one (activations to t
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
+from numpy.typing import NDArray
 
 from moeplan.arch.inventory import Role
 from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
@@ -91,46 +93,57 @@ class TokenWork:
         return [d for d in self.devices.values() if d.device != CPU]
 
 
-@dataclass(frozen=True)
-class _AttentionCost:
-    """One attention layer's per-cached-token cost: KV bytes read and FLOPs, and its window."""
+@dataclass(frozen=True, eq=False)
+class _AttentionCosts:
+    """Per decoder layer, what each cached token costs its attention: KV bytes read and FLOPs."""
 
-    window: int  # 0: the whole context
-    kv_bytes: float
-    flops: float
+    window: NDArray[np.int64]  # 0: the whole context; -1: linear attention (fixed-size state)
+    kv_bytes: NDArray[np.float64]
+    flops: NDArray[np.float64]
+
+    @cached_property
+    def windows(self) -> list[tuple[int, NDArray[np.bool_]]]:
+        """Each window size with the attention layers that have it."""
+        return [(w, self.window == w) for w in sorted(set(self.window.tolist()) - {-1})]
 
 
 @by_identity(maxsize=256)
-def _attention_costs(spec: ModelSpec, cache: CacheConfig) -> tuple[_AttentionCost | None, ...]:
-    """Per decoder layer (None for linear-attention layers, whose recurrent state is fixed-size)."""
-    out: list[_AttentionCost | None] = []
+def _attention_costs(spec: ModelSpec, cache: CacheConfig) -> _AttentionCosts:
+    window, kv_bytes, flops = [], [], []
     for layer in spec.layers:
         a = layer.attn
         if a.kind is AttnKind.LINEAR:
-            out.append(None)
+            window.append(-1)
+            kv_bytes.append(0)
+            flops.append(0)
             continue
-        window = a.window if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and not cache.swa_full else 0
+        window.append(a.window if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and not cache.swa_full else 0)
         if a.kind is AttnKind.MLA:
             kw, vw = (a.kv_lora_rank + a.qk_rope_head_dim) * a.n_head_kv, 0
-            flops = 2 * a.n_head * (2 * a.kv_lora_rank + a.qk_rope_head_dim)  # absorbed MLA
+            flops.append(2 * a.n_head * (2 * a.kv_lora_rank + a.qk_rope_head_dim))  # absorbed MLA
         else:
             kw, vw = a.head_dim_k * a.n_head_kv, a.head_dim_v * a.n_head_kv
-            flops = 2 * a.n_head * (a.head_dim_k + a.head_dim_v)
-        kv = row_bytes(cache.type_k, kw) + (row_bytes(cache.type_v, vw) if vw else 0)
-        out.append(_AttentionCost(window, float(kv), float(flops)))
-    return tuple(out)
+            flops.append(2 * a.n_head * (a.head_dim_k + a.head_dim_v))
+        kv_bytes.append(row_bytes(cache.type_k, kw) + (row_bytes(cache.type_v, vw) if vw else 0))
+    return _AttentionCosts(
+        np.array(window, dtype=np.int64),
+        np.array(kv_bytes, dtype=np.float64),
+        np.array(flops, dtype=np.float64),
+    )
 
 
 @by_identity(maxsize=256)
-def _attention_rows(layout: TensorLayout, n_layer: int) -> tuple[int, ...]:
-    """Per decoder layer, the tensor that says where its attention (and KV cache) runs."""
+def _attention_rows(layout: TensorLayout, n_layer: int) -> NDArray[np.int64]:
+    """Per decoder layer, the tensor that says where its attention (and KV cache) runs (-1: none)."""
     kinds = ("attn_q", "attn_qkv", "attn_q_a", "attn_norm")
-    return tuple(layout.row(*(f"blk.{il}.{k}.weight" for k in kinds)) for il in range(n_layer))
+    return np.array(
+        [layout.row(*(f"blk.{il}.{k}.weight" for k in kinds)) for il in range(n_layer)], dtype=np.int64
+    )
 
 
 def token_work(spec: ModelSpec, mem: MemoryPlan, cache: CacheConfig) -> TokenWork:
     table = mem.table
-    # The host's buffers (CPU, CPU_REPACK) are one device here; bin n holds the unloaded tensors.
+    # The host's buffers (CPU, CPU_REPACK) are one device here (index 0); bin n: unloaded tensors.
     names = [host_device(d.device) for d in mem.devices]
     merged = sorted(set(names), key=names.index)
     n = len(merged)
@@ -138,23 +151,21 @@ def token_work(spec: ModelSpec, mem: MemoryPlan, cache: CacheConfig) -> TokenWor
     loaded = dev_of < n
     devices: dict[str, DeviceWork] = {}
 
-    def dev(name: str) -> DeviceWork:
+    def dev(i: int) -> DeviceWork:
+        name = merged[i]
         if name not in devices:
             devices[name] = DeviceWork(name)
         return devices[name]
 
-    layered = loaded & (table.layer >= 0)
-    layer_dev: dict[int, set[str]] = {}
-    for key in np.unique(table.layer[layered] * n + dev_of[layered]).tolist():
-        layer_dev.setdefault(key // n, set()).add(merged[key % n])
     output_row = table.row("output_norm.weight")
-    output_dev = merged[dev_of[output_row]] if output_row >= 0 and loaded[output_row] else CPU
+    output_dev = int(dev_of[output_row]) if output_row >= 0 and loaded[output_row] else 0
     if spec.tied_embeddings:  # the output matmul reads the tied copy of token_embd
         embd = table.row("token_embd.weight")
         work = dev(output_dev)
         work.dense_bytes += float(table.nbytes[embd])
         work.dense_flops += 2 * float(table.elements[embd])
         work.output_flops += 2 * float(table.elements[embd])
+    layered = loaded & (table.layer >= 0)
     expert = layered & table.role_is(Role.EXPERT)
     dense = loaded & ~expert & ~table.role_is(Role.EMBED)  # read whatever the routing
     matmul = np.where(dense & table.matrix, 2 * table.elements, 0.0)
@@ -162,41 +173,44 @@ def token_work(spec: ModelSpec, mem: MemoryPlan, cache: CacheConfig) -> TokenWor
     dense_bytes = np.bincount(dev_of, weights=np.where(dense, table.nbytes, 0.0), minlength=n + 1)
     dense_flops = np.bincount(dev_of, weights=matmul, minlength=n + 1)
     output_flops = np.bincount(dev_of, weights=output, minlength=n + 1)
-    for i in np.unique(dev_of[dense]).tolist():
-        work = dev(merged[i])
+    for i in np.flatnonzero(dense_bytes[:n]).tolist():
+        work = dev(i)
         work.dense_bytes += float(dense_bytes[i])
         work.dense_flops += float(dense_flops[i])
         work.output_flops += float(output_flops[i])
-    stacks, which = np.unique(table.layer[expert] * n + dev_of[expert], return_inverse=True)
-    stack_bytes = np.bincount(which, weights=table.nbytes[expert], minlength=len(stacks)).tolist()
-    stack_elements = np.bincount(which, weights=table.elements[expert], minlength=len(stacks)).tolist()
-    for key, nbytes, elements in zip(stacks.tolist(), stack_bytes, stack_elements, strict=True):
-        il, d = key // n, merged[key % n]
+    # Keyed by (layer, device): key = layer * n + device.
+    slots = spec.n_layer * n
+    stack = table.layer[expert] * n + dev_of[expert]
+    stack_bytes = np.bincount(stack, weights=table.nbytes[expert], minlength=slots)
+    stack_elements = np.bincount(stack, weights=table.elements[expert], minlength=slots)
+    for key in np.flatnonzero(stack_bytes).tolist():
+        il, d = divmod(key, n)
         f = spec.layers[il].ffn
         if f.kind is FFNKind.MOE and f.n_expert:
-            per_expert = (nbytes / f.n_expert, 2 * elements / f.n_expert)
-            dev(d).experts.append(ExpertLayer(il, d, f.n_expert, f.n_expert_used, *per_expert))
+            per_expert = (stack_bytes[key] / f.n_expert, 2 * stack_elements[key] / f.n_expert)
+            dev(d).experts.append(ExpertLayer(il, merged[d], f.n_expert, f.n_expert_used, *per_expert))
+    # Which devices hold part of each layer (a layer counts once on each of them).
+    held = (
+        np.bincount(table.layer[layered] * n + dev_of[layered], minlength=slots).reshape(spec.n_layer, n) > 0
+    )
+    for i, count in enumerate(held.sum(axis=0).tolist()):
+        if count:
+            dev(i).layers += count
+    # Attention runs with the layer's KV cache; the attention weights say where (else any part).
+    rows = _attention_rows(table.layout, spec.n_layer)
+    attn_dev = np.where((rows >= 0) & loaded[rows], dev_of[rows], held.argmax(axis=1))
     costs = _attention_costs(spec, cache)
-    attn_rows = _attention_rows(table.layout, spec.n_layer)
-    for il in range(spec.n_layer):
-        for name in layer_dev.get(il, set()):
-            dev(name).layers += 1
-        cost = costs[il]
-        if cost is None:
-            continue  # recurrent state: fixed size, read and written once per token
-        r = attn_rows[il]
-        d = merged[dev_of[r]] if r >= 0 and loaded[r] else next(iter(layer_dev.get(il, {CPU})))
-        work = dev(d)
-        work.kv_bytes_per_ctx[cost.window] = work.kv_bytes_per_ctx.get(cost.window, 0.0) + cost.kv_bytes
-        work.attn_flops_per_ctx[cost.window] = work.attn_flops_per_ctx.get(cost.window, 0.0) + cost.flops
-    gpu_used = any(name != CPU for name in devices)
+    for window, sel in costs.windows:
+        kv = np.bincount(attn_dev[sel], weights=costs.kv_bytes[sel], minlength=n)
+        flops = np.bincount(attn_dev[sel], weights=costs.flops[sel], minlength=n)
+        for i in np.flatnonzero(np.bincount(attn_dev[sel], minlength=n)).tolist():
+            work = dev(i)
+            work.kv_bytes_per_ctx[window] = work.kv_bytes_per_ctx.get(window, 0.0) + float(kv[i])
+            work.attn_flops_per_ctx[window] = work.attn_flops_per_ctx.get(window, 0.0) + float(flops[i])
     hops = 0
-    if gpu_used:
-        for il in range(spec.n_layer):
-            ds = layer_dev.get(il, set())
-            if CPU in ds and len(ds) > 1:
-                hops += 1  # a layer split between a GPU and the CPU: there and back
-        cpu_layers = [il for il, ds in layer_dev.items() if ds == {CPU}]
-        if cpu_layers:
+    if any(name != CPU for name in devices):
+        parts, on_cpu = held.sum(axis=1), held[:, 0]
+        hops = int(np.sum(on_cpu & (parts > 1)))  # a layer split between a GPU and the CPU: there and back
+        if np.any(on_cpu & (parts == 1)):
             hops += 1  # whole layers on the CPU: one crossing into the GPU part and back
     return TokenWork(devices, hops, spec.n_layer)

@@ -6,7 +6,7 @@ from importlib import resources
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from moeplan.arch.adapters import spec_from_config
 from moeplan.arch.spec import ModelSpec
@@ -41,9 +41,13 @@ class CatalogEntry(BaseModel):
     config: dict[str, Any]
     sources: list[Source]
     notes: str = ""
+    _spec: ModelSpec | None = PrivateAttr(default=None)
 
     def spec(self) -> ModelSpec:
-        return spec_from_config(self.config, name=self.name)
+        """Built once per entry: planning caches (inventory, predicted weights) key on its identity."""
+        if self._spec is None:
+            self._spec = spec_from_config(self.config, name=self.name)
+        return self._spec
 
 
 @cache
