@@ -39,6 +39,7 @@ clean:
 	rm -rf $(VENV)
 
 # Planning speed (benchmarks/plan_speed.json) and the speed model's calibration report.
-bench: $(STAMP)
+bench: $(STAMP) instrument
 	$(BIN)/python -m benchmarks.plan_speed
 	$(BIN)/python -m benchmarks.calibrate
+	$(BIN)/python -m validation.speed

@@ -56,9 +56,9 @@ def cache_dir() -> Path:
 # shrinking
 
 
-def _width(w: int) -> int:
-    """256 plus the remainder of the real width modulo 256 (0 stays 0)."""
-    return 0 if w == 0 else WIDTH + w % WIDTH
+def _width(w: int, width: int = WIDTH) -> int:
+    """`width` (256) plus the remainder of the real width modulo it (0 stays 0)."""
+    return 0 if w == 0 else width + w % width
 
 
 def _head_dim(n_head: int) -> int:
@@ -100,31 +100,32 @@ def _shrink_attn(a: Attention) -> Attention:
     return dataclasses.replace(a, n_head=n_head, n_head_kv=n_head_kv, head_dim_k=hd, head_dim_v=hd)
 
 
-def _shrink_ffn(f: FFN) -> FFN:
+def _shrink_ffn(f: FFN, width: int) -> FFN:
     if f.kind is FFNKind.DENSE:
-        return dataclasses.replace(f, n_ff=_width(f.n_ff))
-    n_ff_exp = _width(f.n_ff_exp)
+        return dataclasses.replace(f, n_ff=_width(f.n_ff, width))
+    n_ff_exp = _width(f.n_ff_exp, width)
     shexp = 0
     if f.n_ff_shexp:
         # keep "shared width = n_shared x expert width" where the real model has it
         per = f.n_ff_shexp // f.n_shared if f.n_shared and f.n_ff_shexp % f.n_shared == 0 else f.n_ff_shexp
-        shexp = (n_ff_exp if per == f.n_ff_exp else _width(per)) * max(1, f.n_shared)
-    return dataclasses.replace(f, n_ff=_width(f.n_ff), n_ff_exp=n_ff_exp, n_ff_shexp=shexp)
+        shexp = (n_ff_exp if per == f.n_ff_exp else _width(per, width)) * max(1, f.n_shared)
+    return dataclasses.replace(f, n_ff=_width(f.n_ff, width), n_ff_exp=n_ff_exp, n_ff_shexp=shexp)
 
 
-def _shrink_layer(la: Layer) -> Layer:
-    return Layer(_shrink_attn(la.attn), _shrink_ffn(la.ffn))
+def _shrink_layer(la: Layer, width: int) -> Layer:
+    return Layer(_shrink_attn(la.attn), _shrink_ffn(la.ffn, width))
 
 
-def shrink(spec: ModelSpec) -> ModelSpec:
-    """The same model, narrow: see the module docstring for what is kept and what shrinks."""
+def shrink(spec: ModelSpec, width: int = WIDTH) -> ModelSpec:
+    """The same model, narrow: see the module docstring for what is kept and what shrinks.
+    `width`: the base of the embedding and FFN widths (a wider model outgrows the CPU caches)."""
     return dataclasses.replace(
         spec,
         name=f"{spec.name} (materialised)",
-        n_embd=_width(spec.n_embd),
+        n_embd=_width(spec.n_embd, width),
         n_vocab=N_VOCAB,
-        layers=tuple(_shrink_layer(la) for la in spec.layers),
-        mtp_layers=tuple(_shrink_layer(la) for la in spec.mtp_layers),
+        layers=tuple(_shrink_layer(la, width) for la in spec.layers),
+        mtp_layers=tuple(_shrink_layer(la, width) for la in spec.mtp_layers),
         context_length=min(spec.context_length or 4096, 131072),
     )
 
@@ -321,11 +322,16 @@ def write_gguf(
 
 
 def materialize(
-    spec: ModelSpec, *, mtp: bool | None = None, seed: int = 0, expert_budget: int = EXPERT_BYTES_BUDGET
+    spec: ModelSpec,
+    *,
+    mtp: bool | None = None,
+    seed: int = 0,
+    expert_budget: int = EXPERT_BYTES_BUDGET,
+    width: int = WIDTH,
 ) -> Materialized:
-    """The materialised GGUF of `spec` (shrunk), from the cache when already written.
+    """The materialised GGUF of `spec` (shrunk to `width`), from the cache when already written.
     `expert_budget`: expert stacks larger than this (bytes, all layers) are written as holes."""
-    small = shrink(spec)
+    small = shrink(spec, width)
     inv = inventory(small, mtp=mtp)
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)

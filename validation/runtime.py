@@ -1,6 +1,6 @@
-"""Runtime memory, placement, `--fit` and speed: the pinned llama.cpp vs moeplan's runtime rules.
+"""Runtime memory, placement and `--fit`: the pinned llama.cpp vs moeplan's runtime rules.
 
-Runners (`python -m validation.runtime [memory|compute|placement|fit|bench ...]`, all by default),
+Runners (`python -m validation.runtime [memory|compute|placement|fit ...]`, all by default),
 each writing `validation/results/<name>.json`:
 - `memory` (`kv_state.json`): KV cache and recurrent state of real runs (`llama-completion`, and
   `llama-server` for unified KV) — the `llama_kv_cache: size = ...` / `llama_memory_recurrent: size
@@ -14,7 +14,7 @@ each writing `validation/results/<name>.json`:
   the dry run vs `plan_memory(..., gpus=("RPC0",))`, per-device totals within 2%.
 - `fit` (`fit.json`): what `llama-fit-params -fitt 1024` chooses on an RPC device too small for a
   MoE model vs moeplan's `plan()` on a rig whose GPU is that device (smallest fitting --n-cpu-moe).
-- `bench` (`bench.json`): `llama-bench` pp/tg tokens/s on the real Gemma and two MoE models.
+Speed (`llama-bench`) is `validation/speed.py`.
 
 MoE models are materialised "lean" for the real runs (`lean()`: the same shrunk model with at most
 max(8, experts per token) experts per layer): a real run maps and touches the whole file, and the
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import re
 import signal
@@ -778,71 +777,11 @@ def run_fit(cases: Sequence[tuple[str, int]] | None = None) -> dict[str, Any]:
     return payload
 
 
-# ------------------------------------------------------------------------------------------------
-# speed: llama-bench
-
-BENCH_MODELS = (GEMMA, "qwen3moe", "gpt-oss")
-
-
-def bench_check(key: str, reps: int = 3) -> dict[str, Any]:
-    s = subject(key, slim=True, dense_experts=True)
-    args = ["-m", str(s.path), "-p", "64", "-n", "32", "-t", "2", "-r", str(reps), "-o", "json"]
-    r = run("llama-bench", args, timeout=TIMEOUT)
-    rows: dict[str, Any] = {}
-    with contextlib.suppress(ValueError):
-        for row in json.loads(r.stdout or "[]"):
-            test = "pp" if row.get("n_prompt") else "tg"
-            rows[f"{test}{row.get('n_prompt') or row.get('n_gen')}"] = {
-                "avg_ts": round(row["avg_ts"], 2),
-                "stddev_ts": round(row["stddev_ts"], 2),
-                "samples_ts": [round(x, 2) for x in row.get("samples_ts", [])],
-            }
-    c: dict[str, Any] = {
-        "id": f"bench/{s.key}",
-        "model": s.model,
-        "arch": s.spec.arch,
-        "what": "llama-bench prompt (pp64) and decode (tg32) tokens/s on this machine, mean and spread "
-        "of the repetitions (no prediction yet: input for the speed model)",
-        "predicted": None,
-        "measured": rows,
-        "error": None,
-        "file": {
-            "path": str(s.path),
-            "lean": s.lean,
-            "expert_holes": s.holes,
-            "bytes": s.path.stat().st_size,
-        },
-        "weights_mib": round(s.weights.tensor_bytes / MIB, 2),
-        "command": r.shell,
-        "seconds": r.seconds,
-        "ok": r.ok and {"pp64", "tg32"} <= set(rows) and all(v["avg_ts"] > 0 for v in rows.values()),
-    }
-    if not r.ok:
-        c["failure"] = r.failure()
-    return c
-
-
-def run_bench(keys: Sequence[str] = BENCH_MODELS, reps: int = 3) -> dict[str, Any]:
-    comparisons = [bench_check(k, reps) for k in keys]
-    payload = _header("bench", "Speed: llama-bench on this machine (2 threads)", comparisons, cpu=_cpu_name())
-    write_result("bench", payload)
-    return payload
-
-
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 RUNNERS: dict[str, Callable[[], dict[str, Any]]] = {
     "memory": run_memory,
     "compute": run_compute,
     "placement": run_placement,
     "fit": run_fit,
-    "bench": run_bench,
 }
 
 
