@@ -19,11 +19,14 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from moeplan.engines.llamacpp import Frontend, parse_placement, plan_memory
+from moeplan.engines.llamacpp import Frontend, MemoryPlan, parse_placement, plan_memory
 from moeplan.hardware.detect import detect
+from moeplan.hardware.spec import Node
+from moeplan.memo import by_identity
 from moeplan.memory.kv import CacheConfig
 from moeplan.memory.weights import Weights, predict
 from moeplan.perf.calibration import CALIBRATION, Calibration
@@ -112,13 +115,28 @@ def measure(m: BenchModel, reps: int = 3) -> tuple[dict[str, dict[str, Any]], st
     return rows, r.shell, ok
 
 
+_CFG = CacheConfig(n_ctx=PROMPT + GEN, n_ubatch=512)
+
+
+@cache
+def _this_node() -> Node:
+    return detect().node
+
+
+@by_identity(maxsize=16)
+def _memory(m: BenchModel) -> MemoryPlan:
+    """The run's memory plan: the host-factor fit predicts each model thousands of times."""
+    return plan_memory(m.subject.inventory, m.weights, _CFG, parse_placement("-ngl 0"), (), Frontend())
+
+
 def predicted(m: BenchModel, cal: Calibration) -> dict[str, float]:
     """The speed model's pp64 and tg32 for this machine (CPU backend, 2 threads)."""
-    s = m.subject
-    cfg = CacheConfig(n_ctx=PROMPT + GEN, n_ubatch=512)
-    mem = plan_memory(s.inventory, m.weights, cfg, parse_placement("-ngl 0"), (), Frontend())
-    sp = speed(s.spec, mem, cfg, detect().node, fill=GEN // 2, threads=THREADS, cal=cal)
+    sp = speed(m.subject.spec, _memory(m), _CFG, _this_node(), fill=GEN // 2, threads=THREADS, cal=cal)
     return {f"pp{PROMPT}": sp.prefill(PROMPT).tok_s, f"tg{GEN}": sp.decode_at(GEN // 2)}
+
+
+def _errors(pred: dict[str, float], meas: dict[str, float]) -> dict[str, float]:
+    return {t: round((pred[t] - meas[t]) / meas[t], 4) for t in pred if t in meas}
 
 
 def host_scaled(cal: Calibration, compute: float, memory: float, overhead: float) -> Calibration:
@@ -167,14 +185,15 @@ def run_speed(reps: int = 3) -> dict[str, Any]:
     cal, factors = fit_host(probes)
     for (m, meas), (rows, command) in zip(probes, runs, strict=True):
         pred = predicted(m, cal)
-        errors = {t: round((pred[t] - meas[t]) / meas[t], 4) for t in pred}
-        comparisons.append(_comparison(m, "probe (sets the host factors)", pred, rows, command, True, errors))
+        comparisons.append(
+            _comparison(m, "probe (sets the host factors)", pred, rows, command, True, _errors(pred, meas))
+        )
     for key, quant in TARGETS:
         m = bench_model(key, quant)
         rows, command, ran = measure(m, reps)
         meas = {t: v["avg_ts"] for t, v in rows.items()}
         pred = predicted(m, cal)
-        errors = {t: round((pred[t] - meas[t]) / meas[t], 4) for t in pred if t in meas}
+        errors = _errors(pred, meas)
         within = ran and len(errors) == 2 and all(abs(e) <= TOLERANCE for e in errors.values())
         comparisons.append(_comparison(m, "target (predicted)", pred, rows, command, within, errors))
     payload = _header(

@@ -201,9 +201,6 @@ def _slot(t: TensorSpec, n_layer_all: int) -> int:
 
 @by_identity(maxsize=256)
 def _layout_columns(layout: TensorLayout, n_layer: int, n_layer_all: int) -> _LayoutColumns:
-    ffn_row = [
-        layout.row(f"blk.{il}.ffn_down_exps.weight", f"blk.{il}.ffn_down.weight") for il in range(n_layer)
-    ]
     return _LayoutColumns(
         np.array([_slot(t, n_layer_all) for t in layout.specs], dtype=np.int64),
         layout.layer < n_layer,
@@ -211,7 +208,7 @@ def _layout_columns(layout: TensorLayout, n_layer: int, n_layer_all: int) -> _La
             [len(t.shape) >= 2 and t.shape[1] % 8 == 0 and t.role is not Role.EMBED for t in layout.specs],
             dtype=np.bool_,
         ),
-        np.array(ffn_row, dtype=np.int64),
+        layout.layer_rows(n_layer, "ffn_down_exps", "ffn_down"),
     )
 
 

@@ -105,7 +105,7 @@ class LayerMemory:
         return self.k_bytes + self.v_bytes + self.state_bytes
 
 
-def _kv_widths(a: Attention) -> tuple[int, int]:
+def kv_widths(a: Attention) -> tuple[int, int]:
     """Values per cell for K and V (`n_embd_k_gqa`, `n_embd_v_gqa`); MLA caches K only."""
     if a.kind is AttnKind.MLA:
         return (a.kv_lora_rank + a.qk_rope_head_dim) * a.n_head_kv, 0
@@ -124,7 +124,7 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
     """KV and recurrent state of every decoder layer (MTP layers hold none)."""
     ctx = context(spec, cfg)
     v_max = max(
-        (_kv_widths(la.attn)[1] for la in spec.layers if la.attn.kind is not AttnKind.LINEAR), default=0
+        (kv_widths(la.attn)[1] for la in spec.layers if la.attn.kind is not AttnKind.LINEAR), default=0
     )
     out = []
     for il, layer in enumerate(spec.layers):
@@ -137,7 +137,7 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
         if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window and not cfg.swa_full:
             window_cells = a.window * (cfg.n_seq if cfg.unified else 1) + ctx.n_ubatch
             cells = pad(min(ctx.n_ctx_seq, window_cells))
-        k_w, v_w = _kv_widths(a)
+        k_w, v_w = kv_widths(a)
         if v_w and not cfg.flash_attn:
             v_w = v_max
         k = ctx.n_stream * cells * row_bytes(cfg.type_k, k_w)

@@ -32,6 +32,12 @@ class TensorLayout:
         """The row of the first of `names` present, -1 if none is."""
         return next((self.index[n] for n in names if n in self.index), -1)
 
+    def layer_rows(self, n_layer: int, *kinds: str) -> NDArray[np.int64]:
+        """Per decoder layer, the row of its first `blk.{il}.{kind}.weight` present (-1: none)."""
+        return np.array(
+            [self.row(*(f"blk.{il}.{k}.weight" for k in kinds)) for il in range(n_layer)], dtype=np.int64
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class TensorTable:
@@ -61,6 +67,14 @@ class TensorTable:
 
     def row(self, *names: str) -> int:
         return self.layout.row(*names)
+
+    def bytes_by_layer(self, rows: NDArray[np.bool_], n_layer: int) -> list[int]:
+        """Bytes of the selected rows per layer 0..n_layer-1 (rows outside that range are ignored)."""
+        keep = rows & (self.layer >= 0) & (self.layer < n_layer)
+        return [
+            round(b)
+            for b in np.bincount(self.layer[keep], weights=self.nbytes[keep], minlength=n_layer).tolist()
+        ]
 
 
 class _SameSpecs:

@@ -23,7 +23,7 @@ from moeplan.arch.inventory import Role
 from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
 from moeplan.engines.llamacpp import CPU, MemoryPlan
 from moeplan.memo import by_identity
-from moeplan.memory.kv import CacheConfig, row_bytes
+from moeplan.memory.kv import CacheConfig, kv_widths, row_bytes
 from moeplan.memory.table import TensorLayout
 
 
@@ -119,11 +119,10 @@ def _attention_costs(spec: ModelSpec, cache: CacheConfig) -> _AttentionCosts:
             continue
         window.append(a.window if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and not cache.swa_full else 0)
         if a.kind is AttnKind.MLA:
-            kw, vw = (a.kv_lora_rank + a.qk_rope_head_dim) * a.n_head_kv, 0
             flops.append(2 * a.n_head * (2 * a.kv_lora_rank + a.qk_rope_head_dim))  # absorbed MLA
         else:
-            kw, vw = a.head_dim_k * a.n_head_kv, a.head_dim_v * a.n_head_kv
             flops.append(2 * a.n_head * (a.head_dim_k + a.head_dim_v))
+        kw, vw = kv_widths(a)  # MLA caches K only
         kv_bytes.append(row_bytes(cache.type_k, kw) + (row_bytes(cache.type_v, vw) if vw else 0))
     return _AttentionCosts(
         np.array(window, dtype=np.int64),
@@ -135,10 +134,7 @@ def _attention_costs(spec: ModelSpec, cache: CacheConfig) -> _AttentionCosts:
 @by_identity(maxsize=256)
 def _attention_rows(layout: TensorLayout, n_layer: int) -> NDArray[np.int64]:
     """Per decoder layer, the tensor that says where its attention (and KV cache) runs (-1: none)."""
-    kinds = ("attn_q", "attn_qkv", "attn_q_a", "attn_norm")
-    return np.array(
-        [layout.row(*(f"blk.{il}.{k}.weight" for k in kinds)) for il in range(n_layer)], dtype=np.int64
-    )
+    return layout.layer_rows(n_layer, "attn_q", "attn_qkv", "attn_q_a", "attn_norm")
 
 
 def token_work(spec: ModelSpec, mem: MemoryPlan, cache: CacheConfig) -> TokenWork:

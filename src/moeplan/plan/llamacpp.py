@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import numpy as np
-
 from moeplan.arch.inventory import Inventory, Role, inventory
 from moeplan.arch.spec import ModelSpec
 from moeplan.engines.llamacpp import CPU, Frontend, MemoryPlan, parse_placement, plan_memory
@@ -187,11 +185,7 @@ def _split_flags(layer_bytes: list[int], gpus: list[DeviceSlot]) -> str:
 def _layer_gpu_bytes(w: Weights, n_layer_all: int, n_cpu_moe: int) -> list[int]:
     """Bytes of each layer's tensors on the GPUs when the experts of the first `n_cpu_moe` stay on the CPU."""
     table = tensor_table(w)
-    layered = (table.layer >= 0) & (table.layer < n_layer_all)
-    on_cpu = table.role_is(Role.EXPERT) & (table.layer < n_cpu_moe)
-    keep = layered & ~on_cpu
-    per_layer = np.bincount(table.layer[keep], weights=table.nbytes[keep], minlength=n_layer_all)
-    return [round(b) for b in per_layer.tolist()]
+    return table.bytes_by_layer(~(table.role_is(Role.EXPERT) & (table.layer < n_cpu_moe)), n_layer_all)
 
 
 @by_identity(maxsize=512)
@@ -257,9 +251,7 @@ def best_for_quant(
 
 def _expert_bytes_by_layer(w: Weights, n_layer: int) -> list[int]:
     table = tensor_table(w)
-    experts = table.role_is(Role.EXPERT) & (table.layer >= 0) & (table.layer < n_layer)
-    per_layer = np.bincount(table.layer[experts], weights=table.nbytes[experts], minlength=n_layer)
-    return [round(b) for b in per_layer.tolist()]
+    return table.bytes_by_layer(table.role_is(Role.EXPERT), n_layer)
 
 
 def _first_reaching(per_layer: list[int], target: int) -> int:

@@ -1,6 +1,6 @@
 """GGML tensor types and their sizes, taken from the `gguf` package (llama.cpp's own gguf-py)."""
 
-from functools import cache, lru_cache
+from functools import cache
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
@@ -33,7 +33,6 @@ def type_size(t: GGMLType) -> int:
 
 
 @cache  # shapes repeat in every layer; the planner sizes thousands of tensors
-@lru_cache(maxsize=8192)  # a model has few distinct (type, shape) pairs; the planner asks thousands of times
 def tensor_bytes(t: GGMLType, shape: tuple[int, ...]) -> int:
     """Bytes of a tensor of type `t` with ggml shape `shape` (ne0 first): ggml_nbytes for a
     contiguous tensor = rows × (ne0 / block) × block bytes."""
