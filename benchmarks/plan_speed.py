@@ -8,8 +8,11 @@ the same process are what to compare.
 """
 
 import json
+import os
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,8 +53,8 @@ def main() -> None:
         "sweep_s": round(sweep, 2),
         "sweep_plans": n,
         "checker_sweep_s": round(checker, 2),  # the same plans without alternatives, caches warm
-        # `moeplan fit` over the catalog for one rig: a fresh CLI process (imports, GPU database,
-        # every prediction cold), and the same call in a fresh in-process state of the API.
+        # `moeplan fit` over the catalog for one rig (median of 5): a fresh CLI process (imports,
+        # GPU database, every prediction cold), and the same call in a fresh interpreter via the API.
         "fit_cli_s": round(fit_cli, 2),
         "fit_api_s": round(fit_in_process, 2),
         "quants_on_ladder": len(QUANT_LADDER),
@@ -64,19 +67,32 @@ def main() -> None:
     print(json.dumps(result, indent=1))
 
 
-def _fit_times(rig: str) -> tuple[float, float]:
-    """Wall time of `moeplan fit --rig RIG` as a new process, and of api.fit in a new interpreter
-    (so neither finds anything cached)."""
+def _fit_times(rig: str, runs: int = 5) -> tuple[float, float]:
+    """Median wall time of `moeplan fit --rig RIG` as a new process, and of api.fit in a new
+    interpreter (so neither finds anything cached); the median of `runs`, as this VM's speed
+    drifts between seconds."""
     cli = Path(sys.executable).with_name("moeplan")
-    t0 = time.perf_counter()
-    subprocess.run([str(cli), "fit", "--rig", rig], check=True, capture_output=True)
-    fit_cli = time.perf_counter() - t0
     code = (
         "import time; from moeplan.api import fit; from moeplan.hardware.rig import parse_rig;"
         f"parse_rig({rig!r}); t = time.perf_counter(); fit({rig!r}); print(time.perf_counter() - t)"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return fit_cli, float(out.stdout.strip())
+    cli_s: list[float] = []
+    api_s: list[float] = []
+    with tempfile.TemporaryDirectory() as pycache:
+        # As installed by pip: modules load from compiled bytecode (a warm-up run writes it; this
+        # machine's environment sets PYTHONDONTWRITEBYTECODE, which would recompile every run).
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = pycache
+        subprocess.run([str(cli), "fit", "--rig", rig], check=True, capture_output=True, env=env)
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run([str(cli), "fit", "--rig", rig], check=True, capture_output=True, env=env)
+            cli_s.append(time.perf_counter() - t0)
+            out = subprocess.run(
+                [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+            )
+            api_s.append(float(out.stdout.strip()))
+    return statistics.median(cli_s), statistics.median(api_s)
 
 
 if __name__ == "__main__":

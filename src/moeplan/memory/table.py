@@ -113,6 +113,6 @@ def _layout(same: _SameSpecs) -> TensorLayout:
 def tensor_table(w: Weights) -> TensorTable:
     return TensorTable(
         _layout(_SameSpecs(tuple(t.spec for t in w.tensors))),
-        np.array([t.type.value for t in w.tensors], dtype=np.int64),
-        np.array([t.nbytes for t in w.tensors], dtype=np.float64),
+        np.fromiter((t.type for t in w.tensors), dtype=np.int64, count=len(w.tensors)),
+        np.fromiter((t.nbytes for t in w.tensors), dtype=np.float64, count=len(w.tensors)),
     )

@@ -15,10 +15,12 @@ for one sequence without disk reads the bytes per token do not depend on routing
 all-GPU plans and `--n-cpu-moe` plans have (next to) no routing spread.
 """
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from moeplan.engines.llamacpp import CPU
 from moeplan.perf.batching import distinct_experts
@@ -42,6 +44,23 @@ class Spread:
 def _hit(n_expert: int, n_used: int, batch: int) -> float:
     """The chance that a batch uses a given expert (uniform routing)."""
     return distinct_experts(n_expert, n_used, batch) / n_expert
+
+
+def _hypergeometric_pmf(n_expert: int, missing: int, n_used: int) -> NDArray[np.float64]:
+    """P(x of the k experts a token uses are among the `missing` uncached ones), x = 0..k."""
+    total = math.comb(n_expert, n_used)
+    return np.array(
+        [math.comb(missing, x) * math.comb(n_expert - missing, n_used - x) / total for x in range(n_used + 1)]
+    )
+
+
+def _sum_pmf(pmf: NDArray[np.float64], m: int) -> NDArray[np.float64]:
+    """The distribution of the sum of `m` independent draws from `pmf` (support 0, 1, 2, ...)."""
+    out: NDArray[np.float64] = np.ones(1)
+    for _ in range(m):
+        out = np.convolve(out, pmf)
+    total = float(out.sum())
+    return out / total
 
 
 def spread(
@@ -75,17 +94,19 @@ def spread(
             hit = _hit(n_expert, n_used, batch)
             delta += (rng.binomial(m * n_expert, hit, samples) - m * n_expert * hit) * s_per_expert
     if with_disk and disk is not None:
-        for name, e in layers:
-            if name != CPU:
-                continue
-            missing = round(disk.miss_fraction * e.n_expert)
-            hit = _hit(e.n_expert, e.n_used, batch)
+        # Layers alike in E, k and expert size are drawn together, from the exact distribution of
+        # their summed misses (numpy's hypergeometric sampler, per layer and sample, was slow).
+        on_cpu = Counter((e.n_expert, e.n_used, e.bytes_per_expert) for name, e in layers if name == CPU)
+        for (n_expert, n_used, bytes_per_expert), m in on_cpu.items():
+            missing = round(disk.miss_fraction * n_expert)
+            hit = _hit(n_expert, n_used, batch)
             if batch <= 1:  # k draws without replacement from E experts, `missing` of them not cached
-                missed = rng.hypergeometric(missing, e.n_expert - missing, e.n_used, samples)
+                pmf = _sum_pmf(_hypergeometric_pmf(n_expert, missing, n_used), m)
+                missed = rng.choice(len(pmf), samples, p=pmf)
             else:
-                missed = rng.binomial(missing, hit, samples)
-            expected_missed = e.n_expert * hit * disk.miss_fraction
-            delta += (missed - expected_missed) * e.bytes_per_expert / disk.bytes_s
+                missed = rng.binomial(m * missing, hit, samples)
+            expected_missed = m * n_expert * hit * disk.miss_fraction
+            delta += (missed - expected_missed) * bytes_per_expert / disk.bytes_s
     t = np.maximum(mean.seconds + delta, 0.0)
     p50, p95, p99 = (float(x) for x in np.percentile(t, [50, 95, 99]))
     return Spread(p50, p95, p99, ROUTING, True)

@@ -11,9 +11,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import cache, lru_cache
+from functools import cache
 
 from moeplan.errors import UnknownQuant, did_you_mean
+from moeplan.memo import by_identity
 from moeplan.quant.ggml import UNQUANTIZED, GGMLType, block_size
 
 T = GGMLType
@@ -56,6 +57,10 @@ class FileType(Enum):
     TQ2_0 = T.TQ2_0
     MXFP4_MOE = (T.MXFP4, "MOE")
 
+    # Members are singletons compared by identity; Enum's own __hash__ (a Python-level hash of the
+    # name) was a tenth of a recipe's time, spent in set and dict lookups of the rules.
+    __hash__ = object.__hash__
+
     @property
     def default_type(self) -> GGMLType:
         """`llama_ftype_get_default_type`."""
@@ -97,6 +102,8 @@ class Category(Enum):
     FFN_DOWN = "ffn_down"
     OTHER = "other"
 
+    __hash__ = object.__hash__  # identity, as for FileType
+
 
 _CATEGORY_BY_SUBSTRING = [
     ("attn_qkv.weight", Category.QKV),
@@ -124,6 +131,8 @@ def category(name: str) -> Category:
 
 
 _ATTN_V_LIKE = frozenset({Category.V, Category.QKV, Category.KV_B})
+# Categories whose rules read or advance the quantizer's running counters (or the layer index).
+_COUNTED = _ATTN_V_LIKE | {Category.FFN_DOWN, Category.FFN_GATE, Category.FFN_UP}
 
 # Substrings that keep a tensor unquantized whatever the file type (`tensor_allows_quantization`).
 _NEVER_QUANTIZED = (
@@ -462,17 +471,41 @@ def _impl(
     return new
 
 
-@lru_cache(maxsize=64)
-def _prepare(
-    tensors: tuple[tuple[str, tuple[int, ...]], ...],
-) -> tuple[list[int], list[bool], list[Category], int, bool]:
-    """What does not depend on the file type: visiting order, quantizability, categories, the
-    attn_v-like count and whether the embeddings are tied (the planner asks for many file types)."""
-    names = [n for n, _ in tensors]
-    cats = [category(n) for n in names]
-    allowed = [allows_quantization(n, shape) for n, shape in tensors]
-    n_attention_wv = sum(1 for c in cats if c in _ATTN_V_LIKE)
-    return visit_order(names), allowed, cats, n_attention_wv, "output.weight" not in names
+@dataclass(frozen=True, eq=False)
+class _Prepared:
+    """What does not depend on the file type (the planner asks for many file types of one model)."""
+
+    tensors: tuple[tuple[str, tuple[int, ...], GGMLType], ...]
+    cats: tuple[Category, ...]
+    # Quantizable tensors whose rules read or advance a running counter, in the quantizer's
+    # visiting order (the counters depend on it).
+    counted: tuple[int, ...]
+    # The other quantizable tensors by (category, shape): their rules see nothing else, so the
+    # layers of a model repeat each answer.
+    uniform: tuple[tuple[int, ...], ...]
+    n_attention_wv: int
+    tied: bool  # no output.weight: the token embeddings serve as the output
+
+
+# Keyed by identity: the planner passes one tuple per inventory, and hashing its 1,000 entries on
+# every call cost more than the work saved.
+@by_identity(maxsize=64)
+def _prepare(tensors: tuple[tuple[str, tuple[int, ...], GGMLType], ...]) -> _Prepared:
+    names = [n for n, _, _ in tensors]
+    cats = tuple(category(n) for n in names)
+    quantizable = [i for i in visit_order(names) if allows_quantization(names[i], tensors[i][1])]
+    groups: dict[tuple[Category, tuple[int, ...]], list[int]] = {}
+    for i in quantizable:
+        if cats[i] not in _COUNTED:
+            groups.setdefault((cats[i], tensors[i][1]), []).append(i)
+    return _Prepared(
+        tensors,
+        cats,
+        tuple(i for i in quantizable if cats[i] in _COUNTED),
+        tuple(tuple(g) for g in groups.values()),
+        sum(1 for c in cats if c in _ATTN_V_LIKE),
+        "output.weight" not in names,
+    )
 
 
 def tensor_types(
@@ -487,31 +520,39 @@ def tensor_types(
     running counters (attn_v index, ffn_down index of dense models) depend on it.
     """
     opts = opts or QuantOptions()
+    p = _prepare(tuple(tensors))
     imatrix = ft in NEEDS_IMATRIX if opts.imatrix is None else opts.imatrix
-    order, allowed, cats, n_attention_wv, tied = _prepare(tuple((t[0], t[1]) for t in tensors))
-    counters = _Counters(n_attention_wv, model.n_layer)
+    counters = _Counters(p.n_attention_wv, model.n_layer)
     default = ft.default_type
-    patterns = [(re.compile(p), t) for p, t in opts.tensor_types]
-    out: list[GGMLType] = [t[2] for t in tensors]
-    for idx in order:
-        name, ne, src = tensors[idx]
-        if not allowed[idx] or (opts.leave_output_tensor and name == "output.weight"):
-            out[idx] = src
-            continue
-        cat = cats[idx]
+    patterns = [(re.compile(pat), t) for pat, t in opts.tensor_types]
+
+    def decide(idx: int) -> GGMLType:
+        name, ne, src = p.tensors[idx]
+        cat = p.cats[idx]
+        if opts.leave_output_tensor and cat is Category.OUTPUT:
+            return src
         if opts.token_embedding_type is not None and cat is Category.TOKEN_EMBD:
-            out[idx] = opts.token_embedding_type
-            continue
+            return opts.token_embedding_type
         if opts.output_tensor_type is not None and cat is Category.OUTPUT:
-            out[idx] = opts.output_tensor_type
-            continue
-        new = default
-        if default not in UNQUANTIZED:
-            manual = next((t for p, t in patterns if p.search(name)), None)
-            if manual is not None:
-                new = manual
-            elif not opts.pure:
-                new = _impl(model, ft, opts, imatrix, tied, counters, name, ne, cat, new)
-            new = fallback(new, ne[0])
-        out[idx] = new
+            return opts.output_tensor_type
+        if default in UNQUANTIZED:
+            return default
+        manual = next((t for pat, t in patterns if pat.search(name)), None) if patterns else None
+        if manual is not None:
+            return fallback(manual, ne[0])
+        if opts.pure:
+            return fallback(default, ne[0])
+        return fallback(_impl(model, ft, opts, imatrix, p.tied, counters, name, ne, cat, default), ne[0])
+
+    out = [t[2] for t in p.tensors]
+    for idx in p.counted:
+        out[idx] = decide(idx)
+    for group in p.uniform:
+        if patterns:  # --tensor-type rules match names: every tensor on its own
+            for idx in group:
+                out[idx] = decide(idx)
+        else:
+            new = decide(group[0])
+            for idx in group:
+                out[idx] = new
     return out
