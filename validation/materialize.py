@@ -116,16 +116,18 @@ def _shrink_layer(la: Layer, width: int) -> Layer:
     return Layer(_shrink_attn(la.attn), _shrink_ffn(la.ffn, width))
 
 
-def shrink(spec: ModelSpec, width: int = WIDTH) -> ModelSpec:
+def shrink(spec: ModelSpec, width: int = WIDTH, ffn_width: int | None = None) -> ModelSpec:
     """The same model, narrow: see the module docstring for what is kept and what shrinks.
-    `width`: the base of the embedding and FFN widths (a wider model outgrows the CPU caches)."""
+    `width`: the base of the embedding and FFN widths (a wider model outgrows the CPU caches);
+    `ffn_width`: a different base for the FFN widths alone (many short rows per layer)."""
+    ffn = ffn_width or width
     return dataclasses.replace(
         spec,
         name=f"{spec.name} (materialised)",
         n_embd=_width(spec.n_embd, width),
         n_vocab=N_VOCAB,
-        layers=tuple(_shrink_layer(la, width) for la in spec.layers),
-        mtp_layers=tuple(_shrink_layer(la, width) for la in spec.mtp_layers),
+        layers=tuple(_shrink_layer(la, ffn) for la in spec.layers),
+        mtp_layers=tuple(_shrink_layer(la, ffn) for la in spec.mtp_layers),
         context_length=min(spec.context_length or 4096, 131072),
     )
 
@@ -328,10 +330,12 @@ def materialize(
     seed: int = 0,
     expert_budget: int = EXPERT_BYTES_BUDGET,
     width: int = WIDTH,
+    ffn_width: int | None = None,
 ) -> Materialized:
-    """The materialised GGUF of `spec` (shrunk to `width`), from the cache when already written.
-    `expert_budget`: expert stacks larger than this (bytes, all layers) are written as holes."""
-    small = shrink(spec, width)
+    """The materialised GGUF of `spec` (shrunk to `width`, FFNs to `ffn_width` if given), from the
+    cache when already written. `expert_budget`: expert stacks larger than this (bytes, all
+    layers) are written as holes."""
+    small = shrink(spec, width, ffn_width)
     inv = inventory(small, mtp=mtp)
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
