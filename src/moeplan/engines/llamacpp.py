@@ -221,12 +221,21 @@ def _rule_mask(layout: TensorLayout, pattern: str) -> NDArray[np.bool_]:
     return mask
 
 
+@by_identity(maxsize=256)
+def _repackable(table: TensorTable, cols: _LayoutColumns) -> NDArray[np.bool_]:
+    """Tensors x86 repacks when they stay on the CPU: a repackable type and shape."""
+    return cols.repack_shape & np.isin(table.types, _REPACKABLE_VALUES)
+
+
 @dataclass(frozen=True)
 class _Activations:
     """Per decoder layer: its KV cells and cache kind, and the activation bytes its attention and
     its FFN keep live in the compute buffer. Depends only on the model and the runtime config."""
 
     layers: tuple[LayerMemory, ...]
+    index: NDArray[np.int64]  # each entry's layer
+    kv: NDArray[np.int64]  # K + V bytes
+    state: NDArray[np.int64]  # recurrent state bytes
     cells: NDArray[np.int64]
     swa: NDArray[np.bool_]  # a sliding-window (or chunked) cache: its own KQ mask
     attn: NDArray[np.int64]
@@ -258,6 +267,9 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
             ffn.append(4 * ub * (3 * f.n_ff + 3 * e))
     return _Activations(
         tuple(layers),
+        np.array([lm.layer for lm in layers], dtype=np.int64),
+        np.array([lm.k_bytes + lm.v_bytes for lm in layers], dtype=np.int64),
+        np.array([lm.state_bytes for lm in layers], dtype=np.int64),
         np.array([lm.cells for lm in layers], dtype=np.int64),
         np.array(swa, dtype=np.bool_),
         np.array(attn, dtype=np.int64),
@@ -275,6 +287,15 @@ def compute_bytes(
 ) -> int:
     """Compute buffer of one device whose decoder layers run their attention where `attn_layers`
     and their FFN where `ffn_layers` is set (see the module docstring for the model of the peak)."""
+    return _compute_bytes(spec, cfg, n_outputs, has_output, attn_layers.tobytes(), ffn_layers.tobytes())
+
+
+@by_identity(maxsize=4096)  # placements of every quantization share a handful of layer masks
+def _compute_bytes(
+    spec: ModelSpec, cfg: CacheConfig, n_outputs: int, has_output: bool, attn_mask: bytes, ffn_mask: bytes
+) -> int:
+    attn_layers = np.frombuffer(attn_mask, dtype=np.bool_)
+    ffn_layers = np.frombuffer(ffn_mask, dtype=np.bool_)
     acts = _activations(spec, cfg)
     ub = context(spec, cfg).n_ubatch
     e = spec.n_embd
@@ -347,8 +368,7 @@ def plan_memory(
     for pattern, buft in reversed(p.overrides):  # applied last to first: the first match wins
         assign = np.where(_rule_mask(table.layout, pattern), index[buft], assign)
     if repack:
-        repackable = cols.repack_shape & np.isin(table.types, _REPACKABLE_VALUES)
-        assign = np.where((assign == index[CPU]) & repackable, index[REPACK], assign)
+        assign = np.where((assign == index[CPU]) & _repackable(table, cols), index[REPACK], assign)
     assign = np.where(cols.loaded, assign, len(names))
     weights = np.bincount(assign, weights=table.nbytes, minlength=len(names) + 1)
     mem = {n: DeviceMemory(n, weights_bytes=round(weights[i])) for i, n in enumerate(names)}
@@ -357,10 +377,14 @@ def plan_memory(
         embd = table.row("token_embd.weight")
         mem[output_dev].weights_bytes += round(table.nbytes[embd])  # the output layer's tied copy
     acts = _activations(spec, cfg)
-    for lm in acts.layers:
-        d = CPU if p.no_kv_offload and lm.state_bytes == 0 else devs[lm.layer]
-        mem[d].kv_bytes += lm.k_bytes + lm.v_bytes
-        mem[devs[lm.layer] if not p.no_kv_offload else CPU].state_bytes += lm.state_bytes
+    layer_dev = slot_device[acts.index]
+    kv_dev = np.where(acts.state == 0, index[CPU], layer_dev) if p.no_kv_offload else layer_dev
+    state_dev = np.full_like(layer_dev, index[CPU]) if p.no_kv_offload else layer_dev
+    kv = np.bincount(kv_dev, weights=acts.kv, minlength=len(names)).tolist()
+    state = np.bincount(state_dev, weights=acts.state, minlength=len(names)).tolist()
+    for i, n in enumerate(names):
+        mem[n].kv_bytes += round(kv[i])
+        mem[n].state_bytes += round(state[i])
     ctx = context(spec, cfg)
     n_out = min(ctx.n_ubatch, fe.n_outputs_max or ctx.n_batch)
     # Attention runs on its layer's device; the FFN where its down projection lives (a repacked

@@ -15,6 +15,7 @@ backends; with experts on the CPU each such MoE layer adds one (activations to t
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,7 +25,7 @@ from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
 from moeplan.engines.llamacpp import CPU, MemoryPlan
 from moeplan.memo import by_identity
 from moeplan.memory.kv import CacheConfig, kv_widths, row_bytes
-from moeplan.memory.table import TensorLayout
+from moeplan.memory.table import TensorLayout, TensorTable
 
 
 def host_device(name: str) -> str:
@@ -32,9 +33,9 @@ def host_device(name: str) -> str:
     return CPU if name.startswith(CPU) else name
 
 
-@dataclass(frozen=True)
-class ExpertLayer:
-    """The routed experts of one MoE layer on one device."""
+class ExpertLayer(NamedTuple):
+    """The routed experts of one MoE layer on one device (a named tuple: every speed evaluation
+    builds one per MoE layer and device)."""
 
     layer: int
     device: str
@@ -137,14 +138,71 @@ def _attention_rows(layout: TensorLayout, n_layer: int) -> NDArray[np.int64]:
     return layout.layer_rows(n_layer, "attn_q", "attn_qkv", "attn_q_a", "attn_norm")
 
 
+@by_identity(maxsize=256)
+def _routing(spec: ModelSpec) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Per decoder layer, experts and experts used per token (0 and 0 for a layer without routing)."""
+    moe = [la.ffn.kind is FFNKind.MOE and la.ffn.n_expert > 0 for la in spec.layers]
+    return (
+        np.array(
+            [la.ffn.n_expert if m else 0 for la, m in zip(spec.layers, moe, strict=True)], dtype=np.int64
+        ),
+        np.array(
+            [la.ffn.n_expert_used if m else 0 for la, m in zip(spec.layers, moe, strict=True)], dtype=np.int64
+        ),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _Columns:
+    """What token work reads of one weights table, arranged once per table (the planner evaluates
+    dozens of placements of each quantization). Weights are 0 where a tensor does not count."""
+
+    dense: NDArray[np.float64]  # (3, tensors): bytes, matmul FLOPs, output FLOPs read whatever the routing
+    expert: NDArray[np.int64]  # rows of routed-expert tensors in decoder layers
+    expert_layer: NDArray[np.int64]
+    expert_bytes: NDArray[np.float64]
+    expert_elements: NDArray[np.float64]
+    layered: NDArray[np.int64]  # rows of tensors in decoder layers
+    layered_layer: NDArray[np.int64]
+
+
+@by_identity(maxsize=256)
+def _columns(table: TensorTable) -> _Columns:
+    in_layer = table.layer >= 0
+    expert = in_layer & table.role_is(Role.EXPERT)
+    dense = ~expert & ~table.role_is(Role.EMBED)
+    matmul = np.where(dense & table.matrix, 2 * table.elements, 0.0)
+    rows, layered = np.flatnonzero(expert), np.flatnonzero(in_layer)
+    return _Columns(
+        np.stack(
+            [np.where(dense, table.nbytes, 0.0), matmul, np.where(table.role_is(Role.OUTPUT), matmul, 0.0)]
+        ),
+        rows,
+        table.layer[rows],
+        table.nbytes[rows],
+        table.elements[rows],
+        layered,
+        table.layer[layered],
+    )
+
+
+def _per_slot(
+    keys: NDArray[np.int64], loaded: NDArray[np.bool_], slots: int, weights: NDArray[np.float64] | None = None
+) -> NDArray[np.float64]:
+    """Sums per (layer, device) slot; rows of tensors not loaded anywhere are dropped."""
+    return np.bincount(np.where(loaded, keys, slots), weights=weights, minlength=slots + 1)[:slots].astype(
+        np.float64
+    )
+
+
 def token_work(spec: ModelSpec, mem: MemoryPlan, cache: CacheConfig) -> TokenWork:
     table = mem.table
+    cols = _columns(table)
     # The host's buffers (CPU, CPU_REPACK) are one device here (index 0); bin n: unloaded tensors.
     names = [host_device(d.device) for d in mem.devices]
     merged = sorted(set(names), key=names.index)
     n = len(merged)
     dev_of = np.array([merged.index(d) for d in names] + [n], dtype=np.int64)[mem.assignment]
-    loaded = dev_of < n
     devices: dict[str, DeviceWork] = {}
 
     def dev(i: int) -> DeviceWork:
@@ -154,44 +212,44 @@ def token_work(spec: ModelSpec, mem: MemoryPlan, cache: CacheConfig) -> TokenWor
         return devices[name]
 
     output_row = table.row("output_norm.weight")
-    output_dev = int(dev_of[output_row]) if output_row >= 0 and loaded[output_row] else 0
+    output_dev = int(dev_of[output_row]) if output_row >= 0 and dev_of[output_row] < n else 0
     if spec.tied_embeddings:  # the output matmul reads the tied copy of token_embd
         embd = table.row("token_embd.weight")
         work = dev(output_dev)
         work.dense_bytes += float(table.nbytes[embd])
         work.dense_flops += 2 * float(table.elements[embd])
         work.output_flops += 2 * float(table.elements[embd])
-    layered = loaded & (table.layer >= 0)
-    expert = layered & table.role_is(Role.EXPERT)
-    dense = loaded & ~expert & ~table.role_is(Role.EMBED)  # read whatever the routing
-    matmul = np.where(dense & table.matrix, 2 * table.elements, 0.0)
-    output = np.where(table.role_is(Role.OUTPUT), matmul, 0.0)
-    dense_bytes = np.bincount(dev_of, weights=np.where(dense, table.nbytes, 0.0), minlength=n + 1)
-    dense_flops = np.bincount(dev_of, weights=matmul, minlength=n + 1)
-    output_flops = np.bincount(dev_of, weights=output, minlength=n + 1)
-    for i in np.flatnonzero(dense_bytes[:n]).tolist():
-        work = dev(i)
-        work.dense_bytes += float(dense_bytes[i])
-        work.dense_flops += float(dense_flops[i])
-        work.output_flops += float(output_flops[i])
+    dense_bytes, dense_flops, output_flops = (
+        np.bincount(dev_of, weights=w, minlength=n + 1).tolist() for w in cols.dense
+    )
+    for i in range(n):
+        if dense_bytes[i]:
+            work = dev(i)
+            work.dense_bytes += dense_bytes[i]
+            work.dense_flops += dense_flops[i]
+            work.output_flops += output_flops[i]
     # Keyed by (layer, device): key = layer * n + device.
     slots = spec.n_layer * n
-    stack = table.layer[expert] * n + dev_of[expert]
-    stack_bytes = np.bincount(stack, weights=table.nbytes[expert], minlength=slots)
-    stack_elements = np.bincount(stack, weights=table.elements[expert], minlength=slots)
-    for key in np.flatnonzero(stack_bytes).tolist():
-        il, d = divmod(key, n)
-        f = spec.layers[il].ffn
-        if f.kind is FFNKind.MOE and f.n_expert:
-            per_expert = (stack_bytes[key] / f.n_expert, 2 * stack_elements[key] / f.n_expert)
-            dev(d).experts.append(ExpertLayer(il, merged[d], f.n_expert, f.n_expert_used, *per_expert))
+    dev_e = dev_of[cols.expert]
+    stack, on = cols.expert_layer * n + dev_e, dev_e < n
+    stack_bytes = _per_slot(stack, on, slots, cols.expert_bytes)
+    stack_elements = _per_slot(stack, on, slots, cols.expert_elements)
+    keys = np.flatnonzero(stack_bytes)
+    n_expert, n_used = _routing(spec)
+    keys = keys[n_expert[keys // n] > 0]  # expert tensors of a non-MoE layer are not routed
+    layer_of = keys // n
+    per_bytes = (stack_bytes[keys] / n_expert[layer_of]).tolist()
+    per_flops = (2 * stack_elements[keys] / n_expert[layer_of]).tolist()
+    for key, il, b, fl in zip(keys.tolist(), layer_of.tolist(), per_bytes, per_flops, strict=True):
+        d = key % n
+        dev(d).experts.append(ExpertLayer(il, merged[d], int(n_expert[il]), int(n_used[il]), b, fl))
     # Which devices hold part of each layer (a layer counts once on each of them).
-    held = (
-        np.bincount(table.layer[layered] * n + dev_of[layered], minlength=slots).reshape(spec.n_layer, n) > 0
-    )
+    dev_l = dev_of[cols.layered]
+    held = _per_slot(cols.layered_layer * n + dev_l, dev_l < n, slots).reshape(spec.n_layer, n) > 0
     for i, count in enumerate(held.sum(axis=0).tolist()):
         if count:
             dev(i).layers += count
+    loaded = dev_of < n
     # Attention runs with the layer's KV cache; the attention weights say where (else any part).
     rows = _attention_rows(table.layout, spec.n_layer)
     attn_dev = np.where((rows >= 0) & loaded[rows], dev_of[rows], held.argmax(axis=1))
