@@ -14,11 +14,13 @@ from dataclasses import dataclass
 class Calibration:
     # Decode (one token at a time): matrix-vector products stream weights once per token.
     gpu_bandwidth_eff: float = 0.775  # share of a GPU's peak memory bandwidth reached by decode kernels
-    gpu_layer_overhead_s: float = 54e-6  # kernel launches and syncs per layer per token on a GPU
+    # Fixed costs per token are per graph node; they are counted in dense decoder layers (a MoE
+    # layer counts more: `traffic.layer_ops`).
+    gpu_layer_overhead_s: float = 30e-6  # kernel launches and syncs per dense layer per token on a GPU
     cpu_bandwidth_eff: float = 0.63  # share of peak DRAM bandwidth the CPU backend streams at
     cpu_core_bandwidth: float = 12.5e9  # bytes/s one thread can stream (caps decode with few threads)
-    cpu_layer_overhead_s: float = 41e-6  # per layer per token on the CPU backend ...
-    cpu_thread_sync_s: float = 3.9e-6  # ... plus this per thread: ggml's barriers wait on every thread
+    cpu_layer_overhead_s: float = 35.1e-6  # per dense layer per token on the CPU backend ...
+    cpu_thread_sync_s: float = 1.73e-6  # ... plus this per thread: ggml's barriers wait on every thread
     hop_s: float = 40e-6  # one GPU<->CPU round trip (copy + sync) for a layer whose experts sit on the CPU
     # Prefill (a micro-batch at a time): matrix-matrix products, compute-bound.
     gpu_flops_eff: float = 0.608  # share of a GPU's FP16 tensor peak reached by large quantized matmuls

@@ -47,8 +47,8 @@ def device_time(
     nbytes = work.dense_bytes + expert_bytes + batch * work.kv_bytes(fill)
     flops = batch * work.flops_per_token(fill)
     t_mem = nbytes / r.bandwidth
-    t_flop = flops / r.decode_flops
-    t = max(t_mem, t_flop) + work.layers * r.layer_overhead_s
+    t_flop = flops / (r.decode_flops if batch == 1 else r.flops)  # several tokens per weight: a matmul
+    t = max(t_mem, t_flop) + work.layer_ops * r.layer_overhead_s
     kind = "bandwidth" if t_mem >= t_flop else "compute"
     return t, kind
 

@@ -17,11 +17,14 @@ class Rates:
     label: str  # for "bound by": "CUDA0 memory bandwidth", "RAM bandwidth"
     bandwidth: float  # effective bytes/s in decode
     flops: float  # effective FLOP/s in matrix-matrix work (prefill)
-    decode_flops: float  # effective FLOP/s in matrix-vector work (decode)
+    decode_flops: float  # effective FLOP/s in matrix-vector work (one token per weight)
     layer_overhead_s: float
     is_gpu: bool
     stream_bandwidth: float  # effective bytes/s when a micro-batch streams whole weight matrices
     rows_half: float = 0.0  # GPU: matmul efficiency r/(r + rows_half) for r rows per weight matrix
+    # CPU: bytes/s its threads' matrix-vector kernels get through when the weights are in cache
+    # (no DRAM cap): the rate of repeated per-token GEMVs over one expert (see prefill.py)
+    cached_gemv_bandwidth: float = 0.0
 
     def matmul_flops(self, rows: float) -> float:
         """Effective FLOP/s of a matmul with `rows` tokens per weight matrix (tensor-core kernels
@@ -40,7 +43,19 @@ def cpu_rates(node: Node, threads: int | None = None, cal: Calibration = CALIBRA
     bw = min(host.ram_bandwidth_bytes_s * cal.cpu_bandwidth_eff, n * cal.cpu_core_bandwidth)
     flops = n * cal.cpu_core_flops / (1 + n / cal.cpu_thread_scaling)
     overhead = cal.cpu_layer_overhead_s + n * cal.cpu_thread_sync_s
-    return Rates(CPU, "RAM bandwidth", bw, flops, flops, overhead, False, bw)
+    # One token's matrix-vector products run at the kernels' byte rate (the bandwidth terms): the
+    # CPU's FLOPs bind only when several tokens share each weight (prefill, batched decode).
+    return Rates(
+        CPU,
+        "RAM bandwidth",
+        bw,
+        flops,
+        float("inf"),
+        overhead,
+        False,
+        bw,
+        cached_gemv_bandwidth=n * cal.cpu_core_bandwidth,
+    )
 
 
 def gpu_rates(name: str, gpu: GPU, cal: Calibration = CALIBRATION) -> Rates:

@@ -33,13 +33,20 @@ class PrefillTime:
 
 def _weights(dw: DeviceWork, u: int, r: Rates) -> tuple[float, float]:
     """Weight bytes read, and seconds of matmul on `r`, for a micro-batch of u tokens (no attention,
-    no output). Dense matrices see u rows; an expert sees the tokens routed to it, u·k / distinct."""
+    no output). Dense matrices see u rows; an expert sees the tokens routed to it, u·k / distinct
+    (multiplied one token at a time when the CPU holds it repacked)."""
     nbytes = dw.dense_bytes
     seconds = u * (dw.dense_flops - dw.output_flops) / r.matmul_flops(u)
     for e in dw.experts:
         distinct = distinct_experts(e.n_expert, e.n_used, u)
         nbytes += e.bytes_per_expert * distinct
-        seconds += u * e.flops_per_expert * e.n_used / r.matmul_flops(u * e.n_used / distinct)
+        gemm_flops = e.flops_per_expert if r.is_gpu else e.flops_per_expert - e.gemv_flops_per_expert
+        seconds += u * gemm_flops * e.n_used / r.matmul_flops(u * e.n_used / distinct)
+        if not r.is_gpu and e.gemv_bytes_per_expert:
+            # repacked experts: one GEMV per routed token; the first reads DRAM (counted in nbytes),
+            # the others find the expert in cache
+            gemv = max(e.gemv_bytes_per_expert / r.cached_gemv_bandwidth, e.gemv_flops_per_expert / r.flops)
+            seconds += u * e.n_used * gemv
     return nbytes, seconds
 
 
@@ -84,10 +91,10 @@ def prefill_time(
             t_mem = nbytes / r.stream_bandwidth
             label = f"{r.name} compute" if t_flop >= t_mem else r.label
             bound[label] = bound.get(label, 0.0) + max(t_flop, t_mem)
-            total += max(t_flop, t_mem) + dw.layers * r.layer_overhead_s
+            total += max(t_flop, t_mem) + dw.layer_ops * r.layer_overhead_s
         done += u
     for name, dw in work.devices.items():  # the last token's logits
         r = rates.get(name) or rates[CPU]
-        total += dw.output_flops / r.decode_flops
+        total += dw.output_flops / r.flops
     label = max(bound, key=lambda k: bound[k]) if bound else "compute"
     return PrefillTime(total, prompt_tokens, label)

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from moeplan.arch.inventory import Role
 from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
-from moeplan.engines.llamacpp import CPU, MemoryPlan
+from moeplan.engines.llamacpp import CPU, REPACK, MemoryPlan
 from moeplan.memo import by_identity
 from moeplan.memory.kv import CacheConfig, kv_widths, row_bytes
 from moeplan.memory.table import TensorLayout, TensorTable
@@ -43,6 +43,11 @@ class ExpertLayer(NamedTuple):
     n_used: int
     bytes_per_expert: float  # gate + up + down of one expert
     flops_per_expert: float  # per token that uses it
+    # The part of those in x86-repacked tensors: llama.cpp's repacked MUL_MAT_ID multiplies them
+    # one token at a time (a GEMV per routed token, ggml-cpu/repack.cpp forward_mul_mat_id), so
+    # a micro-batch streams them once per token instead of once.
+    gemv_bytes_per_expert: float = 0.0
+    gemv_flops_per_expert: float = 0.0
 
 
 @dataclass
@@ -54,6 +59,7 @@ class DeviceWork:
         0.0  # the output matmul (part of dense_flops): prefill runs it for the last token only
     )
     layers: int = 0  # decoder layers (attention or FFN) that run here
+    layer_ops: float = 0.0  # their graph ops, in dense decoder layers (see `layer_ops`)
     # per cached token: KV bytes read and attention FLOPs, keyed by the layer's window (0 = none)
     kv_bytes_per_ctx: dict[int, float] = field(default_factory=dict)
     attn_flops_per_ctx: dict[int, float] = field(default_factory=dict)
@@ -138,6 +144,31 @@ def _attention_rows(layout: TensorLayout, n_layer: int) -> NDArray[np.int64]:
     return layout.layer_rows(n_layer, "attn_q", "attn_qkv", "attn_q_a", "attn_norm")
 
 
+# llama.cpp runs a decoder layer as ~31 graph nodes (Llama; 35 with Qwen3's q/k norms), each with
+# a fixed cost on top of its work (a kernel launch, or a barrier of the CPU's threads). A MoE FFN
+# adds 12 nodes (router, softmax, top-k, weights, the routed matmuls) plus 2 per expert used (a
+# view and an add gather each expert's output), a shared expert ~6 more: read from the pinned
+# build's "graph: nodes" with the expert count overridden (qwen3moe and mixtral: +2 per expert
+# from k=2 to 8; qwen3moe minus qwen3 and mixtral minus llama: 12 + 2k).
+DENSE_LAYER_NODES = 31
+MOE_NODES, NODES_PER_EXPERT_USED, SHARED_EXPERT_NODES = 12, 2, 6
+
+
+@by_identity(maxsize=256)
+def layer_ops(spec: ModelSpec) -> NDArray[np.float64]:
+    """Per decoder layer, its graph ops in units of a dense layer: the per-layer overhead scales
+    with it (a layer routing 8 experts runs about twice the nodes of a dense one)."""
+    extra = [
+        MOE_NODES
+        + NODES_PER_EXPERT_USED * la.ffn.n_expert_used
+        + (SHARED_EXPERT_NODES if la.ffn.n_ff_shexp else 0)
+        if la.ffn.kind is FFNKind.MOE and la.ffn.n_expert
+        else 0
+        for la in spec.layers
+    ]
+    return 1.0 + np.array(extra, dtype=np.float64) / DENSE_LAYER_NODES
+
+
 @by_identity(maxsize=256)
 def _routing(spec: ModelSpec) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Per decoder layer, experts and experts used per token (0 and 0 for a layer without routing)."""
@@ -195,6 +226,11 @@ def _per_slot(
     )
 
 
+def _device_index(mem: MemoryPlan, name: str) -> int:
+    """The index of a device in `mem.assignment`, -1 when the plan has no such device."""
+    return next((i for i, d in enumerate(mem.devices) if d.device == name), -1)
+
+
 def token_work(spec: ModelSpec, mem: MemoryPlan, cache: CacheConfig) -> TokenWork:
     table = mem.table
     cols = _columns(table)
@@ -234,21 +270,28 @@ def token_work(spec: ModelSpec, mem: MemoryPlan, cache: CacheConfig) -> TokenWor
     stack, on = cols.expert_layer * n + dev_e, dev_e < n
     stack_bytes = _per_slot(stack, on, slots, cols.expert_bytes)
     stack_elements = _per_slot(stack, on, slots, cols.expert_elements)
+    repacked = on & (mem.assignment[cols.expert] == _device_index(mem, REPACK))
+    gemv_bytes = _per_slot(stack, repacked, slots, cols.expert_bytes)
+    gemv_elements = _per_slot(stack, repacked, slots, cols.expert_elements)
     keys = np.flatnonzero(stack_bytes)
     n_expert, n_used = _routing(spec)
     keys = keys[n_expert[keys // n] > 0]  # expert tensors of a non-MoE layer are not routed
     layer_of = keys // n
-    per_bytes = (stack_bytes[keys] / n_expert[layer_of]).tolist()
-    per_flops = (2 * stack_elements[keys] / n_expert[layer_of]).tolist()
-    for key, il, b, fl in zip(keys.tolist(), layer_of.tolist(), per_bytes, per_flops, strict=True):
+    per_expert = [
+        (a[keys] * scale / n_expert[layer_of]).tolist()
+        for a, scale in ((stack_bytes, 1), (stack_elements, 2), (gemv_bytes, 1), (gemv_elements, 2))
+    ]
+    for key, il, b, fl, gb, gf in zip(keys.tolist(), layer_of.tolist(), *per_expert, strict=True):
         d = key % n
-        dev(d).experts.append(ExpertLayer(il, merged[d], int(n_expert[il]), int(n_used[il]), b, fl))
+        dev(d).experts.append(ExpertLayer(il, merged[d], int(n_expert[il]), int(n_used[il]), b, fl, gb, gf))
     # Which devices hold part of each layer (a layer counts once on each of them).
     dev_l = dev_of[cols.layered]
     held = _per_slot(cols.layered_layer * n + dev_l, dev_l < n, slots).reshape(spec.n_layer, n) > 0
+    ops = layer_ops(spec) @ held
     for i, count in enumerate(held.sum(axis=0).tolist()):
         if count:
             dev(i).layers += count
+            dev(i).layer_ops += float(ops[i])
     loaded = dev_of < n
     # Attention runs with the layer's KV cache; the attention weights say where (else any part).
     rows = _attention_rows(table.layout, spec.n_layer)
