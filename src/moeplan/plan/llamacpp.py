@@ -376,7 +376,16 @@ def plan(
     ]
     for c in losers:
         c.why_not = _why_not(c, chosen)
-    losers.sort(key=lambda c: (not c.fits, c.quant is not chosen.quant, _rank(c.quant), c.seconds_per_token))
+    # Fitting alternatives by speed; the others by how far they are from fitting (their speed is
+    # hypothetical and only worked out if someone shows it).
+    losers.sort(
+        key=lambda c: (
+            not c.fits,
+            c.quant is not chosen.quant,
+            _rank(c.quant),
+            c.seconds_per_token if c.fits else sum(c.overflow.values()),
+        )
+    )
     return PlanResult(chosen, losers, ctx, quant, below, disk)
 
 
