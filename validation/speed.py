@@ -228,10 +228,10 @@ def run_speed(reps: int = 2, rounds: int = ROUNDS) -> dict[str, Any]:
     targets = [bench_model(k, q) for k, q in TARGETS]
     runs = measure_rounds(probes + targets, rounds, reps)
     medians = [{t: v["median_ts"] for t, v in rows.items()} for rows, _, _ in runs]
-    for m, (_, command, ok) in zip(probes, runs, strict=False):
+    for m, (_, command, ok) in zip(probes, runs[: len(probes)], strict=True):
         if not ok:
             raise RuntimeError(f"llama-bench failed on the probe {m.key}: {command}")
-    cal, factors = fit_host(list(zip(probes, medians, strict=False)))
+    cal, factors = fit_host(list(zip(probes, medians[: len(probes)], strict=True)))
     comparisons = []
     for i, m in enumerate(probes + targets):
         rows, command, ran = runs[i]

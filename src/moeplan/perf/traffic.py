@@ -158,29 +158,23 @@ MOE_NODES, NODES_PER_EXPERT_USED, SHARED_EXPERT_NODES = 12, 2, 6
 def layer_ops(spec: ModelSpec) -> NDArray[np.float64]:
     """Per decoder layer, its graph ops in units of a dense layer: the per-layer overhead scales
     with it (a layer routing 8 experts runs about twice the nodes of a dense one)."""
-    extra = [
-        MOE_NODES
-        + NODES_PER_EXPERT_USED * la.ffn.n_expert_used
-        + (SHARED_EXPERT_NODES if la.ffn.n_ff_shexp else 0)
-        if la.ffn.kind is FFNKind.MOE and la.ffn.n_expert
-        else 0
-        for la in spec.layers
-    ]
-    return 1.0 + np.array(extra, dtype=np.float64) / DENSE_LAYER_NODES
+    n_expert, n_used = _routing(spec)
+    shared = np.array([la.ffn.n_ff_shexp > 0 for la in spec.layers])
+    moe = MOE_NODES + NODES_PER_EXPERT_USED * n_used + np.where(shared, SHARED_EXPERT_NODES, 0)
+    return 1.0 + np.where(n_expert > 0, moe, 0) / DENSE_LAYER_NODES
 
 
 @by_identity(maxsize=256)
 def _routing(spec: ModelSpec) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Per decoder layer, experts and experts used per token (0 and 0 for a layer without routing)."""
-    moe = [la.ffn.kind is FFNKind.MOE and la.ffn.n_expert > 0 for la in spec.layers]
-    return (
-        np.array(
-            [la.ffn.n_expert if m else 0 for la, m in zip(spec.layers, moe, strict=True)], dtype=np.int64
-        ),
-        np.array(
-            [la.ffn.n_expert_used if m else 0 for la, m in zip(spec.layers, moe, strict=True)], dtype=np.int64
-        ),
-    )
+    routed = [
+        (la.ffn.n_expert, la.ffn.n_expert_used)
+        if la.ffn.kind is FFNKind.MOE and la.ffn.n_expert > 0
+        else (0, 0)
+        for la in spec.layers
+    ]
+    counts = np.array(routed, dtype=np.int64).reshape(len(routed), 2)
+    return counts[:, 0], counts[:, 1]
 
 
 @dataclass(frozen=True, eq=False)
