@@ -2,7 +2,7 @@
 
 import pytest
 
-from moeplan.arch.adapters import ADAPTERS, spec_from_config
+from moeplan.arch.registry import by_model_type, spec_from_config
 from moeplan.arch.spec import AttnKind, FFNKind
 from moeplan.errors import BadConfig, UnsupportedArchitecture
 from moeplan.sources.catalog import load_catalog, resolve
@@ -83,7 +83,7 @@ def test_unknown_model_type_lists_the_supported_ones() -> None:
     with pytest.raises(UnsupportedArchitecture) as e:
         spec_from_config({"model_type": "mamba"})
     msg = str(e.value)
-    assert "'mamba' is not supported" in msg and all(k in msg for k in ADAPTERS)
+    assert "'mamba' is not supported" in msg and all(k in msg for k in by_model_type())
 
 
 def test_missing_or_bad_fields_are_named() -> None:

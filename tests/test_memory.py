@@ -54,7 +54,7 @@ def test_mla_caches_the_latent_only() -> None:
 def test_recurrent_state_of_qwen3_next() -> None:
     spec = resolve("qwen3-next-80b-a3b").spec()
     linear = next(la.attn for la in spec.layers if la.attn.linear_v_heads)
-    assert recurrent_state_values(linear) == 24_576 + 524_288
+    assert recurrent_state_values(spec, linear) == 24_576 + 524_288
     one = sum(lm.state_bytes for lm in layer_memory(spec, CacheConfig(n_ctx=4096)))
     assert one == 36 * (24_576 + 524_288) * 4  # 75.4 MiB per sequence, independent of context
     assert sum(lm.state_bytes for lm in layer_memory(spec, CacheConfig(n_ctx=262144, n_seq=4))) == 4 * one

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from moeplan.arch.adapters import spec_from_config
 from moeplan.arch.inventory import inventory
+from moeplan.arch.registry import spec_from_config
 from moeplan.memory.weights import quant_model
 from moeplan.quant.ggml import GGMLType, parse_type
 from moeplan.quant.recipe import FileType, QuantOptions, allows_quantization, tensor_types

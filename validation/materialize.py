@@ -36,6 +36,7 @@ import numpy as np
 from gguf import GGUFWriter
 
 from moeplan.arch.inventory import Inventory, TensorSpec, inventory
+from moeplan.arch.registry import family
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
 from moeplan.quant.ggml import GGMLType, tensor_bytes
 
@@ -136,80 +137,11 @@ def shrink(spec: ModelSpec, width: int = WIDTH, ffn_width: int | None = None) ->
 # metadata
 
 
-def _first_attn(spec: ModelSpec) -> Attention:
-    return next(la.attn for la in spec.layers if la.attn.kind is not AttnKind.LINEAR)
-
-
-def _rope_dims(spec: ModelSpec, a: Attention) -> int:
-    if a.kind is AttnKind.MLA:
-        return a.qk_rope_head_dim
-    if spec.arch in ("qwen3next", "qwen35", "qwen35moe"):
-        return a.head_dim_k // 4  # partial_rotary_factor 0.25, as the real models
-    if spec.arch == "glm4moe":
-        return a.head_dim_k // 2  # partial_rotary_factor 0.5
-    return a.head_dim_k
-
-
 def metadata(inv: Inventory) -> dict[str, object]:
     """The GGUF key/values llama.cpp reads for the spec's architecture (`<arch>.` keys abbreviated
-    with a leading dot). Values are ints, floats, strings, bools or lists of them."""
+    with a leading dot): the family's own keys, then the test tokenizer and general keys."""
     spec = inv.spec
-    a = _first_attn(spec)
-    moe = spec.moe_ffn
-    dense = next((la.ffn for la in spec.layers if la.ffn.kind is FFNKind.DENSE), None)
-    kv: dict[str, object] = {
-        ".context_length": spec.context_length,
-        ".embedding_length": spec.n_embd,
-        ".block_count": inv.block_count,
-        ".feed_forward_length": dense.n_ff if dense else (moe.n_ff_exp if moe else 0),
-        ".vocab_size": spec.n_vocab,
-        ".attention.head_count": a.n_head,
-        ".attention.head_count_kv": a.n_head_kv,
-        ".attention.key_length": a.head_dim_k,
-        ".attention.value_length": a.head_dim_v,
-        ".attention.layer_norm_rms_epsilon": 1e-6,
-        ".rope.freq_base": 10000.0,
-        ".rope.dimension_count": _rope_dims(spec, a),
-    }
-    if inv.mtp_kept:
-        kv[".nextn_predict_layers"] = inv.mtp_kept
-    windows = [la.attn.window for la in spec.layers if la.attn.kind is AttnKind.SWA]
-    if windows:
-        kv[".attention.sliding_window"] = windows[0]
-    if a.kind is AttnKind.MLA:
-        kv[".attention.q_lora_rank"] = a.q_lora_rank
-        kv[".attention.kv_lora_rank"] = a.kv_lora_rank
-        kv[".attention.key_length_mla"] = a.qk_nope_head_dim + a.qk_rope_head_dim
-        kv[".attention.value_length_mla"] = a.mla_v_head_dim
-    if moe is not None:
-        kv[".expert_count"] = moe.n_expert
-        kv[".expert_used_count"] = moe.n_expert_used
-        kv[".expert_feed_forward_length"] = moe.n_ff_exp
-        if moe.n_shared:
-            kv[".expert_shared_count"] = moe.n_shared
-        if moe.n_ff_shexp:
-            kv[".expert_shared_feed_forward_length"] = moe.n_ff_shexp
-        lead = next(i for i, la in enumerate(spec.layers) if la.ffn.kind is FFNKind.MOE)
-        if spec.arch in ("deepseek2", "glm4moe"):
-            kv[".leading_dense_block_count"] = lead
-            kv[".expert_gating_func"] = 2  # sigmoid
-            kv[".expert_weights_norm"] = True
-            kv[".expert_weights_scale"] = 1.0
-        if spec.arch == "llama4":
-            step = lead + 1
-            kv[".interleave_moe_layer_step"] = step
-    linear = next((la.attn for la in spec.layers if la.attn.kind is AttnKind.LINEAR), None)
-    if linear is not None:
-        kv[".ssm.conv_kernel"] = linear.conv_kernel
-        kv[".ssm.state_size"] = linear.linear_k_head_dim
-        kv[".ssm.group_count"] = linear.linear_k_heads
-        kv[".ssm.time_step_rank"] = linear.linear_v_heads
-        kv[".ssm.inner_size"] = linear.linear_v_head_dim * linear.linear_v_heads
-        full = [i for i, la in enumerate(spec.layers) if la.attn.kind is not AttnKind.LINEAR]
-        kv[".full_attention_interval"] = full[0] + 1
-        n_rot = _rope_dims(spec, a)
-        s = n_rot // 2
-        kv[".rope.dimension_sections"] = [s - 2 * (s // 3), s // 3, s // 3, 0]
+    kv: dict[str, object] = dict(family(spec.arch).gguf_metadata(inv))
     kv["tokenizer.ggml.model"] = "test"
     kv["tokenizer.ggml.tokens"] = [f"tok_{i}" for i in range(spec.n_vocab)]
     kv["tokenizer.ggml.scores"] = [0.0] * spec.n_vocab

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from moeplan.arch.inventory import MTP_SUPPORTED, inventory, mtp_default
+from moeplan.arch.inventory import inventory, mtp_default, mtp_supported
 from moeplan.arch.spec import ModelSpec
 from moeplan.engines.llamacpp import (
     CPU,
@@ -42,7 +42,7 @@ def _mtp_note(spec: ModelSpec, mtp: bool | None) -> str:
     n = len(spec.mtp_layers)
     if not n:
         return "none (the model has no MTP layers)"
-    if spec.arch not in MTP_SUPPORTED:
+    if not mtp_supported(spec.arch):
         return f"dropped ({n} MTP layer(s)): the pinned converter never writes them for {spec.arch}"
     keep = mtp_default(spec.arch) if mtp is None else mtp
     why = "the pinned converter's default" if mtp is None else "as asked"

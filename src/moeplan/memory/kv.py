@@ -7,13 +7,15 @@ Rules from the pinned llama.cpp (build 11434):
 - sliding-window / chunked layer: PAD256(min(n_ctx_seq, window·(unified ? n_seq : 1) + n_ubatch)) cells,
   all cells with `--swa-full` (`llama_kv_cache_iswa`). Llama 4's chunked layers use window 8192.
 - MLA (deepseek2): K only, `kv_lora_rank + rope_dim` values per cell; V is a view of K.
-- linear / recurrent layer: no KV; F32 conv state (d_conv−1)·(d_inner + 2·n_group·d_state) and
-  SSM state d_state·d_inner per sequence, whatever the context (`llama_memory_recurrent`).
+- linear / recurrent layer: no KV; F32 conv state and recurrent state per sequence, whatever the
+  context (`llama_memory_recurrent`), sized by the family (`Family.recurrent_state`; Mamba-style
+  (d_conv−1)·(d_inner + 2·n_group·d_state) and d_state·d_inner by default).
 - V transposed (no flash attention) uses the largest V width of any layer for every layer.
 """
 
 from dataclasses import dataclass
 
+from moeplan.arch.registry import family
 from moeplan.arch.spec import Attention, AttnKind, ModelSpec
 from moeplan.errors import MoeplanError
 from moeplan.quant.ggml import GGMLType, block_size, type_size
@@ -112,12 +114,11 @@ def kv_widths(a: Attention) -> tuple[int, int]:
     return a.head_dim_k * a.n_head_kv, a.head_dim_v * a.n_head_kv
 
 
-def recurrent_state_values(a: Attention) -> int:
-    """F32 values of conv state + SSM state for one sequence of one Gated-DeltaNet layer."""
-    d_inner = a.linear_v_heads * a.linear_v_head_dim
-    d_state, n_group = a.linear_k_head_dim, a.linear_k_heads
-    conv = (a.conv_kernel - 1) * (d_inner + 2 * n_group * d_state)
-    return conv + d_state * d_inner
+def recurrent_state_values(spec: ModelSpec, a: Attention) -> int:
+    """F32 values of conv state + recurrent state for one sequence of one recurrent layer, by the
+    family's rule (`llama_hparams::n_embd_r + n_embd_s`)."""
+    r, s = family(spec.arch).recurrent_state(a)
+    return r + s
 
 
 def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
@@ -130,7 +131,7 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
     for il, layer in enumerate(spec.layers):
         a = layer.attn
         if a.kind is AttnKind.LINEAR:
-            state = 4 * recurrent_state_values(a) * max(1, cfg.n_seq)
+            state = 4 * recurrent_state_values(spec, a) * max(1, cfg.n_seq)
             out.append(LayerMemory(il, a.kind, 0, 0, 0, state))
             continue
         cells = ctx.n_ctx_seq

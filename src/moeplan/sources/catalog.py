@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
-from moeplan.arch.adapters import spec_from_config
+from moeplan.arch.registry import spec_from_config
 from moeplan.arch.spec import ModelSpec
 from moeplan.errors import BadConfig, ModelNotFound, did_you_mean
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from gguf import LlamaFileType
 
-from moeplan.arch.adapters import spec_from_config
+from moeplan.arch.registry import spec_from_config
 from moeplan.arch.spec import ModelSpec
 from moeplan.errors import HubError, MoeplanError
 from moeplan.memory.weights import Weights

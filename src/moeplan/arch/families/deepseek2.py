@@ -1,0 +1,61 @@
+"""DeepSeek-V2/V3/R1 and Kimi-K2.x: MLA attention, leading dense layers, routed + shared experts
+with a sigmoid router and selection bias. The converter always drops the MTP block."""
+
+from moeplan.arch import config as c
+from moeplan.arch.config import Config
+from moeplan.arch.family import Family, GGUFValue, first_moe_layer
+from moeplan.arch.spec import Attention, AttnKind, Layer, ModelSpec
+from moeplan.arch.tensors import Inventory
+
+
+def mla_attention(cfg: Config) -> Attention:
+    """llama.cpp caches the compressed latent: key_length = kv_lora_rank + rope dims, value = kv_lora_rank."""
+    kv_lora = c.integer(cfg, "kv_lora_rank")
+    rope_dim = c.integer(cfg, "qk_rope_head_dim")
+    return Attention(
+        AttnKind.MLA,
+        c.integer(cfg, "num_attention_heads"),
+        1,
+        kv_lora + rope_dim,
+        kv_lora,
+        q_lora_rank=c.integer(cfg, "q_lora_rank", default=0),
+        kv_lora_rank=kv_lora,
+        qk_nope_head_dim=c.integer(cfg, "qk_nope_head_dim"),
+        qk_rope_head_dim=rope_dim,
+        mla_v_head_dim=c.integer(cfg, "v_head_dim"),
+    )
+
+
+def deepseek_moe_metadata(kv: dict[str, GGUFValue], inv: Inventory) -> None:
+    """Leading dense blocks and the sigmoid router's keys (`deepseek2`/`glm4moe` loaders)."""
+    kv[".leading_dense_block_count"] = first_moe_layer(inv.spec)
+    kv[".expert_gating_func"] = 2  # sigmoid
+    kv[".expert_weights_norm"] = True
+    kv[".expert_weights_scale"] = 1.0
+
+
+class DeepSeek2(Family):
+    arch = "deepseek2"
+    model_types = ("deepseek_v3", "deepseek_v2", "kimi_k2", "kimi_k25")
+    probs_bias = True
+    mtp_own_head = True
+
+    def spec_from_config(self, cfg: Config) -> ModelSpec:
+        n = c.integer(cfg, "num_hidden_layers")
+        attn = mla_attention(cfg)
+        moe = c.routed_and_shared_moe(cfg)
+        k_dense = c.integer(cfg, "first_k_dense_replace", default=0)
+        freq = c.integer(cfg, "moe_layer_freq", default=1)
+        layers = [Layer(attn, c.dense(cfg) if il < k_dense or il % freq else moe) for il in range(n)]
+        return c.base(cfg, self.arch, layers, mtp_layers=c.mtp(cfg, layers[-1]))
+
+    def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
+        kv = super().gguf_metadata(inv)
+        a = inv.spec.layers[0].attn
+        kv[".attention.q_lora_rank"] = a.q_lora_rank
+        kv[".attention.kv_lora_rank"] = a.kv_lora_rank
+        kv[".attention.key_length_mla"] = a.qk_nope_head_dim + a.qk_rope_head_dim
+        kv[".attention.value_length_mla"] = a.mla_v_head_dim
+        if inv.spec.is_moe:
+            deepseek_moe_metadata(kv, inv)
+        return kv

@@ -1,0 +1,34 @@
+"""GLM-4.5/4.6/4.7 (and GLM-4.6V's text model): GQA with partial rope, leading dense layers,
+DeepSeek-style routed + shared experts, MTP blocks the converter keeps."""
+
+from moeplan.arch import config as c
+from moeplan.arch.config import Config
+from moeplan.arch.families.deepseek2 import deepseek_moe_metadata
+from moeplan.arch.family import Family, GGUFValue
+from moeplan.arch.spec import Layer, ModelSpec
+from moeplan.arch.tensors import Inventory
+
+
+class Glm4Moe(Family):
+    arch = "glm4moe"
+    model_types = ("glm4_moe",)
+    mtp_kept = True
+    ffn_norm = "post_attention_norm"
+    probs_bias = True
+    rope_fraction = 0.5  # partial_rotary_factor 0.5
+
+    def spec_from_config(self, cfg: Config) -> ModelSpec:
+        n = c.integer(cfg, "num_hidden_layers")
+        moe = c.routed_and_shared_moe(cfg)
+        k_dense = c.integer(cfg, "first_k_dense_replace", default=0)
+        layers = [Layer(c.gqa(cfg), c.dense(cfg) if il < k_dense else moe) for il in range(n)]
+        flags = {"attn_bias"} if cfg.get("attention_bias") else set()
+        if cfg.get("use_qk_norm"):
+            flags.add("qk_norm")
+        return c.base(cfg, self.arch, layers, mtp_layers=c.mtp(cfg, layers[-1]), flags=frozenset(flags))
+
+    def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
+        kv = super().gguf_metadata(inv)
+        if inv.spec.is_moe:
+            deepseek_moe_metadata(kv, inv)
+        return kv

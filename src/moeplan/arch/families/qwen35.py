@@ -1,0 +1,99 @@
+"""Qwen3-Next and Qwen3.5/3.6 (dense and MoE): Gated DeltaNet linear attention with a gated
+full-attention layer every `full_attention_interval` layers, and MTP blocks the converter keeps
+(conversion/qwen.py `_QwenMtpMixin`)."""
+
+from typing import ClassVar
+
+from moeplan.arch import config as c
+from moeplan.arch import layout
+from moeplan.arch.config import Config
+from moeplan.arch.families.qwen3 import qwen_moe_ffn
+from moeplan.arch.family import Family, GGUFValue
+from moeplan.arch.spec import FFN, Attention, AttnKind, Layer, ModelSpec
+from moeplan.arch.tensors import Builder, Inventory, Role
+
+
+def hybrid_layers(cfg: Config, ffn: FFN) -> list[Layer]:
+    n = c.integer(cfg, "num_hidden_layers")
+    interval = c.integer(cfg, "full_attention_interval", default=4)
+    default = ["full_attention" if (il + 1) % interval == 0 else "linear_attention" for il in range(n)]
+    linear = Attention(
+        AttnKind.LINEAR,
+        0,
+        0,
+        0,
+        0,
+        conv_kernel=c.integer(cfg, "linear_conv_kernel_dim"),
+        linear_k_heads=c.integer(cfg, "linear_num_key_heads"),
+        linear_v_heads=c.integer(cfg, "linear_num_value_heads"),
+        linear_k_head_dim=c.integer(cfg, "linear_key_head_dim"),
+        linear_v_head_dim=c.integer(cfg, "linear_value_head_dim"),
+    )
+    full = c.gqa(cfg)
+    return [Layer(full if t == "full_attention" else linear, ffn) for t in c.layer_types(cfg, n, default)]
+
+
+class _GatedDeltaNetHybrid(Family):
+    mtp_kept = True
+    ffn_norm = "post_attention_norm"
+    qk_norm = True
+    rope_fraction = 0.25  # partial_rotary_factor of every released model
+    fused_ba: ClassVar[bool] = False
+    shexp_gate: ClassVar[bool] = True
+    mtp_default_count: ClassVar[int] = 0
+
+    def ffn_for(self, cfg: Config) -> FFN:
+        return qwen_moe_ffn(cfg, shared=True)
+
+    def spec_from_config(self, cfg: Config) -> ModelSpec:
+        layers = hybrid_layers(cfg, self.ffn_for(cfg))
+        mtp = c.mtp(cfg, layers[-1], default=self.mtp_default_count)
+        return c.base(cfg, self.arch, layers, mtp_layers=mtp)
+
+    def attention(self, b: Builder, spec: ModelSpec, p: str, il: int, a: Attention, role: Role) -> None:
+        if a.kind is AttnKind.LINEAR:
+            ssm_role = Role.MTP if role is Role.MTP else Role.SSM
+            layout.gated_deltanet(b, p, il, a, spec.n_embd, ssm_role, fused_ba=self.fused_ba)
+        else:  # the full-attention layers carry their output gate inside attn_q
+            layout.gqa(b, p, il, a, spec.n_embd, role, q_gate=True, qk_norm=True)
+
+    def ffn(self, b: Builder, spec: ModelSpec, p: str, il: int, layer: Layer, mtp: bool) -> None:
+        layout.ffn(b, p, il, layer.ffn, spec.n_embd, mtp, shexp_gate=self.shexp_gate)
+
+    def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
+        kv = super().gguf_metadata(inv)
+        spec = inv.spec
+        linear = next(la.attn for la in spec.layers if la.attn.kind is AttnKind.LINEAR)
+        kv[".ssm.conv_kernel"] = linear.conv_kernel
+        kv[".ssm.state_size"] = linear.linear_k_head_dim
+        kv[".ssm.group_count"] = linear.linear_k_heads
+        kv[".ssm.time_step_rank"] = linear.linear_v_heads
+        kv[".ssm.inner_size"] = linear.linear_v_head_dim * linear.linear_v_heads
+        full = [i for i, la in enumerate(spec.layers) if la.attn.kind is not AttnKind.LINEAR]
+        kv[".full_attention_interval"] = full[0] + 1
+        s = self.rope_dims(spec, spec.layers[full[0]].attn) // 2
+        kv[".rope.dimension_sections"] = [s - 2 * (s // 3), s // 3, s // 3, 0]
+        return kv
+
+
+class Qwen3Next(_GatedDeltaNetHybrid):
+    arch = "qwen3next"
+    model_types = ("qwen3_next",)
+    fused_ba = True
+    # config.json has no MTP count; the checkpoint carries one `mtp.layers.0` block, which the
+    # converter counts (conversion/qwen.py _QwenMtpMixin).
+    mtp_default_count = 1
+
+
+class Qwen35(_GatedDeltaNetHybrid):
+    arch = "qwen35"
+    model_types = ("qwen3_5", "qwen3_5_text")
+    shexp_gate = False
+
+    def ffn_for(self, cfg: Config) -> FFN:
+        return c.dense(cfg)
+
+
+class Qwen35Moe(_GatedDeltaNetHybrid):
+    arch = "qwen35moe"
+    model_types = ("qwen3_5_moe", "qwen3_5_moe_text")

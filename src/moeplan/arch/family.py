@@ -1,0 +1,141 @@
+"""One llama.cpp architecture as one class: how its config reads, which tensors its GGUF holds,
+which GGUF keys describe it, and what its recurrent layers keep per sequence.
+
+A family module (`arch/families/<name>.py`) subclasses `Family`, sets the class options that apply
+and overrides the methods whose defaults (the common llama-style decoder) do not. The defaults
+follow the pinned llama.cpp (build 11434): `convert_hf_to_gguf.py` for tensors and keys,
+`llama_hparams::n_embd_r/n_embd_s` (`src/llama-hparams.cpp`) for recurrent state.
+"""
+
+from typing import ClassVar
+
+from moeplan.arch import layout
+from moeplan.arch.config import Config
+from moeplan.arch.spec import Attention, AttnKind, FFNKind, Layer, ModelSpec
+from moeplan.arch.tensors import Builder, Inventory, Role
+from moeplan.errors import UnsupportedArchitecture
+
+GGUFValue = int | float | str | bool | list[int] | list[float] | list[str] | list[bool]
+
+
+class Family:
+    arch: ClassVar[str]  # llama.cpp's `general.architecture`
+    model_types: ClassVar[tuple[str, ...]]  # HF `model_type` values this family reads
+    # The pinned converter keeps the checkpoint's MTP blocks unless `--no-mtp` (False: it drops them).
+    mtp_kept: ClassVar[bool] = False
+    # The HF checkpoint's MTP module has its own embedding and head copies (counted with `checkpoint`).
+    mtp_own_head: ClassVar[bool] = False
+    # The norm before the FFN: "ffn_norm" or "post_attention_norm" (HF's post_attention_layernorm).
+    ffn_norm: ClassVar[str] = "ffn_norm"
+    qk_norm: ClassVar[bool] = False  # per-head q/k RMS norms on every attention layer
+    probs_bias: ClassVar[bool] = False  # DeepSeek-style `exp_probs_b` router bias
+    rope_fraction: ClassVar[float] = 1.0  # share of the head that is rotated (partial_rotary_factor)
+
+    # ---- config.json ---------------------------------------------------------------------------
+
+    def spec_from_config(self, cfg: Config) -> ModelSpec:
+        raise NotImplementedError
+
+    # ---- tensors -------------------------------------------------------------------------------
+
+    def head(self, b: Builder, spec: ModelSpec) -> None:
+        if spec.has("rope_freqs"):
+            b.add("rope_freqs.weight", (spec.layers[0].attn.head_dim_k // 2,), Role.ATTN)
+        b.add("token_embd.weight", (spec.n_embd, spec.n_vocab), Role.EMBED)
+
+    def block(self, b: Builder, spec: ModelSpec, il: int, layer: Layer, mtp: bool, own_head: bool) -> None:
+        p, e = f"blk.{il}", spec.n_embd
+        b.add(f"{p}.attn_norm.weight", (e,), layout.mtp_or(Role.NORM, mtp), il)
+        self.attention(b, spec, p, il, layer.attn, layout.mtp_or(Role.ATTN, mtp))
+        self.ffn_norms(b, p, il, e, layout.mtp_or(Role.NORM, mtp))
+        self.ffn(b, spec, p, il, layer, mtp)
+        if mtp:
+            layout.nextn(b, p, il, e, spec.n_vocab, own_head=own_head)
+
+    def attention(self, b: Builder, spec: ModelSpec, p: str, il: int, a: Attention, role: Role) -> None:
+        if a.kind is AttnKind.MLA:
+            layout.mla(b, p, il, a, spec.n_embd, role)
+        elif a.kind is AttnKind.LINEAR:
+            self.recurrent(b, spec, p, il, a, Role.MTP if role is Role.MTP else Role.SSM)
+        else:
+            layout.gqa(
+                b,
+                p,
+                il,
+                a,
+                spec.n_embd,
+                role,
+                bias=spec.has("attn_bias"),
+                qk_norm=self.qk_norm or spec.has("qk_norm"),
+            )
+
+    def recurrent(self, b: Builder, spec: ModelSpec, p: str, il: int, a: Attention, role: Role) -> None:
+        raise UnsupportedArchitecture(f"{self.arch} has no recurrent layers")
+
+    def ffn_norms(self, b: Builder, p: str, il: int, e: int, role: Role) -> None:
+        b.add(f"{p}.{self.ffn_norm}.weight", (e,), role, il)
+
+    def ffn(self, b: Builder, spec: ModelSpec, p: str, il: int, layer: Layer, mtp: bool) -> None:
+        layout.ffn(b, p, il, layer.ffn, spec.n_embd, mtp, probs_bias=self.probs_bias)
+
+    def tail(self, b: Builder, spec: ModelSpec) -> None:
+        b.add("output_norm.weight", (spec.n_embd,), Role.NORM)
+        if not spec.tied_embeddings:
+            b.add("output.weight", (spec.n_embd, spec.n_vocab), Role.OUTPUT)
+
+    # ---- recurrent state -----------------------------------------------------------------------
+
+    def recurrent_state(self, a: Attention) -> tuple[int, int]:
+        """Values of (conv state r, recurrent state s) one sequence keeps for a recurrent layer:
+        Mamba's `(d_conv−1)·(d_inner + 2·n_group·d_state)` and `d_state·d_inner` (n_embd_r/n_embd_s)."""
+        d_inner = a.linear_v_heads * a.linear_v_head_dim
+        d_state, n_group = a.linear_k_head_dim, a.linear_k_heads
+        return (a.conv_kernel - 1) * (d_inner + 2 * n_group * d_state), d_state * d_inner
+
+    # ---- GGUF metadata -------------------------------------------------------------------------
+
+    def rope_dims(self, spec: ModelSpec, a: Attention) -> int:
+        if a.kind is AttnKind.MLA:
+            return a.qk_rope_head_dim
+        return int(a.head_dim_k * self.rope_fraction)
+
+    def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
+        """The `{arch}.*` keys llama.cpp's loader reads for this model (keys abbreviated with a
+        leading dot), as the converter writes them; tokenizer and general keys are the caller's."""
+        spec = inv.spec
+        a = next(la.attn for la in spec.layers if la.attn.kind is not AttnKind.LINEAR)
+        moe = spec.moe_ffn
+        dense = next((la.ffn for la in spec.layers if la.ffn.kind is FFNKind.DENSE), None)
+        kv: dict[str, GGUFValue] = {
+            ".context_length": spec.context_length,
+            ".embedding_length": spec.n_embd,
+            ".block_count": inv.block_count,
+            ".feed_forward_length": dense.n_ff if dense else (moe.n_ff_exp if moe else 0),
+            ".vocab_size": spec.n_vocab,
+            ".attention.head_count": a.n_head,
+            ".attention.head_count_kv": a.n_head_kv,
+            ".attention.key_length": a.head_dim_k,
+            ".attention.value_length": a.head_dim_v,
+            ".attention.layer_norm_rms_epsilon": 1e-6,
+            ".rope.freq_base": 10000.0,
+            ".rope.dimension_count": self.rope_dims(spec, a),
+        }
+        if inv.mtp_kept:
+            kv[".nextn_predict_layers"] = inv.mtp_kept
+        windows = [la.attn.window for la in spec.layers if la.attn.kind is AttnKind.SWA]
+        if windows:
+            kv[".attention.sliding_window"] = windows[0]
+        if moe is not None:
+            kv[".expert_count"] = moe.n_expert
+            kv[".expert_used_count"] = moe.n_expert_used
+            kv[".expert_feed_forward_length"] = moe.n_ff_exp
+            if moe.n_shared:
+                kv[".expert_shared_count"] = moe.n_shared
+            if moe.n_ff_shexp:
+                kv[".expert_shared_feed_forward_length"] = moe.n_ff_shexp
+        return kv
+
+
+def first_moe_layer(spec: ModelSpec) -> int:
+    """Index of the first MoE layer (the count of leading dense blocks)."""
+    return next(i for i, la in enumerate(spec.layers) if la.ffn.kind is FFNKind.MOE)

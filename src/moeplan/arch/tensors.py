@@ -1,0 +1,82 @@
+"""What an inventory is made of: tensor roles, tensor specs, and the builder family layouts fill.
+
+The converter's dtype rule lives here because every family shares it: `ModelBase.prepare_tensors`
+in the pinned `convert_hf_to_gguf.py` forces F32 on 1-D tensors, `*_norm.weight`, routers
+(`ffn_gate_inp`, `ffn_gate_inp_shexp`), `ssm_conv1d` and every name not ending in `.weight`.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from moeplan.arch.spec import ModelSpec
+from moeplan.quant.ggml import GGMLType
+
+
+class Role(StrEnum):
+    EMBED = "embed"
+    OUTPUT = "output"
+    ATTN = "attn"
+    NORM = "norm"
+    ROUTER = "router"
+    EXPERT = "expert"
+    SHARED_EXPERT = "shared_expert"
+    DENSE_FFN = "dense_ffn"
+    SSM = "ssm"
+    MTP = "mtp"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]  # ggml order
+    role: Role
+    layer: int | None
+    stored: GGMLType | None  # type the converter forces (F32, native MXFP4); None = the --outtype
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class Inventory:
+    spec: ModelSpec
+    tensors: tuple[TensorSpec, ...]
+    block_count: int  # n_layer_all: decoder blocks + kept MTP blocks
+    mtp_kept: int  # MTP blocks in the file
+
+
+_F32_SUBSTRINGS = ("ffn_gate_inp.", "ffn_gate_inp_shexp.", "ssm_conv1d.")
+
+
+def converter_type(name: str, n_dims: int) -> GGMLType | None:
+    """`ModelBase.prepare_tensors`: F32 for 1-D tensors, norms, routers, conv1d and non-weights."""
+    if n_dims <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight"):
+        return GGMLType.F32
+    if any(s in name for s in _F32_SUBSTRINGS):
+        return GGMLType.F32
+    return None
+
+
+class Builder:
+    """Collects a model's tensors in the converter's order."""
+
+    def __init__(self) -> None:
+        self.out: list[TensorSpec] = []
+
+    def add(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        role: Role,
+        layer: int | None = None,
+        stored: GGMLType | None = None,
+    ) -> None:
+        self.out.append(
+            TensorSpec(
+                name, shape, role, layer, stored if stored is not None else converter_type(name, len(shape))
+            )
+        )
