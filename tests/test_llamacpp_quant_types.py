@@ -7,7 +7,7 @@ import pytest
 from validation.llamacpp import quantize_dry_run, run_types
 from validation.materialize import SOURCE_TYPE, materialize
 
-from moeplan.memory.weights import predict
+from moeplan.memory.weights import llama_quantize
 from moeplan.quant.recipe import FileType, QuantOptions
 from moeplan.sources.catalog import load_catalog
 
@@ -42,6 +42,6 @@ def test_a_wrong_prediction_is_caught() -> None:
     must disagree on the attn_v / ffn_down tensors whose rule reads it."""
     m = materialize(load_catalog()["qwen3-8b"].spec())
     dry = quantize_dry_run(m.path, FileType.IQ3_XXS)
-    wrong = predict(m.inventory, FileType.IQ3_XXS, QuantOptions(imatrix=True), source_type=SOURCE_TYPE)
+    wrong = llama_quantize(m.inventory, FileType.IQ3_XXS, QuantOptions(imatrix=True), source_type=SOURCE_TYPE)
     differ = [t.spec.name for t in wrong.tensors if dry.types[t.spec.name] != t.type]
     assert differ and all("attn_v" in n or "ffn_down" in n for n in differ)

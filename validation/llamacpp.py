@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from moeplan.arch.inventory import Role, inventory
-from moeplan.memory.weights import predict
+from moeplan.memory.weights import llama_quantize, predict
 from moeplan.quant.ggml import GGMLType, parse_type, tensor_bytes, type_label
 from moeplan.quant.recipe import NEEDS_IMATRIX, FileType
 from moeplan.sources.catalog import load_catalog
@@ -301,7 +301,7 @@ def run_load(model_ids: Iterable[str] | None = None) -> dict[str, Any]:
 def compare_types(m: Materialized, ft: FileType, model_id: str) -> dict[str, Any]:
     """llama-quantize's per-tensor types for `m` at `ft` vs moeplan's recipe, tensor for tensor."""
     dry = quantize_dry_run(m.path, ft)
-    weights = predict(m.inventory, ft, source_type=SOURCE_TYPE)
+    weights = llama_quantize(m.inventory, ft, source_type=SOURCE_TYPE)
     predicted = {t.spec.name: t.type for t in weights.tensors}
     mismatches = []
     for name in sorted(set(predicted) | set(dry.types)):

@@ -97,16 +97,51 @@ def _sources(inv: Inventory, source_type: GGMLType) -> tuple[tuple[str, tuple[in
     return tuple((t.name, t.shape, source_type if t.stored is None else t.stored) for t in inv.tensors)
 
 
-def predict(
+def llama_quantize(
     inv: Inventory, ft: FileType, opts: QuantOptions | None = None, source_type: GGMLType = GGMLType.BF16
 ) -> Weights:
     """Weights of the GGUF that `llama-quantize --<ft>` makes from the converter's output
-    (converted with `--outtype` = `source_type`)."""
+    (converted with `--outtype` = `source_type`): the recipe llama.cpp's own dry run checks."""
     specs = inv.tensors
     types = tensor_types(quant_model(inv), ft, _sources(inv, source_type), opts)
     sizes = map(tensor_bytes, types, (s.shape for s in specs))
     typed = tuple(map(TypedTensor, specs, types, sizes))
     return Weights(inv.spec.name, inv.spec.arch, ft.name, typed, active_fractions(inv))
+
+
+# File types `convert_hf_to_gguf.py --outtype` writes itself (ModelBase.prepare_tensors); people
+# download these as the converter made them, not through llama-quantize.
+CONVERTER_OUTTYPES = frozenset({FileType.F32, FileType.F16, FileType.BF16, FileType.Q8_0})
+_FLOAT_TYPES = frozenset({GGMLType.F32, GGMLType.F16, GGMLType.BF16})
+
+
+def predict(inv: Inventory, ft: FileType, opts: QuantOptions | None = None) -> Weights:
+    """Weights of the `ft` GGUF people get: for the converter's own file types its output, in which
+    tensors the checkpoint ships quantized keep their encoding (gpt-oss MXFP4 experts, written raw by
+    conversion/gpt_oss.py `repack_mxfp4` whatever `--outtype` is); otherwise llama-quantize's."""
+    w = llama_quantize(inv, ft, opts)
+    if ft not in CONVERTER_OUTTYPES or not any(
+        t.stored is not None and t.stored not in _FLOAT_TYPES for t in inv.tensors
+    ):
+        return w
+    typed = tuple(
+        TypedTensor(t.spec, t.spec.stored, tensor_bytes(t.spec.stored, t.spec.shape))
+        if t.spec.stored is not None and t.spec.stored not in _FLOAT_TYPES
+        else t
+        for t in w.tensors
+    )
+    return Weights(w.model, w.arch, w.quant, typed, w.active_expert_fraction)
+
+
+def released_quantized(inv: Inventory) -> bool:
+    """Whether the checkpoint ships tensors the converter keeps quantized (gpt-oss MXFP4 experts)."""
+    return any(t.stored is GGMLType.MXFP4 for t in inv.tensors)
+
+
+def default_file_type(inv: Inventory) -> FileType:
+    """The file people download first: the native MXFP4 file of a model released with MXFP4
+    experts (ggml-org's `*-mxfp4.gguf` is MXFP4_MOE), else Q4_K_M."""
+    return FileType.MXFP4_MOE if released_quantized(inv) else FileType.Q4_K_M
 
 
 # GGUF metadata is dominated by the tokenizer arrays. Bytes per vocabulary entry, measured on real

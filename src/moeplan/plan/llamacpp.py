@@ -23,10 +23,9 @@ from moeplan.hardware.spec import GPU, Node, Rig
 from moeplan.memo import by_identity
 from moeplan.memory.kv import CacheConfig
 from moeplan.memory.table import tensor_table
-from moeplan.memory.weights import Weights, predict
+from moeplan.memory.weights import Weights, predict, released_quantized
 from moeplan.perf.estimate import Speed
 from moeplan.perf.estimate import speed as perf_speed
-from moeplan.quant.ggml import GGMLType
 from moeplan.quant.recipe import FileType
 
 GiB = 2**30
@@ -467,7 +466,7 @@ def _why_not(c: Candidate, chosen: Candidate) -> str:
 def _ladder(inv: Inventory) -> tuple[FileType, ...]:
     """Quantizations to try, best first. Experts released in MXFP4 (gpt-oss) lose nothing in
     MXFP4_MOE, and gain nothing from wider types, so it replaces the ones above the floor."""
-    if any(t.stored is GGMLType.MXFP4 for t in inv.tensors):
+    if released_quantized(inv):
         return (FileType.MXFP4_MOE, *QUANT_LADDER[QUANT_LADDER.index(QUALITY_FLOOR) :])
     return QUANT_LADDER
 
