@@ -30,10 +30,11 @@ def test_size_json_keys_and_numbers() -> None:
     } <= set(r)
     assert r["by_role"]["expert"] > 0.85 * r["tensor_bytes"]
     assert r["params_active"] < 0.11 * r["params_total"]
-    assert r["mtp"].startswith("kept")
+    assert r["mtp"].startswith("dropped")  # the published uploads lack the MTP block
     assert r["native_format"] == "bf16" and r["native_bytes"] > 2 * r["file_bytes"]
-    no_mtp = run_json("size", "qwen3.5-35b-a3b", "--quant", "Q4_K_M", "--no-mtp")
-    assert isinstance(no_mtp, dict) and no_mtp["tensor_bytes"] < r["tensor_bytes"]
+    with_mtp = run_json("size", "qwen3.5-35b-a3b", "--quant", "Q4_K_M", "--mtp")
+    assert isinstance(with_mtp, dict) and with_mtp["tensor_bytes"] > r["tensor_bytes"]
+    assert with_mtp["mtp"].startswith("kept")
 
 
 def test_models_lists_the_catalog() -> None:

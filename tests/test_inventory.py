@@ -80,7 +80,8 @@ def test_names_are_llamacpp_names(model: str, pinned_gguf_constants: ModuleType)
         pattern = c.TENSOR_NAMES[kind]
         allowed |= {pattern.format(bid=i) for i in range(inv.block_count)}
     for t in inv.tensors:
-        base = t.name.rsplit(".", 1)[0] if t.name.endswith((".weight", ".bias")) else t.name
+        suffixes = (".weight", ".bias", ".scale")  # .scale: gemma4 router / per-expert scales
+        base = t.name.rsplit(".", 1)[0] if t.name.endswith(suffixes) else t.name
         assert base in allowed, f"{t.name} is not a {inv.spec.arch} tensor in gguf-py"
     assert len({t.name for t in inv.tensors}) == len(inv.tensors)
 

@@ -7,8 +7,16 @@ from validation.runtime import GEMMA, MemCase, compute_check, memory_check, subj
 pytestmark = pytest.mark.llamacpp
 
 # every attention kind: full GQA (qwen3), SWA (gemma3, gpt-oss), chunked (llama4), MLA (deepseek2),
-# hybrid recurrent (qwen35moe), plus the real Gemma file
-KEYS = ["qwen3", "gemma3", "gpt-oss", "llama4", "deepseek2", "qwen35moe", GEMMA]
+# hybrid recurrent (qwen35moe), SWA with per-layer KV heads and K/V head sizes 192/128 (mimo2),
+# KV-sharing layers and per-layer embeddings (gemma4-ple: Gemma 4 E2B), plus the real Gemma file
+KEYS = ["qwen3", "gemma3", "gpt-oss", "llama4", "deepseek2", "qwen35moe", "mimo2", "gemma4-ple", GEMMA]
+# KDA recurrent state (conv 3*(d_conv-1)*H*hd, state hd^2*H) beside MLA layers; LFM2's short-conv state
+# and MiniMax-M3's MSA caches (indexer K + V) with its block-sparse compute
+KEYS += ["kimi-linear", "lfm2moe", "minimax-m3"]
+# DSA: the lightning indexer's own K-only cache (full layers only) beside the MLA latent cache
+KEYS += ["glm-dsa"]
+# Mamba-2 state beside GQA layers: FFN-only blocks in no cache (Nemotron-H), MoE after every mixer (Granite)
+KEYS += ["nemotron_h_moe", "granitehybrid"]
 CASES = [
     MemCase(5000, 4, False, "q8_0"),  # non-multiple of 256, 4 streams, quantized cache
     MemCase(4096, 4, True, "f16"),  # llama-server, unified KV
@@ -25,7 +33,7 @@ def test_kv_state_and_compute_agree(key: str) -> None:
         assert c["ok_compute"], (c["id"], c["predicted"]["compute_mib"], c["measured"]["compute_mib"])
 
 
-@pytest.mark.parametrize("key", ["llama4", "qwen3next", GEMMA])
+@pytest.mark.parametrize("key", ["llama4", "qwen3next", "gemma4-ple", GEMMA])
 def test_dry_run_compute_agrees(key: str) -> None:
     for ctx, ub, fa in ((4096, 2048, True), (4096, 2048, False), (32768, 32, False)):
         c = compute_check(subject(key), ctx, ub, fa)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from moeplan.api import predict_size
 from moeplan.arch.inventory import inventory
 from moeplan.memory.weights import file_bytes, predict
 from moeplan.quant.ggml import GGMLType
@@ -19,10 +20,33 @@ PUBLISHED = json.loads((DATA / "published_gguf_sizes.json").read_text())
 
 @pytest.mark.parametrize("entry", PUBLISHED["stock"], ids=lambda e: f"{e['model']}-{e['quant']}")
 def test_stock_recipe_files_within_0_1_percent(entry: dict[str, str | int]) -> None:
-    spec = resolve(str(entry["model"])).spec()
-    w = predict(inventory(spec, mtp=False), FileType.parse(str(entry["quant"])))
-    got, want = file_bytes(w, spec.n_vocab), int(entry["bytes"])
+    """moeplan's default (`size MODEL -q QUANT`, MTP as the catalog records the published files)."""
+    got, want = predict_size(str(entry["model"]), str(entry["quant"])).file_bytes, int(entry["bytes"])
     assert abs(got - want) / want < 0.001, f"{got:,} vs published {want:,}"
+
+
+def test_default_mtp_follows_the_published_files() -> None:
+    """The Qwen3.5 uploads lack the MTP block the pinned converter keeps: the default predicts the
+    upload (within 0.005%) and says so; with --mtp the prediction is the converter's 2.4% larger file."""
+    default = predict_size("qwen3.5-35b-a3b", "Q8_0")
+    assert default.mtp.startswith("dropped (1 layer(s)): the published GGUFs lack them")
+    assert abs(default.file_bytes - 36_903_139_968) / 36_903_139_968 < 0.00005
+    kept = predict_size("qwen3.5-35b-a3b", "Q8_0", mtp=True)
+    assert 0.02 < (kept.file_bytes - default.file_bytes) / default.file_bytes < 0.03
+    # models without a record keep the pinned converter's default and say so
+    assert "the pinned converter's default" in predict_size("glm-4.5-air", "Q4_K_M").mtp
+
+
+def test_gpt_oss_keeps_mxfp4_experts_in_converter_file_types() -> None:
+    """convert_hf_to_gguf.py writes gpt-oss experts as MXFP4 whatever --outtype is (a BF16 file is
+    about 65 GB, not 234 GB); its default file is the native MXFP4_MOE one."""
+    bf16 = predict_size("gpt-oss-120b", "BF16")
+    assert 65e9 < bf16.file_bytes < 66e9
+    assert bf16.type_histogram["mxfp4"] == 108 and "MXFP4 experts stay MXFP4" in " ".join(bf16.notes)
+    assert predict_size("gpt-oss-120b", None).quant == "MXFP4_MOE"
+    assert predict_size("qwen3-30b-a3b", None).quant == "Q4_K_M"
+    # llama-quantize file types requantize them, as the pinned llama-quantize --dry-run does
+    assert "mxfp4" not in predict_size("gpt-oss-120b", "Q4_K_M").type_histogram
 
 
 def test_qat_files_use_a_q8_0_embedding() -> None:

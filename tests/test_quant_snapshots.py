@@ -21,16 +21,18 @@ SNAPSHOTS = {
     "deepseek-v3.1": "catalog:deepseek-v3.1",
     "gpt-oss-120b": "catalog:gpt-oss-120b",
     "qwen3.5-397b-a17b": "catalog:qwen3.5-397b-a17b",
-    "qwen3.6-27b": "catalog:qwen3.5-27b",  # the snapshot header names it Qwen3.5-27B: same architecture
-    "qwen3-coder-next": "catalog:qwen3-next-80b-a3b",  # Qwen3-Coder-Next has Qwen3-Next-80B-A3B's shape
+    "qwen3.6-27b": "catalog:qwen3.6-27b",  # the snapshot header names it Qwen3.5-27B: same architecture
+    "qwen3-coder-next": "catalog:qwen3-coder-next",
     "meta-llama-3.1-70b-instruct": "catalog:llama-3.1-70b",
-    "qwen3-0.6b": "config:qwen3-0.6b",
+    "qwen3-0.6b": "catalog:qwen3-0.6b",
     "qwen3-14b": "config:qwen3-14b",
-    "gemma-3-4b-it": "config:gemma-3-4b-it",
+    "gemma-3-4b-it": "catalog:gemma-3-4b",
     "glm-4.6v": "config:glm-4.6v",
+    "nvidia-nemotron-3-nano-30b-a3b": "catalog:nemotron-3-nano-30b-a3b",
+    "step-3.5-flash": "catalog:step-3.5-flash",
 }
 # Architectures moeplan does not model yet; their snapshots are checked to exist so that a new one is noticed.
-NOT_COVERED = {"nvidia-nemotron-3-nano-30b-a3b", "step-3.5-flash"}
+NOT_COVERED: set[str] = set()
 
 
 def parse_snapshot(path: Path) -> dict[str, tuple[GGMLType, dict[str, GGMLType]]]:

@@ -45,7 +45,9 @@ def name_errors(model_id: str, c: ModuleType) -> list[str]:
         return [f"the pinned gguf-py has no architecture '{inv.spec.arch}'"]
     allowed = {c.TENSOR_NAMES[k].format(bid=i) for k in c.MODEL_TENSORS[arch] for i in range(inv.block_count)}
     bases = (
-        t.name.rsplit(".", 1)[0] if t.name.endswith((".weight", ".bias")) else t.name for t in inv.tensors
+        # ".scale": per-tensor scales the converter writes with format_tensor_name(..., ".scale") (gemma4)
+        t.name.rsplit(".", 1)[0] if t.name.endswith((".weight", ".bias", ".scale")) else t.name
+        for t in inv.tensors
     )
     return [f"{b} is not a {inv.spec.arch} tensor in gguf-py" for b in bases if b not in allowed]
 

@@ -214,8 +214,12 @@ def quantize_dry_run(model: Path, ft: FileType) -> DryRun:
 
 def loaded_bytes(m: Materialized) -> int:
     """Bytes llama.cpp allocates for the weights in the dry run: every tensor but the MTP blocks,
-    which it skips unless an MTP draft is requested (TENSOR_SKIP)."""
-    return sum(tensor_bytes(stored_type(t), t.shape) for t in m.inventory.tensors if t.role is not Role.MTP)
+    which it skips unless an MTP draft is requested (TENSOR_SKIP), bar `loaded_without_mtp` ones."""
+    return sum(
+        tensor_bytes(stored_type(t), t.shape)
+        for t in m.inventory.tensors
+        if t.role is not Role.MTP or t.loaded_without_mtp
+    )
 
 
 def fit_dry_run(model: Path, args: Sequence[str]) -> tuple[Run, dict[str, dict[str, int]]]:

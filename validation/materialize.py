@@ -7,14 +7,18 @@ llama.cpp refuses a file with a missing, extra or misshapen tensor ("wrong numbe
 
 What is kept from the real model: the architecture, the layer count and every layer's kind
 (attention kind, dense/MoE FFN, the MTP blocks the converter keeps), the expert count and experts
-per token, the GQA ratio, tied embeddings and the arch flags (biases, q/k norms, rope_freqs).
+per token, the GQA ratio, tied embeddings and the arch flags (biases, q/k norms, rope_freqs), the
+KV-sharing layers and the per-layer embedding width (Gemma 4).
 What shrinks (`shrink`):
 - widths (n_embd, dense and expert FFN widths) become 256 plus the real width's remainder modulo
   256, so a width that is a multiple of 256 becomes 256 and one that is not (gpt-oss 2880,
   gemma-3-270m 640) keeps that property — llama-quantize's row-size fallbacks depend on it;
 - heads: one KV head (two for MHA) with the real GQA ratio, head size 64/128/256 so that
-  n_head * head_dim is a multiple of 256; MLA: 4 heads, ranks 256, nope 64, rope 32, v 64;
+  n_head * head_dim is a multiple of 256 (unequal K and V head sizes stay as they are);
+  MLA: 4 heads, ranks 256, nope 64, rope 32, v 64, and a DSA indexer at most 4 heads of its real key width;
   Gated DeltaNet: 2 key heads of 128 with the real value/key head ratio;
+  widths llama.cpp takes from the rest of the model stay tied to it (`_tied`: Kimi's KDA heads =
+  attention heads, LFM2's short convolution = n_embd, MiniMax-M3's MSA indexer heads = KV heads);
 - the vocabulary becomes 512 tokens of llama.cpp's "test" tokenizer (as tests/test-llama-archs.cpp).
 
 Size: MoE models keep all their experts (256 x 61 layers for DeepSeek, 512 x 60 for Qwen3.5-397B),
@@ -71,6 +75,8 @@ def _head_dim(n_head: int) -> int:
 
 
 def _shrink_attn(a: Attention) -> Attention:
+    if a.kind is AttnKind.NONE:  # an FFN-only block stays one
+        return a
     if a.kind is AttnKind.MLA:
         kv_lora, rope, nope = 256, 32, 64
         return dataclasses.replace(
@@ -84,6 +90,7 @@ def _shrink_attn(a: Attention) -> Attention:
             qk_nope_head_dim=nope,
             qk_rope_head_dim=rope,
             mla_v_head_dim=64,
+            indexer_heads=min(a.indexer_heads, 4),  # DSA: the indexer key width stays (its cache)
         )
     if a.kind is AttnKind.LINEAR:
         ratio = max(1, a.linear_v_heads // max(1, a.linear_k_heads))
@@ -97,11 +104,15 @@ def _shrink_attn(a: Attention) -> Attention:
     gqa = max(1, a.n_head // max(1, a.n_head_kv))
     n_head_kv = 1 if gqa > 1 else 2
     n_head = gqa * n_head_kv
+    if a.head_dim_v != a.head_dim_k:  # unequal K and V head sizes (MiMo-V2 192/128) stay real
+        return dataclasses.replace(a, n_head=n_head, n_head_kv=n_head_kv)
     hd = _head_dim(n_head)
     return dataclasses.replace(a, n_head=n_head, n_head_kv=n_head_kv, head_dim_k=hd, head_dim_v=hd)
 
 
 def _shrink_ffn(f: FFN, width: int) -> FFN:
+    if f.kind is FFNKind.NONE:
+        return f
     if f.kind is FFNKind.DENSE:
         return dataclasses.replace(f, n_ff=_width(f.n_ff, width))
     n_ff_exp = _width(f.n_ff_exp, width)
@@ -110,11 +121,41 @@ def _shrink_ffn(f: FFN, width: int) -> FFN:
         # keep "shared width = n_shared x expert width" where the real model has it
         per = f.n_ff_shexp // f.n_shared if f.n_shared and f.n_ff_shexp % f.n_shared == 0 else f.n_ff_shexp
         shexp = (n_ff_exp if per == f.n_ff_exp else _width(per, width)) * max(1, f.n_shared)
-    return dataclasses.replace(f, n_ff=_width(f.n_ff, width), n_ff_exp=n_ff_exp, n_ff_shexp=shexp)
+    return dataclasses.replace(
+        f, n_ff=_width(f.n_ff, width), n_ff_exp=n_ff_exp, n_ff_shexp=shexp, n_latent=_width(f.n_latent, width)
+    )
 
 
 def _shrink_layer(la: Layer, width: int) -> Layer:
     return Layer(_shrink_attn(la.attn), _shrink_ffn(la.ffn, width))
+
+
+def _tied(small: Layer, real: Layer, n_head: int, n_embd: int) -> Layer:
+    """Layers whose width llama.cpp takes from the model keep that tie when shrunk: a linear layer
+    with `n_head` set runs on the model's attention heads (Kimi's KDA reads `head_count`), a short
+    convolution (`conv_channels`) convolves all n_embd channels (LFM2), an MSA indexer has one head
+    per KV head and keeps V of head_dim_v (MiniMax-M3)."""
+    a = real.attn
+    if a.indexer_v_dim:  # MiniMax MSA: one indexer head per KV head, its cache's V is head_dim_v
+        s = small.attn
+        return Layer(dataclasses.replace(s, indexer_heads=s.n_head_kv, indexer_v_dim=s.head_dim_v), small.ffn)
+    if a.kind is not AttnKind.LINEAR:
+        return small
+    if a.conv_channels:
+        return Layer(dataclasses.replace(a, conv_channels=n_embd), small.ffn)
+    if a.n_head:
+        heads = {"n_head": n_head, "linear_k_heads": n_head, "linear_v_heads": n_head}
+        return Layer(dataclasses.replace(small.attn, **heads), small.ffn)
+    return small
+
+
+def _ssm_inner(small: Layer, ratio: int, n_embd: int) -> Layer:
+    """Where llama.cpp requires d_inner = ratio x n_embd (Granite-4.0-H), a shrunk Mamba-2 layer
+    keeps that tie: as many value heads of its (shrunk) head size as the width needs."""
+    a = small.attn
+    if not ratio or a.kind is not AttnKind.LINEAR:
+        return small
+    return Layer(dataclasses.replace(a, linear_v_heads=ratio * n_embd // a.linear_v_head_dim), small.ffn)
 
 
 def shrink(spec: ModelSpec, width: int = WIDTH, ffn_width: int | None = None) -> ModelSpec:
@@ -122,13 +163,19 @@ def shrink(spec: ModelSpec, width: int = WIDTH, ffn_width: int | None = None) ->
     `width`: the base of the embedding and FFN widths (a wider model outgrows the CPU caches);
     `ffn_width`: a different base for the FFN widths alone (many short rows per layer)."""
     ffn = ffn_width or width
+    n_embd = _width(spec.n_embd, width)
+    layers = tuple(_shrink_layer(la, ffn) for la in spec.layers)
+    mtp = tuple(_shrink_layer(la, ffn) for la in spec.mtp_layers)
+    n_head = next((la.attn.n_head for la in layers if la.attn.kind is not AttnKind.LINEAR), 0)
+    ratio = family(spec.arch).ssm_inner_per_embd
+    layers, mtp = (tuple(_ssm_inner(la, ratio, n_embd) for la in group) for group in (layers, mtp))
     return dataclasses.replace(
         spec,
         name=f"{spec.name} (materialised)",
-        n_embd=_width(spec.n_embd, width),
+        n_embd=n_embd,
         n_vocab=N_VOCAB,
-        layers=tuple(_shrink_layer(la, ffn) for la in spec.layers),
-        mtp_layers=tuple(_shrink_layer(la, ffn) for la in spec.mtp_layers),
+        layers=tuple(_tied(s, r, n_head, n_embd) for s, r in zip(layers, spec.layers, strict=True)),
+        mtp_layers=tuple(_tied(s, r, n_head, n_embd) for s, r in zip(mtp, spec.mtp_layers, strict=True)),
         context_length=min(spec.context_length or 4096, 131072),
     )
 
@@ -145,9 +192,20 @@ def metadata(inv: Inventory) -> dict[str, object]:
     kv["tokenizer.ggml.model"] = "test"
     kv["tokenizer.ggml.tokens"] = [f"tok_{i}" for i in range(spec.n_vocab)]
     kv["tokenizer.ggml.scores"] = [0.0] * spec.n_vocab
-    kv["general.name"] = spec.name
+    kv["general.name"] = _vocab_safe_name(spec.name, spec.arch)
     kv["general.file_type"] = 1  # LLAMA_FTYPE_MOSTLY_F16
     return kv
+
+
+# llama_vocab::impl::load sets token attributes by general.name: a name containing one of these
+# looks up tokens ("</s>", "<unk>", "<s>", "<|endoftext|>", "[MASK]") that the test vocabulary lacks
+# and aborts ("unordered_map::at"); such a model's file is named after its architecture instead.
+_NAME_KEYED_VOCAB_RULES = ("phi-3", "phi3", "modern-bert")
+
+
+def _vocab_safe_name(name: str, arch: str) -> str:
+    lowered = name.lower()
+    return f"{arch} (materialised)" if any(r in lowered for r in _NAME_KEYED_VOCAB_RULES) else name
 
 
 def _add_kv(w: GGUFWriter, arch: str, key: str, value: object) -> None:
@@ -219,9 +277,15 @@ def spec_key(spec: ModelSpec, mtp: bool | None) -> str:
 
 
 def write_gguf(
-    inv: Inventory, path: Path, *, seed: int = 0, expert_budget: int = EXPERT_BYTES_BUDGET
+    inv: Inventory,
+    path: Path,
+    *,
+    seed: int = 0,
+    expert_budget: int = EXPERT_BYTES_BUDGET,
+    header_only: bool = False,
 ) -> bool:
-    """Write `inv` as a GGUF at `path` (atomically). Returns whether expert stacks are holes."""
+    """Write `inv` as a GGUF at `path` (atomically). Returns whether expert stacks are holes.
+    `header_only`: every tensor a hole (a full-size model's header for tools that never read data)."""
     spec = inv.spec
     expert_bytes = sum(tensor_bytes(stored_type(t), t.shape) for t in inv.tensors if _is_hole(t, holes=True))
     holes = expert_bytes > expert_budget
@@ -246,7 +310,7 @@ def write_gguf(
     with open(tmp, "r+b") as f:
         offset = data_start
         for t, nbytes in zip(inv.tensors, sizes, strict=True):
-            if not _is_hole(t, holes):
+            if not header_only and not _is_hole(t, holes):
                 f.seek(offset)
                 f.write(_data(t, rng))
             offset += _pad(nbytes)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from validation import llamacpp, runtime, speed
+from validation import fullsize, llamacpp, runtime, speed
 
 REPORT = llamacpp.HERE / "REPORT.md"
 
@@ -137,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--no-run" not in args:
         rc = llamacpp.main([])
         rc = max(rc, runtime.main([]))
+        rc = max(rc, fullsize.main([]))
         rc = max(rc, speed.main([]))
     REPORT.write_text(render())
     print(f"wrote {REPORT}")

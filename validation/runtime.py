@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from moeplan.arch.inventory import Inventory, inventory
+from moeplan.arch.registry import rules
 from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
 from moeplan.engines.llamacpp import (
     CPU,
@@ -83,7 +84,31 @@ ARCH_MODELS = {
     "llama4": "llama-4-scout-17b-16e",
     "gpt-oss": "gpt-oss-20b",
     "glm4moe": "glm-4.5-air",
+    "deepseek32": "deepseek-v3.2",
+    "glm-dsa": "glm-5.2",  # IndexShare: full and shared indexer layers
+    "mistral4": "mistral-small-4-119b-2603",
     "gemma3": "gemma-3-270m",
+    "nemotron_h_moe": "nemotron-3-nano-30b-a3b",
+    "granitehybrid": "granite-4.0-h-tiny",
+    "step35": "step-3.5-flash",
+    "mimo2": "mimo-v2-flash",
+    "minimax-m2": "minimax-m2.7",
+    "afmoe": "trinity-mini",
+    "bailingmoe2": "ling-mini-2.0",
+    "exaone-moe": "k-exaone-236b-a23b",
+    "seed_oss": "seed-oss-36b-instruct",
+    "olmoe": "olmoe-1b-7b-0924",
+    "gemma4": "gemma-4-26b-a4b",  # K=V full layers, experts beside the dense MLP
+    "gemma4-ple": "gemma-4-e2b",  # gemma4 with per-layer embeddings and KV-sharing layers
+    "ernie4_5-moe": "ernie-4.5-21b-a3b",
+    "hunyuan-moe": "hunyuan-a13b",
+    "dots1": "dots.llm1.inst",
+    "phimoe": "phi-3.5-moe",
+    "qwen3vlmoe": "qwen3-vl-30b-a3b",
+    "kimi-linear": "kimi-linear-48b-a3b-instruct",  # KDA recurrent + MLA layers
+    "kimi-k3": "kimi-k3",
+    "lfm2moe": "lfm2-8b-a1b",  # short-convolution state + GQA layers
+    "minimax-m3": "minimax-m3",  # MSA: indexer cache with K and V, block-sparse masks
 }
 GEMMA = "gemma-3-270m-real"
 LEAN_EXPERTS = 8
@@ -167,7 +192,7 @@ _OUTPUT = re.compile(r"(\S+)\s+output buffer size =\s*([\d.]+) MiB")
 
 
 def parse_memory_log(log: str) -> dict[str, Any]:
-    """Caches by kind ("full", "swa", "recurrent"), compute and output buffers (MiB) of a run."""
+    """Caches by kind ("full", "swa", "indexer", "recurrent"), compute and output buffers (MiB) of a run."""
     caches: dict[str, dict[str, Any]] = {}
     compute: dict[str, float] = {}
     output: dict[str, float] = {}
@@ -177,6 +202,8 @@ def parse_memory_log(log: str) -> dict[str, Any]:
             kind = "full"
         elif "creating     SWA KV cache" in line or "creating SWA KV cache" in line:
             kind = "swa"
+        elif "creating indexer KV cache" in line:  # llama_kv_cache_dsa's second cache
+            kind = "indexer"
         elif m := _KV_SIZE.search(line):
             caches[kind] = {
                 "mib": float(m.group(1)),
@@ -207,6 +234,10 @@ def predicted_caches(spec: ModelSpec, cfg: CacheConfig) -> dict[str, dict[str, A
     groups: dict[str, list[LayerMemory]] = {}
     for lm in layer_memory(spec, cfg):
         a = spec.layers[lm.layer].attn
+        if lm.kind is AttnKind.NONE:  # FFN-only block: in no cache
+            continue
+        if a.kv_reuse >= 0:  # a KV-sharing layer: counted in no cache's layers
+            continue
         if lm.kind is AttnKind.LINEAR:
             kind = "recurrent"
         elif a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window:
@@ -214,6 +245,8 @@ def predicted_caches(spec: ModelSpec, cfg: CacheConfig) -> dict[str, dict[str, A
         else:
             kind = "full"
         groups.setdefault(kind, []).append(lm)
+        if lm.index_bytes:  # the DSA indexer keys: their own llama_kv_cache, K only
+            groups.setdefault("indexer", []).append(lm)
     out: dict[str, dict[str, Any]] = {}
     for kind, lms in groups.items():
         if kind == "recurrent":
@@ -221,9 +254,16 @@ def predicted_caches(spec: ModelSpec, cfg: CacheConfig) -> dict[str, dict[str, A
                 "mib": sum(lm.state_bytes for lm in lms) / MIB,
                 "cells": max(1, cfg.n_seq),
                 "layers": len(lms),
+                **_state_split(spec, lms, max(1, cfg.n_seq)),
             }
             continue
         cells = {lm.cells for lm in lms}
+        if kind == "indexer":
+            idx = sum(lm.index_bytes for lm in lms) / MIB
+            idx_v = sum(lm.index_v_bytes for lm in lms) / MIB  # MSA's indexer cache has V too
+            out[kind] = {"mib": idx, "cells": cells.pop(), "layers": len(lms), "k_mib": idx - idx_v,
+                         "v_mib": idx_v}  # fmt: skip
+            continue
         out[kind] = {
             "mib": sum(lm.k_bytes + lm.v_bytes for lm in lms) / MIB,
             "cells": cells.pop() if len(cells) == 1 else sorted(cells),
@@ -232,6 +272,20 @@ def predicted_caches(spec: ModelSpec, cfg: CacheConfig) -> dict[str, dict[str, A
             "v_mib": sum(lm.v_bytes for lm in lms) / MIB,
         }
     return out
+
+
+def _state_split(spec: ModelSpec, lms: list[LayerMemory], n_seq: int) -> dict[str, float]:
+    """The R (conv) and S (recurrent) parts of the recurrent cache, F32, by the family's
+    `recurrent_state` rule (llama_memory_recurrent's `R (f32)` / `S (f32)`); nothing where that rule
+    does not account for a layer's whole state."""
+    fam = rules(spec.arch)
+    r = s = 0
+    for lm in lms:
+        lr, ls = fam.recurrent_state(spec.layers[lm.layer].attn)
+        if 4 * (lr + ls) * n_seq != lm.state_bytes:
+            return {}
+        r, s = r + 4 * lr * n_seq, s + 4 * ls * n_seq
+    return {"r_mib": r / MIB, "s_mib": s / MIB}
 
 
 def compare_caches(
@@ -247,7 +301,7 @@ def compare_caches(
             ok = False
             continue
         e: dict[str, Any] = {}
-        for key in ("mib", "k_mib", "v_mib"):
+        for key in ("mib", "k_mib", "v_mib", "r_mib", "s_mib"):
             if key in p and key in m:
                 e[key] = round(m[key] - p[key], 4)
                 ok = ok and abs(m[key] - p[key]) <= KV_TOLERANCE_MIB + 1e-9

@@ -9,7 +9,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from moeplan.arch.inventory import inventory, mtp_default, mtp_supported
-from moeplan.arch.spec import ModelSpec
 from moeplan.engines.llamacpp import (
     CPU,
     DeviceMemory,
@@ -24,7 +23,14 @@ from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
 from moeplan.memory.kv import CacheConfig, cache_type
 from moeplan.memory.report import SizeReport, size_report
-from moeplan.memory.weights import file_bytes, predict
+from moeplan.memory.weights import (
+    CONVERTER_OUTTYPES,
+    default_file_type,
+    file_bytes,
+    nominal_file_type,
+    predict,
+    released_quantized,
+)
 from moeplan.notices import notices
 from moeplan.perf.estimate import PROMPT_TOKENS
 from moeplan.plan.llamacpp import QUALITY_FLOOR, device_slots, evaluate_command
@@ -38,33 +44,54 @@ from moeplan.sources.hub import gguf_groups, list_repo, parse_ref
 from moeplan.sources.reference import ResolvedModel, resolve_model
 
 
-def _mtp_note(spec: ModelSpec, mtp: bool | None) -> str:
+def _mtp_choice(r: ResolvedModel, mtp: bool | None) -> tuple[bool | None, str]:
+    """The MTP layers to count and why: as asked; else what the published GGUFs hold where the
+    catalog records it; else the pinned converter's default."""
+    spec = r.require_spec()
     n = len(spec.mtp_layers)
     if not n:
-        return "none (the model has no MTP layers)"
-    if not mtp_supported(spec.arch):
-        return f"dropped ({n} MTP layer(s)): the pinned converter never writes them for {spec.arch}"
-    keep = mtp_default(spec.arch) if mtp is None else mtp
+        return mtp, "none (the model has no MTP layers)"
+    if not mtp_supported(spec):
+        return mtp, f"dropped ({n} MTP layer(s)): the pinned converter never writes them for {spec.arch}"
+    published = r.entry.published_gguf if r.entry is not None else None
+    if mtp is None and published is not None:
+        held = "hold them" if published.mtp else "lack them"
+        flip = "--no-mtp" if published.mtp else "--mtp for a file made with the pinned converter"
+        state = "kept" if published.mtp else "dropped"
+        return (
+            published.mtp,
+            f"{state} ({n} layer(s)): the published GGUFs {held} ({published.source}); {flip}",
+        )
+    keep = mtp_default(spec) if mtp is None else mtp
     why = "the pinned converter's default" if mtp is None else "as asked"
     if keep:
-        return (
+        return mtp, (
             f"kept ({n} layer(s), {why}); published GGUFs made before llama.cpp kept them lack them: --no-mtp"
         )
-    return f"dropped ({n} layer(s), {why}); the pinned converter keeps them by default: --mtp"
+    return mtp, f"dropped ({n} layer(s), {why}); the pinned converter keeps them by default: --mtp"
 
 
-def predict_size(model: str, quant: str, mtp: bool | None = None) -> SizeReport:
-    r = resolve_model(model)  # a catalog id or a Hub reference (see the end of this module)
+def predict_size(model: str, quant: str | None, mtp: bool | None = None) -> SizeReport:
+    """`quant` None: the file people download first (`default_file_type`)."""
+    r = resolve_model(model)  # a catalog id, a GGUF file or a Hub reference (see the end of this module)
     if r.gguf is not None:
         return _hub_gguf_report(r)
-    ft = FileType.parse(quant)
+    if r.header is not None:
+        return inspect_file(r.id)
     spec = r.require_spec()
-    w = predict(inventory(spec, mtp=mtp), ft)
+    mtp, mtp_note = _mtp_choice(r, mtp)
+    inv = inventory(spec, mtp=mtp)
+    ft = FileType.parse(quant) if quant else default_file_type(inv)
+    w = predict(inv, ft)
     notes = [
         "stock llama-quantize recipe (pinned build 11434); uploads with custom per-tensor recipes "
         "(e.g. unsloth UD, ik_llama quants) differ: run `moeplan inspect` on the real file",
         "file_bytes = exact tensor data and table, plus tokenizer metadata estimated from the vocabulary",
     ]
+    if ft in CONVERTER_OUTTYPES and released_quantized(inv):
+        notes.append(f"{ft.name} as convert_hf_to_gguf.py writes it: the MXFP4 experts stay MXFP4")
+    if r.alias_note:
+        notes.insert(0, r.alias_note)
     native: tuple[str, int] | None
     if r.entry is not None:
         native = (
@@ -77,7 +104,7 @@ def predict_size(model: str, quant: str, mtp: bool | None = None) -> SizeReport:
         w,
         source="predicted",
         file_bytes=file_bytes(w, spec.n_vocab),
-        mtp=_mtp_note(spec, mtp),
+        mtp=mtp_note,
         notes=notes,
         native=native,
     )
@@ -146,8 +173,8 @@ def memory(
     """Bytes per device that llama.cpp allocates for this model, context and placement."""
     r = resolve_model(model)
     spec = r.require_spec()
-    inv = inventory(spec, mtp=mtp)
-    w = r.weights or predict(inv, FileType.parse(quant))  # a GGUF reference: its real tensor types
+    inv = r.file or inventory(spec, mtp=_mtp_choice(r, mtp)[0])
+    w = predict(inv, FileType.parse(quant))  # a GGUF file: its real tensor types
     if frontend not in ("server", "completion"):
         raise MoeplanError(f"unknown front end '{frontend}': use server (llama-server) or completion")
     server = frontend == "server"
@@ -176,9 +203,11 @@ def memory(
     ]
     if n_gpus:
         notes.append("CPU weights of GPU runs are mmap'd from the file (page cache), not repacked")
+    if r.alias_note:
+        notes.insert(0, r.alias_note)
     return MemoryReport(
         model=r.name,
-        quant=_hub_quant(r) if r.gguf else FileType.parse(quant).name,
+        quant=_file_quant(r) if r.header else FileType.parse(quant).name,
         frontend=fe.name,
         n_ctx=plan.n_ctx,
         n_seq=slots,
@@ -282,8 +311,8 @@ def plan_on_rig(
     (and the alternatives that lost, unless told not to: the checker lists winners only)."""
     r = model if isinstance(model, ResolvedModel) else resolve_model(model)
     spec = r.require_spec()
-    if r.gguf is not None and quant is None and r.file_type is not None:
-        quant = r.file_type.name  # a GGUF reference is planned at the quant of its file
+    if r.file is not None:  # a GGUF file is planned as it is, labelled with its file type
+        quant = (r.file_type or nominal_file_type(r.file.weights)).name
     cache = CacheConfig(
         n_ctx=0,
         n_seq=n_seq,
@@ -299,6 +328,7 @@ def plan_on_rig(
         quant=FileType.parse(quant) if quant else None,
         cache=cache,
         alternatives=alternatives,
+        file=r.file,
     )
     c = result.chosen
     prefill = c.perf.prefill(PROMPT_TOKENS)
@@ -306,7 +336,11 @@ def plan_on_rig(
     devices = plan_devices(c.memory, rig)
     sibling = _dense_sibling_fits(r.entry, rig, ctx) if spec.is_moe and r.entry else None
     command = render_command(
-        r.gguf.group.name.rsplit("/", 1)[-1] if r.gguf else f"{r.name}-{c.quant.name}.gguf",
+        r.gguf.group.name.rsplit("/", 1)[-1]
+        if r.gguf
+        else r.id
+        if r.header
+        else f"{r.name}-{c.quant.name}.gguf",
         c.ctx,
         c.flags,
         n_seq=n_seq,
@@ -414,9 +448,11 @@ def fit(rig_text: str, models: list[str] | None = None) -> list[FitRow]:
 # --- Hub references (`hf://org/repo`, `hf://org/repo:Q4_K_M`): header-only reads, sources/hub.py ---
 
 
-def _hub_quant(r: ResolvedModel) -> str:
-    assert r.gguf is not None
-    return r.gguf.group.quant or (r.file_type.name if r.file_type else "?")
+def _file_quant(r: ResolvedModel) -> str:
+    """The quantization a GGUF file is: its Hub group's name, else its declared file type."""
+    if r.gguf is not None and r.gguf.group.quant:
+        return r.gguf.group.quant
+    return r.file_type.name if r.file_type else "?"
 
 
 def _hub_gguf_report(r: ResolvedModel) -> SizeReport:
@@ -441,7 +477,7 @@ def _hub_gguf_report(r: ResolvedModel) -> SizeReport:
             f"model description for planning: {r.spec_source}",
         ],
     )
-    return report.model_copy(update={"quant": _hub_quant(r)})
+    return report.model_copy(update={"quant": _file_quant(r)})
 
 
 def _hub_safetensors_native(r: ResolvedModel, notes: list[str]) -> tuple[tuple[str, int] | None, list[str]]:

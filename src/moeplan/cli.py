@@ -28,11 +28,20 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 QuantOpt = Annotated[
     str, typer.Option("--quant", "-q", help="llama.cpp file type, e.g. Q4_K_M, Q8_0, IQ2_XXS.")
 ]
+SizeQuantOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--quant",
+        "-q",
+        help="llama.cpp file type (default: Q4_K_M, or MXFP4_MOE for models released with MXFP4 experts).",
+    ),
+]
 MtpOpt = Annotated[
     bool | None,
     typer.Option(
         "--mtp/--no-mtp",
-        help="Keep the multi-token-prediction layers (default: what the pinned converter does).",
+        help="Keep the multi-token-prediction layers (default: what the published GGUFs hold, where "
+        "recorded, else what the pinned converter does).",
     ),
 ]
 
@@ -126,7 +135,7 @@ def _size_table(r: SizeReport) -> Table:
 
 @app.command()
 @one_line_errors
-def size(model: str, quant: QuantOpt = "Q4_K_M", mtp: MtpOpt = None, json_out: JsonOpt = False) -> None:
+def size(model: str, quant: SizeQuantOpt = None, mtp: MtpOpt = None, json_out: JsonOpt = False) -> None:
     """Predicted GGUF file size of a catalog model at a llama.cpp quantization."""
     r = api.predict_size(model, quant, mtp)
     if json_out:

@@ -12,6 +12,12 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Concatenate, ParamSpec, TypeVar
 
+# Entries a cache keyed per (model, quantization) needs to hold the whole checker sweep (75 catalog
+# models x the quantization ladder x context steps, and then some): smaller, the sweep cycles
+# through more objects than the cache holds and every rig recomputes everything.
+PER_MODEL_QUANT = 4096
+PER_MODEL = 1024
+
 P = ParamSpec("P")
 T = TypeVar("T")
 R = TypeVar("R")

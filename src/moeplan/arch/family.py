@@ -11,6 +11,7 @@ from typing import ClassVar
 
 from moeplan.arch import layout
 from moeplan.arch.config import Config
+from moeplan.arch.from_gguf import GGUFHParams, generic_spec
 from moeplan.arch.spec import Attention, AttnKind, FFNKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
 from moeplan.errors import UnsupportedArchitecture
@@ -30,13 +31,30 @@ class Family:
     qk_norm: ClassVar[bool] = False  # per-head q/k RMS norms on every attention layer
     probs_bias: ClassVar[bool] = False  # DeepSeek-style `exp_probs_b` router bias
     rope_fraction: ClassVar[float] = 1.0  # share of the head that is rotated (partial_rotary_factor)
+    # The recurrent inner width llama.cpp's loader requires as a multiple of n_embd (0 = free).
+    ssm_inner_per_embd: ClassVar[int] = 0
 
     # ---- config.json ---------------------------------------------------------------------------
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
         raise NotImplementedError
 
+    def spec_from_gguf(self, hp: GGUFHParams) -> ModelSpec:
+        """The spec a GGUF file of this architecture describes (its keys and tensor shapes), as
+        llama.cpp's `load_hparams` reads them; override where `load_arch_hparams` decides in code."""
+        return generic_spec(hp)
+
     # ---- tensors -------------------------------------------------------------------------------
+
+    def keeps_mtp(self, spec: ModelSpec) -> bool:
+        """Whether the pinned converter writes `spec`'s MTP blocks (unless `--no-mtp`): `mtp_kept`,
+        unless the architecture's converter classes differ by HF model (see DeepSeek2)."""
+        return self.mtp_kept
+
+    def mtp_head_written(self, spec: ModelSpec) -> bool:
+        """Whether a kept MTP block also carries the checkpoint's own embedding and head copies
+        (`nextn.embed_tokens`, `nextn.shared_head_head`) in the GGUF."""
+        return False
 
     def head(self, b: Builder, spec: ModelSpec) -> None:
         if spec.has("rope_freqs"):
@@ -91,6 +109,33 @@ class Family:
         d_inner = a.linear_v_heads * a.linear_v_head_dim
         d_state, n_group = a.linear_k_head_dim, a.linear_k_heads
         return (a.conv_kernel - 1) * (d_inner + 2 * n_group * d_state), d_state * d_inner
+
+    def recurrent_activations(self, a: Attention, n_ubatch: int, n_embd: int, n_seq: int) -> int:
+        """Compute-buffer bytes a recurrent layer's mixer keeps live at its peak (engines/llamacpp.py):
+        by default a Gated DeltaNet's two conv-width activations plus three residual rows per token."""
+        width = a.linear_v_heads * a.linear_v_head_dim
+        return 4 * n_ubatch * (2 * (2 * a.linear_k_heads * a.linear_k_head_dim + width) + 3 * n_embd)
+
+    def embedding_activations(self, spec: ModelSpec, il: int, n_ubatch: int) -> int:
+        """Compute-buffer bytes the input embeddings add to decoder layer `il`'s peak beyond what every
+        model keeps (engines/llamacpp.py); 0 unless the input is wider than n_embd
+        (`llama_hparams::n_embd_inp`, e.g. Qwen3-VL's DeepStack)."""
+        return 0
+
+    def attention_activations(
+        self,
+        a: Attention,
+        cells: int,
+        n_ubatch: int,
+        n_stream: int,
+        n_seq: int,
+        flash_attn: bool,
+        unified: bool,
+    ) -> tuple[int, int]:
+        """Compute-buffer bytes an attention layer of this architecture adds beyond the generic model
+        (engines/llamacpp.py): (at the layer's own peak, held once through the whole graph when any
+        such layer runs on the device). None by default (MiniMax-M3's block-sparse masks use it)."""
+        return 0, 0
 
     # ---- GGUF metadata -------------------------------------------------------------------------
 

@@ -14,28 +14,29 @@ Facts shared by all of them:
 from moeplan.arch.registry import family
 from moeplan.arch.spec import ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role, TensorSpec
-from moeplan.memo import by_identity
+from moeplan.memo import PER_MODEL, by_identity
 
 __all__ = ["Inventory", "Role", "TensorSpec", "inventory", "mtp_default", "mtp_supported", "role_of"]
 
 
-def mtp_supported(arch: str) -> bool:
-    """Whether the pinned converter can write this architecture's MTP layers at all."""
-    return family(arch).mtp_kept
+def mtp_supported(spec: ModelSpec) -> bool:
+    """Whether the pinned converter can write this model's MTP layers at all."""
+    return family(spec.arch).keeps_mtp(spec)
 
 
-def mtp_default(arch: str) -> bool:
-    return family(arch).mtp_kept
+def mtp_default(spec: ModelSpec) -> bool:
+    return family(spec.arch).keeps_mtp(spec)
 
 
-@by_identity(maxsize=128)  # the planner asks for the same model's tensors once per rig and quant
+@by_identity(maxsize=PER_MODEL)  # the planner asks for the same model's tensors once per rig and quant
 def inventory(spec: ModelSpec, mtp: bool | None = None, *, checkpoint: bool = False) -> Inventory:
     """The tensors of `spec`'s GGUF. `mtp`: keep the MTP layers (None = the converter's default).
     `checkpoint`: the tensors of the HF release instead, MTP layers always included (with GGUF names)."""
     fam = family(spec.arch)
-    keep_mtp = checkpoint or ((fam.mtp_kept if mtp is None else mtp) and fam.mtp_kept)
+    kept = fam.keeps_mtp(spec)
+    keep_mtp = checkpoint or ((kept if mtp is None else mtp) and kept)
     mtp_layers = spec.mtp_layers if keep_mtp else ()
-    own_head = checkpoint and fam.mtp_own_head
+    own_head = (checkpoint and fam.mtp_own_head) or (keep_mtp and fam.mtp_head_written(spec))
     b = Builder()
     fam.head(b, spec)
     for il, layer in enumerate(spec.layers):
@@ -62,7 +63,7 @@ def role_of(name: str, n_layer: int, linear_layers: frozenset[int] = frozenset()
     """Role and layer of a tensor found in a GGUF file. `n_layer`: decoder blocks without MTP
     (block_count − nextn_predict_layers); `linear_layers`: linear-attention block indices, whose
     attn_qkv / attn_gate belong to the recurrent (ssm) part."""
-    if name == "token_embd.weight":
+    if name in ("token_embd.weight", "per_layer_token_embd.weight"):  # the latter: Gemma 3n/4 PLE
         return Role.EMBED, None
     if name == "output.weight":
         return Role.OUTPUT, None

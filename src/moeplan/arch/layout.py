@@ -61,6 +61,21 @@ def mla(b: Builder, p: str, il: int, a: Attention, e: int, role: Role) -> None:
     b.add(f"{p}.attn_output.weight", (a.n_head * a.mla_v_head_dim, e), role, il)
 
 
+def dsa_indexer(b: Builder, p: str, il: int, a: Attention, e: int, role: Role) -> None:
+    """The DSA lightning indexer (`self_attn.indexer.*`): wq_b from the q latent, one key head `wk`
+    with a LayerNorm (weight + bias), and `weights_proj`, which the converter forces to F32
+    (`ModelBase.prepare_tensors`, INDEXER_PROJ). Nothing when the layer has no indexer."""
+    if not a.indexer_heads:
+        return
+    norm = Role.MTP if role is Role.MTP else Role.NORM
+    hd = a.indexer_head_dim
+    b.add(f"{p}.indexer.k_norm.weight", (hd,), norm, il)
+    b.add(f"{p}.indexer.k_norm.bias", (hd,), norm, il)
+    b.add(f"{p}.indexer.proj.weight", (e, a.indexer_heads), role, il, GGMLType.F32)
+    b.add(f"{p}.indexer.attn_k.weight", (e, hd), role, il)
+    b.add(f"{p}.indexer.attn_q_b.weight", (a.q_lora_rank, a.indexer_heads * hd), role, il)
+
+
 def gated_deltanet(b: Builder, p: str, il: int, a: Attention, e: int, role: Role, *, fused_ba: bool) -> None:
     """Qwen3-Next / Qwen3.5 linear attention (`in_proj_qkvz` split into attn_qkv + attn_gate).
     `fused_ba`: beta and alpha in one `ssm_ba` projection (Qwen3-Next) instead of two."""

@@ -44,6 +44,16 @@ def family(arch: str) -> Family:
     return fam
 
 
+_GENERIC = Family()
+
+
+def rules(arch: str) -> Family:
+    """The runtime rules (recurrent state, activations) of `arch`: its family's, or the defaults
+    (llama-style layers, Mamba-style state) for a GGUF of an architecture moeplan has no family for,
+    whose spec the generic reader accepted (`arch/from_gguf.py`)."""
+    return _by_arch().get(arch, _GENERIC)
+
+
 def spec_from_config(cfg: Config, name: str | None = None) -> ModelSpec:
     """ModelSpec of the text model described by an HF config.json (multimodal wrappers are
     unwrapped to their `text_config` first)."""

@@ -9,12 +9,14 @@ class AttnKind(StrEnum):
     SWA = "sliding_window"
     CHUNKED = "chunked"  # Llama 4 local chunked attention
     MLA = "mla"  # DeepSeek multi-head latent attention
-    LINEAR = "linear"  # linear / recurrent (Gated DeltaNet)
+    LINEAR = "linear"  # linear / recurrent (Gated DeltaNet, Mamba-2)
+    NONE = "none"  # no sequence mixer: an FFN-only block (Nemotron-H's MoE blocks); no KV, no state
 
 
 class FFNKind(StrEnum):
     DENSE = "dense"
     MOE = "moe"
+    NONE = "none"  # no FFN: a mixer-only block (Nemotron-H's Mamba-2 and attention blocks)
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,26 @@ class Attention:
     qk_nope_head_dim: int = 0
     qk_rope_head_dim: int = 0
     mla_v_head_dim: int = 0
+    # DeepSeek sparse attention (DSA): the lightning indexer's query heads and key width (0 heads: no
+    # indexer on this layer) and the top-k cached tokens the layer attends to (0: dense attention);
+    # GLM-5.2's "shared" layers have a top-k but no indexer (they reuse the last full layer's picks)
+    indexer_heads: int = 0
+    indexer_head_dim: int = 0
+    indexer_top_k: int = 0
+    # MiniMax sparse attention (MSA): the indexer cache also keeps V of this width (llama_kv_cache_msa
+    # builds it from the model's non-MLA hparams: one head of head_dim_v); 0 = keys only (DSA)
+    indexer_v_dim: int = 0
     # linear attention (Gated DeltaNet)
     conv_kernel: int = 0
     linear_k_heads: int = 0
     linear_v_heads: int = 0
     linear_k_head_dim: int = 0
     linear_v_head_dim: int = 0
+    # short convolution (LFM2): the channels it convolves (= n_embd); its only state is the conv cache
+    conv_channels: int = 0
+    # KV sharing (Gemma 3n/4 `num_kv_shared_layers`): the earlier layer whose KV cache this layer
+    # reads; it owns no cache itself. -1: the layer has its own cache.
+    kv_reuse: int = -1
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,7 @@ class FFN:
     n_ff_exp: int = 0  # width of one routed expert
     n_shared: int = 0  # shared experts
     n_ff_shexp: int = 0  # total width of the shared expert(s)
+    n_latent: int = 0  # LatentMoE: the width routed experts work in (moe_latent_size), 0 = n_embd
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,12 @@ class ModelSpec:
     mtp_layers: tuple[Layer, ...] = ()
     flags: frozenset[str] = field(default_factory=frozenset)
     model_type: str = ""
+    # per-layer embeddings (Gemma 3n/4 `hidden_size_per_layer_input`): the width of each layer's
+    # slice of the per-layer token embedding; 0 = none
+    n_embd_per_layer: int = 0
+    # scalars that reach only the GGUF metadata (Granite's multipliers), as (`{arch}` key suffix,
+    # value) pairs from config.json; no tensor, cache or buffer depends on them
+    gguf_scalars: tuple[tuple[str, float], ...] = ()
 
     @property
     def n_layer(self) -> int:

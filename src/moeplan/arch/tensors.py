@@ -2,14 +2,15 @@
 
 The converter's dtype rule lives here because every family shares it: `ModelBase.prepare_tensors`
 in the pinned `convert_hf_to_gguf.py` forces F32 on 1-D tensors, `*_norm.weight`, routers
-(`ffn_gate_inp`, `ffn_gate_inp_shexp`), `ssm_conv1d` and every name not ending in `.weight`.
+(`ffn_gate_inp`, `ffn_gate_inp_shexp`), `ssm_conv1d` (and Kimi's q/k/v variants, LFM2's
+`shortconv.conv`) and every name not ending in `.weight`.
 """
 
 from dataclasses import dataclass
 from enum import StrEnum
 
 from moeplan.arch.spec import ModelSpec
-from moeplan.quant.ggml import GGMLType
+from moeplan.quant.ggml import GGMLType, TensorType
 
 
 class Role(StrEnum):
@@ -31,7 +32,10 @@ class TensorSpec:
     shape: tuple[int, ...]  # ggml order
     role: Role
     layer: int | None
-    stored: GGMLType | None  # type the converter forces (F32, native MXFP4); None = the --outtype
+    stored: TensorType | None  # type the converter forces (F32, native MXFP4), or a file's; None = --outtype
+    # A tensor of an MTP block that llama.cpp's loader reads even without MTP drafting (created
+    # TENSOR_NOT_REQUIRED but not TENSOR_SKIP, as some of step35's): it takes memory like a trunk tensor.
+    loaded_without_mtp: bool = False
 
     @property
     def n_elements(self) -> int:
@@ -49,7 +53,16 @@ class Inventory:
     mtp_kept: int  # MTP blocks in the file
 
 
-_F32_SUBSTRINGS = ("ffn_gate_inp.", "ffn_gate_inp_shexp.", "ssm_conv1d.")
+_F32_SUBSTRINGS = (
+    "ffn_gate_inp.",
+    "ffn_gate_inp_shexp.",
+    "ssm_conv1d.",
+    # Kimi KDA's q/k/v convolutions (SSM_CONV1D_Q/K/V) and LFM2's short convolution (SHORTCONV_CONV)
+    "ssm_conv1d_q.",
+    "ssm_conv1d_k.",
+    "ssm_conv1d_v.",
+    "shortconv.conv.",
+)
 
 
 def converter_type(name: str, n_dims: int) -> GGMLType | None:

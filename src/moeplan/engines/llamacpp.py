@@ -13,6 +13,10 @@ From the pinned llama.cpp (build 11434), `src/llama-model.cpp load_tensors`, `co
   and the biggest layer's activations (attention scores without flash attention, FFN/expert outputs).
   llama-server reserves logits for its slots only; llama-completion / llama-bench / the fit dry run
   for the whole micro-batch.
+- DeepSeek sparse attention (`build_attn` with top-k, llama-graph.cpp): a second (F16) KQ mask for the
+  indexer cache; per sparse layer a zero-filled {1, top-k, n_tokens} F32 graph leaf that is never
+  freed, and at the layer the refilled KQ mask (fill + add, or the indexer scores) and the top-k
+  indices (fitted on the pinned build's CPU compute buffers, within 6 MiB of them).
 - CPU weights in Q4_0/Q4_K/IQ4_NL/MXFP4 with rows a multiple of 8 are repacked on x86 (AVX2) into a
   separate CPU_REPACK buffer when no GPU backend takes the host buffer type.
 """
@@ -27,9 +31,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from moeplan.arch.inventory import Inventory, Role, TensorSpec
-from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
+from moeplan.arch.registry import rules
+from moeplan.arch.spec import Attention, AttnKind, FFNKind, ModelSpec
 from moeplan.errors import MoeplanError
-from moeplan.memo import by_identity
+from moeplan.memo import PER_MODEL, PER_MODEL_QUANT, by_identity
 from moeplan.memory.kv import CacheConfig, LayerMemory, context, layer_memory
 from moeplan.memory.table import TensorLayout, TensorTable, tensor_table
 from moeplan.memory.weights import Weights
@@ -184,7 +189,7 @@ class _LayoutColumns:
     loaded, and which tensors x86 could repack (by shape and role; the type decides)."""
 
     slot: NDArray[np.int64]
-    loaded: NDArray[np.bool_]  # MTP layers are not loaded
+    loaded: NDArray[np.bool_]  # MTP layers are not loaded (but for `TensorSpec.loaded_without_mtp`)
     repack_shape: NDArray[np.bool_]
     ffn_row: NDArray[np.int64]  # per decoder layer: the tensor whose device runs its FFN (-1: none)
 
@@ -199,11 +204,11 @@ def _slot(t: TensorSpec, n_layer_all: int) -> int:
     return t.layer
 
 
-@by_identity(maxsize=256)
+@by_identity(maxsize=PER_MODEL)
 def _layout_columns(layout: TensorLayout, n_layer: int, n_layer_all: int) -> _LayoutColumns:
     return _LayoutColumns(
         np.array([_slot(t, n_layer_all) for t in layout.specs], dtype=np.int64),
-        layout.layer < n_layer,
+        (layout.layer < n_layer) | np.array([t.loaded_without_mtp for t in layout.specs], dtype=np.bool_),
         np.array(
             [len(t.shape) >= 2 and t.shape[1] % 8 == 0 and t.role is not Role.EMBED for t in layout.specs],
             dtype=np.bool_,
@@ -221,7 +226,7 @@ def _rule_mask(layout: TensorLayout, pattern: str) -> NDArray[np.bool_]:
     return mask
 
 
-@by_identity(maxsize=256)
+@by_identity(maxsize=PER_MODEL_QUANT)
 def _repackable(table: TensorTable, cols: _LayoutColumns) -> NDArray[np.bool_]:
     """Tensors x86 repacks when they stay on the CPU: a repackable type and shape."""
     return cols.repack_shape & np.isin(table.types, _REPACKABLE_VALUES)
@@ -234,46 +239,69 @@ class _Activations:
 
     layers: tuple[LayerMemory, ...]
     index: NDArray[np.int64]  # each entry's layer
-    kv: NDArray[np.int64]  # K + V bytes
+    kv: NDArray[np.int64]  # K + V bytes (+ DSA indexer keys)
     state: NDArray[np.int64]  # recurrent state bytes
     cells: NDArray[np.int64]
     swa: NDArray[np.bool_]  # a sliding-window (or chunked) cache: its own KQ mask
     attn: NDArray[np.int64]
     ffn: NDArray[np.int64]
+    lid: NDArray[np.bool_] | None = None  # a DSA indexer key cache: its own KQ mask
+    leaf: NDArray[np.int64] | None = None  # DSA: bytes a sparse layer holds for the whole graph
+    held: NDArray[np.int64] | None = None  # `Family.attention_activations`: held once per graph
 
 
-@by_identity(maxsize=256)
+def _sparse_attention(a: Attention, cells: int, ub: int, flash_attn: bool) -> tuple[int, int]:
+    """DSA top-k attention (`llm_graph_context::build_attn` with top_k, `ggml_lightning_indexer`):
+    (extra activation bytes at the layer, bytes of its never-freed zero leaf {1, k, n_tokens} F32)."""
+    k = min(a.indexer_top_k, cells)
+    mask_bytes = 2 if flash_attn else 4
+    refill = max(4 if a.indexer_heads else 0, 2 * mask_bytes) * cells * ub  # scores F32 / mask fill + add
+    return refill + 8 * k * ub, 4 * k * ub  # top-k I32 + its cont copy
+
+
+@by_identity(maxsize=PER_MODEL_QUANT)
 def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
     layers = layer_memory(spec, cfg)
     ub = context(spec, cfg).n_ubatch
     e = spec.n_embd
-    attn, ffn, swa = [], [], []
+    attn, ffn, swa, leaf, held = [], [], [], [], []
+    n_stream = context(spec, cfg).n_stream
     for lm, layer in zip(layers, spec.layers, strict=True):
         a, f = layer.attn, layer.ffn
+        extra, graph_wide = rules(spec.arch).attention_activations(
+            a, lm.cells, ub, n_stream, cfg.n_seq, cfg.flash_attn, cfg.unified
+        )
+        held.append(graph_wide)
         swa.append(a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and bool(a.window))
+        sparse, zeros = _sparse_attention(a, lm.cells, ub, cfg.flash_attn) if a.indexer_top_k else (0, 0)
+        leaf.append(zeros)
         if a.kind is AttnKind.LINEAR:
-            width = a.linear_v_heads * a.linear_v_head_dim
-            act = 4 * ub * (2 * (2 * a.linear_k_heads * a.linear_k_head_dim + width) + 3 * e)
+            act = rules(spec.arch).recurrent_activations(a, ub, e, cfg.n_seq)
         else:
             q = a.n_head * max(a.head_dim_k, a.qk_nope_head_dim + a.qk_rope_head_dim)
             act = 4 * ub * (2 * q + 3 * e)
             if not cfg.flash_attn:
                 act += 4 * lm.cells * ub * a.n_head  # KQ scores, F32 (n_stream splits the tokens)
-        attn.append(act)
+            act += sparse + extra
+        inputs = rules(spec.arch).embedding_activations(spec, lm.layer, ub)  # wide input embeddings
+        attn.append(act + inputs)
         if f.kind is FFNKind.MOE:
             routed = 3 * f.n_expert_used * f.n_ff_exp + 2 * f.n_expert
-            ffn.append(4 * ub * (routed + 3 * e + 3 * f.n_ff_shexp))
+            ffn.append(4 * ub * (routed + 3 * e + 3 * f.n_ff_shexp) + inputs)
         else:
-            ffn.append(4 * ub * (3 * f.n_ff + 3 * e))
+            ffn.append(4 * ub * (3 * f.n_ff + 3 * e) + inputs)
     return _Activations(
         tuple(layers),
         np.array([lm.layer for lm in layers], dtype=np.int64),
-        np.array([lm.k_bytes + lm.v_bytes for lm in layers], dtype=np.int64),
+        np.array([lm.k_bytes + lm.v_bytes + lm.index_bytes for lm in layers], dtype=np.int64),
         np.array([lm.state_bytes for lm in layers], dtype=np.int64),
         np.array([lm.cells for lm in layers], dtype=np.int64),
         np.array(swa, dtype=np.bool_),
         np.array(attn, dtype=np.int64),
         np.array(ffn, dtype=np.int64),
+        np.array([lm.index_bytes > 0 for lm in layers], dtype=np.bool_) if any(leaf) else None,
+        np.array(leaf, dtype=np.int64) if any(leaf) else None,
+        np.array(held, dtype=np.int64) if any(held) else None,
     )
 
 
@@ -311,16 +339,30 @@ def _compute_bytes(
     for kind in (~acts.swa, acts.swa):
         hit = np.flatnonzero(with_cache & kind)
         masks += int(acts.cells[hit[-1]]) * ub * mask_bytes if hit.size else 0
+    if acts.lid is not None:  # the indexer cache's mask: F16 for the fused lightning indexer
+        hit = np.flatnonzero(with_cache & acts.lid)
+        masks += int(acts.cells[hit[-1]]) * ub * 2 if hit.size else 0
     if inputs_only:
         return masks + 16 * ub * e  # measured: 4 F32 rows of n_embd per token (embedding lookups)
     peak = 4 * ub * e  # the residual stream
     if has_output:
         peak = max(peak, 4 * n_outputs * spec.n_vocab + 8 * n_outputs * e)
-    peak = max(
-        peak, int(acts.attn.max(initial=0, where=attn_layers)), int(acts.ffn.max(initial=0, where=ffn_layers))
+    layers_peak = max(
+        4 * ub * e,
+        int(acts.attn.max(initial=0, where=attn_layers)),
+        int(acts.ffn.max(initial=0, where=ffn_layers)),
     )
+    peak = max(peak, layers_peak)
+    if spec.n_embd_per_layer and has_layers:
+        # Gemma 3n/4 per-layer inputs, F32 {ple * n_layer, n_tokens}: held through every layer, and
+        # about four of them live while layer 0's device projects them (per_layer_model_proj sits with
+        # layer 0); measured on CPU: 4 of them + 5 F32 rows of n_embd per token.
+        ple = 4 * ub * spec.n_embd_per_layer * spec.n_layer
+        peak = max(peak, layers_peak + ple, 4 * ple + 20 * ub * e if attn_layers[0] else 0)
     inputs = 4 * ub * e if not has_layers else 0
-    return masks + peak + inputs
+    leaves = int(acts.leaf.sum(where=attn_layers)) if acts.leaf is not None else 0
+    held = int(acts.held.max(initial=0, where=attn_layers)) if acts.held is not None else 0
+    return masks + peak + inputs + leaves + held
 
 
 @dataclass(frozen=True, eq=False)

@@ -7,15 +7,26 @@ Rules from the pinned llama.cpp (build 11434):
 - sliding-window / chunked layer: PAD256(min(n_ctx_seq, window·(unified ? n_seq : 1) + n_ubatch)) cells,
   all cells with `--swa-full` (`llama_kv_cache_iswa`). Llama 4's chunked layers use window 8192.
 - MLA (deepseek2): K only, `kv_lora_rank + rope_dim` values per cell; V is a view of K.
+- DSA lightning indexer (deepseek32, glm-dsa): a second K-only cache of the same cells, one key head
+  of `indexer_head_dim` values per cell in the -ctk type, on the layers that have an indexer
+  (`llama_kv_cache_dsa`: a llama_kv_cache with n_head_kv 1 and head size indexer_head_size).
+- MiniMax sparse attention (minimax-m3): `llama_kv_cache_msa` is the same pair, but its indexer cache
+  is built from the model's non-MLA hparams, so it also holds V (`indexer_v_dim` = head_dim_v, one
+  head, in the -ctv type) on the layers with an indexer (il >= leading dense layers).
+- block without a sequence mixer (AttnKind.NONE, Nemotron-H's MoE blocks): no KV, no state
+  (the hybrid memory's layer filters skip it, `llama_model::create_memory`).
 - linear / recurrent layer: no KV; F32 conv state and recurrent state per sequence, whatever the
   context (`llama_memory_recurrent`), sized by the family (`Family.recurrent_state`; Mamba-style
   (d_conv−1)·(d_inner + 2·n_group·d_state) and d_state·d_inner by default).
+- KV-sharing layer (`Attention.kv_reuse`, Gemma 3n/4's last `num_kv_shared_layers` layers): no
+  cache of its own (`llama_hparams::has_kv` is false from `n_layer_kv_from_start` on); it attends
+  over the cells of the layer it reuses (`llama_kv_cache` ctor, the `reuse` callback).
 - V transposed (no flash attention) uses the largest V width of any layer for every layer.
 """
 
 from dataclasses import dataclass
 
-from moeplan.arch.registry import family
+from moeplan.arch.registry import rules
 from moeplan.arch.spec import Attention, AttnKind, ModelSpec
 from moeplan.errors import MoeplanError
 from moeplan.quant.ggml import GGMLType, block_size, type_size
@@ -101,10 +112,12 @@ class LayerMemory:
     k_bytes: int
     v_bytes: int
     state_bytes: int  # recurrent conv + SSM state
+    index_bytes: int = 0  # DSA lightning-indexer keys (their own cache)
+    index_v_bytes: int = 0  # of index_bytes, the indexer cache's V (MiniMax MSA; DSA has none)
 
     @property
     def total(self) -> int:
-        return self.k_bytes + self.v_bytes + self.state_bytes
+        return self.k_bytes + self.v_bytes + self.state_bytes + self.index_bytes
 
 
 def kv_widths(a: Attention) -> tuple[int, int]:
@@ -117,19 +130,23 @@ def kv_widths(a: Attention) -> tuple[int, int]:
 def recurrent_state_values(spec: ModelSpec, a: Attention) -> int:
     """F32 values of conv state + recurrent state for one sequence of one recurrent layer, by the
     family's rule (`llama_hparams::n_embd_r + n_embd_s`)."""
-    r, s = family(spec.arch).recurrent_state(a)
+    r, s = rules(spec.arch).recurrent_state(a)
     return r + s
+
+
+_NO_KV = (AttnKind.LINEAR, AttnKind.NONE)
 
 
 def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
     """KV and recurrent state of every decoder layer (MTP layers hold none)."""
     ctx = context(spec, cfg)
-    v_max = max(
-        (kv_widths(la.attn)[1] for la in spec.layers if la.attn.kind is not AttnKind.LINEAR), default=0
-    )
+    v_max = max((kv_widths(la.attn)[1] for la in spec.layers if la.attn.kind not in _NO_KV), default=0)
     out = []
     for il, layer in enumerate(spec.layers):
         a = layer.attn
+        if a.kind is AttnKind.NONE:  # an FFN-only block: neither cache holds it
+            out.append(LayerMemory(il, a.kind, 0, 0, 0, 0))
+            continue
         if a.kind is AttnKind.LINEAR:
             state = 4 * recurrent_state_values(spec, a) * max(1, cfg.n_seq)
             out.append(LayerMemory(il, a.kind, 0, 0, 0, state))
@@ -138,10 +155,15 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
         if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window and not cfg.swa_full:
             window_cells = a.window * (cfg.n_seq if cfg.unified else 1) + ctx.n_ubatch
             cells = pad(min(ctx.n_ctx_seq, window_cells))
+        if a.kv_reuse >= 0:  # reads an earlier layer's cache: attends over its cells, owns no K/V
+            out.append(LayerMemory(il, a.kind, cells, 0, 0, 0))
+            continue
         k_w, v_w = kv_widths(a)
         if v_w and not cfg.flash_attn:
             v_w = v_max
         k = ctx.n_stream * cells * row_bytes(cfg.type_k, k_w)
         v = ctx.n_stream * cells * row_bytes(cfg.type_v, v_w) if v_w else 0
-        out.append(LayerMemory(il, a.kind, cells, k, v, 0))
+        idx = ctx.n_stream * cells * row_bytes(cfg.type_k, a.indexer_head_dim) if a.indexer_heads else 0
+        idx_v = ctx.n_stream * cells * row_bytes(cfg.type_v, a.indexer_v_dim) if a.indexer_heads else 0
+        out.append(LayerMemory(il, a.kind, cells, k, v, 0, idx + idx_v, idx_v))
     return out

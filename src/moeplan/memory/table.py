@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from moeplan.arch.inventory import Role, TensorSpec
-from moeplan.memo import by_identity
+from moeplan.memo import PER_MODEL, PER_MODEL_QUANT, by_identity
 from moeplan.memory.weights import Weights
 
 
@@ -94,7 +94,7 @@ class _SameSpecs:
         return isinstance(other, _SameSpecs) and self._key == other._key
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=PER_MODEL)
 def _layout(same: _SameSpecs) -> TensorLayout:
     specs = same.specs
     names = tuple(s.name for s in specs)
@@ -109,7 +109,7 @@ def _layout(same: _SameSpecs) -> TensorLayout:
     )
 
 
-@by_identity(maxsize=256)
+@by_identity(maxsize=PER_MODEL_QUANT)
 def tensor_table(w: Weights) -> TensorTable:
     return TensorTable(
         _layout(_SameSpecs(tuple(t.spec for t in w.tensors))),

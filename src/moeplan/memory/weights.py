@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from moeplan.arch.inventory import Inventory, Role, TensorSpec
+from moeplan.arch.registry import family
 from moeplan.arch.spec import FFNKind
-from moeplan.memo import by_identity
-from moeplan.quant.ggml import GGMLType, tensor_bytes, type_label
+from moeplan.errors import MoeplanError
+from moeplan.memo import PER_MODEL, by_identity
+from moeplan.quant.ggml import GGMLType, TensorType, tensor_bytes, type_label
 from moeplan.quant.recipe import FileType, QuantModel, QuantOptions, tensor_types
 
 
@@ -20,7 +22,7 @@ class TypedTensor(NamedTuple):
     one per tensor (1,000+ for a large model), and the dataclass constructor was a third of its time."""
 
     spec: TensorSpec
-    type: GGMLType
+    type: TensorType
     nbytes: int
 
 
@@ -81,20 +83,41 @@ def active_fractions(inv: Inventory) -> dict[int, float]:
     }
 
 
+@dataclass(frozen=True)
+class FileInventory(Inventory):
+    """A real GGUF file's tensors with their real types: planning uses these weights, whatever
+    quantization is asked (the file is what will be loaded)."""
+
+    weights: Weights
+
+
 def quant_model(inv: Inventory) -> QuantModel:
     """The hparams llama-quantize reads from the GGUF (head counts of the first attention layer as
-    written in `head_count`/`head_count_kv`)."""
+    written in `head_count`/`head_count_kv`). Where the family writes `head_count_kv` per layer
+    (hybrids: 0 for recurrent blocks), llama-quantize's `n_gqa()` reads layer 0's entry."""
     spec = inv.spec
     attn = next((la.attn for la in spec.layers if la.attn.n_head), spec.layers[0].attn)
     moe = spec.moe_ffn
-    return QuantModel(spec.arch, inv.block_count, attn.n_head, attn.n_head_kv, moe.n_expert if moe else 0)
+    n_head_kv = attn.n_head_kv
+    per_layer = family(spec.arch).gguf_metadata(inv).get(".attention.head_count_kv")
+    if isinstance(per_layer, list):
+        n_head_kv = int(per_layer[0])
+    return QuantModel(spec.arch, inv.block_count, attn.n_head, n_head_kv, moe.n_expert if moe else 0)
 
 
-@by_identity(maxsize=64)
+@by_identity(maxsize=PER_MODEL)
 def _sources(inv: Inventory, source_type: GGMLType) -> tuple[tuple[str, tuple[int, ...], GGMLType], ...]:
     """The converter's output as the quantizer reads it: one tuple per inventory and source type, so
     the recipe's preparation (visiting order, categories) is shared by every file type asked for."""
-    return tuple((t.name, t.shape, source_type if t.stored is None else t.stored) for t in inv.tensors)
+    return tuple((t.name, t.shape, _source(t, source_type)) for t in inv.tensors)
+
+
+def _source(t: TensorSpec, source_type: GGMLType) -> GGMLType:
+    if t.stored is None:
+        return source_type
+    if not isinstance(t.stored, GGMLType):
+        raise MoeplanError(f"{t.name} is {t.stored.name}: llama-quantize cannot read ik_llama.cpp types")
+    return t.stored
 
 
 def llama_quantize(
@@ -118,7 +141,10 @@ _FLOAT_TYPES = frozenset({GGMLType.F32, GGMLType.F16, GGMLType.BF16})
 def predict(inv: Inventory, ft: FileType, opts: QuantOptions | None = None) -> Weights:
     """Weights of the `ft` GGUF people get: for the converter's own file types its output, in which
     tensors the checkpoint ships quantized keep their encoding (gpt-oss MXFP4 experts, written raw by
-    conversion/gpt_oss.py `repack_mxfp4` whatever `--outtype` is); otherwise llama-quantize's."""
+    conversion/gpt_oss.py `repack_mxfp4` whatever `--outtype` is); otherwise llama-quantize's.
+    A `FileInventory` is a real file: its own weights."""
+    if isinstance(inv, FileInventory):
+        return inv.weights
     w = llama_quantize(inv, ft, opts)
     if ft not in CONVERTER_OUTTYPES or not any(
         t.stored is not None and t.stored not in _FLOAT_TYPES for t in inv.tensors
@@ -133,6 +159,17 @@ def predict(inv: Inventory, ft: FileType, opts: QuantOptions | None = None) -> W
     return Weights(w.model, w.arch, w.quant, typed, w.active_expert_fraction)
 
 
+def nominal_file_type(w: Weights) -> FileType:
+    """The llama.cpp file type whose main tensor type holds most of a file's bytes (a label for
+    files whose header declares none llama.cpp names, e.g. ik_llama.cpp mixes)."""
+    by_type: Counter[TensorType] = Counter()
+    for t in w.tensors:
+        by_type[t.type] += t.nbytes
+    main = by_type.most_common(1)[0][0] if by_type else GGMLType.Q4_K
+    return next((ft for ft in FileType if ft.default_type is main), FileType.Q4_K_M)
+
+
+@by_identity(maxsize=PER_MODEL)  # the planner asks once per plan; the answer walks every tensor
 def released_quantized(inv: Inventory) -> bool:
     """Whether the checkpoint ships tensors the converter keeps quantized (gpt-oss MXFP4 experts)."""
     return any(t.stored is GGMLType.MXFP4 for t in inv.tensors)

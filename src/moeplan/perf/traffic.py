@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from moeplan.arch.inventory import Role
 from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
 from moeplan.engines.llamacpp import CPU, REPACK, MemoryPlan
-from moeplan.memo import by_identity
+from moeplan.memo import PER_MODEL, PER_MODEL_QUANT, by_identity
 from moeplan.memory.kv import CacheConfig, kv_widths, row_bytes
 from moeplan.memory.table import TensorLayout, TensorTable
 
@@ -114,7 +114,7 @@ class _AttentionCosts:
         return [(w, self.window == w) for w in sorted(set(self.window.tolist()) - {-1})]
 
 
-@by_identity(maxsize=256)
+@by_identity(maxsize=PER_MODEL_QUANT)
 def _attention_costs(spec: ModelSpec, cache: CacheConfig) -> _AttentionCosts:
     window, kv_bytes, flops = [], [], []
     for layer in spec.layers:
@@ -138,7 +138,7 @@ def _attention_costs(spec: ModelSpec, cache: CacheConfig) -> _AttentionCosts:
     )
 
 
-@by_identity(maxsize=256)
+@by_identity(maxsize=PER_MODEL)
 def _attention_rows(layout: TensorLayout, n_layer: int) -> NDArray[np.int64]:
     """Per decoder layer, the tensor that says where its attention (and KV cache) runs (-1: none)."""
     return layout.layer_rows(n_layer, "attn_q", "attn_qkv", "attn_q_a", "attn_norm")
@@ -154,7 +154,7 @@ DENSE_LAYER_NODES = 31
 MOE_NODES, NODES_PER_EXPERT_USED, SHARED_EXPERT_NODES = 12, 2, 6
 
 
-@by_identity(maxsize=256)
+@by_identity(maxsize=PER_MODEL)
 def layer_ops(spec: ModelSpec) -> NDArray[np.float64]:
     """Per decoder layer, its graph ops in units of a dense layer: the per-layer overhead scales
     with it (a layer routing 8 experts runs about twice the nodes of a dense one)."""
@@ -164,7 +164,7 @@ def layer_ops(spec: ModelSpec) -> NDArray[np.float64]:
     return 1.0 + np.where(n_expert > 0, moe, 0) / DENSE_LAYER_NODES
 
 
-@by_identity(maxsize=256)
+@by_identity(maxsize=PER_MODEL)
 def _routing(spec: ModelSpec) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Per decoder layer, experts and experts used per token (0 and 0 for a layer without routing)."""
     routed = [
@@ -191,7 +191,7 @@ class _Columns:
     layered_layer: NDArray[np.int64]
 
 
-@by_identity(maxsize=256)
+@by_identity(maxsize=PER_MODEL_QUANT)
 def _columns(table: TensorTable) -> _Columns:
     in_layer = table.layer >= 0
     expert = in_layer & table.role_is(Role.EXPERT)

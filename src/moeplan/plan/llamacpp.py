@@ -20,10 +20,10 @@ from moeplan.arch.inventory import Inventory, Role, inventory
 from moeplan.arch.spec import ModelSpec
 from moeplan.engines.llamacpp import CPU, Frontend, MemoryPlan, parse_placement, plan_memory
 from moeplan.hardware.spec import GPU, Node, Rig
-from moeplan.memo import by_identity
+from moeplan.memo import PER_MODEL_QUANT, by_identity
 from moeplan.memory.kv import CacheConfig
 from moeplan.memory.table import tensor_table
-from moeplan.memory.weights import Weights, predict, released_quantized
+from moeplan.memory.weights import FileInventory, Weights, predict, released_quantized
 from moeplan.perf.estimate import Speed
 from moeplan.perf.estimate import speed as perf_speed
 from moeplan.quant.recipe import FileType
@@ -187,7 +187,7 @@ def _layer_gpu_bytes(w: Weights, n_layer_all: int, n_cpu_moe: int) -> list[int]:
     return table.bytes_by_layer(~(table.role_is(Role.EXPERT) & (table.layer < n_cpu_moe)), n_layer_all)
 
 
-@by_identity(maxsize=512)
+@by_identity(maxsize=PER_MODEL_QUANT)
 def _weights(inv: Inventory, quant: FileType) -> Weights:
     return predict(inv, quant)
 
@@ -342,13 +342,15 @@ def plan(
     frontend: Frontend | None = None,
     mtp: bool | None = False,
     alternatives: bool = True,
+    file: FileInventory | None = None,
 ) -> PlanResult:
     """The best llama.cpp plan for `spec` on the first node of `rig`, and (unless `alternatives` is
-    False: the checker needs only the winner) the alternatives, each with the reason it lost."""
+    False: the checker needs only the winner) the alternatives, each with the reason it lost.
+    `file`: a real GGUF's tensors, planned as they are (at `quant`, the file's type)."""
     cache = cache or CacheConfig(n_ctx=0)
     frontend = frontend or Frontend("llama-server", n_outputs_max=cache.n_seq)
     cpu, gpus = device_slots(rig)
-    inv = inventory(spec, mtp=mtp)
+    inv = file or inventory(spec, mtp=mtp)
     model_ctx = spec.context_length or BASE_CONTEXT
     base_ctx = ctx or min(model_ctx, BASE_CONTEXT)
     quants: tuple[FileType, ...] = (quant,) if quant else _ladder(inv)

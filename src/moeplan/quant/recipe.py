@@ -14,7 +14,7 @@ from enum import Enum
 from functools import cache
 
 from moeplan.errors import UnknownQuant, did_you_mean
-from moeplan.memo import by_identity
+from moeplan.memo import PER_MODEL, by_identity
 from moeplan.quant.ggml import UNQUANTIZED, GGMLType, block_size
 
 T = GGMLType
@@ -489,7 +489,7 @@ class _Prepared:
 
 # Keyed by identity: the planner passes one tuple per inventory, and hashing its 1,000 entries on
 # every call cost more than the work saved.
-@by_identity(maxsize=64)
+@by_identity(maxsize=PER_MODEL)
 def _prepare(tensors: tuple[tuple[str, tuple[int, ...], GGMLType], ...]) -> _Prepared:
     names = [n for n, _, _ in tensors]
     cats = tuple(category(n) for n in names)

@@ -28,6 +28,15 @@ class PublishedParams(BaseModel):
     active: int | None = None
 
 
+class PublishedGGUF(BaseModel):
+    """What the widely used GGUF uploads of a model hold where the pinned converter would write
+    something else today (e.g. files made before it kept MTP layers), with the evidence."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    mtp: bool
+    source: str
+
+
 class CatalogEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     id: str
@@ -41,6 +50,7 @@ class CatalogEntry(BaseModel):
     config: dict[str, Any]
     sources: list[Source]
     notes: str = ""
+    published_gguf: PublishedGGUF | None = None
     _spec: ModelSpec | None = PrivateAttr(default=None)
 
     def spec(self) -> ModelSpec:
@@ -74,13 +84,54 @@ def _names(entry: CatalogEntry) -> list[str]:
     return [entry.id, entry.name, entry.hf_repo, repo_tail, *entry.aliases]
 
 
-def resolve(name: str) -> CatalogEntry:
-    """A catalog entry by id, display name, HF repo (`Qwen/Qwen3.5-35B-A3B`) or alias, any case."""
-    catalog = load_catalog()
+# Repackaging marks of GGUF and quantized uploads (`unsloth/Qwen3.6-35B-A3B-GGUF`,
+# `bartowski/Qwen_Qwen3-8B-GGUF`, `lmstudio-community/…-GGUF`): the file format, not the model.
+_PACKAGING_SUFFIXES = ("-gguf", "_gguf", ".gguf")
+
+
+def normalise(name: str) -> str:
+    """The model a typed name means, in lower case: without the uploader (`org/`), a `-GGUF`
+    suffix, or bartowski's `Org_` prefix, which repeat the original repository's organisation."""
     key = name.strip().lower()
-    for entry in catalog.values():
-        if key in (n.lower() for n in _names(entry)):
-            return entry
+    _, _, key = key.rpartition("/")
+    for suffix in _PACKAGING_SUFFIXES:
+        key = key.removesuffix(suffix)
+    return key
+
+
+@cache
+def _index() -> dict[str, CatalogEntry]:
+    """Every name of every entry, normalised, to the entry (two entries claiming one name is an error)."""
+    index: dict[str, CatalogEntry] = {}
+    for entry in load_catalog().values():
+        org = entry.hf_repo.split("/")[0].lower()
+        for n in _names(entry):
+            for key in {n.lower(), normalise(n), f"{org}_{normalise(n)}"}:
+                other = index.setdefault(key, entry)
+                if other.id != entry.id:
+                    raise BadConfig(f"catalog entries {other.id} and {entry.id} both claim the name '{n}'")
+    return index
+
+
+def resolve(name: str) -> CatalogEntry:
+    """A catalog entry by id, display name, HF repo (`Qwen/Qwen3.5-35B-A3B`), alias, or the usual
+    GGUF repositories of it (`unsloth/…-GGUF`, `ggml-org/…-GGUF`, `bartowski/Org_…-GGUF`), any case."""
+    index = _index()
+    entry = index.get(name.strip().lower()) or index.get(normalise(name))
+    if entry is not None:
+        return entry
+    key = normalise(name)
     raise ModelNotFound(
-        f"unknown model '{name}'{did_you_mean(key, catalog)} (see `moeplan models` for the catalog)"
+        f"unknown model '{name}'{did_you_mean(key, load_catalog())} (see `moeplan models` for the catalog)"
     )
+
+
+def served_as(name: str, entry: CatalogEntry) -> str | None:
+    """A note when `name` is a release the entry serves by sharing its config (an alias), not its own."""
+    own = {normalise(n) for n in (entry.id, entry.name, entry.hf_repo)}
+    if normalise(name) in own or name.strip().lower() in own:
+        return None
+    alias = next((a for a in entry.aliases if normalise(a) == normalise(name)), None)
+    if alias is None:
+        return None
+    return f"{alias} is planned as {entry.name} ({entry.id}): the same config.json"

@@ -18,7 +18,8 @@ from typing import Protocol
 from gguf import GGUFValueType
 
 from moeplan.errors import BadGGUF
-from moeplan.quant.ggml import GGMLType, tensor_bytes
+from moeplan.quant.ggml import GGMLType, TensorType, tensor_bytes
+from moeplan.quant.ik_types import IKType
 
 MAGIC = b"GGUF"
 MAX_HEADER_BYTES = 256 * 1024 * 1024  # largest header we agree to read (vocab arrays make them MBs)
@@ -63,7 +64,7 @@ class LocalFile:
 class GGUFTensor:
     name: str
     shape: tuple[int, ...]  # ggml order, ne0 first
-    type: GGMLType
+    type: TensorType
     offset: int  # relative to the start of the data section
     nbytes: int
 
@@ -184,6 +185,16 @@ def _value(cur: _Cursor, key: str, skipped: dict[str, int]) -> Value:
     return None
 
 
+def _tensor_type(raw: int) -> TensorType | None:
+    """Mainline llama.cpp's type, else ik_llama.cpp's (its ids do not overlap mainline's others)."""
+    for enum in (GGMLType, IKType):
+        try:
+            return enum(raw)
+        except ValueError:
+            pass
+    return None
+
+
 def read_header(src: ByteSource, name: str, limit: int = MAX_HEADER_BYTES) -> GGUFHeader:
     """Parse one GGUF file's header from `src`."""
     cur = _Cursor(src, name, limit)
@@ -210,10 +221,9 @@ def read_header(src: ByteSource, name: str, limit: int = MAX_HEADER_BYTES) -> GG
             raise BadGGUF(f"{name}: tensor '{tname}' has {n_dims} dimensions (1 to {MAX_DIMS} allowed)")
         shape = tuple(cur.u64() for _ in range(n_dims))
         raw_type = cur.u32()
-        try:
-            ttype = GGMLType(raw_type)
-        except ValueError:
-            raise BadGGUF(f"{name}: tensor '{tname}' has unknown ggml type {raw_type}") from None
+        ttype = _tensor_type(raw_type)
+        if ttype is None:
+            raise BadGGUF(f"{name}: tensor '{tname}' has unknown ggml type {raw_type}")
         infos.append((tname, shape, ttype, cur.u64()))
     alignment = metadata.get("general.alignment", 32)
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):

@@ -1,25 +1,27 @@
-"""One resolver for every model reference a face accepts: a catalog id, or a Hub reference
-(`hf://org/repo` for safetensors, `hf://org/repo:Q4_K_M` for a GGUF file).
+"""One resolver for every model reference a face accepts: a catalog id, a local GGUF file, or a
+Hub reference (`hf://org/repo` for safetensors, `hf://org/repo:Q4_K_M` for a GGUF file).
 
-A GGUF reference carries the real header (its tensor types); its ModelSpec comes from the
-repository's config.json, else the base model's (model card `base_model`), else the GGUF metadata
-itself for the architectures whose hparams map one to one. A safetensors reference carries every
-shard's header and the ModelSpec of its config.json.
+A GGUF file (local or on the Hub) carries its real header: its tensors with their types are the
+weights and the inventory, and its ModelSpec is rebuilt from its own metadata as llama.cpp's loader
+reads it (`sources/gguf_spec.py`); only where that cannot be done does a Hub file fall back to the
+repository's config.json, else the base model's (model card `base_model`). A safetensors reference
+carries every shard's header and the ModelSpec of its config.json.
 """
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 from gguf import LlamaFileType
 
 from moeplan.arch.registry import spec_from_config
 from moeplan.arch.spec import ModelSpec
 from moeplan.errors import HubError, MoeplanError
-from moeplan.memory.weights import Weights
+from moeplan.memory.weights import FileInventory, Weights
 from moeplan.quant.recipe import FileType
-from moeplan.sources.catalog import CatalogEntry, resolve
-from moeplan.sources.gguf_header import GGUFModel, Value
-from moeplan.sources.gguf_weights import arch_of, weights_from_gguf
+from moeplan.sources.catalog import CatalogEntry, resolve, served_as
+from moeplan.sources.gguf_header import GGUFModel, read_local
+from moeplan.sources.gguf_spec import spec_from_gguf
+from moeplan.sources.gguf_weights import weights_from_gguf
 from moeplan.sources.hub import (
     HubGGUF,
     HubSafetensors,
@@ -33,13 +35,16 @@ from moeplan.sources.hub import (
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    id: str  # the catalog id, or the Hub reference as written canonically
+    id: str  # the catalog id, the file path, or the Hub reference as written canonically
     name: str
     spec: ModelSpec | None
-    spec_source: str  # "catalog", "config.json of org/repo", "GGUF metadata", or why there is none
+    spec_source: str  # "catalog", "GGUF metadata", "config.json of org/repo", or why there is none
     entry: CatalogEntry | None = None
     gguf: HubGGUF | None = None
     safetensors: HubSafetensors | None = None
+    alias_note: str | None = None  # the name typed is a release this catalog entry serves (served_as)
+    header: GGUFModel | None = None  # a GGUF file's header (local or on the Hub)
+    file: FileInventory | None = None  # that file's tensors as the inventory to plan with
 
     def require_spec(self) -> ModelSpec:
         if self.spec is None:
@@ -48,15 +53,17 @@ class ResolvedModel:
 
     @property
     def weights(self) -> Weights | None:
-        """The real per-tensor types of a GGUF reference (None for predictions)."""
-        return weights_from_gguf(self.gguf.model) if self.gguf else None
+        """The real per-tensor types of a GGUF file (None for predictions)."""
+        if self.file is not None:
+            return self.file.weights
+        return weights_from_gguf(self.header) if self.header else None
 
     @property
     def file_type(self) -> FileType | None:
-        """The llama.cpp file type a GGUF reference's header declares (general.file_type)."""
-        if self.gguf is None:
+        """The llama.cpp file type a GGUF file's header declares (general.file_type)."""
+        if self.header is None:
             return None
-        ft = self.gguf.model.metadata.get("general.file_type")
+        ft = self.header.metadata.get("general.file_type")
         if not isinstance(ft, int):
             return None
         try:
@@ -65,49 +72,13 @@ class ResolvedModel:
             return None
 
 
-def _int(meta: dict[str, Value], key: str) -> int | None:
-    v = meta.get(key)
-    if isinstance(v, list):
-        v = max((x for x in v if isinstance(x, int)), default=None)
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
-# GGUF architecture → HF model_type, for the families whose adapter reads only these hparams.
-_GGUF_MODEL_TYPES = {"llama": "llama", "qwen3": "qwen3", "qwen3moe": "qwen3_moe"}
-
-
-def config_from_gguf(model: GGUFModel) -> dict[str, Any] | None:
-    """An HF-style config.json rebuilt from GGUF metadata (llama, qwen3, qwen3moe), else None."""
-    meta, arch = model.metadata, arch_of(model)
-    if arch not in _GGUF_MODEL_TYPES:
-        return None
-    vocab = model.shards[0].skipped_arrays.get("tokenizer.ggml.tokens") or _int(meta, f"{arch}.vocab_size")
-    names = {t.name for t in model.tensors}
-    n_expert = _int(meta, f"{arch}.expert_count") or 0
-    cfg: dict[str, Any] = {
-        "model_type": "mixtral" if arch == "llama" and n_expert else _GGUF_MODEL_TYPES[arch],
-        "hidden_size": _int(meta, f"{arch}.embedding_length"),
-        "num_hidden_layers": _int(meta, f"{arch}.block_count"),
-        "num_attention_heads": _int(meta, f"{arch}.attention.head_count"),
-        "num_key_value_heads": _int(meta, f"{arch}.attention.head_count_kv"),
-        "head_dim": _int(meta, f"{arch}.attention.key_length"),
-        "intermediate_size": _int(meta, f"{arch}.feed_forward_length"),
-        "vocab_size": vocab,
-        "max_position_embeddings": _int(meta, f"{arch}.context_length"),
-        "tie_word_embeddings": "output.weight" not in names,
-    }
-    if n_expert:
-        used = _int(meta, f"{arch}.expert_used_count")
-        if arch == "llama":
-            cfg.update(num_local_experts=n_expert, num_experts_per_tok=used)
-        else:
-            ff_exp = _int(meta, f"{arch}.expert_feed_forward_length")
-            cfg.update(num_experts=n_expert, num_experts_per_tok=used, moe_intermediate_size=ff_exp)
-            cfg["intermediate_size"] = cfg["intermediate_size"] or ff_exp
-    return {k: v for k, v in cfg.items() if v is not None}
-
-
 def _gguf_spec(found: HubGGUF) -> tuple[ModelSpec | None, str]:
+    """The file's own metadata; where moeplan cannot read its architecture from it, the
+    repository's config.json, else its base model's."""
+    try:
+        return spec_from_gguf(found.model), "GGUF metadata"
+    except MoeplanError as e:
+        metadata_error = str(e)
     name = str(found.model.metadata.get("general.name") or found.listing.repo)
     listing = found.listing
     folder = found.group.name.rpartition("/")[0]
@@ -121,27 +92,43 @@ def _gguf_spec(found: HubGGUF) -> tuple[ModelSpec | None, str]:
                 cfg = load_json(base_listing, "config.json")
                 return spec_from_config(cfg, name=name), f"config.json of the base model {base}"
         except MoeplanError:
-            pass  # a gated or missing base model: fall back to the GGUF metadata
-    cfg_gguf = config_from_gguf(found.model)
-    if cfg_gguf is not None:
-        return spec_from_config(cfg_gguf, name=name), "GGUF metadata"
-    return None, (
-        f"architecture '{arch_of(found.model)}' needs a config.json "
-        f"(none in {listing.repo} or its base model)"
-    )
+            pass  # a gated or missing base model: the metadata's error stands
+    return None, f"{metadata_error}; no config.json in {listing.repo} or its base model either"
+
+
+def _file(header: GGUFModel, spec: ModelSpec | None) -> FileInventory | None:
+    if spec is None:
+        return None
+    w = weights_from_gguf(header)
+    n_mtp = len(spec.mtp_layers)
+    return FileInventory(spec, tuple(t.spec for t in w.tensors), spec.n_layer + n_mtp, n_mtp, w)
+
+
+def _local_gguf(path: str) -> ResolvedModel:
+    header = read_local(path)
+    try:
+        spec, source = spec_from_gguf(header), "GGUF metadata"
+    except MoeplanError as e:
+        spec, source = None, str(e)
+    name = str(header.metadata.get("general.name") or Path(path).name)
+    return ResolvedModel(path, name, spec, source, header=header, file=_file(header, spec))
 
 
 def resolve_model(ref: str) -> ResolvedModel:
     """A catalog id, or a Hub reference read header-only."""
     hub = parse_ref(ref)
+    if hub is None and ref.strip().lower().endswith(".gguf"):
+        return _local_gguf(ref.strip())
     if hub is None:
         entry = resolve(ref)
-        return ResolvedModel(entry.id, entry.name, entry.spec(), "catalog", entry=entry)
+        note = served_as(ref, entry)
+        return ResolvedModel(entry.id, entry.name, entry.spec(), "catalog", entry=entry, alias_note=note)
     if hub.target:
         found = read_gguf(hub)
         spec, source = _gguf_spec(found)
         name = str(found.model.metadata.get("general.name") or hub.repo)
-        return ResolvedModel(str(hub), name, spec, source, gguf=found)
+        file = _file(found.model, spec)
+        return ResolvedModel(str(hub), name, spec, source, gguf=found, header=found.model, file=file)
     st = read_safetensors(hub)
     try:
         spec = spec_from_config(st.config, name=hub.repo)

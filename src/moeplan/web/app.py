@@ -69,6 +69,15 @@ RigQ = Annotated[
 QuantQ = Annotated[
     str, Query(min_length=1, max_length=32, description="llama.cpp file type", examples=["Q4_K_M"])
 ]
+SizeQuantQ = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=32,
+        description="llama.cpp file type (default: Q4_K_M, or MXFP4_MOE for models released in MXFP4)",
+        examples=["Q4_K_M"],
+    ),
+]
 CtxQ = Annotated[int, Query(ge=MIN_CTX, le=MAX_CTX, description="context length in tokens")]
 SeqQ = Annotated[int, Query(ge=1, le=256, description="parallel sequences (llama-server -np)")]
 CacheQ = Annotated[str, Query(min_length=1, max_length=16, description="KV cache type (f16, q8_0, q4_0 ...)")]
@@ -292,11 +301,14 @@ def create_app() -> FastAPI:
     @app.get("/api/size", response_model=SizeReport, responses=ERRORS, tags=["api"])
     def api_size(
         model: ModelQ,
-        quant: QuantQ = "Q4_K_M",
-        mtp: Annotated[bool | None, Query(description="keep MTP layers; default: the converter's")] = None,
+        quant: SizeQuantQ = None,
+        mtp: Annotated[
+            bool | None, Query(description="keep MTP layers; default: what the published GGUFs hold")
+        ] = None,
     ) -> SizeReport:
-        """Predicted GGUF file size, bits per weight, bytes by role and the active-parameter bytes."""
-        return data.size(data.model_id(model), data.quant_name(quant) or "Q4_K_M", mtp)
+        """Predicted GGUF file size (default quantization: Q4_K_M, or MXFP4_MOE for models released with
+        MXFP4 experts), bits per weight, bytes by role and the active-parameter bytes."""
+        return data.size(data.model_id(model), data.quant_name(quant), mtp)
 
     @app.get("/api/memory", response_model=MemoryReport, responses=ERRORS, tags=["api"])
     def api_memory(

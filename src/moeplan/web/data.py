@@ -190,7 +190,7 @@ def fit(rig: str) -> list[FitRow]:
 
 
 @lru_cache(maxsize=1024)
-def size(mid: str, quant: str, mtp: bool | None = None) -> SizeReport:
+def size(mid: str, quant: str | None, mtp: bool | None = None) -> SizeReport:
     return api.predict_size(mid, quant, mtp)
 
 

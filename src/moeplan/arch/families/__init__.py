@@ -1,13 +1,35 @@
 """One module per llama.cpp architecture family; `FAMILIES` lists every class the registry serves."""
 
+from moeplan.arch.families.afmoe import Afmoe
+from moeplan.arch.families.bailingmoe2 import BailingMoe2
 from moeplan.arch.families.deepseek2 import DeepSeek2
+from moeplan.arch.families.dots1 import Dots1
+from moeplan.arch.families.dsa import DeepSeek32, GlmDsa
+from moeplan.arch.families.ernie45 import Ernie45Moe
+from moeplan.arch.families.exaone_moe import ExaoneMoe
 from moeplan.arch.families.gemma3 import Gemma3
+from moeplan.arch.families.gemma4 import Gemma4
 from moeplan.arch.families.glm4moe import Glm4Moe
 from moeplan.arch.families.gpt_oss import GptOss
+from moeplan.arch.families.granite_hybrid import GraniteHybrid
+from moeplan.arch.families.granitemoe import GraniteMoe
+from moeplan.arch.families.hunyuan import HunyuanMoe
+from moeplan.arch.families.kimi import KimiK3, KimiLinear
+from moeplan.arch.families.lfm2 import Lfm2Moe
 from moeplan.arch.families.llama import Llama
 from moeplan.arch.families.llama4 import Llama4
+from moeplan.arch.families.mimo2 import MiMo2
+from moeplan.arch.families.minimax_m2 import MiniMaxM2
+from moeplan.arch.families.minimax_m3 import MiniMaxM3
+from moeplan.arch.families.mistral4 import Mistral4
+from moeplan.arch.families.nemotron_h import NemotronHMoe
+from moeplan.arch.families.olmoe import Olmoe
+from moeplan.arch.families.phimoe import PhiMoe
 from moeplan.arch.families.qwen3 import Qwen3, Qwen3Moe
+from moeplan.arch.families.qwen3vl import Qwen3VLMoe
 from moeplan.arch.families.qwen35 import Qwen3Next, Qwen35, Qwen35Moe
+from moeplan.arch.families.seed_oss import SeedOss
+from moeplan.arch.families.step35 import Step35
 from moeplan.arch.family import Family
 
 FAMILIES: tuple[type[Family], ...] = (
@@ -18,8 +40,32 @@ FAMILIES: tuple[type[Family], ...] = (
     Qwen35,
     Qwen35Moe,
     DeepSeek2,
+    DeepSeek32,
+    GlmDsa,
+    Mistral4,
     Llama4,
     GptOss,
     Glm4Moe,
     Gemma3,
+    Gemma4,
+    MiMo2,
+    MiniMaxM2,
+    Step35,
+    NemotronHMoe,
+    GraniteHybrid,
+    KimiLinear,
+    KimiK3,
+    Lfm2Moe,
+    MiniMaxM3,
+    Afmoe,
+    BailingMoe2,
+    ExaoneMoe,
+    Olmoe,
+    SeedOss,
+    Ernie45Moe,
+    HunyuanMoe,
+    Dots1,
+    PhiMoe,
+    Qwen3VLMoe,
+    GraniteMoe,
 )

@@ -1,5 +1,8 @@
-"""DeepSeek-V2/V3/R1 and Kimi-K2.x: MLA attention, leading dense layers, routed + shared experts
-with a sigmoid router and selection bias. The converter always drops the MTP block."""
+"""DeepSeek-V2/V3/R1, Kimi-K2.x and GLM-4.7-Flash: MLA attention, leading dense layers, routed +
+shared experts with a sigmoid router and selection bias. The converter drops the MTP block, except
+for GLM-4.7-Flash (glm4_moe_lite), whose converter class keeps it."""
+
+from typing import ClassVar
 
 from moeplan.arch import config as c
 from moeplan.arch.config import Config
@@ -36,9 +39,25 @@ def deepseek_moe_metadata(kv: dict[str, GGUFValue], inv: Inventory) -> None:
 
 class DeepSeek2(Family):
     arch = "deepseek2"
-    model_types = ("deepseek_v3", "deepseek_v2", "kimi_k2", "kimi_k25")
+    model_types: ClassVar[tuple[str, ...]] = (
+        "deepseek_v3",
+        "deepseek_v2",
+        "kimi_k2",
+        "kimi_k25",
+        "glm4_moe_lite",
+    )
     probs_bias = True
     mtp_own_head = True
+    # GLM-4.7-Flash (`Glm4MoeLiteForCausalLM`, conversion/glm.py `Glm4MoeLiteModel`) is written as
+    # deepseek2 too, but unlike `DeepseekV2Model` (skip_mtp = True) its converter keeps the NextN block,
+    # all of `model.layers.{n_layer}.*` including its own embed_tokens and shared_head.head.
+    mtp_keeping_model_types: ClassVar[tuple[str, ...]] = ("glm4_moe_lite",)
+
+    def keeps_mtp(self, spec: ModelSpec) -> bool:
+        return spec.model_type in self.mtp_keeping_model_types
+
+    def mtp_head_written(self, spec: ModelSpec) -> bool:
+        return spec.model_type in self.mtp_keeping_model_types
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
         n = c.integer(cfg, "num_hidden_layers")

@@ -4,6 +4,7 @@ tied embeddings."""
 from moeplan.arch import config as c
 from moeplan.arch.config import Config
 from moeplan.arch.family import Family
+from moeplan.arch.from_gguf import GGUFHParams, generic_spec, swa_pattern
 from moeplan.arch.spec import AttnKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Role
 
@@ -24,6 +25,12 @@ class Gemma3(Family):
         ]
         spec = c.base(cfg, self.arch, layers)
         return ModelSpec(**{**spec.__dict__, "tied_embeddings": True})
+
+    def spec_from_gguf(self, hp: GGUFHParams) -> ModelSpec:
+        """gemma3.cpp `load_arch_hparams`: with a window, the sliding pattern defaults to 5:1."""
+        if not hp.integer("attention.sliding_window", 0):
+            return generic_spec(hp)
+        return generic_spec(hp, swa=lambda h, n: swa_pattern(h, n, 6))
 
     def ffn_norms(self, b: Builder, p: str, il: int, e: int, role: Role) -> None:
         b.add(f"{p}.post_attention_norm.weight", (e,), role, il)

@@ -5,6 +5,7 @@ from moeplan.arch import config as c
 from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.family import Family
+from moeplan.arch.from_gguf import GGUFHParams, generic_spec, swa_pattern
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Role
 from moeplan.quant.ggml import GGMLType
@@ -30,6 +31,10 @@ class GptOss(Family):
             for t in c.layer_types(cfg, n, default)
         ]
         return c.base(cfg, self.arch, layers)
+
+    def spec_from_gguf(self, hp: GGUFHParams) -> ModelSpec:
+        """openai-moe.cpp `load_arch_hparams`: sliding and full layers alternate (pattern 2)."""
+        return generic_spec(hp, swa=lambda h, n: swa_pattern(h, n, 2))
 
     def attention(self, b: Builder, spec: ModelSpec, p: str, il: int, a: Attention, role: Role) -> None:
         layout.gqa(b, p, il, a, spec.n_embd, role, bias=True)

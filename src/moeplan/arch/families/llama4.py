@@ -1,9 +1,12 @@
 """Llama 4: chunked local attention on RoPE layers, NoPE global layers, interleaved MoE with a
 shared expert."""
 
+import dataclasses
+
 from moeplan.arch import config as c
 from moeplan.arch.config import Config
 from moeplan.arch.family import Family, GGUFValue, first_moe_layer
+from moeplan.arch.from_gguf import GGUFHParams, generic_spec, swa_pattern
 from moeplan.arch.spec import FFN, AttnKind, FFNKind, Layer, ModelSpec
 from moeplan.arch.tensors import Inventory
 
@@ -33,6 +36,20 @@ class Llama4(Family):
             ffn = moe if (il + 1) % step == 0 else c.dense(cfg, "intermediate_size_mlp")
             layers.append(Layer(attn, ffn))
         return c.base(cfg, self.arch, layers, flags=frozenset(c.rope_freqs_flag(cfg)))
+
+    def spec_from_gguf(self, hp: GGUFHParams) -> ModelSpec:
+        """llama4.cpp `load_arch_hparams`: unless the file sets a zero window, three of every four
+        layers attend in chunks of 8192 tokens (the NoPE fourth is global)."""
+        if hp.value("attention.sliding_window") == 0:
+            return generic_spec(hp, swa=lambda h, n: [False] * n)
+        spec = generic_spec(hp, swa=lambda h, n: swa_pattern(h, n, 4), window=8192)
+        chunked = tuple(
+            Layer(dataclasses.replace(la.attn, kind=AttnKind.CHUNKED), la.ffn)
+            if la.attn.kind is AttnKind.SWA
+            else Layer(dataclasses.replace(la.attn, rope=False), la.ffn)
+            for la in spec.layers
+        )
+        return dataclasses.replace(spec, layers=chunked)
 
     def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
         kv = super().gguf_metadata(inv)

@@ -9,6 +9,7 @@ from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.families.qwen3 import qwen_moe_ffn
 from moeplan.arch.family import Family, GGUFValue
+from moeplan.arch.from_gguf import GGUFHParams, generic_spec, recurrent_by_interval
 from moeplan.arch.spec import FFN, Attention, AttnKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
 
@@ -49,6 +50,9 @@ class _GatedDeltaNetHybrid(Family):
         layers = hybrid_layers(cfg, self.ffn_for(cfg))
         mtp = c.mtp(cfg, layers[-1], default=self.mtp_default_count)
         return c.base(cfg, self.arch, layers, mtp_layers=mtp)
+
+    def spec_from_gguf(self, hp: GGUFHParams) -> ModelSpec:
+        return generic_spec(hp, recurrent=recurrent_by_interval)
 
     def attention(self, b: Builder, spec: ModelSpec, p: str, il: int, a: Attention, role: Role) -> None:
         if a.kind is AttnKind.LINEAR:

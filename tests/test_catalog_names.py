@@ -1,0 +1,47 @@
+"""Names people type resolve offline to catalog entries: HF repo ids, the usual GGUF repositories and
+display names, any case; a release served by another entry's config says so."""
+
+import pytest
+
+from moeplan.api import memory, predict_size
+from moeplan.errors import ModelNotFound
+from moeplan.sources.catalog import load_catalog, normalise, resolve
+
+
+@pytest.mark.parametrize(
+    ("typed", "model_id"),
+    [
+        ("Qwen/Qwen3.5-35B-A3B", "qwen3.5-35b-a3b"),
+        ("unsloth/Qwen3.5-35B-A3B-GGUF", "qwen3.5-35b-a3b"),
+        ("bartowski/Qwen_Qwen3.5-35B-A3B-GGUF", "qwen3.5-35b-a3b"),
+        ("lmstudio-community/Qwen3-30B-A3B-GGUF", "qwen3-30b-a3b"),
+        ("ggml-org/gpt-oss-120b-GGUF", "gpt-oss-120b"),
+        ("  QWEN3.5-35B-A3B ", "qwen3.5-35b-a3b"),
+        ("deepseek-ai/DeepSeek-V3.1", "deepseek-v3.1"),
+    ],
+)
+def test_names_people_type(typed: str, model_id: str) -> None:
+    assert resolve(typed).id == model_id
+
+
+def test_every_entry_resolves_by_each_of_its_names() -> None:
+    for entry in load_catalog().values():
+        for name in (entry.id, entry.name, entry.hf_repo, f"unsloth/{entry.hf_repo.split('/')[1]}-GGUF"):
+            assert resolve(name).id == entry.id, name
+
+
+def test_normalise_strips_packaging_only() -> None:
+    assert normalise("unsloth/Qwen3.6-35B-A3B-GGUF") == "qwen3.6-35b-a3b"
+    assert normalise("Qwen3-30B-A3B-Thinking-2507") == "qwen3-30b-a3b-thinking-2507"  # a release, kept
+
+
+def test_an_alias_says_which_entry_serves_it() -> None:
+    note = "Qwen3.5-35B-A3B-Instruct is planned as Qwen3.5-35B-A3B (qwen3.5-35b-a3b): the same config.json"
+    assert predict_size("Qwen3.5-35B-A3B-Instruct", "Q4_K_M").notes[0] == note
+    assert memory("Qwen3.5-35B-A3B-Instruct", "Q4_K_M", 4096).notes[0] == note
+    assert not any("planned as" in n for n in predict_size("Qwen/Qwen3.5-35B-A3B", "Q4_K_M").notes)
+
+
+def test_unknown_names_get_one_line_with_a_suggestion() -> None:
+    with pytest.raises(ModelNotFound, match=r"unknown model 'unsloth/Qwen3.5-35B-A3C-GGUF' — did you mean"):
+        resolve("unsloth/Qwen3.5-35B-A3C-GGUF")
