@@ -225,7 +225,22 @@ def _device_index(mem: MemoryPlan, name: str) -> int:
     return next((i for i, d in enumerate(mem.devices) if d.device == name), -1)
 
 
+@by_identity(maxsize=PER_MODEL_QUANT)
+def _works(mem: MemoryPlan) -> dict[CacheConfig, TokenWork]:
+    """Token work already worked out for a memory plan (shared by every rig that reuses the plan)."""
+    return {}
+
+
 def token_work(spec: ModelSpec, mem: MemoryPlan, cache: CacheConfig) -> TokenWork:
+    """Bytes and FLOPs per device for one token of `mem` (`spec` is the plan's own model)."""
+    done = _works(mem)
+    work = done.get(cache)
+    if work is None:
+        work = done[cache] = _token_work(spec, mem, cache)
+    return work
+
+
+def _token_work(spec: ModelSpec, mem: MemoryPlan, cache: CacheConfig) -> TokenWork:
     table = mem.table
     cols = _columns(table)
     # The host's buffers (CPU, CPU_REPACK) are one device here (index 0); bin n: unloaded tensors.

@@ -123,6 +123,13 @@ def device_slots(rig: Rig) -> tuple[DeviceSlot, list[DeviceSlot]]:
     return cpu, gpus
 
 
+@by_identity(maxsize=PER_MODEL_QUANT)
+def _memory_plans(w: Weights) -> dict[tuple[str, CacheConfig, tuple[str, ...], Frontend], MemoryPlan]:
+    """The memory plans worked out for these weights (one inventory's), by flags, cache and GPU names:
+    a plan depends on no GPU's size, so every rig with as many GPUs reuses it."""
+    return {}
+
+
 def _evaluate(
     inv: Inventory,
     w: Weights,
@@ -136,8 +143,12 @@ def _evaluate(
     frontend: Frontend,
 ) -> Candidate:
     cfg = CacheConfig(**{**cache.__dict__, "n_ctx": ctx})
-    names = tuple(g.name for g in gpus)
-    mem = plan_memory(inv, w, cfg, parse_placement(flags), names if strategy != "cpu" else (), frontend)
+    names = tuple(g.name for g in gpus) if strategy != "cpu" else ()
+    plans = _memory_plans(w)
+    key = (flags, cfg, names, frontend)
+    mem = plans.get(key)
+    if mem is None:
+        mem = plans[key] = plan_memory(inv, w, cfg, parse_placement(flags), names, frontend)
     slots = {s.name: s for s in [cpu, *gpus]}
     overflow = {}
     host_total = sum(d.total_bytes for d in mem.devices if d.device.startswith("CPU"))
