@@ -42,6 +42,15 @@ def gqa(cfg: Config, kind: AttnKind = AttnKind.FULL, window: int = 0, rope: bool
     return Attention(kind, n_head, integer(cfg, "num_key_value_heads", default=n_head), hd, hd, window, rope)
 
 
+def check_rotary_dim(cfg: Config, attn: Attention, fraction: float) -> None:
+    """Refuse a `rotary_dim` other than the share of the head the family's GGUF keys write."""
+    rotary = integer(cfg, "rotary_dim", default=attn.head_dim_k)
+    if rotary != int(attn.head_dim_k * fraction):
+        raise BadConfig(
+            f"{cfg.get('model_type')} with rotary_dim {rotary} of head_dim {attn.head_dim_k} is not modelled"
+        )
+
+
 def dense(cfg: Config, key: str = "intermediate_size") -> FFN:
     return FFN(FFNKind.DENSE, n_ff=integer(cfg, key))
 
@@ -74,14 +83,21 @@ def mtp(cfg: Config, layer: Layer, default: int = 0) -> tuple[Layer, ...]:
     return (layer,) * n_mtp
 
 
-def routed_and_shared_moe(cfg: Config) -> FFN:
-    """DeepSeek/GLM-style MoE: `n_routed_experts` plus `n_shared_experts` of the same width."""
-    n_ff_exp = integer(cfg, "moe_intermediate_size")
-    n_shared = integer(cfg, "n_shared_experts", default=0)
+def routed_and_shared_moe(
+    cfg: Config,
+    experts: tuple[str, ...] = ("n_routed_experts",),
+    shared: str = "n_shared_experts",
+    width: str = "moe_intermediate_size",
+    used: tuple[str, ...] = ("num_experts_per_tok",),
+) -> FFN:
+    """DeepSeek-style MoE: routed experts plus `shared` shared experts of the same width (the loaders
+    size the shared FFN n_ff_exp x n_expert_shared). The key names differ by family."""
+    n_ff_exp = integer(cfg, width)
+    n_shared = integer(cfg, shared, default=0)
     return FFN(
         FFNKind.MOE,
-        n_expert=integer(cfg, "n_routed_experts"),
-        n_expert_used=integer(cfg, "num_experts_per_tok"),
+        n_expert=integer(cfg, *experts),
+        n_expert_used=integer(cfg, *used),
         n_ff_exp=n_ff_exp,
         n_shared=n_shared,
         n_ff_shexp=n_ff_exp * n_shared,

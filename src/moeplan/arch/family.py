@@ -181,6 +181,18 @@ class Family:
         return kv
 
 
+def mamba_metadata(a: Attention) -> dict[str, GGUFValue]:
+    """The `ssm.*` keys of a Mamba-style recurrent layer (Gated DeltaNet and Mamba-2 alike), read by
+    `load_arch_hparams` into ssm_d_conv / d_state / n_group / dt_rank / d_inner."""
+    return {
+        ".ssm.conv_kernel": a.conv_kernel,
+        ".ssm.state_size": a.linear_k_head_dim,
+        ".ssm.group_count": a.linear_k_heads,
+        ".ssm.time_step_rank": a.linear_v_heads,
+        ".ssm.inner_size": a.linear_v_head_dim * a.linear_v_heads,
+    }
+
+
 def first_moe_layer(spec: ModelSpec) -> int:
     """Index of the first MoE layer (the count of leading dense blocks)."""
     return next(i for i, la in enumerate(spec.layers) if la.ffn.kind is FFNKind.MOE)

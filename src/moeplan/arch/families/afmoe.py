@@ -12,7 +12,7 @@ from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.family import Family, GGUFValue, first_moe_layer
 from moeplan.arch.from_gguf import GGUFHParams, generic_spec, swa_pattern
-from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
+from moeplan.arch.spec import FFN, Attention, AttnKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
 from moeplan.errors import BadConfig
 
@@ -22,16 +22,7 @@ SWA_PERIOD = 4  # load_swa_pattern(ml, 4) in src/models/afmoe.cpp
 def afmoe_moe(cfg: Config) -> FFN:
     """Routed experts of `moe_intermediate_size`; `num_shared_experts` shared ones of the same width
     (the loader's n_ff_shexp = n_ff_exp · n_expert_shared)."""
-    n_ff_exp = c.integer(cfg, "moe_intermediate_size")
-    n_shared = c.integer(cfg, "num_shared_experts", default=0)
-    return FFN(
-        FFNKind.MOE,
-        n_expert=c.integer(cfg, "num_experts"),
-        n_expert_used=c.integer(cfg, "num_experts_per_tok"),
-        n_ff_exp=n_ff_exp,
-        n_shared=n_shared,
-        n_ff_shexp=n_ff_exp * n_shared,
-    )
+    return c.routed_and_shared_moe(cfg, ("num_experts",), "num_shared_experts")
 
 
 class Afmoe(Family):

@@ -11,7 +11,7 @@ writes from `layer_types` (or the "LLLG" string).
 from moeplan.arch import config as c
 from moeplan.arch.config import Config
 from moeplan.arch.family import Family, GGUFValue, first_moe_layer
-from moeplan.arch.spec import FFN, AttnKind, FFNKind, Layer, ModelSpec
+from moeplan.arch.spec import AttnKind, Layer, ModelSpec
 from moeplan.arch.tensors import Inventory
 
 
@@ -38,16 +38,8 @@ class ExaoneMoe(Family):
         n = c.integer(cfg, "num_hidden_layers")
         window = c.integer(cfg, "sliding_window")
         k_dense = c.integer(cfg, "first_k_dense_replace", "first_last_k_dense_replace", default=0)
-        n_ff_exp = c.integer(cfg, "moe_intermediate_size")
-        n_shared = c.integer(cfg, "num_shared_experts")
-        moe = FFN(
-            FFNKind.MOE,
-            n_expert=c.integer(cfg, "num_experts"),
-            n_expert_used=c.integer(cfg, "num_experts_per_tok"),
-            n_ff_exp=n_ff_exp,
-            n_shared=n_shared,
-            n_ff_shexp=n_ff_exp * n_shared,
-        )
+        c.integer(cfg, "num_shared_experts")  # required by the converter
+        moe = c.routed_and_shared_moe(cfg, ("num_experts",), "num_shared_experts")
         layers = [
             Layer(
                 c.gqa(cfg, AttnKind.SWA, window) if t == "sliding_attention" else c.gqa(cfg),

@@ -12,7 +12,7 @@ from moeplan.arch import config as c
 from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.families.nemotron_h import NOPE_HYBRID_CONTEXT, mamba2, mamba2_activations, mamba2_tensors
-from moeplan.arch.family import Family, GGUFValue
+from moeplan.arch.family import Family, GGUFValue, mamba_metadata
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
 from moeplan.errors import BadConfig, UnsupportedArchitecture
@@ -102,11 +102,7 @@ class GraniteHybrid(Family):
             ".rope.freq_base": 10000.0,
             ".rope.dimension_count": attn.head_dim_k,
             ".rope.scaling.finetuned": False,
-            ".ssm.conv_kernel": ssm.conv_kernel,
-            ".ssm.state_size": ssm.linear_k_head_dim,
-            ".ssm.group_count": ssm.linear_k_heads,
-            ".ssm.inner_size": ssm.linear_v_heads * ssm.linear_v_head_dim,
-            ".ssm.time_step_rank": ssm.linear_v_heads,
+            **mamba_metadata(ssm),
         }
         if attn.head_dim_k * attn.n_head != spec.n_embd:  # the converter never needs it: the default holds
             kv[".attention.key_length"] = attn.head_dim_k

@@ -79,16 +79,8 @@ def kda_attention(cfg: Config) -> Attention:
 def kimi_moe(cfg: Config) -> FFN:
     """`num_experts` routed experts (`num_experts_per_token` per token) plus `num_shared_experts`
     of the routed width (the loader sizes the shared FFN n_ff_exp × n_expert_shared)."""
-    n_ff_exp = c.integer(cfg, "moe_intermediate_size")
-    n_shared = c.integer(cfg, "num_shared_experts", default=0)
-    return FFN(
-        FFNKind.MOE,
-        n_expert=c.integer(cfg, "num_experts"),
-        n_expert_used=c.integer(cfg, "num_experts_per_token", "num_experts_per_tok"),
-        n_ff_exp=n_ff_exp,
-        n_shared=n_shared,
-        n_ff_shexp=n_ff_exp * n_shared,
-    )
+    used = ("num_experts_per_token", "num_experts_per_tok")
+    return c.routed_and_shared_moe(cfg, ("num_experts",), "num_shared_experts", used=used)
 
 
 def kda(

@@ -28,11 +28,7 @@ class MiniMaxM2(Family):
     def spec_from_config(self, cfg: Config) -> ModelSpec:
         n = c.integer(cfg, "num_hidden_layers")
         attn = c.gqa(cfg)
-        rotary = c.integer(cfg, "rotary_dim", default=attn.head_dim_k)
-        if rotary != int(attn.head_dim_k * self.rope_fraction):
-            raise BadConfig(
-                f"minimax_m2 with rotary_dim {rotary} of head_dim {attn.head_dim_k} is not modelled"
-            )
+        c.check_rotary_dim(cfg, attn, self.rope_fraction)
         if c.integer(cfg, "shared_intermediate_size", default=0):
             raise BadConfig("minimax_m2 with a shared expert is not modelled (the llama.cpp loader has none)")
         moe = FFN(

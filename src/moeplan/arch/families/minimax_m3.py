@@ -21,7 +21,7 @@ from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.family import Family, GGUFValue, first_moe_layer
 from moeplan.arch.from_gguf import GGUFHParams, generic_spec
-from moeplan.arch.spec import FFN, Attention, FFNKind, Layer, ModelSpec
+from moeplan.arch.spec import Attention, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
 from moeplan.errors import BadConfig
 from moeplan.quant.ggml import GGMLType
@@ -80,23 +80,13 @@ class MiniMaxM3(Family):
     def spec_from_config(self, cfg: Config) -> ModelSpec:
         n = c.integer(cfg, "num_hidden_layers")
         attn = c.gqa(cfg)
-        rotary = c.integer(cfg, "rotary_dim", default=attn.head_dim_k)
-        if rotary != int(attn.head_dim_k * self.rope_fraction):
-            raise BadConfig(
-                f"minimax_m3 with rotary_dim {rotary} of head_dim {attn.head_dim_k} is not modelled"
-            )
+        c.check_rotary_dim(cfg, attn, self.rope_fraction)
         n_ff_exp = c.integer(cfg, "intermediate_size")  # MiniMaxM2Model: expert_feed_forward_length
         n_shared = c.integer(cfg, "n_shared_experts", default=0)
         if c.integer(cfg, "shared_intermediate_size", default=n_ff_exp * n_shared) != n_ff_exp * n_shared:
             raise BadConfig("llama.cpp sizes minimax-m3's shared expert intermediate_size x n_shared_experts")
-        moe = FFN(
-            FFNKind.MOE,
-            n_expert=c.integer(cfg, "num_local_experts", "num_experts"),
-            n_expert_used=c.integer(cfg, "num_experts_per_tok"),
-            n_ff_exp=n_ff_exp,
-            n_shared=n_shared,
-            n_ff_shexp=n_ff_exp * n_shared,  # the loader: n_ff_exp × n_expert_shared
-        )
+        experts = ("num_local_experts", "num_experts")
+        moe = c.routed_and_shared_moe(cfg, experts, "n_shared_experts", width="intermediate_size")
         dense = c.dense(cfg, "dense_intermediate_size")
         k_dense = leading_dense(cfg)
         sparse = with_msa_indexer(attn, cfg)

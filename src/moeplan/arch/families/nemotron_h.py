@@ -14,7 +14,7 @@ sub-layer folded into one block.
 from moeplan.arch import config as c
 from moeplan.arch import layout
 from moeplan.arch.config import Config
-from moeplan.arch.family import Family, GGUFValue
+from moeplan.arch.family import Family, GGUFValue, mamba_metadata
 from moeplan.arch.from_gguf import GGUFHParams
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
@@ -266,11 +266,7 @@ class NemotronHMoe(Family):
             ".rope.freq_base": 10000.0,
             ".rope.dimension_count": attn.head_dim_k,
             ".rope.scaling.finetuned": False,
-            ".ssm.conv_kernel": ssm.conv_kernel,
-            ".ssm.state_size": ssm.linear_k_head_dim,
-            ".ssm.group_count": ssm.linear_k_heads,
-            ".ssm.inner_size": ssm.linear_v_heads * ssm.linear_v_head_dim,
-            ".ssm.time_step_rank": ssm.linear_v_heads,
+            **mamba_metadata(ssm),
             ".expert_count": moe.n_expert,
             ".expert_used_count": moe.n_expert_used,
             ".expert_feed_forward_length": moe.n_ff_exp,

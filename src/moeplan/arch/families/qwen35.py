@@ -8,7 +8,7 @@ from moeplan.arch import config as c
 from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.families.qwen3 import qwen_moe_ffn
-from moeplan.arch.family import Family, GGUFValue
+from moeplan.arch.family import Family, GGUFValue, mamba_metadata
 from moeplan.arch.from_gguf import GGUFHParams, generic_spec, recurrent_by_interval
 from moeplan.arch.spec import FFN, Attention, AttnKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
@@ -68,11 +68,7 @@ class _GatedDeltaNetHybrid(Family):
         kv = super().gguf_metadata(inv)
         spec = inv.spec
         linear = next(la.attn for la in spec.layers if la.attn.kind is AttnKind.LINEAR)
-        kv[".ssm.conv_kernel"] = linear.conv_kernel
-        kv[".ssm.state_size"] = linear.linear_k_head_dim
-        kv[".ssm.group_count"] = linear.linear_k_heads
-        kv[".ssm.time_step_rank"] = linear.linear_v_heads
-        kv[".ssm.inner_size"] = linear.linear_v_head_dim * linear.linear_v_heads
+        kv.update(mamba_metadata(linear))
         full = [i for i, la in enumerate(spec.layers) if la.attn.kind is not AttnKind.LINEAR]
         kv[".full_attention_interval"] = full[0] + 1
         s = self.rope_dims(spec, spec.layers[full[0]].attn) // 2
