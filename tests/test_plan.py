@@ -124,3 +124,6 @@ def test_mxfp4_models_keep_their_released_expert_precision() -> None:
     assert "MXFP4_NEEDS_BLACKWELL" not in {
         n.id for n in api.plan_on_rig("gpt-oss-20b", rig([RTX5080], 64)).notices
     }
+    # the notice follows the plan's weights: llama-quantize's Q4_K_M requantizes the experts
+    q4 = api.plan_on_rig("gpt-oss-20b", rig([RTX4090], 64), quant="Q4_K_M")
+    assert q4.quant == "Q4_K_M" and "MXFP4_NEEDS_BLACKWELL" not in {n.id for n in q4.notices}

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from moeplan.arch.spec import ModelSpec
 from moeplan.hardware.spec import Rig
 from moeplan.plan.llamacpp import QUALITY_FLOOR, GiB, PlanResult
+from moeplan.quant.ggml import GGMLType
 
 INFO, WARN, ERROR = "info", "warning", "error"
 
@@ -53,7 +54,7 @@ def notices(
                 f"more RAM or VRAM allows {QUALITY_FLOOR.name}",
             )
         )
-    wants_mxfp4 = c.quant.name == "MXFP4_MOE" or spec.arch == "gpt-oss"
+    wants_mxfp4 = bool((c.memory.table.types == GGMLType.MXFP4).any())  # the plan's weights hold MXFP4
     if wants_mxfp4 and rig.node.gpus and not all(g.mxfp4 for g in rig.node.gpus):
         out.append(
             Notice(
