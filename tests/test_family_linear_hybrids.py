@@ -9,7 +9,7 @@ import pytest
 from validation.materialize import shrink
 
 from moeplan.arch.inventory import inventory
-from moeplan.arch.registry import spec_from_config
+from moeplan.arch.registry import family, spec_from_config
 from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
 from moeplan.memory.kv import CacheConfig, layer_memory
 from moeplan.quant.ggml import GGMLType
@@ -165,6 +165,17 @@ def test_kimi_k3_state_and_kv() -> None:
     s = spec(KIMI_K3)
     assert state_bytes_per_sequence(s) == 69 * 4 * (3 * 3 * 96 * 128 + 128 * 128 * 96)
     assert kv_bytes_per_token(s) == 24 * 576 * 2
+
+
+def test_kimi_k3_residual_stack_under_attention() -> None:
+    """`resi_stack` (n_ckpt rows of n_embd F32 per token, banked every attn_res_block_size layers)
+    plus the hole of the (n_ckpt-1)-row stack it was concatenated from; nothing for Kimi-Linear."""
+    s, fam = spec(KIMI_K3), family("kimi-k3")
+    assert "attn_res:12" in s.flags
+    assert fam.residual_activations(s, 11, 2048) == 0  # one checkpoint: a view of the layer input
+    assert fam.residual_activations(s, 12, 2048) == 4 * 2048 * s.n_embd * 3
+    assert fam.residual_activations(s, 91, 2048) == 4 * 2048 * s.n_embd * 15  # 8 checkpoints
+    assert family("kimi-linear").residual_activations(spec(KIMI_LINEAR), 91, 2048) == 0
 
 
 # ---- LFM2-8B-A1B ---------------------------------------------------------------------------------

@@ -38,3 +38,12 @@ def test_dry_run_compute_agrees(key: str) -> None:
     for ctx, ub, fa in ((4096, 2048, True), (4096, 2048, False), (32768, 32, False)):
         c = compute_check(subject(key), ctx, ub, fa)
         assert c["ok"], (c["id"], c["predicted"], c["measured"]["compute_mib"], c.get("failure"))
+
+
+def test_kimi_k3_compute_without_flash_attention() -> None:
+    """Kimi-K3's attention-residual stack sits under the KQ scores (`KimiK3.residual_activations`);
+    with flash attention the FFN phase stays the peak."""
+    s = subject("kimi-k3")
+    for ctx, ub, fa in ((4096, 2048, False), (16384, 2048, False), (8192, 1024, False), (4096, 2048, True)):
+        c = compute_check(s, ctx, ub, fa)
+        assert c["ok"], (c["id"], c["predicted"], c["measured"]["compute_mib"], c.get("failure"))

@@ -272,7 +272,10 @@ class Materialized:
 
 
 def spec_key(spec: ModelSpec, mtp: bool | None) -> str:
-    h = hashlib.sha256(f"{FORMAT_VERSION}|{mtp}|{spec!r}".encode()).hexdigest()
+    """The cache key of a materialised file: the same in every process (a frozenset's repr follows
+    the per-process string hash seed, so the flags are keyed sorted)."""
+    stable = dataclasses.replace(spec, flags=frozenset())
+    h = hashlib.sha256(f"{FORMAT_VERSION}|{mtp}|{stable!r}|{sorted(spec.flags)}".encode()).hexdigest()
     return h[:16]
 
 

@@ -122,6 +122,12 @@ class Family:
         (`llama_hparams::n_embd_inp`, e.g. Qwen3-VL's DeepStack)."""
         return 0
 
+    def residual_activations(self, spec: ModelSpec, il: int, n_ubatch: int) -> int:
+        """Compute-buffer bytes that full-attention layer `il`'s peak (engines/llamacpp.py) sits on
+        beyond the generic model because of residual tensors the architecture keeps across layers;
+        0 by default (Kimi-K3's attention-residual stack uses it)."""
+        return 0
+
     def attention_activations(
         self,
         a: Attention,

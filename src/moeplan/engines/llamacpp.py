@@ -282,7 +282,7 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
             act = 4 * ub * (2 * q + 3 * e)
             if not cfg.flash_attn:
                 act += 4 * lm.cells * ub * a.n_head  # KQ scores, F32 (n_stream splits the tokens)
-            act += sparse + extra
+            act += sparse + extra + rules(spec.arch).residual_activations(spec, lm.layer, ub)
         inputs = rules(spec.arch).embedding_activations(spec, lm.layer, ub)  # wide input embeddings
         attn.append(act + inputs)
         if f.kind is FFNKind.MOE:

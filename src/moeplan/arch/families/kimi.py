@@ -293,6 +293,25 @@ class KimiK3(KimiLinear):
             b.add(f"{p}.ffn_routed_norm.weight", (f.n_latent,), layout.mtp_or(Role.NORM, mtp), il)
         layout.shared_expert(b, p, il, f, e, layout.mtp_or(Role.SHARED_EXPERT, mtp))
 
+    def residual_activations(self, spec: ModelSpec, il: int, n_ubatch: int) -> int:
+        """The attention-residual stack under an MLA layer's peak (src/models/kimi-k3.cpp):
+        `res_push` (l. 289) banks the raw layer input on every layer with il % attn_res_block_size
+        == 0 and grows the stack with `ggml_concat(ctx0, resi_stack, ckpt, 1)` (l. 195), a new F32
+        {n_embd, n_ckpt, n_tokens} that every later `res_mix` reads (l. 211, 230), so it lives to the
+        end of the graph. The concat allocates the n_ckpt-row stack while the (n_ckpt−1)-row one it
+        copies is still live (ggml-alloc.c best fit), and the freed old stack leaves a hole below the
+        new one that the layer's biggest tensor, the KQ scores without flash attention
+        (llama-graph.cpp build_attn_mha l. 2763), cannot use: the peak sits on n_ckpt + n_ckpt − 1
+        rows of n_embd F32 per token. The first checkpoint is a reshape of the layer input itself
+        (no copy), hence nothing until a second one is banked. Seen in ggml-alloc's debug layout of
+        the dry run (c4096 ub2048, layer 87): the 8-row stack right under kq-87, a 16 MiB hole below
+        it. With flash attention the attention phase stays under the FFN estimate."""
+        block = _block_size(spec)
+        n_ckpt = il // block + 1 if block else 0
+        if n_ckpt < 2:
+            return 0
+        return 4 * n_ubatch * spec.n_embd * (2 * n_ckpt - 1)
+
     def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
         kv = super().gguf_metadata(inv)
         spec = inv.spec
