@@ -17,7 +17,6 @@ from moeplan.hardware.catalog import find_gpus
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
 from moeplan.memory.report import SizeReport
-from moeplan.plan.distributed import plan_distributed
 from moeplan.sources.catalog import load_catalog
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
@@ -423,6 +422,8 @@ def plan(
 def _plan_distributed(
     model: str, rig_text: str, engine: str, ctx: int, fmt: str | None, json_out: bool
 ) -> None:
+    from moeplan.plan.distributed import plan_distributed  # vLLM/SGLang planning: not for every command
+
     p = plan_distributed(
         model, parse_rig(rig_text), "vllm" if engine == "vllm" else "sglang", ctx=ctx, weight_format=fmt
     )

@@ -8,6 +8,7 @@ in the pinned `convert_hf_to_gguf.py` forces F32 on 1-D tensors, `*_norm.weight`
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
 
 from moeplan.arch.spec import ModelSpec
 from moeplan.quant.ggml import GGMLType, TensorType
@@ -67,11 +68,16 @@ _F32_SUBSTRINGS = (
 
 def converter_type(name: str, n_dims: int) -> GGMLType | None:
     """`ModelBase.prepare_tensors`: F32 for 1-D tensors, norms, routers, conv1d and non-weights."""
-    if n_dims <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight"):
-        return GGMLType.F32
-    if any(s in name for s in _F32_SUBSTRINGS):
+    if n_dims <= 1 or _f32_by_name(name):
         return GGMLType.F32
     return None
+
+
+@cache  # names repeat in every layer and across models; an inventory asks for each tensor
+def _f32_by_name(name: str) -> bool:
+    if name.endswith("_norm.weight") or not name.endswith(".weight"):
+        return True
+    return any(s in name for s in _F32_SUBSTRINGS)
 
 
 class Builder:

@@ -94,16 +94,21 @@ class _SameSpecs:
         return isinstance(other, _SameSpecs) and self._key == other._key
 
 
+_ROLES = tuple(Role)
+
+
 @lru_cache(maxsize=PER_MODEL)
 def _layout(same: _SameSpecs) -> TensorLayout:
     specs = same.specs
     names = tuple(s.name for s in specs)
+    role_index = {r: k for k, r in enumerate(_ROLES)}
+    roles = np.array([role_index[s.role] for s in specs], dtype=np.int64)
     return TensorLayout(
         specs,
         names,
         {n: i for i, n in enumerate(names)},
         np.array([-1 if s.layer is None else s.layer for s in specs], dtype=np.int64),
-        {r: np.array([s.role is r for s in specs], dtype=np.bool_) for r in Role},
+        {r: roles == k for k, r in enumerate(_ROLES)},
         np.array([s.n_elements for s in specs], dtype=np.float64),
         np.array([len(s.shape) >= 2 for s in specs], dtype=np.bool_),
     )
@@ -111,8 +116,5 @@ def _layout(same: _SameSpecs) -> TensorLayout:
 
 @by_identity(maxsize=PER_MODEL_QUANT)
 def tensor_table(w: Weights) -> TensorTable:
-    return TensorTable(
-        _layout(_SameSpecs(tuple(t.spec for t in w.tensors))),
-        np.fromiter((t.type for t in w.tensors), dtype=np.int64, count=len(w.tensors)),
-        np.fromiter((t.nbytes for t in w.tensors), dtype=np.float64, count=len(w.tensors)),
-    )
+    c = w.columns()  # a prediction's own columns: no tensor-by-tensor walk
+    return TensorTable(_layout(_SameSpecs(c.specs)), c.types, c.nbytes.astype(np.float64))

@@ -5,8 +5,11 @@ GGUF header, so `size` and `inspect` print the same report.
 """
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError, dataclass
 from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
 
 from moeplan.arch.inventory import Inventory, Role, TensorSpec
 from moeplan.arch.registry import family
@@ -14,7 +17,9 @@ from moeplan.arch.spec import FFNKind
 from moeplan.errors import MoeplanError
 from moeplan.memo import PER_MODEL, by_identity
 from moeplan.quant.ggml import GGMLType, TensorType, tensor_bytes, type_label
-from moeplan.quant.recipe import FileType, QuantModel, QuantOptions, tensor_types
+from moeplan.quant.recipe import FileType, QuantModel, QuantOptions, TypeGroups, grouped_types, tensor_types
+
+_GGML_BY_VALUE = {t.value: t for t in GGMLType}
 
 
 class TypedTensor(NamedTuple):
@@ -26,14 +31,111 @@ class TypedTensor(NamedTuple):
     nbytes: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
+class WeightColumns:
+    specs: tuple[TensorSpec, ...]
+    types: NDArray[np.int64]  # type values (GGMLType, or IKType for ik_llama.cpp files)
+    nbytes: NDArray[np.int64]
+
+
+_Fields = tuple[str, str, str, tuple[TypedTensor, ...], dict[int, float]]
+
+
 class Weights:
+    """Typed tensors of one GGUF (predicted or read). Immutable. A prediction keeps its types and
+    bytes as columns (what the planner reads, through `memory.table`) and builds the `TypedTensor`
+    tuple only when something asks for `tensors`: the checker predicts hundreds of (model, quant)
+    pairs and never reads one tensor of them."""
+
+    __slots__ = ("_columns", "_tensors", "active_expert_fraction", "arch", "model", "quant")
     model: str
     arch: str
     quant: str
-    tensors: tuple[TypedTensor, ...]
     # routed-expert fraction used per token, by layer (k / E), for "active" accounting
     active_expert_fraction: dict[int, float]
+    _tensors: tuple[TypedTensor, ...] | None
+    _columns: WeightColumns | None
+
+    def __init__(
+        self,
+        model: str,
+        arch: str,
+        quant: str,
+        tensors: tuple[TypedTensor, ...],
+        active_expert_fraction: dict[int, float],
+    ) -> None:
+        for k, v in (("model", model), ("arch", arch), ("quant", quant), ("_tensors", tensors)):
+            object.__setattr__(self, k, v)
+        object.__setattr__(self, "active_expert_fraction", active_expert_fraction)
+        object.__setattr__(self, "_columns", None)
+
+    @classmethod
+    def from_columns(
+        cls,
+        model: str,
+        arch: str,
+        quant: str,
+        columns: WeightColumns,
+        active_expert_fraction: dict[int, float],
+    ) -> "Weights":
+        """Weights whose tensors are `columns` (every type a mainline GGMLType)."""
+        w = cls.__new__(cls)
+        for k, v in (("model", model), ("arch", arch), ("quant", quant), ("_tensors", None)):
+            object.__setattr__(w, k, v)
+        object.__setattr__(w, "active_expert_fraction", active_expert_fraction)
+        object.__setattr__(w, "_columns", columns)
+        return w
+
+    @property
+    def tensors(self) -> tuple[TypedTensor, ...]:
+        typed = self._tensors
+        if typed is None:
+            c = self._columns
+            assert c is not None
+            by_value = _GGML_BY_VALUE
+            types = [by_value[v] for v in c.types.tolist()]
+            typed = tuple(map(TypedTensor, c.specs, types, c.nbytes.tolist()))
+            object.__setattr__(self, "_tensors", typed)
+        return typed
+
+    def columns(self) -> WeightColumns:
+        """The tensors as columns: specs, type values and bytes (int64)."""
+        c = self._columns
+        if c is None:
+            typed = self.tensors
+            c = WeightColumns(
+                tuple(t.spec for t in typed),
+                np.fromiter((t.type for t in typed), dtype=np.int64, count=len(typed)),
+                np.fromiter((t.nbytes for t in typed), dtype=np.int64, count=len(typed)),
+            )
+            object.__setattr__(self, "_columns", c)
+        return c
+
+    def _fields(self) -> _Fields:
+        return (self.model, self.arch, self.quant, self.tensors, self.active_expert_fraction)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Weights):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple[type["Weights"], _Fields]:
+        return (Weights, self._fields())  # pickle and copy: frozen, so not through __setattr__
+
+    def __repr__(self) -> str:
+        return (
+            f"Weights(model={self.model!r}, arch={self.arch!r}, quant={self.quant!r}, "
+            f"tensors={self.tensors!r}, active_expert_fraction={self.active_expert_fraction!r})"
+        )
 
     @property
     def tensor_bytes(self) -> int:
@@ -91,6 +193,7 @@ class FileInventory(Inventory):
     weights: Weights
 
 
+@by_identity(maxsize=PER_MODEL)  # asked once per (model, quant); the family's GGUF keys are not free
 def quant_model(inv: Inventory) -> QuantModel:
     """The hparams llama-quantize reads from the GGUF (head counts of the first attention layer as
     written in `head_count`/`head_count_kv`). Where the family writes `head_count_kv` per layer
@@ -120,13 +223,56 @@ def _source(t: TensorSpec, source_type: GGMLType) -> GGMLType:
     return t.stored
 
 
+@dataclass(frozen=True, eq=False)
+class _Slots:
+    """Where each tensor's type and bytes come from for one model's `TypeGroups`: its group's
+    decision (slots 0..G-1), or its own source type (slot G + j for the j-th tensor no rule touches)."""
+
+    slot: NDArray[np.intp]
+    fixed_types: list[int]
+    fixed_nbytes: list[int]
+
+
+@by_identity(maxsize=PER_MODEL)
+def _slots(sources: tuple[tuple[str, tuple[int, ...], GGMLType], ...], groups: TypeGroups) -> _Slots:
+    slot = np.full(len(sources), -1, dtype=np.intp)
+    for k, members in enumerate(groups.members):
+        slot[list(members)] = k
+    fixed = np.flatnonzero(slot < 0)
+    slot[fixed] = len(groups.members) + np.arange(len(fixed))
+    kept = [sources[i] for i in fixed.tolist()]
+    return _Slots(slot, [int(t) for _, _, t in kept], [tensor_bytes(t, shape) for _, shape, t in kept])
+
+
+def _columns(
+    specs: tuple[TensorSpec, ...],
+    sources: tuple[tuple[str, tuple[int, ...], GGMLType], ...],
+    groups: TypeGroups,
+    types: list[GGMLType],
+) -> WeightColumns:
+    s = _slots(sources, groups)
+    type_of = np.array([*map(int, types), *s.fixed_types], dtype=np.int64)
+    bytes_of = np.array([*map(tensor_bytes, types, groups.shapes), *s.fixed_nbytes], dtype=np.int64)
+    return WeightColumns(specs, type_of[s.slot], bytes_of[s.slot])
+
+
 def llama_quantize(
     inv: Inventory, ft: FileType, opts: QuantOptions | None = None, source_type: GGMLType = GGMLType.BF16
 ) -> Weights:
     """Weights of the GGUF that `llama-quantize --<ft>` makes from the converter's output
     (converted with `--outtype` = `source_type`): the recipe llama.cpp's own dry run checks."""
     specs = inv.tensors
-    types = tensor_types(quant_model(inv), ft, _sources(inv, source_type), opts)
+    sources = _sources(inv, source_type)
+    model = quant_model(inv)
+    grouped = grouped_types(model, ft, sources, opts)
+    if grouped is not None:
+        try:
+            columns = _columns(specs, sources, *grouped)
+        except ValueError:  # a row size no type divides: raised below, from the tensor llama.cpp stops at
+            pass
+        else:
+            return Weights.from_columns(inv.spec.name, inv.spec.arch, ft.name, columns, active_fractions(inv))
+    types = tensor_types(model, ft, sources, opts)
     sizes = map(tensor_bytes, types, (s.shape for s in specs))
     typed = tuple(map(TypedTensor, specs, types, sizes))
     return Weights(inv.spec.name, inv.spec.arch, ft.name, typed, active_fractions(inv))

@@ -8,7 +8,7 @@ snapshots that llama.cpp itself tests against (`tests/snapshots/*.schema`) check
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
@@ -243,7 +243,8 @@ def _layer_of(name: str) -> int:
 
 def visit_order(names: Sequence[str]) -> list[int]:
     """Indices of `names` in the quantizer's visiting order (`weight_name_comparer`: layer, then name)."""
-    return sorted(range(len(names)), key=lambda i: (_layer_of(names[i]), names[i].encode()))
+    keys = [(_layer_of(n), n.encode()) for n in names]
+    return sorted(range(len(names)), key=keys.__getitem__)
 
 
 class _Counters:
@@ -493,7 +494,9 @@ class _Prepared:
 def _prepare(tensors: tuple[tuple[str, tuple[int, ...], GGMLType], ...]) -> _Prepared:
     names = [n for n, _, _ in tensors]
     cats = tuple(category(n) for n in names)
-    quantizable = [i for i in visit_order(names) if allows_quantization(names[i], tensors[i][1])]
+    # allows_quantization, the name test (cached) first
+    allowed = _name_allows_quantization
+    quantizable = [i for i in visit_order(names) if allowed(names[i]) and ggml_n_dims(tensors[i][1]) >= 2]
     groups: dict[tuple[Category, tuple[int, ...]], list[int]] = {}
     for i in quantizable:
         if cats[i] not in _COUNTED:
@@ -508,21 +511,66 @@ def _prepare(tensors: tuple[tuple[str, tuple[int, ...], GGMLType], ...]) -> _Pre
     )
 
 
-def tensor_types(
-    model: QuantModel,
-    ft: FileType,
-    tensors: Sequence[tuple[str, tuple[int, ...], GGMLType]],
-    opts: QuantOptions | None = None,
-) -> list[GGMLType]:
-    """The type llama-quantize gives each tensor (name, ggml shape, type in the source file).
+@dataclass(frozen=True, eq=False)
+class TypeGroups:
+    """The quantizable tensors of one model split into groups whose rules see the same inputs, so
+    one decision per group serves every member, whatever the file type (without --tensor-type
+    patterns, which match names). The tensors outside every group keep their source type."""
 
-    Returned in the order given; the rules run in the quantizer's own visiting order, since the
-    running counters (attn_v index, ffn_down index of dense models) depend on it.
-    """
-    opts = opts or QuantOptions()
-    p = _prepare(tuple(tensors))
+    members: tuple[tuple[int, ...], ...]  # indices into the tensors, first member decided
+    shapes: tuple[tuple[int, ...], ...]  # the members' common shape
+    # The running counters (attn_v, ffn_down, ffn_gate, ffn_up) at the first member, in the
+    # quantizer's visiting order: None for the categories whose rules read none.
+    counters: tuple[tuple[int, int, int, int] | None, ...]
+    n_attention_wv: int
+
+
+@by_identity(maxsize=PER_MODEL)
+def _groups(p: _Prepared, n_layer: int, moe: bool) -> TypeGroups:
+    """Counted tensors grouped by category, shape and what their rules test of the running counters
+    and of the layer index (`i < n/8`, `use_more_bits(i, n)`, ...): the counters advance the same
+    way for every file type, so each tensor's counters are known before any rule runs."""
+    n, n_wv = n_layer, p.n_attention_wv
+    keyed: dict[object, list[int]] = {}
+    state: dict[object, tuple[int, int, int, int]] = {}
+    a = d = g = u = 0
+    for idx in p.counted:
+        name, ne, _ = p.tensors[idx]
+        cat = p.cats[idx]
+        snap = (a, d, g, u)
+        key: object
+        if cat in _ATTN_V_LIKE:
+            key = (cat, ne, a < 2, a < 4, _use_more_bits(a, n_wv))
+            a += 1
+        else:
+            running = d if cat is Category.FFN_DOWN else g if cat is Category.FFN_GATE else u
+            i = _layer_of(name) if moe else running
+            if moe and not 0 <= i < n:
+                key = idx  # _layer_info raises for it: on its own
+            elif cat is Category.FFN_DOWN:
+                key = (cat, ne, d < n // 8, i < n // 8, i < n // 16, _use_more_bits(i, n))
+            else:
+                key = (cat, ne, n // 8 <= i < 7 * n // 8)
+            if cat is Category.FFN_DOWN:
+                d += 1
+            elif cat is Category.FFN_GATE:
+                g += 1
+            else:
+                u += 1
+        if key not in keyed:
+            keyed[key] = []
+            state[key] = snap
+        keyed[key].append(idx)
+    members = [tuple(m) for m in keyed.values()] + list(p.uniform)
+    counters: list[tuple[int, int, int, int] | None] = [state[k] for k in keyed]
+    counters += [None] * len(p.uniform)
+    return TypeGroups(tuple(members), tuple(p.tensors[m[0]][1] for m in members), tuple(counters), n_wv)
+
+
+def _decider(
+    model: QuantModel, ft: FileType, opts: QuantOptions, p: _Prepared, counters: _Counters
+) -> Callable[[int], GGMLType]:
     imatrix = ft in NEEDS_IMATRIX if opts.imatrix is None else opts.imatrix
-    counters = _Counters(p.n_attention_wv, model.n_layer)
     default = ft.default_type
     patterns = [(re.compile(pat), t) for pat, t in opts.tensor_types]
 
@@ -544,15 +592,57 @@ def tensor_types(
             return fallback(default, ne[0])
         return fallback(_impl(model, ft, opts, imatrix, p.tied, counters, name, ne, cat, default), ne[0])
 
-    out = [t[2] for t in p.tensors]
-    for idx in p.counted:
+    return decide
+
+
+def grouped_types(
+    model: QuantModel,
+    ft: FileType,
+    tensors: Sequence[tuple[str, tuple[int, ...], GGMLType]],
+    opts: QuantOptions | None = None,
+) -> tuple[TypeGroups, list[GGMLType]] | None:
+    """`tensor_types` as one type per group of `TypeGroups` (None with --tensor-type patterns: those
+    match names, and a matched tensor advances no counter, so every tensor is decided on its own)."""
+    opts = opts or QuantOptions()
+    if opts.tensor_types:
+        return None
+    p = _prepare(tensors if isinstance(tensors, tuple) else tuple(tensors))
+    groups = _groups(p, model.n_layer, max(1, model.n_expert) > 1)
+    c = _Counters(p.n_attention_wv, model.n_layer)
+    decide = _decider(model, ft, opts, p, c)
+    out = []
+    for members, snap in zip(groups.members, groups.counters, strict=True):
+        if snap is not None:
+            c.i_attention_wv, c.i_ffn_down, c.i_ffn_gate, c.i_ffn_up = snap
+        out.append(decide(members[0]))
+    return groups, out
+
+
+def tensor_types(
+    model: QuantModel,
+    ft: FileType,
+    tensors: Sequence[tuple[str, tuple[int, ...], GGMLType]],
+    opts: QuantOptions | None = None,
+) -> list[GGMLType]:
+    """The type llama-quantize gives each tensor (name, ggml shape, type in the source file).
+
+    Returned in the order given; the rules run in the quantizer's own visiting order, since the
+    running counters (attn_v index, ffn_down index of dense models) depend on it.
+    """
+    opts = opts or QuantOptions()
+    tensors = tensors if isinstance(tensors, tuple) else tuple(tensors)
+    out = [t[2] for t in tensors]
+    grouped = grouped_types(model, ft, tensors, opts)
+    if grouped is not None:
+        for members, new in zip(grouped[0].members, grouped[1], strict=True):
+            for idx in members:
+                out[idx] = new
+        return out
+    p = _prepare(tensors)
+    decide = _decider(model, ft, opts, p, _Counters(p.n_attention_wv, model.n_layer))
+    for idx in p.counted:  # in visiting order: the counters advance as the quantizer's do
         out[idx] = decide(idx)
     for group in p.uniform:
-        if patterns:  # --tensor-type rules match names: every tensor on its own
-            for idx in group:
-                out[idx] = decide(idx)
-        else:
-            new = decide(group[0])
-            for idx in group:
-                out[idx] = new
+        for idx in group:
+            out[idx] = decide(idx)
     return out
