@@ -238,6 +238,13 @@ def generic_spec(
                 raise BadGGUF(f"{hp.name}: blk.{il} has attention but {hp.arch}.attention.head_count is 0")
             attn = _attention(hp, il, n_head[il], n_head_kv[il], sliding[il], window)
         layers.append(Layer(attn, _ffn(hp, il, n_used[il])))
+    return spec_of_blocks(hp, layers)
+
+
+def spec_of_blocks(hp: GGUFHParams, blocks: Sequence[Layer]) -> ModelSpec:
+    """The spec of a file whose `block_count` blocks are `blocks` (the last `nextn_predict_layers`
+    of them MTP): vocabulary from token_embd, tied unless the file has output.weight."""
+    n = hp.n_layer_all - hp.n_nextn
     embd = hp.shape("token_embd.weight")
     if embd is None or len(embd) != 2:
         raise BadGGUF(f"{hp.name}: no 2-D token_embd.weight tensor")
@@ -247,7 +254,7 @@ def generic_spec(
         n_embd=hp.integer("embedding_length"),
         n_vocab=embd[1],
         tied_embeddings=not hp.has("output.weight"),
-        layers=tuple(layers[:n]),
+        layers=tuple(blocks[:n]),
         context_length=hp.integer("context_length", 0),
-        mtp_layers=tuple(layers[n:]),
+        mtp_layers=tuple(blocks[n:]),
     )

@@ -20,7 +20,7 @@ from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.families.deepseek2 import mla_attention
 from moeplan.arch.family import Family, GGUFValue, first_moe_layer
-from moeplan.arch.from_gguf import GGUFHParams, _attention, _ffn
+from moeplan.arch.from_gguf import GGUFHParams, _attention, _ffn, spec_of_blocks
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
 from moeplan.errors import BadConfig
@@ -162,16 +162,7 @@ class KimiLinear(Family):
             )
             for il in range(n)
         ]
-        embd = hp.shape("token_embd.weight") or (hp.integer("embedding_length"), 0)
-        return ModelSpec(
-            name=hp.name,
-            arch=hp.arch,
-            n_embd=hp.integer("embedding_length"),
-            n_vocab=embd[1],
-            tied_embeddings=not hp.has("output.weight"),
-            layers=tuple(layers),
-            context_length=hp.integer("context_length", 0),
-        )
+        return spec_of_blocks(hp, layers)
 
     def recurrent(self, b: Builder, spec: ModelSpec, p: str, il: int, a: Attention, role: Role) -> None:
         kda(b, p, il, a, spec.n_embd, role)

@@ -15,7 +15,7 @@ from moeplan.arch import config as c
 from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.family import Family, GGUFValue, mamba_metadata
-from moeplan.arch.from_gguf import GGUFHParams
+from moeplan.arch.from_gguf import GGUFHParams, spec_of_blocks
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
 from moeplan.errors import BadConfig, BadGGUF, UnsupportedArchitecture
@@ -185,19 +185,7 @@ class NemotronHMoe(Family):
                 layers.append(Layer(NO_MIXER, moe(il)))
             else:
                 layers.append(Layer(attention(il), moe(il)))
-        embd = hp.shape("token_embd.weight")
-        if embd is None or len(embd) != 2:
-            raise BadGGUF(f"{hp.name}: no 2-D token_embd.weight tensor")
-        return ModelSpec(
-            name=hp.name,
-            arch=hp.arch,
-            n_embd=e,
-            n_vocab=embd[1],
-            tied_embeddings=not hp.has("output.weight"),
-            layers=tuple(layers[:n]),
-            context_length=hp.integer("context_length", 0),
-            mtp_layers=tuple(layers[n:]),
-        )
+        return spec_of_blocks(hp, layers)
 
     # ---- tensors -------------------------------------------------------------------------------
 
