@@ -123,7 +123,7 @@ def recurrent_by_interval(hp: GGUFHParams, il: int) -> bool:
     return il < n and (il + 1) % interval != 0
 
 
-def _attention(hp: GGUFHParams, il: int, n_head: int, n_head_kv: int, swa: bool, window: int) -> Attention:
+def attention_of(hp: GGUFHParams, il: int, n_head: int, n_head_kv: int, swa: bool, window: int) -> Attention:
     p = f"blk.{il}"
     e = hp.integer("embedding_length")
     if hp.has(f"{p}.attn_kv_a_mqa.weight"):  # MLA: llama.cpp caches the latent (kv_lora + rope)
@@ -184,7 +184,7 @@ def _recurrent(hp: GGUFHParams, il: int) -> Attention:
     )
 
 
-def _ffn(hp: GGUFHParams, il: int, n_used: int) -> FFN:
+def ffn_of(hp: GGUFHParams, il: int, n_used: int) -> FFN:
     p = f"blk.{il}"
     up_exps = hp.shape(f"{p}.ffn_up_exps.weight") or hp.shape(f"{p}.ffn_gate_up_exps.weight")
     if up_exps is not None:
@@ -236,8 +236,8 @@ def generic_spec(
         else:
             if not n_head[il]:
                 raise BadGGUF(f"{hp.name}: blk.{il} has attention but {hp.arch}.attention.head_count is 0")
-            attn = _attention(hp, il, n_head[il], n_head_kv[il], sliding[il], window)
-        layers.append(Layer(attn, _ffn(hp, il, n_used[il])))
+            attn = attention_of(hp, il, n_head[il], n_head_kv[il], sliding[il], window)
+        layers.append(Layer(attn, ffn_of(hp, il, n_used[il])))
     return spec_of_blocks(hp, layers)
 
 

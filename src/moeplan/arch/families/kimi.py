@@ -20,7 +20,7 @@ from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.families.deepseek2 import mla_attention
 from moeplan.arch.family import Family, GGUFValue, first_moe_layer
-from moeplan.arch.from_gguf import GGUFHParams, _attention, _ffn, spec_of_blocks
+from moeplan.arch.from_gguf import GGUFHParams, attention_of, ffn_of, spec_of_blocks
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
 from moeplan.errors import BadConfig
@@ -157,8 +157,8 @@ class KimiLinear(Family):
                            linear_v_heads=n_head, linear_k_head_dim=hd, linear_v_head_dim=hd)  # fmt: skip
         layers = [
             Layer(
-                linear if not n_head_kv[il] else _attention(hp, il, n_head, 1, False, 0),
-                _ffn(hp, il, n_used[il]),
+                linear if not n_head_kv[il] else attention_of(hp, il, n_head, 1, False, 0),
+                ffn_of(hp, il, n_used[il]),
             )
             for il in range(n)
         ]

@@ -15,7 +15,7 @@ Facts of the pinned llama.cpp (build 11434):
 from moeplan.arch import config as c
 from moeplan.arch.config import Config
 from moeplan.arch.family import Family, GGUFValue, first_moe_layer
-from moeplan.arch.from_gguf import GGUFHParams, _attention, _ffn
+from moeplan.arch.from_gguf import GGUFHParams, attention_of, ffn_of
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
 from moeplan.errors import BadConfig
@@ -83,8 +83,8 @@ class Lfm2Moe(Family):
         )
         layers = [
             Layer(
-                _attention(hp, il, n_head, n_head_kv[il], False, 0) if n_head_kv[il] else conv,
-                _ffn(hp, il, n_used[il]),
+                attention_of(hp, il, n_head, n_head_kv[il], False, 0) if n_head_kv[il] else conv,
+                ffn_of(hp, il, n_used[il]),
             )
             for il in range(n)
         ]
