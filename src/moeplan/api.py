@@ -1,14 +1,14 @@
 """The operations every face offers (CLI now, web later), composed from the core so that no face
 re-derives a number."""
 
-import re
-import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from moeplan.arch.inventory import inventory, mtp_default, mtp_supported
+from moeplan.arch.spec import ModelSpec
 from moeplan.engines.llamacpp import (
     CPU,
     DeviceMemory,
@@ -18,13 +18,16 @@ from moeplan.engines.llamacpp import (
     plan_memory,
     render_command,
 )
-from moeplan.errors import MoeplanError
+from moeplan.engines.llamacpp_args import Command as LlamaCommand
+from moeplan.engines.llamacpp_args import parse_command
+from moeplan.errors import ModelNotFound, MoeplanError
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
 from moeplan.memory.kv import CacheConfig, cache_type
 from moeplan.memory.report import SizeReport, size_report
 from moeplan.memory.weights import (
     CONVERTER_OUTTYPES,
+    Weights,
     default_file_type,
     file_bytes,
     nominal_file_type,
@@ -38,9 +41,10 @@ from moeplan.plan.llamacpp import plan as llamacpp_plan
 from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
+from moeplan.sources.file_names import file_type_of_label, read_file_name
 from moeplan.sources.gguf_header import read_local
 from moeplan.sources.gguf_weights import weights_from_gguf
-from moeplan.sources.hub import gguf_groups, list_repo, parse_ref
+from moeplan.sources.hub import gguf_groups, list_repo, parse_ref, quant_label
 from moeplan.sources.reference import ResolvedModel, resolve_model
 
 
@@ -554,129 +558,120 @@ class ExplainReport(BaseModel):
     suggested_command: str | None
     speedup: float | None
     ignored_flags: list[str]
+    n_seq: int  # sequences (slots) the KV cache holds
+    notes: list[str]  # how the command's model, quantization and context were read
 
 
-# Flags of a llama.cpp command line that change memory or speed, and those that do not.
-_PLACEMENT_FLAGS = {
-    "-ngl",
-    "--gpu-layers",
-    "--n-gpu-layers",
-    "-ot",
-    "--override-tensor",
-    "-ncmoe",
-    "--n-cpu-moe",
-    "-ts",
-    "--tensor-split",
-}
-_PLACEMENT_SWITCHES = {"-cmoe", "--cpu-moe", "-nkvo", "--no-kv-offload"}
-_VALUE_FLAGS = {
-    "-m",
-    "--model",
-    "-hf",
-    "--hf-repo",
-    "-c",
-    "--ctx-size",
-    "-np",
-    "--parallel",
-    "-ctk",
-    "--cache-type-k",
-    "-ctv",
-    "--cache-type-v",
-    "-fa",
-    "--flash-attn",
-    "-ub",
-    "--ubatch-size",
-    "-b",
-    "--batch-size",
-}
+FIT_MIN_CTX = 4096  # llama.cpp --fit lowers an automatic context no further (-fitc, common/common.h)
+CTX_ALIGN = 256  # llama_context pads n_ctx to 256 cells; --fit rounds down to it (common/fit.cpp)
 
 
-def _parse_command(command: str) -> tuple[dict[str, str], str, list[str]]:
-    try:
-        args = shlex.split(command)
-    except ValueError as e:
-        raise MoeplanError(f"cannot parse the command: {e}") from None
-    if args and not args[0].startswith("-"):
-        args = args[1:]  # the binary: llama-server, llama-cli, ./build/bin/llama-server ...
-    values: dict[str, str] = {}
-    placement: list[str] = []
-    ignored: list[str] = []
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a in _PLACEMENT_FLAGS:
-            if i + 1 >= len(args):
-                raise MoeplanError(f"{a} needs a value")
-            placement += [a, shlex.quote(args[i + 1])]
-            i += 2
-        elif a in _PLACEMENT_SWITCHES:
-            placement.append(a)
-            i += 1
-        elif a in _VALUE_FLAGS:
-            if i + 1 >= len(args):
-                raise MoeplanError(f"{a} needs a value")
-            values[a.lstrip("-")] = args[i + 1]
-            i += 2
-        else:
-            ignored.append(a)  # with its value, if the next word is not a flag
-            i += 2 if i + 1 < len(args) and not args[i + 1].startswith("-") else 1
-    return values, " ".join(placement), ignored
-
-
-def _quant_from_name(name: str) -> FileType | None:
-    upper = name.upper().replace("-", "_")
-    found = [ft for ft in FileType if ft.name in upper]
-    return max(found, key=lambda ft: len(ft.name)) if found else None
-
-
-def _model_from_file(path: str) -> tuple[str, FileType]:
-    """The catalog model and quantization a GGUF file name names (e.g. Qwen3.5-35B-A3B-Q4_K_M.gguf)."""
-    stem = Path(path).name
-    stem = re.sub(r"-\d{5}-of-\d{5}", "", stem.removesuffix(".gguf"))
-    ft = _quant_from_name(stem)
-    if ft is None:
-        raise MoeplanError(
-            f"cannot tell the quantization from '{Path(path).name}': name it like Model-Q4_K_M.gguf"
-        )
-    base = re.split(ft.name, stem.upper().replace("-", "_"), maxsplit=1)[0]
-    model = stem[: len(base)].rstrip("-_.")
-    return model, ft
-
-
-def explain(command: str, rig_text: str) -> ExplainReport:
-    """Memory and speed of a real llama.cpp command on a rig, and what moeplan would change."""
-    rig = parse_rig(rig_text)
-    values, flags, ignored = _parse_command(command)
-    weights = None
-    if "hf" in values or "hf-repo" in values:
-        ref = values.get("hf") or values["hf-repo"]
-        resolved = resolve_model(ref if ref.startswith("hf://") else f"hf://{ref}")
-        ft = resolved.file_type or _quant_from_name(ref) or QUALITY_FLOOR
-        weights = resolved.weights
-    elif "m" in values or "model" in values:
-        path = values.get("m") or values["model"]
-        name, ft = _model_from_file(path)
-        resolved = resolve_model(name)
-        if Path(path).is_file():
-            weights = weights_from_gguf(read_local(path))  # the real file's tensor types
-    else:
+def _explained_model(
+    cmd: LlamaCommand, model: str | None, quant: str | None
+) -> tuple[ResolvedModel, FileType, Weights | None, list[str]]:
+    """The model, file type and (for a file on disk) real weights a command loads: from -hf, else
+    from -m's file (its header when it exists here, its name otherwise); `model` and `quant` say what
+    the name cannot."""
+    asked = FileType.parse(quant) if quant else None
+    hf = cmd.get("hf_repo")
+    if hf is not None and model is None:
+        r = resolve_model(hf if hf.startswith("hf://") else f"hf://{hf}")
+        ft = asked or r.file_type or file_type_of_label(quant_label(hf))[0] or QUALITY_FLOOR
+        return r, ft, r.weights, []
+    path = cmd.get("model") or hf
+    if path is None:
         raise MoeplanError("the command names no model: give -m FILE.gguf or -hf REPO:QUANT")
-    spec = resolved.require_spec()
-    ctx = int(values.get("c") or values.get("ctx-size") or 0) or min(spec.context_length, 4096)
-    n_seq = int(values.get("np") or values.get("parallel") or 4)
-    fa = (values.get("fa") or values.get("flash-attn") or "on") != "off"
-    cache = CacheConfig(
-        n_ctx=ctx,
-        n_seq=n_seq,
-        unified=True,
-        n_ubatch=int(values.get("ub") or 512),
-        type_k=cache_type(values.get("ctk") or "f16"),
-        type_v=cache_type(values.get("ctv") or "f16"),
-        flash_attn=fa,
+    on_disk = Path(path).is_file()
+    if on_disk and model is None:
+        r = resolve_model(path)  # the file's own metadata and tensors
+        w = r.weights
+        assert w is not None  # a local file always has its header
+        return r, asked or r.file_type or nominal_file_type(w), w, []
+    named = read_file_name(path)
+    base = Path(path).name
+    name = model or (named.model if named else "")
+    if not name:
+        raise MoeplanError(
+            f"cannot tell which model '{base}' is from its name: pass --model (a catalog id, e.g. "
+            "qwen3.5-35b-a3b) and --quant if the name has no quantization (e.g. Q4_K_M)"
+        )
+    try:
+        r = resolve_model(name)
+    except ModelNotFound as e:
+        raise ModelNotFound(f"{e}; or pass --model to say which model '{base}' is") from None
+    named_ft = asked or (named.file_type if named else None)
+    if named_ft is None:
+        raise MoeplanError(f"cannot tell the quantization from '{base}': pass --quant (e.g. Q4_K_M)")
+    notes = [named.note] if named and named.note and not asked and not on_disk else []
+    return r, named_ft, weights_from_gguf(read_local(path)) if on_disk else None, notes
+
+
+def _explained_ctx(
+    cmd: LlamaCommand, spec: ModelSpec, fits: Callable[[int], bool], streams: int
+) -> tuple[int, str | None]:
+    """The context llama.cpp allocates for -c as written, and how it came to it.
+    -c N: N. -c 0 or none: the trained context for each KV stream (`llama_context`; `common/fit.cpp`
+    sets n_ctx = n_ctx_train x n_streams); without -c, --fit (on by default) then lowers it until the
+    devices hold it, to 4,096 per stream at the least (linear in the context, rounded down to 256)."""
+    asked = cmd.integer("ctx_size")
+    if asked is not None and asked < 0:
+        raise MoeplanError(f"-c must be 0 (the model's context) or a positive number of tokens, got {asked}")
+    if asked:
+        return asked, None
+    fit = (cmd.get("fit") or "on") not in ("off", "0", "false")
+    full = spec.context_length * (streams if fit else 1)
+    told = "-c 0" if asked == 0 else "no -c"
+    if asked == 0 or not fit or fits(full):
+        return full, f"{told}: the model's trained context, {spec.context_length:,} tokens per sequence"
+    step = CTX_ALIGN * streams
+    lo, hi = min(FIT_MIN_CTX * streams, full) // step, full // step  # fits(lo·step) may fail too
+    while lo < hi:  # the largest multiple of `step` that fits: memory grows with the context
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid * step) else (lo, mid - 1)
+    ctx = max(lo * step, min(FIT_MIN_CTX * streams, full))
+    return ctx, (
+        f"no -c: llama.cpp's --fit lowers the model's {spec.context_length:,} tokens to {ctx:,} "
+        "to fit the devices (pin it with -c)"
     )
-    given = evaluate_command(spec, rig, ft, flags or "-ngl 99", cache, weights)
-    best = llamacpp_plan(spec, rig, ctx=ctx, quant=ft, cache=cache).chosen
-    devices = plan_devices(given.memory, rig)
+
+
+def explain(
+    command: str, rig_text: str, *, model: str | None = None, quant: str | None = None
+) -> ExplainReport:
+    """Memory and speed of a real llama.cpp command on a rig, and what moeplan would change
+    (the placement flags only: every other word of the command is kept)."""
+    rig = parse_rig(rig_text)
+    cmd = parse_command(command)
+    resolved, ft, weights, notes = _explained_model(cmd, model, quant)
+    spec = resolved.require_spec()
+    server = cmd.binary is None or "server" in Path(cmd.binary).name
+    slots = cmd.integer("parallel")
+    auto_slots = server and (slots is None or slots < 0)  # llama-server: auto = 4 slots, unified KV
+    n_seq = 4 if auto_slots else max(1, slots or 1)
+    unified = auto_slots or (cmd.has("kv_unified") and not cmd.has("no_kv_unified"))
+    fa = (cmd.get("flash_attn") or "auto") not in ("off", "0", "false")
+    flags = cmd.placement_flags or "-ngl 99"
+
+    def cache_at(n_ctx: int) -> CacheConfig:
+        return CacheConfig(
+            n_ctx=n_ctx,
+            n_seq=n_seq,
+            unified=unified,
+            n_ubatch=cmd.integer("ubatch_size") or 512,
+            n_batch=cmd.integer("batch_size") or 2048,
+            type_k=cache_type(cmd.get("cache_type_k") or "f16"),
+            type_v=cache_type(cmd.get("cache_type_v") or "f16"),
+            flash_attn=fa,
+        )
+
+    def fits(n_ctx: int) -> bool:
+        return evaluate_command(spec, rig, ft, flags, cache_at(n_ctx), weights).fits
+
+    ctx, ctx_note = _explained_ctx(cmd, spec, fits, 1 if unified else n_seq)
+    notes += [ctx_note] if ctx_note else []
+    cache = cache_at(ctx)
+    given = evaluate_command(spec, rig, ft, flags, cache, weights)
+    best = llamacpp_plan(spec, rig, ctx=ctx, quant=ft, cache=cache, file=resolved.file).chosen
     suggestion, suggested, speedup = "moeplan would run it the same way", None, None
     if best.flags != given.flags and best.fits:
         if not given.fits:
@@ -685,30 +680,24 @@ def explain(command: str, rig_text: str) -> ExplainReport:
             speedup = best.decode_tok_s / given.decode_tok_s
             suggestion = f"moeplan would use {best.flags}: {speedup:.2f}x the decode speed"
         if suggestion != "moeplan would run it the same way":
-            suggested = render_command(
-                Path(values.get("m") or values.get("model") or f"{resolved.name}.gguf").name,
-                ctx,
-                best.flags,
-                n_seq=n_seq,
-                flash_attn=fa,
-                cache_k=values.get("ctk") or "f16",
-                cache_v=values.get("ctv") or "f16",
-            )
+            suggested = cmd.with_placement(best.flags)
     return ExplainReport(
         model=resolved.name,
         quant=ft.name,
         rig=rig.text,
         command=command,
-        placement=flags or "-ngl 99 (default)",
+        placement=cmd.placement_flags or "-ngl 99 (default)",
         ctx=given.memory.n_ctx,
+        n_seq=n_seq,
         fits=given.fits,
         overflow=given.overflow,
-        devices=devices,
+        devices=plan_devices(given.memory, rig),
         decode_tok_s=round(given.decode_tok_s, 2),
         prefill_tok_s=round(given.perf.prefill(PROMPT_TOKENS).tok_s, 1),
         bound_by=given.bound_by,
         suggestion=suggestion,
         suggested_command=suggested,
         speedup=round(speedup, 2) if speedup else None,
-        ignored_flags=ignored,
+        ignored_flags=list(cmd.ignored),
+        notes=notes,
     )

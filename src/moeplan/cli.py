@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from moeplan import api
@@ -500,10 +501,20 @@ def explain(
         ),
     ],
     rig_text: RigOpt,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="The catalog model the -m file is, when its name does not say (model.gguf)."
+        ),
+    ] = None,
+    quant: Annotated[
+        str | None, typer.Option("--quant", "-q", help="Its quantization, when the name does not say.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Memory and speed of a command you already run, and what moeplan would change."""
-    r = api.explain(command, rig_text)
+    """Memory and speed of a command you already run, and what moeplan would change (the placement
+    flags only; your path and every other flag are kept)."""
+    r = api.explain(command, rig_text, model=model, quant=quant)
     if json_out:
         out.print_json(r.model_dump_json())
         return
@@ -518,9 +529,11 @@ def explain(
         f"(bound by {r.bound_by})"
     )
     out.print(_devices_table(r.devices))
+    for note in r.notes:
+        out.print(f"[dim]  read: {escape(note)}[/dim]")
     out.print(r.suggestion)
     if r.suggested_command:
-        out.print(f"[bold]suggested:[/bold] {r.suggested_command}")
+        out.print(f"[bold]suggested:[/bold] {escape(r.suggested_command)}")
     if r.ignored_flags:
         out.print(f"[dim]flags that do not change memory or speed here: {' '.join(r.ignored_flags)}[/dim]")
 

@@ -390,6 +390,13 @@ def quant_label(path: str) -> str:
     return found[-1].upper() if found else ""
 
 
+def split_parts(path: str) -> tuple[str, int]:
+    """A GGUF path without the split suffix gguf-split writes (`-00001-of-00003.gguf`), and the number
+    of shards that suffix names; (path, 1) for a single file."""
+    m = _SPLIT.match(path)
+    return (m.group("stem"), int(m.group("n"))) if m else (path, 1)
+
+
 def gguf_groups(listing: RepoListing) -> list[GGUFGroup]:
     """The GGUF model files of a repository, split files grouped, projector files (mmproj) left out."""
     groups: dict[str, list[HubFile]] = {}
@@ -398,10 +405,9 @@ def gguf_groups(listing: RepoListing) -> list[GGUFGroup]:
         base = f.path.rsplit("/", 1)[-1]
         if not base.lower().endswith(".gguf") or base.lower().startswith("mmproj"):
             continue
-        m = _SPLIT.match(f.path)
-        key = m.group("stem") if m else f.path
+        key, shards = split_parts(f.path)
         groups.setdefault(key, []).append(f)
-        counts[key] = int(m.group("n")) if m else 1
+        counts[key] = shards
     return sorted(
         (
             GGUFGroup(quant_label(k), tuple(sorted(fs, key=lambda f: f.path)), counts[k])

