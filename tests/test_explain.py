@@ -97,6 +97,8 @@ def test_the_suggestion_keeps_the_path_and_every_other_flag() -> None:
     assert r.suggested_command.endswith(" -c 32768 -np 1 --port 8080 -t 8")
     assert "exps=CPU" not in r.suggested_command and "--jinja" not in r.suggested_command
     assert r.n_seq == 1 and "unsloth's dynamic recipe" in r.notes[0]
+    auto = api.explain("llama-server -m Qwen3.5-35B-A3B-Q4_K_M.gguf -ngl 99 -ot exps=CPU -c 32768", RIG)
+    assert auto.suggested_command is not None and "-np" not in auto.suggested_command  # none was written
 
 
 def test_unnamed_files_need_model_and_quant() -> None:

@@ -3,7 +3,7 @@ re-derives a number."""
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pydantic import BaseModel
 
@@ -46,6 +46,9 @@ from moeplan.sources.gguf_header import read_local
 from moeplan.sources.gguf_weights import weights_from_gguf
 from moeplan.sources.hub import gguf_groups, list_repo, parse_ref, quant_label
 from moeplan.sources.reference import ResolvedModel, resolve_model
+
+if TYPE_CHECKING:
+    from moeplan.plan.distributed import DistributedPlan
 
 
 def _mtp_choice(r: ResolvedModel, mtp: bool | None) -> tuple[bool | None, str]:
@@ -401,8 +404,54 @@ def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int | None) -> str |
     return sibling.name if r.chosen.fits and r.chosen.strategy == "gpu" else None
 
 
-def plan(model: str, rig_text: str, **kw: Any) -> PlanReport:
-    return plan_on_rig(model, parse_rig(rig_text), **kw)
+SERVING_CTX = 32768  # --max-model-len when none is asked (vLLM's default is the model's whole context)
+
+
+@overload
+def plan(model: str, rig_text: str, *, engine: Literal["llamacpp"] = "llamacpp", **kw: Any) -> PlanReport: ...
+@overload
+def plan(model: str, rig_text: str, *, engine: str, **kw: Any) -> "PlanReport | DistributedPlan": ...
+def plan(model: str, rig_text: str, *, engine: str = "llamacpp", **kw: Any) -> "PlanReport | DistributedPlan":
+    """The best plan for a model on a rig with llama.cpp (`plan_on_rig`) or with vLLM / SGLang
+    (`serving_plan`); `weight_format` (the CLI's --format) only applies to the latter."""
+    rig = parse_rig(rig_text)
+    if engine in ("vllm", "sglang"):
+        return serving_plan(model, rig, engine, **kw)
+    if engine != "llamacpp":
+        raise MoeplanError(f"unknown engine '{engine}': use llamacpp, vllm or sglang")
+    if kw.pop("weight_format", None):
+        raise MoeplanError(
+            "--format names vLLM/SGLang weights: add --engine vllm or --engine sglang "
+            "(llama.cpp takes --quant, a GGUF type such as Q4_K_M)"
+        )
+    return plan_on_rig(model, rig, **kw)
+
+
+def serving_plan(
+    model: str,
+    rig: Rig,
+    engine: str,
+    *,
+    ctx: int | None = None,
+    quant: str | None = None,
+    weight_format: str | None = None,
+    n_seq: int = 1,
+    ctk: str = "f16",
+    ctv: str = "f16",
+) -> "DistributedPlan":
+    """vLLM / SGLang: `quant` (or `weight_format`, the same) names the weight format, FP8 / AWQ /
+    NVFP4 ... (`engines.formats.parse_weight_format`); llama.cpp's own settings are refused."""
+    if quant and weight_format:
+        raise MoeplanError("--quant and --format both name the weight format: give one")
+    if (n_seq, ctk, ctv) != (1, "f16", "f16"):
+        raise MoeplanError(
+            f"--np, --ctk and --ctv are llama.cpp settings ({engine} sizes its own batches and KV cache): "
+            "leave them out"
+        )
+    from moeplan.plan.distributed import plan_distributed  # vLLM/SGLang planning: not for every command
+
+    name: Literal["vllm", "sglang"] = "vllm" if engine == "vllm" else "sglang"
+    return plan_distributed(model, rig, name, ctx=ctx or SERVING_CTX, weight_format=quant or weight_format)
 
 
 class FitRow(BaseModel):

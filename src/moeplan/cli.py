@@ -5,7 +5,7 @@ import json
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
 from moeplan.memory.report import SizeReport
 from moeplan.sources.catalog import load_catalog
+
+if TYPE_CHECKING:
+    from moeplan.plan.distributed import DistributedPlan
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 out = Console(width=None if sys.stdout.isatty() else 120)
@@ -376,23 +379,40 @@ def plan(
     ctx: Annotated[
         int | None, typer.Option("--ctx", "-c", help="Context; default: the most that fits.")
     ] = None,
-    quant: Annotated[str | None, typer.Option("--quant", "-q", help="Fix the quantization.")] = None,
+    quant: Annotated[
+        str | None,
+        typer.Option(
+            "--quant",
+            "-q",
+            help="Fix the quantization: a GGUF type (Q4_K_M) for llama.cpp; a weight format "
+            "(bf16, fp8, mxfp4, nvfp4, int4, awq/gptq) for vLLM and SGLang.",
+        ),
+    ] = None,
     np_: Annotated[int, typer.Option("--np", help="Parallel sequences (-np).")] = 1,
     ctk: Annotated[str, typer.Option("--ctk", help="K cache type.")] = "f16",
     ctv: Annotated[str, typer.Option("--ctv", help="V cache type.")] = "f16",
     engine: Annotated[str, typer.Option("--engine", "-e", help="llamacpp, vllm or sglang.")] = "llamacpp",
     weight_format: Annotated[
-        str | None, typer.Option("--format", help="vLLM/SGLang weights: bf16, fp8, mxfp4, nvfp4, int4, awq.")
+        str | None,
+        typer.Option("--format", help="The same as --quant, for vLLM and SGLang only (needs --engine)."),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The best way to run a model on a rig: quantization or format, placement or layout, memory, command."""
-    if engine in ("vllm", "sglang"):
-        _plan_distributed(model, rig_text, engine, ctx or 32768, weight_format, json_out)
+    r = api.plan(
+        model,
+        rig_text,
+        engine=engine,
+        ctx=ctx,
+        quant=quant,
+        weight_format=weight_format,
+        n_seq=np_,
+        ctk=ctk,
+        ctv=ctv,
+    )
+    if not isinstance(r, api.PlanReport):
+        _print_serving_plan(r, json_out)
         return
-    if engine != "llamacpp":
-        raise MoeplanError(f"unknown engine '{engine}': use llamacpp, vllm or sglang")
-    r = api.plan(model, rig_text, ctx=ctx, quant=quant, n_seq=np_, ctk=ctk, ctv=ctv)
     if json_out:
         out.print_json(r.model_dump_json())
         return
@@ -420,14 +440,7 @@ def plan(
         out.print(f"[dim]  assumed: {assumption}[/dim]")
 
 
-def _plan_distributed(
-    model: str, rig_text: str, engine: str, ctx: int, fmt: str | None, json_out: bool
-) -> None:
-    from moeplan.plan.distributed import plan_distributed  # vLLM/SGLang planning: not for every command
-
-    p = plan_distributed(
-        model, parse_rig(rig_text), "vllm" if engine == "vllm" else "sglang", ctx=ctx, weight_format=fmt
-    )
+def _print_serving_plan(p: "DistributedPlan", json_out: bool) -> None:
     if json_out:
         out.print_json(json.dumps(dataclasses.asdict(p), default=str))
         return
@@ -451,11 +464,13 @@ def _plan_distributed(
         f"{p.single_stream_tok_s:,.1f} tokens/s (bound by {p.bound_by})"
     )
     for c in p.commands:
-        out.print(f"[bold]{c.where}:[/bold] {c.text}")
+        out.print(f"[bold]{c.where}:[/bold] {escape(c.text)}")
     for n in p.notices:
-        out.print(f"[cyan]{n.id}[/]: {n.message}")
+        out.print(f"[cyan]{n.id}[/]: {escape(n.message)}")
     for a in p.alternatives[:5]:
         out.print(f"[dim]  instead {a.layout}: {a.why}[/dim]")
+    for assumption in p.assumptions:
+        out.print(f"[dim]  assumed: {escape(assumption)}[/dim]")
 
 
 @app.command()

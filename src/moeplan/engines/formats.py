@@ -23,11 +23,27 @@ from dataclasses import dataclass
 from typing import Literal
 
 from moeplan.arch.inventory import Role, TensorSpec
+from moeplan.errors import MoeplanError, UnknownQuant
 from moeplan.hardware.spec import GPU
 from moeplan.quant.native import tensor_native_bytes
+from moeplan.quant.recipe import FileType
 
 WeightFormat = Literal["bf16", "fp8", "mxfp4", "nvfp4", "int4", "awq"]
 FORMATS: tuple[WeightFormat, ...] = ("bf16", "fp8", "mxfp4", "nvfp4", "int4", "awq")
+# The names people give each format (`--quant`, `--format`), lower case: the engines' own
+# `--quantization` values among them (modelopt_fp4, awq_marlin, compressed-tensors).
+_NAMES: dict[str, WeightFormat] = {
+    **{f: f for f in FORMATS},
+    "bfloat16": "bf16",
+    "fp8_e4m3": "fp8",
+    "fp4": "nvfp4",
+    "modelopt_fp4": "nvfp4",
+    "w4a16": "int4",
+    "compressed-tensors": "int4",
+    "gptq": "awq",
+    "gptq-int4": "awq",
+    "awq_marlin": "awq",
+}
 
 NVFP4_GROUP, NVFP4_GROUP_BYTES = 16, 9  # 16 × 4 bit + one FP8 scale
 AWQ_GROUP = 128
@@ -39,6 +55,25 @@ AWQ_GROUP_BYTES = AWQ_GROUP / 2 + 2 + 0.5  # 4-bit values, FP16 scale, 4-bit zer
 SHARD_MULTIPLE: dict[str, int] = {"fp8": 128, "int4": 32, "awq": AWQ_GROUP, "nvfp4": NVFP4_GROUP}
 
 _LINEAR_ROLES = frozenset({Role.ATTN, Role.EXPERT, Role.SHARED_EXPERT, Role.DENSE_FFN, Role.SSM, Role.MTP})
+
+
+def parse_weight_format(name: str, engine: str) -> WeightFormat:
+    """The weight format `name` asks `engine` (vllm, sglang) for; a llama.cpp GGUF type is refused
+    with the reason (these engines serve safetensors checkpoints, not GGUF files)."""
+    found = _NAMES.get(name.strip().lower())
+    if found is not None:
+        return found
+    choices = "bf16, fp8, mxfp4, nvfp4, int4 or awq (gptq)"
+    try:
+        gguf = FileType.parse(name)
+    except UnknownQuant:
+        raise MoeplanError(f"unknown weight format '{name}' for {engine}: use {choices}") from None
+    if gguf in (FileType.F32, FileType.F16):
+        raise MoeplanError(f"{engine} plans 16-bit weights as bf16: use --quant bf16, not {gguf.name}")
+    raise MoeplanError(
+        f"{gguf.name} is a llama.cpp GGUF type: {engine} serves {choices} checkpoints "
+        "(plan GGUF files with --engine llamacpp)"
+    )
 
 
 def _is_linear(t: TensorSpec) -> bool:

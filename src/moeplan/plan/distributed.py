@@ -13,7 +13,7 @@ from typing import Literal
 
 from moeplan.arch.spec import ModelSpec
 from moeplan.engines import sglang, vllm
-from moeplan.engines.formats import FORMATS, WeightFormat, support
+from moeplan.engines.formats import WeightFormat, parse_weight_format, support
 from moeplan.engines.serving import Command, Engine, GiB, LaunchSpec, Policy
 from moeplan.engines.sharding import (
     Layout,
@@ -33,17 +33,6 @@ INFO, WARN, ERROR = "info", "warning", "error"
 EngineName = Literal["vllm", "sglang"]
 ENGINES: dict[str, Engine] = {"vllm": vllm.ENGINE, "sglang": sglang.ENGINE}
 
-# Pre-quantized FP8 repos published by the model makers (fine-grained FP8, 128×128 blocks, for the
-# Qwen ones: their model cards, "fine-grained fp8 quantization with block size of 128").
-FP8_REPOS: dict[str, tuple[str, bool]] = {
-    "qwen3-235b-a22b": ("Qwen/Qwen3-235B-A22B-FP8", True),
-    "qwen3-30b-a3b": ("Qwen/Qwen3-30B-A3B-FP8", True),
-    "qwen3-32b": ("Qwen/Qwen3-32B-FP8", True),
-    "qwen3-8b": ("Qwen/Qwen3-8B-FP8", True),
-    "qwen3-next-80b-a3b": ("Qwen/Qwen3-Next-80B-A3B-Instruct-FP8", True),
-    "llama-4-maverick-17b-128e": ("meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8", False),
-}
-_ALIASES = {"compressed-tensors": "int4", "w4a16": "int4", "gptq": "awq", "fp4": "nvfp4", "bfloat16": "bf16"}
 _REMOTE_CODE_TYPES = frozenset({"kimi_k2", "kimi_k25"})
 
 
@@ -91,7 +80,7 @@ class Alternative:
 @dataclass(frozen=True)
 class DistributedPlan:
     model: str
-    hf_repo: str
+    hf_repo: str | None  # None: no checkpoint in the asked format is recorded (notice NO_CHECKPOINT)
     engine: str
     rig: str
     weight_format: str
@@ -133,37 +122,45 @@ class DistributedPlan:
         return self.layout.dp
 
 
-def _format(entry: CatalogEntry, weight_format: str | None) -> WeightFormat:
-    name = (weight_format or entry.release_format).strip().lower()
-    name = _ALIASES.get(name, name)
-    for f in FORMATS:
-        if f == name:
-            return f
-    raise MoeplanError(f"unknown weight format '{weight_format}'; use one of {', '.join(FORMATS)}")
+@dataclass(frozen=True)
+class Served:
+    """The checkpoint a plan serves and how the engine loads it."""
+
+    repo: str | None  # None: no checkpoint in this format is recorded
+    fmt: WeightFormat  # what the engine holds (an INT4 request may be met by a GPTQ/AWQ checkpoint)
+    quantization: str | None  # --quantization: only for online FP8 of BF16 weights
+    block_scaled: bool  # FP8 with 128x128 block scales: TP must keep the blocks whole
+    note: str | None
 
 
-def _checkpoint(entry: CatalogEntry, fmt: WeightFormat) -> tuple[str, str | None, bool, list[str]]:
-    """(repo, --quantization value, block-scaled?, notes) for serving `entry` in `fmt`."""
+def _checkpoint(entry: CatalogEntry, fmt: WeightFormat) -> Served:
+    """The repository to serve `entry` from in `fmt`: the release itself, a pre-quantized release the
+    catalog records (with its source), or, for FP8 of a BF16 release, the engine's online
+    quantization (`--quantization fp8`: per-tensor scales computed at load). Never a guessed repo."""
     if fmt == entry.release_format:
-        return entry.hf_repo, None, fmt in ("fp8", "int4"), []
-    if fmt == "fp8" and entry.id in FP8_REPOS:
-        repo, block = FP8_REPOS[entry.id]
-        return repo, None, block, []
+        return Served(entry.hf_repo, fmt, None, fmt in ("fp8", "int4"), None)
+    accepted: tuple[WeightFormat, ...] = ("int4", "awq") if fmt == "int4" else (fmt,)
+    for want in accepted:
+        for c in entry.checkpoints:
+            if c.format == want:
+                return Served(c.repo, want, None, want != "fp8" or c.block_scaled, None)
     if fmt == "fp8" and entry.release_format == "bf16":
-        return entry.hf_repo, "fp8", False, ["online FP8: the engine quantizes the BF16 weights at load time"]
-    if fmt == "bf16":
-        return (
+        return Served(
             entry.hf_repo,
-            None,
+            fmt,
+            "fp8",
             False,
-            [f"{entry.name} is released as {entry.release_format}: serve a BF16 copy"],
+            "online FP8: no pre-quantized FP8 release is recorded, the engine quantizes the BF16 "
+            "weights at load (--quantization fp8)",
         )
-    flag = {"nvfp4": "modelopt_fp4", "awq": "awq_marlin", "int4": "compressed-tensors", "mxfp4": "mxfp4"}[fmt]
-    return (
-        entry.hf_repo,
-        flag,
+    known = ", ".join(sorted({entry.release_format, *(c.format for c in entry.checkpoints)}))
+    return Served(
+        None,
+        fmt,
+        None,
         fmt != "mxfp4",
-        [f"point the server at a pre-quantized {fmt.upper()} checkpoint"],
+        f"no {fmt.upper()} checkpoint of {entry.name} is recorded (known: {known}); the figures are for "
+        "one you quantize yourself (llm-compressor, ModelOpt) and the command names none",
     )
 
 
@@ -404,9 +401,10 @@ def plan_entry(
         raise MoeplanError(f"unknown KV cache dtype '{kv_cache_dtype}'; use auto or fp8")
     eng = ENGINES[engine]
     spec = spec or entry.spec()
-    fmt = _format(entry, weight_format)
-    repo, quant_flag, block_scaled, notes = _checkpoint(entry, fmt)
-    check_fmt: WeightFormat = fmt if block_scaled else "bf16"
+    asked = parse_weight_format(weight_format, engine) if weight_format else entry.release_format
+    served = _checkpoint(entry, asked)
+    fmt = served.fmt
+    check_fmt: WeightFormat = fmt if served.block_scaled else "bf16"
     if ctx <= 0:
         ctx = spec.context_length
     ctx = min(ctx, spec.context_length)
@@ -426,10 +424,10 @@ def plan_entry(
     default_lay = _default_layout(eng, rig)
     default = next((c for c in cands if c.layout == default_lay), None)
     launch = LaunchSpec(
-        repo=repo,
+        repo=served.repo or f"<{fmt.upper()} checkpoint of {entry.hf_repo}>",
         ctx=ctx,
         fraction=chosen.memory.fraction,
-        quantization=quant_flag,
+        quantization=served.quantization,
         kv_cache_dtype=kv_cache_dtype,
         trust_remote_code=str(entry.config.get("model_type", "")) in _REMOTE_CODE_TYPES,
         nodes=len(rig.nodes),
@@ -445,13 +443,13 @@ def plan_entry(
     ][:16]
     assumptions = [
         *rig.assumptions,
-        *notes,
+        *([served.note] if served.note and served.repo else []),
         f"throughput at {isl} prompt + {osl} output tokens per request",
         "MTP / NextN layers are not loaded (no speculative decoding)",
     ]
     return DistributedPlan(
         model=entry.name,
-        hf_repo=repo,
+        hf_repo=served.repo,
         engine=engine,
         rig=rig.text,
         weight_format=fmt,
@@ -472,7 +470,10 @@ def plan_entry(
         osl=osl,
         commands=eng.commands(chosen.layout, launch),
         manifest=eng.manifest(chosen.layout, launch),
-        notices=_notices(spec, rig, eng, fmt, chosen, ranked, default, ctx),
+        notices=[
+            *([Notice("NO_CHECKPOINT", WARN, served.note)] if served.note and not served.repo else []),
+            *_notices(spec, rig, eng, fmt, chosen, ranked, default, ctx),
+        ],
         alternatives=alternatives,
         assumptions=assumptions,
     )
@@ -494,8 +495,9 @@ def plan_distributed(
     throughput, commands, manifest, notices and the alternatives that lost.
 
     `ctx`: --max-model-len / --context-length; `weight_format`: bf16 | fp8 | mxfp4 | nvfp4 | int4 | awq
-    (default: the release's); `batch`: concurrent sequences for the throughput figure (default: as many
-    as the KV cache and the scheduler admit); `isl`/`osl`: prompt and output tokens per request."""
+    or a name for one (`parse_weight_format`; default: the release's); `batch`: concurrent sequences
+    for the throughput figure (default: as many as the KV cache and the scheduler admit);
+    `isl`/`osl`: prompt and output tokens per request."""
     return plan_entry(
         resolve(model_ref),
         rig,

@@ -37,6 +37,17 @@ class PublishedGGUF(BaseModel):
     source: str
 
 
+class Checkpoint(BaseModel):
+    """A pre-quantized release of the model that vLLM and SGLang load as published (they read its
+    quantization from its config.json), with where it is documented."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    format: Literal["bf16", "fp8", "mxfp4", "nvfp4", "int4", "awq"]  # awq: AWQ or GPTQ, 4-bit group 128
+    repo: str
+    source: str
+    block_scaled: bool = True  # FP8: 128x128 block scales (False: per channel / tensor); checked for TP
+
+
 class CatalogEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     id: str
@@ -51,6 +62,7 @@ class CatalogEntry(BaseModel):
     sources: list[Source]
     notes: str = ""
     published_gguf: PublishedGGUF | None = None
+    checkpoints: list[Checkpoint] = []
     _spec: ModelSpec | None = PrivateAttr(default=None)
 
     def spec(self) -> ModelSpec:

@@ -9,7 +9,7 @@ for bad input reaches the client as a 500.
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import uvicorn
 from fastapi import FastAPI, Query, Request
@@ -22,6 +22,7 @@ from moeplan import __version__
 from moeplan.api import FitRow, MemoryReport, PlanReport
 from moeplan.errors import ModelNotFound, MoeplanError
 from moeplan.memory.report import SizeReport
+from moeplan.plan.distributed import DistributedPlan
 from moeplan.web import data
 from moeplan.web.data import (
     MAX_CTX,
@@ -275,7 +276,7 @@ def create_app() -> FastAPI:
 
     # -------------------------------------------------------------------------------------- API
 
-    @app.get("/api/plan", response_model=PlanReport, responses=ERRORS, tags=["api"])
+    @app.get("/api/plan", response_model=PlanReport | DistributedPlan, responses=ERRORS, tags=["api"])
     def api_plan(
         model: ModelQ,
         rig: RigQ,
@@ -283,15 +284,39 @@ def create_app() -> FastAPI:
             int | None, Query(ge=MIN_CTX, le=MAX_CTX, description="context; default: the most that fits")
         ] = None,
         quant: Annotated[
-            str | None, Query(max_length=32, description="file type; default: the best that fits")
+            str | None,
+            Query(
+                max_length=32,
+                description="llama.cpp: file type (Q4_K_M); vLLM/SGLang: weight format (fp8, awq, "
+                "nvfp4 ...); default: the best that fits / the release's",
+            ),
         ] = None,
         n_seq: SeqQ = 1,
         ctk: CacheQ = "f16",
         ctv: CacheQ = "f16",
-    ) -> PlanReport:
-        """The best llama.cpp plan for a model on a rig: quantization, placement, context, decode
-        speed, per-device memory, the exact command and the notices."""
-        return data.plan(model, rig, ctx=ctx, quant=quant or None, n_seq=n_seq, ctk=ctk, ctv=ctv)
+        engine: Annotated[
+            Literal["llamacpp", "vllm", "sglang"], Query(description="the serving engine")
+        ] = "llamacpp",
+        weight_format: Annotated[
+            str | None,
+            Query(alias="format", max_length=32, description="vLLM/SGLang only: the same as quant"),
+        ] = None,
+    ) -> PlanReport | DistributedPlan:
+        """The best plan for a model on a rig. llama.cpp: quantization, placement, context, decode
+        speed, per-device memory, the exact command and the notices. vLLM / SGLang: the parallel
+        layout, per-GPU memory, KV capacity, throughput, the commands (pointing at a published
+        checkpoint in the asked format) and the notices."""
+        return data.engine_plan(
+            model,
+            rig,
+            engine=engine,
+            ctx=ctx,
+            quant=quant or None,
+            weight_format=weight_format or None,
+            n_seq=n_seq,
+            ctk=ctk,
+            ctv=ctv,
+        )
 
     @app.get("/api/fit", response_model=list[FitRow], responses=ERRORS, tags=["api"])
     def api_fit(rig: RigQ) -> list[FitRow]:

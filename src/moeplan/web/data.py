@@ -22,7 +22,7 @@ from moeplan.hardware.catalog import GIB, find_gpus, is_curated
 from moeplan.hardware.presets import PRESETS, preset_text
 from moeplan.hardware.rig import parse_rig
 from moeplan.memory.report import SizeReport
-from moeplan.plan.distributed import plan_distributed
+from moeplan.plan.distributed import DistributedPlan, plan_distributed
 from moeplan.plan.llamacpp import QUALITY_FLOOR
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
@@ -178,6 +178,55 @@ def plan(
         raise BadInput(f"parallel sequences must be between 1 and 256, not {n_seq}")
     ctk, ctv = check_text(ctk, "K cache type", 16), check_text(ctv, "V cache type", 16)
     return _plan(plan_model(model), rig_key(rig), check_ctx(ctx), quant_name(quant), n_seq, ctk, ctv)
+
+
+def engine_plan(
+    model: str,
+    rig: str,
+    *,
+    engine: str,
+    ctx: int | None = None,
+    quant: str | None = None,
+    weight_format: str | None = None,
+    n_seq: int = 1,
+    ctk: str = "f16",
+    ctv: str = "f16",
+) -> PlanReport | DistributedPlan:
+    """`/api/plan` with an engine: llama.cpp through the cached `plan`; vLLM and SGLang (and every
+    refusal of an option that cannot apply) through `api.plan`, cached too."""
+    if engine == "llamacpp" and not weight_format:
+        return plan(model, rig, ctx=ctx, quant=quant, n_seq=n_seq, ctk=ctk, ctv=ctv)
+    quant = check_text(quant, "quantization", 32) if quant else None
+    weight_format = check_text(weight_format, "weight format", 32) if weight_format else None
+    ctk, ctv = check_text(ctk, "K cache type", 16), check_text(ctv, "V cache type", 16)
+    return _engine_plan(
+        plan_model(model), rig_key(rig), engine, check_ctx(ctx), quant, weight_format, n_seq, ctk, ctv
+    )
+
+
+@lru_cache(maxsize=512)
+def _engine_plan(
+    mid: str,
+    rig: str,
+    engine: str,
+    ctx: int | None,
+    quant: str | None,
+    weight_format: str | None,
+    n_seq: int,
+    ctk: str,
+    ctv: str,
+) -> PlanReport | DistributedPlan:
+    return api.plan(
+        mid,
+        rig,
+        engine=engine,
+        ctx=ctx,
+        quant=quant,
+        weight_format=weight_format,
+        n_seq=n_seq,
+        ctk=ctk,
+        ctv=ctv,
+    )
 
 
 @lru_cache(maxsize=256)
