@@ -136,7 +136,11 @@ class Served:
 def _checkpoint(entry: CatalogEntry, fmt: WeightFormat) -> Served:
     """The repository to serve `entry` from in `fmt`: the release itself, a pre-quantized release the
     catalog records (with its source), or, for FP8 of a BF16 release, the engine's online
-    quantization (`--quantization fp8`: per-tensor scales computed at load). Never a guessed repo."""
+    quantization (`--quantization fp8`: per-tensor scales computed at load). Never a guessed repo.
+    A pre-quantized checkpoint gets no --quantization: both engines read it from its config.json
+    (SGLang docs "Quantization": "do not add --quantization" for pre-quantized models, and "Server
+    Arguments": "--quantization fp8 on a fp16 checkpoint"; vLLM docs "FP8 W8A8", online dynamic
+    quantization with --quantization fp8)."""
     if fmt == entry.release_format:
         return Served(entry.hf_repo, fmt, None, fmt in ("fp8", "int4"), None)
     accepted: tuple[WeightFormat, ...] = ("int4", "awq") if fmt == "int4" else (fmt,)
