@@ -21,7 +21,7 @@ from moeplan.engines.llamacpp import (
 from moeplan.errors import MoeplanError
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
-from moeplan.memory.kv import CacheConfig, cache_type
+from moeplan.memory.kv import CACHE_TYPES, CacheConfig, cache_type
 from moeplan.memory.report import SizeReport, size_report
 from moeplan.memory.weights import (
     CONVERTER_OUTTYPES,
@@ -33,8 +33,9 @@ from moeplan.memory.weights import (
 )
 from moeplan.notices import notices
 from moeplan.perf.estimate import PROMPT_TOKENS
-from moeplan.plan.llamacpp import QUALITY_FLOOR, device_slots, evaluate_command
+from moeplan.plan.llamacpp import Candidate, TradeCell, device_slots, evaluate_command
 from moeplan.plan.llamacpp import plan as llamacpp_plan
+from moeplan.plan.policy import QUALITY_FLOOR, use_named
 from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
@@ -270,6 +271,19 @@ class PlanAlternative(BaseModel):
     why_not: str
 
 
+class PlanTrade(BaseModel):
+    """A cell of the trade table: the fastest plan of a quantization at a context."""
+
+    quant: str
+    ctx: int
+    fits: bool
+    strategy: str | None
+    flags: str | None
+    cache_type: str | None  # -ctk/-ctv of that plan
+    decode_tok_s: float | None
+    chosen: bool
+
+
 class PlanReport(BaseModel):
     model: str
     rig: str
@@ -277,7 +291,12 @@ class PlanReport(BaseModel):
     fits: bool
     quant: str
     strategy: str
+    use: str  # the use (plan/policy.py) whose context and -np the plan targets
     ctx: int
+    n_seq: int
+    cache_type_k: str
+    cache_type_v: str
+    n_ubatch: int
     decode_tok_s: float
     bound_by: str
     prefill_tok_s: float  # for a prompt of prompt_tokens
@@ -293,6 +312,24 @@ class PlanReport(BaseModel):
     command: str
     notices: list[PlanNotice]
     alternatives: list[PlanAlternative]
+    trade: list[PlanTrade]  # quantization x context (plan/policy.py); empty where alternatives are off
+
+
+_CACHE_NAMES = {t: name for name, t in CACHE_TYPES.items()}
+
+
+def _trade_cell(cell: TradeCell, chosen: Candidate) -> PlanTrade:
+    p = cell.plan
+    return PlanTrade(
+        quant=cell.quant.name,
+        ctx=cell.ctx,
+        fits=p is not None,
+        strategy=p.strategy if p else None,
+        flags=p.flags if p else None,
+        cache_type=_CACHE_NAMES[p.cache.type_k] if p else None,
+        decode_tok_s=round(p.decode_tok_s, 2) if p else None,
+        chosen=p is chosen,
+    )
 
 
 def plan_on_rig(
@@ -301,24 +338,29 @@ def plan_on_rig(
     *,
     ctx: int | None = None,
     quant: str | None = None,
-    n_seq: int = 1,
-    ctk: str = "f16",
-    ctv: str = "f16",
+    n_seq: int | None = None,
+    ctk: str | None = None,
+    ctv: str | None = None,
     flash_attn: bool = True,
     alternatives: bool = True,
+    use: str | None = None,
 ) -> PlanReport:
     """The best llama.cpp plan for a catalog model on a rig, with its command and notices
-    (and the alternatives that lost, unless told not to: the checker lists winners only)."""
+    (and the alternatives that lost, unless told not to: the checker lists winners only).
+    Left open (None), the context, -np and KV cache type are the policy's (plan/policy.py)."""
     r = model if isinstance(model, ResolvedModel) else resolve_model(model)
     spec = r.require_spec()
+    purpose = use_named(use)
     if r.file is not None:  # a GGUF file is planned as it is, labelled with its file type
         quant = (r.file_type or nominal_file_type(r.file.weights)).name
+    n_seq = purpose.n_seq if n_seq is None else n_seq
+    kv_auto = ctk is None and ctv is None
     cache = CacheConfig(
         n_ctx=0,
         n_seq=n_seq,
         unified=True,
-        type_k=cache_type(ctk),
-        type_v=cache_type(ctv),
+        type_k=cache_type(ctk or "f16"),
+        type_v=cache_type(ctv or "f16"),
         flash_attn=flash_attn,
     )
     result = llamacpp_plan(
@@ -329,8 +371,12 @@ def plan_on_rig(
         cache=cache,
         alternatives=alternatives,
         file=r.file,
+        use=purpose,
+        kv_auto=kv_auto,
+        ub_auto=True,  # -ub is not an option of plan: always the policy's
     )
     c = result.chosen
+    ctk, ctv = _CACHE_NAMES[c.cache.type_k], _CACHE_NAMES[c.cache.type_v]
     prefill = c.perf.prefill(PROMPT_TOKENS)
     spread = c.perf.latency
     devices = plan_devices(c.memory, rig)
@@ -347,6 +393,7 @@ def plan_on_rig(
         flash_attn=flash_attn,
         cache_k=ctk,
         cache_v=ctv,
+        n_ubatch=c.cache.n_ubatch,
     )
     return PlanReport(
         model=r.name,
@@ -355,7 +402,12 @@ def plan_on_rig(
         fits=c.fits and not result.disk,
         quant=c.quant.name,
         strategy=c.strategy,
+        use=purpose.name,
         ctx=c.ctx,
+        n_seq=n_seq,
+        cache_type_k=ctk,
+        cache_type_v=ctv,
+        n_ubatch=c.cache.n_ubatch,
         decode_tok_s=round(c.decode_tok_s, 2),
         bound_by=c.bound_by,
         prefill_tok_s=round(prefill.tok_s, 1),
@@ -385,6 +437,7 @@ def plan_on_rig(
             )
             for a in result.alternatives
         ],
+        trade=[_trade_cell(cell, c) for cell in result.trade],
     )
 
 

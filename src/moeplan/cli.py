@@ -17,6 +17,7 @@ from moeplan.hardware.catalog import find_gpus
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
 from moeplan.memory.report import SizeReport
+from moeplan.plan.policy import DEFAULT_USE, LONG_CONTEXT, USES
 from moeplan.sources.catalog import load_catalog
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
@@ -373,12 +374,37 @@ def plan(
     model: str,
     rig_text: RigOpt,
     ctx: Annotated[
-        int | None, typer.Option("--ctx", "-c", help="Context; default: the most that fits.")
+        int | None,
+        typer.Option(
+            "--ctx",
+            "-c",
+            help=f"Plan exactly this context. Default: the use's ({DEFAULT_USE.ctx:,} for "
+            f"{DEFAULT_USE.name}; the model's maximum if smaller), raised to the most that fits with "
+            "the same placement; below it only if nothing fits.",
+        ),
+    ] = None,
+    use: Annotated[
+        str | None,
+        typer.Option(
+            "--use",
+            "-u",
+            help="What the plan is for: "
+            + "; ".join(f"{u.name}: {u.what}" for u in USES.values())
+            + f". Default: {DEFAULT_USE.name}.",
+        ),
     ] = None,
     quant: Annotated[str | None, typer.Option("--quant", "-q", help="Fix the quantization.")] = None,
-    np_: Annotated[int, typer.Option("--np", help="Parallel sequences (-np).")] = 1,
-    ctk: Annotated[str, typer.Option("--ctk", help="K cache type.")] = "f16",
-    ctv: Annotated[str, typer.Option("--ctv", help="V cache type.")] = "f16",
+    np_: Annotated[
+        int | None, typer.Option("--np", help="Parallel sequences (-np); default: the use's.")
+    ] = None,
+    ctk: Annotated[
+        str | None,
+        typer.Option("--ctk", help=f"K cache type; default f16, q8_0 above {LONG_CONTEXT:,} tokens."),
+    ] = None,
+    ctv: Annotated[
+        str | None,
+        typer.Option("--ctv", help=f"V cache type; default f16, q8_0 above {LONG_CONTEXT:,} tokens."),
+    ] = None,
     engine: Annotated[str, typer.Option("--engine", "-e", help="llamacpp, vllm or sglang.")] = "llamacpp",
     weight_format: Annotated[
         str | None, typer.Option("--format", help="vLLM/SGLang weights: bf16, fp8, mxfp4, nvfp4, int4, awq.")
@@ -391,7 +417,7 @@ def plan(
         return
     if engine != "llamacpp":
         raise MoeplanError(f"unknown engine '{engine}': use llamacpp, vllm or sglang")
-    r = api.plan(model, rig_text, ctx=ctx, quant=quant, n_seq=np_, ctk=ctk, ctv=ctv)
+    r = api.plan(model, rig_text, ctx=ctx, quant=quant, n_seq=np_, ctk=ctk, ctv=ctv, use=use)
     if json_out:
         out.print_json(r.model_dump_json())
         return
@@ -413,10 +439,34 @@ def plan(
             f"[{'red' if n.severity == 'error' else 'yellow' if n.severity == 'warning' else 'cyan'}]"
             f"{n.id}[/]: {n.message}"
         )
+    if r.trade:
+        out.print(_trade_table(r))
     for a in r.alternatives[:6]:
         out.print(f"[dim]  instead {a.quant} {a.strategy} ({a.flags}): {a.why_not}[/dim]")
     for assumption in r.rig_assumptions:
         out.print(f"[dim]  assumed: {assumption}[/dim]")
+
+
+def _trade_table(r: api.PlanReport) -> Table:
+    """Quantization x context: the fastest plan of each, decode tokens/s and placement (* the chosen)."""
+    contexts = sorted({c.ctx for c in r.trade})
+    t = Table(title="the trade: fastest plan per quantization and context (decode tok/s, placement)")
+    t.add_column("quant")
+    for n in contexts:
+        t.add_column(f"{n:,}", justify="right")
+    for q in dict.fromkeys(c.quant for c in r.trade):
+        cells = {c.ctx: c for c in r.trade if c.quant == q}
+        t.add_row(
+            q,
+            *(
+                "does not fit"
+                if not (c := cells[n]).fits
+                else f"{'* ' if c.chosen else ''}{c.decode_tok_s:,.1f} {c.strategy}"
+                + (f" {c.cache_type}" if c.cache_type != "f16" else "")
+                for n in contexts
+            ),
+        )
+    return t
 
 
 def _plan_distributed(

@@ -4,7 +4,8 @@ from dataclasses import dataclass
 
 from moeplan.arch.spec import ModelSpec
 from moeplan.hardware.spec import Rig
-from moeplan.plan.llamacpp import QUALITY_FLOOR, GiB, PlanResult
+from moeplan.plan.llamacpp import GiB, PlanResult
+from moeplan.plan.policy import QUALITY_FLOOR
 from moeplan.quant.ggml import GGMLType
 
 INFO, WARN, ERROR = "info", "warning", "error"

@@ -280,18 +280,33 @@ def create_app() -> FastAPI:
         model: ModelQ,
         rig: RigQ,
         ctx: Annotated[
-            int | None, Query(ge=MIN_CTX, le=MAX_CTX, description="context; default: the most that fits")
+            int | None,
+            Query(
+                ge=MIN_CTX,
+                le=MAX_CTX,
+                description="context, planned exactly; default: the use's (32,768 for chat), raised to "
+                "the most that fits",
+            ),
         ] = None,
         quant: Annotated[
             str | None, Query(max_length=32, description="file type; default: the best that fits")
         ] = None,
-        n_seq: SeqQ = 1,
-        ctk: CacheQ = "f16",
-        ctv: CacheQ = "f16",
+        n_seq: Annotated[
+            int | None, Query(ge=1, le=256, description="llama-server -np; default: the use's")
+        ] = None,
+        ctk: Annotated[
+            str | None, Query(max_length=16, description="K cache type; default: the policy's")
+        ] = None,
+        ctv: Annotated[
+            str | None, Query(max_length=16, description="V cache type; default: the policy's")
+        ] = None,
+        use: Annotated[
+            str | None, Query(max_length=16, description="chat, code or batch (plan/policy.py)")
+        ] = None,
     ) -> PlanReport:
         """The best llama.cpp plan for a model on a rig: quantization, placement, context, decode
-        speed, per-device memory, the exact command and the notices."""
-        return data.plan(model, rig, ctx=ctx, quant=quant or None, n_seq=n_seq, ctk=ctk, ctv=ctv)
+        speed, per-device memory, the exact command, the notices and the trade table."""
+        return data.plan(model, rig, ctx=ctx, quant=quant or None, n_seq=n_seq, ctk=ctk, ctv=ctv, use=use)
 
     @app.get("/api/fit", response_model=list[FitRow], responses=ERRORS, tags=["api"])
     def api_fit(rig: RigQ) -> list[FitRow]:

@@ -23,7 +23,7 @@ from moeplan.hardware.presets import PRESETS, preset_text
 from moeplan.hardware.rig import parse_rig
 from moeplan.memory.report import SizeReport
 from moeplan.plan.distributed import plan_distributed
-from moeplan.plan.llamacpp import QUALITY_FLOOR
+from moeplan.plan.policy import QUALITY_FLOOR, use_named
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
 from moeplan.sources.hub import parse_ref
@@ -158,9 +158,16 @@ def quant_name(quant: str | None) -> str | None:
 
 @lru_cache(maxsize=2048)
 def _plan(
-    mid: str, rig: str, ctx: int | None, quant: str | None, n_seq: int, ctk: str, ctv: str
+    mid: str,
+    rig: str,
+    ctx: int | None,
+    quant: str | None,
+    n_seq: int | None,
+    ctk: str | None,
+    ctv: str | None,
+    use: str | None,
 ) -> PlanReport:
-    return api.plan(mid, rig, ctx=ctx, quant=quant, n_seq=n_seq, ctk=ctk, ctv=ctv)
+    return api.plan(mid, rig, ctx=ctx, quant=quant, n_seq=n_seq, ctk=ctk, ctv=ctv, use=use)
 
 
 def plan(
@@ -169,15 +176,19 @@ def plan(
     *,
     ctx: int | None = None,
     quant: str | None = None,
-    n_seq: int = 1,
-    ctk: str = "f16",
-    ctv: str = "f16",
+    n_seq: int | None = None,
+    ctk: str | None = None,
+    ctv: str | None = None,
+    use: str | None = None,
 ) -> PlanReport:
-    """`api.plan`, cached; the model and rig normalised so that spellings share one entry."""
-    if not 1 <= n_seq <= 256:
+    """`api.plan`, cached; the model and rig normalised so that spellings share one entry. Left
+    open (None), context, -np and cache type are the policy's (plan/policy.py)."""
+    if n_seq is not None and not 1 <= n_seq <= 256:
         raise BadInput(f"parallel sequences must be between 1 and 256, not {n_seq}")
-    ctk, ctv = check_text(ctk, "K cache type", 16), check_text(ctv, "V cache type", 16)
-    return _plan(plan_model(model), rig_key(rig), check_ctx(ctx), quant_name(quant), n_seq, ctk, ctv)
+    ctk = check_text(ctk, "K cache type", 16) if ctk else None
+    ctv = check_text(ctv, "V cache type", 16) if ctv else None
+    use = use_named(check_text(use, "use", 16)).name if use else None
+    return _plan(plan_model(model), rig_key(rig), check_ctx(ctx), quant_name(quant), n_seq, ctk, ctv, use)
 
 
 @lru_cache(maxsize=256)
