@@ -380,7 +380,8 @@ def plan_on_rig(
     prefill = c.perf.prefill(PROMPT_TOKENS)
     spread = c.perf.latency
     devices = plan_devices(c.memory, rig)
-    sibling = _dense_sibling_fits(r.entry, rig, ctx) if spec.is_moe and r.entry else None
+    offloads = c.strategy != "gpu"  # the dense sibling is worth naming only when the MoE plan offloads
+    sibling = _dense_sibling_fits(r.entry, rig, c.ctx) if spec.is_moe and r.entry and offloads else None
     command = render_command(
         r.gguf.group.name.rsplit("/", 1)[-1]
         if r.gguf
@@ -441,12 +442,15 @@ def plan_on_rig(
     )
 
 
-def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int | None) -> str | None:
-    """The dense sibling's name if it runs entirely on the GPU(s) at the quality floor."""
+def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int) -> str | None:
+    """The dense sibling's name if it runs entirely on the GPU(s) at the quality floor, at the
+    MoE plan's context (or the sibling's maximum if smaller)."""
     if not entry.dense_sibling or not rig.node.gpus:
         return None
     sibling = resolve(entry.dense_sibling)
-    r = llamacpp_plan(sibling.spec(), rig, ctx=ctx or 8192, quant=QUALITY_FLOOR, alternatives=False)
+    spec = sibling.spec()
+    at = min(ctx, spec.context_length) if spec.context_length else ctx
+    r = llamacpp_plan(spec, rig, ctx=at, quant=QUALITY_FLOOR, alternatives=False)
     return sibling.name if r.chosen.fits and r.chosen.strategy == "gpu" else None
 
 

@@ -323,6 +323,8 @@ class PlanResult:
     quant_requested: FileType | None
     below_floor: bool
     disk: bool
+    ctx_target: int  # the context the policy aimed for (the use's, or the one asked for)
+    single_gpu_fits: bool  # the chosen context fits entirely on the first GPU alone
     trade: list[TradeCell] = field(default_factory=list)
 
 
@@ -385,7 +387,7 @@ def plan(
     cpu, gpus = device_slots(rig)
     inv = file or inventory(spec, mtp=mtp)
     model_ctx = spec.context_length or DEFAULT_USE.ctx
-    base_ctx = ctx or target_context(model_ctx, use)
+    base_ctx = target = ctx or target_context(model_ctx, use)
     quants: tuple[FileType, ...] = (quant,) if quant else _ladder(inv)
     per_quant = _search(spec, inv, quants, base_ctx, _cache_at(cache, base_ctx, kv_auto), cpu, gpus, frontend)
     if ctx is None and not any(c.fits for cs in per_quant.values() for c in cs) and base_ctx > MIN_CONTEXT:
@@ -438,7 +440,21 @@ def plan(
         if alternatives
         else []
     )
-    return PlanResult(chosen, losers, ctx, quant, below, disk, table)
+    single = _single_gpu_fits(inv, chosen, cpu, gpus, frontend)
+    return PlanResult(chosen, losers, ctx, quant, below, disk, target, single, table)
+
+
+def _single_gpu_fits(
+    inv: Inventory, c: Candidate, cpu: DeviceSlot, gpus: list[DeviceSlot], frontend: Frontend
+) -> bool:
+    """Whether the first GPU alone holds every layer at the chosen context and cache (then a plan
+    over several GPUs uses them by choice, not because it must)."""
+    if not gpus:
+        return False
+    if len(gpus) == 1:
+        return c.strategy == "gpu" and c.fits
+    w = _weights(inv, c.quant)
+    return _evaluate(inv, w, c.quant, "gpu", "-ngl 99", c.ctx, c.cache, cpu, gpus[:1], frontend).fits
 
 
 def _cache_at(cache: CacheConfig, ctx: int, kv_auto: bool) -> CacheConfig:

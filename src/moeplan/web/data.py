@@ -502,17 +502,15 @@ def rig_plans(mid: str) -> list[RigPlan]:
 
 
 def collect_notices(plans: list[RigPlan]) -> list[NoticeRow]:
-    """One row per notice id, worst severity first, naming the rigs it applies to (the message is
-    the first rig's; each rig's own wording is on its plan)."""
+    """One row per notice as worded, worst severity first, naming the rigs whose own plans say it
+    (a notice whose wording differs per rig, e.g. the context it was set to, has a row per wording)."""
     order = {"error": 0, "warning": 1, "info": 2}
-    by_id: dict[str, NoticeRow] = {}
+    by_text: dict[tuple[str, str], NoticeRow] = {}
     for p in plans:
         for n in p.plan.notices:
-            row = by_id.setdefault(n.id, NoticeRow(**n.model_dump(), rigs=[]))
+            row = by_text.setdefault((n.id, n.message), NoticeRow(**n.model_dump(), rigs=[]))
             row.rigs.append(p.label)
-            if order.get(n.severity, 3) < order.get(row.severity, 3):
-                row.severity = n.severity
-    return sorted(by_id.values(), key=lambda n: (order.get(n.severity, 3), n.id))
+    return sorted(by_text.values(), key=lambda n: (order.get(n.severity, 3), n.id, n.message))
 
 
 @lru_cache(maxsize=64)
