@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from moeplan.arch.inventory import inventory, mtp_default, mtp_supported
+from moeplan.arch.inventory import Role, inventory, mtp_default, mtp_supported
 from moeplan.engines.llamacpp import (
     CPU,
     DeviceMemory,
@@ -35,7 +35,7 @@ from moeplan.notices import notices
 from moeplan.perf.estimate import PROMPT_TOKENS
 from moeplan.plan.llamacpp import Candidate, TradeCell, device_slots, evaluate_command
 from moeplan.plan.llamacpp import plan as llamacpp_plan
-from moeplan.plan.policy import QUALITY_FLOOR, use_named
+from moeplan.plan.policy import QUALITY_FLOOR, use_named, verdict
 from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
@@ -289,6 +289,10 @@ class PlanReport(BaseModel):
     rig: str
     rig_assumptions: list[str]
     fits: bool
+    verdict: str  # plan/policy.py: runs well, below quality floor, too slow, does not fit
+    verdict_level: int  # 0 (runs well) .. 3 (does not fit)
+    below_floor: bool  # the policy went below the quality floor because nothing at it fits
+    params_total: int  # parameters of the planned weights (text model, without MTP layers)
     quant: str
     strategy: str
     use: str  # the use (plan/policy.py) whose context and -np the plan targets
@@ -396,11 +400,18 @@ def plan_on_rig(
         cache_v=ctv,
         n_ubatch=c.cache.n_ubatch,
     )
+    fits = c.fits and not result.disk
+    level = verdict(fits, result.below_floor, c.decode_tok_s)
+    table = c.memory.table
     return PlanReport(
         model=r.name,
         rig=rig.text,
         rig_assumptions=list(rig.assumptions),
-        fits=c.fits and not result.disk,
+        fits=fits,
+        verdict=level.label,
+        verdict_level=level.value,
+        below_floor=result.below_floor,
+        params_total=int(table.elements[~table.role_is(Role.MTP)].sum()),
         quant=c.quant.name,
         strategy=c.strategy,
         use=purpose.name,
@@ -462,6 +473,9 @@ class FitRow(BaseModel):
     model: str
     id: str
     fits: bool
+    verdict: str  # plan/policy.py: runs well, below quality floor, too slow, does not fit
+    verdict_level: int
+    params_total: int
     quant: str
     strategy: str
     ctx: int
@@ -475,7 +489,9 @@ class FitRow(BaseModel):
 
 
 def fit(rig_text: str, models: list[str] | None = None) -> list[FitRow]:
-    """The hardware compatibility checker: every catalog model's best plan on this rig, fastest first."""
+    """The hardware compatibility checker: every catalog model's best plan on this rig, ranked to
+    answer "what is the best model this rig runs well": by verdict (plan/policy.py), then the
+    larger model (parameters), then speed."""
     rig = parse_rig(rig_text)
     rows = []
     for model_id in models or list(load_catalog()):
@@ -486,6 +502,9 @@ def fit(rig_text: str, models: list[str] | None = None) -> list[FitRow]:
                 model=r.model,
                 id=resolved.id,
                 fits=r.fits,
+                verdict=r.verdict,
+                verdict_level=r.verdict_level,
+                params_total=r.params_total,
                 quant=r.quant,
                 strategy=r.strategy,
                 ctx=r.ctx,
@@ -498,8 +517,13 @@ def fit(rig_text: str, models: list[str] | None = None) -> list[FitRow]:
                 notices=[n.id for n in r.notices],
             )
         )
-    rows.sort(key=lambda x: (not x.fits, -x.decode_tok_s))
+    rows.sort(key=fit_rank)
     return rows
+
+
+def fit_rank(row: FitRow) -> tuple[int, int, float]:
+    """Best first: the verdict's level, then the larger model, then the faster plan."""
+    return (row.verdict_level, -row.params_total, -row.decode_tok_s)
 
 
 # --- Hub references (`hf://org/repo`, `hf://org/repo:Q4_K_M`): header-only reads, sources/hub.py ---

@@ -17,7 +17,7 @@ from moeplan.hardware.catalog import find_gpus
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
 from moeplan.memory.report import SizeReport
-from moeplan.plan.policy import DEFAULT_USE, LONG_CONTEXT, USES
+from moeplan.plan.policy import DEFAULT_USE, LONG_CONTEXT, QUALITY_FLOOR, TOO_SLOW_TOK_S, USES
 from moeplan.sources.catalog import load_catalog
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
@@ -421,7 +421,7 @@ def plan(
     if json_out:
         out.print_json(r.model_dump_json())
         return
-    verdict = "runs" if r.fits else ("streams from disk" if r.strategy == "disk" else "does not fit")
+    verdict = r.verdict + (" (streams from disk)" if r.strategy == "disk" else "")
     out.print(
         f"[bold]{r.model}[/bold] on {r.rig}: {verdict} — {r.quant}, {r.strategy}, context {r.ctx:,}, "
         f"~{r.decode_tok_s:,.1f} tokens/s decode (bound by {r.bound_by})"
@@ -517,27 +517,47 @@ def fit(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Hardware compatibility checker: every catalog model's best plan on this rig, fastest first."""
+    """Hardware compatibility checker: every catalog model's best plan on this rig, the best model
+    that runs well first (verdict, then parameters, then speed)."""
     rows = api.fit(rig_text, [m.strip() for m in models.split(",") if m.strip()] if models else None)
     if json_out:
         out.print_json(json.dumps([r.model_dump() for r in rows]))
         return
-    t = Table(title=f"what runs on {rig_text}")
-    for col in ("model", "runs", "quant", "strategy", "context", "tok/s", "prefill", "TTFT 4k", "bound by"):
-        t.add_column(col, justify="right" if col in ("context", "tok/s", "prefill", "TTFT 4k") else "left")
+    t = Table(title=f"what runs on {rig_text}, best first")
+    cols = (
+        "model",
+        "verdict",
+        "params",
+        "quant",
+        "strategy",
+        "context",
+        "tok/s",
+        "TTFT 4k",
+        "bound by",
+    )
+    for col in cols:
+        t.add_column(
+            col,
+            justify="right" if col in ("params", "context", "tok/s", "TTFT 4k") else "left",
+            no_wrap=col == "verdict",
+        )
     for r in rows:
         t.add_row(
             r.id,
-            "yes" if r.fits else "no",
+            r.verdict,
+            billions(r.params_total),
             r.quant,
             r.strategy,
             f"{r.ctx:,}",
             f"{r.decode_tok_s:,.1f}",
-            f"{r.prefill_tok_s:,.0f}",
             f"{r.ttft_s:,.1f} s",
             r.bound_by,
         )
     out.print(t)
+    out.print(
+        f"[dim]verdicts: runs well; below quality floor (only under {QUALITY_FLOOR.name} fits); too slow "
+        f"(decode under {TOO_SLOW_TOK_S:g} tokens/s); does not fit (or streams from disk)[/dim]"
+    )
 
 
 @app.command()

@@ -236,7 +236,7 @@ def create_app() -> FastAPI:
         channels: str = "",
         show: str = "all",
         kind: str = "all",
-        sort: str = "speed",
+        sort: str = "best",
     ) -> Response:
         rig = rig.strip() or preset.strip()
         if not rig and gpu.strip():

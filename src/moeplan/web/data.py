@@ -16,14 +16,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from moeplan import api
-from moeplan.api import FitRow, MemoryReport, PlanReport
+from moeplan.api import FitRow, MemoryReport, PlanReport, fit_rank
 from moeplan.errors import MoeplanError, UnknownHardware
 from moeplan.hardware.catalog import GIB, find_gpus, is_curated
 from moeplan.hardware.presets import PRESETS, preset_text
 from moeplan.hardware.rig import parse_rig
 from moeplan.memory.report import SizeReport
 from moeplan.plan.distributed import plan_distributed
-from moeplan.plan.policy import QUALITY_FLOOR, use_named
+from moeplan.plan.policy import QUALITY_FLOOR, TOO_SLOW_TOK_S, Verdict, use_named
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
 from moeplan.sources.hub import parse_ref
@@ -633,11 +633,15 @@ class CheckerPage(BaseModel):
     sort: str
     total: int
     runs: int
+    runs_well: int
+    quality_floor: str  # the verdicts' terms (plan/policy.py)
+    too_slow_tok_s: float
     rows: list[CheckerRow]
 
 
 CHECKER_SORTS = {
-    "speed": lambda r: (not r.fit.fits, -r.fit.decode_tok_s),
+    "best": lambda r: fit_rank(r.fit),  # the best model the rig runs well first (api.fit)
+    "speed": lambda r: (r.fit.verdict_level, -r.fit.decode_tok_s),
     "model": lambda r: r.fit.model.lower(),
     "context": lambda r: (not r.fit.fits, -r.fit.ctx),
     "params": lambda r: -r.params_total,
@@ -663,7 +667,7 @@ def compose_rig(gpu: str = "", count: int = 1, ram_gb: int = 0, ram_type: str = 
     return " + ".join(parts)
 
 
-def checker_page(rig: str, show: str = "all", kind: str = "all", sort: str = "speed") -> CheckerPage:
+def checker_page(rig: str, show: str = "all", kind: str = "all", sort: str = "best") -> CheckerPage:
     if show not in ("all", "runs"):
         raise BadInput(f"show must be all or runs, not '{show[:20]}'")
     if kind not in ("all", "moe", "dense"):
@@ -700,6 +704,9 @@ def checker_page(rig: str, show: str = "all", kind: str = "all", sort: str = "sp
         sort=sort,
         total=len(all_rows),
         runs=sum(1 for r in all_rows if r.fit.fits),
+        runs_well=sum(1 for r in all_rows if r.fit.verdict_level == Verdict.RUNS_WELL.value),
+        quality_floor=QUALITY_FLOOR.name,
+        too_slow_tok_s=TOO_SLOW_TOK_S,
         rows=rows,
     )
 
