@@ -35,7 +35,7 @@ from moeplan.notices import notices
 from moeplan.perf.estimate import PROMPT_TOKENS
 from moeplan.plan.llamacpp import Candidate, TradeCell, device_slots, evaluate_command
 from moeplan.plan.llamacpp import plan as llamacpp_plan
-from moeplan.plan.policy import QUALITY_FLOOR, use_named, verdict
+from moeplan.plan.policy import QUALITY_FLOOR, RopeScaling, context_bounds, use_named, verdict
 from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
@@ -293,6 +293,7 @@ class PlanReport(BaseModel):
     verdict_level: int  # 0 (runs well) .. 3 (does not fit)
     below_floor: bool  # the policy went below the quality floor because nothing at it fits
     params_total: int  # parameters of the planned weights (text model, without MTP layers)
+    streams_from_disk: bool  # runs only by reading weights from disk (the verdict: does not fit)
     quant: str
     strategy: str
     use: str  # the use (plan/policy.py) whose context and -np the plan targets
@@ -301,6 +302,7 @@ class PlanReport(BaseModel):
     cache_type_k: str
     cache_type_v: str
     n_ubatch: int
+    rope_scaling: str | None  # the rope flags of a context beyond the model's trained one
     decode_tok_s: float
     bound_by: str
     prefill_tok_s: float  # for a prompt of prompt_tokens
@@ -355,6 +357,13 @@ def plan_on_rig(
     r = model if isinstance(model, ResolvedModel) else resolve_model(model)
     spec = r.require_spec()
     purpose = use_named(use)
+    ext = r.entry.rope_extension if r.entry is not None else None
+    rope = context_bounds(
+        ctx,
+        spec.context_length,
+        r.name,
+        RopeScaling(ext.method, ext.factor, ext.original_context, ext.source) if ext else None,
+    )
     if r.file is not None:  # a GGUF file is planned as it is, labelled with its file type
         quant = (r.file_type or nominal_file_type(r.file.weights)).name
     n_seq = purpose.n_seq if n_seq is None else n_seq
@@ -393,7 +402,7 @@ def plan_on_rig(
         if r.header
         else f"{r.name}-{c.quant.name}.gguf",
         c.ctx,
-        c.flags,
+        f"{c.flags} {rope.flags}" if rope else c.flags,
         n_seq=n_seq,
         flash_attn=flash_attn,
         cache_k=ctk,
@@ -412,6 +421,7 @@ def plan_on_rig(
         verdict_level=level.value,
         below_floor=result.below_floor,
         params_total=int(table.elements[~table.role_is(Role.MTP)].sum()),
+        streams_from_disk=result.disk and c.fits,
         quant=c.quant.name,
         strategy=c.strategy,
         use=purpose.name,
@@ -420,6 +430,7 @@ def plan_on_rig(
         cache_type_k=ctk,
         cache_type_v=ctv,
         n_ubatch=c.cache.n_ubatch,
+        rope_scaling=rope.flags if rope else None,
         decode_tok_s=round(c.decode_tok_s, 2),
         bound_by=c.bound_by,
         prefill_tok_s=round(prefill.tok_s, 1),
@@ -435,7 +446,7 @@ def plan_on_rig(
         command=command,
         notices=[
             PlanNotice(id=n.id, severity=n.severity, message=n.message)
-            for n in notices(spec, rig, result, sibling)
+            for n in notices(spec, rig, result, sibling, rope)
         ],
         alternatives=[
             PlanAlternative(

@@ -421,7 +421,7 @@ def plan(
     if json_out:
         out.print_json(r.model_dump_json())
         return
-    verdict = r.verdict + (" (streams from disk)" if r.strategy == "disk" else "")
+    verdict = r.verdict + (" (streams from disk)" if r.streams_from_disk else "")
     out.print(
         f"[bold]{r.model}[/bold] on {r.rig}: {verdict} — {r.quant}, {r.strategy}, context {r.ctx:,}, "
         f"~{r.decode_tok_s:,.1f} tokens/s decode (bound by {r.bound_by})"

@@ -1,7 +1,8 @@
 """Rules that turn a plan into notices a person can act on: id, severity, message. Each notice
 speaks of the plan it is given and appears only where its condition holds:
 
-- DISK_MMAP_SLOW: weights do not fit in RAM + VRAM and are read from disk.
+- DISK_MMAP_SLOW: weights do not fit in RAM + VRAM and are read from disk (an error where even
+  the cache and buffers, which cannot be paged out, do not fit).
 - MOE_EXPERT_CPU_OFFLOAD: a MoE plan on a rig with GPUs keeps experts on the CPU.
 - QUANT_BELOW_MOE_FLOOR / QUANT_BELOW_FLOOR: the policy went below the quality floor (nothing at or
   above it fits).
@@ -14,6 +15,7 @@ speaks of the plan it is given and appears only where its condition holds:
 - MOE_LATENCY_VARIANCE: with the plan's own -np sequences in flight, the router's choices spread
   the per-token latency (experts offloaded or read from disk).
 - DENSE_ALTERNATIVE: the MoE plan offloads, and the dense sibling runs entirely on the GPU.
+- ROPE_SCALING: the context asked for is beyond the model's trained one, reached with rope scaling.
 """
 
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from moeplan.arch.spec import ModelSpec
 from moeplan.hardware.spec import Rig
 from moeplan.plan.llamacpp import GiB, PlanResult
-from moeplan.plan.policy import QUALITY_FLOOR
+from moeplan.plan.policy import QUALITY_FLOOR, RopeScaling
 from moeplan.quant.ggml import GGMLType
 
 INFO, WARN, ERROR = "info", "warning", "error"
@@ -35,20 +37,46 @@ class Notice:
 
 
 def notices(
-    spec: ModelSpec, rig: Rig, result: PlanResult, dense_sibling_fits: str | None = None
+    spec: ModelSpec,
+    rig: Rig,
+    result: PlanResult,
+    dense_sibling_fits: str | None = None,
+    rope: RopeScaling | None = None,
 ) -> list[Notice]:
     c = result.chosen
     out: list[Notice] = []
+    if rope is not None:
+        out.append(
+            Notice(
+                "ROPE_SCALING",
+                WARN,
+                f"context {c.ctx:,} is beyond the model's maximum of {spec.context_length:,} tokens: "
+                f"planned with {rope.method} rope scaling ({rope.flags}), as the model card documents up "
+                f"to {rope.max_context:,}; static scaling applies to every prompt and may lower quality on "
+                "short ones: use it only when long prompts need it",
+            )
+        )
     gpu_devices = [d for d in c.memory.devices if not d.device.startswith("CPU")]
     used_gpus = [d for d in gpu_devices if d.weights_bytes]
     cpu_weights = sum(d.weights_bytes for d in c.memory.devices if d.device.startswith("CPU"))
-    if result.disk:
+    if result.disk and c.fits:
+        what = "experts are" if spec.is_moe else "weights are"
         out.append(
             Notice(
                 "DISK_MMAP_SLOW",
-                ERROR if not c.fits else WARN,
-                f"the model does not fit in RAM + VRAM; experts are read from disk on demand "
+                WARN,
+                f"the model does not fit in RAM + VRAM; {what} read from disk on demand "
                 f"(about {c.decode_tok_s:.1f} tokens/s): add RAM, or pick a smaller quantization",
+            )
+        )
+    elif result.disk:
+        over = ", ".join(f"{d} by {b / GiB:,.1f} GiB" for d, b in c.overflow.items())
+        out.append(
+            Notice(
+                "DISK_MMAP_SLOW",
+                ERROR,
+                f"does not fit even reading weights from disk: the KV cache and buffers, which cannot be "
+                f"read back from the file, overflow {over} at {c.ctx:,} tokens: lower --ctx, or add memory",
             )
         )
     if spec.is_moe and c.strategy in ("n_cpu_moe", "cpu_moe", "disk") and rig.node.gpus:

@@ -339,15 +339,20 @@ def _disk_plan(
     frontend: Frontend,
     rig: Rig,
 ) -> Candidate:
-    """Nothing fits: keep what fits in RAM as page cache and read the rest of the experts from disk."""
+    """Nothing fits: keep what fits in RAM as page cache and read the rest of the experts from disk.
+    Only mapped weights can be read back from disk: when the host's KV cache, state and compute
+    buffers alone exceed its RAM, nothing runs (the candidate does not fit, by those bytes)."""
     w = _weights(inv, quant)
     strategy, flags = ("cpu_moe", "-ngl 99 --cpu-moe") if spec.is_moe and gpus else ("cpu", "-ngl 0")
     c = _evaluate(inv, w, quant, "disk", flags, ctx, cache, cpu, gpus if strategy != "cpu" else [], frontend)
-    missing = c.overflow.get(CPU, 0)
-    total_cpu = sum(d.weights_bytes for d in c.memory.devices if d.device.startswith("CPU")) or 1
-    miss = missing / total_cpu  # the share of the CPU's weights (hence expert reads) not in the page cache
+    host = [d for d in c.memory.devices if d.device.startswith("CPU")]
+    total_cpu = sum(d.weights_bytes for d in host) or 1
+    pinned = sum(d.total_bytes - d.weights_bytes for d in host)  # cannot be paged out to the file
+    overflow = {k: v for k, v in c.overflow.items() if k != CPU}
+    if pinned > cpu.capacity_bytes:
+        overflow[CPU] = pinned - cpu.capacity_bytes
+    miss = min(1.0, c.overflow.get(CPU, 0) / total_cpu)  # share of the CPU's weights not in the page cache
     cfg = CacheConfig(**{**cache.__dict__, "n_ctx": ctx})
-    gpu_over = {k: v for k, v in c.overflow.items() if k != CPU}
     return Candidate(
         quant,
         "disk",
@@ -355,9 +360,9 @@ def _disk_plan(
         ctx,
         cfg,
         c.memory,
-        not gpu_over,
+        not overflow,
         lambda: perf_speed(spec, c.memory, cfg, rig.node, disk_miss_fraction=miss),
-        c.overflow,
+        overflow or c.overflow,
     )
 
 

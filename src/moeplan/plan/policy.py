@@ -1,8 +1,9 @@
 """The planning policy: what moeplan chooses where a person leaves a choice open, in the order it decides.
 
-1. A usable context first. The target is `--ctx` when given (then planned exactly, and a context
-   above the model's maximum is refused or planned with rope scaling, see `api.context_bounds`),
-   else the context of the use (`--use`, default `chat`), never above the model's own maximum:
+1. A usable context first. The target is `--ctx` when given (then planned exactly; above the
+   model's maximum it is planned with the rope scaling the model's card documents, with the flags
+   and a notice, or refused: `context_bounds`), else the context of the use (`--use`, default
+   `chat`), never above the model's own maximum:
 
    | use   | context (-c) | -np | for                                                          |
    |-------|--------------|-----|--------------------------------------------------------------|
@@ -40,6 +41,7 @@ too slowly to use (decode below TOO_SLOW_TOK_S); does not fit (including plans t
 from disk).
 """
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -97,6 +99,45 @@ def target_context(model_ctx: int, use: Use = DEFAULT_USE) -> int:
 def cache_type_for(ctx: int) -> str:
     """The KV cache type the policy picks for a context when the user did not pick one."""
     return LONG_CONTEXT_CACHE if ctx > LONG_CONTEXT else "f16"
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """Rope scaling llama.cpp applies at load time (common/arg.cpp: --rope-scaling, --rope-scale N
+    sets freq_scale 1/N, --yarn-orig-ctx), reaching factor x original_context tokens."""
+
+    method: str
+    factor: float
+    original_context: int
+    source: str = ""
+
+    @property
+    def max_context(self) -> int:
+        return int(self.factor * self.original_context)
+
+    @property
+    def flags(self) -> str:
+        scale = f"--rope-scale {self.factor:g}"
+        return f"--rope-scaling {self.method} {scale} --yarn-orig-ctx {self.original_context}"
+
+
+def context_bounds(
+    ctx: int | None, model_ctx: int, model: str, extension: RopeScaling | None
+) -> RopeScaling | None:
+    """The rope scaling a context needs: None within the model's maximum; above it, the documented
+    extension with the smallest factor that reaches `ctx` (quarter steps: the model cards advise a
+    factor no larger than the contexts used need); beyond that, a one-line refusal."""
+    if ctx is None or not model_ctx or ctx <= model_ctx:
+        return None
+    if extension is None or ctx > extension.max_context:
+        most = max(model_ctx, extension.max_context if extension else 0)
+        how = f" ({extension.max_context:,} with {extension.method} rope scaling)" if extension else ""
+        raise MoeplanError(
+            f"context {ctx:,} is above the most {model} supports, {model_ctx:,} tokens{how}: "
+            f"ask for at most {most:,} with --ctx"
+        )
+    factor = min(extension.factor, math.ceil(4 * ctx / extension.original_context) / 4)
+    return RopeScaling(extension.method, factor, extension.original_context, extension.source)
 
 
 class Verdict(Enum):

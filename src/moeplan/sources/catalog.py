@@ -37,6 +37,17 @@ class PublishedGGUF(BaseModel):
     source: str
 
 
+class RopeExtension(BaseModel):
+    """A context beyond the trained one that the model's card documents, with the rope scaling that
+    reaches it (llama.cpp: --rope-scaling, --rope-scale, --yarn-orig-ctx; common/arg.cpp)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    method: Literal["yarn"]
+    factor: float  # the largest documented: context = factor x original_context
+    original_context: int
+    source: str
+
+
 class CatalogEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     id: str
@@ -51,6 +62,7 @@ class CatalogEntry(BaseModel):
     sources: list[Source]
     notes: str = ""
     published_gguf: PublishedGGUF | None = None
+    rope_extension: RopeExtension | None = None
     _spec: ModelSpec | None = PrivateAttr(default=None)
 
     def spec(self) -> ModelSpec:
