@@ -111,3 +111,13 @@ def test_web_shows_the_trade_on_the_deploy_page_and_the_plan_box() -> None:
     api_plan = client.get(f"/api/plan?model={QWEN}&rig=rtx-4090-64gb&use=code").json()
     assert api_plan["use"] == "code" and api_plan["ctx"] >= 131072 and api_plan["trade"]
     assert client.get(f"/api/plan?model={QWEN}&rig=rtx-4090-64gb&use=agents").status_code == 400
+
+
+def test_deploy_page_extras_are_speed_numbers_only() -> None:
+    """The ready-made plans table adds a column per speed number of PlanReport; the policy's own
+    fields (verdict level, parameters, -np, -ub) are not speeds."""
+    from moeplan.web import data
+
+    extras = data.plan_extras(data.plan(QWEN, "rtx-4090-64gb"))
+    assert "prefill_tok_s" in extras
+    assert not {"verdict_level", "params_total", "n_seq", "n_ubatch"} & set(extras)
