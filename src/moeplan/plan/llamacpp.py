@@ -441,6 +441,7 @@ def plan(
             cpu,
             gpus,
             frontend,
+            {(q, base_ctx): cs for q, cs in per_quant.items()},
         )
         if alternatives
         else []
@@ -581,8 +582,10 @@ def _trade(
     cpu: DeviceSlot,
     gpus: list[DeviceSlot],
     frontend: Frontend,
+    searched: dict[tuple[FileType, int], list[Candidate]],
 ) -> list[TradeCell]:
-    """The fastest fitting plan of each quantization at each context of the table."""
+    """The fastest fitting plan of each quantization at each context of the table (`searched`: the
+    candidates the search already holds, by quantization and context)."""
     contexts = sorted({min(model_ctx, x) for x in (*TRADE_CONTEXTS, model_ctx, chosen.ctx)})
     out = []
     for q in quants:
@@ -590,8 +593,10 @@ def _trade(
             if (q, n) == (chosen.quant, chosen.ctx):
                 out.append(TradeCell(q, n, chosen))
                 continue
-            at = _cache_at(cache, n, kv_auto)
-            out.append(TradeCell(q, n, _fastest(best_for_quant(spec, inv, q, n, at, cpu, gpus, frontend))))
+            found = searched.get((q, n))
+            if found is None:
+                found = best_for_quant(spec, inv, q, n, _cache_at(cache, n, kv_auto), cpu, gpus, frontend)
+            out.append(TradeCell(q, n, _fastest(found)))
     return out
 
 
