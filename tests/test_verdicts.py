@@ -24,9 +24,14 @@ def test_verdict_levels_and_the_stated_threshold() -> None:
     assert [v.value for v in Verdict] == [0, 1, 2, 3]
 
 
-def test_one_bit_plans_are_not_a_plain_yes() -> None:
+@pytest.fixture(scope="module")
+def checker() -> list[api.FitRow]:
+    return api.fit(RIG)
+
+
+def test_one_bit_plans_are_not_a_plain_yes(checker: list[api.FitRow]) -> None:
     """Before: "runs: yes" for Maverick and Qwen3.5-397B at IQ1_S on a 4090 + 64 GB."""
-    rows = {r.id: r for r in api.fit(RIG, [*ONE_BIT, "qwen3.5-35b-a3b", "llama-3.1-70b", "deepseek-v3.1"])}
+    rows = {r.id: r for r in checker}
     for mid in ONE_BIT:
         r = rows[mid]
         assert r.fits and r.quant.startswith("IQ1") and r.verdict == "below quality floor"
@@ -43,9 +48,9 @@ def test_plan_report_carries_the_same_verdict() -> None:
     assert r.params_total > 390e9
 
 
-def test_default_ranking_is_the_best_model_that_runs_well() -> None:
+def test_default_ranking_is_the_best_model_that_runs_well(checker: list[api.FitRow]) -> None:
     """Before: fastest first, so Gemma 270M topped every rig."""
-    rows = api.fit(RIG)
+    rows = checker
     assert rows[0].id != "gemma-3-270m" and rows[0].verdict == "runs well"
     levels = [r.verdict_level for r in rows]
     assert levels == sorted(levels)

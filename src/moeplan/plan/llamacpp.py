@@ -453,12 +453,10 @@ def plan(
 def _single_gpu_fits(
     inv: Inventory, c: Candidate, cpu: DeviceSlot, gpus: list[DeviceSlot], frontend: Frontend
 ) -> bool:
-    """Whether the first GPU alone holds every layer at the chosen context and cache (then a plan
-    over several GPUs uses them by choice, not because it must)."""
-    if not gpus:
+    """Whether, on a rig with several GPUs, the first alone holds every layer at the chosen context
+    and cache (then the plan uses the others by choice, not because it must)."""
+    if len(gpus) < 2:
         return False
-    if len(gpus) == 1:
-        return c.strategy == "gpu" and c.fits
     w = _weights(inv, c.quant)
     return _evaluate(inv, w, c.quant, "gpu", "-ngl 99", c.ctx, c.cache, cpu, gpus[:1], frontend).fits
 
