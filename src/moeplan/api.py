@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pydantic import BaseModel
 
-from moeplan.arch.inventory import inventory, mtp_default, mtp_supported
+from moeplan.arch.inventory import Role, inventory, mtp_default, mtp_supported
 from moeplan.arch.spec import ModelSpec
 from moeplan.engines.llamacpp import (
     CPU,
@@ -23,7 +23,7 @@ from moeplan.engines.llamacpp_args import parse_command
 from moeplan.errors import ModelNotFound, MoeplanError
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
-from moeplan.memory.kv import CacheConfig, cache_type
+from moeplan.memory.kv import CACHE_TYPES, CacheConfig, cache_type
 from moeplan.memory.report import SizeReport, size_report
 from moeplan.memory.weights import (
     CONVERTER_OUTTYPES,
@@ -36,8 +36,9 @@ from moeplan.memory.weights import (
 )
 from moeplan.notices import notices
 from moeplan.perf.estimate import PROMPT_TOKENS
-from moeplan.plan.llamacpp import QUALITY_FLOOR, device_slots, evaluate_command
+from moeplan.plan.llamacpp import Candidate, TradeCell, device_slots, evaluate_command
 from moeplan.plan.llamacpp import plan as llamacpp_plan
+from moeplan.plan.policy import QUALITY_FLOOR, RopeScaling, context_bounds, use_named, verdict
 from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
@@ -277,14 +278,38 @@ class PlanAlternative(BaseModel):
     why_not: str
 
 
+class PlanTrade(BaseModel):
+    """A cell of the trade table: the fastest plan of a quantization at a context."""
+
+    quant: str
+    ctx: int
+    fits: bool
+    strategy: str | None
+    flags: str | None
+    cache_type: str | None  # -ctk/-ctv of that plan
+    decode_tok_s: float | None
+    chosen: bool
+
+
 class PlanReport(BaseModel):
     model: str
     rig: str
     rig_assumptions: list[str]
     fits: bool
+    verdict: str  # plan/policy.py: runs well, below quality floor, too slow, does not fit
+    verdict_level: int  # 0 (runs well) .. 3 (does not fit)
+    below_floor: bool  # the policy went below the quality floor because nothing at it fits
+    params_total: int  # parameters of the planned weights (text model, without MTP layers)
+    streams_from_disk: bool  # runs only by reading weights from disk (the verdict: does not fit)
     quant: str
     strategy: str
+    use: str  # the use (plan/policy.py) whose context and -np the plan targets
     ctx: int
+    n_seq: int
+    cache_type_k: str
+    cache_type_v: str
+    n_ubatch: int
+    rope_scaling: str | None  # the rope flags of a context beyond the model's trained one
     decode_tok_s: float
     bound_by: str
     prefill_tok_s: float  # for a prompt of prompt_tokens
@@ -300,6 +325,24 @@ class PlanReport(BaseModel):
     command: str
     notices: list[PlanNotice]
     alternatives: list[PlanAlternative]
+    trade: list[PlanTrade]  # quantization x context (plan/policy.py); empty where alternatives are off
+
+
+_CACHE_NAMES = {t: name for name, t in CACHE_TYPES.items()}
+
+
+def _trade_cell(cell: TradeCell, chosen: Candidate) -> PlanTrade:
+    p = cell.plan
+    return PlanTrade(
+        quant=cell.quant.name,
+        ctx=cell.ctx,
+        fits=p is not None,
+        strategy=p.strategy if p else None,
+        flags=p.flags if p else None,
+        cache_type=_CACHE_NAMES[p.cache.type_k] if p else None,
+        decode_tok_s=round(p.decode_tok_s, 2) if p else None,
+        chosen=p is chosen,
+    )
 
 
 def plan_on_rig(
@@ -308,24 +351,36 @@ def plan_on_rig(
     *,
     ctx: int | None = None,
     quant: str | None = None,
-    n_seq: int = 1,
-    ctk: str = "f16",
-    ctv: str = "f16",
+    n_seq: int | None = None,
+    ctk: str | None = None,
+    ctv: str | None = None,
     flash_attn: bool = True,
     alternatives: bool = True,
+    use: str | None = None,
 ) -> PlanReport:
     """The best llama.cpp plan for a catalog model on a rig, with its command and notices
-    (and the alternatives that lost, unless told not to: the checker lists winners only)."""
+    (and the alternatives that lost, unless told not to: the checker lists winners only).
+    Left open (None), the context, -np and KV cache type are the policy's (plan/policy.py)."""
     r = model if isinstance(model, ResolvedModel) else resolve_model(model)
     spec = r.require_spec()
+    purpose = use_named(use)
+    ext = r.entry.rope_extension if r.entry is not None else None
+    rope = context_bounds(
+        ctx,
+        spec.context_length,
+        r.name,
+        RopeScaling(ext.method, ext.factor, ext.original_context, ext.source) if ext else None,
+    )
     if r.file is not None:  # a GGUF file is planned as it is, labelled with its file type
         quant = (r.file_type or nominal_file_type(r.file.weights)).name
+    n_seq = purpose.n_seq if n_seq is None else n_seq
+    kv_auto = ctk is None and ctv is None
     cache = CacheConfig(
         n_ctx=0,
         n_seq=n_seq,
         unified=True,
-        type_k=cache_type(ctk),
-        type_v=cache_type(ctv),
+        type_k=cache_type(ctk or "f16"),
+        type_v=cache_type(ctv or "f16"),
         flash_attn=flash_attn,
     )
     result = llamacpp_plan(
@@ -336,12 +391,17 @@ def plan_on_rig(
         cache=cache,
         alternatives=alternatives,
         file=r.file,
+        use=purpose,
+        kv_auto=kv_auto,
+        ub_auto=True,  # -ub is not an option of plan: always the policy's
     )
     c = result.chosen
+    ctk, ctv = _CACHE_NAMES[c.cache.type_k], _CACHE_NAMES[c.cache.type_v]
     prefill = c.perf.prefill(PROMPT_TOKENS)
     spread = c.perf.latency
     devices = plan_devices(c.memory, rig)
-    sibling = _dense_sibling_fits(r.entry, rig, ctx) if spec.is_moe and r.entry else None
+    offloads = c.strategy != "gpu"  # the dense sibling is worth naming only when the MoE plan offloads
+    sibling = _dense_sibling_fits(r.entry, rig, c.ctx) if spec.is_moe and r.entry and offloads else None
     command = render_command(
         r.gguf.group.name.rsplit("/", 1)[-1]
         if r.gguf
@@ -349,20 +409,35 @@ def plan_on_rig(
         if r.header
         else f"{r.name}-{c.quant.name}.gguf",
         c.ctx,
-        c.flags,
+        f"{c.flags} {rope.flags}" if rope else c.flags,
         n_seq=n_seq,
         flash_attn=flash_attn,
         cache_k=ctk,
         cache_v=ctv,
+        n_ubatch=c.cache.n_ubatch,
     )
+    fits = c.fits and not result.disk
+    level = verdict(fits, result.below_floor, c.decode_tok_s)
+    table = c.memory.table
     return PlanReport(
         model=r.name,
         rig=rig.text,
         rig_assumptions=list(rig.assumptions),
-        fits=c.fits and not result.disk,
+        fits=fits,
+        verdict=level.label,
+        verdict_level=level.value,
+        below_floor=result.below_floor,
+        params_total=int(table.elements[~table.role_is(Role.MTP)].sum()),
+        streams_from_disk=result.disk and c.fits,
         quant=c.quant.name,
         strategy=c.strategy,
+        use=purpose.name,
         ctx=c.ctx,
+        n_seq=n_seq,
+        cache_type_k=ctk,
+        cache_type_v=ctv,
+        n_ubatch=c.cache.n_ubatch,
+        rope_scaling=rope.flags if rope else None,
         decode_tok_s=round(c.decode_tok_s, 2),
         bound_by=c.bound_by,
         prefill_tok_s=round(prefill.tok_s, 1),
@@ -378,7 +453,7 @@ def plan_on_rig(
         command=command,
         notices=[
             PlanNotice(id=n.id, severity=n.severity, message=n.message)
-            for n in notices(spec, rig, result, sibling)
+            for n in notices(spec, rig, result, sibling, rope)
         ],
         alternatives=[
             PlanAlternative(
@@ -392,15 +467,19 @@ def plan_on_rig(
             )
             for a in result.alternatives
         ],
+        trade=[_trade_cell(cell, c) for cell in result.trade],
     )
 
 
-def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int | None) -> str | None:
-    """The dense sibling's name if it runs entirely on the GPU(s) at the quality floor."""
+def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int) -> str | None:
+    """The dense sibling's name if it runs entirely on the GPU(s) at the quality floor, at the
+    MoE plan's context (or the sibling's maximum if smaller)."""
     if not entry.dense_sibling or not rig.node.gpus:
         return None
     sibling = resolve(entry.dense_sibling)
-    r = llamacpp_plan(sibling.spec(), rig, ctx=ctx or 8192, quant=QUALITY_FLOOR, alternatives=False)
+    spec = sibling.spec()
+    at = min(ctx, spec.context_length) if spec.context_length else ctx
+    r = llamacpp_plan(spec, rig, ctx=at, quant=QUALITY_FLOOR, alternatives=False)
     return sibling.name if r.chosen.fits and r.chosen.strategy == "gpu" else None
 
 
@@ -435,18 +514,19 @@ def serving_plan(
     ctx: int | None = None,
     quant: str | None = None,
     weight_format: str | None = None,
-    n_seq: int = 1,
-    ctk: str = "f16",
-    ctv: str = "f16",
+    n_seq: int | None = None,
+    ctk: str | None = None,
+    ctv: str | None = None,
+    use: str | None = None,
 ) -> "DistributedPlan":
     """vLLM / SGLang: `quant` (or `weight_format`, the same) names the weight format, FP8 / AWQ /
     NVFP4 ... (`engines.formats.parse_weight_format`); llama.cpp's own settings are refused."""
     if quant and weight_format:
         raise MoeplanError("--quant and --format both name the weight format: give one")
-    if (n_seq, ctk, ctv) != (1, "f16", "f16"):
+    if (n_seq, ctk, ctv, use) != (None, None, None, None):
         raise MoeplanError(
-            f"--np, --ctk and --ctv are llama.cpp settings ({engine} sizes its own batches and KV cache): "
-            "leave them out"
+            f"--np, --ctk, --ctv and --use are llama.cpp settings ({engine} sizes its own batches and KV "
+            "cache): leave them out"
         )
     from moeplan.plan.distributed import plan_distributed  # vLLM/SGLang planning: not for every command
 
@@ -458,6 +538,9 @@ class FitRow(BaseModel):
     model: str
     id: str
     fits: bool
+    verdict: str  # plan/policy.py: runs well, below quality floor, too slow, does not fit
+    verdict_level: int
+    params_total: int
     quant: str
     strategy: str
     ctx: int
@@ -471,7 +554,9 @@ class FitRow(BaseModel):
 
 
 def fit(rig_text: str, models: list[str] | None = None) -> list[FitRow]:
-    """The hardware compatibility checker: every catalog model's best plan on this rig, fastest first."""
+    """The hardware compatibility checker: every catalog model's best plan on this rig, ranked to
+    answer "what is the best model this rig runs well": by verdict (plan/policy.py), then the
+    larger model (parameters), then speed."""
     rig = parse_rig(rig_text)
     rows = []
     for model_id in models or list(load_catalog()):
@@ -482,6 +567,9 @@ def fit(rig_text: str, models: list[str] | None = None) -> list[FitRow]:
                 model=r.model,
                 id=resolved.id,
                 fits=r.fits,
+                verdict=r.verdict,
+                verdict_level=r.verdict_level,
+                params_total=r.params_total,
                 quant=r.quant,
                 strategy=r.strategy,
                 ctx=r.ctx,
@@ -494,8 +582,13 @@ def fit(rig_text: str, models: list[str] | None = None) -> list[FitRow]:
                 notices=[n.id for n in r.notices],
             )
         )
-    rows.sort(key=lambda x: (not x.fits, -x.decode_tok_s))
+    rows.sort(key=fit_rank)
     return rows
+
+
+def fit_rank(row: FitRow) -> tuple[int, int, float]:
+    """Best first: the verdict's level, then the larger model, then the faster plan."""
+    return (row.verdict_level, -row.params_total, -row.decode_tok_s)
 
 
 # --- Hub references (`hf://org/repo`, `hf://org/repo:Q4_K_M`): header-only reads, sources/hub.py ---

@@ -18,6 +18,7 @@ from moeplan.hardware.catalog import find_gpus
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
 from moeplan.memory.report import SizeReport
+from moeplan.plan.policy import DEFAULT_USE, LONG_CONTEXT, QUALITY_FLOOR, TOO_SLOW_TOK_S, USES
 from moeplan.sources.catalog import load_catalog
 
 if TYPE_CHECKING:
@@ -377,7 +378,24 @@ def plan(
     model: str,
     rig_text: RigOpt,
     ctx: Annotated[
-        int | None, typer.Option("--ctx", "-c", help="Context; default: the most that fits.")
+        int | None,
+        typer.Option(
+            "--ctx",
+            "-c",
+            help=f"Plan exactly this context. Default: the use's ({DEFAULT_USE.ctx:,} for "
+            f"{DEFAULT_USE.name}; the model's maximum if smaller), raised to the most that fits with "
+            "the same placement; below it only if nothing fits.",
+        ),
+    ] = None,
+    use: Annotated[
+        str | None,
+        typer.Option(
+            "--use",
+            "-u",
+            help="What the plan is for: "
+            + "; ".join(f"{u.name}: {u.what}" for u in USES.values())
+            + f". Default: {DEFAULT_USE.name}.",
+        ),
     ] = None,
     quant: Annotated[
         str | None,
@@ -388,9 +406,17 @@ def plan(
             "(bf16, fp8, mxfp4, nvfp4, int4, awq/gptq) for vLLM and SGLang.",
         ),
     ] = None,
-    np_: Annotated[int, typer.Option("--np", help="Parallel sequences (-np).")] = 1,
-    ctk: Annotated[str, typer.Option("--ctk", help="K cache type.")] = "f16",
-    ctv: Annotated[str, typer.Option("--ctv", help="V cache type.")] = "f16",
+    np_: Annotated[
+        int | None, typer.Option("--np", help="Parallel sequences (-np); default: the use's.")
+    ] = None,
+    ctk: Annotated[
+        str | None,
+        typer.Option("--ctk", help=f"K cache type; default f16, q8_0 above {LONG_CONTEXT:,} tokens."),
+    ] = None,
+    ctv: Annotated[
+        str | None,
+        typer.Option("--ctv", help=f"V cache type; default f16, q8_0 above {LONG_CONTEXT:,} tokens."),
+    ] = None,
     engine: Annotated[str, typer.Option("--engine", "-e", help="llamacpp, vllm or sglang.")] = "llamacpp",
     weight_format: Annotated[
         str | None,
@@ -409,6 +435,7 @@ def plan(
         n_seq=np_,
         ctk=ctk,
         ctv=ctv,
+        use=use,
     )
     if not isinstance(r, api.PlanReport):
         _print_serving_plan(r, json_out)
@@ -416,7 +443,7 @@ def plan(
     if json_out:
         out.print_json(r.model_dump_json())
         return
-    verdict = "runs" if r.fits else ("streams from disk" if r.strategy == "disk" else "does not fit")
+    verdict = r.verdict + (" (streams from disk)" if r.streams_from_disk else "")
     out.print(
         f"[bold]{r.model}[/bold] on {r.rig}: {verdict} — {r.quant}, {r.strategy}, context {r.ctx:,}, "
         f"~{r.decode_tok_s:,.1f} tokens/s decode (bound by {r.bound_by})"
@@ -434,10 +461,34 @@ def plan(
             f"[{'red' if n.severity == 'error' else 'yellow' if n.severity == 'warning' else 'cyan'}]"
             f"{n.id}[/]: {n.message}"
         )
+    if r.trade:
+        out.print(_trade_table(r))
     for a in r.alternatives[:6]:
         out.print(f"[dim]  instead {a.quant} {a.strategy} ({a.flags}): {a.why_not}[/dim]")
     for assumption in r.rig_assumptions:
         out.print(f"[dim]  assumed: {assumption}[/dim]")
+
+
+def _trade_table(r: api.PlanReport) -> Table:
+    """Quantization x context: the fastest plan of each, decode tokens/s and placement (* the chosen)."""
+    contexts = sorted({c.ctx for c in r.trade})
+    t = Table(title="the trade: fastest plan per quantization and context (decode tok/s, placement)")
+    t.add_column("quant")
+    for n in contexts:
+        t.add_column(f"{n:,}", justify="right")
+    for q in dict.fromkeys(c.quant for c in r.trade):
+        cells = {c.ctx: c for c in r.trade if c.quant == q}
+        t.add_row(
+            q,
+            *(
+                "does not fit"
+                if not (c := cells[n]).fits
+                else f"{'* ' if c.chosen else ''}{c.decode_tok_s:,.1f} {c.strategy}"
+                + (f" {c.cache_type}" if c.cache_type != "f16" else "")
+                for n in contexts
+            ),
+        )
+    return t
 
 
 def _print_serving_plan(p: "DistributedPlan", json_out: bool) -> None:
@@ -483,27 +534,47 @@ def fit(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Hardware compatibility checker: every catalog model's best plan on this rig, fastest first."""
+    """Hardware compatibility checker: every catalog model's best plan on this rig, the best model
+    that runs well first (verdict, then parameters, then speed)."""
     rows = api.fit(rig_text, [m.strip() for m in models.split(",") if m.strip()] if models else None)
     if json_out:
         out.print_json(json.dumps([r.model_dump() for r in rows]))
         return
-    t = Table(title=f"what runs on {rig_text}")
-    for col in ("model", "runs", "quant", "strategy", "context", "tok/s", "prefill", "TTFT 4k", "bound by"):
-        t.add_column(col, justify="right" if col in ("context", "tok/s", "prefill", "TTFT 4k") else "left")
+    t = Table(title=f"what runs on {rig_text}, best first")
+    cols = (
+        "model",
+        "verdict",
+        "params",
+        "quant",
+        "strategy",
+        "context",
+        "tok/s",
+        "TTFT 4k",
+        "bound by",
+    )
+    for col in cols:
+        t.add_column(
+            col,
+            justify="right" if col in ("params", "context", "tok/s", "TTFT 4k") else "left",
+            no_wrap=col == "verdict",
+        )
     for r in rows:
         t.add_row(
             r.id,
-            "yes" if r.fits else "no",
+            r.verdict,
+            billions(r.params_total),
             r.quant,
             r.strategy,
             f"{r.ctx:,}",
             f"{r.decode_tok_s:,.1f}",
-            f"{r.prefill_tok_s:,.0f}",
             f"{r.ttft_s:,.1f} s",
             r.bound_by,
         )
     out.print(t)
+    out.print(
+        f"[dim]verdicts: runs well; below quality floor (only under {QUALITY_FLOOR.name} fits); too slow "
+        f"(decode under {TOO_SLOW_TOK_S:g} tokens/s); does not fit (or streams from disk)[/dim]"
+    )
 
 
 @app.command()

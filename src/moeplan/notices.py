@@ -1,10 +1,29 @@
-"""Rules that turn a plan into notices a person can act on: id, severity, message."""
+"""Rules that turn a plan into notices a person can act on: id, severity, message. Each notice
+speaks of the plan it is given and appears only where its condition holds:
+
+- DISK_MMAP_SLOW: weights do not fit in RAM + VRAM and are read from disk (an error where even
+  the cache and buffers, which cannot be paged out, do not fit).
+- MOE_EXPERT_CPU_OFFLOAD: a MoE plan on a rig with GPUs keeps experts on the CPU.
+- QUANT_BELOW_MOE_FLOOR / QUANT_BELOW_FLOOR: the policy went below the quality floor (nothing at or
+  above it fits).
+- MXFP4_NEEDS_BLACKWELL: the plan's weights hold MXFP4 and a GPU lacks native MXFP4.
+- MULTI_GPU_REQUIRED: the plan's weights span several GPUs and the first alone cannot hold the
+  model at this context.
+- CONTEXT_REDUCED: the context was left to the policy and ends below the model's maximum (below the
+  use's target when nothing fit there).
+- KV_CACHE_DOMINATES: the cache (f16) is more than half the weights, so a q8_0 cache would help.
+- MOE_LATENCY_VARIANCE: with the plan's own -np sequences in flight, the router's choices spread
+  the per-token latency (experts offloaded or read from disk).
+- DENSE_ALTERNATIVE: the MoE plan offloads, and the dense sibling runs entirely on the GPU.
+- ROPE_SCALING: the context asked for is beyond the model's trained one, reached with rope scaling.
+"""
 
 from dataclasses import dataclass
 
 from moeplan.arch.spec import ModelSpec
 from moeplan.hardware.spec import Rig
-from moeplan.plan.llamacpp import QUALITY_FLOOR, GiB, PlanResult
+from moeplan.plan.llamacpp import GiB, PlanResult
+from moeplan.plan.policy import QUALITY_FLOOR, RopeScaling
 from moeplan.quant.ggml import GGMLType
 
 INFO, WARN, ERROR = "info", "warning", "error"
@@ -18,20 +37,46 @@ class Notice:
 
 
 def notices(
-    spec: ModelSpec, rig: Rig, result: PlanResult, dense_sibling_fits: str | None = None
+    spec: ModelSpec,
+    rig: Rig,
+    result: PlanResult,
+    dense_sibling_fits: str | None = None,
+    rope: RopeScaling | None = None,
 ) -> list[Notice]:
     c = result.chosen
     out: list[Notice] = []
+    if rope is not None:
+        out.append(
+            Notice(
+                "ROPE_SCALING",
+                WARN,
+                f"context {c.ctx:,} is beyond the model's maximum of {spec.context_length:,} tokens: "
+                f"planned with {rope.method} rope scaling ({rope.flags}), as the model card documents up "
+                f"to {rope.max_context:,}; static scaling applies to every prompt and may lower quality on "
+                "short ones: use it only when long prompts need it",
+            )
+        )
     gpu_devices = [d for d in c.memory.devices if not d.device.startswith("CPU")]
     used_gpus = [d for d in gpu_devices if d.weights_bytes]
     cpu_weights = sum(d.weights_bytes for d in c.memory.devices if d.device.startswith("CPU"))
-    if result.disk:
+    if result.disk and c.fits:
+        what = "experts are" if spec.is_moe else "weights are"
         out.append(
             Notice(
                 "DISK_MMAP_SLOW",
-                ERROR if not c.fits else WARN,
-                f"the model does not fit in RAM + VRAM; experts are read from disk on demand "
+                WARN,
+                f"the model does not fit in RAM + VRAM; {what} read from disk on demand "
                 f"(about {c.decode_tok_s:.1f} tokens/s): add RAM, or pick a smaller quantization",
+            )
+        )
+    elif result.disk:
+        over = ", ".join(f"{d} by {b / GiB:,.1f} GiB" for d, b in c.overflow.items())
+        out.append(
+            Notice(
+                "DISK_MMAP_SLOW",
+                ERROR,
+                f"does not fit even reading weights from disk: the KV cache and buffers, which cannot be "
+                f"read back from the file, overflow {over} at {c.ctx:,} tokens: lower --ctx, or add memory",
             )
         )
     if spec.is_moe and c.strategy in ("n_cpu_moe", "cpu_moe", "disk") and rig.node.gpus:
@@ -64,7 +109,7 @@ def notices(
                 "here they are dequantized on the fly: correct, but slower than the bytes suggest",
             )
         )
-    if len(used_gpus) > 1:
+    if len(used_gpus) > 1 and not result.single_gpu_fits:
         out.append(
             Notice(
                 "MULTI_GPU_REQUIRED",
@@ -74,17 +119,23 @@ def notices(
             )
         )
     if result.ctx_requested is None and spec.context_length and c.ctx < spec.context_length:
+        short = c.ctx < result.ctx_target
         out.append(
             Notice(
                 "CONTEXT_REDUCED",
-                INFO,
-                f"context set to {c.ctx:,} tokens, the most that fits with this placement "
-                f"(the model supports {spec.context_length:,}); ask for more with --ctx",
+                WARN if short else INFO,
+                f"context set to {c.ctx:,} tokens, "
+                + (
+                    f"below the {result.ctx_target:,} the policy aims for: nothing fits there"
+                    if short
+                    else "the most that fits with this placement"
+                )
+                + f" (the model supports {spec.context_length:,}); ask for more with --ctx",
             )
         )
     kv = sum(d.kv_bytes + d.state_bytes for d in c.memory.devices)
     weights = sum(d.weights_bytes for d in c.memory.devices)
-    if kv > 0.5 * weights:
+    if kv > 0.5 * weights and c.cache.type_k == GGMLType.F16 and c.cache.type_v == GGMLType.F16:
         out.append(
             Notice(
                 "KV_CACHE_DOMINATES",
@@ -95,22 +146,22 @@ def notices(
         )
     if spec.is_moe and c.strategy in ("n_cpu_moe", "disk"):
         # Routing changes per-token work only where a token's experts may or may not need a slow read
-        # (disk), or where batched tokens share experts by chance; quote the simulated spread.
-        for batch in (1, 4):
-            s = c.perf.spread(batch)
-            if s.simulated and s.p99_s > 1.05 * s.p50_s:
-                who = "one sequence" if batch == 1 else f"{batch} sequences in flight"
-                out.append(
-                    Notice(
-                        "MOE_LATENCY_VARIANCE",
-                        INFO,
-                        f"with {who}, per-token latency varies with the experts the router picks: p50 "
-                        f"{1e3 * s.p50_s:.0f} ms, p95 {1e3 * s.p95_s:.0f} ms, p99 {1e3 * s.p99_s:.0f} ms "
-                        f"({s.routing})",
-                    )
+        # (disk), or where batched tokens share experts by chance; quote the simulated spread for the
+        # plan's own sequences in flight (-np).
+        batch = c.cache.n_seq
+        s = c.perf.spread(batch)
+        if s.simulated and s.p99_s > 1.05 * s.p50_s:
+            who = "one sequence" if batch == 1 else f"{batch} sequences in flight (-np {batch})"
+            out.append(
+                Notice(
+                    "MOE_LATENCY_VARIANCE",
+                    INFO,
+                    f"with {who}, per-token latency varies with the experts the router picks: p50 "
+                    f"{1e3 * s.p50_s:.0f} ms, p95 {1e3 * s.p95_s:.0f} ms, p99 {1e3 * s.p99_s:.0f} ms "
+                    f"({s.routing})",
                 )
-                break
-    if dense_sibling_fits:
+            )
+    if dense_sibling_fits and c.strategy != "gpu":
         out.append(
             Notice(
                 "DENSE_ALTERNATIVE",

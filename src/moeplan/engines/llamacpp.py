@@ -453,6 +453,7 @@ def render_command(
     flash_attn: bool = True,
     cache_k: str = "f16",
     cache_v: str = "f16",
+    n_ubatch: int = 512,
     binary: str = "llama-server",
 ) -> str:
     """The exact command line for a plan (llama-server unless told otherwise)."""
@@ -460,6 +461,8 @@ def render_command(
     parts += ["-fa", "on" if flash_attn else "off"]
     if (cache_k, cache_v) != ("f16", "f16"):
         parts += ["-ctk", cache_k, "-ctv", cache_v]
+    if n_ubatch != 512:  # llama.cpp's default micro-batch (common/common.h n_ubatch)
+        parts += ["-ub", str(n_ubatch)]
     if binary == "llama-server":
         parts += ["-np", str(n_seq), "--jinja"]
     return " ".join(p for p in parts if p)

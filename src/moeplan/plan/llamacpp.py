@@ -7,9 +7,8 @@ whole layers offloaded (`-ngl N`, the most that fit); CPU only; and, when RAM an
 too small, weights mmap'd from disk. Every candidate's memory is computed by
 `engines.llamacpp.plan_memory`, the same code that matches llama.cpp's own buffers.
 
-Choosing a quantization: quality first, but no more than a quarter of the decode speed of the fastest
-plan at the quality floor (Q4_K_M) is given up for it (SPEED_GUARD); below the floor only when
-nothing at or above it fits.
+Which context, quantization and levers (KV cache type, -ub, -np) win is the policy stated in
+`plan/policy.py`; this module carries it out.
 """
 
 from collections.abc import Callable
@@ -21,11 +20,22 @@ from moeplan.arch.spec import ModelSpec
 from moeplan.engines.llamacpp import CPU, Frontend, MemoryPlan, parse_placement, plan_memory
 from moeplan.hardware.spec import GPU, Node, Rig
 from moeplan.memo import PER_MODEL_QUANT, by_identity
-from moeplan.memory.kv import CacheConfig
+from moeplan.memory.kv import CacheConfig, cache_type
 from moeplan.memory.table import tensor_table
 from moeplan.memory.weights import FileInventory, Weights, predict, released_quantized
 from moeplan.perf.estimate import Speed
 from moeplan.perf.estimate import speed as perf_speed
+from moeplan.plan.policy import (
+    CONTEXT_LADDER,
+    DEFAULT_USE,
+    MIN_CONTEXT,
+    QUALITY_FLOOR,
+    SPEED_GUARD,
+    UBATCH_OFFLOAD,
+    Use,
+    cache_type_for,
+    target_context,
+)
 from moeplan.quant.recipe import FileType
 
 GiB = 2**30
@@ -50,13 +60,6 @@ QUANT_LADDER = (
     FileType.IQ1_M,
     FileType.IQ1_S,
 )
-QUALITY_FLOOR = FileType.Q4_K_M
-# A higher quality must keep at least this fraction of the fastest plan's decode speed at the floor:
-# one K-quant step (Q4_K_M -> Q5_K_M -> Q6_K) is worth at most a quarter of the speed, not half.
-SPEED_GUARD = 0.75
-CONTEXT_LADDER = (1 << 20, 524288, 262144, 131072, 65536, 32768, 16384, 8192, 4096)
-BASE_CONTEXT = 8192
-MIN_CONTEXT = 4096
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class Candidate:
     strategy: str  # gpu | n_cpu_moe | cpu_moe | ngl | cpu | disk
     flags: str
     ctx: int
+    cache: CacheConfig  # the -c, -np, -ub and KV cache types of the command
     memory: MemoryPlan
     fits: bool
     speed: Callable[[], Speed]  # the speed model (perf/), built on demand
@@ -166,6 +170,7 @@ def _evaluate(
         strategy,
         flags,
         ctx,
+        cfg,
         mem,
         not overflow,
         lambda: perf_speed(inv.spec, mem, cfg, node),
@@ -301,6 +306,15 @@ def _smallest(lo: int, hi: int, ok: Callable[[int], bool], guess: int | None = N
     return lo
 
 
+@dataclass(frozen=True)
+class TradeCell:
+    """One cell of the trade table: the fastest plan of a quantization at a context (None: none fits)."""
+
+    quant: FileType
+    ctx: int
+    plan: Candidate | None
+
+
 @dataclass
 class PlanResult:
     chosen: Candidate
@@ -309,6 +323,9 @@ class PlanResult:
     quant_requested: FileType | None
     below_floor: bool
     disk: bool
+    ctx_target: int  # the context the policy aimed for (the use's, or the one asked for)
+    single_gpu_fits: bool  # the chosen context fits entirely on the first GPU alone
+    trade: list[TradeCell] = field(default_factory=list)
 
 
 def _disk_plan(
@@ -322,24 +339,30 @@ def _disk_plan(
     frontend: Frontend,
     rig: Rig,
 ) -> Candidate:
-    """Nothing fits: keep what fits in RAM as page cache and read the rest of the experts from disk."""
+    """Nothing fits: keep what fits in RAM as page cache and read the rest of the experts from disk.
+    Only mapped weights can be read back from disk: when the host's KV cache, state and compute
+    buffers alone exceed its RAM, nothing runs (the candidate does not fit, by those bytes)."""
     w = _weights(inv, quant)
     strategy, flags = ("cpu_moe", "-ngl 99 --cpu-moe") if spec.is_moe and gpus else ("cpu", "-ngl 0")
     c = _evaluate(inv, w, quant, "disk", flags, ctx, cache, cpu, gpus if strategy != "cpu" else [], frontend)
-    missing = c.overflow.get(CPU, 0)
-    total_cpu = sum(d.weights_bytes for d in c.memory.devices if d.device.startswith("CPU")) or 1
-    miss = missing / total_cpu  # the share of the CPU's weights (hence expert reads) not in the page cache
+    host = [d for d in c.memory.devices if d.device.startswith("CPU")]
+    total_cpu = sum(d.weights_bytes for d in host) or 1
+    pinned = sum(d.total_bytes - d.weights_bytes for d in host)  # cannot be paged out to the file
+    overflow = {k: v for k, v in c.overflow.items() if k != CPU}
+    if pinned > cpu.capacity_bytes:
+        overflow[CPU] = pinned - cpu.capacity_bytes
+    miss = min(1.0, c.overflow.get(CPU, 0) / total_cpu)  # share of the CPU's weights not in the page cache
     cfg = CacheConfig(**{**cache.__dict__, "n_ctx": ctx})
-    gpu_over = {k: v for k, v in c.overflow.items() if k != CPU}
     return Candidate(
         quant,
         "disk",
         flags,
         ctx,
+        cfg,
         c.memory,
-        not gpu_over,
+        not overflow,
         lambda: perf_speed(spec, c.memory, cfg, rig.node, disk_miss_fraction=miss),
-        c.overflow,
+        overflow or c.overflow,
     )
 
 
@@ -354,32 +377,40 @@ def plan(
     mtp: bool | None = False,
     alternatives: bool = True,
     file: FileInventory | None = None,
+    use: Use = DEFAULT_USE,
+    kv_auto: bool = False,
+    ub_auto: bool = False,
 ) -> PlanResult:
-    """The best llama.cpp plan for `spec` on the first node of `rig`, and (unless `alternatives` is
-    False: the checker needs only the winner) the alternatives, each with the reason it lost.
+    """The best llama.cpp plan for `spec` on the first node of `rig` by the policy of
+    plan/policy.py, and (unless `alternatives` is False: the checker needs only the winner) the
+    alternatives, each with the reason it lost, and the trade table of quantization x context.
+    `ctx`: plan exactly this context; None: the use's target, grown to the most that fits.
+    `kv_auto`, `ub_auto`: the KV cache type and -ub are the policy's levers, not `cache`'s.
     `file`: a real GGUF's tensors, planned as they are (at `quant`, the file's type)."""
     cache = cache or CacheConfig(n_ctx=0)
     frontend = frontend or Frontend("llama-server", n_outputs_max=cache.n_seq)
     cpu, gpus = device_slots(rig)
     inv = file or inventory(spec, mtp=mtp)
-    model_ctx = spec.context_length or BASE_CONTEXT
-    base_ctx = ctx or min(model_ctx, BASE_CONTEXT)
+    model_ctx = spec.context_length or DEFAULT_USE.ctx
+    base_ctx = target = ctx or target_context(model_ctx, use)
     quants: tuple[FileType, ...] = (quant,) if quant else _ladder(inv)
-    per_quant = _search(spec, inv, quants, base_ctx, cache, cpu, gpus, frontend)
+    per_quant = _search(spec, inv, quants, base_ctx, _cache_at(cache, base_ctx, kv_auto), cpu, gpus, frontend)
     if ctx is None and not any(c.fits for cs in per_quant.values() for c in cs) and base_ctx > MIN_CONTEXT:
         base_ctx = MIN_CONTEXT
-        per_quant = _search(spec, inv, quants, base_ctx, cache, cpu, gpus, frontend)
+        per_quant = _search(
+            spec, inv, quants, base_ctx, _cache_at(cache, base_ctx, kv_auto), cpu, gpus, frontend
+        )
     quants = tuple(per_quant)
-    best = {
-        q: min((c for c in cs if c.fits), key=lambda c: c.seconds_per_token, default=None)
-        for q, cs in per_quant.items()
-    }
+    best = {q: _fastest(cs) for q, cs in per_quant.items()}
     chosen, below, disk = _choose(best, quants, quant)
     if chosen is None:
         q = quant or QUALITY_FLOOR
-        chosen, disk = _disk_plan(spec, inv, q, base_ctx, cache, cpu, gpus, frontend, rig), True
-    elif ctx is None:
-        chosen = _grow_context(spec, inv, chosen, model_ctx, cache, cpu, gpus, frontend)
+        c_disk = _cache_at(cache, base_ctx, kv_auto)
+        chosen, disk = _disk_plan(spec, inv, q, base_ctx, c_disk, cpu, gpus, frontend, rig), True
+    else:
+        chosen = _raise_ubatch(inv, chosen, cpu, gpus, frontend) if ub_auto else chosen
+        if ctx is None:
+            chosen = _grow_context(inv, chosen, model_ctx, kv_auto, cpu, gpus, frontend)
     losers = [
         c
         for cs in per_quant.values()
@@ -398,7 +429,48 @@ def plan(
             c.seconds_per_token if c.fits else sum(c.overflow.values()),
         )
     )
-    return PlanResult(chosen, losers, ctx, quant, below, disk)
+    table = (
+        _trade(
+            spec,
+            inv,
+            quants if quant else _trade_quants(quants, chosen),
+            chosen,
+            model_ctx,
+            cache,
+            kv_auto,
+            cpu,
+            gpus,
+            frontend,
+            {(q, base_ctx): cs for q, cs in per_quant.items()},
+        )
+        if alternatives
+        else []
+    )
+    single = _single_gpu_fits(inv, chosen, cpu, gpus, frontend)
+    return PlanResult(chosen, losers, ctx, quant, below, disk, target, single, table)
+
+
+def _single_gpu_fits(
+    inv: Inventory, c: Candidate, cpu: DeviceSlot, gpus: list[DeviceSlot], frontend: Frontend
+) -> bool:
+    """Whether, on a rig with several GPUs, the first alone holds every layer at the chosen context
+    and cache (then the plan uses the others by choice, not because it must)."""
+    if len(gpus) < 2:
+        return False
+    w = _weights(inv, c.quant)
+    return _evaluate(inv, w, c.quant, "gpu", "-ngl 99", c.ctx, c.cache, cpu, gpus[:1], frontend).fits
+
+
+def _cache_at(cache: CacheConfig, ctx: int, kv_auto: bool) -> CacheConfig:
+    """`cache` at this context, with the policy's KV cache type for it when `kv_auto`."""
+    if not kv_auto:
+        return CacheConfig(**{**cache.__dict__, "n_ctx": ctx})
+    t = cache_type(cache_type_for(ctx))
+    return CacheConfig(**{**cache.__dict__, "n_ctx": ctx, "type_k": t, "type_v": t})
+
+
+def _fastest(cs: list[Candidate]) -> Candidate | None:
+    return min((c for c in cs if c.fits), key=lambda c: c.seconds_per_token, default=None)
 
 
 def _search(
@@ -424,31 +496,50 @@ def _search(
 def _choose(
     best: dict[FileType, Candidate | None], quants: tuple[FileType, ...], fixed: FileType | None
 ) -> tuple[Candidate | None, bool, bool]:
+    """Quality at or above the floor, then speed (plan/policy.py, point 2)."""
     if fixed is not None:
         return best[fixed], False, False
-    at_or_above = [best[q] for q in quants if _rank(q) <= _rank(QUALITY_FLOOR) and best[q] is not None]
+    at_or_above = [c for q in quants if _rank(q) <= _rank(QUALITY_FLOOR) and (c := best[q]) is not None]
     if at_or_above:
-        fastest = min(c.seconds_per_token for c in at_or_above if c is not None)
+        fastest = min(at_or_above, key=lambda c: c.seconds_per_token)
         for c in at_or_above:  # ordered best quality first
-            if c is not None and c.seconds_per_token <= fastest / SPEED_GUARD:
+            keeps_place = c.strategy == "gpu" or fastest.strategy != "gpu"
+            if keeps_place and c.seconds_per_token <= fastest.seconds_per_token / SPEED_GUARD:
                 return c, False, False
-    below = [best[q] for q in quants if _rank(q) > _rank(QUALITY_FLOOR) and best[q] is not None]
+    below = [c for q in quants if _rank(q) > _rank(QUALITY_FLOOR) and (c := best[q]) is not None]
     if below:
         return below[0], True, False
     return None, False, True
 
 
+def _raise_ubatch(
+    inv: Inventory, c: Candidate, cpu: DeviceSlot, gpus: list[DeviceSlot], frontend: Frontend
+) -> Candidate:
+    """The -ub lever (plan/policy.py): a larger micro-batch where weights sit in host memory and a
+    discrete GPU multiplies them (op offload), if it fits with the same flags and speeds up prefill."""
+    host_weights = any(d.weights_bytes for d in c.memory.devices if d.device.startswith("CPU"))
+    unified = cpu.node is not None and any(g.unified_memory for g in cpu.node.gpus)
+    if c.strategy in ("gpu", "cpu") or not host_weights or unified or c.cache.n_ubatch >= UBATCH_OFFLOAD:
+        return c  # nothing copied per micro-batch (unified memory: the GPU reads host weights in place)
+    cache = CacheConfig(**{**c.cache.__dict__, "n_ubatch": min(UBATCH_OFFLOAD, c.cache.n_batch)})
+    w = _weights(inv, c.quant)
+    bigger = _evaluate(inv, w, c.quant, c.strategy, c.flags, c.ctx, cache, cpu, gpus, frontend)
+    if not bigger.fits or bigger.perf.prefill().seconds >= c.perf.prefill().seconds:
+        return c
+    return bigger
+
+
 def _grow_context(
-    spec: ModelSpec,
     inv: Inventory,
     c: Candidate,
     model_ctx: int,
-    cache: CacheConfig,
+    kv_auto: bool,
     cpu: DeviceSlot,
     gpus: list[DeviceSlot],
     frontend: Frontend,
 ) -> Candidate:
-    """The largest context on the ladder that still fits with the same flags (so it costs no speed)."""
+    """The largest context on the ladder that still fits with the same flags (so it costs no speed),
+    with the policy's KV cache type for each context when `kv_auto`."""
     w = _weights(inv, c.quant)
     ladder = sorted({min(model_ctx, x) for x in CONTEXT_LADDER if min(model_ctx, x) > c.ctx}, reverse=True)
     tried: dict[int, Candidate] = {}
@@ -456,6 +547,7 @@ def _grow_context(
     def fits(i: int) -> bool:  # fitting is monotone along the ladder (largest context first)
         if i not in tried:
             devices = gpus if c.strategy != "cpu" else []
+            cache = _cache_at(c.cache, ladder[i], kv_auto)
             tried[i] = _evaluate(
                 inv, w, c.quant, c.strategy, c.flags, ladder[i], cache, cpu, devices, frontend
             )
@@ -465,14 +557,60 @@ def _grow_context(
     return tried[i] if i is not None else c
 
 
+# Contexts of the trade table (plan/policy.py: "why not Q5_K_M?"), besides the model's maximum and
+# the chosen plan's own.
+TRADE_CONTEXTS = (8192, 32768, 131072)
+
+
+def _trade_quants(searched: tuple[FileType, ...], chosen: Candidate) -> tuple[FileType, ...]:
+    """The rows of the trade table: every quantization from the best down to the floor, and the
+    chosen one where it lies below."""
+    top = tuple(q for q in searched if _rank(q) <= _rank(QUALITY_FLOOR))
+    return top if chosen.quant in top else (*top, chosen.quant)
+
+
+def _trade(
+    spec: ModelSpec,
+    inv: Inventory,
+    quants: tuple[FileType, ...],
+    chosen: Candidate,
+    model_ctx: int,
+    cache: CacheConfig,
+    kv_auto: bool,
+    cpu: DeviceSlot,
+    gpus: list[DeviceSlot],
+    frontend: Frontend,
+    searched: dict[tuple[FileType, int], list[Candidate]],
+) -> list[TradeCell]:
+    """The fastest fitting plan of each quantization at each context of the table (`searched`: the
+    candidates the search already holds, by quantization and context)."""
+    contexts = sorted({min(model_ctx, x) for x in (*TRADE_CONTEXTS, model_ctx, chosen.ctx)})
+    out = []
+    for q in quants:
+        for n in contexts:
+            if (q, n) == (chosen.quant, chosen.ctx):
+                out.append(TradeCell(q, n, chosen))
+                continue
+            found = searched.get((q, n))
+            if found is None:
+                found = best_for_quant(spec, inv, q, n, _cache_at(cache, n, kv_auto), cpu, gpus, frontend)
+            out.append(TradeCell(q, n, _fastest(found)))
+    return out
+
+
 def _why_not(c: Candidate, chosen: Candidate) -> str:
     if not c.fits:
         over = ", ".join(f"{d} needs {b / GiB:.1f} GiB more" for d, b in c.overflow.items())
         return f"does not fit: {over}"
     if _rank(c.quant) > _rank(chosen.quant):
         return f"lower quality ({c.quant.name} vs {chosen.quant.name})"
+    slower = c.seconds_per_token / chosen.seconds_per_token
+    if _rank(c.quant) < _rank(chosen.quant) and chosen.strategy == "gpu" and c.strategy != "gpu":
+        return (
+            f"higher quality, but weights move off the GPU ({c.strategy}): {slower:.1f}x the time per token"
+        )
     if c.seconds_per_token > chosen.seconds_per_token:
-        return f"slower: {c.seconds_per_token / chosen.seconds_per_token:.1f}x the time per token"
+        return f"slower: {slower:.1f}x the time per token"
     return "more speed, less quality than the chosen balance"
 
 

@@ -48,6 +48,17 @@ class Checkpoint(BaseModel):
     block_scaled: bool = True  # FP8: 128x128 block scales (False: per channel / tensor); checked for TP
 
 
+class RopeExtension(BaseModel):
+    """A context beyond the trained one that the model's card documents, with the rope scaling that
+    reaches it (llama.cpp: --rope-scaling, --rope-scale, --yarn-orig-ctx; common/arg.cpp)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    method: Literal["yarn"]
+    factor: float  # the largest documented: context = factor x original_context
+    original_context: int
+    source: str
+
+
 class CatalogEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     id: str
@@ -63,6 +74,7 @@ class CatalogEntry(BaseModel):
     notes: str = ""
     published_gguf: PublishedGGUF | None = None
     checkpoints: list[Checkpoint] = []
+    rope_extension: RopeExtension | None = None
     _spec: ModelSpec | None = PrivateAttr(default=None)
 
     def spec(self) -> ModelSpec:

@@ -80,8 +80,6 @@ SizeQuantQ = Annotated[
     ),
 ]
 CtxQ = Annotated[int, Query(ge=MIN_CTX, le=MAX_CTX, description="context length in tokens")]
-SeqQ = Annotated[int, Query(ge=1, le=256, description="parallel sequences (llama-server -np)")]
-CacheQ = Annotated[str, Query(min_length=1, max_length=16, description="KV cache type (f16, q8_0, q4_0 ...)")]
 
 
 def _wants_json(request: Request) -> bool:
@@ -237,7 +235,7 @@ def create_app() -> FastAPI:
         channels: str = "",
         show: str = "all",
         kind: str = "all",
-        sort: str = "speed",
+        sort: str = "best",
     ) -> Response:
         rig = rig.strip() or preset.strip()
         if not rig and gpu.strip():
@@ -281,7 +279,13 @@ def create_app() -> FastAPI:
         model: ModelQ,
         rig: RigQ,
         ctx: Annotated[
-            int | None, Query(ge=MIN_CTX, le=MAX_CTX, description="context; default: the most that fits")
+            int | None,
+            Query(
+                ge=MIN_CTX,
+                le=MAX_CTX,
+                description="context, planned exactly; default: the use's (32,768 for chat), raised to "
+                "the most that fits",
+            ),
         ] = None,
         quant: Annotated[
             str | None,
@@ -291,9 +295,18 @@ def create_app() -> FastAPI:
                 "nvfp4 ...); default: the best that fits / the release's",
             ),
         ] = None,
-        n_seq: SeqQ = 1,
-        ctk: CacheQ = "f16",
-        ctv: CacheQ = "f16",
+        n_seq: Annotated[
+            int | None, Query(ge=1, le=256, description="llama-server -np; default: the use's")
+        ] = None,
+        ctk: Annotated[
+            str | None, Query(max_length=16, description="K cache type; default: the policy's")
+        ] = None,
+        ctv: Annotated[
+            str | None, Query(max_length=16, description="V cache type; default: the policy's")
+        ] = None,
+        use: Annotated[
+            str | None, Query(max_length=16, description="chat, code or batch (plan/policy.py)")
+        ] = None,
         engine: Annotated[
             Literal["llamacpp", "vllm", "sglang"], Query(description="the serving engine")
         ] = "llamacpp",
@@ -316,6 +329,7 @@ def create_app() -> FastAPI:
             n_seq=n_seq,
             ctk=ctk,
             ctv=ctv,
+            use=use,
         )
 
     @app.get("/api/fit", response_model=list[FitRow], responses=ERRORS, tags=["api"])

@@ -16,14 +16,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from moeplan import api
-from moeplan.api import FitRow, MemoryReport, PlanReport
+from moeplan.api import FitRow, MemoryReport, PlanReport, fit_rank
 from moeplan.errors import MoeplanError, UnknownHardware
 from moeplan.hardware.catalog import GIB, find_gpus, is_curated
 from moeplan.hardware.presets import PRESETS, preset_text
 from moeplan.hardware.rig import parse_rig
 from moeplan.memory.report import SizeReport
 from moeplan.plan.distributed import DistributedPlan, plan_distributed
-from moeplan.plan.llamacpp import QUALITY_FLOOR
+from moeplan.plan.policy import QUALITY_FLOOR, TOO_SLOW_TOK_S, Verdict, use_named
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
 from moeplan.sources.hub import parse_ref
@@ -96,15 +96,27 @@ BASE_PLAN_FIELDS = frozenset(
         "rig",
         "rig_assumptions",
         "fits",
+        "verdict",
+        "verdict_level",
+        "below_floor",
+        "params_total",
+        "streams_from_disk",
         "quant",
         "strategy",
+        "use",
         "ctx",
+        "n_seq",
+        "cache_type_k",
+        "cache_type_v",
+        "n_ubatch",
+        "rope_scaling",
         "decode_tok_s",
         "bound_by",
         "devices",
         "command",
         "notices",
         "alternatives",
+        "trade",
     }
 )
 
@@ -158,9 +170,16 @@ def quant_name(quant: str | None) -> str | None:
 
 @lru_cache(maxsize=2048)
 def _plan(
-    mid: str, rig: str, ctx: int | None, quant: str | None, n_seq: int, ctk: str, ctv: str
+    mid: str,
+    rig: str,
+    ctx: int | None,
+    quant: str | None,
+    n_seq: int | None,
+    ctk: str | None,
+    ctv: str | None,
+    use: str | None,
 ) -> PlanReport:
-    return api.plan(mid, rig, ctx=ctx, quant=quant, n_seq=n_seq, ctk=ctk, ctv=ctv)
+    return api.plan(mid, rig, ctx=ctx, quant=quant, n_seq=n_seq, ctk=ctk, ctv=ctv, use=use)
 
 
 def plan(
@@ -169,15 +188,19 @@ def plan(
     *,
     ctx: int | None = None,
     quant: str | None = None,
-    n_seq: int = 1,
-    ctk: str = "f16",
-    ctv: str = "f16",
+    n_seq: int | None = None,
+    ctk: str | None = None,
+    ctv: str | None = None,
+    use: str | None = None,
 ) -> PlanReport:
-    """`api.plan`, cached; the model and rig normalised so that spellings share one entry."""
-    if not 1 <= n_seq <= 256:
+    """`api.plan`, cached; the model and rig normalised so that spellings share one entry. Left
+    open (None), context, -np and cache type are the policy's (plan/policy.py)."""
+    if n_seq is not None and not 1 <= n_seq <= 256:
         raise BadInput(f"parallel sequences must be between 1 and 256, not {n_seq}")
-    ctk, ctv = check_text(ctk, "K cache type", 16), check_text(ctv, "V cache type", 16)
-    return _plan(plan_model(model), rig_key(rig), check_ctx(ctx), quant_name(quant), n_seq, ctk, ctv)
+    ctk = check_text(ctk, "K cache type", 16) if ctk else None
+    ctv = check_text(ctv, "V cache type", 16) if ctv else None
+    use = use_named(check_text(use, "use", 16)).name if use else None
+    return _plan(plan_model(model), rig_key(rig), check_ctx(ctx), quant_name(quant), n_seq, ctk, ctv, use)
 
 
 def engine_plan(
@@ -188,19 +211,22 @@ def engine_plan(
     ctx: int | None = None,
     quant: str | None = None,
     weight_format: str | None = None,
-    n_seq: int = 1,
-    ctk: str = "f16",
-    ctv: str = "f16",
+    n_seq: int | None = None,
+    ctk: str | None = None,
+    ctv: str | None = None,
+    use: str | None = None,
 ) -> PlanReport | DistributedPlan:
     """`/api/plan` with an engine: llama.cpp through the cached `plan`; vLLM and SGLang (and every
     refusal of an option that cannot apply) through `api.plan`, cached too."""
     if engine == "llamacpp" and not weight_format:
-        return plan(model, rig, ctx=ctx, quant=quant, n_seq=n_seq, ctk=ctk, ctv=ctv)
+        return plan(model, rig, ctx=ctx, quant=quant, n_seq=n_seq, ctk=ctk, ctv=ctv, use=use)
     quant = check_text(quant, "quantization", 32) if quant else None
     weight_format = check_text(weight_format, "weight format", 32) if weight_format else None
-    ctk, ctv = check_text(ctk, "K cache type", 16), check_text(ctv, "V cache type", 16)
+    ctk = check_text(ctk, "K cache type", 16) if ctk else None
+    ctv = check_text(ctv, "V cache type", 16) if ctv else None
+    use = check_text(use, "use", 16) if use else None
     return _engine_plan(
-        plan_model(model), rig_key(rig), engine, check_ctx(ctx), quant, weight_format, n_seq, ctk, ctv
+        plan_model(model), rig_key(rig), engine, check_ctx(ctx), quant, weight_format, n_seq, ctk, ctv, use
     )
 
 
@@ -212,9 +238,10 @@ def _engine_plan(
     ctx: int | None,
     quant: str | None,
     weight_format: str | None,
-    n_seq: int,
-    ctk: str,
-    ctv: str,
+    n_seq: int | None,
+    ctk: str | None,
+    ctv: str | None,
+    use: str | None,
 ) -> PlanReport | DistributedPlan:
     return api.plan(
         mid,
@@ -226,6 +253,7 @@ def _engine_plan(
         n_seq=n_seq,
         ctk=ctk,
         ctv=ctv,
+        use=use,
     )
 
 
@@ -540,17 +568,15 @@ def rig_plans(mid: str) -> list[RigPlan]:
 
 
 def collect_notices(plans: list[RigPlan]) -> list[NoticeRow]:
-    """One row per notice id, worst severity first, naming the rigs it applies to (the message is
-    the first rig's; each rig's own wording is on its plan)."""
+    """One row per notice as worded, worst severity first, naming the rigs whose own plans say it
+    (a notice whose wording differs per rig, e.g. the context it was set to, has a row per wording)."""
     order = {"error": 0, "warning": 1, "info": 2}
-    by_id: dict[str, NoticeRow] = {}
+    by_text: dict[tuple[str, str], NoticeRow] = {}
     for p in plans:
         for n in p.plan.notices:
-            row = by_id.setdefault(n.id, NoticeRow(**n.model_dump(), rigs=[]))
+            row = by_text.setdefault((n.id, n.message), NoticeRow(**n.model_dump(), rigs=[]))
             row.rigs.append(p.label)
-            if order.get(n.severity, 3) < order.get(row.severity, 3):
-                row.severity = n.severity
-    return sorted(by_id.values(), key=lambda n: (order.get(n.severity, 3), n.id))
+    return sorted(by_text.values(), key=lambda n: (order.get(n.severity, 3), n.id, n.message))
 
 
 @lru_cache(maxsize=64)
@@ -673,11 +699,15 @@ class CheckerPage(BaseModel):
     sort: str
     total: int
     runs: int
+    runs_well: int
+    quality_floor: str  # the verdicts' terms (plan/policy.py)
+    too_slow_tok_s: float
     rows: list[CheckerRow]
 
 
 CHECKER_SORTS = {
-    "speed": lambda r: (not r.fit.fits, -r.fit.decode_tok_s),
+    "best": lambda r: fit_rank(r.fit),  # the best model the rig runs well first (api.fit)
+    "speed": lambda r: (r.fit.verdict_level, -r.fit.decode_tok_s),
     "model": lambda r: r.fit.model.lower(),
     "context": lambda r: (not r.fit.fits, -r.fit.ctx),
     "params": lambda r: -r.params_total,
@@ -703,7 +733,7 @@ def compose_rig(gpu: str = "", count: int = 1, ram_gb: int = 0, ram_type: str = 
     return " + ".join(parts)
 
 
-def checker_page(rig: str, show: str = "all", kind: str = "all", sort: str = "speed") -> CheckerPage:
+def checker_page(rig: str, show: str = "all", kind: str = "all", sort: str = "best") -> CheckerPage:
     if show not in ("all", "runs"):
         raise BadInput(f"show must be all or runs, not '{show[:20]}'")
     if kind not in ("all", "moe", "dense"):
@@ -740,6 +770,9 @@ def checker_page(rig: str, show: str = "all", kind: str = "all", sort: str = "sp
         sort=sort,
         total=len(all_rows),
         runs=sum(1 for r in all_rows if r.fit.fits),
+        runs_well=sum(1 for r in all_rows if r.fit.verdict_level == Verdict.RUNS_WELL.value),
+        quality_floor=QUALITY_FLOOR.name,
+        too_slow_tok_s=TOO_SLOW_TOK_S,
         rows=rows,
     )
 
