@@ -73,3 +73,18 @@ def test_web_refuses_beyond_the_maximum_with_a_message() -> None:
     assert r.status_code == 400 and "above the most Qwen3.5-35B-A3B supports" in r.text
     ok = client.get("/api/plan?model=qwen3-8b&rig=rtx-4090-64gb&ctx=131072").json()
     assert ok["rope_scaling"] and "ROPE_SCALING" in {n["id"] for n in ok["notices"]}
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_serving_engines_refuse_a_context_beyond_the_maximum(engine: str) -> None:
+    """Before: vLLM/SGLang plans cut --ctx 10000000 to 262,144 without a word."""
+    result = CliRunner().invoke(
+        app, ["plan", "qwen3.5-35b-a3b", "--rig", "8x H100", "--engine", engine, "--ctx", "10000000"]
+    )
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "above the most Qwen3.5-35B-A3B supports, 262,144 tokens" in result.stderr
+
+
+def test_serving_engines_default_to_32k_or_the_models_own_if_smaller() -> None:
+    assert api.plan("qwen3.5-35b-a3b", "8x H100", engine="vllm").ctx == 32768
+    assert api.plan("qwen3.5-35b-a3b", "8x H100", engine="vllm", ctx=0).ctx == 262144

@@ -483,7 +483,6 @@ def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int) -> str | None:
     return sibling.name if r.chosen.fits and r.chosen.strategy == "gpu" else None
 
 
-SERVING_CTX = 32768  # --max-model-len when none is asked (vLLM's default is the model's whole context)
 
 
 @overload
@@ -531,7 +530,7 @@ def serving_plan(
     from moeplan.plan.distributed import plan_distributed  # vLLM/SGLang planning: not for every command
 
     name: Literal["vllm", "sglang"] = "vllm" if engine == "vllm" else "sglang"
-    return plan_distributed(model, rig, name, ctx=ctx or SERVING_CTX, weight_format=quant or weight_format)
+    return plan_distributed(model, rig, name, ctx=ctx, weight_format=quant or weight_format)
 
 
 class FitRow(BaseModel):

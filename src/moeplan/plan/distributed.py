@@ -27,12 +27,14 @@ from moeplan.errors import MoeplanError
 from moeplan.hardware.spec import Rig
 from moeplan.notices import Notice
 from moeplan.plan.distributed_perf import Throughput, serving_throughput
+from moeplan.plan.policy import context_bounds
 from moeplan.sources.catalog import CatalogEntry, resolve
 
 INFO, WARN, ERROR = "info", "warning", "error"
 EngineName = Literal["vllm", "sglang"]
 ENGINES: dict[str, Engine] = {"vllm": vllm.ENGINE, "sglang": sglang.ENGINE}
 
+DEFAULT_CTX = 32768  # --max-model-len when none is asked (the engines default to the model's whole context)
 _REMOTE_CODE_TYPES = frozenset({"kimi_k2", "kimi_k25"})
 
 
@@ -388,7 +390,7 @@ def plan_entry(
     rig: Rig,
     engine: EngineName = "vllm",
     *,
-    ctx: int = 32768,
+    ctx: int | None = None,
     weight_format: str | None = None,
     batch: int | None = None,
     kv_cache_dtype: str = "auto",
@@ -409,9 +411,12 @@ def plan_entry(
     served = _checkpoint(entry, asked)
     fmt = served.fmt
     check_fmt: WeightFormat = fmt if served.block_scaled else "bf16"
-    if ctx <= 0:
+    if ctx is None:
+        ctx = min(DEFAULT_CTX, spec.context_length)
+    elif ctx <= 0:
         ctx = spec.context_length
-    ctx = min(ctx, spec.context_length)
+    else:  # the engines refuse a --max-model-len above the model's (vLLM: without an override)
+        context_bounds(ctx, spec.context_length, entry.name, None)
     kv_bytes = 1.0 if kv_cache_dtype == "fp8" else 2.0
     isl = isl if isl is not None else min(1000, max(1, ctx // 2))
     osl = osl if osl is not None else min(1000, max(1, ctx - isl))
@@ -488,7 +493,7 @@ def plan_distributed(
     rig: Rig,
     engine: EngineName = "vllm",
     *,
-    ctx: int = 32768,
+    ctx: int | None = None,
     weight_format: str | None = None,
     batch: int | None = None,
     kv_cache_dtype: str = "auto",
@@ -498,7 +503,8 @@ def plan_distributed(
     """The best vLLM / SGLang layout for a catalog model on `rig`, with its memory, KV capacity,
     throughput, commands, manifest, notices and the alternatives that lost.
 
-    `ctx`: --max-model-len / --context-length; `weight_format`: bf16 | fp8 | mxfp4 | nvfp4 | int4 | awq
+    `ctx`: --max-model-len / --context-length (default 32,768 or the model's if smaller; 0: the
+    model's; above the model's: refused); `weight_format`: bf16 | fp8 | mxfp4 | nvfp4 | int4 | awq
     or a name for one (`parse_weight_format`; default: the release's); `batch`: concurrent sequences
     for the throughput figure (default: as many as the KV cache and the scheduler admit);
     `isl`/`osl`: prompt and output tokens per request."""
