@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from moeplan.arch.inventory import inventory, mtp_default, mtp_supported
+from moeplan.arch.spec import ModelSpec
 from moeplan.engines.llamacpp import (
     CPU,
     DeviceMemory,
@@ -18,6 +19,7 @@ from moeplan.engines.llamacpp import (
     plan_memory,
     render_command,
 )
+from moeplan.engines.speculative import N_MAX, Drafting, DraftModel, SpecType
 from moeplan.errors import MoeplanError
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
@@ -33,8 +35,12 @@ from moeplan.memory.weights import (
 )
 from moeplan.notices import notices
 from moeplan.perf.estimate import PROMPT_TOKENS
-from moeplan.plan.llamacpp import QUALITY_FLOOR, device_slots, evaluate_command
+from moeplan.perf.speculative import default_acceptance
+from moeplan.plan.llamacpp import QUALITY_FLOOR, Candidate, device_slots, evaluate_command
 from moeplan.plan.llamacpp import plan as llamacpp_plan
+from moeplan.plan.speculative import DraftOption
+from moeplan.plan.speculative import evaluate as evaluate_drafting
+from moeplan.plan.speculative import options as draft_options
 from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
@@ -270,6 +276,27 @@ class PlanAlternative(BaseModel):
     why_not: str
 
 
+class DraftingReport(BaseModel):
+    """Speculative decoding added to the plan (plan/speculative.py): what it costs and buys."""
+
+    kind: str  # --spec-type: draft-mtp or draft-simple
+    draft_model: str | None  # catalog id of the draft model (draft-simple)
+    flags: str
+    command: str
+    n_max: int
+    acceptance: float
+    acceptance_source: str
+    tokens_per_step: float
+    decode_tok_s: float
+    speedup: float
+    fits: bool
+    overflow: dict[str, int]  # device -> bytes over capacity with drafting
+    proposed: bool  # fits and is faster
+    extra_bytes: dict[str, int]  # per device: weights, KV cache and compute drafting adds
+    devices: list[PlanDevice]  # the plan's devices with drafting
+    note: str
+
+
 class PlanReport(BaseModel):
     model: str
     rig: str
@@ -293,6 +320,7 @@ class PlanReport(BaseModel):
     command: str
     notices: list[PlanNotice]
     alternatives: list[PlanAlternative]
+    drafting: list[DraftingReport] = []
 
 
 def plan_on_rig(
@@ -306,9 +334,15 @@ def plan_on_rig(
     ctv: str = "f16",
     flash_attn: bool = True,
     alternatives: bool = True,
+    draft: str = "none",
+    acceptance: float | None = None,
+    n_draft: int = N_MAX,
 ) -> PlanReport:
     """The best llama.cpp plan for a catalog model on a rig, with its command and notices
-    (and the alternatives that lost, unless told not to: the checker lists winners only)."""
+    (and the alternatives that lost, unless told not to: the checker lists winners only).
+    `draft`: speculative decoding to add to it: none, auto (MTP where the model can, else a small
+    model of its family; proposed only where it pays), mtp, or a catalog model id as draft model;
+    `acceptance` (per drafted token, default: published per family) and `n_draft` (drafted per step)."""
     r = model if isinstance(model, ResolvedModel) else resolve_model(model)
     spec = r.require_spec()
     if r.file is not None:  # a GGUF file is planned as it is, labelled with its file type
@@ -335,19 +369,40 @@ def plan_on_rig(
     spread = c.perf.latency
     devices = plan_devices(c.memory, rig)
     sibling = _dense_sibling_fits(r.entry, rig, ctx) if spec.is_moe and r.entry else None
-    command = render_command(
-        r.gguf.group.name.rsplit("/", 1)[-1]
-        if r.gguf
-        else r.id
-        if r.header
-        else f"{r.name}-{c.quant.name}.gguf",
-        c.ctx,
-        c.flags,
-        n_seq=n_seq,
-        flash_attn=flash_attn,
-        cache_k=ctk,
-        cache_v=ctv,
+
+    def model_file(cand: Candidate) -> str:
+        return render_command(
+            r.gguf.group.name.rsplit("/", 1)[-1]
+            if r.gguf
+            else r.id
+            if r.header
+            else f"{r.name}-{cand.quant.name}.gguf",
+            cand.ctx,
+            cand.flags,
+            n_seq=n_seq,
+            flash_attn=flash_attn,
+            cache_k=ctk,
+            cache_v=ctv,
+        )
+
+    command = model_file(c)
+    drafts = (
+        []
+        if draft == "none"
+        else draft_options(
+            spec,
+            rig,
+            c,
+            cache,
+            alternatives=[a for a in result.alternatives if a.fits],
+            entry=r.entry,
+            draft=draft,
+            acceptance=acceptance,
+            n_max=n_draft,
+            file=r.file,
+        )
     )
+    drafting = [_drafting_report(o, c, rig, model_file(o.base), n_seq) for o in drafts]
     return PlanReport(
         model=r.name,
         rig=rig.text,
@@ -372,7 +427,8 @@ def plan_on_rig(
         notices=[
             PlanNotice(id=n.id, severity=n.severity, message=n.message)
             for n in notices(spec, rig, result, sibling)
-        ],
+        ]
+        + [_drafting_notice(d) for d in drafting if d.proposed or draft != "auto"],
         alternatives=[
             PlanAlternative(
                 quant=a.quant.name,
@@ -385,7 +441,66 @@ def plan_on_rig(
             )
             for a in result.alternatives
         ],
+        drafting=drafting,
     )
+
+
+def _drafting_report(o: DraftOption, chosen: Candidate, rig: Rig, command: str, n_seq: int) -> DraftingReport:
+    """What drafting adds to the plan it is added to, and its speed against the chosen plan."""
+    before = {d.device: d.total_bytes for d in o.base.memory.devices}
+    totals = o.memory.totals()
+    cpu, gpus = device_slots(rig)
+    capacity = {s.name: s.capacity_bytes for s in [cpu, *gpus]}
+    what = "MTP drafting" if o.drafting.kind is SpecType.MTP else f"drafting with {o.draft_model}"
+    speedup = o.speedup_over(chosen)
+    if not o.fits:
+        over = ", ".join(f"{d} needs {b / 2**30:.1f} GiB more" for d, b in o.overflow.items())
+        note = f"{what} does not fit beside this plan: {over}"
+    elif not o.speed.pays:
+        note = f"{what} does not pay here: {o.speed.speedup:.2f}x the decode speed"
+    else:
+        note = (
+            f"{what}: {o.speed.speedup:.2f}x the decode speed ({o.speed.tokens_per_step:.2f} tokens per step)"
+        )
+    if o.base is not chosen:
+        note += (
+            f", on {o.base.quant.name} {o.base.strategy} ({o.base.flags}): the chosen plan has no room for it"
+        )
+    if n_seq > 1:
+        note += f"; the speed is one stream's (with {n_seq} slots busy, each verifies its own drafts)"
+    if o.needs_mtp_file:
+        note += f"; {o.needs_mtp_file}"
+    return DraftingReport(
+        kind=str(o.drafting.kind),
+        draft_model=o.draft_model or None,
+        flags=o.flags,
+        command=f"{command} {o.flags}",
+        n_max=o.drafting.n_max,
+        acceptance=o.speed.acceptance.p,
+        acceptance_source=o.speed.acceptance.source,
+        tokens_per_step=round(o.speed.tokens_per_step, 3),
+        decode_tok_s=round(o.speed.tok_s, 2),
+        speedup=round(speedup, 3),
+        fits=o.fits,
+        overflow=o.overflow,
+        proposed=o.fits and speedup > 1.0,
+        extra_bytes={
+            d.device: d.total_bytes - before.get(d.device, 0)
+            for d in totals
+            if d.total_bytes != before.get(d.device, 0)
+        },
+        devices=[
+            PlanDevice(name=d.device, capacity_bytes=capacity.get(d.device, capacity[CPU]), **_buffers(d))
+            for d in totals
+            if d.total_bytes or d.device == CPU
+        ],
+        note=note,
+    )
+
+
+def _drafting_notice(d: DraftingReport) -> PlanNotice:
+    severity = "info" if d.proposed else "warning"
+    return PlanNotice(id="SPECULATIVE_DRAFTING", severity=severity, message=f"{d.note}: {d.flags}")
 
 
 def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int | None) -> str | None:
@@ -554,6 +669,34 @@ class ExplainReport(BaseModel):
     suggested_command: str | None
     speedup: float | None
     ignored_flags: list[str]
+    drafting: DraftingReport | None = None
+
+
+# Speculative decoding flags (common/arg.cpp), by their canonical name, and those removed from it.
+_SPEC_FLAGS = {
+    "--spec-type": "spec-type",
+    "--spec-draft-model": "md",
+    "-md": "md",
+    "--model-draft": "md",
+    "--spec-draft-n-max": "spec-draft-n-max",
+    "--spec-draft-ngl": "ngld",
+    "-ngld": "ngld",
+    "--gpu-layers-draft": "ngld",
+    "--n-gpu-layers-draft": "ngld",
+    "--spec-draft-type-k": "ctkd",
+    "-ctkd": "ctkd",
+    "--cache-type-k-draft": "ctkd",
+    "--spec-draft-type-v": "ctvd",
+    "-ctvd": "ctvd",
+    "--cache-type-v-draft": "ctvd",
+}
+_REMOVED_FLAGS = {
+    "--draft": "--spec-draft-n-max",
+    "--draft-n": "--spec-draft-n-max",
+    "--draft-max": "--spec-draft-n-max",
+    "--draft-min": "--spec-draft-n-min",
+    "--draft-n-min": "--spec-draft-n-min",
+}
 
 
 # Flags of a llama.cpp command line that change memory or speed, and those that do not.
@@ -612,11 +755,13 @@ def _parse_command(command: str) -> tuple[dict[str, str], str, list[str]]:
         elif a in _PLACEMENT_SWITCHES:
             placement.append(a)
             i += 1
-        elif a in _VALUE_FLAGS:
+        elif a in _VALUE_FLAGS or a in _SPEC_FLAGS:
             if i + 1 >= len(args):
                 raise MoeplanError(f"{a} needs a value")
-            values[a.lstrip("-")] = args[i + 1]
+            values[_SPEC_FLAGS.get(a) or a.lstrip("-")] = args[i + 1]
             i += 2
+        elif a in _REMOVED_FLAGS:
+            raise MoeplanError(f"{a} was removed from llama.cpp: use {_REMOVED_FLAGS[a]}")
         else:
             ignored.append(a)  # with its value, if the next word is not a flag
             i += 2 if i + 1 < len(args) and not args[i + 1].startswith("-") else 1
@@ -677,6 +822,15 @@ def explain(command: str, rig_text: str) -> ExplainReport:
     given = evaluate_command(spec, rig, ft, flags or "-ngl 99", cache, weights)
     best = llamacpp_plan(spec, rig, ctx=ctx, quant=ft, cache=cache).chosen
     devices = plan_devices(given.memory, rig)
+    drafting = _explain_drafting(values, spec, rig, given, cache, command)
+    fits, overflow, decode = given.fits, given.overflow, given.decode_tok_s
+    if drafting is not None:
+        devices = drafting.devices
+        overflow = {
+            d.name: d.total_bytes - d.capacity_bytes for d in devices if d.total_bytes > d.capacity_bytes
+        }
+        fits = fits and drafting.fits
+        decode = drafting.decode_tok_s if drafting.kind != "none" else decode
     suggestion, suggested, speedup = "moeplan would run it the same way", None, None
     if best.flags != given.flags and best.fits:
         if not given.fits:
@@ -701,14 +855,77 @@ def explain(command: str, rig_text: str) -> ExplainReport:
         command=command,
         placement=flags or "-ngl 99 (default)",
         ctx=given.memory.n_ctx,
-        fits=given.fits,
-        overflow=given.overflow,
+        fits=fits,
+        overflow=overflow,
         devices=devices,
-        decode_tok_s=round(given.decode_tok_s, 2),
+        decode_tok_s=round(decode, 2),
         prefill_tok_s=round(given.perf.prefill(PROMPT_TOKENS).tok_s, 1),
         bound_by=given.bound_by,
         suggestion=suggestion,
         suggested_command=suggested,
         speedup=round(speedup, 2) if speedup else None,
         ignored_flags=ignored,
+        drafting=drafting,
     )
+
+
+def _explain_drafting(
+    values: dict[str, str], spec: ModelSpec, rig: Rig, given: Candidate, cache: CacheConfig, command: str
+) -> DraftingReport | None:
+    """The drafting a pasted command asks for (--spec-type, -md and their options), on its plan.
+    `-md` without `--spec-type draft-simple` loads the draft model but never drafts with it."""
+    if "spec-type" not in values and "md" not in values:
+        for k in ("spec-draft-n-max", "ngld", "ctkd", "ctvd"):
+            if k in values:
+                raise MoeplanError(f"the draft option for '{k}' has no effect without --spec-type or -md")
+        return None
+    kinds = values.get("spec-type", "none").split(",")
+    unknown = [k for k in kinds if k not in {t.value for t in SpecType}]
+    if unknown:
+        raise MoeplanError(f"unknown --spec-type {', '.join(unknown)}; llama.cpp knows {', '.join(SpecType)}")
+    drafts = [SpecType(k) for k in kinds if SpecType(k) in (SpecType.MTP, SpecType.SIMPLE)]
+    if len(drafts) > 1 or (SpecType.MTP in drafts and "md" in values):
+        raise MoeplanError("give one of --spec-type draft-mtp (the model's MTP layers) or -md FILE")
+    if not drafts and "md" not in values:
+        others = ", ".join(k for k in kinds if k != "none")
+        raise MoeplanError(
+            f"--spec-type {others}: moeplan plans draft-mtp and draft-simple (-md); "
+            "n-gram drafting needs no memory and its speed depends on repeated text"
+        )
+    n_max = _int_flag(values.get("spec-draft-n-max", str(N_MAX)), "--spec-draft-n-max")
+    types = dict(type_k=cache_type(values.get("ctkd", "f16")), type_v=cache_type(values.get("ctvd", "f16")))
+    model = None
+    if "md" in values:
+        name, dft = _model_from_file(values["md"])
+        dspec = resolve_model(name).require_spec()
+        dinv = inventory(dspec)
+        ngld = values.get("ngld", "all")
+        place = parse_placement(f"-ngl {ngld}")
+        model = DraftModel(Path(values["md"]).name, dinv, predict(dinv, dft), place)
+    kind = SpecType.SIMPLE if model is not None else SpecType.MTP
+    drafting = Drafting(kind, n_max, model, **types)
+    acc = default_acceptance(spec.arch, kind is SpecType.MTP)
+    o = evaluate_drafting(
+        spec,
+        rig,
+        given,
+        cache,
+        drafting,
+        acc,
+        draft_model=Path(values["md"]).name if "md" in values else "",
+        ngl_draft=values.get("ngld", ""),
+    )
+    report = _drafting_report(o, given, rig, command, cache.n_seq)
+    if not drafts:  # -md alone: the memory, not the speed
+        report.kind = "none"
+        report.decode_tok_s, report.speedup, report.proposed = round(given.decode_tok_s, 2), 1.0, False
+        report.note = "-md without --spec-type draft-simple loads the draft model but never drafts with it"
+    report.command = command
+    return report
+
+
+def _int_flag(v: str, flag: str) -> int:
+    try:
+        return int(v)
+    except ValueError:
+        raise MoeplanError(f"{flag} expects an integer, got '{v}'") from None

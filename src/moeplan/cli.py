@@ -383,6 +383,20 @@ def plan(
     weight_format: Annotated[
         str | None, typer.Option("--format", help="vLLM/SGLang weights: bf16, fp8, mxfp4, nvfp4, int4, awq.")
     ] = None,
+    draft: Annotated[
+        str,
+        typer.Option(
+            "--draft",
+            help="Speculative decoding: auto (proposed where it pays), mtp, none, or a catalog draft model.",
+        ),
+    ] = "auto",
+    acceptance: Annotated[
+        float | None,
+        typer.Option("--acceptance", help="Drafted-token acceptance rate (default: published per family)."),
+    ] = None,
+    draft_n: Annotated[
+        int, typer.Option("--draft-n", help="Tokens drafted per step (--spec-draft-n-max).")
+    ] = 3,
     json_out: JsonOpt = False,
 ) -> None:
     """The best way to run a model on a rig: quantization or format, placement or layout, memory, command."""
@@ -391,7 +405,18 @@ def plan(
         return
     if engine != "llamacpp":
         raise MoeplanError(f"unknown engine '{engine}': use llamacpp, vllm or sglang")
-    r = api.plan(model, rig_text, ctx=ctx, quant=quant, n_seq=np_, ctk=ctk, ctv=ctv)
+    r = api.plan(
+        model,
+        rig_text,
+        ctx=ctx,
+        quant=quant,
+        n_seq=np_,
+        ctk=ctk,
+        ctv=ctv,
+        draft=draft,
+        acceptance=acceptance,
+        n_draft=draft_n,
+    )
     if json_out:
         out.print_json(r.model_dump_json())
         return
@@ -413,6 +438,8 @@ def plan(
             f"[{'red' if n.severity == 'error' else 'yellow' if n.severity == 'warning' else 'cyan'}]"
             f"{n.id}[/]: {n.message}"
         )
+    for d in r.drafting:
+        _print_drafting(d)
     for a in r.alternatives[:6]:
         out.print(f"[dim]  instead {a.quant} {a.strategy} ({a.flags}): {a.why_not}[/dim]")
     for assumption in r.rig_assumptions:
@@ -521,8 +548,20 @@ def explain(
     out.print(r.suggestion)
     if r.suggested_command:
         out.print(f"[bold]suggested:[/bold] {r.suggested_command}")
+    if r.drafting is not None:
+        _print_drafting(r.drafting)
     if r.ignored_flags:
         out.print(f"[dim]flags that do not change memory or speed here: {' '.join(r.ignored_flags)}[/dim]")
+
+
+def _print_drafting(d: api.DraftingReport) -> None:
+    extra = ", ".join(f"{dev} +{gib(b)}" for dev, b in d.extra_bytes.items())
+    out.print(
+        f"[bold]drafting ({d.kind}):[/bold] {d.note}; ~{d.decode_tok_s:,.1f} tokens/s at acceptance "
+        f"{d.acceptance:.2f} ({d.acceptance_source}), {d.n_max} drafted per step; memory {extra}"
+    )
+    if d.proposed:
+        out.print(f"[bold]with drafting:[/bold] {d.command}")
 
 
 @app.command()

@@ -25,7 +25,8 @@ from moeplan.engines.llamacpp import CPU
 from moeplan.engines.speculative import SpeculativeMemory
 from moeplan.errors import MoeplanError
 from moeplan.memory.kv import CacheConfig, kv_widths, row_bytes
-from moeplan.perf.decode import step_time
+from moeplan.perf.batching import distinct_experts
+from moeplan.perf.decode import device_time, step_time
 from moeplan.perf.estimate import Speed
 from moeplan.perf.traffic import host_device
 
@@ -106,8 +107,27 @@ class DraftedSpeed:
 
 
 def verify_seconds(perf: Speed, n_tokens: int) -> float:
-    """The target's forward pass over `n_tokens` tokens of one sequence at the plan's fill."""
-    return step_time(perf.work, perf.rates, perf.fill, n_tokens, perf.disk, perf.cal, sequences=1).seconds
+    """The target's forward pass over `n_tokens` tokens of one sequence at the plan's fill.
+
+    A GPU overlaps its loads and its multiply-adds: the step costs the larger of the bytes (the
+    weights and the distinct experts once, one KV cache) and the FLOPs. A CPU's matmul kernels do
+    not overlap them on a few-row batch (llama-bench pp1/pp2/pp4/pp8 on the materialised targets
+    grow by a near-constant time per extra token): its step is the one-token step plus, per further
+    token, its FLOPs at the matmul rate and the bytes of the extra experts it routes to."""
+    one = step_time(perf.work, perf.rates, perf.fill, 1, perf.disk, perf.cal)
+    extra = 0.0
+    for name, dw in perf.work.devices.items():
+        r = perf.rates.get(name) or perf.rates[CPU]
+        if r.is_gpu:
+            t_n, _ = device_time(dw, r, perf.fill, n_tokens, sequences=1)
+            extra += t_n - one.by_device[name]
+            continue
+        more_experts = sum(
+            e.bytes_per_expert * (distinct_experts(e.n_expert, e.n_used, n_tokens) - e.n_used)
+            for e in dw.experts
+        )
+        extra += (n_tokens - 1) * dw.flops_per_token(perf.fill) / r.flops + more_experts / r.bandwidth
+    return one.seconds + extra
 
 
 def mtp_token_seconds(sm: SpeculativeMemory, spec: ModelSpec, perf: Speed, draft_cache: CacheConfig) -> float:

@@ -288,10 +288,28 @@ def create_app() -> FastAPI:
         n_seq: SeqQ = 1,
         ctk: CacheQ = "f16",
         ctv: CacheQ = "f16",
+        draft: Annotated[
+            str,
+            Query(max_length=64, description="speculative decoding: auto, none, mtp or a draft model id"),
+        ] = "auto",
+        acceptance: Annotated[
+            float | None, Query(ge=0.0, lt=1.0, description="drafted-token acceptance rate")
+        ] = None,
     ) -> PlanReport:
         """The best llama.cpp plan for a model on a rig: quantization, placement, context, decode
-        speed, per-device memory, the exact command and the notices."""
-        return data.plan(model, rig, ctx=ctx, quant=quant or None, n_seq=n_seq, ctk=ctk, ctv=ctv)
+        speed, per-device memory, the exact command, the notices, and speculative decoding where
+        it applies (`drafting`: its memory per device, speed and command)."""
+        return data.plan(
+            model,
+            rig,
+            ctx=ctx,
+            quant=quant or None,
+            n_seq=n_seq,
+            ctk=ctk,
+            ctv=ctv,
+            draft=draft,
+            acceptance=acceptance,
+        )
 
     @app.get("/api/fit", response_model=list[FitRow], responses=ERRORS, tags=["api"])
     def api_fit(rig: RigQ) -> list[FitRow]:

@@ -158,9 +158,19 @@ def quant_name(quant: str | None) -> str | None:
 
 @lru_cache(maxsize=2048)
 def _plan(
-    mid: str, rig: str, ctx: int | None, quant: str | None, n_seq: int, ctk: str, ctv: str
+    mid: str,
+    rig: str,
+    ctx: int | None,
+    quant: str | None,
+    n_seq: int,
+    ctk: str,
+    ctv: str,
+    draft: str,
+    acceptance: float | None,
 ) -> PlanReport:
-    return api.plan(mid, rig, ctx=ctx, quant=quant, n_seq=n_seq, ctk=ctk, ctv=ctv)
+    return api.plan(
+        mid, rig, ctx=ctx, quant=quant, n_seq=n_seq, ctk=ctk, ctv=ctv, draft=draft, acceptance=acceptance
+    )
 
 
 def plan(
@@ -172,12 +182,18 @@ def plan(
     n_seq: int = 1,
     ctk: str = "f16",
     ctv: str = "f16",
+    draft: str = "auto",
+    acceptance: float | None = None,
 ) -> PlanReport:
-    """`api.plan`, cached; the model and rig normalised so that spellings share one entry."""
+    """`api.plan`, cached; the model and rig normalised so that spellings share one entry.
+    `draft`: speculative decoding to consider (auto: proposed where it pays; none; mtp; a model id)."""
     if not 1 <= n_seq <= 256:
         raise BadInput(f"parallel sequences must be between 1 and 256, not {n_seq}")
     ctk, ctv = check_text(ctk, "K cache type", 16), check_text(ctv, "V cache type", 16)
-    return _plan(plan_model(model), rig_key(rig), check_ctx(ctx), quant_name(quant), n_seq, ctk, ctv)
+    draft = check_text(draft, "draft", 64)
+    return _plan(
+        plan_model(model), rig_key(rig), check_ctx(ctx), quant_name(quant), n_seq, ctk, ctv, draft, acceptance
+    )
 
 
 @lru_cache(maxsize=256)
@@ -445,7 +461,7 @@ def _smallest_gpu_rig(mid: str, quant: str) -> tuple[str, str] | None:
     """The first GPU_LADDER rig on which the planner puts every layer on the GPUs at 8k context."""
 
     def all_on_gpu(i: int) -> bool:
-        r = plan(mid, GPU_LADDER[i][1], ctx=8192, quant=quant)
+        r = plan(mid, GPU_LADDER[i][1], ctx=8192, quant=quant, draft="none")
         return r.fits and r.strategy == "gpu"
 
     lo, hi = 0, len(GPU_LADDER)
