@@ -37,7 +37,13 @@ from moeplan.hardware.detect import detect
 from moeplan.memory.kv import CacheConfig
 from moeplan.perf.calibration import Calibration
 from moeplan.perf.estimate import speed
-from moeplan.perf.speculative import Acceptance, acceptance_from_length, drafted_speed, mtp_token_seconds
+from moeplan.perf.speculative import (
+    Acceptance,
+    acceptance_from_length,
+    drafted_speed,
+    mtp_token_seconds,
+    snapshot_bytes,
+)
 from moeplan.sources.catalog import load_catalog
 from validation.llamacpp import MIB, _header, bin_dir, run_named, write_result
 from validation.materialize import materialize
@@ -271,7 +277,7 @@ def speed_check(
         dplan = plan_memory(dm.inventory, dm.weights, cfg, None, (), Frontend("llama-server", 1))
         dspeed = speed(dm.inventory.spec, dplan, cfg, node, fill=fill, threads=THREADS, cal=cal)
         draft_s = dspeed.seconds_per_token
-    ds = drafted_speed(perf, draft_s, n_max, acc)
+    ds = drafted_speed(perf, draft_s, n_max, acc, snapshot_bytes(sm, n_max, 1))
     err_base = perf.decode_tok_s / base["tok_s"] - 1
     err_spec = ds.tok_s / spec["tok_s"] - 1
     # the drafted speed from the measured host speed: what the drafting model itself predicts

@@ -149,6 +149,7 @@ class SpeculativeMemory:
     target: MemoryPlan
     draft: tuple[DeviceMemory, ...]
     mtp_weights: dict[str, int]
+    snapshots: bool = False  # the target keeps n_max recurrent-state snapshots per sequence
 
     def totals(self) -> list[DeviceMemory]:
         """Target plus draft side, per device (the order of the target's devices)."""
@@ -201,7 +202,8 @@ def plan_speculative(
         raise MoeplanError(f"--spec-type draft-mtp: {why}")
     p = placement or Placement()
     target = plan_memory(inv, w, cfg, p, gpus, target_frontend(cfg, drafting), repack, load_mtp=mtp)
-    if drafting.kind in _SNAPSHOT_TYPES and spec.arch in RS_ROLLBACK_ARCHS:
+    snapshots = drafting.kind in _SNAPSHOT_TYPES and spec.arch in RS_ROLLBACK_ARCHS
+    if snapshots:
         grown = tuple(
             dataclasses.replace(d, state_bytes=d.state_bytes * (1 + drafting.n_max)) for d in target.devices
         )
@@ -211,13 +213,13 @@ def plan_speculative(
         m = drafting.model
         fe = Frontend("llama-server", n_outputs_max=cfg.n_seq)
         dplan = plan_memory(m.inventory, m.weights, draft_cfg, m.placement, gpus, fe, repack)
-        return SpeculativeMemory(target, dplan.devices, {})
+        return SpeculativeMemory(target, dplan.devices, {}, snapshots)
     names = [d.device for d in target.devices]
     rows = np.flatnonzero(target.table.layout.layer >= spec.n_layer)
     nbytes = target.table.nbytes[rows]
     per_dev = np.bincount(target.assignment[rows], weights=nbytes, minlength=len(names) + 1)
     mtp_weights = {n: round(per_dev[i]) for i, n in enumerate(names) if per_dev[i]}
-    return SpeculativeMemory(target, _mtp_context(inv, draft_cfg, p, gpus, names), mtp_weights)
+    return SpeculativeMemory(target, _mtp_context(inv, draft_cfg, p, gpus, names), mtp_weights, snapshots)
 
 
 def _mtp_context(

@@ -106,14 +106,18 @@ class DraftedSpeed:
         return self.speedup > 1.0
 
 
-def verify_seconds(perf: Speed, n_tokens: int) -> float:
+def verify_seconds(perf: Speed, n_tokens: int, snapshot_bytes: dict[str, float] | None = None) -> float:
     """The target's forward pass over `n_tokens` tokens of one sequence at the plan's fill.
 
     A GPU overlaps its loads and its multiply-adds: the step costs the larger of the bytes (the
     weights and the distinct experts once, one KV cache) and the FLOPs. A CPU's matmul kernels do
     not overlap them on a few-row batch (llama-bench pp1/pp2/pp4/pp8 on the materialised targets
     grow by a near-constant time per extra token): its step is the one-token step plus, per further
-    token, its FLOPs at the matmul rate and the bytes of the extra experts it routes to."""
+    token, its FLOPs at the matmul rate and the bytes of the extra experts it routes to.
+    `snapshot_bytes`: per device, one sequence's recurrent state. With rollback snapshots the gated
+    delta-net op writes one state per token of the step into its output and a copy moves each into
+    the cache (read and write; `build_delta_net` with n_rs_seq > 0, models/delta-net-base.cpp): three
+    passes over a state per further token."""
     one = step_time(perf.work, perf.rates, perf.fill, 1, perf.disk, perf.cal)
     extra = 0.0
     for name, dw in perf.work.devices.items():
@@ -127,7 +131,19 @@ def verify_seconds(perf: Speed, n_tokens: int) -> float:
             for e in dw.experts
         )
         extra += (n_tokens - 1) * dw.flops_per_token(perf.fill) / r.flops + more_experts / r.bandwidth
+    for name, nbytes in (snapshot_bytes or {}).items():
+        r = perf.rates.get(host_device(name)) or perf.rates[CPU]
+        extra += 3 * (n_tokens - 1) * nbytes / r.bandwidth
     return one.seconds + extra
+
+
+def snapshot_bytes(sm: SpeculativeMemory, n_max: int, n_seq: int) -> dict[str, float]:
+    """Per device, one sequence's recurrent state where drafting keeps rollback snapshots of it
+    (the target's state grew to (1 + n_max) copies per sequence)."""
+    grown = {d.device: d.state_bytes for d in sm.target.devices if d.state_bytes}
+    if not sm.snapshots:
+        return {}
+    return {dev: b / (1 + n_max) / max(1, n_seq) for dev, b in grown.items()}
 
 
 def mtp_token_seconds(sm: SpeculativeMemory, spec: ModelSpec, perf: Speed, draft_cache: CacheConfig) -> float:
@@ -166,10 +182,16 @@ def mtp_token_seconds(sm: SpeculativeMemory, spec: ModelSpec, perf: Speed, draft
     return seconds
 
 
-def drafted_speed(perf: Speed, draft_token_s: float, n_max: int, acceptance: Acceptance) -> DraftedSpeed:
+def drafted_speed(
+    perf: Speed,
+    draft_token_s: float,
+    n_max: int,
+    acceptance: Acceptance,
+    snapshot_bytes: dict[str, float] | None = None,
+) -> DraftedSpeed:
     """Decode speed with drafting: tokens per step over (verification + n_max + 1 draft passes)."""
     check_acceptance(acceptance.p)
-    verify = verify_seconds(perf, n_max + 1)
+    verify = verify_seconds(perf, n_max + 1, snapshot_bytes)
     tps = tokens_per_step(acceptance.p, n_max)
     step = verify + (n_max + 1) * draft_token_s
     return DraftedSpeed(acceptance, n_max, tps, perf.decode_tok_s, verify, draft_token_s, tps / step)

@@ -40,6 +40,7 @@ from moeplan.perf.speculative import (
     default_acceptance,
     drafted_speed,
     mtp_token_seconds,
+    snapshot_bytes,
 )
 from moeplan.plan.llamacpp import Candidate, device_slots
 from moeplan.sources.catalog import CatalogEntry, load_catalog
@@ -126,7 +127,8 @@ def evaluate(
         fe = Frontend("llama-server", n_outputs_max=1)
         dplan = plan_memory(m.inventory, m.weights, draft_cfg, m.placement, names, fe)
         draft_s = speed(m.inventory.spec, dplan, draft_cfg, node, fill=perf.fill).seconds_per_token
-    ds = drafted_speed(perf, draft_s, drafting.n_max, acceptance)
+    snaps = snapshot_bytes(sm, drafting.n_max, cfg.n_seq)
+    ds = drafted_speed(perf, draft_s, drafting.n_max, acceptance, snaps)
     flags = spec_flags(drafting, ngl_draft=ngl_draft)
     return DraftOption(chosen, drafting, draft_model, flags, sm, overflow, ds, needs_mtp_file)
 
