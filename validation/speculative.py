@@ -169,6 +169,7 @@ def memory_check(kind: SpecType, ctx: int = CTX, n_seq: int = 1) -> dict[str, An
         "2 decimals, weights to 0.05 MiB, compute 5% or 16 MiB)",
         "predicted": {k: round(v, 3) for k, v in mib.items()},
         "measured": meas,
+        "error": {k: round(v - mib[k], 3) for k, v in meas.items() if v is not None},
         "ok_by": ok,
         "ok": r.ok and all(ok.values()),
         "command": r.shell,
@@ -309,6 +310,7 @@ def speed_check(
             "spec_from_base": round(err_rel, 4),
         },
         "ok": abs(err_rel) <= SPEED_TOLERANCE,
+        "command": " ".join(["llama-server", *drafted]),
     }
 
 
