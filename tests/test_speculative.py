@@ -187,3 +187,10 @@ def test_api_and_deploy_page_show_drafting() -> None:
     assert r.status_code == 422
     page = client.get("/", params={"model": "qwen3.5-35b-a3b", "rig": RIG})
     assert "speculative decoding (draft-mtp)" in page.text
+
+
+def test_cli_explain_prints_drafting() -> None:
+    cmd = "llama-server -m Qwen3.5-35B-A3B-Q4_K_M.gguf -c 8192 -ngl 99 --spec-type draft-mtp"
+    res = CliRunner().invoke(app, ["explain", cmd, "--rig", RIG])
+    assert res.exit_code == 0, res.output
+    assert "drafting (draft-mtp)" in res.output and "flags that do not change" not in res.output
