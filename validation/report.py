@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from validation import fullsize, llamacpp, runtime, speed
+from validation import fullsize, llamacpp, runtime, speculative, speed
 
 REPORT = llamacpp.HERE / "REPORT.md"
 
@@ -139,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = max(rc, runtime.main([]))
         rc = max(rc, fullsize.main([]))
         rc = max(rc, speed.main([]))
+        rc = max(rc, speculative.main([]))
     REPORT.write_text(render())
     print(f"wrote {REPORT}")
     return rc

@@ -105,8 +105,10 @@ def _probe(key: str) -> Subject:
     return Subject(key, model, m.path, m.spec, m.inventory, stored_weights(m), False, m.holes)
 
 
-def measure(m: BenchModel, reps: int = 3) -> tuple[dict[str, dict[str, Any]], str, bool]:
-    """llama-bench pp64 and tg32 with 2 threads: mean and spread of the repetitions."""
+def measure(
+    m: BenchModel, reps: int = 3, threads: int = THREADS
+) -> tuple[dict[str, dict[str, Any]], str, bool]:
+    """llama-bench pp64 and tg32 (2 threads unless told): mean and spread of the repetitions."""
     args = [
         "-m",
         m.path,
@@ -115,7 +117,7 @@ def measure(m: BenchModel, reps: int = 3) -> tuple[dict[str, dict[str, Any]], st
         "-n",
         str(GEN),
         "-t",
-        str(THREADS),
+        str(threads),
         "-r",
         str(reps),
         "-o",
@@ -149,9 +151,9 @@ def _memory(m: BenchModel) -> MemoryPlan:
     return plan_memory(m.subject.inventory, m.weights, _CFG, parse_placement("-ngl 0"), (), Frontend())
 
 
-def predicted(m: BenchModel, cal: Calibration) -> dict[str, float]:
-    """The speed model's pp64 and tg32 for this machine (CPU backend, 2 threads)."""
-    sp = speed(m.subject.spec, _memory(m), _CFG, _this_node(), fill=GEN // 2, threads=THREADS, cal=cal)
+def predicted(m: BenchModel, cal: Calibration, threads: int = THREADS) -> dict[str, float]:
+    """The speed model's pp64 and tg32 for this machine (CPU backend, 2 threads unless told)."""
+    sp = speed(m.subject.spec, _memory(m), _CFG, _this_node(), fill=GEN // 2, threads=threads, cal=cal)
     return {f"pp{PROMPT}": sp.prefill(PROMPT).tok_s, f"tg{GEN}": sp.decode_at(GEN // 2)}
 
 
@@ -178,7 +180,9 @@ FACTOR_RANGE = (0.01, 100.0)
 _STARTS = tuple(itertools.product((-1.5, 0.0, 1.5), repeat=len(FACTORS)))
 
 
-def fit_host(probes: list[tuple[BenchModel, dict[str, float]]]) -> tuple[Calibration, dict[str, float]]:
+def fit_host(
+    probes: list[tuple[BenchModel, dict[str, float]]], threads: int = THREADS
+) -> tuple[Calibration, dict[str, float]]:
     """The host factors that best explain the probes' pp and tg: least squares of the log errors,
     minimised by Powell's method over the factors' logs (within FACTOR_RANGE), best of several
     starts. The probes differ in bytes per row, row count and length, and layer count: that is
@@ -190,7 +194,9 @@ def fit_host(probes: list[tuple[BenchModel, dict[str, float]]]) -> tuple[Calibra
 
     def sq_log(x: Sequence[float]) -> float:
         cal = host_scaled(CALIBRATION, factors(x))
-        return sum(math.log(p / meas[t]) ** 2 for m, meas in probes for t, p in predicted(m, cal).items())
+        return sum(
+            math.log(p / meas[t]) ** 2 for m, meas in probes for t, p in predicted(m, cal, threads).items()
+        )
 
     runs = [
         minimize(sq_log, list(start), method="Powell", bounds=[(lo, hi)] * len(FACTORS)) for start in _STARTS
@@ -200,7 +206,7 @@ def fit_host(probes: list[tuple[BenchModel, dict[str, float]]]) -> tuple[Calibra
 
 
 def measure_rounds(
-    models: list[BenchModel], rounds: int, reps: int
+    models: list[BenchModel], rounds: int, reps: int, threads: int = THREADS
 ) -> list[tuple[dict[str, dict[str, Any]], str, bool]]:
     """Every model measured once per round, the rounds one after another: this VM's speed drifts
     by tens of percent between minutes, so probes and targets are measured interleaved and each
@@ -208,7 +214,7 @@ def measure_rounds(
     per_round: list[list[tuple[dict[str, dict[str, Any]], str, bool]]] = [[] for _ in models]
     for _ in range(rounds):
         for i, m in enumerate(models):
-            per_round[i].append(measure(m, reps))
+            per_round[i].append(measure(m, reps, threads))
     out = []
     for runs in per_round:
         tests = sorted({t for rows, _, _ in runs for t in rows})

@@ -20,6 +20,7 @@ from moeplan.engines.llamacpp import (
 )
 from moeplan.engines.llamacpp_args import Command as LlamaCommand
 from moeplan.engines.llamacpp_args import parse_command
+from moeplan.engines.speculative import N_MAX, Drafting, DraftModel, SpecType
 from moeplan.errors import ModelNotFound, MoeplanError
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
@@ -36,9 +37,13 @@ from moeplan.memory.weights import (
 )
 from moeplan.notices import notices
 from moeplan.perf.estimate import PROMPT_TOKENS
+from moeplan.perf.speculative import default_acceptance
 from moeplan.plan.llamacpp import Candidate, TradeCell, device_slots, evaluate_command
 from moeplan.plan.llamacpp import plan as llamacpp_plan
 from moeplan.plan.policy import QUALITY_FLOOR, RopeScaling, context_bounds, use_named, verdict
+from moeplan.plan.speculative import DraftOption
+from moeplan.plan.speculative import evaluate as evaluate_drafting
+from moeplan.plan.speculative import options as draft_options
 from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
@@ -291,6 +296,27 @@ class PlanTrade(BaseModel):
     chosen: bool
 
 
+class DraftingReport(BaseModel):
+    """Speculative decoding added to the plan (plan/speculative.py): what it costs and buys."""
+
+    kind: str  # --spec-type: draft-mtp or draft-simple
+    draft_model: str | None  # catalog id of the draft model (draft-simple)
+    flags: str
+    command: str
+    n_max: int
+    acceptance: float
+    acceptance_source: str
+    tokens_per_step: float
+    decode_tok_s: float
+    speedup: float
+    fits: bool
+    overflow: dict[str, int]  # device -> bytes over capacity with drafting
+    proposed: bool  # fits and is faster
+    extra_bytes: dict[str, int]  # per device: weights, KV cache and compute drafting adds
+    devices: list[PlanDevice]  # the plan's devices with drafting
+    note: str
+
+
 class PlanReport(BaseModel):
     model: str
     rig: str
@@ -326,6 +352,7 @@ class PlanReport(BaseModel):
     notices: list[PlanNotice]
     alternatives: list[PlanAlternative]
     trade: list[PlanTrade]  # quantization x context (plan/policy.py); empty where alternatives are off
+    drafting: list[DraftingReport] = []
 
 
 _CACHE_NAMES = {t: name for name, t in CACHE_TYPES.items()}
@@ -357,10 +384,16 @@ def plan_on_rig(
     flash_attn: bool = True,
     alternatives: bool = True,
     use: str | None = None,
+    draft: str = "none",
+    acceptance: float | None = None,
+    n_draft: int = N_MAX,
 ) -> PlanReport:
     """The best llama.cpp plan for a catalog model on a rig, with its command and notices
     (and the alternatives that lost, unless told not to: the checker lists winners only).
-    Left open (None), the context, -np and KV cache type are the policy's (plan/policy.py)."""
+    Left open (None), the context, -np and KV cache type are the policy's (plan/policy.py).
+    `draft`: speculative decoding to add to it: none, auto (MTP where the model can, else a small
+    model of its family; proposed only where it pays), mtp, or a catalog model id as draft model;
+    `acceptance` (per drafted token, default: published per family) and `n_draft` (drafted per step)."""
     r = model if isinstance(model, ResolvedModel) else resolve_model(model)
     spec = r.require_spec()
     purpose = use_named(use)
@@ -402,20 +435,43 @@ def plan_on_rig(
     devices = plan_devices(c.memory, rig)
     offloads = c.strategy != "gpu"  # the dense sibling is worth naming only when the MoE plan offloads
     sibling = _dense_sibling_fits(r.entry, rig, c.ctx) if spec.is_moe and r.entry and offloads else None
-    command = render_command(
-        r.gguf.group.name.rsplit("/", 1)[-1]
-        if r.gguf
-        else r.id
-        if r.header
-        else f"{r.name}-{c.quant.name}.gguf",
-        c.ctx,
-        f"{c.flags} {rope.flags}" if rope else c.flags,
-        n_seq=n_seq,
-        flash_attn=flash_attn,
-        cache_k=ctk,
-        cache_v=ctv,
-        n_ubatch=c.cache.n_ubatch,
+
+    def model_file(cand: Candidate) -> str:
+        return render_command(
+            r.gguf.group.name.rsplit("/", 1)[-1]
+            if r.gguf
+            else r.id
+            if r.header
+            else f"{r.name}-{cand.quant.name}.gguf",
+            cand.ctx,
+            f"{cand.flags} {rope.flags}" if rope else cand.flags,
+            n_seq=n_seq,
+            flash_attn=flash_attn,
+            cache_k=ctk,
+            cache_v=ctv,
+            n_ubatch=cand.cache.n_ubatch,
+        )
+
+    command = model_file(c)
+    drafts = (
+        []
+        if draft == "none"
+        else draft_options(
+            spec,
+            rig,
+            c,
+            cache,
+            # the trade table's plans too: a smaller context (at least the use's) may leave room for it
+            alternatives=[a for a in result.alternatives if a.fits]
+            + [cell.plan for cell in result.trade if cell.plan is not None and cell.ctx >= purpose.ctx],
+            entry=r.entry,
+            draft=draft,
+            acceptance=acceptance,
+            n_max=n_draft,
+            file=r.file,
+        )
     )
+    drafting = [_drafting_report(o, c, rig, model_file(o.base), n_seq) for o in drafts]
     fits = c.fits and not result.disk
     level = verdict(fits, result.below_floor, c.decode_tok_s)
     table = c.memory.table
@@ -454,7 +510,8 @@ def plan_on_rig(
         notices=[
             PlanNotice(id=n.id, severity=n.severity, message=n.message)
             for n in notices(spec, rig, result, sibling, rope)
-        ],
+        ]
+        + [_drafting_notice(d) for d in drafting if d.proposed or draft != "auto"],
         alternatives=[
             PlanAlternative(
                 quant=a.quant.name,
@@ -468,7 +525,67 @@ def plan_on_rig(
             for a in result.alternatives
         ],
         trade=[_trade_cell(cell, c) for cell in result.trade],
+        drafting=drafting,
     )
+
+
+def _drafting_report(o: DraftOption, chosen: Candidate, rig: Rig, command: str, n_seq: int) -> DraftingReport:
+    """What drafting adds to the plan it is added to, and its speed against the chosen plan."""
+    before = {d.device: d.total_bytes for d in o.base.memory.devices}
+    totals = o.memory.totals()
+    cpu, gpus = device_slots(rig)
+    capacity = {s.name: s.capacity_bytes for s in [cpu, *gpus]}
+    what = "MTP drafting" if o.drafting.kind is SpecType.MTP else f"drafting with {o.draft_model}"
+    speedup = o.speedup_over(chosen)
+    if not o.fits:
+        over = ", ".join(f"{d} needs {b / 2**30:.1f} GiB more" for d, b in o.overflow.items())
+        note = f"{what} does not fit beside this plan: {over}"
+    elif not o.speed.pays:
+        note = f"{what} does not pay here: {o.speed.speedup:.2f}x the decode speed"
+    else:
+        note = (
+            f"{what}: {o.speed.speedup:.2f}x the decode speed ({o.speed.tokens_per_step:.2f} tokens per step)"
+        )
+    if o.base is not chosen:
+        note += (
+            f", on {o.base.quant.name} {o.base.strategy} at {o.base.ctx:,} tokens ({o.base.flags}): "
+            "the chosen plan has no room for it"
+        )
+    if n_seq > 1:
+        note += f"; the speed is one stream's (with {n_seq} slots busy, each verifies its own drafts)"
+    if o.needs_mtp_file:
+        note += f"; {o.needs_mtp_file}"
+    return DraftingReport(
+        kind=str(o.drafting.kind),
+        draft_model=o.draft_model or None,
+        flags=o.flags,
+        command=f"{command} {o.flags}",
+        n_max=o.drafting.n_max,
+        acceptance=o.speed.acceptance.p,
+        acceptance_source=o.speed.acceptance.source,
+        tokens_per_step=round(o.speed.tokens_per_step, 3),
+        decode_tok_s=round(o.speed.tok_s, 2),
+        speedup=round(speedup, 3),
+        fits=o.fits,
+        overflow=o.overflow,
+        proposed=o.fits and speedup > 1.0,
+        extra_bytes={
+            d.device: d.total_bytes - before.get(d.device, 0)
+            for d in totals
+            if d.total_bytes != before.get(d.device, 0)
+        },
+        devices=[
+            PlanDevice(name=d.device, capacity_bytes=capacity.get(d.device, capacity[CPU]), **_buffers(d))
+            for d in totals
+            if d.total_bytes or d.device == CPU
+        ],
+        note=note,
+    )
+
+
+def _drafting_notice(d: DraftingReport) -> PlanNotice:
+    severity = "info" if d.proposed else "warning"
+    return PlanNotice(id="SPECULATIVE_DRAFTING", severity=severity, message=f"{d.note}: {d.flags}")
 
 
 def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int) -> str | None:
@@ -481,8 +598,6 @@ def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int) -> str | None:
     at = min(ctx, spec.context_length) if spec.context_length else ctx
     r = llamacpp_plan(spec, rig, ctx=at, quant=QUALITY_FLOOR, alternatives=False)
     return sibling.name if r.chosen.fits and r.chosen.strategy == "gpu" else None
-
-
 
 
 @overload
@@ -517,6 +632,9 @@ def serving_plan(
     ctk: str | None = None,
     ctv: str | None = None,
     use: str | None = None,
+    draft: str | None = None,
+    acceptance: float | None = None,
+    n_draft: int | None = None,
 ) -> "DistributedPlan":
     """vLLM / SGLang: `quant` (or `weight_format`, the same) names the weight format, FP8 / AWQ /
     NVFP4 ... (`engines.formats.parse_weight_format`); llama.cpp's own settings are refused."""
@@ -526,6 +644,11 @@ def serving_plan(
         raise MoeplanError(
             f"--np, --ctk, --ctv and --use are llama.cpp settings ({engine} sizes its own batches and KV "
             "cache): leave them out"
+        )
+    if (draft, acceptance, n_draft) != (None, None, None):
+        raise MoeplanError(
+            "--draft, --acceptance and --draft-n plan llama.cpp's speculative decoding: leave them out "
+            f"for {engine}"
         )
     from moeplan.plan.distributed import plan_distributed  # vLLM/SGLang planning: not for every command
 
@@ -701,6 +824,7 @@ class ExplainReport(BaseModel):
     ignored_flags: list[str]
     n_seq: int  # sequences (slots) the KV cache holds
     notes: list[str]  # how the command's model, quantization and context were read
+    drafting: DraftingReport | None = None
 
 
 FIT_MIN_CTX = 4096  # llama.cpp --fit lowers an automatic context no further (-fitc, common/common.h)
@@ -814,6 +938,16 @@ def explain(
     cache = cache_at(ctx)
     given = evaluate_command(spec, rig, ft, flags, cache, weights)
     best = llamacpp_plan(spec, rig, ctx=ctx, quant=ft, cache=cache, file=resolved.file).chosen
+    devices = plan_devices(given.memory, rig)
+    drafting = _explain_drafting(cmd, spec, rig, given, cache, command)
+    runs, overflow, decode = given.fits, given.overflow, given.decode_tok_s
+    if drafting is not None:
+        devices = drafting.devices
+        overflow = {
+            d.name: d.total_bytes - d.capacity_bytes for d in devices if d.total_bytes > d.capacity_bytes
+        }
+        runs = runs and drafting.fits
+        decode = drafting.decode_tok_s if drafting.kind != "none" else decode
     suggestion, suggested, speedup = "moeplan would run it the same way", None, None
     if best.flags != given.flags and best.fits:
         if not given.fits:
@@ -831,10 +965,10 @@ def explain(
         placement=cmd.placement_flags or "-ngl 99 (default)",
         ctx=given.memory.n_ctx,
         n_seq=n_seq,
-        fits=given.fits,
-        overflow=given.overflow,
-        devices=plan_devices(given.memory, rig),
-        decode_tok_s=round(given.decode_tok_s, 2),
+        fits=runs,
+        overflow=overflow,
+        devices=devices,
+        decode_tok_s=round(decode, 2),
         prefill_tok_s=round(given.perf.prefill(PROMPT_TOKENS).tok_s, 1),
         bound_by=given.bound_by,
         suggestion=suggestion,
@@ -842,4 +976,76 @@ def explain(
         speedup=round(speedup, 2) if speedup else None,
         ignored_flags=list(cmd.ignored),
         notes=notes,
+        drafting=drafting,
     )
+
+
+def _explain_drafting(
+    cmd: LlamaCommand, spec: ModelSpec, rig: Rig, given: Candidate, cache: CacheConfig, command: str
+) -> DraftingReport | None:
+    """The drafting a pasted command asks for (--spec-type, -md and their options), on its plan.
+    `-md` without `--spec-type draft-simple` loads the draft model but never drafts with it."""
+    draft_file = cmd.get("model_draft")
+    if not cmd.has("spec_type") and draft_file is None:
+        for key, flag in _DRAFT_OPTIONS.items():
+            if cmd.has(key):
+                raise MoeplanError(f"{flag} has no effect without --spec-type or -md")
+        return None
+    kinds = (cmd.get("spec_type") or "none").split(",")
+    unknown = [k for k in kinds if k not in {t.value for t in SpecType}]
+    if unknown:
+        raise MoeplanError(f"unknown --spec-type {', '.join(unknown)}; llama.cpp knows {', '.join(SpecType)}")
+    drafts = [SpecType(k) for k in kinds if SpecType(k) in (SpecType.MTP, SpecType.SIMPLE)]
+    if len(drafts) > 1 or (SpecType.MTP in drafts and draft_file is not None):
+        raise MoeplanError("give one of --spec-type draft-mtp (the model's MTP layers) or -md FILE")
+    if not drafts and draft_file is None:
+        others = ", ".join(k for k in kinds if k != "none")
+        raise MoeplanError(
+            f"--spec-type {others}: moeplan plans draft-mtp and draft-simple (-md); "
+            "n-gram drafting needs no memory and its speed depends on repeated text"
+        )
+    n_max = cmd.integer("spec_draft_n_max") or N_MAX
+    types = dict(
+        type_k=cache_type(cmd.get("cache_type_k_draft") or "f16"),
+        type_v=cache_type(cmd.get("cache_type_v_draft") or "f16"),
+    )
+    ngld = cmd.get("gpu_layers_draft")
+    model = None
+    if draft_file is not None:
+        named = read_file_name(draft_file)
+        if named is None or not named.model or named.file_type is None:
+            raise MoeplanError(
+                f"cannot tell the draft model and quantization from '{Path(draft_file).name}': "
+                "name it like Qwen3-0.6B-Q8_0.gguf"
+            )
+        dinv = inventory(resolve_model(named.model).require_spec())
+        place = parse_placement(f"-ngl {ngld or 'all'}")
+        model = DraftModel(Path(draft_file).name, dinv, predict(dinv, named.file_type), place)
+    kind = SpecType.SIMPLE if model is not None else SpecType.MTP
+    drafting = Drafting(kind, n_max, model, **types)
+    acc = default_acceptance(spec.arch, kind is SpecType.MTP)
+    o = evaluate_drafting(
+        spec,
+        rig,
+        given,
+        cache,
+        drafting,
+        acc,
+        draft_model=Path(draft_file).name if draft_file else "",
+        ngl_draft=ngld or "",
+    )
+    report = _drafting_report(o, given, rig, command, cache.n_seq)
+    if not drafts:  # -md alone: the memory, not the speed
+        report.kind = "none"
+        report.decode_tok_s, report.speedup, report.proposed = round(given.decode_tok_s, 2), 1.0, False
+        report.note = "-md without --spec-type draft-simple loads the draft model but never drafts with it"
+    report.command = command
+    return report
+
+
+_DRAFT_OPTIONS = {
+    "spec_draft_n_max": "--spec-draft-n-max",
+    "gpu_layers_draft": "-ngld",
+    "cache_type_k_draft": "-ctkd",
+    "cache_type_v_draft": "-ctvd",
+}

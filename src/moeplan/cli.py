@@ -422,6 +422,21 @@ def plan(
         str | None,
         typer.Option("--format", help="The same as --quant, for vLLM and SGLang only (needs --engine)."),
     ] = None,
+    draft: Annotated[
+        str | None,
+        typer.Option(
+            "--draft",
+            help="Speculative decoding: auto (proposed where it pays; the default), mtp, none, or a "
+            "catalog draft model.",
+        ),
+    ] = None,
+    acceptance: Annotated[
+        float | None,
+        typer.Option("--acceptance", help="Drafted-token acceptance rate (default: published per family)."),
+    ] = None,
+    draft_n: Annotated[
+        int | None, typer.Option("--draft-n", help="Tokens drafted per step (--spec-draft-n-max; default 3).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The best way to run a model on a rig: quantization or format, placement or layout, memory, command."""
@@ -436,6 +451,9 @@ def plan(
         ctk=ctk,
         ctv=ctv,
         use=use,
+        **_given(
+            draft=draft or ("auto" if engine == "llamacpp" else None), acceptance=acceptance, n_draft=draft_n
+        ),
     )
     if not isinstance(r, api.PlanReport):
         _print_serving_plan(r, json_out)
@@ -463,6 +481,8 @@ def plan(
         )
     if r.trade:
         out.print(_trade_table(r))
+    for d in r.drafting:
+        _print_drafting(d)
     for a in r.alternatives[:6]:
         out.print(f"[dim]  instead {a.quant} {a.strategy} ({a.flags}): {a.why_not}[/dim]")
     for assumption in r.rig_assumptions:
@@ -489,6 +509,11 @@ def _trade_table(r: api.PlanReport) -> Table:
             ),
         )
     return t
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user set (None: left to the engine's defaults, or refused where they cannot apply)."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _print_serving_plan(p: "DistributedPlan", json_out: bool) -> None:
@@ -620,8 +645,20 @@ def explain(
     out.print(r.suggestion)
     if r.suggested_command:
         out.print(f"[bold]suggested:[/bold] {escape(r.suggested_command)}")
+    if r.drafting is not None:
+        _print_drafting(r.drafting)
     if r.ignored_flags:
         out.print(f"[dim]flags that do not change memory or speed here: {' '.join(r.ignored_flags)}[/dim]")
+
+
+def _print_drafting(d: api.DraftingReport) -> None:
+    extra = ", ".join(f"{dev} +{gib(b)}" for dev, b in d.extra_bytes.items())
+    out.print(
+        f"[bold]drafting ({d.kind}):[/bold] {d.note}; ~{d.decode_tok_s:,.1f} tokens/s at acceptance "
+        f"{d.acceptance:.2f} ({d.acceptance_source}), {d.n_max} drafted per step; memory {extra}"
+    )
+    if d.proposed:
+        out.print(f"[bold]with drafting:[/bold] {d.command}")
 
 
 @app.command()

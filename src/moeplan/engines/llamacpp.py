@@ -7,7 +7,8 @@ From the pinned llama.cpp (build 11434), `src/llama-model.cpp load_tensors`, `co
   `--cpu-moe` and `--n-cpu-moe N` are such rules for the expert stacks (of the first N layers).
 - Tied embeddings: the output layer's copy of `token_embd` is a second copy when it lands off the CPU.
 - KV cache and recurrent state live on their layer's device (`-nkvo`: all on the CPU).
-- MTP (NextN) layers count for `-ngl` but their weights are not loaded unless MTP drafting is on.
+- MTP (NextN) layers count for `-ngl` but their weights are not loaded unless MTP drafting is on
+  (`--spec-type draft-mtp` sets `load_mtp`, common/common.cpp; see engines/speculative.py).
 - Compute buffer: the peak of live graph tensors (ggml-alloc reuses memory): KQ masks are graph
   inputs held throughout; on top of them the larger of the logits phase (n_outputs × n_vocab F32)
   and the biggest layer's activations (attention scores without flash attention, FFN/expert outputs).
@@ -390,8 +391,10 @@ def plan_memory(
     gpus: tuple[str, ...] = (),
     frontend: Frontend | None = None,
     repack: bool | None = None,
+    load_mtp: bool = False,
 ) -> MemoryPlan:
-    """Bytes per device for this model, runtime config and placement."""
+    """Bytes per device for this model, runtime config and placement. `load_mtp`: the MTP layers'
+    weights are loaded too (MTP drafting)."""
     p = placement or Placement()
     fe = frontend or Frontend()
     spec = inv.spec
@@ -411,7 +414,7 @@ def plan_memory(
         assign = np.where(_rule_mask(table.layout, pattern), index[buft], assign)
     if repack:
         assign = np.where((assign == index[CPU]) & _repackable(table, cols), index[REPACK], assign)
-    assign = np.where(cols.loaded, assign, len(names))
+    assign = np.where(cols.loaded | load_mtp, assign, len(names))
     weights = np.bincount(assign, weights=table.nbytes, minlength=len(names) + 1)
     mem = {n: DeviceMemory(n, weights_bytes=round(weights[i])) for i, n in enumerate(names)}
     output_dev = devs[-1]

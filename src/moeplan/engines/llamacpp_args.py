@@ -46,8 +46,36 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("-cmoe", "--cpu-moe"), "cpu_moe", "placement", "every expert on the CPU", False),
     Flag(("-ts", "--tensor-split"), "tensor_split", "placement", "share of layers per GPU"),
     Flag(("-nkvo", "--no-kv-offload"), "no_kv_offload", "placement", "KV cache in host memory", False),
+    Flag(("--spec-type",), "spec_type", "setting", "speculative decoding: draft-mtp, draft-simple (-md) ..."),
+    Flag(("-md", "--spec-draft-model", "--model-draft"), "model_draft", "setting", "draft model GGUF"),
+    Flag(("--spec-draft-n-max",), "spec_draft_n_max", "setting", "tokens drafted per step"),
+    Flag(
+        ("-ngld", "--spec-draft-ngl", "--gpu-layers-draft", "--n-gpu-layers-draft"),
+        "gpu_layers_draft",
+        "setting",
+        "draft model layers on the GPUs",
+    ),
+    Flag(
+        ("-ctkd", "--spec-draft-type-k", "--cache-type-k-draft"),
+        "cache_type_k_draft",
+        "setting",
+        "draft K cache",
+    ),
+    Flag(
+        ("-ctvd", "--spec-draft-type-v", "--cache-type-v-draft"),
+        "cache_type_v_draft",
+        "setting",
+        "draft V cache",
+    ),
 )
 _BY_NAME = {name: f for f in FLAGS for name in f.names}
+# Flags the pinned build removed, with its own hint (common/arg.cpp "removed params": arg_removed).
+REMOVED = {
+    **dict.fromkeys(
+        ("--draft", "--draft-n", "--draft-max"), "use --spec-draft-n-max or --spec-ngram-mod-n-max"
+    ),
+    **dict.fromkeys(("--draft-min", "--draft-n-min"), "use --spec-draft-n-min or --spec-ngram-mod-n-min"),
+}
 
 
 @dataclass(frozen=True)
@@ -108,6 +136,8 @@ def parse_command(command: str) -> Command:
     i = 1 if words and not words[0].startswith("-") else 0  # the binary
     while i < len(words):
         word = words[i]
+        if word in REMOVED:
+            raise MoeplanError(f"{word} was removed from llama.cpp: {REMOVED[word]}")
         flag = _BY_NAME.get(word)
         has_next = i + 1 < len(words) and not words[i + 1].startswith("-")
         if flag is None:

@@ -37,14 +37,23 @@ class StepTime:
 
 
 def device_time(
-    work: DeviceWork, r: Rates, fill: int, batch: int = 1, expert_bytes: float | None = None
+    work: DeviceWork,
+    r: Rates,
+    fill: int,
+    batch: int = 1,
+    expert_bytes: float | None = None,
+    sequences: int | None = None,
 ) -> tuple[float, str]:
-    """Seconds this device spends on one step, and whether bandwidth or compute bounds it."""
+    """Seconds this device spends on one step of `batch` tokens, and whether bandwidth or compute
+    bounds it. `sequences`: whose KV caches the step reads (default one per token; a speculative
+    verification step runs several tokens of one sequence over one cache)."""
     if expert_bytes is None:
         expert_bytes = sum(
             e.bytes_per_expert * distinct_experts(e.n_expert, e.n_used, batch) for e in work.experts
         )
-    nbytes = work.dense_bytes + expert_bytes + batch * work.kv_bytes(fill)
+    nbytes = (
+        work.dense_bytes + expert_bytes + (batch if sequences is None else sequences) * work.kv_bytes(fill)
+    )
     flops = batch * work.flops_per_token(fill)
     t_mem = nbytes / r.bandwidth
     t_flop = flops / (r.decode_flops if batch == 1 else r.flops)  # several tokens per weight: a matmul
@@ -60,12 +69,13 @@ def step_time(
     batch: int = 1,
     disk: Disk | None = None,
     cal: Calibration = CALIBRATION,
+    sequences: int | None = None,
 ) -> StepTime:
     by_device: dict[str, float] = {}
     bound: dict[str, float] = {}
     for name, dw in work.devices.items():
         r = rates.get(name) or rates[CPU]
-        t, kind = device_time(dw, r, fill, batch)
+        t, kind = device_time(dw, r, fill, batch, sequences=sequences)
         by_device[name] = by_device.get(name, 0.0) + t
         label = r.label if kind == "bandwidth" else f"{r.name} compute"
         if name == CPU and dw.experts and work.gpu_devices and kind == "bandwidth":

@@ -314,11 +314,19 @@ def create_app() -> FastAPI:
             str | None,
             Query(alias="format", max_length=32, description="vLLM/SGLang only: the same as quant"),
         ] = None,
+        draft: Annotated[
+            str,
+            Query(max_length=64, description="speculative decoding: auto, none, mtp or a draft model id"),
+        ] = "auto",
+        acceptance: Annotated[
+            float | None, Query(ge=0.0, lt=1.0, description="drafted-token acceptance rate")
+        ] = None,
     ) -> PlanReport | DistributedPlan:
         """The best plan for a model on a rig. llama.cpp: quantization, placement, context, decode
         speed, per-device memory, the exact command and the notices. vLLM / SGLang: the parallel
         layout, per-GPU memory, KV capacity, throughput, the commands (pointing at a published
-        checkpoint in the asked format) and the notices."""
+        checkpoint in the asked format) and the notices; llama.cpp plans add speculative decoding
+        where it applies (`drafting`: its memory per device, speed and command)."""
         return data.engine_plan(
             model,
             rig,
@@ -330,6 +338,8 @@ def create_app() -> FastAPI:
             ctk=ctk,
             ctv=ctv,
             use=use,
+            draft=draft,
+            acceptance=acceptance,
         )
 
     @app.get("/api/fit", response_model=list[FitRow], responses=ERRORS, tags=["api"])

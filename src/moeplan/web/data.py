@@ -178,8 +178,21 @@ def _plan(
     ctk: str | None,
     ctv: str | None,
     use: str | None,
+    draft: str,
+    acceptance: float | None,
 ) -> PlanReport:
-    return api.plan(mid, rig, ctx=ctx, quant=quant, n_seq=n_seq, ctk=ctk, ctv=ctv, use=use)
+    return api.plan(
+        mid,
+        rig,
+        ctx=ctx,
+        quant=quant,
+        n_seq=n_seq,
+        ctk=ctk,
+        ctv=ctv,
+        use=use,
+        draft=draft,
+        acceptance=acceptance,
+    )
 
 
 def plan(
@@ -192,15 +205,30 @@ def plan(
     ctk: str | None = None,
     ctv: str | None = None,
     use: str | None = None,
+    draft: str = "auto",
+    acceptance: float | None = None,
 ) -> PlanReport:
     """`api.plan`, cached; the model and rig normalised so that spellings share one entry. Left
-    open (None), context, -np and cache type are the policy's (plan/policy.py)."""
+    open (None), context, -np and cache type are the policy's (plan/policy.py). `draft`:
+    speculative decoding to consider (auto: proposed where it pays; none; mtp; a model id)."""
     if n_seq is not None and not 1 <= n_seq <= 256:
         raise BadInput(f"parallel sequences must be between 1 and 256, not {n_seq}")
     ctk = check_text(ctk, "K cache type", 16) if ctk else None
     ctv = check_text(ctv, "V cache type", 16) if ctv else None
     use = use_named(check_text(use, "use", 16)).name if use else None
-    return _plan(plan_model(model), rig_key(rig), check_ctx(ctx), quant_name(quant), n_seq, ctk, ctv, use)
+    draft = check_text(draft, "draft", 64)
+    return _plan(
+        plan_model(model),
+        rig_key(rig),
+        check_ctx(ctx),
+        quant_name(quant),
+        n_seq,
+        ctk,
+        ctv,
+        use,
+        draft,
+        acceptance,
+    )
 
 
 def engine_plan(
@@ -215,11 +243,26 @@ def engine_plan(
     ctk: str | None = None,
     ctv: str | None = None,
     use: str | None = None,
+    draft: str = "auto",
+    acceptance: float | None = None,
 ) -> PlanReport | DistributedPlan:
     """`/api/plan` with an engine: llama.cpp through the cached `plan`; vLLM and SGLang (and every
     refusal of an option that cannot apply) through `api.plan`, cached too."""
     if engine == "llamacpp" and not weight_format:
-        return plan(model, rig, ctx=ctx, quant=quant, n_seq=n_seq, ctk=ctk, ctv=ctv, use=use)
+        return plan(
+            model,
+            rig,
+            ctx=ctx,
+            quant=quant,
+            n_seq=n_seq,
+            ctk=ctk,
+            ctv=ctv,
+            use=use,
+            draft=draft,
+            acceptance=acceptance,
+        )
+    if draft not in ("auto", "none") or acceptance is not None:
+        raise BadInput("draft and acceptance are llama.cpp settings (speculative decoding): leave them out")
     quant = check_text(quant, "quantization", 32) if quant else None
     weight_format = check_text(weight_format, "weight format", 32) if weight_format else None
     ctk = check_text(ctk, "K cache type", 16) if ctk else None
@@ -522,7 +565,7 @@ def _smallest_gpu_rig(mid: str, quant: str) -> tuple[str, str] | None:
     """The first GPU_LADDER rig on which the planner puts every layer on the GPUs at 8k context."""
 
     def all_on_gpu(i: int) -> bool:
-        r = plan(mid, GPU_LADDER[i][1], ctx=8192, quant=quant)
+        r = plan(mid, GPU_LADDER[i][1], ctx=8192, quant=quant, draft="none")
         return r.fits and r.strategy == "gpu"
 
     lo, hi = 0, len(GPU_LADDER)

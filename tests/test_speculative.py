@@ -1,0 +1,196 @@
+"""Speculative decoding: the draft side's memory (engines/speculative.py), its speed
+(perf/speculative.py), the drafting options of a plan (plan/speculative.py) and the faces."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from moeplan import api
+from moeplan.arch.inventory import Inventory, inventory
+from moeplan.cli import app
+from moeplan.engines.llamacpp import CPU, Frontend, plan_memory
+from moeplan.engines.speculative import (
+    Drafting,
+    DraftModel,
+    SpecType,
+    mtp_error,
+    plan_speculative,
+    spec_flags,
+)
+from moeplan.errors import MoeplanError
+from moeplan.memory.kv import CacheConfig, cache_type
+from moeplan.memory.weights import Weights, predict
+from moeplan.perf.speculative import acceptance_from_length, tokens_per_step
+from moeplan.plan.speculative import draft_candidates
+from moeplan.quant.recipe import FileType
+from moeplan.sources.catalog import load_catalog
+
+RIG = "RTX 4090 + 128GB DDR5-6000"
+
+
+def _qwen35() -> tuple[Inventory, Weights]:
+    spec = load_catalog()["qwen3.5-35b-a3b"].spec()
+    inv = inventory(spec, mtp=True)
+    return inv, predict(inv, FileType.Q4_K_M)
+
+
+def test_tokens_per_step_is_llamas_geometric_model() -> None:
+    # common_speculative_synth_rates_resolve: per-position rates p, p^2, ..., p^n
+    assert tokens_per_step(0.5, 3) == pytest.approx(1 + 0.5 + 0.25 + 0.125)
+    assert tokens_per_step(0.0, 3) == 1.0
+    for p in (0.3, 0.7, 0.9):
+        assert acceptance_from_length(tokens_per_step(p, 3), 3) == pytest.approx(p, abs=1e-9)
+    with pytest.raises(MoeplanError, match="mean accepted length"):
+        acceptance_from_length(5.0, 3)
+
+
+def test_mtp_draft_context_holds_the_nextn_layers_only() -> None:
+    inv, w = _qwen35()
+    spec = inv.spec
+    cfg = CacheConfig(n_ctx=8192, n_seq=2, unified=True)
+    sm = plan_speculative(inv, w, cfg, None, (), Drafting(SpecType.MTP))
+    without = plan_memory(inv, w, cfg, None, (), Frontend("llama-server", n_outputs_max=2))
+    draft = next(d for d in sm.draft if d.device == CPU)
+    head = spec.mtp_layers
+    assert len(head) == 1
+    # one full-attention layer's cache at the target's context, in f16 whatever -ctk says
+    k_v = head[0].attn.head_dim_k * head[0].attn.n_head_kv * 2 * 2 * 8192
+    assert draft.kv_bytes == k_v
+    assert draft.weights_bytes == 0  # the MTP context runs on the target's weights ...
+    mtp = sum(sm.mtp_weights.values())
+    assert mtp > 0  # ... which now load the NextN block
+    weights = sum(d.weights_bytes for d in sm.target.devices)  # CPU and CPU_REPACK
+    assert weights == sum(d.weights_bytes for d in without.devices) + mtp
+    target, base = sm.target.device(CPU), without.device(CPU)
+    assert target.kv_bytes == base.kv_bytes  # the trunk's cache does not change
+    # qwen35moe rolls recurrent state back: n_max snapshots per sequence
+    assert target.state_bytes == 4 * base.state_bytes
+    assert target.compute_bytes >= base.compute_bytes  # 2 x (1 + 3) outputs reserved
+
+
+def test_draft_cache_types_follow_ctkd_not_ctk() -> None:
+    inv, w = _qwen35()
+    a = inv.spec.mtp_layers[0].attn
+    q8 = CacheConfig(n_ctx=4096, unified=True, type_k=cache_type("q8_0"), type_v=cache_type("q8_0"))
+    f16_kv = a.head_dim_k * a.n_head_kv * 2 * 2 * 4096
+    sm = plan_speculative(inv, w, q8, None, (), Drafting(SpecType.MTP))
+    assert next(d.kv_bytes for d in sm.draft if d.device == CPU) == f16_kv  # -ctkd defaults to f16
+    q8_draft = Drafting(SpecType.MTP, type_k=cache_type("q8_0"), type_v=cache_type("q8_0"))
+    sm = plan_speculative(inv, w, q8, None, (), q8_draft)
+    assert next(d.kv_bytes for d in sm.draft if d.device == CPU) == f16_kv * 34 // 64
+    assert spec_flags(q8_draft) == "--spec-type draft-mtp -ctkd q8_0 -ctvd q8_0"
+
+
+def test_draft_model_gets_its_own_plan() -> None:
+    tinv = inventory(load_catalog()["qwen3-32b"].spec())
+    dinv = inventory(load_catalog()["qwen3-0.6b"].spec())
+    dm = DraftModel("Qwen3-0.6B-Q8_0.gguf", dinv, predict(dinv, FileType.Q8_0))
+    drafting = Drafting(SpecType.SIMPLE, model=dm)
+    cfg = CacheConfig(n_ctx=4096, n_seq=1, unified=True)
+    sm = plan_speculative(tinv, predict(tinv, FileType.Q4_K_M), cfg, None, (), drafting)
+    alone = plan_memory(dinv, dm.weights, cfg, None, (), Frontend("llama-server", n_outputs_max=1))
+    assert [d.total_bytes for d in sm.draft] == [d.total_bytes for d in alone.devices]
+    assert sm.mtp_weights == {}
+    assert spec_flags(drafting, ngl_draft="0") == "-md Qwen3-0.6B-Q8_0.gguf --spec-type draft-simple -ngld 0"
+
+
+def test_refusals() -> None:
+    with pytest.raises(MoeplanError, match="EAGLE3"):
+        Drafting(SpecType.EAGLE3)
+    with pytest.raises(MoeplanError, match="n-max"):
+        Drafting(SpecType.MTP, n_max=0)
+    with pytest.raises(MoeplanError, match="needs a draft model"):
+        Drafting(SpecType.SIMPLE)
+    dense = load_catalog()["qwen3-32b"].spec()
+    assert "no MTP layers" in (mtp_error(dense, inventory(dense)) or "")
+    exaone = load_catalog()["k-exaone-236b-a23b"].spec()
+    assert "no MTP draft graph" in (mtp_error(exaone, inventory(exaone, mtp=True)) or "")
+
+
+def test_draft_candidates_share_family_and_vocabulary() -> None:
+    c = load_catalog()
+    assert draft_candidates(c["qwen3.5-35b-a3b"])[0].id == "qwen3.5-0.8b"
+    assert draft_candidates(c["gemma-3-27b"])[0].id == "gemma-3-270m"
+    assert draft_candidates(c["qwen3-30b-a3b"])[0].id == "qwen3-0.6b"
+    assert all(e.id.startswith("qwen3.5") for e in draft_candidates(c["qwen3.5-122b-a10b"]))
+
+
+def test_plan_proposes_mtp_where_it_fits_and_pays() -> None:
+    r = api.plan("qwen3.5-35b-a3b", RIG, draft="auto")
+    (d,) = r.drafting
+    assert d.kind == "draft-mtp" and d.proposed and d.speedup > 1.2
+    # the chosen plan fills the 4090 with context; MTP drafting fits beside Q4_K_M at a smaller one
+    assert "Q4_K_M" in d.command and d.command.endswith("--spec-type draft-mtp")
+    assert d.extra_bytes["CUDA0"] > 500 * 2**20
+    assert "published uploads lack them" in d.note
+    assert any(n.id == "SPECULATIVE_DRAFTING" for n in r.notices)
+    assert api.plan("qwen3.5-35b-a3b", RIG).drafting == []  # the API's default: none
+
+
+def test_plan_says_when_a_draft_model_does_not_pay() -> None:
+    r = api.plan("qwen3-30b-a3b", "RTX 4090 + 64GB DDR5-6000", draft="qwen3-0.6b")
+    (d,) = r.drafting
+    assert d.kind == "draft-simple" and d.draft_model == "qwen3-0.6b"
+    assert not d.proposed and "does not pay" in d.note
+    with pytest.raises(MoeplanError, match="no MTP layers"):
+        api.plan("qwen3-32b", RIG, draft="mtp")
+    with pytest.raises(MoeplanError, match="vocabulary"):
+        api.plan("qwen3-32b", RIG, draft="gemma-3-270m")
+    with pytest.raises(MoeplanError, match="acceptance"):
+        api.plan("qwen3.5-35b-a3b", RIG, draft="mtp", acceptance=1.5)
+
+
+def test_higher_acceptance_is_faster() -> None:
+    lo = api.plan("qwen3.5-35b-a3b", "64GB DDR5-6000", draft="mtp", acceptance=0.3).drafting[0]
+    hi = api.plan("qwen3.5-35b-a3b", "64GB DDR5-6000", draft="mtp", acceptance=0.9).drafting[0]
+    assert hi.tokens_per_step > lo.tokens_per_step and hi.decode_tok_s > lo.decode_tok_s
+    assert hi.acceptance_source.startswith("as given")
+
+
+def test_explain_reads_the_spec_flags() -> None:
+    cmd = "llama-server -m Qwen3.5-35B-A3B-Q4_K_M.gguf -c 8192 -ngl 99 --spec-type draft-mtp"
+    cmd += " --spec-draft-n-max 2"
+    r = api.explain(cmd, RIG)
+    assert r.drafting is not None and r.drafting.kind == "draft-mtp" and r.drafting.n_max == 2
+    assert r.ignored_flags == []
+    assert r.decode_tok_s == r.drafting.decode_tok_s
+    md = api.explain("llama-server -m Qwen3-32B-Q4_K_M.gguf -c 8192 -ngl 99 -md Qwen3-0.6B-Q8_0.gguf", RIG)
+    assert md.drafting is not None and md.drafting.kind == "none" and "never drafts" in md.drafting.note
+    assert md.drafting.extra_bytes  # loaded all the same
+    with pytest.raises(MoeplanError, match="removed"):
+        api.explain("llama-server -m Qwen3-32B-Q4_K_M.gguf --draft-max 4", RIG)
+    with pytest.raises(MoeplanError, match="unknown --spec-type"):
+        api.explain("llama-server -m Qwen3-32B-Q4_K_M.gguf --spec-type medusa", RIG)
+
+
+def test_cli_plan_prints_drafting() -> None:
+    res = CliRunner().invoke(app, ["plan", "qwen3.5-35b-a3b", "--rig", RIG])
+    assert res.exit_code == 0, res.output
+    assert "drafting (draft-mtp)" in res.output and "--spec-type draft-mtp" in res.output
+    res = CliRunner().invoke(app, ["plan", "qwen3.5-35b-a3b", "--rig", RIG, "--draft", "none", "--json"])
+    assert json.loads(res.output)["drafting"] == []
+
+
+def test_api_and_deploy_page_show_drafting() -> None:
+    from fastapi.testclient import TestClient
+
+    from moeplan.web.app import create_app
+
+    client = TestClient(create_app())
+    r = client.get("/api/plan", params={"model": "qwen3.5-35b-a3b", "rig": RIG})
+    assert r.status_code == 200
+    assert r.json()["drafting"][0]["kind"] == "draft-mtp"
+    r = client.get("/api/plan", params={"model": "qwen3.5-35b-a3b", "rig": RIG, "draft": "none"})
+    assert r.json()["drafting"] == []
+    r = client.get("/api/plan", params={"model": "qwen3.5-35b-a3b", "rig": RIG, "acceptance": 2})
+    assert r.status_code == 422
+    page = client.get("/", params={"model": "qwen3.5-35b-a3b", "rig": RIG})
+    assert "speculative decoding (draft-mtp)" in page.text
+
+
+def test_cli_explain_prints_drafting() -> None:
+    cmd = "llama-server -m Qwen3.5-35B-A3B-Q4_K_M.gguf -c 8192 -ngl 99 --spec-type draft-mtp"
+    res = CliRunner().invoke(app, ["explain", cmd, "--rig", RIG])
+    assert res.exit_code == 0, res.output
+    assert "drafting (draft-mtp)" in res.output and "flags that do not change" not in res.output
