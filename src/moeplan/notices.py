@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from moeplan.arch.registry import rules
 from moeplan.arch.spec import ModelSpec
 from moeplan.hardware.spec import Rig
 from moeplan.plan.llamacpp import QUALITY_FLOOR, GiB, PlanResult
@@ -25,6 +26,8 @@ def notices(
     gpu_devices = [d for d in c.memory.devices if not d.device.startswith("CPU")]
     used_gpus = [d for d in gpu_devices if d.weights_bytes]
     cpu_weights = sum(d.weights_bytes for d in c.memory.devices if d.device.startswith("CPU"))
+    if gap := rules(spec.arch).compute_gap:
+        out.append(Notice("COMPUTE_BUFFER_UNDERESTIMATED", WARN, gap))
     if result.disk:
         out.append(
             Notice(

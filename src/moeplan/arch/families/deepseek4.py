@@ -94,6 +94,15 @@ class DeepSeek4(Family):
     arch = "deepseek4"
     model_types = ("deepseek_v4",)
     mtp_kept = False  # DeepseekV4Model.filter_tensors skips `mtp.*` unless exporting the MTP file
+    # Measured on the materialised Flash (llama-fit-params, CPU): at -ub 512 the compute buffer is
+    # 42 MiB at -c 4096 and 130 MiB at -c 65536 with flash attention (77 / 479 MiB without), where
+    # the generic estimate stays at 44 / 58 MiB: the compressed rows' masks, indexer scores and
+    # concatenated K grow with the context and are not modelled yet.
+    compute_gap = (
+        "DeepSeek-V4's compute buffer grows with the context (masks, indexer scores and concatenated K "
+        "over the compressed rows, src/models/deepseek4.cpp); moeplan's estimate leaves that out, so "
+        "keep headroom beyond the compute figure at long contexts"
+    )
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
         if cfg.get("expert_dtype") != "fp4":
