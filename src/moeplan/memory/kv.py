@@ -136,9 +136,12 @@ class LayerMemory:
 
 
 def kv_widths(a: Attention) -> tuple[int, int]:
-    """Values per cell for K and V (`n_embd_k_gqa`, `n_embd_v_gqa`); MLA caches K only."""
+    """Values per cell for K and V (`n_embd_k_gqa`, `n_embd_v_gqa`); MLA and DeepSeek-V4's shared
+    key/value head cache K only (the graph reads V as a view of K)."""
     if a.kind is AttnKind.MLA:
         return (a.kv_lora_rank + a.qk_rope_head_dim) * a.n_head_kv, 0
+    if a.shared_kv:
+        return a.head_dim_k * a.n_head_kv, 0
     return a.head_dim_k * a.n_head_kv, a.head_dim_v * a.n_head_kv
 
 
