@@ -124,3 +124,9 @@ def test_deploy_page_notices_belong_to_the_rigs_they_name(client: TestClient) ->
     for row, p in zip(rows, page["plans"], strict=True):
         shown = [html.unescape(t) for t in re.findall(r'<span class="pill [a-z]+" title="([^"]*)">', row)]
         assert shown == [n["message"] for n in p["plan"]["notices"]]
+
+
+def test_compute_gap_notice_only_for_architectures_that_declare_one() -> None:
+    ids = {n.id for n in api.plan("deepseek-v4-flash", "8x H200 + 2TB DDR5-4800").notices}
+    assert "COMPUTE_BUFFER_UNDERESTIMATED" in ids
+    assert "COMPUTE_BUFFER_UNDERESTIMATED" not in {n.id for n in api.plan("qwen3.5-9b", RIG_4090).notices}

@@ -16,6 +16,8 @@ What shrinks (`shrink`):
 - heads: one KV head (two for MHA) with the real GQA ratio, head size 64/128/256 so that
   n_head * head_dim is a multiple of 256 (unequal K and V head sizes stay as they are);
   MLA: 4 heads, ranks 256, nope 64, rope 32, v 64, and a DSA indexer at most 4 heads of its real key width;
+  DeepSeek-V4: 8 heads of the real (cached) head size, q and output ranks 256 in 2 output groups, the
+  indexer at most 4 heads of its real key width;
   Gated DeltaNet: 2 key heads of 128 with the real value/key head ratio;
   widths llama.cpp takes from the rest of the model stay tied to it (`_tied`: Kimi's KDA heads =
   attention heads, LFM2's short convolution = n_embd, MiniMax-M3's MSA indexer heads = KV heads);
@@ -91,6 +93,15 @@ def _shrink_attn(a: Attention) -> Attention:
             qk_rope_head_dim=rope,
             mla_v_head_dim=64,
             indexer_heads=min(a.indexer_heads, 4),  # DSA: the indexer key width stays (its cache)
+        )
+    if a.shared_kv:  # DeepSeek-V4: the cached key width (head_dim, rope part) stays real
+        return dataclasses.replace(
+            a,
+            n_head=8,
+            q_lora_rank=256,
+            o_groups=2,
+            o_lora_rank=256,
+            indexer_heads=min(a.indexer_heads, 4),  # the indexer key width stays (its caches)
         )
     if a.kind is AttnKind.LINEAR:
         ratio = max(1, a.linear_v_heads // max(1, a.linear_k_heads))
@@ -245,6 +256,13 @@ def _data(t: TensorSpec, rng: np.random.Generator) -> bytes:
         blocks = rng.integers(0, 256, size=(n // 32, 17), dtype=np.uint8)
         blocks[:, 0] = 122
         return blocks.tobytes()
+    if ty is GGMLType.I32:  # DeepSeek-V4's token -> expert table: ids below experts per token are valid
+        return rng.integers(0, t.shape[0], size=n, dtype=np.int32).tobytes()
+    if ty is GGMLType.Q8_0:  # 34-byte blocks of 32 values: an F16 scale and 32 int8
+        q8 = np.zeros(n // 32, dtype=[("d", np.float16), ("qs", np.int8, 32)])
+        q8["d"] = 0.02 / 64
+        q8["qs"] = rng.integers(-64, 64, size=(n // 32, 32), dtype=np.int8)
+        return q8.tobytes()
     if t.name.endswith("_norm.weight") or ".nextn.enorm" in t.name or ".nextn.hnorm" in t.name:
         values = np.ones(n, dtype=np.float32)
     else:
@@ -255,6 +273,8 @@ def _data(t: TensorSpec, rng: np.random.Generator) -> bytes:
         return values.tobytes()
     if ty is GGMLType.F16:
         return values.astype(np.float16).tobytes()
+    if ty is GGMLType.BF16:
+        return (values.view(np.uint32) >> 16).astype(np.uint16).tobytes()
     raise ValueError(f"cannot write random data of type {ty.name} for {t.name}")
 
 

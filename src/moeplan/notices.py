@@ -16,10 +16,13 @@ speaks of the plan it is given and appears only where its condition holds:
   the per-token latency (experts offloaded or read from disk).
 - DENSE_ALTERNATIVE: the MoE plan offloads, and the dense sibling runs entirely on the GPU.
 - ROPE_SCALING: the context asked for is beyond the model's trained one, reached with rope scaling.
+- COMPUTE_BUFFER_UNDERESTIMATED: the architecture's compute graph has parts moeplan does not model
+  yet (the family's `compute_gap`, e.g. DeepSeek-V4's context-sized compressed-row buffers).
 """
 
 from dataclasses import dataclass
 
+from moeplan.arch.registry import rules
 from moeplan.arch.spec import ModelSpec
 from moeplan.hardware.spec import Rig
 from moeplan.plan.llamacpp import GiB, PlanResult
@@ -59,6 +62,8 @@ def notices(
     gpu_devices = [d for d in c.memory.devices if not d.device.startswith("CPU")]
     used_gpus = [d for d in gpu_devices if d.weights_bytes]
     cpu_weights = sum(d.weights_bytes for d in c.memory.devices if d.device.startswith("CPU"))
+    if gap := rules(spec.arch).compute_gap:
+        out.append(Notice("COMPUTE_BUFFER_UNDERESTIMATED", WARN, gap))
     if result.disk and c.fits:
         what = "experts are" if spec.is_moe else "weights are"
         out.append(

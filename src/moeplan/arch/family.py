@@ -33,6 +33,9 @@ class Family:
     rope_fraction: ClassVar[float] = 1.0  # share of the head that is rotated (partial_rotary_factor)
     # The recurrent inner width llama.cpp's loader requires as a multiple of n_embd (0 = free).
     ssm_inner_per_embd: ClassVar[int] = 0
+    # What of llama.cpp's compute graph the compute-buffer estimate leaves out ("" = nothing known);
+    # the plan says so (notice COMPUTE_BUFFER_UNDERESTIMATED) instead of presenting it as exact.
+    compute_gap: ClassVar[str] = ""
 
     # ---- config.json ---------------------------------------------------------------------------
 

@@ -54,6 +54,14 @@ class Attention:
     # KV sharing (Gemma 3n/4 `num_kv_shared_layers`): the earlier layer whose KV cache this layer
     # reads; it owns no cache itself. -1: the layer has its own cache.
     kv_reuse: int = -1
+    # DeepSeek-V4 (deepseek4): one key head that is also the value (the cache holds K only, as for
+    # MLA) over the sliding window, plus a compressed stream of one row per `compress_ratio` tokens
+    # (4: CSA, read through the lightning indexer; 128: HCA; 0: the window only); the grouped
+    # low-rank output projection (`o_groups` groups of rank `o_lora_rank`)
+    shared_kv: bool = False
+    compress_ratio: int = 0
+    o_groups: int = 0
+    o_lora_rank: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,9 @@ class FFN:
     n_shared: int = 0  # shared experts
     n_ff_shexp: int = 0  # total width of the shared expert(s)
     n_latent: int = 0  # LatentMoE: the width routed experts work in (moe_latent_size), 0 = n_embd
+    # DeepSeek-V4's first `num_hash_layers`: experts picked by a token-id table (ffn_gate_tid2eid)
+    # instead of the router's scores plus selection bias
+    hash_routed: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,9 @@ class ModelSpec:
     # scalars that reach only the GGUF metadata (Granite's multipliers), as (`{arch}` key suffix,
     # value) pairs from config.json; no tensor, cache or buffer depends on them
     gguf_scalars: tuple[tuple[str, float], ...] = ()
+    # hyper-connections (DeepSeek-V4 mHC `hc_mult`): residual streams the blocks mix; 0 = one plain
+    # residual stream
+    hc_mult: int = 0
 
     @property
     def n_layer(self) -> int:

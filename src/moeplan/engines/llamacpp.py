@@ -294,7 +294,7 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
     return _Activations(
         tuple(layers),
         np.array([lm.layer for lm in layers], dtype=np.int64),
-        np.array([lm.k_bytes + lm.v_bytes + lm.index_bytes for lm in layers], dtype=np.int64),
+        np.array([lm.cache_bytes for lm in layers], dtype=np.int64),
         np.array([lm.state_bytes for lm in layers], dtype=np.int64),
         np.array([lm.cells for lm in layers], dtype=np.int64),
         np.array(swa, dtype=np.bool_),

@@ -22,6 +22,14 @@ Rules from the pinned llama.cpp (build 11434):
   cache of its own (`llama_hparams::has_kv` is false from `n_layer_kv_from_start` on); it attends
   over the cells of the layer it reuses (`llama_kv_cache` ctor, the `reuse` callback).
 - V transposed (no flash attention) uses the largest V width of any layer for every layer.
+- DeepSeek-V4 (`Attention.shared_kv`, `llama_kv_cache_dsv4`): every cache is per sequence even with
+  -kvu (it passes unified = false: n_seq streams of n_ctx_seq cells); K only (V is the same head).
+  Per layer: the window cache (the SWA rule above with the window of one stream); a compressed K
+  cache of PAD256(max(1, ceil(n_ctx_seq / ratio))) cells of head_dim on CSA (ratio 4) and HCA (128)
+  layers; on CSA layers the lightning-indexer K cache, as many cells of indexer_head_dim; and F32
+  compressor state per sequence, whatever the context: a kv and a score plane of state_size x
+  n_embd_state each (`llama_dsv4_comp_state`: CSA 2·4 x 2·head_dim, HCA 128 x head_dim, indexer
+  2·4 x 2·indexer_head_dim; no rollback snapshots, n_rs_seq = 0 without speculative decoding).
 """
 
 from dataclasses import dataclass
@@ -114,16 +122,26 @@ class LayerMemory:
     state_bytes: int  # recurrent conv + SSM state
     index_bytes: int = 0  # DSA lightning-indexer keys (their own cache)
     index_v_bytes: int = 0  # of index_bytes, the indexer cache's V (MiniMax MSA; DSA has none)
+    comp_bytes: int = 0  # DeepSeek-V4's compressed K cache (CSA / HCA rows)
+    comp_cells: int = 0  # its cells per stream (also the indexer cache's, on CSA layers)
+
+    @property
+    def cache_bytes(self) -> int:
+        """Everything that grows with the context: K, V, indexer and compressed caches."""
+        return self.k_bytes + self.v_bytes + self.index_bytes + self.comp_bytes
 
     @property
     def total(self) -> int:
-        return self.k_bytes + self.v_bytes + self.state_bytes + self.index_bytes
+        return self.cache_bytes + self.state_bytes
 
 
 def kv_widths(a: Attention) -> tuple[int, int]:
-    """Values per cell for K and V (`n_embd_k_gqa`, `n_embd_v_gqa`); MLA caches K only."""
+    """Values per cell for K and V (`n_embd_k_gqa`, `n_embd_v_gqa`); MLA and DeepSeek-V4's shared
+    key/value head cache K only (the graph reads V as a view of K)."""
     if a.kind is AttnKind.MLA:
         return (a.kv_lora_rank + a.qk_rope_head_dim) * a.n_head_kv, 0
+    if a.shared_kv:
+        return a.head_dim_k * a.n_head_kv, 0
     return a.head_dim_k * a.n_head_kv, a.head_dim_v * a.n_head_kv
 
 
@@ -155,6 +173,9 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
         if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window and not cfg.swa_full:
             window_cells = a.window * (cfg.n_seq if cfg.unified else 1) + ctx.n_ubatch
             cells = pad(min(ctx.n_ctx_seq, window_cells))
+        if a.shared_kv:
+            out.append(_dsv4_layer(il, a, ctx, cfg))
+            continue
         if a.kv_reuse >= 0:  # reads an earlier layer's cache: attends over its cells, owns no K/V
             out.append(LayerMemory(il, a.kind, cells, 0, 0, 0))
             continue
@@ -167,3 +188,26 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
         idx_v = ctx.n_stream * cells * row_bytes(cfg.type_v, a.indexer_v_dim) if a.indexer_heads else 0
         out.append(LayerMemory(il, a.kind, cells, k, v, 0, idx + idx_v, idx_v))
     return out
+
+
+CSA_RATIO = 4  # the compression ratio whose layers also run the lightning indexer
+
+
+def _dsv4_layer(il: int, a: Attention, ctx: Context, cfg: CacheConfig) -> LayerMemory:
+    """One DeepSeek-V4 layer's share of `llama_kv_cache_dsv4` (see the module docstring)."""
+    n_stream, size = cfg.n_seq, ctx.n_ctx_seq
+    cells = size if cfg.swa_full else pad(min(size, a.window + ctx.n_ubatch))
+    k = n_stream * cells * row_bytes(cfg.type_k, a.head_dim_k * a.n_head_kv)
+    if not a.compress_ratio:
+        return LayerMemory(il, a.kind, cells, k, 0, 0)
+    comp_cells = pad(max(1, -(-size // a.compress_ratio)))
+    comp = n_stream * comp_cells * row_bytes(cfg.type_k, a.head_dim_k)
+    csa = a.compress_ratio == CSA_RATIO
+    # compressor state: kv + score planes of state_size x n_embd_state F32 per sequence
+    state_values = 2 * a.compress_ratio * 2 * a.head_dim_k if csa else a.compress_ratio * a.head_dim_k
+    idx = 0
+    if csa:
+        idx = n_stream * comp_cells * row_bytes(cfg.type_k, a.indexer_head_dim)
+        state_values += 2 * CSA_RATIO * 2 * a.indexer_head_dim
+    state = n_stream * 2 * 4 * state_values
+    return LayerMemory(il, a.kind, cells, k, 0, state, idx, 0, comp, comp_cells)

@@ -3,6 +3,7 @@
 from moeplan.arch.families.afmoe import Afmoe
 from moeplan.arch.families.bailingmoe2 import BailingMoe2
 from moeplan.arch.families.deepseek2 import DeepSeek2
+from moeplan.arch.families.deepseek4 import DeepSeek4
 from moeplan.arch.families.dots1 import Dots1
 from moeplan.arch.families.dsa import DeepSeek32, GlmDsa
 from moeplan.arch.families.ernie45 import Ernie45Moe
@@ -41,6 +42,7 @@ FAMILIES: tuple[type[Family], ...] = (
     Qwen35Moe,
     DeepSeek2,
     DeepSeek32,
+    DeepSeek4,
     GlmDsa,
     Mistral4,
     Llama4,
