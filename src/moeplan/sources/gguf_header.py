@@ -35,8 +35,8 @@ from moeplan.quant.ik_types import IKType
 MAGIC = b"GGUF"
 MIB = 2**20
 MAX_HEADER_BYTES = 256 * MIB  # largest header read from a local file (vocab arrays make them MBs)
-# Keys, tensors and strings walked (a string costs about 0.2 µs); a real header walks well under
-# a million: a 200k-token BPE vocabulary and its merges.
+# Keys, tensors and strings walked; a real header walks well under a million (a 200k-token BPE
+# vocabulary and its merges).
 MAX_ITEMS = 2_000_000
 MAX_MEMORY = 64 * MIB  # bytes a parsed header may hold; real headers: < 2 MiB
 MAX_DIMS = 4  # GGML_MAX_DIMS
@@ -47,13 +47,13 @@ HEADER_MB_ENV = "MOEPLAN_GGUF_HEADER_MB"
 ITEMS_ENV = "MOEPLAN_GGUF_ITEMS"
 MEMORY_MB_ENV = "MOEPLAN_GGUF_MEMORY_MB"
 # Bytes charged per tensor entry: its GGUFTensor, name and shape here, and the TensorSpec and
-# TypedTensor the planner builds from it (measured with tracemalloc over `inspect` of 50,000
-# tensors: about 900 bytes each), so that the budget bounds what reading a file costs downstream too.
+# TypedTensor `inspect` builds from it (tracemalloc over 20,000 tensors: the header holds 235 bytes
+# a tensor, inspect peaks at 540), so that the budget bounds what reading a file costs downstream.
 TENSOR_COST = 1024
 KEY_COST = 120  # a metadata entry's dict slot and its value object, beside the key's own bytes
-# Items a tensor entry counts for against MAX_ITEMS: reading it and what `inspect` and the planner
-# derive from it cost about 20 and 50 µs (measured on 60,000 tensors), against 0.2-0.5 µs for a
-# string; the default budget then admits 20,000 tensors (real files: a few thousand at most).
+# Items a tensor entry counts for against MAX_ITEMS: reading it costs about 50 µs and `inspect` 75
+# (20,000 tensors), a string 0.5 µs (1.9M), on the shared test machine; the default budget then
+# admits 20,000 tensors (real files: a few thousand at most), either way about a second.
 TENSOR_ITEMS = 100
 INT64_MAX = 2**63 - 1
 
@@ -258,7 +258,7 @@ class _Cursor:
     def skip_strings(self, count: int) -> None:
         """Step over `count` strings nothing keeps (a vocabulary), reading only their lengths: each
         is looked up in one of eight u64 views of the buffer, one per byte offset mod 8 (a third
-        faster than `struct.unpack_from`; native order, little-endian as GGUF on x86 and ARM)."""
+        faster than `struct.unpack_from`; native order, which is GGUF's little-endian on x86 and ARM)."""
         while count:
             self._fill(8)
             buf, base = memoryview(self.buf), self.buf_start
