@@ -62,14 +62,15 @@ Scalar = int | float | bool | str
 Value = Scalar | list[Scalar] | None
 
 
-def _env_count(name: str, default: int, unit: int = 1) -> int:
-    """A positive whole number from the environment (ASCII digits only), times `unit`."""
+def env_count(name: str, default: int, unit: int = 1, minimum: int = 1) -> int:
+    """A whole number of at least `minimum` from the environment (ASCII digits only), times `unit`."""
     raw = os.environ.get(name)
     if raw is None:
         return default
     text = raw.strip()
-    if not re.fullmatch(r"[0-9]{1,12}", text) or int(text) == 0:
-        raise MoeplanError(f"{name} must be a positive whole number, got {raw!r}")
+    if not re.fullmatch(r"[0-9]{1,12}", text) or int(text) < minimum:
+        kind = "a positive whole number" if minimum == 1 else f"a whole number of at least {minimum}"
+        raise MoeplanError(f"{name} must be {kind}, got {raw!r}")
     return int(text) * unit
 
 
@@ -86,9 +87,9 @@ class HeaderBudget:
     def from_env(cls, header_bytes: int = MAX_HEADER_BYTES) -> "HeaderBudget":
         """The defaults, each raised or lowered by its environment variable."""
         return cls(
-            _env_count(HEADER_MB_ENV, header_bytes, MIB),
-            _env_count(ITEMS_ENV, MAX_ITEMS),
-            _env_count(MEMORY_MB_ENV, MAX_MEMORY, MIB),
+            env_count(HEADER_MB_ENV, header_bytes, MIB),
+            env_count(ITEMS_ENV, MAX_ITEMS),
+            env_count(MEMORY_MB_ENV, MAX_MEMORY, MIB),
         )
 
 
