@@ -432,6 +432,7 @@ def test_hostile_hub_file_costs_its_budget_once(hub_env: HubServer, tmp_path: Pa
     `/api/plan?model=hf://...` request, re-parsed every time. Now it is held in its bytes, the
     failure (no architecture) is remembered, and the next request costs nothing."""
     ref = _evil(hub_env, tmp_path, "evil/Int8-GGUF", lambda p: int8_arrays(p, 16 * MB))
+    api.inspect_file("hf://test-org/Tiny-MoE-GGUF:Q4_K_M")  # the Hub client's imports, not traced
     tracemalloc.start()
     t0 = time.monotonic()
     assert "no general.architecture" in _error(ref)
