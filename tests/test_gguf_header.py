@@ -591,6 +591,22 @@ HOSTILE: list[tuple[str, bytes, str]] = [
     ),
     ("duplicate-key", gguf_bytes([kv_u32("k", 1), kv_u32("k", 2)]), "metadata key 'k' appears twice"),
     ("empty-key", gguf_bytes([kv_u32("", 1)]), "a metadata key is empty"),
+    # found by the fuzz test: names from the file are shown escaped, the error stays one line
+    (
+        "key-with-a-newline",
+        preamble(n_kv=1) + gstr("llama.block_count\n\x00general") + u32(25970),
+        "key 'llama.block_count\\\\n\\\\x00general' has unknown value type 25970",
+    ),
+    (
+        "tensor-name-with-an-escape",
+        gguf_bytes(tensors=[tensor_info("w\x1b[2J", (8,), T.F32)] * 2, data=64),
+        "tensor 'w\\\\x1b\\[2J' appears twice",
+    ),
+    (
+        "long-key-cut",
+        preamble(n_kv=1) + gstr("k" * 500) + u32(99),
+        "key 'k{80}…' has unknown value type 99",
+    ),
     (
         "tensor-name-of-64-bytes",
         gguf_bytes(tensors=[tensor_info("t" * 64, (8,), T.F32)], data=32),

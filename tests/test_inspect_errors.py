@@ -61,3 +61,10 @@ def test_inconsistent_files(tmp_path: Path) -> None:
     assert "tensor 'output.weight' appears twice" in inspect_error(p)
     first = write_split(tmp_path, [shard(0, 2, ["a"], 2), shard(1, 2, ["b"], 2, arch="qwen2")])
     assert "architecture 'qwen2' differs" in inspect_error(first)
+
+
+def test_architecture_name_that_is_not_one(tmp_path: Path) -> None:
+    p = tmp_path / "arch.gguf"
+    arch = gstr("general.architecture") + u32(V.STRING) + gstr("llama\nerror: all good")
+    p.write_bytes(gguf_bytes([arch], [tensor_info("output.weight", (8,), T.F32)], 32))
+    assert "general.architecture 'llama\\nerror: all good' is not an architecture name" in inspect_error(p)

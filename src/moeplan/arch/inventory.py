@@ -16,7 +16,7 @@ import re
 from moeplan.arch.registry import family
 from moeplan.arch.spec import ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role, TensorSpec
-from moeplan.errors import BadGGUF
+from moeplan.errors import BadGGUF, printable
 from moeplan.memo import PER_MODEL, by_identity
 
 __all__ = [
@@ -78,7 +78,7 @@ def block_index(name: str) -> int:
     """The layer of a `blk.N.` tensor (ASCII digits, as llama.cpp's `blk.%d.` names write it)."""
     m = _BLOCK.match(name)
     if m is None:
-        raise BadGGUF(f"tensor '{name}' has no layer number after 'blk.' (expected blk.N.<name>)")
+        raise BadGGUF(f"tensor '{printable(name)}' has no layer number after 'blk.' (expected blk.N.<name>)")
     return int(m.group(1))
 
 

@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 from gguf import GGUFValueType
 
-from moeplan.errors import BadGGUF, MoeplanError
+from moeplan.errors import BadGGUF, MoeplanError, printable
 from moeplan.quant.ggml import GGMLType, TensorType, tensor_bytes
 from moeplan.quant.ik_types import IKType
 
@@ -309,12 +309,12 @@ def _value_type(cur: _Cursor, key: str) -> GGUFValueType:
     try:
         return GGUFValueType(raw)
     except ValueError:
-        raise BadGGUF(f"{cur.name}: key '{key}' has unknown value type {raw}") from None
+        raise BadGGUF(f"{cur.name}: key '{printable(key)}' has unknown value type {raw}") from None
 
 
 def _scalar(cur: _Cursor, key: str, vt: GGUFValueType) -> Scalar:
     if vt == GGUFValueType.STRING:
-        return cur.string(f"the value of '{key}'")
+        return cur.string(f"the value of '{printable(key)}'")
     fmt = _SCALARS[vt]
     v: Scalar = fmt.unpack(cur.take(fmt.size))[0]
     return v
@@ -329,16 +329,16 @@ def _value(cur: _Cursor, key: str, skipped: dict[str, int]) -> Scalar | np.ndarr
     item = _value_type(cur, key)
     n = cur.u64()
     if item == GGUFValueType.ARRAY:
-        raise BadGGUF(f"{cur.name}: nested arrays under '{key}' are not supported")
+        raise BadGGUF(f"{cur.name}: nested arrays under '{printable(key)}' are not supported")
     if n > cur.limit:
-        raise BadGGUF(f"{cur.name}: array '{key}' claims {n} items, more than the header can hold")
+        raise BadGGUF(f"{cur.name}: array '{printable(key)}' claims {n} items, more than the header can hold")
     if item != GGUFValueType.STRING and n <= KEEP_ARRAY_ITEMS:
         dtype = _DTYPES[item]
-        cur.meter.spend(cur.name, f"array '{key}'", memory=n * dtype.itemsize + 160)
+        cur.meter.spend(cur.name, f"array '{printable(key)}'", memory=n * dtype.itemsize + 160)
         return np.frombuffer(cur.take(n * dtype.itemsize), dtype)
     skipped[key] = n
     if item == GGUFValueType.STRING:
-        cur.meter.spend(cur.name, f"array '{key}' of {n:,} strings", items=n)
+        cur.meter.spend(cur.name, f"array '{printable(key)}' of {n:,} strings", items=n)
         cur.skip_strings(n)
     else:
         cur.skip(n * _DTYPES[item].itemsize)
@@ -363,21 +363,25 @@ def _tensor_info(cur: _Cursor, seen: set[str]) -> tuple[str, tuple[int, ...], Te
         raise BadGGUF(f"{name}: a tensor name of {n} bytes is too long (llama.cpp allows {MAX_NAME - 1})")
     tname = cur.take(n).decode("utf-8", errors="replace")
     if tname in seen:
-        raise BadGGUF(f"{name}: tensor '{tname}' appears twice in the tensor table")
+        raise BadGGUF(f"{name}: tensor '{printable(tname)}' appears twice in the tensor table")
     seen.add(tname)
     n_dims = cur.u32()
     if not 1 <= n_dims <= MAX_DIMS:
-        raise BadGGUF(f"{name}: tensor '{tname}' has {n_dims} dimensions (1 to {MAX_DIMS} allowed)")
+        raise BadGGUF(
+            f"{name}: tensor '{printable(tname)}' has {n_dims} dimensions (1 to {MAX_DIMS} allowed)"
+        )
     shape = tuple(cur.u64() for _ in range(n_dims))
     elements = 1
     for d in shape:
         elements *= d
     if max(shape) > INT64_MAX or elements > INT64_MAX:
-        raise BadGGUF(f"{name}: tensor '{tname}' has shape {shape}, more elements than int64 can count")
+        raise BadGGUF(
+            f"{name}: tensor '{printable(tname)}' has shape {shape}, more elements than int64 can count"
+        )
     raw_type = cur.u32()
     ttype = _tensor_type(raw_type)
     if ttype is None:
-        raise BadGGUF(f"{name}: tensor '{tname}' has unknown ggml type {raw_type}")
+        raise BadGGUF(f"{name}: tensor '{printable(tname)}' has unknown ggml type {raw_type}")
     return tname, shape, ttype, cur.u64()
 
 
@@ -409,7 +413,7 @@ def _read_header(src: ByteSource, name: str, budget: HeaderBudget, meter: _Meter
         if not key:
             raise BadGGUF(f"{name}: a metadata key is empty")
         if key in values:
-            raise BadGGUF(f"{name}: metadata key '{key}' appears twice")
+            raise BadGGUF(f"{name}: metadata key '{printable(key)}' appears twice")
         values[key] = _value(cur, key, skipped)
     metadata = Metadata(values)
     seen: set[str] = set()
@@ -424,14 +428,16 @@ def _read_header(src: ByteSource, name: str, budget: HeaderBudget, meter: _Meter
         try:
             nbytes = tensor_bytes(ttype, shape)
         except ValueError as e:
-            raise BadGGUF(f"{name}: tensor '{tname}': {e}") from None
+            raise BadGGUF(f"{name}: tensor '{printable(tname)}': {e}") from None
         if off != expected:  # gguf.cpp: each tensor starts where the previous one's padded data ends
             raise BadGGUF(
-                f"{name}: tensor '{tname}' is at offset {off} of the data section, not {expected} "
+                f"{name}: tensor '{printable(tname)}' is at offset {off} of the data section, not {expected} "
                 f"where the tensor before it ends (padded to {alignment} bytes)"
             )
         if data_offset + off + nbytes > src.size:
-            raise BadGGUF(f"{name}: tensor '{tname}' lies beyond the end of the file (truncated download?)")
+            raise BadGGUF(
+                f"{name}: tensor '{printable(tname)}' lies beyond the end of the file (truncated download?)"
+            )
         tensors.append(GGUFTensor(tname, shape, ttype, off, nbytes))
         expected = off + -(-nbytes // alignment) * alignment
     return GGUFHeader(
@@ -488,7 +494,7 @@ def _whole(h: GGUFHeader, key: str) -> int | None:
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int):
-        raise BadGGUF(f"{h.source}: {key} must be an integer, got {v!r}")
+        raise BadGGUF(f"{h.source}: {printable(key)} must be an integer, got {v!r}")
     return v
 
 
@@ -514,7 +520,7 @@ def _check_split(headers: tuple[GGUFHeader, ...]) -> None:
             raise BadGGUF(f"{h.source}: architecture {other!r} differs from the first shard's {arch!r}")
         for t in h.tensors:
             if seen.setdefault(t.name, h.source) != h.source:
-                raise BadGGUF(f"{h.source}: tensor '{t.name}' is also in {seen[t.name]}")
+                raise BadGGUF(f"{h.source}: tensor '{printable(t.name)}' is also in {seen[t.name]}")
     total = _whole(first, "split.tensors.count")
     if len(headers) > 1 and total != len(seen):
         raise BadGGUF(f"{first.source}: split.tensors.count is {total}, the shards hold {len(seen)}")

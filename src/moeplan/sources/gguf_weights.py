@@ -1,9 +1,10 @@
 """Typed weights read from a real GGUF header: the same `Weights` a prediction produces."""
 
+import re
 from collections.abc import Mapping
 
 from moeplan.arch.inventory import Role, TensorSpec, block_index, role_of
-from moeplan.errors import BadGGUF
+from moeplan.errors import BadGGUF, printable
 from moeplan.memory.weights import TypedTensor, Weights
 from moeplan.sources.gguf_header import GGUFModel, Value
 
@@ -19,6 +20,10 @@ def arch_of(model: GGUFModel) -> str:
     arch = model.metadata.get("general.architecture")
     if not isinstance(arch, str):
         raise BadGGUF(f"{model.shards[0].source}: no general.architecture in the header")
+    if not re.fullmatch(r"[a-z0-9_.-]{1,64}", arch, re.ASCII):  # llama.cpp's LLM_ARCH_NAMES spelling
+        raise BadGGUF(
+            f"{model.shards[0].source}: general.architecture '{printable(arch)}' is not an architecture name"
+        )
     return arch
 
 
