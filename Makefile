@@ -44,7 +44,7 @@ bench: $(STAMP) instrument
 	$(BIN)/python -m benchmarks.calibrate
 	$(BIN)/python -m validation.speed
 
-# Longer fuzzing of the GGUF header reader and `inspect` (the suite runs 100 examples), with the
+# Longer fuzzing of the GGUF header reader and `inspect` (the suite runs 60 examples of each), with the
 # full-size worst shapes of issue 17 (a 256 MB header among them) and their figures.
 fuzz: $(STAMP)
 	MOEPLAN_FUZZ_EXAMPLES=5000 MOEPLAN_FUZZ_FULL=1 $(BIN)/pytest -q tests/test_gguf_fuzz.py

@@ -1,7 +1,8 @@
 """Fuzzing the GGUF header reader and `inspect` (issue 17): hypothesis builds headers from GGUF's own
 grammar (keys of every value type, arrays whose counts lie, tensor tables of valid and invalid names,
 shapes, types and offsets) and then corrupts their bytes; every one must end in the file's report or
-a MoeplanError, within a time limit and a memory cap. The costliest shapes the old limits allowed
+a MoeplanError, within a time limit and a memory cap; sets of shards must be one split or a
+MoeplanError. The costliest shapes the old limits allowed
 (`tests/gguf_shapes.py`) run in a subprocess whose address space is capped, and must stay within the
 budget.
 
@@ -28,11 +29,12 @@ from hypothesis import strategies as st
 from moeplan import api
 from moeplan.errors import MoeplanError
 from moeplan.quant.ggml import GGMLType, tensor_bytes
-from moeplan.sources.gguf_header import MAX_MEMORY, MIB, HeaderBudget, LocalFile, read_header
+from moeplan.sources.gguf_header import MAX_MEMORY, MIB, HeaderBudget, LocalFile, read_header, read_local
 from tests.gguf_shapes import int8_arrays, many_tensors
+from tests.test_gguf_header import shard, write_split
 
 T_ = TypeVar("T_")
-EXAMPLES = int(os.environ.get("MOEPLAN_FUZZ_EXAMPLES", "100"))
+EXAMPLES = int(os.environ.get("MOEPLAN_FUZZ_EXAMPLES", "60"))
 FULL = os.environ.get("MOEPLAN_FUZZ_FULL") == "1"
 TIME_LIMIT_S = 5.0  # one generated header, read and inspected (the shared test machine is slow)
 SHAPE_TIME_LIMIT_S = 20.0
@@ -250,3 +252,48 @@ def test_a_lower_memory_budget_is_kept(tmp_path: Path) -> None:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 8 * MIB + 4 * MIB, f"{peak:,} bytes"
+
+
+# ------------------------------------------------------------------ split files
+
+shard_numbers = st.integers(0, 4) | st.just(2**16 - 1)
+NAMES_IN_SHARDS = ["a", "b", "c", "d", "blk.0.attn_q.weight"]
+
+
+@st.composite
+def splits(draw: st.DrawFn) -> list[bytes]:
+    """Shards as llama-gguf-split writes them, each field now and then wrong."""
+    n = draw(st.integers(1, 4))
+    names = draw(st.permutations(NAMES_IN_SHARDS))
+    cuts = sorted(draw(st.lists(st.integers(0, len(names)), min_size=n - 1, max_size=n - 1)))
+    parts = [names[a:b] for a, b in zip([0, *cuts], [*cuts, len(names)], strict=True)]
+    out = []
+    for i, part in enumerate(parts):
+        tensors = draw(
+            mostly(st.just(part), st.lists(st.sampled_from(NAMES_IN_SHARDS), max_size=3, unique=True))
+        )
+        no = draw(mostly(st.just(i), shard_numbers))
+        count = draw(mostly(st.just(n), shard_numbers))
+        total = draw(mostly(st.just(len(names)), shard_numbers))
+        arch = draw(mostly(st.just("llama" if i == 0 else None), st.sampled_from(["llama", "qwen2", None])))
+        out.append(shard(no, count, tensors, total, arch))
+    return out
+
+
+@given(shards=splits())
+@settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_any_set_of_shards_is_one_split_or_a_one_line_error(folder: Path, shards: list[bytes]) -> None:
+    split = folder / f"split-{len(shards)}"
+    split.mkdir(exist_ok=True)
+    first = write_split(split, shards)
+    try:
+        model = read_local(first)
+    except MoeplanError as e:
+        assert str(e).strip() and "\n" not in str(e), repr(str(e))
+        return
+    names = [t.name for t in model.tensors]
+    assert len(names) == len(set(names))  # what is accepted is one consistent split
+    if len(shards) > 1:
+        assert [s.metadata["split.no"] for s in model.shards] == list(range(len(shards)))
+        assert {s.metadata["split.count"] for s in model.shards} == {len(shards)}
+        assert model.metadata["split.tensors.count"] == len(names)
