@@ -283,7 +283,8 @@ class _Cursor:
         if n > MAX_STRING:
             raise BadGGUF(f"{self.name}: string of {n} bytes in the header exceeds the limit")
         self._check_end(self.pos + n)
-        self.meter.spend(self.name, what, memory=n + 64)
+        # Two bytes a byte: invalid UTF-8 decodes to U+FFFD, a 2-byte character in the string.
+        self.meter.spend(self.name, what, memory=2 * n + 64)
         return self.take(n).decode("utf-8", errors="replace")
 
 
