@@ -534,7 +534,7 @@ def gguf_groups(listing: RepoListing) -> list[GGUFGroup]:
         if not base.lower().endswith(".gguf") or base.lower().startswith("mmproj"):
             continue
         m = _SPLIT.match(f.path)
-        key = f"{m.group('stem')}-of-{m.group('n')}" if m else f.path  # one split: one stem, one count
+        key = m.group("stem") if m else f.path
         groups.setdefault(key, []).append(f)
         counts[key] = int(m.group("n")) if m else 1
     return sorted(
