@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint validate instrument browser bench clean
+.PHONY: run test lint validate instrument browser bench clean fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,9 @@ bench: $(STAMP) instrument
 	$(BIN)/python -m benchmarks.plan_speed
 	$(BIN)/python -m benchmarks.calibrate
 	$(BIN)/python -m validation.speed
+
+# Longer fuzzing of the GGUF header reader and `inspect` (the suite runs 60 examples of each), with the
+# full-size worst shapes of issue 17 (a 256 MB header among them) and their figures.
+fuzz: $(STAMP)
+	MOEPLAN_FUZZ_EXAMPLES=5000 MOEPLAN_FUZZ_FULL=1 $(BIN)/pytest -q tests/test_gguf_fuzz.py
+	$(BIN)/python -m tests.gguf_shapes --full

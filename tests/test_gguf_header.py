@@ -14,15 +14,16 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType as V
 
-from moeplan.errors import BadGGUF
+from moeplan.errors import BadGGUF, MoeplanError
 from moeplan.sources.gguf_header import (
     KEEP_ARRAY_ITEMS,
     MAX_HEADER_BYTES,
-    MAX_KV,
+    MAX_ITEMS,
     MAX_STRING,
-    MAX_TENSORS,
+    TENSOR_ITEMS,
     ByteSource,
     GGUFHeader,
+    HeaderBudget,
     LocalFile,
     read_header,
     read_local,
@@ -150,7 +151,7 @@ def model_path(tmp_path: Path) -> Path:
 
 
 def read_path(p: Path, limit: int = MAX_HEADER_BYTES) -> GGUFHeader:
-    return read_header(LocalFile(p), p.name, limit)
+    return read_header(LocalFile(p), p.name, HeaderBudget(header_bytes=limit))
 
 
 # ---------------------------------------------------------------- happy path
@@ -344,7 +345,7 @@ def test_split_model_with_a_missing_shard(split_dir: Path) -> None:
         read_local(split_dir / SPLIT_NAMES[0])
     msg = one_line(e.value)
     assert SPLIT_NAMES[1] in msg
-    assert "missing shard" in msg
+    assert "missing 1 of its 3 shards" in msg
 
 
 def test_split_count_disagreeing_with_the_shards(tmp_path: Path) -> None:
@@ -388,7 +389,7 @@ def fast_and_small() -> Iterator[None]:
 
 def expect_bad(src: ByteSource, match: str, limit: int = MAX_HEADER_BYTES) -> str:
     with fast_and_small(), pytest.raises(BadGGUF, match=match) as e:
-        read_header(src, "evil.gguf", limit)
+        read_header(src, "evil.gguf", HeaderBudget(header_bytes=limit))
     msg = one_line(e.value)
     assert msg.startswith("evil.gguf: ")
     return msg
@@ -457,10 +458,18 @@ HOSTILE: list[tuple[str, bytes, str]] = [
     ("empty-magic", b"\0" * 64, "bad magic"),
     ("version-1", preamble(version=1) + b"\0" * 64, "unsupported GGUF version 1 "),
     ("version-99", preamble(version=99) + b"\0" * 64, "unsupported GGUF version 99 "),
-    ("too-many-tensors", preamble(n_tensors=MAX_TENSORS + 1), f"claims {MAX_TENSORS + 1} tensors"),
-    ("too-many-tensors-2^63", preamble(n_tensors=2**63), "tensors \\(limit"),
-    ("too-many-kv", preamble(n_kv=MAX_KV + 1), f"claims {MAX_KV + 1} metadata keys"),
-    ("too-many-kv-2^64-1", preamble(n_kv=2**64 - 1), "metadata keys \\(limit"),
+    (
+        "too-many-tensors",
+        preamble(n_tensors=MAX_ITEMS // TENSOR_ITEMS + 1),
+        f"a table of {MAX_ITEMS // TENSOR_ITEMS + 1:,} tensors takes the header past .*MOEPLAN_GGUF_ITEMS",
+    ),
+    ("too-many-tensors-2^63", preamble(n_tensors=2**63), "tensors takes the header past its budget of"),
+    (
+        "too-many-kv",
+        preamble(n_kv=MAX_ITEMS + 1),
+        f"{MAX_ITEMS + 1:,} metadata keys takes .*MOEPLAN_GGUF_ITEMS",
+    ),
+    ("too-many-kv-2^64-1", preamble(n_kv=2**64 - 1), "metadata keys takes the header past"),
     ("huge-key", preamble(n_kv=1) + gstr("k", length=2**62), "string of 4611686018427387904 bytes"),
     (
         "huge-string-value",
@@ -470,7 +479,7 @@ HOSTILE: list[tuple[str, bytes, str]] = [
     (
         "huge-tensor-name",
         preamble(n_tensors=1) + gstr("t", length=2**64 - 1),
-        "exceeds the limit",
+        "a tensor name of 18446744073709551615 bytes is too long \\(llama.cpp allows 63\\)",
     ),
     ("array-2^60", preamble(n_kv=1) + kv_array("a", V.UINT8, 2**60), "array 'a' claims 1152921504606846976"),
     ("string-array-2^60", preamble(n_kv=1) + kv_array("a", V.STRING, 2**60), "array 'a' claims"),
@@ -503,12 +512,12 @@ HOSTILE: list[tuple[str, bytes, str]] = [
     (
         "offset-past-eof",
         gguf_bytes(tensors=[tensor_info("t", (8,), T.F32, offset=2**63)], data=64),
-        "'t' lies beyond the end",
+        "tensor 't' is at offset 9223372036854775808 of the data section, not 0",
     ),
     (
         "huge-shape",
         gguf_bytes(tensors=[tensor_info("t", (2**63, 2**63, 2**63, 2**63), T.F32)], data=64),
-        "'t' lies beyond the end",
+        "'t' has shape .* more elements than int64 can count",
     ),
     (
         "row-not-multiple-of-block",
@@ -525,12 +534,12 @@ HOSTILE: list[tuple[str, bytes, str]] = [
     (
         "alignment-float",
         gguf_bytes([gstr("general.alignment") + u32(V.FLOAT32) + struct.pack("<f", 32.0)]),
-        "power of two, got 32.0",
+        "general.alignment must be of type UINT32, not FLOAT32",
     ),
     (
         "alignment-string",
         gguf_bytes([gstr("general.alignment") + u32(V.STRING) + gstr("32")]),
-        "power of two, got '32'",
+        "general.alignment must be of type UINT32, not STRING",
     ),
     # lengths that pass their own check but overrun the file
     ("string-past-eof", preamble(n_kv=1) + gstr("k", length=1000), "truncated"),
@@ -540,10 +549,79 @@ HOSTILE: list[tuple[str, bytes, str]] = [
         preamble(n_kv=1) + kv_array("a", V.STRING, 3, gstr("x", length=2**62)),
         "truncated",
     ),
-    ("kv-count-past-eof", preamble(n_kv=MAX_KV), "truncated"),
-    ("tensor-count-past-eof", preamble(n_tensors=MAX_TENSORS), "truncated"),
+    ("kv-count-past-eof", preamble(n_kv=100_000), "truncated"),
+    ("tensor-count-past-eof", preamble(n_tensors=MAX_ITEMS // TENSOR_ITEMS), "truncated"),
     ("short-preamble", b"GGUF" + u32(3) + u64(0), "truncated"),
     ("empty-file", b"", "truncated"),
+    # the consistency checks of gguf.cpp's gguf_init_from_file_impl (issue 17)
+    (
+        "duplicate-tensor-name",
+        gguf_bytes(tensors=[tensor_info("a", (8,), T.F32), tensor_info("a", (8,), T.F32, 32)], data=64),
+        "tensor 'a' appears twice in the tensor table",
+    ),
+    (
+        "overlapping-offsets",
+        gguf_bytes(tensors=[tensor_info("a", (16,), T.F32), tensor_info("b", (8,), T.F32, 32)], data=96),
+        "tensor 'b' is at offset 32 of the data section, not 64 where the tensor before it ends",
+    ),
+    (
+        "unaligned-offset",
+        gguf_bytes(tensors=[tensor_info("a", (8,), T.F32), tensor_info("b", (8,), T.F32, 40)], data=96),
+        "tensor 'b' is at offset 40 .*, not 32 .*padded to 32 bytes",
+    ),
+    (
+        "gap-between-tensors",
+        gguf_bytes(tensors=[tensor_info("a", (8,), T.F32), tensor_info("b", (8,), T.F32, 64)], data=96),
+        "tensor 'b' is at offset 64 .*, not 32",
+    ),
+    (
+        "first-tensor-not-at-0",
+        gguf_bytes(tensors=[tensor_info("a", (8,), T.F32, 32)], data=64),
+        "tensor 'a' is at offset 32 .*, not 0",
+    ),
+    (
+        "alignment-bool",
+        gguf_bytes([gstr("general.alignment") + u32(V.BOOL) + b"\x01"]),
+        "general.alignment must be of type UINT32, not BOOL",
+    ),
+    (
+        "alignment-uint64",
+        gguf_bytes([gstr("general.alignment") + u32(V.UINT64) + u64(32)]),
+        "general.alignment must be of type UINT32, not UINT64",
+    ),
+    ("duplicate-key", gguf_bytes([kv_u32("k", 1), kv_u32("k", 2)]), "metadata key 'k' appears twice"),
+    ("empty-key", gguf_bytes([kv_u32("", 1)]), "a metadata key is empty"),
+    # found by the fuzz test: names from the file are shown escaped, the error stays one line
+    (
+        "key-with-a-newline",
+        preamble(n_kv=1) + gstr("llama.block_count\n\x00general") + u32(25970),
+        "key 'llama.block_count\\\\n\\\\x00general' has unknown value type 25970",
+    ),
+    (
+        "tensor-name-with-an-escape",
+        gguf_bytes(tensors=[tensor_info("w\x1b[2J", (8,), T.F32)] * 2, data=64),
+        "tensor 'w\\\\x1b\\[2J' appears twice",
+    ),
+    (
+        "long-key-cut",
+        preamble(n_kv=1) + gstr("k" * 500) + u32(99),
+        "key 'k{80}…' has unknown value type 99",
+    ),
+    (
+        "tensor-name-of-64-bytes",
+        gguf_bytes(tensors=[tensor_info("t" * 64, (8,), T.F32)], data=32),
+        "a tensor name of 64 bytes is too long \\(llama.cpp allows 63\\)",
+    ),
+    (
+        "dimension-2^63",
+        gguf_bytes(tensors=[tensor_info("t", (2**63,), T.F32)], data=32),
+        "'t' has shape \\(9223372036854775808,\\), more elements than int64 can count",
+    ),
+    (
+        "elements-past-int64",
+        gguf_bytes(tensors=[tensor_info("t", (2**32, 2**31), T.F32)], data=32),
+        "more elements than int64 can count",
+    ),
 ]
 
 
@@ -567,16 +645,14 @@ def test_hostile_header_claiming_a_huge_file(raw: bytes, match: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "match"),
     [
-        (preamble(n_kv=1) + gstr("k", length=MAX_STRING), "truncated"),
-        (preamble(n_kv=1) + kv_array("a", V.UINT64, MAX_HEADER_BYTES // 16), "truncated"),
+        (preamble(n_kv=1) + gstr("k", length=MAX_STRING), "needs more than the 64 MiB a header may hold"),
         (preamble(n_kv=1) + kv_array("a", V.UINT64, MAX_HEADER_BYTES), "larger than"),
         (preamble(n_kv=1) + kv_array("a", V.STRING, MAX_HEADER_BYTES + 1), "claims"),
         (preamble(n_kv=1) + kv_array("a", V.STRING, 10**6, gstr("x", length=2**62)), "truncated"),
-        (preamble(n_tensors=MAX_TENSORS, n_kv=MAX_KV), "truncated"),
+        (preamble(n_tensors=MAX_ITEMS // TENSOR_ITEMS // 2, n_kv=100_000), "truncated"),
     ],
     ids=[
         "string-of-max-string-bytes",
-        "array-within-limit",
         "array-past-limit",
         "string-array-past-limit",
         "string-item-2^62",
@@ -622,7 +698,65 @@ def test_header_larger_than_the_limit(model_path: Path) -> None:
     # below the vocabulary's item count, the array itself is rejected up front
     expect_bad(LocalFile(model_path), f"'tokenizer.ggml.tokens' claims {N_VOCAB} items", limit=4096)
     # a limit that the header fits in is fine
-    assert read_header(LocalFile(model_path), "tiny.gguf", limit=h.header_bytes_read) == read_path(model_path)
+    assert read_path(model_path, limit=h.header_bytes_read) == read_path(model_path)
+
+
+def test_duplicate_names_at_one_offset_are_not_counted_twice(tmp_path: Path) -> None:
+    """Issue 17: ten entries of one 4,096-byte tensor, all at offset 0, were read as 40,960 tensor
+    bytes in a file of 8,576 bytes; gguf.cpp refuses the repeated name."""
+    raw = gguf_bytes(tensors=[tensor_info("w", (1024,), T.F32)] * 10, data=4096)
+    expect_bad(on_disk(tmp_path, raw), "tensor 'w' appears twice")
+
+
+def test_alignment_true_is_not_read_as_1(tmp_path: Path) -> None:
+    """Issue 17: a BOOL `general.alignment = true` passed as the integer 1 (a bool is an int in
+    Python); gguf.cpp requires the key's type to be UINT32."""
+    raw = gguf_bytes([gstr("general.alignment") + u32(V.BOOL) + b"\x01"], [tensor_info("a", (8,), T.F32)], 32)
+    expect_bad(on_disk(tmp_path, raw), "general.alignment must be of type UINT32, not BOOL")
+
+
+def test_skipped_numeric_array_is_not_read(tmp_path: Path) -> None:
+    """A long numeric array nothing keeps is stepped over: its bytes are never requested."""
+    n = 8 * 2**20  # 64 MB of UINT64
+    raw = preamble(n_kv=2) + kv_array("a", V.UINT64, n) + b"\0" * (8 * n) + kv_u32("general.alignment", 32)
+    src = CountingSource(MemorySource(raw))
+    h = read_header(src, "big-array.gguf")
+    assert h.skipped_arrays == {"a": n} and h.metadata["general.alignment"] == 32
+    assert src.bytes_requested < 3 * 2**20
+
+
+def test_kept_arrays_are_compact(tmp_path: Path) -> None:
+    """Issue 17: 4,096-item INT8 arrays were kept as Python lists (43 times their bytes); they are
+    held as numpy arrays now, a list made only for a key that is read."""
+    from tests.gguf_shapes import int8_arrays
+
+    p = tmp_path / "int8.gguf"
+    int8_arrays(p, 4 * 2**20)
+    size = p.stat().st_size
+    tracemalloc.start()
+    h = read_path(p)
+    held, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(h.metadata) > 900
+    assert held < 1.2 * size, f"{held:,} bytes held for a {size:,}-byte header"
+    assert peak < held + 3 * 2**20  # and the reader's 1 MiB chunks
+    first = h.metadata["k.000000"]
+    assert isinstance(first, list) and len(first) == 4096 and first[:3] == [0, 37, 74] and first[7] == 3
+
+
+def test_budget_is_set_by_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.gguf_shapes import empty_strings
+
+    p = tmp_path / "vocab.gguf"
+    empty_strings(p, 300_000)
+    assert read_path(p).skipped_arrays == {"tokenizer.ggml.tokens": 300_000}
+    monkeypatch.setenv("MOEPLAN_GGUF_ITEMS", "100000")
+    with pytest.raises(BadGGUF, match=r"past its budget of 100,000 items .*set MOEPLAN_GGUF_ITEMS higher"):
+        read_header(LocalFile(p), p.name)
+    for bad in ("", "0", "-5", "1e6", "\u0663"):  # U+0663: an Arabic-Indic digit, which int() accepts
+        monkeypatch.setenv("MOEPLAN_GGUF_MEMORY_MB", bad)
+        with pytest.raises(MoeplanError, match="MOEPLAN_GGUF_MEMORY_MB must be a positive whole number"):
+            read_header(LocalFile(p), p.name)
 
 
 def test_nonexistent_path(tmp_path: Path) -> None:
@@ -632,4 +766,110 @@ def test_nonexistent_path(tmp_path: Path) -> None:
     one_line(e.value)
     with pytest.raises(BadGGUF, match=r"cannot read .*nope\.gguf") as e:
         LocalFile(missing)
+    one_line(e.value)
+
+
+# ---------------------------------------------------------------- split consistency (issue 17)
+
+
+def kv_u16(key: str, value: int) -> bytes:
+    return gstr(key) + u32(V.UINT16) + struct.pack("<H", value)
+
+
+def shard(no: int, count: int, tensors: Sequence[str], total: int, arch: str | None = "llama") -> bytes:
+    """One shard as llama-gguf-split writes it: split.no, split.count, split.tensors.count."""
+    kvs = [kv_u16("split.no", no), kv_u16("split.count", count)]
+    kvs.append(gstr("split.tensors.count") + u32(V.INT32) + struct.pack("<i", total))
+    if arch is not None:
+        kvs.append(gstr("general.architecture") + u32(V.STRING) + gstr(arch))
+    infos = [tensor_info(name, (8,), T.F32, 32 * i) for i, name in enumerate(tensors)]
+    return gguf_bytes(kvs, infos, data=32 * len(tensors))
+
+
+def write_split(folder: Path, shards: Sequence[bytes]) -> Path:
+    for i, raw in enumerate(shards):
+        (folder / f"s-{i + 1:05d}-of-{len(shards):05d}.gguf").write_bytes(raw)
+    return folder / f"s-00001-of-{len(shards):05d}.gguf"
+
+
+def test_hand_built_split_reads(tmp_path: Path) -> None:
+    m = read_local(write_split(tmp_path, [shard(0, 2, ["a"], 2), shard(1, 2, ["b"], 2, arch=None)]))
+    assert [t.name for t in m.tensors] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("second", "match"),
+    [
+        (shard(1, 3, ["b"], 3), r"s-00002-of-00002\.gguf: split\.no 1 and split\.count 3, expected 1 and 2"),
+        (shard(0, 2, ["b"], 2), r"split\.no 0 and split\.count 2, expected 1 and 2 \(shards of different"),
+        (shard(1, 2, ["b"], 2, arch="qwen2"), "architecture 'qwen2' differs from the first shard's 'llama'"),
+        (shard(1, 2, ["a"], 2), r"s-00002-of-00002\.gguf: tensor 'a' is also in .*s-00001-of-00002\.gguf"),
+        (shard(1, 2, ["b", "c"], 3), r"split\.tensors\.count is 2, the shards hold 3"),
+    ],
+    ids=["other-split", "renamed-first-shard", "other-architecture", "tensor-twice", "tensor-count"],
+)
+def test_shards_of_one_split_only(tmp_path: Path, second: bytes, match: str) -> None:
+    """Issue 17: only the first shard's split.count was checked; llama_model_loader checks every
+    shard's split.no, the tensor count and repeated tensors, and a planner needs one architecture."""
+    first = write_split(tmp_path, [shard(0, 2, ["a"], 2), second])
+    with pytest.raises(BadGGUF, match=match) as e:
+        read_local(first)
+    one_line(e.value)
+
+
+def test_split_count_must_be_an_integer(tmp_path: Path) -> None:
+    p = tmp_path / "flag.gguf"
+    p.write_bytes(gguf_bytes([gstr("split.count") + u32(V.BOOL) + b"\x01"]))
+    with pytest.raises(BadGGUF, match=r"split\.count must be an integer, got True") as e:
+        read_local(p)
+    one_line(e.value)
+
+
+@pytest.mark.parametrize("name", ["m-00001-of-00000.gguf", "m-00000-of-00002.gguf", "m-00004-of-00003.gguf"])
+def test_split_name_out_of_range(tmp_path: Path, name: str) -> None:
+    """Issue 17: `-of-00000` raised IndexError; shard numbers run 1 to N of N (llama_split_path)."""
+    (tmp_path / name).write_bytes(gguf_bytes())
+    with pytest.raises(BadGGUF, match="must number its shard 1 to N of N") as e:
+        read_local(tmp_path / name)
+    one_line(e.value)
+
+
+def test_missing_shards_error_is_short(tmp_path: Path) -> None:
+    """Issue 17: a split named `-of-99999` printed a 2.3 MB error naming every missing shard."""
+    first = tmp_path / "m-00001-of-99999.gguf"
+    first.write_bytes(gguf_bytes())
+    with pytest.raises(BadGGUF) as e:
+        read_local(first)
+    msg = one_line(e.value)
+    assert "missing 99,998 of its 99,999 shards (m-00002-of-99999.gguf, " in msg
+    assert msg.endswith("m-00004-of-99999.gguf and 99,995 more)") and len(msg) < 300
+
+
+def test_directory_as_a_model_or_a_shard(tmp_path: Path) -> None:
+    """Issue 17: a directory passed `stat` and failed at `open` with a traceback."""
+    (tmp_path / "d.gguf").mkdir()
+    with pytest.raises(BadGGUF, match=r"d\.gguf is a directory, not a GGUF file") as e:
+        read_local(tmp_path / "d.gguf")
+    one_line(e.value)
+    first = write_split(tmp_path, [shard(0, 2, ["a"], 2), shard(1, 2, ["b"], 2)])
+    second = tmp_path / "s-00002-of-00002.gguf"
+    second.unlink()
+    second.mkdir()
+    with pytest.raises(BadGGUF, match=r"s-00002-of-00002\.gguf is a directory") as e:
+        read_local(first)
+    one_line(e.value)
+
+
+def test_unreadable_file(model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`open` failing after `stat` succeeded (permissions; the tests run as root, so it is faked)."""
+    real_open = Path.open
+
+    def deny(self: Path, *args: object, **kwargs: object) -> object:
+        if self == model_path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", deny)
+    with pytest.raises(BadGGUF, match=r"cannot read .*tiny\.gguf: Permission denied") as e:
+        read_local(model_path)
     one_line(e.value)

@@ -2,8 +2,11 @@
 serving real GGUF files (one split in 3 shards) and real safetensors files written here."""
 
 import json
+import os
 import struct
-from collections.abc import Iterator
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gguf
@@ -19,7 +22,9 @@ from moeplan.sources import hub
 from moeplan.sources.gguf_header import read_local
 from moeplan.sources.gguf_weights import weights_from_gguf
 from moeplan.sources.reference import resolve_model
+from tests.gguf_shapes import int8_arrays
 from tests.hub_server import TOKEN, HubServer
+from tests.test_gguf_header import gguf_bytes, tensor_info
 
 Q = gguf.GGMLQuantizationType
 N_EMBD, N_HEAD, N_KV, HEAD_DIM, N_FF_EXP, N_EXPERT, N_USED, N_LAYER, N_VOCAB = (
@@ -231,6 +236,7 @@ def hub_env(server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     server.reset_counts()
+    hub.forget_failures()  # remembered per process: each test starts from a clean slate
     return server
 
 
@@ -348,7 +354,7 @@ def test_errors_people_can_act_on(hub_env: HubServer, monkeypatch: pytest.Monkey
 
 
 def test_header_limit(hub_env: HubServer) -> None:
-    with pytest.raises(HubError, match="larger than the 4,096-byte limit"):
+    with pytest.raises(MoeplanError, match="larger than the 4,096-byte limit"):
         hub.read_gguf(hub.HubRef("test-org/Tiny-MoE-GGUF", None, "Q4_K_M"), limit=4096)
     with pytest.raises(HubError, match="exceeds the 1,000-byte limit"):
         hub.read_safetensors(hub.HubRef("test-org/Tiny-Llama-BF16"), limit=1000)
@@ -409,3 +415,89 @@ def test_web_plan_box_takes_hub_references_and_nothing_else(hub_env: HubServer) 
         bad = client.get("/api/plan", params={"model": ref, "rig": "RTX 4090"})
         assert bad.status_code == 400 and bad.json()["error"] == "HubError"
     assert len(hub_env.requests) == fetched  # not one request for the refused references
+
+
+# ---------------------------------------------------------------- hostile files on the Hub (issue 17)
+
+
+def _evil(hub_env: HubServer, tmp_path: Path, repo: str, write: Callable[[Path], None]) -> str:
+    path = tmp_path / f"{repo.split('/')[1]}-Q4_K_M.gguf"
+    write(path)
+    hub_env.add(repo, {path.name: path})
+    return f"hf://{repo}:Q4_K_M"
+
+
+def test_hostile_hub_file_costs_its_budget_once(hub_env: HubServer, tmp_path: Path) -> None:
+    """Issue 17: a 16 MB header of 4,096-item INT8 arrays cost 8.9 s and +640 MB per
+    `/api/plan?model=hf://...` request, re-parsed every time. Now it is held in its bytes, the
+    failure (no architecture) is remembered, and the next request costs nothing."""
+    ref = _evil(hub_env, tmp_path, "evil/Int8-GGUF", lambda p: int8_arrays(p, 16 * MB))
+    api.inspect_file("hf://test-org/Tiny-MoE-GGUF:Q4_K_M")  # the Hub client's imports, not traced
+    tracemalloc.start()
+    t0 = time.monotonic()
+    assert "no general.architecture" in _error(ref)
+    elapsed = time.monotonic() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 24 * MB, f"{peak:,} bytes"
+    assert elapsed < 8, f"{elapsed:.1f}s"
+    hub_env.reset_counts()
+    t0 = time.monotonic()
+    assert "no general.architecture" in _error(ref)
+    assert time.monotonic() - t0 < 0.5 and not hub_env.requests  # not even the listing
+
+
+def test_failures_are_remembered_for_the_ttl(
+    hub_env: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = gguf_bytes(tensors=[tensor_info("w", (1024,), Q.F32)] * 10, data=4096)
+    ref = _evil(hub_env, tmp_path, "evil/Dup-GGUF", lambda p: p.write_bytes(raw))
+    assert "tensor 'w' appears twice" in _error(ref)
+    hub_env.reset_counts()
+    assert "tensor 'w' appears twice" in _error(ref) and not hub_env.requests
+    later = time.monotonic() + hub.FAILURE_TTL_S + 1
+    monkeypatch.setattr(hub.time, "monotonic", lambda: later)
+    assert "tensor 'w' appears twice" in _error(ref)
+    assert hub_env.requests and not hub_env.served  # listed again; the header bytes are on disk
+    monkeypatch.setenv("MOEPLAN_HUB_FAILURE_TTL_S", "0")
+    hub.forget_failures()
+    for _ in range(2):
+        hub_env.reset_counts()
+        _error(ref)
+        assert hub_env.requests  # nothing remembered
+
+
+def test_a_new_token_is_not_answered_from_memory(hub_env: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "gated" in _error("hf://test-org/Gated-GGUF:Q4_K_M")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert api.predict_size("hf://test-org/Gated-GGUF:Q4_K_M", "Q4_K_M").quant == "Q4_K_M"
+
+
+def test_header_cache_is_bounded(hub_env: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17: the on-disk header cache never evicted. It keeps MOEPLAN_HEADER_CACHE_MB, least
+    recently used first."""
+    root = hub._cache_root()
+    stale = root / "old--repo" / "c0ffee" / "big.gguf.e.head"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"\0" * (2 * MB))
+    os.utime(stale, (1_000_000, 1_000_000))
+    monkeypatch.setenv("MOEPLAN_HEADER_CACHE_MB", "1")
+    api.inspect_file("hf://test-org/Tiny-MoE-GGUF:Q4_K_M")
+    kept = [p for p in root.rglob("*") if p.is_file()]
+    assert not stale.exists() and [p.name.split(".")[0] for p in kept] == ["Tiny-MoE-Q4_K_M"]
+    assert sum(p.stat().st_size for p in kept) <= MB
+    hub_env.reset_counts()
+    api.inspect_file("hf://test-org/Tiny-MoE-GGUF:Q4_K_M")
+    assert not hub_env.served  # what was kept still serves
+
+
+def test_trim_cache_evicts_least_recently_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i, name in enumerate(["a", "b", "c"]):
+        (tmp_path / name).write_bytes(b"\0" * (MB // 2))
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    monkeypatch.setenv("MOEPLAN_HEADER_CACHE_MB", "1")
+    assert hub.trim_cache(tmp_path) == MB
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "c"]
+    monkeypatch.setenv("MOEPLAN_HEADER_CACHE_MB", "lots")
+    with pytest.raises(MoeplanError, match="MOEPLAN_HEADER_CACHE_MB must be a positive whole number"):
+        hub.trim_cache(tmp_path)

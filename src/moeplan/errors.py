@@ -41,3 +41,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 class HubError(MoeplanError):
     """The Hugging Face Hub could not give what a `hf://` reference names (not found, gated, offline …)."""
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """A name from a file as an error message may show it: control characters (a newline would make
+    the message two lines, an escape sequence would reach the terminal) escaped, long ones cut."""
+    cut = text[:limit]
+    shown = cut if cut.isprintable() else repr(cut)[1:-1]
+    return shown + ("…" if len(text) > limit else "")

@@ -11,12 +11,24 @@ Facts shared by all of them:
 - Vision towers go to a separate mmproj file and are not part of this inventory.
 """
 
+import re
+
 from moeplan.arch.registry import family
 from moeplan.arch.spec import ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role, TensorSpec
+from moeplan.errors import BadGGUF, printable
 from moeplan.memo import PER_MODEL, by_identity
 
-__all__ = ["Inventory", "Role", "TensorSpec", "inventory", "mtp_default", "mtp_supported", "role_of"]
+__all__ = [
+    "Inventory",
+    "Role",
+    "TensorSpec",
+    "block_index",
+    "inventory",
+    "mtp_default",
+    "mtp_supported",
+    "role_of",
+]
 
 
 def mtp_supported(spec: ModelSpec) -> bool:
@@ -59,6 +71,17 @@ _ROLE_BY_SUBSTRING = (
 )
 
 
+_BLOCK = re.compile(r"blk\.([0-9]{1,9})\.")
+
+
+def block_index(name: str) -> int:
+    """The layer of a `blk.N.` tensor (ASCII digits, as llama.cpp's `blk.%d.` names write it)."""
+    m = _BLOCK.match(name)
+    if m is None:
+        raise BadGGUF(f"tensor '{printable(name)}' has no layer number after 'blk.' (expected blk.N.<name>)")
+    return int(m.group(1))
+
+
 def role_of(name: str, n_layer: int, linear_layers: frozenset[int] = frozenset()) -> tuple[Role, int | None]:
     """Role and layer of a tensor found in a GGUF file. `n_layer`: decoder blocks without MTP
     (block_count − nextn_predict_layers); `linear_layers`: linear-attention block indices, whose
@@ -69,7 +92,7 @@ def role_of(name: str, n_layer: int, linear_layers: frozenset[int] = frozenset()
         return Role.OUTPUT, None
     if not name.startswith("blk."):
         return (Role.NORM if "_norm" in name else Role.ATTN), None
-    layer = int(name.split(".")[1])
+    layer = block_index(name)
     if layer >= n_layer:
         return Role.MTP, layer
     for sub, role in _ROLE_BY_SUBSTRING:

@@ -19,31 +19,42 @@ web app's model box).
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import re
+import shutil
 import struct
 import sys
+import tempfile
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from huggingface_hub import constants
 
-from moeplan.errors import HubError
-from moeplan.sources.gguf_header import ByteSource, GGUFModel, read_model
+from moeplan.errors import HubError, MoeplanError
+from moeplan.sources.gguf_header import ByteSource, GGUFModel, HeaderBudget, env_count, read_model
+from moeplan.sources.gguf_weights import arch_of
 
 # The Hub client (huggingface_hub's API, errors and HTTP session, httpx) is imported where a
 # request is made: it costs ~0.3 s of start-up that planning catalog models never needs.
 MAX_HEADER_BYTES = 64 * 1024 * 1024  # per file; real GGUF headers are < 16 MB, safetensors < 10 MB
 FIRST_CHUNK = 64 * 1024  # first range read of a header; later reads double (gguf_header._Cursor)
 TIMEOUT_S = 30.0
+CACHE_MB_ENV = "MOEPLAN_HEADER_CACHE_MB"
+CACHE_MB = 1024  # header bytes kept on disk, all repositories together; least recently used go first
+FAILURE_TTL_ENV = "MOEPLAN_HUB_FAILURE_TTL_S"
+FAILURE_TTL_S = 300  # how long a reference that failed answers with the same error without a fetch
 TOKEN_HINT = "set HF_TOKEN=hf_... or run `huggingface-cli login`"
 
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-_SPLIT = re.compile(r"^(?P<stem>.*)-(?P<i>\d{5})-of-(?P<n>\d{5})\.gguf$", re.IGNORECASE)
+_SPLIT = re.compile(r"^(?P<stem>.*)-(?P<i>[0-9]{5})-of-(?P<n>[0-9]{5})\.gguf$", re.IGNORECASE)
 # llama.cpp file-type labels as uploaders write them in file names (unsloth's UD- prefix kept).
 _QUANT = re.compile(
     r"(?<![A-Z0-9])((?:UD-)?(?:I?Q\d_[A-Z0-9]+(?:_[A-Z0-9]+)*|Q\d_K|TQ\d_0|MXFP4(?:_MOE)?|BF16|F16|F32))"
@@ -258,8 +269,12 @@ def _safe(part: str) -> str:
 
 
 class RangeFile:
-    """A `ByteSource` over one Hub file: HTTP Range reads of its resolve URL, bounded by `limit`,
-    with the prefix read so far kept on disk (headers are read front to back)."""
+    """A `ByteSource` over one Hub file: HTTP Range reads of its resolve URL, bounded by `limit`.
+
+    The prefix read so far lives on disk, not in memory (headers are read front to back, so a
+    prefix is all there is to keep): in the header cache when it can be written — a copy extended
+    by appends and moved into place, so another process reading the same file sees a shorter
+    prefix at worst, never a torn one — else in a temporary file. Use it as a context manager."""
 
     first_chunk = FIRST_CHUNK
 
@@ -279,9 +294,20 @@ class RangeFile:
             _safe(repo.replace("/", "--")), _safe(commit), *key[:-1], f"{key[-1]}.{_safe(f.etag)[:64]}.head"
         )
         try:
-            self.prefix = self.cache.read_bytes()
+            self.stored = self.cache.stat().st_size
+            os.utime(self.cache)  # recently used: the cache evicts the least recently used first
         except OSError:
-            self.prefix = b""
+            self.stored = 0
+        self._copy: IO[bytes] | None = None  # this reader's own copy, once it has fetched anything
+        self._tmp: Path | None = None  # the copy's path until it replaces the cache entry
+
+    def __enter__(self) -> "RangeFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._copy is not None:
+            self._copy.close()
+            self._copy = None
 
     @property
     def size(self) -> int:
@@ -294,12 +320,50 @@ class RangeFile:
                 f"{self.repo}/{self.file.path}: header larger than the {self.limit:,}-byte limit "
                 "(not a model file, or a damaged one)"
             )
-        if end > len(self.prefix):
-            self.prefix += self._fetch(len(self.prefix), end)
-            self._save()
-        return self.prefix[offset:end]
+        if end > self.stored:
+            self._extend(end)
+        if self._copy is not None:
+            self._copy.seek(offset)
+            return self._copy.read(end - offset)
+        try:
+            with self.cache.open("rb") as fh:
+                fh.seek(offset)
+                return fh.read(end - offset)
+        except OSError as e:
+            raise HubError(f"cannot read the header cache {self.cache}: {e.strerror}") from None
 
-    def _fetch(self, start: int, end: int) -> bytes:
+    def _open_copy(self) -> IO[bytes]:
+        """A writable copy of the stored prefix: beside the cache entry, else a temporary file."""
+        tmp = self.cache.with_name(f"{self.cache.name}.{os.getpid()}-{id(self)}.part")
+        try:
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            copy: IO[bytes] = tmp.open("w+b")
+            self._tmp = tmp
+        except OSError:  # a read-only cache only costs the next call its reads
+            copy = tempfile.TemporaryFile()  # noqa: SIM115 (open until __exit__, like the one above)
+        if self.stored:
+            try:
+                with self.cache.open("rb") as fh:
+                    shutil.copyfileobj(fh, copy)
+            except OSError:
+                copy.truncate(0)
+            self.stored = copy.tell()
+        return copy
+
+    def _extend(self, end: int) -> None:
+        if self._copy is None:
+            self._copy = self._open_copy()
+        self._copy.seek(self.stored)
+        self._fetch_into(self._copy, self.stored, end)
+        self._copy.flush()
+        self.stored = end
+        if self._tmp is not None:
+            # the first time, the copy becomes the cache entry; later appends extend it in place
+            with contextlib.suppress(OSError):
+                self._tmp.replace(self.cache)
+            self._tmp = None
+
+    def _fetch_into(self, out: IO[bytes], start: int, end: int) -> None:
         from huggingface_hub import get_session, hf_hub_url, hf_raise_for_status
         from huggingface_hub.utils._headers import build_hf_headers
 
@@ -307,7 +371,7 @@ class RangeFile:
         headers = build_hf_headers()
         headers["Range"] = f"bytes={start}-{end - 1}"
         headers["Accept-Encoding"] = "identity"
-        out = bytearray()
+        got = 0
         with (
             hub_errors(f"{self.repo}/{self.file.path}"),
             # The endpoint may redirect to its CDN (LFS files); the host is the endpoint's choice,
@@ -320,25 +384,39 @@ class RangeFile:
             if r.status_code != 206 and start != 0:
                 raise HubError(f"{endpoint()} ignored the Range request for {self.file.path}")
             for chunk in r.iter_bytes():
-                out += chunk
-                if len(out) >= end - start:
+                part = chunk[: end - start - got]
+                out.write(part)
+                got += len(part)
+                if got >= end - start:
                     break
-        if len(out) < end - start:
-            raise HubError(f"{self.repo}/{self.file.path}: the Hub sent {len(out)} of {end - start} bytes")
-        self.stats.bytes += end - start
+        if got < end - start:
+            raise HubError(f"{self.repo}/{self.file.path}: the Hub sent {got} of {end - start} bytes")
+        self.stats.bytes += got
         self.stats.requests += 1
         if self.on_bytes:
-            self.on_bytes(end - start)
-        return bytes(out[: end - start])
+            self.on_bytes(got)
 
-    def _save(self) -> None:
+
+def trim_cache(root: Path | None = None) -> int:
+    """Delete the least recently used header files until the cache holds at most
+    MOEPLAN_HEADER_CACHE_MB (default 1024); returns the bytes it holds then."""
+    limit = env_count(CACHE_MB_ENV, CACHE_MB * 2**20, 2**20)
+    entries = []
+    for path in (root or _cache_root()).rglob("*"):
         try:
-            self.cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_bytes(self.prefix)
-            tmp.replace(self.cache)
+            st = path.stat()
         except OSError:
-            pass  # a read-only cache only costs the next call its reads
+            continue
+        if path.is_file():
+            entries.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries):
+        if total <= limit:
+            break
+        with contextlib.suppress(OSError):
+            path.unlink()
+            total -= size
+    return total
 
 
 @contextlib.contextmanager
@@ -359,6 +437,63 @@ def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
     ) as bar:
         task = bar.add_task(label, total=None)
         yield lambda n: bar.advance(task, n)
+
+
+# ----------------------------------------------------------------------------- failures
+
+R = TypeVar("R")
+
+
+class _Failures:
+    """References that failed lately, with their error: asked again within
+    MOEPLAN_HUB_FAILURE_TTL_S seconds (default 300; 0 turns it off), they fail the same way at no
+    cost, so a hostile or broken file is not fetched and parsed again for every web request. The
+    key holds what could make the next try succeed: the endpoint, the token, the header budget."""
+
+    MAX_ENTRIES = 1024
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[tuple[object, ...], tuple[float, type[MoeplanError], str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def answer(self, ref: HubRef, limit: int, read: Callable[[], R]) -> R:
+        """`read()`, unless reading `ref` within `limit` failed within the TTL: then that failure."""
+        ttl = env_count(FAILURE_TTL_ENV, FAILURE_TTL_S, minimum=0)
+        key = (endpoint(), str(ref), HeaderBudget.from_env(limit), _token_id())
+        now = time.monotonic()
+        with self._lock:
+            hit = self._seen.get(key)
+            if hit is not None and hit[0] <= now:
+                del self._seen[key]
+                hit = None
+        if hit is not None:
+            raise hit[1](hit[2])
+        try:
+            return read()
+        except MoeplanError as e:
+            if ttl:
+                with self._lock:
+                    self._seen[key] = (now + ttl, type(e), str(e))
+                    self._seen.move_to_end(key)
+                    while len(self._seen) > self.MAX_ENTRIES:
+                        self._seen.popitem(last=False)
+            raise
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+
+def _token_id() -> str:
+    """A fingerprint of the Hub token in use (a new token may open a gated repository)."""
+    from huggingface_hub import get_token
+
+    token = get_token() or ""
+    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else ""
+
+
+_failures = _Failures()
+forget_failures = _failures.clear
 
 
 # ------------------------------------------------------------------------------------- GGUF
@@ -452,15 +587,35 @@ class HubGGUF:
 
 
 def read_gguf(ref: HubRef, limit: int = MAX_HEADER_BYTES) -> HubGGUF:
-    """The headers of every shard of the GGUF that `ref` names, by range reads."""
+    """The headers of every shard of the GGUF that `ref` names, by range reads (a failure is
+    remembered for a while: `_Failures`)."""
+    return _failures.answer(ref, limit, lambda: _read_gguf(ref, limit))
+
+
+def _read_gguf(ref: HubRef, limit: int) -> HubGGUF:
     if not ref.target:
         raise HubError(f"{ref}: name a quant or a file, e.g. {ref}:Q4_K_M (see `moeplan hub ls {ref.repo}`)")
     listing = list_repo(ref.repo, ref.revision)
     group = choose_gguf(listing, ref.target)
     stats = FetchStats()
-    with _progress(f"GGUF headers of {ref.repo} ({len(group.files)} file(s))", len(group.files)) as tick:
-        shards = [(f.path, RangeFile(ref.repo, listing.commit, f, stats, limit, tick)) for f in group.files]
-        model = read_model(shards)
+    budget = HeaderBudget.from_env(limit)
+    with (
+        _progress(f"GGUF headers of {ref.repo} ({len(group.files)} file(s))", len(group.files)) as tick,
+        contextlib.ExitStack() as files,
+    ):
+        shards = [
+            (
+                f.path,
+                files.enter_context(RangeFile(ref.repo, listing.commit, f, stats, budget.header_bytes, tick)),
+            )
+            for f in group.files
+        ]
+        try:
+            model = read_model(shards, budget)
+        finally:
+            if stats.bytes:
+                trim_cache()
+    arch_of(model)  # llama_model_loader requires it and every use needs it: fail here, remembered
     return HubGGUF(listing, group, model, stats)
 
 
@@ -622,7 +777,12 @@ def safetensors_files(listing: RepoListing) -> list[HubFile]:
 
 
 def read_safetensors(ref: HubRef, limit: int = MAX_HEADER_BYTES) -> HubSafetensors:
-    """config.json and every shard's safetensors header of a repository."""
+    """config.json and every shard's safetensors header of a repository (a failure is remembered
+    for a while: `_Failures`)."""
+    return _failures.answer(ref, limit, lambda: _read_safetensors(ref, limit))
+
+
+def _read_safetensors(ref: HubRef, limit: int) -> HubSafetensors:
     listing = list_repo(ref.repo, ref.revision)
     files = safetensors_files(listing)
     if not files:
@@ -638,12 +798,16 @@ def read_safetensors(ref: HubRef, limit: int = MAX_HEADER_BYTES) -> HubSafetenso
         raise HubError(f"{ref.repo}: no config.json beside the safetensors files")
     config = load_json(listing, "config.json")
     stats = FetchStats()
+    headers = []
     with _progress(f"safetensors headers of {ref.repo} ({len(files)} file(s))", len(files)) as tick:
-        headers = tuple(
-            read_safetensors_header(RangeFile(ref.repo, listing.commit, f, stats, limit, tick), f.path, limit)
-            for f in files
-        )
-    return HubSafetensors(listing, config, headers, stats)
+        try:
+            for f in files:
+                with RangeFile(ref.repo, listing.commit, f, stats, limit, tick) as src:
+                    headers.append(read_safetensors_header(src, f.path, limit))
+        finally:
+            if stats.bytes:
+                trim_cache()
+    return HubSafetensors(listing, config, tuple(headers), stats)
 
 
 def is_gguf_ref(ref: HubRef) -> bool:
