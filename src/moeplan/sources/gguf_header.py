@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gguf import GGUFValueType
-
 from moeplan.errors import BadGGUF
+from moeplan.gguf_constants import GGUFValueType
 from moeplan.quant.ggml import GGMLType, TensorType, tensor_bytes
 from moeplan.quant.ik_types import IKType
 
