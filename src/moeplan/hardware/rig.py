@@ -32,7 +32,7 @@ import unicodedata
 from dataclasses import dataclass, field, replace
 
 from moeplan import numbers
-from moeplan.errors import UnknownHardware
+from moeplan.errors import MoeplanError, UnknownHardware
 from moeplan.hardware.catalog import GIB, curated_variants, gpu_link, gpu_named, soc_cpu_cores, unknown_gpu
 from moeplan.hardware.host import (
     DEFAULT_MTS,
@@ -75,6 +75,9 @@ COUNT_SUFFIX = re.compile(r"^(.+?)(?:\s+|(?<=[0-9]))[x×*]\s*([0-9]{1,4})$", re.
 SIZE_SUFFIX = re.compile(
     r"^(.*?\S)[\s-]*([0-9]+(?:\.[0-9]+)?)\s*(gb|gib|g|tb)(?:\s+(?:unified|ram|memory))*$", re.I | re.ASCII
 )
+# Clauses are split at word boundaries only up to this many words: a rig clause is a few words,
+# and the n² readings of a long run of unknown words would cost seconds (web input is 300 chars).
+MAX_SPLIT_WORDS = 12
 # "M3 Ultra 512": a bare trailing number, read as GB for unified-memory chips only.
 BARE_SIZE = re.compile(r"^(.*?\S)\s+([0-9]{2,4})$", re.ASCII)
 # A minus sign before a number that no word joins it to ("+ -64GB"; not "DDR5-6000", "quad-channel").
@@ -282,7 +285,9 @@ def read_gpus(clause: str, loose: bool = True) -> GPUClause:
         if found is not None:
             numbers.GPU_COUNT.check(count)
             return GPUClause(found[0], count, found[1], BOX_PREFIX.sub("", name))
-    raise unknown_gpu(BOX_PREFIX.sub("", readings[0][0]))
+    name = BOX_PREFIX.sub("", readings[0][0])
+    # A guessed split is one of up to n² readings tried: no suggestion search for each of them.
+    raise unknown_gpu(name) if loose else UnknownHardware(f"unknown GPU '{name}'")
 
 
 def _read_one(clause: str, reading: _Reading, loose: bool = True) -> _Reading:
@@ -337,14 +342,39 @@ def _read_words(words: list[str], reading: _Reading) -> _Reading | None:
     return read_from(0, reading)
 
 
+def _unread_part(words: list[str], reading: _Reading) -> MoeplanError | None:
+    """The error of what follows the longest readable start of `words` ("RTX 4090 banana":
+    unknown GPU 'banana', with its suggestion), or None when no start reads."""
+    for end in range(len(words) - 1, 0, -1):
+        try:
+            after = _read_one(" ".join(words[:end]), reading, loose=False)
+        except (UnknownHardware, numbers.BadNumber):
+            continue
+        rest = " ".join(words[end:])
+        try:
+            _read_one(rest, after, loose=False)
+        except (UnknownHardware, numbers.BadNumber) as strict:
+            deeper = _unread_part(words[end:], after) if end < len(words) - 1 else None
+            if deeper is not None:  # "64GB DDR5-6000 turbo": it is 'turbo' that is not understood
+                return deeper
+            try:
+                _read_one(rest, after)  # the same error with a suggestion, unless a loose name reads
+            except (UnknownHardware, numbers.BadNumber) as e:
+                return e
+            return strict
+    return None
+
+
 def read_clause(clause: str, reading: _Reading) -> _Reading:
     try:
         return _read_one(clause, reading)
-    except (UnknownHardware, numbers.BadNumber):
+    except UnknownHardware as whole:  # a BadNumber (a field read, its value out of range) stands
         words = clause.split()
-        split = _read_words(words, reading) if len(words) > 1 else None
-        if split is None:
+        if not 1 < len(words) <= MAX_SPLIT_WORDS:
             raise
+        split = _read_words(words, reading)
+        if split is None:
+            raise (_unread_part(words, reading) or whole) from None
         return split
 
 
