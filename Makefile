@@ -38,9 +38,11 @@ validate: $(STAMP) instrument
 clean:
 	rm -rf $(VENV)
 
-# Planning speed (benchmarks/plan_speed.json) and the speed model's calibration report.
+# Planning speed (benchmarks/plan_speed.json), the CLI's cold start against a bare interpreter
+# (benchmarks/cold_start.json) and the speed model's calibration report.
 bench: $(STAMP) instrument
 	$(BIN)/python -m benchmarks.plan_speed
+	$(BIN)/python -m benchmarks.cold_start
 	$(BIN)/python -m benchmarks.calibrate
 	$(BIN)/python -m validation.speed
 

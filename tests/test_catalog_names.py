@@ -5,6 +5,7 @@ import pytest
 
 from moeplan.api import memory, predict_size
 from moeplan.errors import ModelNotFound
+from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import load_catalog, normalise, resolve
 
 
@@ -45,3 +46,38 @@ def test_an_alias_says_which_entry_serves_it() -> None:
 def test_unknown_names_get_one_line_with_a_suggestion() -> None:
     with pytest.raises(ModelNotFound, match=r"unknown model 'unsloth/Qwen3.5-35B-A3C-GGUF' — did you mean"):
         resolve("unsloth/Qwen3.5-35B-A3C-GGUF")
+
+
+@pytest.mark.parametrize(
+    ("typed", "first", "not_offered"),
+    [
+        ("Qwen3.5-35B", "qwen3.5-35b-a3b", "qwen3.5-9b"),  # a shortened name: the one that holds it
+        ("qwen3.5-35b-a3c", "qwen3.5-35b-a3b", "qwen3.5-9b"),  # a typo: the closest of the family
+        ("gpt-oss", "gpt-oss-20b", "qwen"),
+    ],
+)
+def test_suggestions_come_from_the_same_family(typed: str, first: str, not_offered: str) -> None:
+    with pytest.raises(ModelNotFound) as e:
+        resolve(typed)
+    offered = str(e.value).split("did you mean ")[1].split("?")[0]
+    assert offered.startswith(first) and not_offered not in offered
+
+
+def test_nothing_close_offers_nothing() -> None:
+    with pytest.raises(ModelNotFound) as e:
+        resolve("banana-7b")
+    assert "did you mean" not in str(e.value)
+
+
+@pytest.mark.parametrize("typed", ["Q4_K_M", "q4_k_m", "Q4-K-M", "q4km", " Q4KM "])
+def test_quant_spellings(typed: str) -> None:
+    assert FileType.parse(typed) is FileType.Q4_K_M
+
+
+def test_an_id_reads_its_own_file_and_the_same_entry() -> None:
+    entry = resolve("qwen3.5-9b")
+    assert entry is load_catalog()["qwen3.5-9b"]  # planning caches key on the entry's identity
+    assert resolve("QWEN3.5-9B") is entry
+    for name in ("..", "../../etc/passwd", "/etc/passwd", "qwen3.5-9b.yaml/.."):
+        with pytest.raises(ModelNotFound):
+            resolve(name)

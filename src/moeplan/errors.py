@@ -1,7 +1,9 @@
 """Errors people can act on: each carries a one-line message naming what was wrong and the fix."""
 
 import difflib
+import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 
 class MoeplanError(Exception):
@@ -32,11 +34,51 @@ class UnknownHardware(MoeplanError):
     """A GPU name the catalog does not know, or a rig description moeplan cannot read."""
 
 
+@lru_cache(maxsize=1 << 14)  # the GPU catalog's ~5,000 names are split once, not per suggestion
+def name_tokens(name: str) -> tuple[str, ...]:
+    """'Qwen3.5-35B-A3B' -> ('qwen', '3.5', '35', 'b', 'a', '3', 'b'): the words and numbers a name
+    is made of, so names compare by their parts rather than by letters."""
+    return tuple(re.findall(r"[a-z]+|[0-9]+(?:\.[0-9]+)?", name.lower()))
+
+
+def _holds_in_order(typed: tuple[str, ...], name: tuple[str, ...]) -> bool:
+    rest = iter(name)
+    return all(any(t == n for n in rest) for t in typed)
+
+
+def _same_family(typed: tuple[str, ...], name: tuple[str, ...]) -> bool:
+    """Whether a name belongs to the family the typed one starts with: its first word ('qwen',
+    'rtx'), with the model number after a one- or two-letter prefix ('H100', 'MI300', 'M3'), or for
+    a bare number its first digit and length ('4099' ~ '4090', not '300')."""
+    first = typed[0]
+    if first[0].isdigit():
+        return any(n[0] == first[0] and len(n) == len(first) for n in name if n[0].isdigit())
+    return _holds_in_order(typed[:2] if len(first) <= 2 else typed[:1], name)
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """' — did you mean X?' for the closest choice, or '' when nothing is close."""
+    """' — did you mean X?' (or 'X, Y or Z?'), or '' when nothing is close.
+
+    Names that hold every part typed, in order, come first ('Qwen3.5-35B' -> qwen3.5-35b-a3b: a
+    shortened name); otherwise the closest spelling (difflib) among names of the same family, so a
+    typo never suggests an unrelated part that happens to share letters ('2x3090' is not 'X300')."""
+    typed = name_tokens(word)
+    if not typed:
+        return ""
     by_lower = {c.lower(): c for c in choices}
-    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
-    return f" — did you mean {by_lower[close[0]]}?" if close else ""
+    parts = {c: name_tokens(c) for c in by_lower}
+    covering = [c for c in by_lower if _holds_in_order(typed, parts[c]) and parts[c] != typed]
+    if covering:
+        ranked = sorted(covering, key=lambda c: (-difflib.SequenceMatcher(None, word.lower(), c).ratio(), c))
+        close = ranked[:3]
+    else:
+        family = [c for c in by_lower if _same_family(typed, parts[c])]
+        close = difflib.get_close_matches(word.lower(), family, n=1, cutoff=0.6)
+    if not close:
+        return ""
+    shown = [by_lower[c] for c in close]
+    listed = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+    return f" — did you mean {listed}?"
 
 
 class HubError(MoeplanError):

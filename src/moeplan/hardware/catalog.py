@@ -260,35 +260,38 @@ def _display_names(cat: Catalog) -> Iterable[str]:
             yield " ".join(words[1:])
 
 
-def _by_key(key: str, name: str) -> GPU | None:
+def _by_key(key: str, name: str, loose: bool = True) -> GPU | None:
     if key in curated().exact:
         return curated().exact[key]
     cat = catalog()
     if key in cat.exact:
         return cat.exact[key]
-    found = cat.loose.get(key, ())
+    found = cat.loose.get(key, ()) if loose else ()
     if len(found) > 1:
         names = ", ".join(g.name for g in found[:5])
         raise UnknownHardware(f"'{name}' could be several GPUs ({names}): name one of them")
     return found[0] if found else None
 
 
-def lookup_gpu(name: str) -> GPU:
+def gpu_named(name: str, loose: bool = True) -> GPU | None:
     """The catalog GPU a person means by `name`, any case or spacing, with or without brand
-    ("4090", "rtx4090", "GeForce RTX 4090"); a trailing memory size picks or checks the variant
-    ("RTX 5060 Ti 16GB", "RTX 5080 16GB"). Unified-memory chips come back with their largest
-    configuration; a rig's stated RAM replaces it (see `rig.py`)."""
+    ("4090", "rtx4090", "GeForce RTX 4090"), or None when no entry has that name; a trailing memory
+    size picks or checks the variant ("RTX 5060 Ti 16GB"; "RTX 4090 48GB" raises). Unified-memory
+    chips come back with their largest configuration; a rig's stated RAM replaces it (`rig.py`).
+    Cheap enough to try on every reading of a rig clause: no suggestions are computed.
+    `loose=False` leaves out the short forms of scraped names ("DDR" for "Radeon DDR"), for readings
+    that guess where a clause ends."""
     key = normalise(name)
     if not key:
         raise UnknownHardware("empty GPU name: write e.g. 'RTX 4090' (see `moeplan gpus QUERY`)")
     for k in (key, *sorted(_loose_keys(name) - {key})):  # "NVIDIA GeForce RTX 4090" as "RTX 4090"
-        found = _by_key(k, name)
+        found = _by_key(k, name, loose)
         if found is not None:
             return found
     sized = _memory_suffix(name)
     if sized is not None:
         base_name, size_gb = sized
-        base = _by_key(normalise(base_name), base_name)
+        base = _by_key(normalise(base_name), base_name, loose)
         if base is not None:
             if base.unified_memory or abs(base.memory_bytes / GIB - size_gb) < 0.5:
                 return base
@@ -296,10 +299,23 @@ def lookup_gpu(name: str) -> GPU:
                 f"{base.name} has {base.memory_bytes / GIB:g} GB, not {size_gb:g} GB: "
                 f"drop the size or name the variant (see `moeplan gpus {base_name}`)"
             )
-    raise UnknownHardware(
+    return None
+
+
+def unknown_gpu(name: str) -> UnknownHardware:
+    """The error for a name no GPU has, with the closest name of the same family."""
+    return UnknownHardware(
         f"unknown GPU '{name}'{did_you_mean(name, _display_names(catalog()))} "
         "(see `moeplan gpus QUERY` for the catalog)"
     )
+
+
+def lookup_gpu(name: str) -> GPU:
+    """`gpu_named`, or UnknownHardware with the closest name of the same family."""
+    found = gpu_named(name)
+    if found is None:
+        raise unknown_gpu(name)
+    return found
 
 
 def find_gpus(query: str = "") -> list[GPU]:
@@ -319,6 +335,13 @@ def find_gpus(query: str = "") -> list[GPU]:
             g.name,
         ),
     )
+
+
+def curated_variants(gpu: GPU, typed: str) -> list[str]:
+    """Other curated GPUs `typed` could also have meant ("H100": H100 PCIe 80 GB, H100 NVL 94 GB),
+    so a rig can say which one it picked."""
+    key = normalise(typed)
+    return [g.name for g in curated().gpus if g.name != gpu.name and key in normalise(g.name)]
 
 
 def gpu_link(gpu: GPU) -> tuple[str, float] | None:

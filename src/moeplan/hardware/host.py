@@ -6,7 +6,7 @@ Expert offload makes RAM bandwidth the speed limit of most MoE plans on consumer
 type, speed and channel count are read and not just the size.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from moeplan.hardware.spec import GPU, Host
@@ -63,6 +63,27 @@ DESKTOP = Defaults(64, "DDR5", 2, 16, 4, "a consumer desktop")
 SERVER = Defaults(2048, "DDR5", 16, 112, 5, "a DGX-class 8-GPU server (2 sockets)", mts=4800)
 # DGX A100 user guide: 2x EPYC 7742 (64 cores each), 1 TB DDR4-3200 in 2x8 channels, PCIe 4.0.
 SERVER_AMPERE = Defaults(1024, "DDR4", 16, 128, 4, "a DGX A100-class server (2 sockets)")
+
+
+# The GPUs of the nodes SERVER and SERVER_AMPERE describe (HGX/DGX baseboards hold eight).
+SERVER_GPUS = 8
+
+
+def server_share(defaults: Defaults, gpu_count: int) -> Defaults:
+    """The host fewer than eight datacenter GPUs may count on: that share of the 8-GPU server's
+    RAM, channels and cores (one H100: 256 GB, 2 channels, 14 cores), not the whole DGX. The
+    conservative reading: a 1-GPU cloud instance is sold as about an eighth of such a host, and a
+    plan that needs more RAM than stated should say so rather than assume 2 TB."""
+    if gpu_count >= SERVER_GPUS:
+        return defaults
+    share = gpu_count / SERVER_GPUS
+    return replace(
+        defaults,
+        ram_gb=defaults.ram_gb * share,
+        channels=max(1, round(defaults.channels * share)),
+        cpu_cores=max(1, round(defaults.cpu_cores * share)),
+        why=f"a {gpu_count}-GPU share of {defaults.why} (state it, e.g. '+ 512GB DDR5 8-channel')",
+    )
 
 
 def ram_bandwidth_bytes_s(channels: int, mts: int) -> float:

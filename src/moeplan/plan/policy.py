@@ -46,49 +46,23 @@ from dataclasses import dataclass
 from enum import Enum
 
 from moeplan.errors import MoeplanError
+from moeplan.plan.uses import DEFAULT_CONTEXT as DEFAULT_CONTEXT
+from moeplan.plan.uses import DEFAULT_USE as DEFAULT_USE
+from moeplan.plan.uses import LONG_CONTEXT as LONG_CONTEXT
+from moeplan.plan.uses import TOO_SLOW_TOK_S as TOO_SLOW_TOK_S
+from moeplan.plan.uses import USES as USES
+from moeplan.plan.uses import Use as Use
+from moeplan.plan.uses import use_named as use_named
 from moeplan.quant.recipe import FileType
 
 QUALITY_FLOOR = FileType.Q4_K_M
 # A higher quality must keep at least this fraction of the fastest plan's decode speed at the floor:
 # one K-quant step (Q4_K_M -> Q5_K_M -> Q6_K) is worth at most a quarter of the speed, not half.
 SPEED_GUARD = 0.75
-DEFAULT_CONTEXT = 32768
 MIN_CONTEXT = 4096
 CONTEXT_LADDER = (1 << 20, 524288, 262144, 131072, 65536, 32768, 16384, 8192, 4096)
-LONG_CONTEXT = 65536  # above this the KV cache is q8_0 unless the user chose its type
 LONG_CONTEXT_CACHE = "q8_0"
 UBATCH_OFFLOAD = 2048  # -ub tried where weights sit in host memory (at most llama.cpp's -b 2048)
-# Decode below this is too slow to use interactively: slower than people read (about 4-5 tokens/s
-# for 200-250 words a minute), so a reply arrives slower than it can be read.
-TOO_SLOW_TOK_S = 5.0
-
-
-@dataclass(frozen=True)
-class Use:
-    name: str
-    ctx: int
-    n_seq: int
-    what: str
-
-
-USES = {
-    u.name: u
-    for u in (
-        Use("chat", DEFAULT_CONTEXT, 1, "one conversation: 32k context, -np 1"),
-        Use("code", 131072, 1, "agents and code assistants: 128k context, -np 1"),
-        Use("batch", 131072, 4, "four sequences in flight: 128k shared context, -np 4"),
-    )
-}
-DEFAULT_USE = USES["chat"]
-
-
-def use_named(name: str | None) -> Use:
-    if name is None:
-        return DEFAULT_USE
-    use = USES.get(name.strip().lower())
-    if use is None:
-        raise MoeplanError(f"unknown use '{name}': use one of {', '.join(USES)}")
-    return use
 
 
 def target_context(model_ctx: int, use: Use = DEFAULT_USE) -> int:

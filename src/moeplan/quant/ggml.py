@@ -2,9 +2,8 @@
 
 from functools import cache
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
 from moeplan.errors import UnknownQuant, did_you_mean
+from moeplan.gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from moeplan.quant.ik_types import IKType, row_bytes
 
 GGMLType = GGMLQuantizationType

@@ -70,9 +70,12 @@ class FileType(Enum):
 
     @classmethod
     def parse(cls, name: str) -> "FileType":
-        key = name.strip().upper().replace("-", "_")
-        if key in cls.__members__:
-            return cls.__members__[key]
+        """A file type however people spell it: 'Q4_K_M', 'q4_k_m', 'Q4-K-M', 'q4km' (no two names
+        differ only in their underscores)."""
+        key = re.sub(r"[^A-Z0-9]", "", name.upper())
+        found = _COMPACT_NAMES.get(key)
+        if found is not None:
+            return cls.__members__[found]
         raise UnknownQuant(
             f"unknown quantization '{name}'{did_you_mean(name, cls.__members__)}; "
             f"choose one of {', '.join(cls.__members__)}"
@@ -80,6 +83,7 @@ class FileType(Enum):
 
 
 F = FileType
+_COMPACT_NAMES = {n.replace("_", ""): n for n in FileType.__members__}
 
 # The file types whose rules need an importance matrix (`tensor_requires_imatrix`): llama-quantize
 # refuses them without one, so a recipe for them assumes one was given.

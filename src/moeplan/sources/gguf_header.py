@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from gguf import GGUFValueType
 
 from moeplan.errors import BadGGUF, MoeplanError, printable
+from moeplan.gguf_constants import GGUFValueType
 from moeplan.quant.ggml import GGMLType, TensorType, tensor_bytes
 from moeplan.quant.ik_types import IKType
 

@@ -11,11 +11,10 @@ carries every shard's header and the ModelSpec of its config.json.
 from dataclasses import dataclass
 from pathlib import Path
 
-from gguf import LlamaFileType
-
 from moeplan.arch.registry import spec_from_config
 from moeplan.arch.spec import ModelSpec
 from moeplan.errors import HubError, MoeplanError
+from moeplan.gguf_constants import LlamaFileType
 from moeplan.memory.weights import FileInventory, Weights
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, resolve, served_as

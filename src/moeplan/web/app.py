@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from moeplan import __version__
+from moeplan import __version__, numbers
 from moeplan.api import FitRow, MemoryReport, PlanReport
 from moeplan.errors import ModelNotFound, MoeplanError
 from moeplan.memory.report import SizeReport
@@ -30,7 +30,6 @@ from moeplan.web.data import (
     MAX_QUERY_CHARS,
     MAX_RIG_CHARS,
     MIN_CTX,
-    BadInput,
     GPURow,
     ModelSummary,
 )
@@ -98,29 +97,6 @@ def _error_response(request: Request, status: int, message: str, kind: str) -> R
     return HTMLResponse(html, status_code=status)
 
 
-def _opt_int(value: str, what: str) -> int | None:
-    """An optional integer from a form field ('' means not given)."""
-    value = value.strip()
-    if not value:
-        return None
-    if len(value) > 12 or not value.lstrip("-").isdigit():
-        raise BadInput(f"{what} must be a whole number, not '{value[:20]}'")
-    return int(value)
-
-
-def _opt_float(value: str, what: str) -> float | None:
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        x = float(value[:20])
-    except ValueError:
-        raise BadInput(f"{what} must be a number, not '{value[:20]}'") from None
-    if not 0 <= x <= 1e7:
-        raise BadInput(f"{what} must be between 0 and 10,000,000")
-    return x
-
-
 def _page(template: str, json_url: str | None, title: str, **context: Any) -> HTMLResponse:
     return HTMLResponse(render(template, LIVE, json_url=json_url, title=title, **context))
 
@@ -175,7 +151,7 @@ def create_app() -> FastAPI:
         quant: str = "",
     ) -> Response:
         rig = rig.strip() or preset.strip()
-        page = data.home_page(model, rig, _opt_int(ctx, "context"), quant.strip() or None)
+        page = data.home_page(model, rig, numbers.optional_int(ctx, numbers.CONTEXT), quant.strip() or None)
         if request.url.path.endswith(".json"):
             return _json(page)
         query = {"model": model, "rig": rig, "ctx": ctx, "quant": quant}
@@ -193,7 +169,8 @@ def create_app() -> FastAPI:
     def models(
         request: Request, kind: str = "all", q: str = "", sort: str = "name", desc: str = "", max_gb: str = ""
     ) -> Response:
-        page = data.models_page(kind, q, sort, desc in ("1", "true", "on"), _opt_float(max_gb, "max_gb"))
+        max_size = numbers.optional_float(max_gb, numbers.MODEL_GB)
+        page = data.models_page(kind, q, sort, desc in ("1", "true", "on"), max_size)
         if request.url.path.endswith(".json"):
             return _json(page)
         query = {"kind": kind, "q": q, "sort": sort, "desc": desc, "max_gb": max_gb}
@@ -241,10 +218,10 @@ def create_app() -> FastAPI:
         if not rig and gpu.strip():
             rig = data.compose_rig(
                 gpu,
-                _opt_int(count, "GPU count") or 1,
-                _opt_int(ram_gb, "RAM size") or 0,
+                numbers.optional_int(count, numbers.GPU_COUNT) or 1,
+                numbers.optional_int(ram_gb, numbers.RAM_GB) or 0,
                 ram_type,
-                _opt_int(channels, "channels") or 0,
+                numbers.optional_int(channels, numbers.CHANNELS) or 0,
             )
         rig = rig or data.DEFAULT_PRESET
         page = data.checker_page(rig, show, kind, sort)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from moeplan import api
+from moeplan import api, numbers
 from moeplan.api import FitRow, MemoryReport, PlanReport, fit_rank
 from moeplan.errors import MoeplanError, UnknownHardware
 from moeplan.hardware.catalog import GIB, find_gpus, is_curated
@@ -32,8 +32,8 @@ from moeplan.sources.hub import parse_ref
 MAX_MODEL_CHARS = 200
 MAX_RIG_CHARS = 300
 MAX_QUERY_CHARS = 100
-MAX_CTX = 1 << 24  # 16M tokens: beyond every catalog model's context
-MIN_CTX = 256
+MAX_CTX = int(numbers.CONTEXT.high)
+MIN_CTX = int(numbers.CONTEXT.low)
 
 # The rigs every deploy page plans for: (label, rig text or preset name, as the CLI reads it).
 COMMON_RIGS: tuple[tuple[str, str], ...] = (
@@ -761,10 +761,11 @@ def compose_rig(gpu: str = "", count: int = 1, ram_gb: int = 0, ram_type: str = 
     """The rig string a checker form's builder fields describe, in the CLI's rig grammar."""
     gpu = check_text(gpu, "GPU name", MAX_QUERY_CHARS)
     ram_type = check_text(ram_type, "RAM type", 20)
-    if not 1 <= count <= 64:
-        raise BadInput(f"GPU count must be between 1 and 64, not {count}")
-    if not 0 <= ram_gb <= 65536 or not 0 <= channels <= 24:
-        raise BadInput("RAM must be 0-65536 GB with 0-24 channels")
+    numbers.GPU_COUNT.check(count)
+    if ram_gb:
+        numbers.RAM_GB.check(ram_gb)
+    if channels:
+        numbers.CHANNELS.check(channels)
     parts = []
     if gpu:
         parts.append(f"{count}x {gpu}" if count > 1 else gpu)
