@@ -1,13 +1,23 @@
 """The web app through FastAPI's TestClient: every page and its JSON twin, the API, and bad input
 answered with 4xx and a helpful message (never a 500)."""
 
+import asyncio
 import html
 import re
+import threading
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+from uvicorn.importer import import_from_string
 
-from moeplan.web.app import create_app
+from moeplan.cli import app as cli_app
+from moeplan.memory.kv import CACHE_TYPES
+from moeplan.quant.recipe import FileType
+from moeplan.web import data
+from moeplan.web.app import create_app, usable_cores
 
 MODEL = "qwen3.5-35b-a3b"
 
@@ -154,7 +164,8 @@ def test_api_endpoints(client: TestClient) -> None:
         (f"/?model={MODEL}&rig=RTX 4090&ctx=-5", 400, "context must be between"),
         (f"/index.json?model={MODEL}&rig=RTX 4090&ctx=abc", 400, "whole number"),
         (f"/api/memory?model={MODEL}&ctx=-5", 422, "greater than or equal"),
-        (f"/api/plan?model={MODEL}&rig=RTX 4090&quant=Q9_Z", 400, "Q9_Z"),
+        (f"/api/plan?model={MODEL}&rig=RTX 4090&quant=Q9_Z", 422, "not 'Q9_Z'"),
+        (f"/api/plan?model={MODEL}&rig=RTX 4090&ctk=q9_0", 422, "not 'q9_0'"),
         ("/models?kind=sparse", 400, "kind must be"),
         ("/compare?a=llama-3.1-8b", 400, "no dense/MoE sibling"),
         ("/hardware?gpu=RTX 3090&count=500", 400, "GPU count"),
@@ -187,3 +198,99 @@ def test_api_reference_page_and_no_cdn(client: TestClient) -> None:
     for url in ("/", f"/models/{MODEL}", "/hardware?rig=mac-64gb", "/api"):
         text = client.get(url).text
         assert not re.search(r'(?:src|href)="(?:https?:)?//', text), url
+
+
+def test_openapi_document_declares_what_the_server_enforces(client: TestClient) -> None:
+    """The document is written from the validators: the 33 file types and the llama.cpp cache types
+    as enums (any 1-32 character quant was valid per the document), the ranges the code checks, and
+    the error body the app sends for 400, 404 and 422 (the document declared FastAPI's list)."""
+    spec = client.get("/openapi.json").json()
+    plan = {p["name"]: p["schema"] for p in spec["paths"]["/api/plan"]["get"]["parameters"]}
+    quant = next(s for s in plan["quant"]["anyOf"] if s.get("type") == "string")
+    assert quant["enum"] == list(FileType.__members__) and len(quant["enum"]) == 33
+    assert plan["ctk"]["enum"] == plan["ctv"]["enum"] == list(CACHE_TYPES)
+    assert (plan["n_seq"]["minimum"], plan["n_seq"]["maximum"]) == (1, 256)
+    memory = {p["name"]: p["schema"] for p in spec["paths"]["/api/memory"]["get"]["parameters"]}
+    assert memory["quant"]["enum"] == list(FileType.__members__)
+    assert (memory["ctx"]["minimum"], memory["ctx"]["maximum"]) == (256, 1 << 24)
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for path, ops in spec["paths"].items():
+        op = ops["get"]
+        declared = {int(code) for code in op["responses"]}
+        assert declared == ({200, 400, 404, 422} if op.get("parameters") else {200}), path
+        for code in declared - {200}:
+            ref = op["responses"][str(code)]["content"]["application/json"]["schema"]["$ref"]
+            assert ref == "#/components/schemas/ErrorBody", (path, code)
+    assert spec["components"]["schemas"]["ErrorBody"]["required"] == ["detail", "error"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"/api/memory?model={MODEL}&ctx=100",
+        f"/api/plan?model={MODEL}&rig=RTX 4090&quant=q4_k_m",  # the document's names, exactly
+        f"/api/plan?model={MODEL}&rig=RTX 4090&n_seq=0",
+        f"/api/size?model={MODEL}&mtp=maybe",
+        "/api/fit",
+    ],
+)
+def test_422_body_is_the_declared_error_body(client: TestClient, url: str) -> None:
+    r = client.get(url)
+    assert r.status_code == 422 and set(r.json()) == {"detail", "error"}
+    assert r.json()["error"] == "RequestValidationError" and r.json()["detail"]
+
+
+@pytest.mark.parametrize("quant", list(FileType.__members__))
+def test_every_quant_the_document_names_is_accepted(client: TestClient, quant: str) -> None:
+    r = client.get(f"/api/size?model={MODEL}&quant={quant}")
+    assert r.status_code == 200, r.text[:300]
+    assert r.json()["quant"] == quant
+
+
+def test_heavy_pages_compute_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two deploy pages held mid-computation at once (so they run side by side in the threadpool),
+    and cheap requests, sync and async, are answered meanwhile; a page computed on the event loop
+    would block it and the barrier would time out instead."""
+    held = threading.Barrier(3, timeout=30)  # two heavy pages and this test
+    release = threading.Event()
+    real = data.deploy_page
+
+    def slow_deploy_page(model: str) -> data.DeployPage:
+        held.wait()
+        assert release.wait(30)
+        return real(model)
+
+    monkeypatch.setattr(data, "deploy_page", slow_deploy_page)
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=create_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://moeplan.test") as c:
+            heavy = [asyncio.create_task(c.get(f"/models/{m}.json")) for m in ("qwen3-8b", "qwen3-30b-a3b")]
+            await asyncio.to_thread(held.wait)
+            presets = await asyncio.wait_for(c.get("/api/presets"), 30)
+            gpus = await asyncio.wait_for(c.get("/api/gpus?q=4090"), 30)
+            assert presets.status_code == gpus.status_code == 200
+            assert not any(t.done() for t in heavy)
+            release.set()
+            answers = await asyncio.wait_for(asyncio.gather(*heavy), 120)
+            assert [r.status_code for r in answers] == [200, 200]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+
+
+def test_serve_starts_workers_from_the_app_factory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`moeplan serve --workers N` hands uvicorn the factory's import string (it needs one to start
+    worker processes), N workers, and by default one per usable core."""
+    calls: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: calls.append((target, kw)))
+    runner = CliRunner()
+    assert runner.invoke(cli_app, ["serve", "--port", "8123", "--workers", "3"]).exit_code == 0
+    assert runner.invoke(cli_app, ["serve"]).exit_code == 0
+    (target, kw), (_, default) = calls
+    assert import_from_string(target) is create_app and kw["factory"] is True
+    assert (kw["workers"], kw["port"], default["workers"]) == (3, 8123, usable_cores())
+    bad = runner.invoke(cli_app, ["serve", "--workers", "0"])
+    assert bad.exit_code == 2 and "--workers" in bad.output and "Traceback" not in bad.output

@@ -530,12 +530,16 @@ def explain(
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, max=512, help="Worker processes (default: the usable CPU cores)."),
+    ] = None,
 ) -> None:
     """Start the web app (deploy pages, hardware checker, compare pages, JSON API)."""
     from moeplan.web.app import run_server  # the web stack loads only for this command
 
     out.print(f"moeplan web app: http://{host}:{port}/")
-    run_server(host, port)
+    run_server(host, port, workers)
 
 
 site_app = typer.Typer(help="The static site: every deploy page, compare page and the checker.")

@@ -7,8 +7,11 @@ page with the message for pages, `{"detail": ..., "error": ...}` for JSON. Nothi
 for bad input reaches the client as a 500.
 """
 
+import os
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import uvicorn
@@ -16,12 +19,17 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, GetPydanticSchema
+from pydantic_core import core_schema
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moeplan import __version__
 from moeplan.api import FitRow, MemoryReport, PlanReport
 from moeplan.errors import ModelNotFound, MoeplanError
+from moeplan.memory.kv import CACHE_TYPES
 from moeplan.memory.report import SizeReport
+from moeplan.quant.recipe import FileType
 from moeplan.web import data
 from moeplan.web.data import (
     MAX_CTX,
@@ -39,14 +47,30 @@ LIVE = Links(live=True)
 
 
 class ErrorBody(BaseModel):
+    """Every error the app answers, whatever the status: the one-line message and the error's kind."""
+
     detail: str
     error: str
 
 
+# Declared on every endpoint that takes parameters; the 422 entry replaces FastAPI's default
+# (a list of pydantic errors), which the validation handler below never sends.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "bad input (unreadable rig, unknown quantization ...)"},
+    400: {"model": ErrorBody, "description": "input moeplan cannot use (unreadable rig, placement ...)"},
     404: {"model": ErrorBody, "description": "unknown model (with a did-you-mean suggestion)"},
+    422: {"model": ErrorBody, "description": "a parameter missing, of the wrong type or out of its range"},
 }
+
+
+def one_of(names: Iterable[str]) -> GetPydanticSchema:
+    """A string that must be one of `names`: one literal schema both validates the request and writes
+    the parameter's enum into the OpenAPI document, so the two cannot disagree."""
+    choices = list(names)
+    return GetPydanticSchema(lambda _source, _handler: core_schema.literal_schema(choices))
+
+
+QuantName = Annotated[str, one_of(FileType.__members__)]  # llama.cpp file types (`llama_ftype`)
+CacheName = Annotated[str, one_of(CACHE_TYPES)]  # `-ctk/-ctv` values llama.cpp accepts
 
 ModelQ = Annotated[
     str,
@@ -66,21 +90,17 @@ RigQ = Annotated[
         examples=["RTX 4090 + 64GB DDR5-6000", "2x RTX 3090 + 128GB DDR4-3200", "mac-128gb"],
     ),
 ]
-QuantQ = Annotated[
-    str, Query(min_length=1, max_length=32, description="llama.cpp file type", examples=["Q4_K_M"])
-]
+QuantQ = Annotated[QuantName, Query(description="llama.cpp file type", examples=["Q4_K_M"])]
 SizeQuantQ = Annotated[
-    str | None,
+    QuantName | None,
     Query(
-        min_length=1,
-        max_length=32,
         description="llama.cpp file type (default: Q4_K_M, or MXFP4_MOE for models released in MXFP4)",
         examples=["Q4_K_M"],
     ),
 ]
 CtxQ = Annotated[int, Query(ge=MIN_CTX, le=MAX_CTX, description="context length in tokens")]
 SeqQ = Annotated[int, Query(ge=1, le=256, description="parallel sequences (llama-server -np)")]
-CacheQ = Annotated[str, Query(min_length=1, max_length=16, description="KV cache type (f16, q8_0, q4_0 ...)")]
+CacheQ = Annotated[CacheName, Query(description="KV cache type (llama.cpp -ctk / -ctv)")]
 
 
 def _wants_json(request: Request) -> bool:
@@ -130,8 +150,45 @@ def _json(obj: BaseModel | list[Any]) -> JSONResponse:
     return JSONResponse(data.dump(obj))
 
 
+class ServerTiming:
+    """`Server-Timing: app;dur=<ms>` on every answer (the time until its headers). Plain ASGI:
+    Starlette's BaseHTTPMiddleware passes each request through extra tasks and streams, and every
+    extra turn of the event loop waits for the GIL while planning threads run."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ms = (time.perf_counter() - start) * 1000
+                MutableHeaders(scope=message).append("Server-Timing", f"app;dur={ms:.1f}")
+            await send(message)
+
+        await self.app(scope, receive, timed)
+
+
+# How often a thread waiting for the GIL makes the running one hand it over (CPython's default is
+# 5 ms). Heavy pages plan in the threadpool, CPU-bound; a cheap request needs the GIL several times
+# (accept, parse, answer) and would wait up to that long each time, behind every planning thread.
+GIL_SWITCH_S = 0.0005
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[None]:
+    """The server process's settings, applied when it starts serving."""
+    sys.setswitchinterval(GIL_SWITCH_S)
+    yield
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=serving,
         title="moeplan",
         version=__version__,
         description=(
@@ -144,12 +201,7 @@ def create_app() -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
-    @app.middleware("http")
-    async def timing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - start) * 1000:.1f}"
-        return response
+    app.add_middleware(ServerTiming)
 
     @app.exception_handler(MoeplanError)
     async def moeplan_error(request: Request, e: MoeplanError) -> Response:
@@ -160,7 +212,9 @@ def create_app() -> FastAPI:
         parts = []
         for err in e.errors():
             where = ".".join(str(x) for x in err.get("loc", ()) if x != "query")
-            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+            given = err.get("input")
+            got = f", not '{given[:40]}'" if isinstance(given, str) else ""
+            parts.append(f"{where}: {err.get('msg', 'invalid')}{got}")
         return _error_response(request, 422, "; ".join(parts) or "invalid request", "RequestValidationError")
 
     # ------------------------------------------------------------------------------------ pages
@@ -283,7 +337,7 @@ def create_app() -> FastAPI:
             int | None, Query(ge=MIN_CTX, le=MAX_CTX, description="context; default: the most that fits")
         ] = None,
         quant: Annotated[
-            str | None, Query(max_length=32, description="file type; default: the best that fits")
+            QuantName | None, Query(description="file type; default: the best that fits")
         ] = None,
         n_seq: SeqQ = 1,
         ctk: CacheQ = "f16",
@@ -291,7 +345,7 @@ def create_app() -> FastAPI:
     ) -> PlanReport:
         """The best llama.cpp plan for a model on a rig: quantization, placement, context, decode
         speed, per-device memory, the exact command and the notices."""
-        return data.plan(model, rig, ctx=ctx, quant=quant or None, n_seq=n_seq, ctk=ctk, ctv=ctv)
+        return data.plan(model, rig, ctx=ctx, quant=quant, n_seq=n_seq, ctk=ctk, ctv=ctv)
 
     @app.get("/api/fit", response_model=list[FitRow], responses=ERRORS, tags=["api"])
     def api_fit(rig: RigQ) -> list[FitRow]:
@@ -341,12 +395,30 @@ def create_app() -> FastAPI:
         return data.gpus_page(q).gpus
 
     @app.get("/api/presets", response_model=dict[str, str], tags=["api"])
-    def api_presets() -> dict[str, str]:
+    async def api_presets() -> dict[str, str]:
         """Named rigs and the rig string each stands for."""
+        # async: nothing to compute, so answered on the event loop without a thread hand-over
         return data.presets()
 
     return app
 
 
-def run_server(host: str, port: int) -> None:
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def run_server(host: str, port: int, workers: int | None = None) -> None:
+    """Serve with `workers` processes (default: the usable cores). Planning is CPU-bound Python, so
+    only processes render heavy pages side by side; each keeps its own caches. uvicorn starts its
+    workers from the import string of the app factory."""
+    uvicorn.run(
+        "moeplan.web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers or usable_cores(),
+        log_level="info",
+    )
