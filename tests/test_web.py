@@ -4,11 +4,11 @@ answered with 4xx and a helpful message (never a 500)."""
 import asyncio
 import html
 import re
+import socket
 import threading
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 from uvicorn.importer import import_from_string
@@ -16,6 +16,7 @@ from uvicorn.importer import import_from_string
 from moeplan.cli import app as cli_app
 from moeplan.memory.kv import CACHE_TYPES
 from moeplan.quant.recipe import FileType
+from moeplan.web import app as web_app
 from moeplan.web import data
 from moeplan.web.app import create_app, usable_cores
 
@@ -282,15 +283,44 @@ def test_heavy_pages_compute_off_the_event_loop(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_serve_starts_workers_from_the_app_factory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`moeplan serve --workers N` hands uvicorn the factory's import string (it needs one to start
-    worker processes), N workers, and by default one per usable core."""
-    calls: list[tuple[str, dict[str, object]]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: calls.append((target, kw)))
+    """`moeplan serve --workers N` gives uvicorn the factory's import string (it needs one to start
+    worker processes) and N workers, by default one per usable core; 0 workers is refused."""
+    calls: list[tuple[str, int, int | None]] = []
+    monkeypatch.setattr(
+        web_app, "run_server", lambda host, port, workers: calls.append((host, port, workers))
+    )
     runner = CliRunner()
     assert runner.invoke(cli_app, ["serve", "--port", "8123", "--workers", "3"]).exit_code == 0
-    assert runner.invoke(cli_app, ["serve"]).exit_code == 0
-    (target, kw), (_, default) = calls
-    assert import_from_string(target) is create_app and kw["factory"] is True
-    assert (kw["workers"], kw["port"], default["workers"]) == (3, 8123, usable_cores())
+    assert calls == [("127.0.0.1", 8123, 3)]
     bad = runner.invoke(cli_app, ["serve", "--workers", "0"])
     assert bad.exit_code == 2 and "--workers" in bad.output and "Traceback" not in bad.output
+    config = web_app.server_config("127.0.0.1", 8123, 3)
+    assert isinstance(config.app, str) and import_from_string(config.app) is create_app
+    assert config.factory and config.workers == 3
+    assert web_app.server_config("127.0.0.1", 8123).workers == usable_cores()
+
+
+def test_worker_sockets_send_without_delay() -> None:
+    """The socket uvicorn's worker processes share says it is TCP, so asyncio turns TCP_NODELAY on
+    for each connection (without it every keep-alive answer waited ~40 ms for a delayed ACK)."""
+    listener = web_app.server_config("127.0.0.1", 0, 2).bind_socket()
+    nodelay: list[int] = []
+
+    async def accept_one() -> None:
+        def made(transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            nodelay.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+        protocol = type("Probe", (asyncio.Protocol,), {"connection_made": lambda self, t: made(t)})
+        server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        while not nodelay:
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+
+    with listener:
+        assert listener.proto == socket.IPPROTO_TCP
+        asyncio.run(asyncio.wait_for(accept_one(), 30))
+    assert nodelay == [1]

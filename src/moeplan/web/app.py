@@ -8,6 +8,7 @@ for bad input reaches the client as a 500.
 """
 
 import os
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -23,6 +24,7 @@ from pydantic import BaseModel, GetPydanticSchema
 from pydantic_core import core_schema
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.supervisors import Multiprocess
 
 from moeplan import __version__
 from moeplan.api import FitRow, MemoryReport, PlanReport
@@ -410,11 +412,28 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def run_server(host: str, port: int, workers: int | None = None) -> None:
-    """Serve with `workers` processes (default: the usable cores). Planning is CPU-bound Python, so
-    only processes render heavy pages side by side; each keeps its own caches. uvicorn starts its
-    workers from the import string of the app factory."""
-    uvicorn.run(
+class ServerConfig(uvicorn.Config):
+    """uvicorn's settings, with a listening socket that says it is TCP.
+
+    For worker processes uvicorn binds the socket itself and leaves its `proto` at 0; accepted
+    sockets inherit it, and asyncio turns TCP_NODELAY on only where proto is IPPROTO_TCP. With
+    --workers > 1 Nagle's algorithm stayed on and every keep-alive answer waited about 40 ms for the
+    client's delayed ACK (uvicorn issue #3149, open for the pinned 0.54.0)."""
+
+    def bind_socket(self) -> socket.socket:
+        sock = super().bind_socket()
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return sock
+        tcp = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+        tcp.set_inheritable(True)
+        return tcp
+
+
+def server_config(host: str, port: int, workers: int | None = None) -> ServerConfig:
+    """`workers` processes (default: the usable cores): planning is CPU-bound Python, so only
+    processes render heavy pages side by side; each keeps its own caches. uvicorn starts its workers
+    from the import string of the app factory."""
+    return ServerConfig(
         "moeplan.web.app:create_app",
         factory=True,
         host=host,
@@ -422,3 +441,14 @@ def run_server(host: str, port: int, workers: int | None = None) -> None:
         workers=workers or usable_cores(),
         log_level="info",
     )
+
+
+def run_server(host: str, port: int, workers: int | None = None) -> None:
+    config = server_config(host, port, workers)
+    if config.workers > 1:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise MoeplanError(f"could not serve on {host}:{port} (the reason is logged above)")
