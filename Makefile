@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint validate instrument browser bench clean
+.PHONY: run test lint validate instrument browser bench fuzz-web clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,11 +35,17 @@ test: $(STAMP) instrument lint browser
 validate: $(STAMP) instrument
 	$(BIN)/python -m validation.report
 
+# A long schemathesis pass over the JSON API (the suite runs 40 examples per operation).
+fuzz-web: $(STAMP)
+	MOEPLAN_FUZZ_EXAMPLES=1500 $(BIN)/pytest -q tests/test_web_fuzz.py
+
 clean:
 	rm -rf $(VENV)
 
-# Planning speed (benchmarks/plan_speed.json) and the speed model's calibration report.
+# Planning speed (benchmarks/plan_speed.json), the web app under loopback load
+# (benchmarks/web_load.json) and the speed model's calibration report.
 bench: $(STAMP) instrument
 	$(BIN)/python -m benchmarks.plan_speed
+	$(BIN)/python -m benchmarks.web_load
 	$(BIN)/python -m benchmarks.calibrate
 	$(BIN)/python -m validation.speed
