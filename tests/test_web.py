@@ -171,6 +171,8 @@ def test_api_endpoints(client: TestClient) -> None:
         ("/compare?a=llama-3.1-8b", 400, "no dense/MoE sibling"),
         ("/hardware?gpu=RTX 3090&count=500", 400, "GPU count"),
         ("/api/size?model=" + "m" * 300, 422, "at most 200"),
+        (f"/api/plan?model={MODEL}&rig=RTX 4090&qaunt=Q8_0", 422, "qaunt: not a parameter of /api/plan"),
+        ("/api/gpus?q=4090&q=5090", 422, "q: given more than once"),
     ],
 )
 def test_bad_input_is_4xx_with_message(client: TestClient, url: str, status: int, text: str) -> None:
@@ -218,7 +220,7 @@ def test_openapi_document_declares_what_the_server_enforces(client: TestClient) 
     for path, ops in spec["paths"].items():
         op = ops["get"]
         declared = {int(code) for code in op["responses"]}
-        assert declared == ({200, 400, 404, 422} if op.get("parameters") else {200}), path
+        assert declared == ({200, 400, 404, 422} if op.get("parameters") else {200, 422}), path
         for code in declared - {200}:
             ref = op["responses"][str(code)]["content"]["application/json"]["schema"]["$ref"]
             assert ref == "#/components/schemas/ErrorBody", (path, code)
@@ -233,6 +235,9 @@ def test_openapi_document_declares_what_the_server_enforces(client: TestClient) 
         f"/api/plan?model={MODEL}&rig=RTX 4090&n_seq=0",
         f"/api/size?model={MODEL}&mtp=maybe",
         "/api/fit",
+        f"/api/plan?model={MODEL}&rig=RTX 4090&qaunt=Q8_0",
+        "/api/presets?rig=mac-64gb",
+        "/api/gpus?q=4090&q=5090",
     ],
 )
 def test_422_body_is_the_declared_error_body(client: TestClient, url: str) -> None:

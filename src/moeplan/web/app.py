@@ -16,9 +16,10 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, GetPydanticSchema
 from pydantic_core import core_schema
@@ -60,8 +61,12 @@ class ErrorBody(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "input moeplan cannot use (unreadable rig, placement ...)"},
     404: {"model": ErrorBody, "description": "unknown model (with a did-you-mean suggestion)"},
-    422: {"model": ErrorBody, "description": "a parameter missing, of the wrong type or out of its range"},
+    422: {
+        "model": ErrorBody,
+        "description": "a parameter missing, unknown, of the wrong type or out of range",
+    },
 }
+UNKNOWN_PARAMETER: dict[int | str, dict[str, Any]] = {422: ERRORS[422]}  # endpoints that take no parameters
 
 
 def one_of(names: Iterable[str]) -> GetPydanticSchema:
@@ -103,6 +108,33 @@ SizeQuantQ = Annotated[
 CtxQ = Annotated[int, Query(ge=MIN_CTX, le=MAX_CTX, description="context length in tokens")]
 SeqQ = Annotated[int, Query(ge=1, le=256, description="parallel sequences (llama-server -np)")]
 CacheQ = Annotated[CacheName, Query(description="KV cache type (llama.cpp -ctk / -ctv)")]
+
+
+def known_parameters(request: Request) -> None:
+    """Refuses a query parameter the endpoint does not take, or one given twice (every parameter
+    takes one value): a misspelt `qaunt=Q8_0` would otherwise be ignored, and of `q=a&q=b` one
+    silently dropped, the answer being for something else with nothing to say so."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    taken = {p.alias for p in route.dependant.query_params}
+    takes = f"it takes {', '.join(sorted(taken))}" if taken else "it takes none"
+    errors = [
+        {
+            "type": "extra_forbidden",
+            "loc": ("query", name),
+            "msg": f"not a parameter of {route.path} ({takes})",
+        }
+        if name not in taken
+        else {"type": "repeated", "loc": ("query", name), "msg": "given more than once; give it one value"}
+        for name in dict.fromkeys(request.query_params)
+        if name not in taken or len(request.query_params.getlist(name)) > 1
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+
+
+API: dict[str, Any] = {"tags": ["api"], "dependencies": [Depends(known_parameters)]}
 
 
 def _wants_json(request: Request) -> bool:
@@ -331,7 +363,7 @@ def create_app() -> FastAPI:
 
     # -------------------------------------------------------------------------------------- API
 
-    @app.get("/api/plan", response_model=PlanReport, responses=ERRORS, tags=["api"])
+    @app.get("/api/plan", response_model=PlanReport, responses=ERRORS, **API)
     def api_plan(
         model: ModelQ,
         rig: RigQ,
@@ -349,12 +381,12 @@ def create_app() -> FastAPI:
         speed, per-device memory, the exact command and the notices."""
         return data.plan(model, rig, ctx=ctx, quant=quant, n_seq=n_seq, ctk=ctk, ctv=ctv)
 
-    @app.get("/api/fit", response_model=list[FitRow], responses=ERRORS, tags=["api"])
+    @app.get("/api/fit", response_model=list[FitRow], responses=ERRORS, **API)
     def api_fit(rig: RigQ) -> list[FitRow]:
         """The hardware compatibility checker: every catalog model's best plan on the rig, fastest first."""
         return data.fit(rig)
 
-    @app.get("/api/size", response_model=SizeReport, responses=ERRORS, tags=["api"])
+    @app.get("/api/size", response_model=SizeReport, responses=ERRORS, **API)
     def api_size(
         model: ModelQ,
         quant: SizeQuantQ = None,
@@ -366,7 +398,7 @@ def create_app() -> FastAPI:
         MXFP4 experts), bits per weight, bytes by role and the active-parameter bytes."""
         return data.size(data.model_id(model), data.quant_name(quant), mtp)
 
-    @app.get("/api/memory", response_model=MemoryReport, responses=ERRORS, tags=["api"])
+    @app.get("/api/memory", response_model=MemoryReport, responses=ERRORS, **API)
     def api_memory(
         model: ModelQ,
         ctx: CtxQ,
@@ -382,12 +414,12 @@ def create_app() -> FastAPI:
         """Bytes per device llama.cpp allocates for the model, context and placement."""
         return data.memory(model, quant, ctx, placement=placement, gpus=gpus, n_seq=n_seq)
 
-    @app.get("/api/models", response_model=list[ModelSummary], tags=["api"])
+    @app.get("/api/models", response_model=list[ModelSummary], responses=UNKNOWN_PARAMETER, **API)
     def api_models() -> list[ModelSummary]:
         """The built-in catalog: parameters total/active, experts, attention kinds, context."""
         return list(data.summaries().values())
 
-    @app.get("/api/gpus", response_model=list[GPURow], responses=ERRORS, tags=["api"])
+    @app.get("/api/gpus", response_model=list[GPURow], responses=ERRORS, **API)
     def api_gpus(
         q: Annotated[
             str, Query(max_length=MAX_QUERY_CHARS, description="name contains; empty: curated list")
@@ -396,7 +428,7 @@ def create_app() -> FastAPI:
         """The GPU catalog (curated entries, or every card whose name contains q; at most 300)."""
         return data.gpus_page(q).gpus
 
-    @app.get("/api/presets", response_model=dict[str, str], tags=["api"])
+    @app.get("/api/presets", response_model=dict[str, str], responses=UNKNOWN_PARAMETER, **API)
     async def api_presets() -> dict[str, str]:
         """Named rigs and the rig string each stands for."""
         # async: nothing to compute, so answered on the event loop without a thread hand-over
