@@ -20,6 +20,9 @@ EXAMPLES = int(os.environ.get("MOEPLAN_FUZZ_EXAMPLES", "40"))
 CONFIG = SchemathesisConfig.from_dict(
     {
         "generation": {"max-examples": EXAMPLES},
+        # A checker sweep for a rig not seen before takes seconds, more on a busy machine; how long
+        # is the load benchmark's business (benchmarks/web_load.py), not this test's.
+        "request-timeout": 300,
         # A schema-valid request may still name a model that is not in the catalog (404) or a rig,
         # placement or context the model cannot take (400, with the reason): the rig grammar and the
         # limits a model sets are not expressible in OpenAPI, so those answers count as accepted.
