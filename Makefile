@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint validate instrument browser bench clean fuzz
+.PHONY: run test lint validate instrument browser bench clean fuzz fuzz-web
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,14 +35,20 @@ test: $(STAMP) instrument lint browser
 validate: $(STAMP) instrument
 	$(BIN)/python -m validation.report
 
+# A long schemathesis pass over the JSON API (the suite runs 40 examples per operation).
+fuzz-web: $(STAMP)
+	MOEPLAN_FUZZ_EXAMPLES=1500 $(BIN)/pytest -q tests/test_web_fuzz.py
+
 clean:
 	rm -rf $(VENV)
 
 # Planning speed (benchmarks/plan_speed.json), the CLI's cold start against a bare interpreter
-# (benchmarks/cold_start.json) and the speed model's calibration report.
+# (benchmarks/cold_start.json), the web app under loopback load (benchmarks/web_load.json) and the
+# speed model's calibration report.
 bench: $(STAMP) instrument
 	$(BIN)/python -m benchmarks.plan_speed
 	$(BIN)/python -m benchmarks.cold_start
+	$(BIN)/python -m benchmarks.web_load
 	$(BIN)/python -m benchmarks.calibrate
 	$(BIN)/python -m validation.speed
 

@@ -501,3 +501,21 @@ def test_trim_cache_evicts_least_recently_used(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("MOEPLAN_HEADER_CACHE_MB", "lots")
     with pytest.raises(MoeplanError, match="MOEPLAN_HEADER_CACHE_MB must be a positive whole number"):
         hub.trim_cache(tmp_path)
+
+
+def test_home_page_plans_a_hub_reference(hub_env: HubServer) -> None:
+    """The home page's plan box answers a Hub reference as /api/plan does (it answered 404 after
+    computing the plan: it looked the reference up in the catalog for the deploy-page link)."""
+    from fastapi.testclient import TestClient
+
+    from moeplan.web.app import create_app
+
+    client = TestClient(create_app())
+    ref = "hf://test-org/Tiny-MoE-GGUF:Q4_K_M"
+    api_plan = client.get("/api/plan", params={"model": ref, "rig": "RTX 4090"})
+    page = client.get("/index.json", params={"model": ref, "rig": "RTX 4090"})
+    assert api_plan.status_code == page.status_code == 200, page.text[:300]
+    assert page.json()["plan"] == api_plan.json() and page.json()["model_id"] is None
+    html_page = client.get("/", params={"model": ref, "rig": "RTX 4090"})
+    assert html_page.status_code == 200 and "Tiny-MoE-Q4_K_M.gguf" in html_page.text
+    assert "deploy page of" not in html_page.text  # a Hub model has no deploy page to link

@@ -1,13 +1,24 @@
 """The web app through FastAPI's TestClient: every page and its JSON twin, the API, and bad input
 answered with 4xx and a helpful message (never a 500)."""
 
+import asyncio
 import html
 import re
+import socket
+import threading
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+from uvicorn.importer import import_from_string
 
-from moeplan.web.app import create_app
+from moeplan.cli import app as cli_app
+from moeplan.memory.kv import CACHE_TYPES
+from moeplan.quant.recipe import FileType
+from moeplan.web import app as web_app
+from moeplan.web import data
+from moeplan.web.app import create_app, usable_cores
 
 MODEL = "qwen3.5-35b-a3b"
 
@@ -154,7 +165,8 @@ def test_api_endpoints(client: TestClient) -> None:
         (f"/?model={MODEL}&rig=RTX 4090&ctx=-5", 400, "context must be a whole number from 256"),
         (f"/index.json?model={MODEL}&rig=RTX 4090&ctx=abc", 400, "whole number"),
         (f"/api/memory?model={MODEL}&ctx=-5", 422, "greater than or equal"),
-        (f"/api/plan?model={MODEL}&rig=RTX 4090&quant=Q9_Z", 400, "Q9_Z"),
+        (f"/api/plan?model={MODEL}&rig=RTX 4090&quant=Q9_Z", 422, "not 'Q9_Z'"),
+        (f"/api/plan?model={MODEL}&rig=RTX 4090&ctk=q9_0", 422, "not 'q9_0'"),
         ("/models?kind=sparse", 400, "kind must be"),
         ("/compare?a=llama-3.1-8b", 400, "no dense/MoE sibling"),
         ("/hardware?gpu=RTX 3090&count=500", 400, "GPU count"),
@@ -164,6 +176,8 @@ def test_api_endpoints(client: TestClient) -> None:
         ("/hardware?gpu=RTX+4090&count=%E2%91%A6", 400, "GPU count must be a whole number"),
         ("/hardware?gpu=RTX+4090&ram_gb=-64", 400, "RAM size must be a whole number"),
         ("/models?max_gb=nan", 400, "size must be a number"),
+        (f"/api/plan?model={MODEL}&rig=RTX 4090&qaunt=Q8_0", 422, "qaunt: not a parameter of /api/plan"),
+        ("/api/gpus?q=4090&q=5090", 422, "q: given more than once"),
     ],
 )
 def test_bad_input_is_4xx_with_message(client: TestClient, url: str, status: int, text: str) -> None:
@@ -201,3 +215,134 @@ def test_typed_rigs_and_numbers(client: TestClient) -> None:
     assert r.json()["ram_bytes"] == 64 * 2**30 and r.json()["gpus"] == ["GeForce RTX 4090"]
     home = client.get("/index.json?model=qwen3.5-9b&rig=RTX 4090 + 64GB&ctx=32k").json()
     assert home["plan"]["ctx"] == 32768
+
+
+def test_openapi_document_declares_what_the_server_enforces(client: TestClient) -> None:
+    """The document is written from the validators: the 33 file types and the llama.cpp cache types
+    as enums (any 1-32 character quant was valid per the document), the ranges the code checks, and
+    the error body the app sends for 400, 404 and 422 (the document declared FastAPI's list)."""
+    spec = client.get("/openapi.json").json()
+    plan = {p["name"]: p["schema"] for p in spec["paths"]["/api/plan"]["get"]["parameters"]}
+    quant = next(s for s in plan["quant"]["anyOf"] if s.get("type") == "string")
+    # /api/plan's quant: the 33 file types (llama.cpp), then the vLLM/SGLang weight formats
+    assert quant["enum"][:33] == list(FileType.__members__) and {"fp8", "FP8", "awq"} <= set(quant["enum"])
+    cache = [next(s for s in plan[k]["anyOf"] if s.get("type") == "string")["enum"] for k in ("ctk", "ctv")]
+    assert cache[0] == cache[1] == list(CACHE_TYPES)
+    n_seq = next(s for s in plan["n_seq"]["anyOf"] if s.get("type") == "integer")
+    assert (n_seq["minimum"], n_seq["maximum"]) == (1, 256)
+    memory = {p["name"]: p["schema"] for p in spec["paths"]["/api/memory"]["get"]["parameters"]}
+    assert memory["quant"]["enum"] == list(FileType.__members__)
+    assert (memory["ctx"]["minimum"], memory["ctx"]["maximum"]) == (256, 1 << 24)
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for path, ops in spec["paths"].items():
+        op = ops["get"]
+        declared = {int(code) for code in op["responses"]}
+        assert declared == ({200, 400, 404, 422} if op.get("parameters") else {200, 422}), path
+        for code in declared - {200}:
+            ref = op["responses"][str(code)]["content"]["application/json"]["schema"]["$ref"]
+            assert ref == "#/components/schemas/ErrorBody", (path, code)
+    assert spec["components"]["schemas"]["ErrorBody"]["required"] == ["detail", "error"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"/api/memory?model={MODEL}&ctx=100",
+        f"/api/plan?model={MODEL}&rig=RTX 4090&quant=q4_k_m",  # the document's names, exactly
+        f"/api/plan?model={MODEL}&rig=RTX 4090&n_seq=0",
+        f"/api/size?model={MODEL}&mtp=maybe",
+        "/api/fit",
+        f"/api/plan?model={MODEL}&rig=RTX 4090&qaunt=Q8_0",
+        "/api/presets?rig=mac-64gb",
+        "/api/gpus?q=4090&q=5090",
+    ],
+)
+def test_422_body_is_the_declared_error_body(client: TestClient, url: str) -> None:
+    r = client.get(url)
+    assert r.status_code == 422 and set(r.json()) == {"detail", "error"}
+    assert r.json()["error"] == "RequestValidationError" and r.json()["detail"]
+
+
+@pytest.mark.parametrize("quant", list(FileType.__members__))
+def test_every_quant_the_document_names_is_accepted(client: TestClient, quant: str) -> None:
+    r = client.get(f"/api/size?model={MODEL}&quant={quant}")
+    assert r.status_code == 200, r.text[:300]
+    assert r.json()["quant"] == quant
+
+
+def test_heavy_pages_compute_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two deploy pages held mid-computation at once (so they run side by side in the threadpool),
+    and cheap requests, sync and async, are answered meanwhile; a page computed on the event loop
+    would block it and the barrier would time out instead."""
+    held = threading.Barrier(3, timeout=30)  # two heavy pages and this test
+    release = threading.Event()
+    real = data.deploy_page
+
+    def slow_deploy_page(model: str) -> data.DeployPage:
+        held.wait()
+        assert release.wait(30)
+        return real(model)
+
+    monkeypatch.setattr(data, "deploy_page", slow_deploy_page)
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=create_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://moeplan.test") as c:
+            heavy = [asyncio.create_task(c.get(f"/models/{m}.json")) for m in ("qwen3-8b", "qwen3-30b-a3b")]
+            await asyncio.to_thread(held.wait)
+            presets = await asyncio.wait_for(c.get("/api/presets"), 30)
+            gpus = await asyncio.wait_for(c.get("/api/gpus?q=4090"), 30)
+            assert presets.status_code == gpus.status_code == 200
+            assert not any(t.done() for t in heavy)
+            release.set()
+            answers = await asyncio.wait_for(asyncio.gather(*heavy), 120)
+            assert [r.status_code for r in answers] == [200, 200]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+
+
+def test_serve_starts_workers_from_the_app_factory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`moeplan serve --workers N` gives uvicorn the factory's import string (it needs one to start
+    worker processes) and N workers, by default one per usable core; 0 workers is refused."""
+    calls: list[tuple[str, int, int | None]] = []
+    monkeypatch.setattr(
+        web_app, "run_server", lambda host, port, workers: calls.append((host, port, workers))
+    )
+    runner = CliRunner()
+    assert runner.invoke(cli_app, ["serve", "--port", "8123", "--workers", "3"]).exit_code == 0
+    assert calls == [("127.0.0.1", 8123, 3)]
+    bad = runner.invoke(cli_app, ["serve", "--workers", "0"])
+    assert bad.exit_code == 2 and "--workers" in bad.output and "Traceback" not in bad.output
+    config = web_app.server_config("127.0.0.1", 8123, 3)
+    assert isinstance(config.app, str) and import_from_string(config.app) is create_app
+    assert config.factory and config.workers == 3
+    assert web_app.server_config("127.0.0.1", 8123).workers == usable_cores()
+
+
+def test_worker_sockets_send_without_delay() -> None:
+    """The socket uvicorn's worker processes share says it is TCP, so asyncio turns TCP_NODELAY on
+    for each connection (without it every keep-alive answer waited ~40 ms for a delayed ACK)."""
+    listener = web_app.server_config("127.0.0.1", 0, 2).bind_socket()
+    nodelay: list[int] = []
+
+    async def accept_one() -> None:
+        def made(transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            nodelay.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+        protocol = type("Probe", (asyncio.Protocol,), {"connection_made": lambda self, t: made(t)})
+        server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        while not nodelay:
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+
+    with listener:
+        assert listener.proto == socket.IPPROTO_TCP
+        asyncio.run(asyncio.wait_for(accept_one(), 30))
+    assert nodelay == [1]

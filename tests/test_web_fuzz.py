@@ -1,22 +1,41 @@
-"""Property test of the JSON API against its own OpenAPI schema (schemathesis, offline, in-process
-through the ASGI app): whatever the query parameters, no answer is a 5xx."""
+"""Property tests of the web app. The JSON API against its own OpenAPI document (schemathesis,
+offline, in-process through the ASGI app) with every built-in check: no 5xx, every status, content
+type and body as the document declares, schema-invalid requests refused, schema-valid ones accepted.
+The pages (not in the document) under hypothesis: whatever the query parameters, no 5xx.
+
+MOEPLAN_FUZZ_EXAMPLES sets the examples per API operation (`make fuzz-web` runs a long pass)."""
+
+import os
 
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis.checks import not_a_server_error
+from schemathesis.config import SchemathesisConfig
 
 from moeplan.web.app import create_app
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", create_app())
+EXAMPLES = int(os.environ.get("MOEPLAN_FUZZ_EXAMPLES", "40"))
+
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "generation": {"max-examples": EXAMPLES},
+        # A checker sweep for a rig not seen before takes seconds, more on a busy machine; how long
+        # is the load benchmark's business (benchmarks/web_load.py), not this test's.
+        "request-timeout": 300,
+        # A schema-valid request may still name a model that is not in the catalog (404) or a rig,
+        # placement or context the model cannot take (400, with the reason): the rig grammar and the
+        # limits a model sets are not expressible in OpenAPI, so those answers count as accepted.
+        "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404"]}},
+    }
+)
+schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(), config=CONFIG)
 
 
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_never_5xx(case: schemathesis.Case) -> None:
-    response = case.call()
-    case.validate_response(response, checks=[not_a_server_error])
+@settings(deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_agrees_with_its_openapi_document(case: schemathesis.Case) -> None:
+    case.call_and_validate()
 
 
 # The pages (and their JSON twins) are not in the OpenAPI schema: hypothesis over their parameters.

@@ -730,13 +730,17 @@ def _print_drafting(d: "api.DraftingReport") -> None:
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[str, typer.Option("--port", metavar="PORT", help="TCP port.")] = "8000",
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, max=512, help="Worker processes (default: the usable CPU cores)."),
+    ] = None,
 ) -> None:
     """Start the web app (deploy pages, hardware checker, compare pages, JSON API)."""
     tcp_port = numbers.parse_int(port, numbers.PORT)
     from moeplan.web.app import run_server  # the web stack loads only for this command
 
     out.print(f"moeplan web app: http://{host}:{tcp_port}/")
-    run_server(host, tcp_port)
+    run_server(host, tcp_port, workers)
 
 
 site_app = typer.Typer(help="The static site: every deploy page, compare page and the checker.")

@@ -44,6 +44,7 @@ _NAMES: dict[str, WeightFormat] = {
     "gptq-int4": "awq",
     "awq_marlin": "awq",
 }
+FORMAT_NAMES = tuple(_NAMES)  # every spelling parse_weight_format takes (the API's enum)
 
 NVFP4_GROUP, NVFP4_GROUP_BYTES = 16, 9  # 16 × 4 bit + one FP8 scale
 AWQ_GROUP = 128

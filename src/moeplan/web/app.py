@@ -7,22 +7,35 @@ page with the message for pages, `{"detail": ..., "error": ...}` for JSON. Nothi
 for bad input reaches the client as a 500.
 """
 
+import os
+import socket
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 import uvicorn
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, GetPydanticSchema
+from pydantic_core import core_schema
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.supervisors import Multiprocess
 
 from moeplan import __version__, numbers
 from moeplan.api import FitRow, MemoryReport, PlanReport
+from moeplan.engines.formats import FORMAT_NAMES
 from moeplan.errors import ModelNotFound, MoeplanError
+from moeplan.memory.kv import CACHE_TYPES
 from moeplan.memory.report import SizeReport
 from moeplan.plan.distributed import DistributedPlan
+from moeplan.plan.uses import USES
+from moeplan.quant.recipe import FileType
 from moeplan.web import data
 from moeplan.web.data import (
     MAX_CTX,
@@ -39,14 +52,39 @@ LIVE = Links(live=True)
 
 
 class ErrorBody(BaseModel):
+    """Every error the app answers, whatever the status: the one-line message and the error's kind."""
+
     detail: str
     error: str
 
 
+# Declared on every endpoint that takes parameters; the 422 entry replaces FastAPI's default
+# (a list of pydantic errors), which the validation handler below never sends.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "bad input (unreadable rig, unknown quantization ...)"},
+    400: {"model": ErrorBody, "description": "input moeplan cannot use (unreadable rig, placement ...)"},
     404: {"model": ErrorBody, "description": "unknown model (with a did-you-mean suggestion)"},
+    422: {
+        "model": ErrorBody,
+        "description": "a parameter missing, unknown, of the wrong type or out of range",
+    },
 }
+UNKNOWN_PARAMETER: dict[int | str, dict[str, Any]] = {422: ERRORS[422]}  # endpoints that take no parameters
+
+
+def one_of(names: Iterable[str]) -> GetPydanticSchema:
+    """A string that must be one of `names`: one literal schema both validates the request and writes
+    the parameter's enum into the OpenAPI document, so the two cannot disagree."""
+    choices = list(names)
+    return GetPydanticSchema(lambda _source, _handler: core_schema.literal_schema(choices))
+
+
+QuantName = Annotated[str, one_of(FileType.__members__)]  # llama.cpp file types (`llama_ftype`)
+CacheName = Annotated[str, one_of(CACHE_TYPES)]  # `-ctk/-ctv` values llama.cpp accepts
+# vLLM/SGLang weight formats (engines/formats.py), as the engines spell them and upper case (FP8)
+_FORMATS = list(dict.fromkeys([*FORMAT_NAMES, *(n.upper() for n in FORMAT_NAMES)]))
+FormatName = Annotated[str, one_of(_FORMATS)]
+PlanQuantName = Annotated[str, one_of(dict.fromkeys([*FileType.__members__, *_FORMATS]))]  # /api/plan's quant
+UseName = Annotated[str, one_of(USES)]  # what a plan is for (plan/uses.py)
 
 ModelQ = Annotated[
     str,
@@ -66,19 +104,44 @@ RigQ = Annotated[
         examples=["RTX 4090 + 64GB DDR5-6000", "2x RTX 3090 + 128GB DDR4-3200", "mac-128gb"],
     ),
 ]
-QuantQ = Annotated[
-    str, Query(min_length=1, max_length=32, description="llama.cpp file type", examples=["Q4_K_M"])
-]
+QuantQ = Annotated[QuantName, Query(description="llama.cpp file type", examples=["Q4_K_M"])]
 SizeQuantQ = Annotated[
-    str | None,
+    QuantName | None,
     Query(
-        min_length=1,
-        max_length=32,
         description="llama.cpp file type (default: Q4_K_M, or MXFP4_MOE for models released in MXFP4)",
         examples=["Q4_K_M"],
     ),
 ]
 CtxQ = Annotated[int, Query(ge=MIN_CTX, le=MAX_CTX, description="context length in tokens")]
+SeqQ = Annotated[int, Query(ge=1, le=256, description="parallel sequences (llama-server -np)")]
+CacheQ = Annotated[CacheName, Query(description="KV cache type (llama.cpp -ctk / -ctv)")]
+
+
+def known_parameters(request: Request) -> None:
+    """Refuses a query parameter the endpoint does not take, or one given twice (every parameter
+    takes one value): a misspelt `qaunt=Q8_0` would otherwise be ignored, and of `q=a&q=b` one
+    silently dropped, the answer being for something else with nothing to say so."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    taken = {p.alias for p in route.dependant.query_params}
+    takes = f"it takes {', '.join(sorted(taken))}" if taken else "it takes none"
+    errors = [
+        {
+            "type": "extra_forbidden",
+            "loc": ("query", name),
+            "msg": f"not a parameter of {route.path} ({takes})",
+        }
+        if name not in taken
+        else {"type": "repeated", "loc": ("query", name), "msg": "given more than once; give it one value"}
+        for name in dict.fromkeys(request.query_params)
+        if name not in taken or len(request.query_params.getlist(name)) > 1
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+
+
+API: dict[str, Any] = {"tags": ["api"], "dependencies": [Depends(known_parameters)]}
 
 
 def _wants_json(request: Request) -> bool:
@@ -105,8 +168,45 @@ def _json(obj: BaseModel | list[Any]) -> JSONResponse:
     return JSONResponse(data.dump(obj))
 
 
+class ServerTiming:
+    """`Server-Timing: app;dur=<ms>` on every answer (the time until its headers). Plain ASGI:
+    Starlette's BaseHTTPMiddleware passes each request through extra tasks and streams, and every
+    extra turn of the event loop waits for the GIL while planning threads run."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ms = (time.perf_counter() - start) * 1000
+                MutableHeaders(scope=message).append("Server-Timing", f"app;dur={ms:.1f}")
+            await send(message)
+
+        await self.app(scope, receive, timed)
+
+
+# How often a thread waiting for the GIL makes the running one hand it over (CPython's default is
+# 5 ms). Heavy pages plan in the threadpool, CPU-bound; a cheap request needs the GIL several times
+# (accept, parse, answer) and would wait up to that long each time, behind every planning thread.
+GIL_SWITCH_S = 0.0005
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[None]:
+    """The server process's settings, applied when it starts serving."""
+    sys.setswitchinterval(GIL_SWITCH_S)
+    yield
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=serving,
         title="moeplan",
         version=__version__,
         description=(
@@ -119,12 +219,7 @@ def create_app() -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
-    @app.middleware("http")
-    async def timing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - start) * 1000:.1f}"
-        return response
+    app.add_middleware(ServerTiming)
 
     @app.exception_handler(MoeplanError)
     async def moeplan_error(request: Request, e: MoeplanError) -> Response:
@@ -135,7 +230,9 @@ def create_app() -> FastAPI:
         parts = []
         for err in e.errors():
             where = ".".join(str(x) for x in err.get("loc", ()) if x != "query")
-            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+            given = err.get("input")
+            got = f", not '{given[:40]}'" if isinstance(given, str) else ""
+            parts.append(f"{where}: {err.get('msg', 'invalid')}{got}")
         return _error_response(request, 422, "; ".join(parts) or "invalid request", "RequestValidationError")
 
     # ------------------------------------------------------------------------------------ pages
@@ -251,7 +348,7 @@ def create_app() -> FastAPI:
 
     # -------------------------------------------------------------------------------------- API
 
-    @app.get("/api/plan", response_model=PlanReport | DistributedPlan, responses=ERRORS, tags=["api"])
+    @app.get("/api/plan", response_model=PlanReport | DistributedPlan, responses=ERRORS, **API)
     def api_plan(
         model: ModelQ,
         rig: RigQ,
@@ -265,9 +362,8 @@ def create_app() -> FastAPI:
             ),
         ] = None,
         quant: Annotated[
-            str | None,
+            PlanQuantName | None,
             Query(
-                max_length=32,
                 description="llama.cpp: file type (Q4_K_M); vLLM/SGLang: weight format (fp8, awq, "
                 "nvfp4 ...); default: the best that fits / the release's",
             ),
@@ -275,21 +371,15 @@ def create_app() -> FastAPI:
         n_seq: Annotated[
             int | None, Query(ge=1, le=256, description="llama-server -np; default: the use's")
         ] = None,
-        ctk: Annotated[
-            str | None, Query(max_length=16, description="K cache type; default: the policy's")
-        ] = None,
-        ctv: Annotated[
-            str | None, Query(max_length=16, description="V cache type; default: the policy's")
-        ] = None,
-        use: Annotated[
-            str | None, Query(max_length=16, description="chat, code or batch (plan/policy.py)")
-        ] = None,
+        ctk: Annotated[CacheName | None, Query(description="K cache type; default: the policy's")] = None,
+        ctv: Annotated[CacheName | None, Query(description="V cache type; default: the policy's")] = None,
+        use: Annotated[UseName | None, Query(description="chat, code or batch (plan/policy.py)")] = None,
         engine: Annotated[
             Literal["llamacpp", "vllm", "sglang"], Query(description="the serving engine")
         ] = "llamacpp",
         weight_format: Annotated[
-            str | None,
-            Query(alias="format", max_length=32, description="vLLM/SGLang only: the same as quant"),
+            FormatName | None,
+            Query(alias="format", description="vLLM/SGLang only: the same as quant"),
         ] = None,
         draft: Annotated[
             str,
@@ -319,12 +409,12 @@ def create_app() -> FastAPI:
             acceptance=acceptance,
         )
 
-    @app.get("/api/fit", response_model=list[FitRow], responses=ERRORS, tags=["api"])
+    @app.get("/api/fit", response_model=list[FitRow], responses=ERRORS, **API)
     def api_fit(rig: RigQ) -> list[FitRow]:
         """The hardware compatibility checker: every catalog model's best plan on the rig, fastest first."""
         return data.fit(rig)
 
-    @app.get("/api/size", response_model=SizeReport, responses=ERRORS, tags=["api"])
+    @app.get("/api/size", response_model=SizeReport, responses=ERRORS, **API)
     def api_size(
         model: ModelQ,
         quant: SizeQuantQ = None,
@@ -336,7 +426,7 @@ def create_app() -> FastAPI:
         MXFP4 experts), bits per weight, bytes by role and the active-parameter bytes."""
         return data.size(data.model_id(model), data.quant_name(quant), mtp)
 
-    @app.get("/api/memory", response_model=MemoryReport, responses=ERRORS, tags=["api"])
+    @app.get("/api/memory", response_model=MemoryReport, responses=ERRORS, **API)
     def api_memory(
         model: ModelQ,
         ctx: CtxQ,
@@ -352,12 +442,12 @@ def create_app() -> FastAPI:
         """Bytes per device llama.cpp allocates for the model, context and placement."""
         return data.memory(model, quant, ctx, placement=placement, gpus=gpus, n_seq=n_seq)
 
-    @app.get("/api/models", response_model=list[ModelSummary], tags=["api"])
+    @app.get("/api/models", response_model=list[ModelSummary], responses=UNKNOWN_PARAMETER, **API)
     def api_models() -> list[ModelSummary]:
         """The built-in catalog: parameters total/active, experts, attention kinds, context."""
         return list(data.summaries().values())
 
-    @app.get("/api/gpus", response_model=list[GPURow], responses=ERRORS, tags=["api"])
+    @app.get("/api/gpus", response_model=list[GPURow], responses=ERRORS, **API)
     def api_gpus(
         q: Annotated[
             str, Query(max_length=MAX_QUERY_CHARS, description="name contains; empty: curated list")
@@ -366,13 +456,59 @@ def create_app() -> FastAPI:
         """The GPU catalog (curated entries, or every card whose name contains q; at most 300)."""
         return data.gpus_page(q).gpus
 
-    @app.get("/api/presets", response_model=dict[str, str], tags=["api"])
-    def api_presets() -> dict[str, str]:
+    @app.get("/api/presets", response_model=dict[str, str], responses=UNKNOWN_PARAMETER, **API)
+    async def api_presets() -> dict[str, str]:
         """Named rigs and the rig string each stands for."""
+        # async: nothing to compute, so answered on the event loop without a thread hand-over
         return data.presets()
 
     return app
 
 
-def run_server(host: str, port: int) -> None:
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class ServerConfig(uvicorn.Config):
+    """uvicorn's settings, with a listening socket that says it is TCP.
+
+    For worker processes uvicorn binds the socket itself and leaves its `proto` at 0; accepted
+    sockets inherit it, and asyncio turns TCP_NODELAY on only where proto is IPPROTO_TCP. With
+    --workers > 1 Nagle's algorithm stayed on and every keep-alive answer waited about 40 ms for the
+    client's delayed ACK (uvicorn issue #3149, open for the pinned 0.54.0)."""
+
+    def bind_socket(self) -> socket.socket:
+        sock = super().bind_socket()
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return sock
+        tcp = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+        tcp.set_inheritable(True)
+        return tcp
+
+
+def server_config(host: str, port: int, workers: int | None = None) -> ServerConfig:
+    """`workers` processes (default: the usable cores): planning is CPU-bound Python, so only
+    processes render heavy pages side by side; each keeps its own caches. uvicorn starts its workers
+    from the import string of the app factory."""
+    return ServerConfig(
+        "moeplan.web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers or usable_cores(),
+        log_level="info",
+    )
+
+
+def run_server(host: str, port: int, workers: int | None = None) -> None:
+    config = server_config(host, port, workers)
+    if config.workers > 1:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise MoeplanError(f"could not serve on {host}:{port} (the reason is logged above)")

@@ -883,7 +883,7 @@ class HomePage(BaseModel):
     quant: str | None
     plan: PlanReport | None
     extras: dict[str, float]
-    model_id: str | None
+    model_id: str | None  # the catalog id (it has a deploy page); None for a Hub reference
 
 
 def home_page(model: str = "", rig: str = "", ctx: int | None = None, quant: str | None = None) -> HomePage:
@@ -892,9 +892,8 @@ def home_page(model: str = "", rig: str = "", ctx: int | None = None, quant: str
     if not model or not rig:
         return HomePage(model=model, rig=rig, ctx=ctx, quant=quant, plan=None, extras={}, model_id=None)
     r = plan(model, rig, ctx=ctx, quant=quant)
-    return HomePage(
-        model=model, rig=rig, ctx=ctx, quant=quant, plan=r, extras=plan_extras(r), model_id=model_id(model)
-    )
+    mid = None if parse_ref(model) is not None else model_id(model)
+    return HomePage(model=model, rig=rig, ctx=ctx, quant=quant, plan=r, extras=plan_extras(r), model_id=mid)
 
 
 def presets() -> dict[str, str]:
