@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from moeplan import __version__
 from moeplan.api import FitRow, MemoryReport, PlanReport
@@ -92,10 +93,37 @@ def _status(e: MoeplanError) -> int:
     return 404 if isinstance(e, ModelNotFound) else 400
 
 
+# The page whose form an error page shows again, filled in with what was sent (templates/forms.html).
+FORM_OF_PATH = {
+    "/": "plan",
+    "/hardware": "checker",
+    "/compare": "compare",
+    "/models": "models",
+    "/gpus": "gpus",
+}
+
+
+def _error_form(request: Request) -> dict[str, Any]:
+    form = FORM_OF_PATH.get(request.url.path)
+    if form is None:
+        return {"form": None}
+    models = list(data.summaries().values()) if form in ("plan", "compare") else []
+    return {"form": form, "query": dict(request.query_params), "presets": data.presets(), "models": models}
+
+
 def _error_response(request: Request, status: int, message: str, kind: str) -> Response:
     if _wants_json(request):
         return JSONResponse({"detail": message, "error": kind}, status_code=status)
-    html = render("error.html", LIVE, status=status, message=message, kind=kind, json_url=None, title="Error")
+    html = render(
+        "error.html",
+        LIVE,
+        status=status,
+        message=message,
+        kind=kind,
+        json_url=None,
+        title="Not found" if status == 404 else "Error",
+        **_error_form(request),
+    )
     return HTMLResponse(html, status_code=status)
 
 
@@ -155,6 +183,13 @@ def create_app() -> FastAPI:
     async def moeplan_error(request: Request, e: MoeplanError) -> Response:
         return _error_response(request, _status(e), str(e), type(e).__name__)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> Response:
+        """No route (404) or method (405): an HTML page under the site, JSON under /api and for .json."""
+        message = f"no page at {request.url.path}" if e.status_code == 404 else str(e.detail)
+        kind = "NotFound" if e.status_code == 404 else "HTTPError"
+        return _error_response(request, e.status_code, message, kind)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, e: RequestValidationError) -> Response:
         parts = []
@@ -175,7 +210,7 @@ def create_app() -> FastAPI:
         ctx: str = "",
         quant: str = "",
     ) -> Response:
-        rig = rig.strip() or preset.strip()
+        rig = preset.strip() or rig.strip()  # a preset picked in the menu wins (no JavaScript needed)
         page = data.home_page(model, rig, _opt_int(ctx, "context"), quant.strip() or None)
         if request.url.path.endswith(".json"):
             return _json(page)
@@ -238,7 +273,7 @@ def create_app() -> FastAPI:
         kind: str = "all",
         sort: str = "speed",
     ) -> Response:
-        rig = rig.strip() or preset.strip()
+        rig = preset.strip() or rig.strip()  # a preset picked in the menu wins (no JavaScript needed)
         if not rig and gpu.strip():
             rig = data.compose_rig(
                 gpu,

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from moeplan.web import charts
 
@@ -48,6 +49,26 @@ def speed(x: float | None) -> str:
 def label(name: str) -> str:
     """'prefill_tok_s' -> 'prefill tok/s' (for fields the speed model adds)."""
     return name.replace("_tok_s", " tok/s").replace("_s", " s").replace("_", " ")
+
+
+def command_html(cmd: str) -> Markup:
+    """A command as one span per flag with its values (the program and its arguments first), so a
+    narrow box breaks the line only between flags, never inside a number or a file name. The text
+    is unchanged: the spans are joined by the spaces that separated them."""
+    groups: list[list[str]] = []
+    for token in cmd.split(" "):
+        flag = token.startswith("-") and not token[1:2].isdigit()  # "-1" is a value, not a flag
+        if flag or not groups:
+            groups.append([token])
+        else:
+            groups[-1].append(token)
+    return Markup(" ").join(Markup('<span class="arg">{}</span>').format(" ".join(g)) for g in groups)
+
+
+def constant(values: Iterable[Any]) -> bool:
+    """A column holding one value in every row (of two or more): said once above its table instead."""
+    seen = list(values)
+    return len(seen) > 1 and all(v == seen[0] for v in seen)
 
 
 class Links:
@@ -119,7 +140,10 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(gib=gib, gb=gb, billions=billions, tokens=tokens, speed=speed, label=label)
+    env.filters.update(
+        gib=gib, gb=gb, billions=billions, tokens=tokens, speed=speed, label=label, command_html=command_html
+    )
+    env.tests["constant"] = constant
     env.globals["charts"] = charts
     return env
 
