@@ -1,4 +1,6 @@
-"""moeplan: will this model fit, how should I run it, how fast. Every command takes --json."""
+"""moeplan: will this model fit, how should I run it, how fast. Every command takes --json.
+
+Units, as on the web pages: memory in GiB (2^30 bytes), files in GB (10^9 bytes)."""
 
 import dataclasses
 import json
@@ -63,6 +65,11 @@ def gib(n: float) -> str:
     return f"{n / 2**30:,.2f} GiB"
 
 
+def gb(n: float) -> str:
+    """File sizes, decimal as the Hugging Face Hub shows them (memory is in GiB: `gib`)."""
+    return f"{n / 1e9:,.2f} GB"
+
+
 def billions(n: float) -> str:
     return f"{n / 1e9:,.2f} B"
 
@@ -120,7 +127,8 @@ def _size_table(r: SizeReport) -> Table:
     t.add_row("file size", f"{r.file_bytes:,} B = {r.file_bytes / 1e9:,.2f} GB = {gib(r.file_bytes)}")
     t.add_row("tensor data", f"{r.tensor_bytes:,} B = {gib(r.tensor_bytes)}")
     t.add_row("bits per weight", f"{r.bits_per_weight:.3f}")
-    t.add_row("parameters total / active", f"{billions(r.params_total)} / {billions(r.params_active)}")
+    mtp = f" (+{billions(r.params_mtp)} in MTP layers)" if r.params_mtp else ""
+    t.add_row("parameters total / active", f"{billions(r.params_total)} / {billions(r.params_active)}{mtp}")
     for group, n in r.by_group.items():
         if n:
             t.add_row(f"  {group}", f"{gib(n)} ({100 * n / r.tensor_bytes:.1f}%)")
@@ -173,7 +181,7 @@ def compare(a: str, b: str, quant: QuantOpt = "Q4_K_M", json_out: JsonOpt = Fals
     t.add_column("")
     t.add_column(ra.model, justify="right")
     t.add_column(rb.model, justify="right")
-    t.add_row("file size", gib(ra.file_bytes), gib(rb.file_bytes))
+    t.add_row("file size", gb(ra.file_bytes), gb(rb.file_bytes))
     t.add_row("parameters total", billions(ra.params_total), billions(rb.params_total))
     t.add_row("parameters active per token", billions(ra.params_active), billions(rb.params_active))
     t.add_row("resident if only active params counted", gib(ra.active_bytes), gib(rb.active_bytes))
