@@ -13,6 +13,7 @@ from moeplan import api
 from moeplan.arch.inventory import Role, inventory
 from moeplan.cli import app
 from moeplan.sources.catalog import load_catalog
+from moeplan.units import billions
 from moeplan.web.app import create_app
 
 runner = CliRunner()
@@ -57,6 +58,10 @@ def test_one_parameter_count_per_model(client: TestClient, model: str) -> None:
         listed["params_total"],
     }
     assert counts == {text_model}
+    shown = billions(text_model)  # and written the same way on the page and in the CLI's table
+    assert f'<span id="params-total">{shown}</span>' in client.get(f"/models/{model}").text
+    row = next(line for line in runner.invoke(app, ["models"]).stdout.splitlines() if f" {model} " in line)
+    assert f" {shown} " in row
 
 
 def test_bits_per_weight_counts_every_tensor_in_the_file() -> None:

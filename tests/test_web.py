@@ -83,7 +83,7 @@ def test_deploy_page_shows_datacenter_plans(client: TestClient) -> None:
     multi = by[("2 nodes x 8x H200, 400Gb IB", "vllm")]["commands"]
     assert len(multi) == 3  # Ray head, worker, then serve
     assert [c["where"].split(" ")[:2] for c in multi] == [["node", "0"], ["node", "1"], ["node", "0"]]
-    assert [c["text"].split(" ")[0] for c in multi] == ["ray", "ray", "vllm"]  # the label is not in the command
+    assert [c["text"].split(" ")[0] for c in multi] == ["ray", "ray", "vllm"]  # no label in the command
     assert 'id="serving-plans"' in client.get("/models/deepseek-v3.1").text
 
 

@@ -1,6 +1,4 @@
-"""moeplan: will this model fit, how should I run it, how fast. Every command takes --json.
-
-Units, as on the web pages: memory in GiB (2^30 bytes), files in GB (10^9 bytes)."""
+"""moeplan: will this model fit, how should I run it, how fast. Every command takes --json."""
 
 import dataclasses
 import json
@@ -20,8 +18,14 @@ from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
 from moeplan.memory.report import SizeReport
 from moeplan.sources.catalog import load_catalog
+from moeplan.units import POLICY, billions, gb, gib
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help=f"{__doc__}\n\nUnits, as on the web pages: {POLICY}.",
+    pretty_exceptions_enable=False,
+)
 out = Console(width=None if sys.stdout.isatty() else 120)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,19 +63,6 @@ def one_line_errors(fn: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def gib(n: float) -> str:
-    return f"{n / 2**30:,.2f} GiB"
-
-
-def gb(n: float) -> str:
-    """File sizes, decimal as the Hugging Face Hub shows them (memory is in GiB: `gib`)."""
-    return f"{n / 1e9:,.2f} GB"
-
-
-def billions(n: float) -> str:
-    return f"{n / 1e9:,.2f} B"
 
 
 @app.command()

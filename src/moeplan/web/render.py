@@ -10,6 +10,8 @@ from urllib.parse import quote, urlencode
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from moeplan import units
+from moeplan.units import billions
 from moeplan.web import charts
 
 TEMPLATES = resources.files("moeplan") / "web" / "templates"
@@ -17,19 +19,11 @@ STATIC = resources.files("moeplan") / "web" / "static"
 
 
 def gib(n: int | float | None) -> str:
-    """Device memory, as GPU makers' "GB" are binary (a 24 GB card holds 24 GiB)."""
-    return "—" if n is None else f"{n / 2**30:,.1f} GiB"
+    return units.gib(n, 1)
 
 
 def gb(n: int | float | None) -> str:
-    """File sizes, decimal as the Hugging Face Hub shows them."""
-    return "—" if n is None else f"{n / 1e9:,.1f} GB"
-
-
-def billions(n: int | float | None) -> str:
-    if n is None:
-        return "—"
-    return f"{n / 1e9:,.1f} B" if n >= 1e9 else f"{n / 1e6:,.0f} M"
+    return units.gb(n, 1)
 
 
 def tokens(n: int | None) -> str:
