@@ -59,7 +59,8 @@ def test_one_parameter_count_per_model(client: TestClient, model: str) -> None:
     }
     assert counts == {text_model}
     shown = billions(text_model)  # and written the same way on the page and in the CLI's table
-    assert f'<span id="params-total">{shown}</span>' in client.get(f"/models/{model}").text
+    page = client.get(f"/models/{model}").text.replace("\u00a0", " ")  # no-break space before the unit
+    assert f'<span id="params-total">{shown}</span>' in page
     row = next(line for line in runner.invoke(app, ["models"]).stdout.splitlines() if f" {model} " in line)
     assert f" {shown} " in row
 

@@ -11,19 +11,23 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup
 
 from moeplan import units
-from moeplan.units import billions
 from moeplan.web import charts
 
 TEMPLATES = resources.files("moeplan") / "web" / "templates"
 STATIC = resources.files("moeplan") / "web" / "static"
 
 
+# On the pages a number and its unit never part at a line break (a no-break space between them).
 def gib(n: int | float | None) -> str:
-    return units.gib(n, 1)
+    return units.gib(n, 1).replace(" ", "\u00a0")
 
 
 def gb(n: int | float | None) -> str:
-    return units.gb(n, 1)
+    return units.gb(n, 1).replace(" ", "\u00a0")
+
+
+def billions(n: int | float | None) -> str:
+    return units.billions(n).replace(" ", "\u00a0")
 
 
 def tokens(n: int | None) -> str:
