@@ -255,3 +255,17 @@ def test_preset_applies_without_javascript(open_page: Opener, server: str, name:
 def test_every_page_states_its_units(open_page: Opener, name: str) -> None:
     text = open_page(name, 390).inner_text(".units")
     assert "GiB" in text and "GB" in text and "2^30" in text.replace("2³⁰", "2^30")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_plans_table_has_no_constant_column(open_page: Opener, width: int) -> None:
+    pg = open_page("deploy", width)
+    columns = pg.evaluate(
+        """() => { const rows = [...document.querySelectorAll('#rig-plans tbody tr')];
+        return [...document.querySelectorAll('#rig-plans thead th')].map((th, i) =>
+          [th.textContent.trim(), rows.map(r => r.children[i].textContent.trim())]); }"""
+    )
+    constant = [name for name, cells in columns if len(set(cells)) == 1]
+    assert constant == [], f"one value on every rig, said in each row: {constant}"
+    said_once = pg.inner_text("p.constants")  # what every rig shares, once above the table
+    assert said_once.startswith("On every rig:") and "prompt tokens" in said_once
