@@ -3,8 +3,9 @@ OpenAPI-documented `/api/...`, all answered by `web.data`, which calls the core.
 
 Errors: a `MoeplanError` (unknown model, unreadable rig, context out of range) is the person's
 mistake, so it becomes a 404 (model not found) or 400 with the error's one-line message — an HTML
-page with the message for pages, `{"detail": ..., "error": ...}` for JSON. Nothing the core raises
-for bad input reaches the client as a 500.
+page with the message for pages (and the page's form, filled in with what was sent), `{"detail": ...,
+"error": ...}` for JSON. An unknown path is an HTML 404 page, or JSON under /api/ and for .json.
+Nothing the core raises for bad input reaches the client as a 500.
 """
 
 import time
