@@ -87,6 +87,27 @@ WRAP_JS = """() => {
   return bad;
 }"""
 
+# Flags named in a notice's prose ("--ctx", "-ngl"): each must be a .flag span on one line.
+FLAG_JS = """() => {
+  const bad = [];
+  document.querySelectorAll('.notice').forEach(el => {
+    if (!el.getClientRects().length) return;
+    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    let n;
+    while ((n = walker.nextNode())) {
+      const inFlag = n.parentElement.classList.contains('flag');
+      for (const m of n.data.matchAll(/(?<![\\w-])--?[a-z][\\w-]*/g)) {
+        const r = document.createRange();
+        r.setStart(n, m.index); r.setEnd(n, m.index + m[0].length);
+        const boxes = Array.from(r.getClientRects()).filter(x => x.width > 0);
+        const tops = new Set(boxes.map(x => Math.round(x.top)));
+        if (!inFlag || tops.size > 1) bad.push(m[0]);
+      }
+    }
+  });
+  return bad;
+}"""
+
 # The clipboard, recorded: navigator.clipboard.writeText stores what it was given.
 CLIPBOARD_JS = """Object.defineProperty(navigator, 'clipboard', {configurable: true, value: {
   writeText: t => { window.__copied = t; return Promise.resolve(); }}});"""
@@ -130,6 +151,11 @@ def test_no_sideways_scroll(open_page: Opener, name: str, width: int) -> None:
 def test_commands_wrap_only_between_tokens(open_page: Opener, name: str, width: int) -> None:
     pg = open_page(name, width)
     assert pg.evaluate(WRAP_JS) == []
+
+
+@pytest.mark.parametrize(("name", "width"), [("deploy", w) for w in WIDTHS] + [("home", w) for w in WIDTHS])
+def test_flags_in_notices_never_break(open_page: Opener, name: str, width: int) -> None:
+    assert open_page(name, width).evaluate(FLAG_JS) == []
 
 
 @pytest.mark.parametrize(("name", "width"), CASES)

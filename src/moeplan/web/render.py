@@ -2,13 +2,14 @@
 every template), number formatting filters, and `Links`, which knows where each page lives — as a
 route of the running app, or as a file of the static export reached by a relative path."""
 
+import re
 from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from moeplan import units
 from moeplan.web import charts
@@ -61,6 +62,16 @@ def command_html(cmd: str) -> Markup:
         else:
             groups[-1].append(token)
     return Markup(" ").join(Markup('<span class="arg">{}</span>').format(" ".join(g)) for g in groups)
+
+
+FLAG = re.compile(r"(?<![\w-])--?[a-z][\w-]*")  # a command-line flag written in prose: --ctx, -ngl
+
+
+def prose_html(text: str) -> Markup:
+    """Prose that names flags (a notice's "ask for more with --ctx"), each flag kept on one line:
+    a browser would otherwise break "--ctx" after its first hyphen."""
+    escaped = str(escape(text))
+    return Markup(FLAG.sub(lambda m: f'<span class="flag">{m.group(0)}</span>', escaped))
 
 
 def constant(values: Iterable[Any]) -> bool:
@@ -139,7 +150,14 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        gib=gib, gb=gb, billions=billions, tokens=tokens, speed=speed, label=label, command_html=command_html
+        gib=gib,
+        gb=gb,
+        billions=billions,
+        tokens=tokens,
+        speed=speed,
+        label=label,
+        command_html=command_html,
+        prose_html=prose_html,
     )
     env.tests["constant"] = constant
     env.globals["charts"] = charts
