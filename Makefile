@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint validate instrument browser bench clean fuzz fuzz-web
+.PHONY: run test lint validate instrument browser bench clean fuzz fuzz-web screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ browser:
 
 test: $(STAMP) instrument lint browser
 	$(BIN)/pytest -q
+
+# The README's screenshots (docs/*.png), taken by the browser tests at 1400 px.
+screenshots: $(STAMP) browser
+	shots=$$(mktemp -d) && MOEPLAN_SCREENSHOTS=$$shots $(BIN)/pytest -q tests/test_web_browser.py \
+	  -k "deploy_page_shows_command or checker_with_typed_rig" && \
+	  cp $$shots/deploy-qwen3.5-35b-a3b.png $$shots/checker-rtx-4090-64gb.png docs/
 
 validate: $(STAMP) instrument
 	$(BIN)/python -m validation.report

@@ -86,8 +86,15 @@ def test_deploy_page_shows_datacenter_plans(client: TestClient) -> None:
     serving = client.get("/models/deepseek-v3.1.json").json()["serving"]
     by = {(p["rig"], p["engine"]): p for p in serving}
     assert not by[("8x H100-SXM", "vllm")]["fits"] and by[("8x H200", "vllm")]["fits"]  # FP8 671B
-    assert by[("8x H200", "sglang")]["commands"][0].startswith("python -m sglang.launch_server")
-    assert len(by[("2 nodes x 8x H200, 400Gb IB", "vllm")]["commands"]) == 3  # Ray head, worker, then serve
+    assert by[("8x H200", "sglang")]["commands"][0] == {
+        "where": None,
+        "text": by[("8x H200", "sglang")]["commands"][0]["text"],
+    }
+    assert by[("8x H200", "sglang")]["commands"][0]["text"].startswith("python -m sglang.launch_server")
+    multi = by[("2 nodes x 8x H200, 400Gb IB", "vllm")]["commands"]
+    assert len(multi) == 3  # Ray head, worker, then serve
+    assert [c["where"].split(" ")[:2] for c in multi] == [["node", "0"], ["node", "1"], ["node", "0"]]
+    assert [c["text"].split(" ")[0] for c in multi] == ["ray", "ray", "vllm"]  # no label in the command
     assert 'id="serving-plans"' in client.get("/models/deepseek-v3.1").text
 
 

@@ -24,6 +24,7 @@ from moeplan import LLAMACPP_BUILD, __version__, numbers
 from moeplan.errors import MoeplanError
 from moeplan.hardware.spec import Rig
 from moeplan.plan.uses import DEFAULT_USE, LONG_CONTEXT, TOO_SLOW_TOK_S, USES
+from moeplan.units import POLICY, billions, gb, gib
 
 if TYPE_CHECKING:
     from moeplan import api
@@ -59,7 +60,12 @@ def _version(value: bool) -> None:
 if TYPE_CHECKING:
     from moeplan.plan.distributed import DistributedPlan
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help=f"{__doc__}\n\nUnits, as on the web pages: {POLICY}.",
+    pretty_exceptions_enable=False,
+)
 
 
 @app.callback()
@@ -109,14 +115,6 @@ def one_line_errors(fn: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def gib(n: float) -> str:
-    return f"{n / 2**30:,.2f} GiB"
-
-
-def billions(n: float) -> str:
-    return f"{n / 1e9:,.2f} B"
 
 
 @app.command()
@@ -174,7 +172,8 @@ def _size_table(r: "SizeReport") -> Table:
     t.add_row("file size", f"{r.file_bytes:,} B = {r.file_bytes / 1e9:,.2f} GB = {gib(r.file_bytes)}")
     t.add_row("tensor data", f"{r.tensor_bytes:,} B = {gib(r.tensor_bytes)}")
     t.add_row("bits per weight", f"{r.bits_per_weight:.3f}")
-    t.add_row("parameters total / active", f"{billions(r.params_total)} / {billions(r.params_active)}")
+    mtp = f" (+{billions(r.params_mtp)} in MTP layers)" if r.params_mtp else ""
+    t.add_row("parameters total / active", f"{billions(r.params_total)} / {billions(r.params_active)}{mtp}")
     for group, n in r.by_group.items():
         if n:
             t.add_row(f"  {group}", f"{gib(n)} ({100 * n / r.tensor_bytes:.1f}%)")
@@ -227,7 +226,7 @@ def compare(a: str, b: str, quant: QuantOpt = "Q4_K_M", json_out: JsonOpt = Fals
     t.add_column("")
     t.add_column(ra.model, justify="right")
     t.add_column(rb.model, justify="right")
-    t.add_row("file size", gib(ra.file_bytes), gib(rb.file_bytes))
+    t.add_row("file size", gb(ra.file_bytes), gb(rb.file_bytes))
     t.add_row("parameters total", billions(ra.params_total), billions(rb.params_total))
     t.add_row("parameters active per token", billions(ra.params_active), billions(rb.params_active))
     t.add_row("resident if only active params counted", gib(ra.active_bytes), gib(rb.active_bytes))

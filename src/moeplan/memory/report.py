@@ -20,7 +20,7 @@ class SizeReport(BaseModel):
     file_bytes: int
     tensor_bytes: int
     bits_per_weight: float
-    params_total: int
+    params_total: int  # without MTP layers: one count per model (Weights.params_total)
     params_active: int
     active_bytes: int
     by_role: dict[str, int]
@@ -31,6 +31,7 @@ class SizeReport(BaseModel):
     notes: list[str]
     native_format: str | None = None  # the official safetensors release, for vLLM / SGLang
     native_bytes: int | None = None
+    params_mtp: int = 0  # parameters of the MTP layers the file holds, beside params_total
 
 
 def group_bytes(by_role: dict[str, int]) -> dict[str, int]:
@@ -60,6 +61,7 @@ def size_report(
         bits_per_weight=round(w.bits_per_weight, 4),
         params_total=w.params_total,
         params_active=w.params_active,
+        params_mtp=w.params_mtp,
         active_bytes=w.active_bytes,
         by_role=by_role,
         by_group=group_bytes(by_role),

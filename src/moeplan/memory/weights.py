@@ -143,7 +143,16 @@ class Weights:
 
     @property
     def params_total(self) -> int:
-        return sum(t.spec.n_elements for t in self.tensors)
+        """The model's parameters: every tensor but the MTP (NextN) layers', which only draft tokens
+        and which one file holds and another lacks, so a model has one count whichever file is asked
+        for: the count llama.cpp prints (llama_model::print_info, "model params") for a GGUF without
+        them, e.g. Qwen3.5-35B-A3B 34.66 B as the published files hold it (35.51 B with its MTP layer)."""
+        return sum(t.spec.n_elements for t in self.tensors if t.spec.role is not Role.MTP)
+
+    @property
+    def params_mtp(self) -> int:
+        """Parameters of the MTP layers this file holds (0 where it has none)."""
+        return sum(t.spec.n_elements for t in self.tensors if t.spec.role is Role.MTP)
 
     def _active(self, t: TypedTensor, value: int) -> float:
         if t.spec.role is Role.MTP:
@@ -174,7 +183,8 @@ class Weights:
 
     @property
     def bits_per_weight(self) -> float:
-        return 8 * self.tensor_bytes / self.params_total if self.params_total else 0.0
+        elements = self.params_total + self.params_mtp  # every tensor in the file
+        return 8 * self.tensor_bytes / elements if elements else 0.0
 
 
 def active_fractions(inv: Inventory) -> dict[int, float]:

@@ -3,8 +3,9 @@ OpenAPI-documented `/api/...`, all answered by `web.data`, which calls the core.
 
 Errors: a `MoeplanError` (unknown model, unreadable rig, context out of range) is the person's
 mistake, so it becomes a 404 (model not found) or 400 with the error's one-line message — an HTML
-page with the message for pages, `{"detail": ..., "error": ...}` for JSON. Nothing the core raises
-for bad input reaches the client as a 500.
+page with the message for pages (and the page's form, filled in with what was sent), `{"detail": ...,
+"error": ...}` for JSON. An unknown path is an HTML 404 page, or JSON under /api/ and for .json.
+Nothing the core raises for bad input reaches the client as a 500.
 """
 
 import os
@@ -24,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, GetPydanticSchema
 from pydantic_core import core_schema
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.supervisors import Multiprocess
 
@@ -153,10 +155,37 @@ def _status(e: MoeplanError) -> int:
     return 404 if isinstance(e, ModelNotFound) else 400
 
 
+# The page whose form an error page shows again, filled in with what was sent (templates/forms.html).
+FORM_OF_PATH = {
+    "/": "plan",
+    "/hardware": "checker",
+    "/compare": "compare",
+    "/models": "models",
+    "/gpus": "gpus",
+}
+
+
+def _error_form(request: Request) -> dict[str, Any]:
+    form = FORM_OF_PATH.get(request.url.path)
+    if form is None:
+        return {"form": None}
+    models = list(data.summaries().values()) if form in ("plan", "compare") else []
+    return {"form": form, "query": dict(request.query_params), "presets": data.presets(), "models": models}
+
+
 def _error_response(request: Request, status: int, message: str, kind: str) -> Response:
     if _wants_json(request):
         return JSONResponse({"detail": message, "error": kind}, status_code=status)
-    html = render("error.html", LIVE, status=status, message=message, kind=kind, json_url=None, title="Error")
+    html = render(
+        "error.html",
+        LIVE,
+        status=status,
+        message=message,
+        kind=kind,
+        json_url=None,
+        title="Not found" if status == 404 else "Error",
+        **_error_form(request),
+    )
     return HTMLResponse(html, status_code=status)
 
 
@@ -225,6 +254,13 @@ def create_app() -> FastAPI:
     async def moeplan_error(request: Request, e: MoeplanError) -> Response:
         return _error_response(request, _status(e), str(e), type(e).__name__)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> Response:
+        """No route (404) or method (405): an HTML page under the site, JSON under /api and for .json."""
+        message = f"no page at {request.url.path}" if e.status_code == 404 else str(e.detail)
+        kind = "NotFound" if e.status_code == 404 else "HTTPError"
+        return _error_response(request, e.status_code, message, kind)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, e: RequestValidationError) -> Response:
         parts = []
@@ -247,7 +283,7 @@ def create_app() -> FastAPI:
         ctx: str = "",
         quant: str = "",
     ) -> Response:
-        rig = rig.strip() or preset.strip()
+        rig = preset.strip() or rig.strip()  # a preset picked in the menu wins (no JavaScript needed)
         page = data.home_page(model, rig, numbers.optional_int(ctx, numbers.CONTEXT), quant.strip() or None)
         if request.url.path.endswith(".json"):
             return _json(page)
@@ -311,7 +347,7 @@ def create_app() -> FastAPI:
         kind: str = "all",
         sort: str = "best",
     ) -> Response:
-        rig = rig.strip() or preset.strip()
+        rig = preset.strip() or rig.strip()  # a preset picked in the menu wins (no JavaScript needed)
         if not rig and gpu.strip():
             rig = data.compose_rig(
                 gpu,

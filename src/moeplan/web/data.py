@@ -500,6 +500,14 @@ class CurvePoint(BaseModel):
     gpu_bytes: int
 
 
+class ServingCommand(BaseModel):
+    """One command of a serving plan; `where` names the node on a multi-node plan (None on one node),
+    kept apart from the text so that copying the command copies the command alone."""
+
+    where: str | None
+    text: str
+
+
 class ServingPlan(BaseModel):
     """A vLLM / SGLang plan on a datacenter rig (plan/distributed.py)."""
 
@@ -515,7 +523,7 @@ class ServingPlan(BaseModel):
     output_tok_s: float
     batch: int
     single_stream_tok_s: float
-    commands: list[str]
+    commands: list[ServingCommand]
     notices: list[str]
 
 
@@ -554,7 +562,10 @@ def serving_plans(mid: str) -> list[ServingPlan]:
                     output_tok_s=round(p.output_tok_s, 1),
                     batch=p.batch,
                     single_stream_tok_s=round(p.single_stream_tok_s, 1),
-                    commands=[f"{c.where}: {c.text}" if len(p.commands) > 1 else c.text for c in p.commands],
+                    commands=[
+                        ServingCommand(where=c.where if len(p.commands) > 1 else None, text=c.text)
+                        for c in p.commands
+                    ],
                     notices=[n.id for n in p.notices],
                 )
             )

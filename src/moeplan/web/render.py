@@ -2,33 +2,33 @@
 every template), number formatting filters, and `Links`, which knows where each page lives — as a
 route of the running app, or as a file of the static export reached by a relative path."""
 
+import re
 from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup, escape
 
+from moeplan import units
 from moeplan.web import charts
 
 TEMPLATES = resources.files("moeplan") / "web" / "templates"
 STATIC = resources.files("moeplan") / "web" / "static"
 
 
+# On the pages a number and its unit never part at a line break (a no-break space between them).
 def gib(n: int | float | None) -> str:
-    """Device memory, as GPU makers' "GB" are binary (a 24 GB card holds 24 GiB)."""
-    return "—" if n is None else f"{n / 2**30:,.1f} GiB"
+    return units.gib(n, 1).replace(" ", "\u00a0")
 
 
 def gb(n: int | float | None) -> str:
-    """File sizes, decimal as the Hugging Face Hub shows them."""
-    return "—" if n is None else f"{n / 1e9:,.1f} GB"
+    return units.gb(n, 1).replace(" ", "\u00a0")
 
 
 def billions(n: int | float | None) -> str:
-    if n is None:
-        return "—"
-    return f"{n / 1e9:,.1f} B" if n >= 1e9 else f"{n / 1e6:,.0f} M"
+    return units.billions(n).replace(" ", "\u00a0")
 
 
 def tokens(n: int | None) -> str:
@@ -48,6 +48,36 @@ def speed(x: float | None) -> str:
 def label(name: str) -> str:
     """'prefill_tok_s' -> 'prefill tok/s' (for fields the speed model adds)."""
     return name.replace("_tok_s", " tok/s").replace("_s", " s").replace("_", " ")
+
+
+def command_html(cmd: str) -> Markup:
+    """A command as one span per flag with its values (the program and its arguments first), so a
+    narrow box breaks the line only between flags, never inside a number or a file name. The text
+    is unchanged: the spans are joined by the spaces that separated them."""
+    groups: list[list[str]] = []
+    for token in cmd.split(" "):
+        flag = token.startswith("-") and not token[1:2].isdigit()  # "-1" is a value, not a flag
+        if flag or not groups:
+            groups.append([token])
+        else:
+            groups[-1].append(token)
+    return Markup(" ").join(Markup('<span class="arg">{}</span>').format(" ".join(g)) for g in groups)
+
+
+FLAG = re.compile(r"(?<![\w-])--?[a-z][\w-]*")  # a command-line flag written in prose: --ctx, -ngl
+
+
+def prose_html(text: str) -> Markup:
+    """Prose that names flags (a notice's "ask for more with --ctx"), each flag kept on one line:
+    a browser would otherwise break "--ctx" after its first hyphen."""
+    escaped = str(escape(text))
+    return Markup(FLAG.sub(lambda m: f'<span class="flag">{m.group(0)}</span>', escaped))
+
+
+def constant(values: Iterable[Any]) -> bool:
+    """A column holding one value in every row (of two or more): said once above its table instead."""
+    seen = list(values)
+    return len(seen) > 1 and all(v == seen[0] for v in seen)
 
 
 class Links:
@@ -119,7 +149,17 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(gib=gib, gb=gb, billions=billions, tokens=tokens, speed=speed, label=label)
+    env.filters.update(
+        gib=gib,
+        gb=gb,
+        billions=billions,
+        tokens=tokens,
+        speed=speed,
+        label=label,
+        command_html=command_html,
+        prose_html=prose_html,
+    )
+    env.tests["constant"] = constant
     env.globals["charts"] = charts
     return env
 

@@ -16,7 +16,8 @@
     });
   }
 
-  // Click a header of a table.sortable to sort by that column (data-sort values when present).
+  // A table.sortable's headers become buttons (Tab reaches them; Enter, Space or a click sorts by that
+  // column, by data-sort values where present), and aria-sort tells assistive technology the order.
   function cellValue(row, i) {
     var cell = row.children[i];
     if (!cell) return "";
@@ -27,9 +28,15 @@
   function sortable(table) {
     var heads = table.querySelectorAll("thead th");
     heads.forEach(function (th, i) {
-      th.addEventListener("click", function () {
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "sort";
+      while (th.firstChild) button.appendChild(th.firstChild);
+      th.appendChild(button);
+      th.setAttribute("aria-sort", "none");
+      button.addEventListener("click", function () {
         var asc = th.getAttribute("aria-sort") !== "ascending";
-        heads.forEach(function (h) { h.removeAttribute("aria-sort"); });
+        heads.forEach(function (h) { h.setAttribute("aria-sort", "none"); });
         th.setAttribute("aria-sort", asc ? "ascending" : "descending");
         var body = table.tBodies[0];
         var rows = Array.prototype.slice.call(body.rows);
@@ -55,13 +62,15 @@
     });
   }
 
-  // A preset <select data-fill="INPUT_ID"> writes its value into the rig box.
+  // A preset <select data-fill="INPUT_ID"> writes its value into the rig box; typing in the box
+  // afterwards clears the pick (the server applies a chosen preset over the box).
   function presetFill(select) {
     var target = document.getElementById(select.getAttribute("data-fill"));
     if (!target) return;
     select.addEventListener("change", function () {
       if (select.value) target.value = select.value;
     });
+    target.addEventListener("input", function () { select.value = ""; });
   }
 
   // Copy buttons next to commands (shown only when the clipboard is available).

@@ -1,0 +1,24 @@
+"""The one unit policy of every face, CLI tables and web pages alike: memory in GiB, as GPU makers'
+"GB" are binary (a 24 GB card holds 24 GiB); files in GB, decimal as the Hugging Face Hub shows them;
+parameters in B (10^9) or M (10^6). Each face states it (`POLICY`) and formats with these functions."""
+
+POLICY = "memory in GiB (2^30 bytes), files in GB (10^9 bytes)"
+
+
+def gib(n: float | None, digits: int = 2) -> str:
+    """Device and host memory, KV cache, buffers."""
+    return "—" if n is None else f"{n / 2**30:,.{digits}f} GiB"
+
+
+def gb(n: float | None, digits: int = 2) -> str:
+    """File and download sizes, and bytes read per token (the unit of GB/s bandwidth)."""
+    return "—" if n is None else f"{n / 1e9:,.{digits}f} GB"
+
+
+def billions(n: float | None) -> str:
+    """A parameter count, to four significant figures from 1 B up (34.66 B, 671.9 B)."""
+    if n is None:
+        return "—"
+    if n < 1e9:
+        return f"{n / 1e6:,.0f} M"
+    return f"{n / 1e9:,.2f} B" if n < 1e11 else f"{n / 1e9:,.1f} B"
