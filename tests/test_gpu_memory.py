@@ -7,6 +7,7 @@ and check each backend's and build's rule on its own.
 
 import numpy as np
 import pytest
+from validation import gpu_logs
 
 from moeplan.arch.inventory import inventory
 from moeplan.engines import builds
@@ -17,7 +18,6 @@ from moeplan.memory.kv import CacheConfig
 from moeplan.memory.weights import predict
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import load_catalog
-from validation import gpu_logs
 
 MIB = 2**20
 RECORDS = {r["id"]: r for r in __import__("json").loads(gpu_logs.LOGS.read_text())["records"]}
@@ -62,7 +62,7 @@ def _setup(model: str, quant: str = "Q4_K_M"):  # type: ignore[no-untyped-def]
 
 
 def test_op_offload_copies_the_largest_host_expert_to_the_main_gpu_only() -> None:
-    spec, inv, w = _setup("qwen3-30b-a3b")
+    _, inv, w = _setup("qwen3-30b-a3b")
     cfg = CacheConfig(n_ctx=8192)
     p = parse_placement("-ngl 99 --cpu-moe -ts 1,1")
     on = plan_memory(inv, w, cfg, p, ("CUDA0", "CUDA1"))
@@ -79,7 +79,7 @@ def test_op_offload_copies_the_largest_host_expert_to_the_main_gpu_only() -> Non
 
 
 def test_rpc_has_no_op_offload_and_cpu_figures_do_not_change() -> None:
-    spec, inv, w = _setup("qwen3-30b-a3b")
+    _, inv, w = _setup("qwen3-30b-a3b")
     cfg = CacheConfig(n_ctx=4096)
     p = parse_placement("-ngl 99 --cpu-moe")
     rpc = plan_memory(inv, w, cfg, p, ("RPC0",))
@@ -90,7 +90,7 @@ def test_rpc_has_no_op_offload_and_cpu_figures_do_not_change() -> None:
 
 def test_gpu_mask_copy_is_freed_before_the_logits() -> None:
     """On a GPU the logits phase does not hold the KQ mask (a graph input's copy), on the CPU it does."""
-    spec, inv, w = _setup("qwen3-8b")
+    _, inv, w = _setup("qwen3-8b")
     cfg = CacheConfig(n_ctx=32768)
     p = parse_placement("-ngl 99")
     fe = Frontend()  # 512 outputs: the logits phase is the peak
@@ -101,7 +101,7 @@ def test_gpu_mask_copy_is_freed_before_the_logits() -> None:
 
 
 def test_metal_maps_the_whole_file_and_has_no_runtime_line() -> None:
-    spec, inv, w = _setup("gpt-oss-20b", "MXFP4_MOE")
+    _, inv, w = _setup("gpt-oss-20b", "MXFP4_MOE")
     cfg = CacheConfig(n_ctx=8192)
     mtl = plan_memory(inv, w, cfg, parse_placement("-ngl 99"), ("MTL0",))
     cuda = plan_memory(inv, w, cfg, parse_placement("-ngl 99"), ("CUDA0",))
@@ -142,7 +142,7 @@ def test_build_rules() -> None:
 
 
 def test_old_mla_cache_holds_v_too() -> None:
-    spec, inv, w = _setup("deepseek-v3")
+    _, inv, w = _setup("deepseek-v3")
     p = parse_placement("-ngl 99 --cpu-moe")
     new = plan_memory(inv, w, CacheConfig(n_ctx=8192), p, ("CUDA0",)).device("CUDA0").kv_bytes
     cfg, _ = builds.at_build(7000, CacheConfig(n_ctx=8192), Frontend())

@@ -204,7 +204,8 @@ SETUPS = (
 # rules, not tuned: a row that misses says what the record would need).
 REASONS = {
     "r01/CUDA0": "b6895 predates #18148: -ngl 48 keeps the output layer on the CPU; its F16 weight "
-    "(594 MiB) is copied in for the offloaded logits matmul of 512 outputs (#23861 not yet in): 594 + 297 + 8",
+    "(594 MiB) is copied in for the offloaded logits matmul of 512 outputs (#23861 not yet in): "
+    "594 + 297 + 8",
     "r05/CUDA0": "logits of the whole micro-batch (248320 x 512 x 4 = 485 MiB, before #23861) dominate; "
     "model: unsloth's UD-Q4_K_XL keeps more tensors above Q4_K than stock Q4_K_M (-1299 MiB)",
     "r06/CUDA0": "host experts' copies for op offload, one at a time: the largest CPU expert tensor of the "
@@ -226,7 +227,8 @@ REASONS = {
     "file, token_embd included (the host's CPU_Mapped pages, counted once in unified memory)",
     "r30/CUDA0": "op-offload copy of the largest host expert tensor (stock Q5_K_M ffn_down_exps) + mask + "
     "activations; model and compute low by the UD-Q5_K_XL recipe (wider experts than stock Q5_K_M)",
-    "r30/CUDA1": "DSA masks (KQ and indexer) + sparse-attention leaves of 9 layers; model: UD-Q5_K_XL vs Q5_K_M",
+    "r30/CUDA1": "DSA masks (KQ and indexer) + sparse-attention leaves of 9 layers; "
+    "model: UD-Q5_K_XL vs Q5_K_M",
     "r30/CUDA2": "as CUDA1 with 8 layers; model: UD-Q5_K_XL vs stock Q5_K_M",
     "r30/CUDA3": "as CUDA1 with 6 layers + output (8 outputs reserved after #23861); model: UD recipe",
     "r34/CUDA0": "FA off: F32 KQ scores 16384 x 512 x 32 heads (1024 MiB) + F32 mask, on every GPU",
@@ -268,7 +270,7 @@ def _logged(dev: dict[str, Any]) -> dict[str, float]:
     return {"model": dev["model_mib"], "context": dev["context_mib"], "compute": dev["compute_mib"]}
 
 
-def _pct(pred: float, got: float) -> float:
+def pct(pred: float, got: float) -> float:
     return 100.0 * (pred - got) / got if got else 0.0
 
 
@@ -302,7 +304,7 @@ def compare(s: Setup, record: dict[str, Any]) -> list[dict[str, Any]]:
                     "compute": abs(compute_err) <= max(COMPUTE_MIB, COMPUTE_PCT / 100 * got["compute"]),
                     # KV/state exact to the precision printed (MiB with two decimals, or whole MiB)
                     "context": abs(pred["context"] - got["context"]) < 1.0,
-                    "total": abs(_pct(total_pred, total_got)) <= TOTAL_PCT,
+                    "total": abs(pct(total_pred, total_got)) <= TOTAL_PCT,
                 },
                 "command": record["command"],
                 "flags": s.flags,

@@ -122,7 +122,7 @@ def _gpu_logs_section(payload: dict[str, Any]) -> list[str]:
             f"{p['model']:.0f} / {g['model']:.0f}",
             f"{p['context']:.2f} / {g['context']:.2f}",
             f"{p['compute']:.0f} / {g['compute']:.0f} ({p['offload_copy']:.0f})",
-            f"{t['predicted']:.0f} / {t['logged']:.0f} ({100 * (t['predicted'] - t['logged']) / t['logged']:+.1f}%)",
+            f"{t['predicted']:.0f} / {t['logged']:.0f} ({gpu_logs.pct(t['predicted'], t['logged']):+.1f}%)",
             ", ".join("yes" if ok[k] else "**NO**" for k in ("compute", "context", "total")),
             f"{p['runtime']:.0f}",
             c["build"],
