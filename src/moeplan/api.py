@@ -3,12 +3,17 @@ re-derives a number."""
 
 import re
 import shlex
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from moeplan.arch.inventory import inventory, mtp_default, mtp_supported
+from moeplan.arch.spec import ModelSpec
+from moeplan.engines import builds
+from moeplan.engines.gpu_backends import backend as named_backend
+from moeplan.engines.gpu_backends import split_backend
 from moeplan.engines.llamacpp import (
     CPU,
     DeviceMemory,
@@ -25,6 +30,7 @@ from moeplan.memory.kv import CacheConfig, cache_type
 from moeplan.memory.report import SizeReport, size_report
 from moeplan.memory.weights import (
     CONVERTER_OUTTYPES,
+    Weights,
     default_file_type,
     file_bytes,
     nominal_file_type,
@@ -33,7 +39,15 @@ from moeplan.memory.weights import (
 )
 from moeplan.notices import notices
 from moeplan.perf.estimate import PROMPT_TOKENS
-from moeplan.plan.llamacpp import QUALITY_FLOOR, device_slots, evaluate_command
+from moeplan.plan.llamacpp import (
+    FIT_TARGET,
+    QUALITY_FLOOR,
+    Candidate,
+    Runtime,
+    device_slots,
+    evaluate_command,
+    gpu_backend,
+)
 from moeplan.plan.llamacpp import plan as llamacpp_plan
 from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
@@ -42,6 +56,37 @@ from moeplan.sources.gguf_header import read_local
 from moeplan.sources.gguf_weights import weights_from_gguf
 from moeplan.sources.hub import gguf_groups, list_repo, parse_ref
 from moeplan.sources.reference import ResolvedModel, resolve_model
+
+
+def runtime(
+    backend: str | None = None,
+    llamacpp_build: int | None = None,
+    op_offload: bool = True,
+    fit_target_mib: int | None = None,
+) -> Runtime:
+    """The llama.cpp a plan is for, from the options every face offers (--backend, --llamacpp-build,
+    --no-op-offload, --fit-target); defaults: the GPUs' vendor backend, the pinned build, 1 GiB."""
+    if fit_target_mib is not None and fit_target_mib < 0:
+        raise MoeplanError(
+            f"--fit-target is MiB kept free per GPU and cannot be negative, got {fit_target_mib}"
+        )
+    return Runtime(
+        builds.check_build(llamacpp_build if llamacpp_build is not None else builds.PINNED_BUILD),
+        named_backend(backend) if backend else None,
+        op_offload,
+        FIT_TARGET if fit_target_mib is None else fit_target_mib * 2**20,
+    )
+
+
+def rig_and_runtime(rig_text: str, rt: Runtime) -> tuple[Rig, Runtime]:
+    """The rig, and the runtime with a backend its text names ("RX 7900 XTX (Vulkan)"); an option
+    given as well must agree with it."""
+    text, said = split_backend(rig_text)
+    if said is not None and rt.backend is not None and said != rt.backend:
+        raise MoeplanError(f"the rig says {said.name} but --backend says {rt.backend.name}: keep one")
+    if said is not None:
+        rt = Runtime(rt.build, said, rt.op_offload, rt.fit_target_bytes)
+    return parse_rig(text), rt
 
 
 def _mtp_choice(r: ResolvedModel, mtp: bool | None) -> tuple[bool | None, str]:
@@ -134,6 +179,8 @@ class DeviceReport(BaseModel):
     kv_bytes: int
     state_bytes: int
     compute_bytes: int
+    offload_copy_bytes: int  # of compute: the host weight copied in for op offload
+    runtime_bytes: int  # not in llama.cpp's buffers: the backend's context, BLAS workspace, pool
     output_bytes: int
     total_bytes: int
 
@@ -149,6 +196,8 @@ class MemoryReport(BaseModel):
     cache_types: tuple[str, str]
     flash_attn: bool
     placement: str
+    backend: str
+    llamacpp_build: str
     devices: list[DeviceReport]
     total_bytes: int
     notes: list[str]
@@ -169,8 +218,12 @@ def memory(
     frontend: str = "server",
     n_ubatch: int = 512,
     mtp: bool | None = None,
+    backend: str = "cuda",
+    llamacpp_build: int | None = None,
+    op_offload: bool = True,
 ) -> MemoryReport:
-    """Bytes per device that llama.cpp allocates for this model, context and placement."""
+    """Bytes per device that llama.cpp allocates for this model, context and placement, on GPUs of
+    `backend` (cuda, rocm, vulkan, metal, sycl, rpc) as build `llamacpp_build` allocates them."""
     r = resolve_model(model)
     spec = r.require_spec()
     inv = r.file or inventory(spec, mtp=_mtp_choice(r, mtp)[0])
@@ -191,18 +244,28 @@ def memory(
     flags = placement + (f" --n-cpu-moe {n_cpu_moe}" if n_cpu_moe is not None else "")
     place = parse_placement(flags)
     n_gpus = gpus if gpus is not None else (1 if flags.strip() else 0)
-    names = tuple(f"CUDA{i}" for i in range(n_gpus))
+    rt = runtime(backend, llamacpp_build, op_offload)
+    b = rt.backend or named_backend("cuda")
+    names = tuple(f"{b.device_prefix}{i}" for i in range(n_gpus))
     fe = Frontend("llama-server", n_outputs_max=slots) if server else Frontend()
-    plan = plan_memory(inv, w, cfg, place, names, fe)
+    cfg, fe = builds.at_build(rt.build, cfg, fe)
+    plan = plan_memory(
+        inv, w, cfg, place, names, fe, op_offload=op_offload, output_first=builds.output_first(rt.build)
+    )
     devices = [
-        DeviceReport(device=d.device, output_bytes=d.output_bytes, **_buffers(d)) for d in plan.devices
+        DeviceReport(
+            device=d.device,
+            output_bytes=d.output_bytes,
+            offload_copy_bytes=d.offload_copy_bytes,
+            runtime_bytes=d.runtime_bytes,
+            **_buffers(d),
+        )
+        for d in plan.devices
     ]
-    notes = [
-        "compute buffers follow llama.cpp's CPU graph; CUDA adds its context (~300-500 MiB per GPU) "
-        "and, with experts on the CPU, copies of offloaded weights for large batches"
-    ]
+    notes = builds.differences(rt.build)
     if n_gpus:
         notes.append("CPU weights of GPU runs are mmap'd from the file (page cache), not repacked")
+        notes.append(f"{b.name} runtime per GPU, outside llama.cpp's buffers: {b.runtime_source}")
     if r.alias_note:
         notes.insert(0, r.alias_note)
     return MemoryReport(
@@ -216,6 +279,8 @@ def memory(
         cache_types=(ctk, ctv),
         flash_attn=flash_attn,
         placement=flags.strip() or "CPU only",
+        backend=b.name if n_gpus else "CPU",
+        llamacpp_build=builds.describe(rt.build),
         devices=devices,
         total_bytes=sum(d.total_bytes for d in devices),
         notes=notes,
@@ -224,11 +289,14 @@ def memory(
 
 class PlanDevice(BaseModel):
     name: str
-    capacity_bytes: int
+    capacity_bytes: int  # what the plan may use: the device's memory less `margin_bytes`
+    margin_bytes: int  # kept free, as llama.cpp's --fit-target (0 for the host)
     weights_bytes: int
     kv_bytes: int
     state_bytes: int
     compute_bytes: int
+    offload_copy_bytes: int  # of compute: the host weight copied in for op offload
+    runtime_bytes: int  # lost outside llama.cpp's buffers (runtime context, BLAS workspace, pool)
     total_bytes: int
 
 
@@ -243,12 +311,20 @@ def _buffers(d: DeviceMemory) -> dict[str, int]:
     }
 
 
-def plan_devices(memory: MemoryPlan, rig: Rig) -> list[PlanDevice]:
+def plan_devices(memory: MemoryPlan, rig: Rig, rt: Runtime | None = None) -> list[PlanDevice]:
     """Each device the plan uses, with what the rig offers it (the host is always listed)."""
-    cpu, gpus = device_slots(rig)
+    cpu, gpus = device_slots(rig, rt or Runtime())
     capacity = {s.name: s.capacity_bytes for s in [cpu, *gpus]}
+    margin = {s.name: (rt or Runtime()).fit_target_bytes for s in gpus}
     return [
-        PlanDevice(name=d.device, capacity_bytes=capacity.get(d.device, capacity[CPU]), **_buffers(d))
+        PlanDevice(
+            name=d.device,
+            capacity_bytes=capacity.get(d.device, capacity[CPU]),
+            margin_bytes=margin.get(d.device, 0),
+            offload_copy_bytes=d.offload_copy_bytes,
+            runtime_bytes=d.runtime_bytes,
+            **_buffers(d),
+        )
         for d in memory.devices
         if d.total_bytes or d.device == CPU
     ]
@@ -273,6 +349,9 @@ class PlanAlternative(BaseModel):
 class PlanReport(BaseModel):
     model: str
     rig: str
+    backend: str  # the GPUs' llama.cpp backend (CPU when there are none)
+    llamacpp_build: str  # the build modelled, and the changes it predates
+    build_notes: list[str]  # what that build allocates differently from the pinned one
     rig_assumptions: list[str]
     fits: bool
     quant: str
@@ -306,9 +385,12 @@ def plan_on_rig(
     ctv: str = "f16",
     flash_attn: bool = True,
     alternatives: bool = True,
+    rt: Runtime | None = None,
 ) -> PlanReport:
     """The best llama.cpp plan for a catalog model on a rig, with its command and notices
-    (and the alternatives that lost, unless told not to: the checker lists winners only)."""
+    (and the alternatives that lost, unless told not to: the checker lists winners only).
+    `rt`: the llama.cpp build, backend, op offload and fit margin (`runtime()`; default pinned)."""
+    rt = rt or Runtime()
     r = model if isinstance(model, ResolvedModel) else resolve_model(model)
     spec = r.require_spec()
     if r.file is not None:  # a GGUF file is planned as it is, labelled with its file type
@@ -329,11 +411,12 @@ def plan_on_rig(
         cache=cache,
         alternatives=alternatives,
         file=r.file,
+        runtime=rt,
     )
     c = result.chosen
     prefill = c.perf.prefill(PROMPT_TOKENS)
     spread = c.perf.latency
-    devices = plan_devices(c.memory, rig)
+    devices = plan_devices(c.memory, rig, rt)
     sibling = _dense_sibling_fits(r.entry, rig, ctx) if spec.is_moe and r.entry else None
     command = render_command(
         r.gguf.group.name.rsplit("/", 1)[-1]
@@ -347,10 +430,14 @@ def plan_on_rig(
         flash_attn=flash_attn,
         cache_k=ctk,
         cache_v=ctv,
+        op_offload=rt.op_offload,
     )
     return PlanReport(
         model=r.name,
         rig=rig.text,
+        backend=_backend_label(rig, rt),
+        llamacpp_build=builds.describe(rt.build),
+        build_notes=builds.differences(rt.build),
         rig_assumptions=list(rig.assumptions),
         fits=c.fits and not result.disk,
         quant=c.quant.name,
@@ -397,8 +484,23 @@ def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int | None) -> str |
     return sibling.name if r.chosen.fits and r.chosen.strategy == "gpu" else None
 
 
-def plan(model: str, rig_text: str, **kw: Any) -> PlanReport:
-    return plan_on_rig(model, parse_rig(rig_text), **kw)
+def _backend_label(rig: Rig, rt: Runtime) -> str:
+    names = sorted({gpu_backend(g, rt).name for g in rig.node.gpus})
+    return "+".join(names) if names else "CPU"
+
+
+def plan(
+    model: str,
+    rig_text: str,
+    *,
+    backend: str | None = None,
+    llamacpp_build: int | None = None,
+    op_offload: bool = True,
+    fit_target_mib: int | None = None,
+    **kw: Any,
+) -> PlanReport:
+    rig, rt = rig_and_runtime(rig_text, runtime(backend, llamacpp_build, op_offload, fit_target_mib))
+    return plan_on_rig(model, rig, rt=rt, **kw)
 
 
 class FitRow(BaseModel):
@@ -553,6 +655,10 @@ class ExplainReport(BaseModel):
     suggestion: str
     suggested_command: str | None
     speedup: float | None
+    fixes: list[str]  # when it does not fit: the smallest changes of this command that would make it
+    backend: str
+    llamacpp_build: str
+    build_notes: list[str]
     ignored_flags: list[str]
 
 
@@ -569,6 +675,7 @@ _PLACEMENT_FLAGS = {
     "--tensor-split",
 }
 _PLACEMENT_SWITCHES = {"-cmoe", "--cpu-moe", "-nkvo", "--no-kv-offload"}
+_RUNTIME_SWITCHES = {"--no-op-offload"}
 _VALUE_FLAGS = {
     "-m",
     "--model",
@@ -612,6 +719,9 @@ def _parse_command(command: str) -> tuple[dict[str, str], str, list[str]]:
         elif a in _PLACEMENT_SWITCHES:
             placement.append(a)
             i += 1
+        elif a in _RUNTIME_SWITCHES:
+            values[a.lstrip("-")] = "1"
+            i += 1
         elif a in _VALUE_FLAGS:
             if i + 1 >= len(args):
                 raise MoeplanError(f"{a} needs a value")
@@ -643,10 +753,19 @@ def _model_from_file(path: str) -> tuple[str, FileType]:
     return model, ft
 
 
-def explain(command: str, rig_text: str) -> ExplainReport:
-    """Memory and speed of a real llama.cpp command on a rig, and what moeplan would change."""
-    rig = parse_rig(rig_text)
+def explain(
+    command: str,
+    rig_text: str,
+    *,
+    backend: str | None = None,
+    llamacpp_build: int | None = None,
+    fit_target_mib: int | None = None,
+) -> ExplainReport:
+    """Memory and speed of a real llama.cpp command on a rig, and what moeplan would change.
+    `llamacpp_build`: the build that runs it (default: the pinned one)."""
     values, flags, ignored = _parse_command(command)
+    rt = runtime(backend, llamacpp_build, "no-op-offload" not in values, fit_target_mib)
+    rig, rt = rig_and_runtime(rig_text, rt)
     weights = None
     if "hf" in values or "hf-repo" in values:
         ref = values.get("hf") or values["hf-repo"]
@@ -664,19 +783,21 @@ def explain(command: str, rig_text: str) -> ExplainReport:
     spec = resolved.require_spec()
     ctx = int(values.get("c") or values.get("ctx-size") or 0) or min(spec.context_length, 4096)
     n_seq = int(values.get("np") or values.get("parallel") or 4)
-    fa = (values.get("fa") or values.get("flash-attn") or "on") != "off"
+    fa_said = values.get("fa") or values.get("flash-attn")
+    fa = fa_said != "off" if fa_said else builds.default_flash_attn(rt.build)
     cache = CacheConfig(
         n_ctx=ctx,
         n_seq=n_seq,
         unified=True,
-        n_ubatch=int(values.get("ub") or 512),
+        n_ubatch=int(values.get("ub") or values.get("ubatch-size") or 512),
+        n_batch=int(values.get("b") or values.get("batch-size") or 2048),
         type_k=cache_type(values.get("ctk") or "f16"),
         type_v=cache_type(values.get("ctv") or "f16"),
         flash_attn=fa,
     )
-    given = evaluate_command(spec, rig, ft, flags or "-ngl 99", cache, weights)
-    best = llamacpp_plan(spec, rig, ctx=ctx, quant=ft, cache=cache).chosen
-    devices = plan_devices(given.memory, rig)
+    given = evaluate_command(spec, rig, ft, flags or "-ngl 99", cache, weights, rt)
+    best = llamacpp_plan(spec, rig, ctx=ctx, quant=ft, cache=cache, runtime=rt).chosen
+    devices = plan_devices(given.memory, rig, rt)
     suggestion, suggested, speedup = "moeplan would run it the same way", None, None
     if best.flags != given.flags and best.fits:
         if not given.fits:
@@ -710,5 +831,45 @@ def explain(command: str, rig_text: str) -> ExplainReport:
         suggestion=suggestion,
         suggested_command=suggested,
         speedup=round(speedup, 2) if speedup else None,
+        fixes=[] if given.fits else _fixes(spec, rig, ft, flags or "-ngl 99", cache, weights, rt, given),
+        backend=_backend_label(rig, rt),
+        llamacpp_build=builds.describe(rt.build),
+        build_notes=builds.differences(rt.build),
         ignored_flags=ignored,
     )
+
+
+def _fixes(
+    spec: ModelSpec,
+    rig: Rig,
+    ft: FileType,
+    flags: str,
+    cache: CacheConfig,
+    weights: Weights | None,
+    rt: Runtime,
+    given: Candidate,
+) -> list[str]:
+    """The one-step changes of a command that does not fit on its GPUs which make it fit: a smaller
+    -ub (the compute buffer and the op-offload copies' activations shrink with it), --no-op-offload
+    (no host weight copied to the main GPU), one more --n-cpu-moe layer."""
+    if not any(d != CPU for d in given.overflow):
+        return []
+    tries: list[tuple[str, str, CacheConfig, Runtime]] = []
+    for ub in (256, 128):
+        if ub < cache.n_ubatch:
+            tries.append((f"-ub {ub}", flags, replace(cache, n_ubatch=ub), rt))
+    if rt.op_offload and any(d.offload_copy_bytes for d in given.memory.devices):
+        tries.append(
+            ("--no-op-offload (slower prompt processing)", flags, cache, replace(rt, op_offload=False))
+        )
+    m = re.search(r"--n-cpu-moe\s+(\d+)", flags)
+    if spec.is_moe and m and int(m.group(1)) < spec.n_layer:
+        n = int(m.group(1)) + 1
+        tries.append(
+            (f"--n-cpu-moe {n}", flags[: m.start()] + f"--n-cpu-moe {n}" + flags[m.end() :], cache, rt)
+        )
+    fixes = []
+    for what, f, c, r in tries:
+        if evaluate_command(spec, rig, ft, f, c, weights, r).fits:
+            fixes.append(what)
+    return fixes

@@ -27,6 +27,7 @@ Read from the pinned llama.cpp (build 11434) unless a row says otherwise:
   maps, counted once in unified memory.
 """
 
+import re
 from dataclasses import dataclass
 
 from moeplan.errors import MoeplanError
@@ -113,3 +114,15 @@ def backend_of_device(device: str) -> Backend | None:
 def usable_bytes(b: Backend, memory_bytes: int) -> int:
     """Device memory the backend reports to llama.cpp as its own (Metal: the working set)."""
     return int(memory_bytes * b.working_set_fraction)
+
+
+_SAID = re.compile(r"\s*\(\s*(vulkan)\s*\)|\s+(?:on\s+|with\s+)?(vulkan)\b\s*$", re.IGNORECASE)
+
+
+def split_backend(rig_text: str) -> tuple[str, Backend | None]:
+    """A backend said in a rig's text ("RX 7900 XTX (Vulkan)", "2x Arc A770 vulkan"), and the text
+    without it. Only Vulkan needs saying: CUDA, ROCm and Metal follow from the GPUs' vendor."""
+    m = _SAID.search(rig_text)
+    if m is None:
+        return rig_text, None
+    return (rig_text[: m.start()] + rig_text[m.end() :]).strip(), BACKENDS["vulkan"]

@@ -567,10 +567,13 @@ def render_command(
     cache_k: str = "f16",
     cache_v: str = "f16",
     binary: str = "llama-server",
+    op_offload: bool = True,
 ) -> str:
     """The exact command line for a plan (llama-server unless told otherwise)."""
     parts = [binary, "-m", shlex.quote(model_file), "-c", str(ctx), placement_flags.strip()]
     parts += ["-fa", "on" if flash_attn else "off"]
+    if not op_offload:
+        parts.append("--no-op-offload")
     if (cache_k, cache_v) != ("f16", "f16"):
         parts += ["-ctk", cache_k, "-ctv", cache_v]
     if binary == "llama-server":
