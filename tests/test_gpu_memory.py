@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from validation import gpu_logs
 
+from moeplan import api
 from moeplan.arch.inventory import inventory
 from moeplan.engines import builds
 from moeplan.engines.gpu_backends import backend, backend_of_device, vendor_backend
@@ -18,6 +19,7 @@ from moeplan.memory.kv import CacheConfig
 from moeplan.memory.weights import predict
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import load_catalog
+from tests.test_plan import RTX4090, rig
 
 MIB = 2**20
 RECORDS = {r["id"]: r for r in __import__("json").loads(gpu_logs.LOGS.read_text())["records"]}
@@ -157,3 +159,24 @@ def test_backend_names() -> None:
     with pytest.raises(MoeplanError, match="unknown backend"):
         backend("opencl2")
     assert np.isclose(backend("metal").working_set_fraction, 0.75)
+
+
+def test_a_plan_that_fitted_only_by_the_flat_headroom_says_what_to_change() -> None:
+    r = api.plan_on_rig("qwen3.5-35b-a3b", rig([RTX4090], 64))
+    ids = {n.id: n.message for n in r.notices}
+    assert "--fit-target" in ids["GPU_MARGIN"] and "--no-op-offload" in ids["OP_OFFLOAD_COPY"]
+
+
+def test_explain_lists_one_step_fixes_and_reads_vulkan_from_the_rig() -> None:
+    cmd = "llama-server -m Qwen3-30B-A3B-Q4_K_M.gguf -c 16384 -ngl 99 --n-cpu-moe 12 -ub 2048 -b 2048"
+    r = api.explain(cmd, "RTX 4060 Ti 16GB + 64GB DDR5")
+    assert (
+        not r.fits
+        and r.fixes
+        and all(f.startswith(("-ub", "--no-op-offload", "--n-cpu-moe 13")) for f in r.fixes)
+    )
+    v = api.explain(cmd, "RTX 4060 Ti 16GB (Vulkan) + 64GB DDR5", llamacpp_build=8650)
+    assert v.backend == "Vulkan" and {d.name for d in v.devices} == {"CPU", "Vulkan0"}
+    assert "#23861" in v.llamacpp_build and v.build_notes
+    with pytest.raises(MoeplanError, match="--backend says CUDA"):
+        api.explain(cmd, "RTX 4060 Ti 16GB (Vulkan)", backend="cuda")

@@ -521,11 +521,11 @@ class FitRow(BaseModel):
 
 def fit(rig_text: str, models: list[str] | None = None) -> list[FitRow]:
     """The hardware compatibility checker: every catalog model's best plan on this rig, fastest first."""
-    rig = parse_rig(rig_text)
+    rig, rt = rig_and_runtime(rig_text, Runtime())
     rows = []
     for model_id in models or list(load_catalog()):
         resolved = resolve_model(model_id)
-        r = plan_on_rig(resolved, rig, alternatives=False)
+        r = plan_on_rig(resolved, rig, alternatives=False, rt=rt)
         rows.append(
             FitRow(
                 model=r.model,

@@ -64,6 +64,39 @@ def notices(
                 "here they are dequantized on the fly: correct, but slower than the bytes suggest",
             )
         )
+    main = next((d for d in gpu_devices if d.offload_copy_bytes), None)
+    if main is not None and c.fits:
+        out.append(
+            Notice(
+                "OP_OFFLOAD_COPY",
+                INFO,
+                f"for prompt batches of 32+ tokens llama.cpp copies each CPU-resident weight it multiplies "
+                f"into {main.device}'s compute buffer (op offload): {main.offload_copy_bytes / GiB:.2f} GiB "
+                f"of it is counted; --no-op-offload frees that and processes prompts on the CPU instead",
+            )
+        )
+    near = [
+        a
+        for a in result.alternatives
+        if a.strategy == "gpu"
+        and a.quant is c.quant
+        and not a.fits
+        and a.overflow
+        and all(d != "CPU" and b <= result.margin_bytes for d, b in a.overflow.items())
+    ]
+    if near and c.strategy != "gpu":
+        over = max(near[0].overflow.values())
+        keep = (result.margin_bytes - over) // 2**20
+        out.append(
+            Notice(
+                "GPU_MARGIN",
+                INFO,
+                f"all layers on the GPU at {c.quant.name} would use {over / GiB:.2f} GiB of the "
+                f"{result.margin_bytes / GiB:.1f} GiB kept free (llama.cpp's --fit-target): with "
+                f"--fit-target {keep} it runs entirely on the GPU ({near[0].flags}, context "
+                f"{near[0].ctx:,}), or a smaller -ub shrinks the compute buffer",
+            )
+        )
     if len(used_gpus) > 1:
         out.append(
             Notice(

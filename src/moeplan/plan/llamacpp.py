@@ -347,6 +347,7 @@ class PlanResult:
     quant_requested: FileType | None
     below_floor: bool
     disk: bool
+    margin_bytes: int = FIT_TARGET  # kept free on every GPU (the plan's Runtime.fit_target_bytes)
 
 
 def _disk_plan(
@@ -438,7 +439,7 @@ def plan(
             c.seconds_per_token if c.fits else sum(c.overflow.values()),
         )
     )
-    return PlanResult(chosen, losers, ctx, quant, below, disk)
+    return PlanResult(chosen, losers, ctx, quant, below, disk, runtime.fit_target_bytes)
 
 
 def _search(
