@@ -180,3 +180,14 @@ def test_explain_lists_one_step_fixes_and_reads_vulkan_from_the_rig() -> None:
     assert "#23861" in v.llamacpp_build and v.build_notes
     with pytest.raises(MoeplanError, match="--backend says CUDA"):
         api.explain(cmd, "RTX 4060 Ti 16GB (Vulkan)", backend="cuda")
+
+
+def test_pipeline_parallelism_keeps_the_mask_copies_beside_the_logits() -> None:
+    _, inv, w = _setup("qwen3-8b")
+    cfg = CacheConfig(n_ctx=32768)
+    fe = Frontend()
+    pp = plan_memory(inv, w, cfg, parse_placement("-ngl 99 -ts 1,1"), ("CUDA0", "CUDA1"), fe)
+    no_pp = plan_memory(inv, w, cfg, parse_placement("-ngl 36 -ts 1,1"), ("CUDA0", "CUDA1"), fe)
+    assert no_pp.device("CPU").weights_bytes > 0  # layer 0 on the CPU: no pipeline parallelism
+    mask = 32768 * 512 * 2
+    assert pp.device("CUDA1").compute_bytes - no_pp.device("CUDA1").compute_bytes == mask

@@ -14,7 +14,8 @@ Read from the pinned llama.cpp (build 11434) unless a row says otherwise:
 - Graph inputs (KQ masks, positions, token ids) are assigned to the CPU backend and copied into each
   GPU's compute buffer at the start of the first split that reads them (pass 5 of
   `ggml_backend_sched_split_graph`); a GPU's copy is freed after its last layer, so it does not
-  coexist with the logits, which the CPU-only graph holds from the start.
+  coexist with the logits, which the CPU-only graph holds from the start. With pipeline parallelism
+  (several GPUs, all layers offloaded, no -ot) split inputs are never freed: the masks stay.
 - Pinned host buffers: compute and output buffers on the host use the first GPU's host buffer type
   (`CUDA_Host`, `ROCm_Host`, `Vulkan_Host`; Metal's host memory is the device's).
 - Memory llama.cpp does not count (its breakdown's "unaccounted"): the runtime context, the BLAS

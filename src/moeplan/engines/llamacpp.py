@@ -491,6 +491,11 @@ def plan_memory(
     if gpu_backend is not None and gpu_backend.op_offload and op_offload:
         offload = _offload(spec, table, assign, index[CPU], acts, ctx.n_ubatch, n_out, output_dev == CPU)
     main = gpus[0] if gpus else CPU
+    # Pipeline parallelism (`llama_context` ctor: several devices, every layer offloaded, split mode
+    # layer, KV offloaded, no -ot): split inputs are flagged outputs (`ggml_backend_sched_split_graph`,
+    # n_copies > 1), so a GPU's mask copies live to the end of the graph, beside the logits.
+    pipeline = len(gpus) > 1 and CPU not in devs and not p.overrides and not p.no_kv_offload
+    inputs_freed = gpu_backend is not None and gpu_backend.graph_inputs_on_host and not pipeline
     for name in [CPU, *gpus]:
         i = index[name]
         on_main = name == main and gpu_backend is not None
@@ -502,7 +507,7 @@ def plan_memory(
             logits_here,
             attn_dev == i,
             ffn_dev == i,
-            gpu=name != CPU and gpu_backend is not None and gpu_backend.graph_inputs_on_host,
+            gpu=name != CPU and inputs_freed,
             copy_phase=offload.phase if on_main else 0,
         )
         if on_main and offload.logits:  # the host's output matmul, its weight copied in
