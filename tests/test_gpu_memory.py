@@ -178,6 +178,8 @@ def test_explain_lists_one_step_fixes_and_reads_vulkan_from_the_rig() -> None:
     v = api.explain(cmd, "RTX 4060 Ti 16GB (Vulkan) + 64GB DDR5", llamacpp_build=8650)
     assert v.backend == "Vulkan" and {d.name for d in v.devices} == {"CPU", "Vulkan0"}
     assert "#23861" in v.llamacpp_build and v.build_notes
+    p = api.plan("gpt-oss-20b", "RX 7900 XTX (Vulkan) + 64GB DDR5", ctx=8192)
+    assert p.backend == "Vulkan" and "Vulkan0" in {d.name for d in p.devices}
     with pytest.raises(MoeplanError, match="--backend says CUDA"):
         api.explain(cmd, "RTX 4060 Ti 16GB (Vulkan)", backend="cuda")
 
@@ -191,3 +193,15 @@ def test_pipeline_parallelism_keeps_the_mask_copies_beside_the_logits() -> None:
     assert no_pp.device("CPU").weights_bytes > 0  # layer 0 on the CPU: no pipeline parallelism
     mask = 32768 * 512 * 2
     assert pp.device("CUDA1").compute_bytes - no_pp.device("CUDA1").compute_bytes == mask
+
+
+def test_web_checker_takes_vulkan_from_its_form() -> None:
+    from fastapi.testclient import TestClient
+
+    from moeplan.web.app import create_app
+
+    client = TestClient(create_app(), raise_server_exceptions=False)
+    r = client.get("/hardware.json", params={"rig": "RX 7900 XTX + 64GB DDR5", "backend": "vulkan"})
+    assert r.status_code == 200 and r.json()["rig"].endswith("(Vulkan)")
+    bad = client.get("/hardware.json", params={"rig": "RX 7900 XTX", "backend": "opencl"})
+    assert bad.status_code == 400
