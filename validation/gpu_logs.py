@@ -234,8 +234,8 @@ REASONS = {
     "r34/CUDA0": "FA off: F32 KQ scores 16384 x 512 x 32 heads (1024 MiB) + F32 mask, on every GPU",
     "r34/CUDA1": "as CUDA0; logits of 512 outputs (608 MiB incl. norm rows) are below the KQ peak",
     "r36/Vulkan0": "b6182 predates #18148: the output layer stays on the CPU; its Q8_0 weight (587 MiB) is "
-    "copied in with 512 outputs' logits (393 MiB). KV: this build padded the SWA cache to 32 cells "
-    "without flash attention (640 cells), moeplan pads to 256 (768): +3 MiB",
+    "copied in with 512 outputs' logits (393 MiB). KV: before #17046 caches were padded to 32 cells "
+    "without flash attention (SWA 640 cells, not 768)",
     "r40/CUDA0": "b5050 predates #13194 (SWA cache): all 26 layers cache 4096 cells; logits of 512 "
     "outputs x 262144 vocab (512 MiB)",
 }

@@ -41,6 +41,14 @@ FLASH_ATTN_DEFAULT = Rule(
     "ggml-org/llama.cpp#15434 'llama: use FA + max. GPU layers by default' (merged 2025-08-30)",
     "-fa defaults to off: KQ scores in F32 and an F32 mask unless -fa is given",
 )
+KV_PAD_256 = Rule(
+    "caches padded to 256 cells",
+    "#17046",
+    6960,
+    "ggml-org/llama.cpp#17046 'kv-cache : pad the cache size to 256 for performance' (merged "
+    "2025-11-06, after #16812 removed the padding for a week)",
+    "without flash attention the context and caches are padded to 32 cells (#7257), with it to 256",
+)
 OUTPUT_FIRST = Rule(
     "-ngl offloads the output layer first",
     "#18148",
@@ -64,7 +72,7 @@ OUTPUT_RESERVE = Rule(
     "2026-05-29 and 2026-06-01; issue #23527 shows b9272 without them)",
     "every context reserves logits for a whole micro-batch: n_vocab x n_ubatch x 4 bytes",
 )
-RULES = (SWA_CACHE, FLASH_ATTN_DEFAULT, OUTPUT_FIRST, VLESS_MLA, OUTPUT_RESERVE)
+RULES = (SWA_CACHE, FLASH_ATTN_DEFAULT, KV_PAD_256, OUTPUT_FIRST, VLESS_MLA, OUTPUT_RESERVE)
 
 
 def check_build(build: int) -> int:
@@ -96,6 +104,8 @@ def at_build(build: int, cfg: CacheConfig, frontend: Frontend) -> tuple[CacheCon
     check_build(build)
     if build < SWA_CACHE.landed:
         cfg = replace(cfg, swa_full=True)
+    if build < KV_PAD_256.landed and not cfg.flash_attn:
+        cfg = replace(cfg, kv_pad=32)
     if build < VLESS_MLA.landed:
         cfg = replace(cfg, mla_v_cache=True)
     if build < OUTPUT_RESERVE.landed and frontend.n_outputs_max is not None:

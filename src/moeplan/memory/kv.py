@@ -70,6 +70,7 @@ class CacheConfig:
     flash_attn: bool = True  # -fa (auto resolves to on where supported, e.g. CPU)
     swa_full: bool = False
     mla_v_cache: bool = False  # builds before ggml-org/llama.cpp#19067 also cache MLA's V (engines/builds.py)
+    kv_pad: int = PAD  # cells the context and caches are padded to (32 without FA before #17046)
 
     def __post_init__(self) -> None:
         if self.n_ctx < 0 or self.n_seq < 1 or self.n_ubatch < 1 or self.n_batch < 1:
@@ -90,11 +91,11 @@ class Context:
 
 
 def context(spec: ModelSpec, cfg: CacheConfig) -> Context:
-    n_ctx = pad(cfg.n_ctx or spec.context_length)
+    n_ctx = pad(cfg.n_ctx or spec.context_length, cfg.kv_pad)
     if cfg.unified or cfg.n_seq == 1:
         n_ctx_seq, n_stream = n_ctx, 1
     else:
-        n_ctx_seq, n_stream = pad(n_ctx // cfg.n_seq), cfg.n_seq
+        n_ctx_seq, n_stream = pad(n_ctx // cfg.n_seq, cfg.kv_pad), cfg.n_seq
         n_ctx = n_ctx_seq * n_stream
     n_batch = min(n_ctx, cfg.n_batch)
     return Context(n_ctx, n_ctx_seq, n_stream, n_batch, min(n_batch, cfg.n_ubatch))
@@ -156,7 +157,7 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
         cells = ctx.n_ctx_seq
         if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window and not cfg.swa_full:
             window_cells = a.window * (cfg.n_seq if cfg.unified else 1) + ctx.n_ubatch
-            cells = pad(min(ctx.n_ctx_seq, window_cells))
+            cells = pad(min(ctx.n_ctx_seq, window_cells), cfg.kv_pad)
         if a.kv_reuse >= 0:  # reads an earlier layer's cache: attends over its cells, owns no K/V
             out.append(LayerMemory(il, a.kind, cells, 0, 0, 0))
             continue
