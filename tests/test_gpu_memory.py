@@ -212,3 +212,12 @@ def test_web_checker_takes_vulkan_from_its_form() -> None:
     assert r.status_code == 200 and r.json()["rig"].endswith("(Vulkan)"), r.text
     bad = client.get("/hardware.json", params={"rig": "RX 7900 XTX", "backend": "opencl"})
     assert bad.status_code == 400
+
+
+def test_a_backend_that_cannot_apply_is_refused() -> None:
+    with pytest.raises(MoeplanError, match="Metal runs on Apple GPUs only"):
+        api.plan("qwen3-8b", "RTX 4090 + 32GB", backend="metal")
+    with pytest.raises(MoeplanError, match="no GPU"):
+        api.plan("qwen3-8b", "64GB DDR5", backend="vulkan")
+    with pytest.raises(MoeplanError, match="cannot be negative"):
+        api.runtime(fit_target_mib=-1)

@@ -86,7 +86,20 @@ def rig_and_runtime(rig_text: str, rt: Runtime) -> tuple[Rig, Runtime]:
         raise MoeplanError(f"the rig says {said.name} but --backend says {rt.backend.name}: keep one")
     if said is not None:
         rt = Runtime(rt.build, said, rt.op_offload, rt.fit_target_bytes)
-    return parse_rig(text), rt
+    rig = parse_rig(text)
+    if rt.backend is not None:
+        gpus = [g for g in rig.node.gpus if g.vendor != "RPC"]
+        if not gpus:
+            raise MoeplanError(
+                f"{rt.backend.name} was asked for, but the rig has no GPU: name one, or drop it"
+            )
+        wrong = [g.name for g in gpus if rt.backend.vendor and g.vendor != rt.backend.vendor]
+        if wrong:
+            raise MoeplanError(
+                f"{rt.backend.name} runs on {rt.backend.vendor} GPUs only, not {wrong[0]}: "
+                "use --backend vulkan or the GPUs' own backend"
+            )
+    return rig, rt
 
 
 def _mtp_choice(r: ResolvedModel, mtp: bool | None) -> tuple[bool | None, str]:

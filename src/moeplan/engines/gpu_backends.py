@@ -50,6 +50,7 @@ class Backend:
     graph_inputs_on_host: bool = True  # masks live in the host buffer and are copied per GPU
     working_set_fraction: float = 1.0  # of the device's memory the backend may use
     maps_whole_file: bool = False  # Metal: the device's mapped buffer spans the file's tensors
+    vendor: str = ""  # the only GPU vendor it runs on ("" = any: Vulkan)
 
 
 # CUDA: the primary context on a CUDA 12 driver with lazy module loading (CUDA_MODULE_LOADING=LAZY, the
@@ -70,9 +71,23 @@ BACKENDS: dict[str, Backend] = {
     b.name.lower(): b
     for b in (
         Backend(
-            "CUDA", "CUDA", True, "CUDA_Host", _CUDA, "CUDA context ~300 MiB + cuBLAS 32 MiB + pool ~64 MiB"
+            "CUDA",
+            "CUDA",
+            True,
+            "CUDA_Host",
+            _CUDA,
+            "CUDA context ~300 MiB + cuBLAS 32 MiB + pool ~64 MiB",
+            vendor="NVIDIA",
         ),
-        Backend("ROCm", "ROCm", True, "ROCm_Host", _ROCM, "HIP context ~300 MiB + hipBLASLt 32 MiB + pool"),
+        Backend(
+            "ROCm",
+            "ROCm",
+            True,
+            "ROCm_Host",
+            _ROCM,
+            "HIP context ~300 MiB + hipBLASLt 32 MiB + pool",
+            vendor="AMD",
+        ),
         Backend("Vulkan", "Vulkan", True, "Vulkan_Host", _VULKAN, "driver + ggml-vulkan staging ~160 MiB"),
         Backend(
             "Metal",
@@ -83,9 +98,27 @@ BACKENDS: dict[str, Backend] = {
             "unified memory: the limit is recommendedMaxWorkingSetSize",
             working_set_fraction=0.75,
             maps_whole_file=True,
+            vendor="Apple",
         ),
-        Backend("SYCL", "SYCL", True, "SYCL_Host", _ROCM, "Level Zero context + oneMKL workspace (as ROCm)"),
-        Backend("RPC", "RPC", False, "", 0, "the remote server's own process", graph_inputs_on_host=False),
+        Backend(
+            "SYCL",
+            "SYCL",
+            True,
+            "SYCL_Host",
+            _ROCM,
+            "Level Zero context + oneMKL workspace (as ROCm)",
+            vendor="Intel",
+        ),
+        Backend(
+            "RPC",
+            "RPC",
+            False,
+            "",
+            0,
+            "the remote server's own process",
+            graph_inputs_on_host=False,
+            vendor="RPC",
+        ),
     )
 }
 
