@@ -152,7 +152,8 @@ def _memory_plans(
     w: Weights,
 ) -> dict[tuple[str, CacheConfig, tuple[str, ...], Frontend, tuple[int, ...], bool, bool], MemoryPlan]:
     """The memory plans worked out for these weights (one inventory's), by flags, cache and GPU names:
-    a plan depends on no GPU's size, so every rig with as many GPUs reuses it."""
+    a plan depends on no GPU's size (but for the default split of several GPUs without -ts), so every
+    rig with as many GPUs reuses it."""
     return {}
 
 
@@ -170,7 +171,9 @@ def _evaluate(
 ) -> Candidate:
     cfg = CacheConfig(**{**cache.__dict__, "n_ctx": ctx})
     names = tuple(g.name for g in gpus) if strategy != "cpu" else ()
-    free = tuple(g.free_bytes for g in gpus) if strategy != "cpu" else ()
+    # the GPUs' free memory matters only to llama.cpp's default split: several GPUs and no -ts
+    split_by_free = strategy != "cpu" and len(gpus) > 1 and not parse_placement(flags).tensor_split
+    free = tuple(g.free_bytes for g in gpus) if split_by_free else ()
     rt = cpu.runtime
     plans = _memory_plans(w)
     key = (flags, cfg, names, frontend, free, rt.op_offload, output_first(rt.build))
