@@ -279,6 +279,8 @@ def memory(
     if n_gpus:
         notes.append("CPU weights of GPU runs are mmap'd from the file (page cache), not repacked")
         notes.append(f"{b.name} runtime per GPU, outside llama.cpp's buffers: {b.runtime_source}")
+        if b.host_buffer:
+            notes.append(f"the host's compute and output buffers are {b.host_buffer} (pinned host memory)")
     if r.alias_note:
         notes.insert(0, r.alias_note)
     return MemoryReport(
