@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from validation import fullsize, llamacpp, runtime, speculative, speed
+from validation import fullsize, gpu_logs, llamacpp, runtime, speculative, speed
 
 REPORT = llamacpp.HERE / "REPORT.md"
 
@@ -98,6 +98,41 @@ def _types_section(payload: dict[str, Any]) -> list[str]:
     return out
 
 
+def _gpu_logs_section(payload: dict[str, Any]) -> list[str]:
+    """Every term per GPU, predicted and logged (MiB), and why each difference remains."""
+    s = payload["summary"]
+    out = [
+        f"{s['records']} records, {s['devices']} GPUs. Within tolerance: compute {s['compute_ok']}, "
+        f"KV/state {s['context_ok']}, model + KV/state + compute {s['total_ok']} of {s['devices']} "
+        f"(compute within {gpu_logs.COMPUTE_PCT:g}% or {gpu_logs.COMPUTE_MIB:g} MiB, KV/state exact, "
+        f"total within {gpu_logs.TOTAL_PCT:g}%). Predicted with each record's build "
+        "(`moeplan.engines.builds`); the runtime overhead line is moeplan's estimate of what llama.cpp "
+        "does not count (not in the logs' figures).",
+        "",
+        "| GPU | backend | model pred / log | KV+state pred / log | compute pred / log (of which "
+        "offload copy) | total pred / log | ok (compute, KV, total) | runtime est. | build modelled | "
+        "inputs inferred | reason |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in payload["comparisons"]:
+        p, g, t, ok = c["predicted"], c["logged"], c["total"], c["ok"]
+        cells = (
+            f"{c['id']} ({c['model']} {c['quant']})",
+            c["backend"],
+            f"{p['model']:.0f} / {g['model']:.0f}",
+            f"{p['context']:.2f} / {g['context']:.2f}",
+            f"{p['compute']:.0f} / {g['compute']:.0f} ({p['offload_copy']:.0f})",
+            f"{t['predicted']:.0f} / {t['logged']:.0f} ({gpu_logs.pct(t['predicted'], t['logged']):+.1f}%)",
+            ", ".join("yes" if ok[k] else "**NO**" for k in ("compute", "context", "total")),
+            f"{p['runtime']:.0f}",
+            c["build"],
+            c["inferred"] or "—",
+            c["reason"],
+        )
+        out.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+    return out
+
+
 def render(results: Path = llamacpp.RESULTS) -> str:
     lines = [
         "# Validation report: moeplan vs the pinned llama.cpp",
@@ -113,6 +148,8 @@ def render(results: Path = llamacpp.RESULTS) -> str:
         lines += [f"## {payload['title']} (`{path.name}`, {payload['generated_at']})", ""]
         if payload["name"] == "quant_types":
             lines += _types_section(payload)
+        elif payload["name"] == "gpu_logs":
+            lines += _gpu_logs_section(payload)
         else:
             s = payload["summary"]
             extra = {k: v for k, v in s.items() if k not in ("comparisons", "failed", "failed_ids")}
@@ -140,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = max(rc, fullsize.main([]))
         rc = max(rc, speed.main([]))
         rc = max(rc, speculative.main([]))
+        rc = max(rc, gpu_logs.main([]))
     REPORT.write_text(render())
     print(f"wrote {REPORT}")
     return rc

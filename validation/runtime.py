@@ -54,7 +54,7 @@ from moeplan.engines.llamacpp import (
 from moeplan.hardware.spec import GPU, Host, Node, Rig
 from moeplan.memory.kv import CacheConfig, LayerMemory, cache_type, layer_memory
 from moeplan.memory.weights import TypedTensor, Weights, active_fractions, predict
-from moeplan.plan.llamacpp import GPU_HEADROOM, PlanResult, plan
+from moeplan.plan.llamacpp import FIT_TARGET, PlanResult, plan
 from moeplan.quant.ggml import tensor_bytes
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import load_catalog
@@ -731,7 +731,7 @@ def run_placement(keys: Sequence[str] = PLACEMENT_MODELS, limit: int | None = No
 
 # (model, advertised MiB): sizes between "only attention and shared weights fit" and "all fits"
 FIT_CASES = (("qwen3moe", 2048), ("qwen3moe", 1536), ("qwen35moe", 3072), ("deepseek2", 3072))
-FIT_MARGIN_MIB = GPU_HEADROOM // MIB
+FIT_MARGIN_MIB = FIT_TARGET // MIB
 _OT_LAYER = re.compile(r"blk\\\.(\d+)\\\.ffn_")
 
 

@@ -1,7 +1,9 @@
 """The operations every face offers (CLI now, web later), composed from the core so that no face
 re-derives a number."""
 
+import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -9,6 +11,9 @@ from pydantic import BaseModel
 
 from moeplan.arch.inventory import Role, inventory, mtp_default, mtp_supported
 from moeplan.arch.spec import ModelSpec
+from moeplan.engines import builds
+from moeplan.engines.gpu_backends import backend as named_backend
+from moeplan.engines.gpu_backends import split_backend
 from moeplan.engines.llamacpp import (
     CPU,
     DeviceMemory,
@@ -38,7 +43,15 @@ from moeplan.memory.weights import (
 from moeplan.notices import notices
 from moeplan.perf.estimate import PROMPT_TOKENS
 from moeplan.perf.speculative import default_acceptance
-from moeplan.plan.llamacpp import Candidate, TradeCell, device_slots, evaluate_command
+from moeplan.plan.llamacpp import (
+    FIT_TARGET,
+    Candidate,
+    Runtime,
+    TradeCell,
+    device_slots,
+    evaluate_command,
+    gpu_backend,
+)
 from moeplan.plan.llamacpp import plan as llamacpp_plan
 from moeplan.plan.policy import QUALITY_FLOOR, RopeScaling, context_bounds, use_named, verdict
 from moeplan.plan.speculative import DraftOption
@@ -55,6 +68,50 @@ from moeplan.sources.reference import ResolvedModel, resolve_model
 
 if TYPE_CHECKING:
     from moeplan.plan.distributed import DistributedPlan
+
+
+def runtime(
+    backend: str | None = None,
+    llamacpp_build: int | None = None,
+    op_offload: bool = True,
+    fit_target_mib: int | None = None,
+) -> Runtime:
+    """The llama.cpp a plan is for, from the options every face offers (--backend, --llamacpp-build,
+    --no-op-offload, --fit-target); defaults: the GPUs' vendor backend, the pinned build, 1 GiB."""
+    if fit_target_mib is not None and fit_target_mib < 0:
+        raise MoeplanError(
+            f"--fit-target is MiB kept free per GPU and cannot be negative, got {fit_target_mib}"
+        )
+    return Runtime(
+        builds.check_build(llamacpp_build if llamacpp_build is not None else builds.PINNED_BUILD),
+        named_backend(backend) if backend else None,
+        op_offload,
+        FIT_TARGET if fit_target_mib is None else fit_target_mib * 2**20,
+    )
+
+
+def rig_and_runtime(rig_text: str, rt: Runtime) -> tuple[Rig, Runtime]:
+    """The rig, and the runtime with a backend its text names ("RX 7900 XTX (Vulkan)"); an option
+    given as well must agree with it."""
+    text, said = split_backend(rig_text)
+    if said is not None and rt.backend is not None and said != rt.backend:
+        raise MoeplanError(f"the rig says {said.name} but --backend says {rt.backend.name}: keep one")
+    if said is not None:
+        rt = Runtime(rt.build, said, rt.op_offload, rt.fit_target_bytes)
+    rig = parse_rig(text)
+    if rt.backend is not None:
+        gpus = [g for g in rig.node.gpus if g.vendor != "RPC"]
+        if not gpus:
+            raise MoeplanError(
+                f"{rt.backend.name} was asked for, but the rig has no GPU: name one, or drop it"
+            )
+        wrong = [g.name for g in gpus if rt.backend.vendor and g.vendor != rt.backend.vendor]
+        if wrong:
+            raise MoeplanError(
+                f"{rt.backend.name} runs on {rt.backend.vendor} GPUs only, not {wrong[0]}: "
+                "use --backend vulkan or the GPUs' own backend"
+            )
+    return rig, rt
 
 
 def _mtp_choice(r: ResolvedModel, mtp: bool | None) -> tuple[bool | None, str]:
@@ -147,6 +204,8 @@ class DeviceReport(BaseModel):
     kv_bytes: int
     state_bytes: int
     compute_bytes: int
+    offload_copy_bytes: int  # of compute: the host weight copied in for op offload
+    runtime_bytes: int  # not in llama.cpp's buffers: the backend's context, BLAS workspace, pool
     output_bytes: int
     total_bytes: int
 
@@ -162,6 +221,8 @@ class MemoryReport(BaseModel):
     cache_types: tuple[str, str]
     flash_attn: bool
     placement: str
+    backend: str
+    llamacpp_build: str
     devices: list[DeviceReport]
     total_bytes: int
     notes: list[str]
@@ -182,8 +243,12 @@ def memory(
     frontend: str = "server",
     n_ubatch: int = 512,
     mtp: bool | None = None,
+    backend: str = "cuda",
+    llamacpp_build: int | None = None,
+    op_offload: bool = True,
 ) -> MemoryReport:
-    """Bytes per device that llama.cpp allocates for this model, context and placement."""
+    """Bytes per device that llama.cpp allocates for this model, context and placement, on GPUs of
+    `backend` (cuda, rocm, vulkan, metal, sycl, rpc) as build `llamacpp_build` allocates them."""
     r = resolve_model(model)
     spec = r.require_spec()
     inv = r.file or inventory(spec, mtp=_mtp_choice(r, mtp)[0])
@@ -204,18 +269,30 @@ def memory(
     flags = placement + (f" --n-cpu-moe {n_cpu_moe}" if n_cpu_moe is not None else "")
     place = parse_placement(flags)
     n_gpus = gpus if gpus is not None else (1 if flags.strip() else 0)
-    names = tuple(f"CUDA{i}" for i in range(n_gpus))
+    rt = runtime(backend, llamacpp_build, op_offload)
+    b = rt.backend or named_backend("cuda")
+    names = tuple(f"{b.device_prefix}{i}" for i in range(n_gpus))
     fe = Frontend("llama-server", n_outputs_max=slots) if server else Frontend()
-    plan = plan_memory(inv, w, cfg, place, names, fe)
+    cfg, fe = builds.at_build(rt.build, cfg, fe)
+    plan = plan_memory(
+        inv, w, cfg, place, names, fe, op_offload=op_offload, output_first=builds.output_first(rt.build)
+    )
     devices = [
-        DeviceReport(device=d.device, output_bytes=d.output_bytes, **_buffers(d)) for d in plan.devices
+        DeviceReport(
+            device=d.device,
+            output_bytes=d.output_bytes,
+            offload_copy_bytes=d.offload_copy_bytes,
+            runtime_bytes=d.runtime_bytes,
+            **_buffers(d),
+        )
+        for d in plan.devices
     ]
-    notes = [
-        "compute buffers follow llama.cpp's CPU graph; CUDA adds its context (~300-500 MiB per GPU) "
-        "and, with experts on the CPU, copies of offloaded weights for large batches"
-    ]
+    notes = builds.differences(rt.build)
     if n_gpus:
         notes.append("CPU weights of GPU runs are mmap'd from the file (page cache), not repacked")
+        notes.append(f"{b.name} runtime per GPU, outside llama.cpp's buffers: {b.runtime_source}")
+        if b.host_buffer:
+            notes.append(f"the host's compute and output buffers are {b.host_buffer} (pinned host memory)")
     if r.alias_note:
         notes.insert(0, r.alias_note)
     return MemoryReport(
@@ -229,6 +306,8 @@ def memory(
         cache_types=(ctk, ctv),
         flash_attn=flash_attn,
         placement=flags.strip() or "CPU only",
+        backend=b.name if n_gpus else "CPU",
+        llamacpp_build=builds.describe(rt.build),
         devices=devices,
         total_bytes=sum(d.total_bytes for d in devices),
         notes=notes,
@@ -237,11 +316,14 @@ def memory(
 
 class PlanDevice(BaseModel):
     name: str
-    capacity_bytes: int
+    capacity_bytes: int  # what the plan may use: the device's memory less `margin_bytes`
+    margin_bytes: int  # kept free, as llama.cpp's --fit-target (0 for the host)
     weights_bytes: int
     kv_bytes: int
     state_bytes: int
     compute_bytes: int
+    offload_copy_bytes: int  # of compute: the host weight copied in for op offload
+    runtime_bytes: int  # lost outside llama.cpp's buffers (runtime context, BLAS workspace, pool)
     total_bytes: int
 
 
@@ -256,12 +338,20 @@ def _buffers(d: DeviceMemory) -> dict[str, int]:
     }
 
 
-def plan_devices(memory: MemoryPlan, rig: Rig) -> list[PlanDevice]:
+def plan_devices(memory: MemoryPlan, rig: Rig, rt: Runtime | None = None) -> list[PlanDevice]:
     """Each device the plan uses, with what the rig offers it (the host is always listed)."""
-    cpu, gpus = device_slots(rig)
+    cpu, gpus = device_slots(rig, rt or Runtime())
     capacity = {s.name: s.capacity_bytes for s in [cpu, *gpus]}
+    margin = {s.name: (rt or Runtime()).fit_target_bytes for s in gpus}
     return [
-        PlanDevice(name=d.device, capacity_bytes=capacity.get(d.device, capacity[CPU]), **_buffers(d))
+        PlanDevice(
+            name=d.device,
+            capacity_bytes=capacity.get(d.device, capacity[CPU]),
+            margin_bytes=margin.get(d.device, 0),
+            offload_copy_bytes=d.offload_copy_bytes,
+            runtime_bytes=d.runtime_bytes,
+            **_buffers(d),
+        )
         for d in memory.devices
         if d.total_bytes or d.device == CPU
     ]
@@ -320,6 +410,9 @@ class DraftingReport(BaseModel):
 class PlanReport(BaseModel):
     model: str
     rig: str
+    backend: str  # the GPUs' llama.cpp backend (CPU when there are none)
+    llamacpp_build: str  # the build modelled, and the changes it predates
+    build_notes: list[str]  # what that build allocates differently from the pinned one
     rig_assumptions: list[str]
     fits: bool
     verdict: str  # plan/policy.py: runs well, below quality floor, too slow, does not fit
@@ -387,13 +480,16 @@ def plan_on_rig(
     draft: str = "none",
     acceptance: float | None = None,
     n_draft: int = N_MAX,
+    rt: Runtime | None = None,
 ) -> PlanReport:
     """The best llama.cpp plan for a catalog model on a rig, with its command and notices
     (and the alternatives that lost, unless told not to: the checker lists winners only).
     Left open (None), the context, -np and KV cache type are the policy's (plan/policy.py).
     `draft`: speculative decoding to add to it: none, auto (MTP where the model can, else a small
     model of its family; proposed only where it pays), mtp, or a catalog model id as draft model;
-    `acceptance` (per drafted token, default: published per family) and `n_draft` (drafted per step)."""
+    `acceptance` (per drafted token, default: published per family) and `n_draft` (drafted per step).
+    `rt`: the llama.cpp build, backend, op offload and fit margin (`runtime()`; default pinned)."""
+    rt = rt or Runtime()
     r = model if isinstance(model, ResolvedModel) else resolve_model(model)
     spec = r.require_spec()
     purpose = use_named(use)
@@ -427,12 +523,13 @@ def plan_on_rig(
         use=purpose,
         kv_auto=kv_auto,
         ub_auto=True,  # -ub is not an option of plan: always the policy's
+        runtime=rt,
     )
     c = result.chosen
     ctk, ctv = _CACHE_NAMES[c.cache.type_k], _CACHE_NAMES[c.cache.type_v]
     prefill = c.perf.prefill(PROMPT_TOKENS)
     spread = c.perf.latency
-    devices = plan_devices(c.memory, rig)
+    devices = plan_devices(c.memory, rig, rt)
     offloads = c.strategy != "gpu"  # the dense sibling is worth naming only when the MoE plan offloads
     sibling = _dense_sibling_fits(r.entry, rig, c.ctx) if spec.is_moe and r.entry and offloads else None
 
@@ -450,6 +547,7 @@ def plan_on_rig(
             cache_k=ctk,
             cache_v=ctv,
             n_ubatch=cand.cache.n_ubatch,
+            op_offload=rt.op_offload,
         )
 
     command = model_file(c)
@@ -478,6 +576,9 @@ def plan_on_rig(
     return PlanReport(
         model=r.name,
         rig=rig.text,
+        backend=_backend_label(rig, rt),
+        llamacpp_build=builds.describe(rt.build),
+        build_notes=builds.differences(rt.build),
         rig_assumptions=list(rig.assumptions),
         fits=fits,
         verdict=level.label,
@@ -600,16 +701,36 @@ def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int) -> str | None:
     return sibling.name if r.chosen.fits and r.chosen.strategy == "gpu" else None
 
 
+def _backend_label(rig: Rig, rt: Runtime) -> str:
+    names = sorted({gpu_backend(g, rt).name for g in rig.node.gpus})
+    return "+".join(names) if names else "CPU"
+
+
 @overload
 def plan(model: str, rig_text: str, *, engine: Literal["llamacpp"] = "llamacpp", **kw: Any) -> PlanReport: ...
 @overload
 def plan(model: str, rig_text: str, *, engine: str, **kw: Any) -> "PlanReport | DistributedPlan": ...
-def plan(model: str, rig_text: str, *, engine: str = "llamacpp", **kw: Any) -> "PlanReport | DistributedPlan":
+def plan(
+    model: str,
+    rig_text: str,
+    *,
+    engine: str = "llamacpp",
+    backend: str | None = None,
+    llamacpp_build: int | None = None,
+    op_offload: bool = True,
+    fit_target_mib: int | None = None,
+    **kw: Any,
+) -> "PlanReport | DistributedPlan":
     """The best plan for a model on a rig with llama.cpp (`plan_on_rig`) or with vLLM / SGLang
-    (`serving_plan`); `weight_format` (the CLI's --format) only applies to the latter."""
-    rig = parse_rig(rig_text)
+    (`serving_plan`); `weight_format` (the CLI's --format) only applies to the latter, the llama.cpp
+    backend, build, op offload and fit margin (`runtime`) only to the former."""
     if engine in ("vllm", "sglang"):
-        return serving_plan(model, rig, engine, **kw)
+        if (backend, llamacpp_build, op_offload, fit_target_mib) != (None, None, True, None):
+            raise MoeplanError(
+                "--backend, --llamacpp-build, --no-op-offload and --fit-target describe llama.cpp: "
+                f"leave them out for {engine}"
+            )
+        return serving_plan(model, parse_rig(rig_text), engine, **kw)
     if engine != "llamacpp":
         raise MoeplanError(f"unknown engine '{engine}': use llamacpp, vllm or sglang")
     if kw.pop("weight_format", None):
@@ -617,7 +738,8 @@ def plan(model: str, rig_text: str, *, engine: str = "llamacpp", **kw: Any) -> "
             "--format names vLLM/SGLang weights: add --engine vllm or --engine sglang "
             "(llama.cpp takes --quant, a GGUF type such as Q4_K_M)"
         )
-    return plan_on_rig(model, rig, **kw)
+    rig, rt = rig_and_runtime(rig_text, runtime(backend, llamacpp_build, op_offload, fit_target_mib))
+    return plan_on_rig(model, rig, rt=rt, **kw)
 
 
 def serving_plan(
@@ -679,11 +801,11 @@ def fit(rig_text: str, models: list[str] | None = None) -> list[FitRow]:
     """The hardware compatibility checker: every catalog model's best plan on this rig, ranked to
     answer "what is the best model this rig runs well": by verdict (plan/policy.py), then the
     larger model (parameters), then speed."""
-    rig = parse_rig(rig_text)
+    rig, rt = rig_and_runtime(rig_text, Runtime())
     rows = []
     for model_id in models or list(load_catalog()):
         resolved = resolve_model(model_id)
-        r = plan_on_rig(resolved, rig, alternatives=False)
+        r = plan_on_rig(resolved, rig, alternatives=False, rt=rt)
         rows.append(
             FitRow(
                 model=r.model,
@@ -821,6 +943,10 @@ class ExplainReport(BaseModel):
     suggestion: str
     suggested_command: str | None
     speedup: float | None
+    fixes: list[str]  # when it does not fit: the smallest changes of this command that would make it
+    backend: str
+    llamacpp_build: str
+    build_notes: list[str]
     ignored_flags: list[str]
     n_seq: int  # sequences (slots) the KV cache holds
     notes: list[str]  # how the command's model, quantization and context were read
@@ -902,12 +1028,21 @@ def _explained_ctx(
 
 
 def explain(
-    command: str, rig_text: str, *, model: str | None = None, quant: str | None = None
+    command: str,
+    rig_text: str,
+    *,
+    model: str | None = None,
+    quant: str | None = None,
+    backend: str | None = None,
+    llamacpp_build: int | None = None,
+    fit_target_mib: int | None = None,
 ) -> ExplainReport:
     """Memory and speed of a real llama.cpp command on a rig, and what moeplan would change
-    (the placement flags only: every other word of the command is kept)."""
-    rig = parse_rig(rig_text)
+    (the placement flags only: every other word of the command is kept). `llamacpp_build`: the
+    build that runs it (default: the pinned one)."""
     cmd = parse_command(command)
+    rt = runtime(backend, llamacpp_build, not cmd.has("no_op_offload"), fit_target_mib)
+    rig, rt = rig_and_runtime(rig_text, rt)
     resolved, ft, weights, notes = _explained_model(cmd, model, quant)
     spec = resolved.require_spec()
     server = cmd.binary is None or "server" in Path(cmd.binary).name
@@ -915,7 +1050,8 @@ def explain(
     auto_slots = server and (slots is None or slots < 0)  # llama-server: auto = 4 slots, unified KV
     n_seq = 4 if auto_slots else max(1, slots or 1)
     unified = auto_slots or (cmd.has("kv_unified") and not cmd.has("no_kv_unified"))
-    fa = (cmd.get("flash_attn") or "auto") not in ("off", "0", "false")
+    fa_said = cmd.get("flash_attn")
+    fa = fa_said not in ("off", "0", "false") if fa_said else builds.default_flash_attn(rt.build)
     flags = cmd.placement_flags or "-ngl 99"
 
     def cache_at(n_ctx: int) -> CacheConfig:
@@ -931,14 +1067,14 @@ def explain(
         )
 
     def fits(n_ctx: int) -> bool:
-        return evaluate_command(spec, rig, ft, flags, cache_at(n_ctx), weights).fits
+        return evaluate_command(spec, rig, ft, flags, cache_at(n_ctx), weights, rt).fits
 
     ctx, ctx_note = _explained_ctx(cmd, spec, fits, 1 if unified else n_seq)
     notes += [ctx_note] if ctx_note else []
     cache = cache_at(ctx)
-    given = evaluate_command(spec, rig, ft, flags, cache, weights)
-    best = llamacpp_plan(spec, rig, ctx=ctx, quant=ft, cache=cache, file=resolved.file).chosen
-    devices = plan_devices(given.memory, rig)
+    given = evaluate_command(spec, rig, ft, flags, cache, weights, rt)
+    best = llamacpp_plan(spec, rig, ctx=ctx, quant=ft, cache=cache, file=resolved.file, runtime=rt).chosen
+    devices = plan_devices(given.memory, rig, rt)
     drafting = _explain_drafting(cmd, spec, rig, given, cache, command)
     runs, overflow, decode = given.fits, given.overflow, given.decode_tok_s
     if drafting is not None:
@@ -974,6 +1110,10 @@ def explain(
         suggestion=suggestion,
         suggested_command=suggested,
         speedup=round(speedup, 2) if speedup else None,
+        fixes=[] if given.fits else _fixes(spec, rig, ft, flags or "-ngl 99", cache, weights, rt, given),
+        backend=_backend_label(rig, rt),
+        llamacpp_build=builds.describe(rt.build),
+        build_notes=builds.differences(rt.build),
         ignored_flags=list(cmd.ignored),
         notes=notes,
         drafting=drafting,
@@ -1049,3 +1189,39 @@ _DRAFT_OPTIONS = {
     "cache_type_k_draft": "-ctkd",
     "cache_type_v_draft": "-ctvd",
 }
+
+
+def _fixes(
+    spec: ModelSpec,
+    rig: Rig,
+    ft: FileType,
+    flags: str,
+    cache: CacheConfig,
+    weights: Weights | None,
+    rt: Runtime,
+    given: Candidate,
+) -> list[str]:
+    """The one-step changes of a command that does not fit on its GPUs which make it fit: a smaller
+    -ub (the compute buffer and the op-offload copies' activations shrink with it), --no-op-offload
+    (no host weight copied to the main GPU), one more --n-cpu-moe layer."""
+    if not any(d != CPU for d in given.overflow):
+        return []
+    tries: list[tuple[str, str, CacheConfig, Runtime]] = []
+    for ub in (256, 128):
+        if ub < cache.n_ubatch:
+            tries.append((f"-ub {ub}", flags, replace(cache, n_ubatch=ub), rt))
+    if rt.op_offload and any(d.offload_copy_bytes for d in given.memory.devices):
+        tries.append(
+            ("--no-op-offload (slower prompt processing)", flags, cache, replace(rt, op_offload=False))
+        )
+    m = re.search(r"--n-cpu-moe\s+(\d+)", flags)
+    if spec.is_moe and m and int(m.group(1)) < spec.n_layer:
+        n = int(m.group(1)) + 1
+        tries.append(
+            (f"--n-cpu-moe {n}", flags[: m.start()] + f"--n-cpu-moe {n}" + flags[m.end() :], cache, rt)
+        )
+    fixes = []
+    for what, f, c, r in tries:
+        if evaluate_command(spec, rig, ft, f, c, weights, r).fits:
+            fixes.append(what)
+    return fixes

@@ -103,6 +103,26 @@ MtpOpt = Annotated[
 ]
 
 
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--backend", help="GPU backend: cuda, rocm, vulkan, metal, sycl (default: the GPUs' vendor's)."
+    ),
+]
+BuildOpt = Annotated[
+    int | None,
+    typer.Option("--llamacpp-build", help="The llama.cpp build to model, e.g. 8650 (default: pinned 11434)."),
+]
+NoOpOffloadOpt = Annotated[
+    bool,
+    typer.Option("--no-op-offload", help="llama.cpp --no-op-offload: no host weights copied to the GPU."),
+]
+FitTargetOpt = Annotated[
+    int | None,
+    typer.Option("--fit-target", help="MiB kept free per GPU (llama.cpp --fit-target; default 1024)."),
+]
+
+
 def one_line_errors(fn: F) -> F:
     """Bad input ends in one line on stderr and exit code 2, never a traceback."""
 
@@ -273,6 +293,9 @@ def memory(
         str, typer.Option("--frontend", help="server (llama-server) or completion.")
     ] = "server",
     mtp: MtpOpt = None,
+    backend: BackendOpt = None,
+    llamacpp_build: BuildOpt = None,
+    no_op_offload: NoOpOffloadOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Bytes per device llama.cpp allocates: weights, KV cache, recurrent state, compute, output."""
@@ -292,12 +315,16 @@ def memory(
         frontend=frontend,
         n_ubatch=numbers.parse_int(ub, numbers.UBATCH),
         mtp=mtp,
+        backend=backend or "cuda",
+        llamacpp_build=llamacpp_build,
+        op_offload=not no_op_offload,
     )
     if json_out:
         out.print_json(r.model_dump_json())
         return
     t = Table(title=f"{r.model} {r.quant}, ctx {r.n_ctx:,} × {r.n_seq} slot(s), {r.frontend}, {r.placement}")
-    for col in ("device", "weights", "KV cache", "recurrent", "compute", "output", "total"):
+    cols = ("device", "weights", "KV cache", "recurrent", "compute", "of which offload copy", "runtime")
+    for col in (*cols, "output", "total"):
         t.add_column(col, justify="left" if col == "device" else "right")
     for d in r.devices:
         t.add_row(
@@ -309,20 +336,25 @@ def memory(
                     d.kv_bytes,
                     d.state_bytes,
                     d.compute_bytes,
+                    d.offload_copy_bytes,
+                    d.runtime_bytes,
                     d.output_bytes,
                     d.total_bytes,
                 )
             ),
         )
-    t.add_row("all", "", "", "", "", "", gib(r.total_bytes))
+    t.add_row("all", "", "", "", "", "", "", "", gib(r.total_bytes))
     out.print(t)
+    out.print(f"[dim]modelled: {r.backend} backend, {r.llamacpp_build}[/dim]")
     for note in r.notes:
         out.print(f"[dim]note: {note}[/dim]")
 
 
 def _devices_table(devices: "list[api.PlanDevice]") -> Table:
+    """Every term per device: what llama.cpp allocates, what the runtime loses beside it, the margin."""
     t = Table()
-    for col in ("device", "capacity", "weights", "KV + state", "compute", "total"):
+    cols = ("device", "capacity", "weights", "KV + state", "compute", "of which offload copy", "runtime")
+    for col in (*cols, "total", "margin kept"):
         t.add_column(col, justify="left" if col == "device" else "right")
     for d in devices:
         t.add_row(
@@ -331,9 +363,18 @@ def _devices_table(devices: "list[api.PlanDevice]") -> Table:
             gib(d.weights_bytes),
             gib(d.kv_bytes + d.state_bytes),
             gib(d.compute_bytes),
+            gib(d.offload_copy_bytes),
+            gib(d.runtime_bytes),
             gib(d.total_bytes),
+            gib(d.margin_bytes),
         )
     return t
+
+
+def _build_lines(backend: str, build: str, notes: list[str]) -> None:
+    out.print(f"[dim]modelled: {backend} backend, {build}[/dim]")
+    for n in notes:
+        out.print(f"[dim]  {n}[/dim]")
 
 
 RigOpt = Annotated[
@@ -498,6 +539,10 @@ def plan(
     draft_n: Annotated[
         int | None, typer.Option("--draft-n", help="Tokens drafted per step (--spec-draft-n-max; default 3).")
     ] = None,
+    backend: BackendOpt = None,
+    llamacpp_build: BuildOpt = None,
+    no_op_offload: NoOpOffloadOpt = False,
+    fit_target: FitTargetOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The best way to run a model on a rig: quantization or format, placement or layout, memory, command."""
@@ -512,6 +557,10 @@ def plan(
         ctk=ctk,
         ctv=ctv,
         use=use,
+        backend=backend,
+        llamacpp_build=llamacpp_build,
+        op_offload=not no_op_offload,
+        fit_target_mib=fit_target,
         **_given(
             draft=draft or ("auto" if engine == "llamacpp" else None), acceptance=acceptance, n_draft=draft_n
         ),
@@ -534,6 +583,7 @@ def plan(
         f"{1e3 * r.latency_p99_s:.1f} ms"
     )
     out.print(_devices_table(r.devices))
+    _build_lines(r.backend, r.llamacpp_build, r.build_notes)
     out.print(f"[bold]command:[/bold] {r.command}")
     for n in r.notices:
         out.print(
@@ -684,11 +734,22 @@ def explain(
     quant: Annotated[
         str | None, typer.Option("--quant", "-q", help="Its quantization, when the name does not say.")
     ] = None,
+    backend: BackendOpt = None,
+    llamacpp_build: BuildOpt = None,
+    fit_target: FitTargetOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Memory and speed of a command you already run, and what moeplan would change (the placement
     flags only; your path and every other flag are kept)."""
-    r = api.explain(command, rig_text, model=model, quant=quant)
+    r = api.explain(
+        command,
+        rig_text,
+        model=model,
+        quant=quant,
+        backend=backend,
+        llamacpp_build=llamacpp_build,
+        fit_target_mib=fit_target,
+    )
     if json_out:
         out.print_json(r.model_dump_json())
         return
@@ -705,6 +766,11 @@ def explain(
     out.print(_devices_table(r.devices))
     for note in r.notes:
         out.print(f"[dim]  read: {escape(note)}[/dim]")
+    _build_lines(r.backend, r.llamacpp_build, r.build_notes)
+    if not r.fits:
+        out.print(
+            "to make this command fit: " + (" or ".join(r.fixes) if r.fixes else "no single change suffices")
+        )
     out.print(r.suggestion)
     if r.suggested_command:
         out.print(f"[bold]suggested:[/bold] {escape(r.suggested_command)}")

@@ -16,6 +16,9 @@ speaks of the plan it is given and appears only where its condition holds:
   the per-token latency (experts offloaded or read from disk).
 - DENSE_ALTERNATIVE: the MoE plan offloads, and the dense sibling runs entirely on the GPU.
 - ROPE_SCALING: the context asked for is beyond the model's trained one, reached with rope scaling.
+- OP_OFFLOAD_COPY: a GPU's compute buffer holds the copy of a CPU-resident weight that op offload
+  makes for prompt batches (engines/gpu_backends.py); --no-op-offload frees it.
+- GPU_MARGIN: all layers on the GPU would fit within llama.cpp's --fit-target margin, not outside it.
 - COMPUTE_BUFFER_UNDERESTIMATED: the architecture's compute graph has parts moeplan does not model
   yet (the family's `compute_gap`, e.g. DeepSeek-V4's context-sized compressed-row buffers).
 """
@@ -112,6 +115,39 @@ def notices(
                 INFO,
                 "MXFP4 weights run natively only on Blackwell GPUs (RTX 50xx, RTX PRO 6000, B200); "
                 "here they are dequantized on the fly: correct, but slower than the bytes suggest",
+            )
+        )
+    main = next((d for d in gpu_devices if d.offload_copy_bytes), None)
+    if main is not None and c.fits:
+        out.append(
+            Notice(
+                "OP_OFFLOAD_COPY",
+                INFO,
+                f"for prompt batches of 32+ tokens llama.cpp copies each CPU-resident weight it multiplies "
+                f"into {main.device}'s compute buffer (op offload): {main.offload_copy_bytes / GiB:.2f} GiB "
+                f"of it is counted; --no-op-offload frees that and processes prompts on the CPU instead",
+            )
+        )
+    near = [
+        a
+        for a in result.alternatives
+        if a.strategy == "gpu"
+        and a.quant is c.quant
+        and not a.fits
+        and a.overflow
+        and all(d != "CPU" and b <= result.margin_bytes for d, b in a.overflow.items())
+    ]
+    if near and c.strategy != "gpu":
+        used = max(near[0].overflow.values())
+        keep = (result.margin_bytes - used) // 2**20
+        out.append(
+            Notice(
+                "GPU_MARGIN",
+                INFO,
+                f"all layers on the GPU at {c.quant.name} would use {used / GiB:.2f} GiB of the "
+                f"{result.margin_bytes / GiB:.1f} GiB kept free (llama.cpp's --fit-target): with "
+                f"--fit-target {keep} it runs entirely on the GPU ({near[0].flags}, context "
+                f"{near[0].ctx:,}), or a smaller -ub shrinks the compute buffer",
             )
         )
     if len(used_gpus) > 1 and not result.single_gpu_fits:

@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 from moeplan.arch.inventory import Inventory, Role, TensorSpec
 from moeplan.arch.registry import rules
 from moeplan.arch.spec import Attention, AttnKind, FFNKind, ModelSpec
+from moeplan.engines.gpu_backends import OP_OFFLOAD_MIN_BATCH, backend_of_device
 from moeplan.errors import MoeplanError
 from moeplan.memo import PER_MODEL, PER_MODEL_QUANT, by_identity
 from moeplan.memory.kv import CacheConfig, LayerMemory, context, layer_memory
@@ -154,20 +155,45 @@ class DeviceMemory:
     state_bytes: int = 0
     compute_bytes: int = 0
     output_bytes: int = 0
+    offload_copy_bytes: int = 0  # of compute_bytes: the largest host weight copied in for op offload
+    runtime_bytes: int = 0  # what the GPU loses outside llama.cpp's buffers (`gpu_backends.Backend`)
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.kv_bytes + self.state_bytes + self.compute_bytes + self.output_bytes
+        return (
+            self.weights_bytes
+            + self.kv_bytes
+            + self.state_bytes
+            + self.compute_bytes
+            + self.output_bytes
+            + self.runtime_bytes
+        )
+
+    @property
+    def llamacpp_bytes(self) -> int:
+        """What llama.cpp's memory breakdown calls this device's "self": model + context + compute."""
+        return self.total_bytes - self.runtime_bytes
 
 
 @lru_cache(maxsize=4096)
-def layer_devices(n_layer_all: int, gpus: tuple[str, ...], p: Placement) -> tuple[str, ...]:
-    """Device of each layer index 0..n_layer_all (the last index is the output layer)."""
+def layer_devices(
+    n_layer_all: int,
+    gpus: tuple[str, ...],
+    p: Placement,
+    free: tuple[int, ...] = (),
+    output_first: bool = True,
+) -> tuple[str, ...]:
+    """Device of each layer index 0..n_layer_all (the last index is the output layer). Without -ts,
+    llama.cpp splits the layers in proportion to each device's free memory (`free`; equal shares
+    when not given) whatever they weigh (`llama_model::load_tensors`, "default split, by free memory").
+    `output_first` False: builds before ggml-org/llama.cpp#18148, where -ngl N (N <= n_layer) took the
+    last N repeating layers and left the output layer on the CPU (`engines/builds.py`)."""
     n_gpu = n_layer_all + 1 if p.n_gpu_layers is None else min(p.n_gpu_layers, n_layer_all + 1)
     if not gpus:
         n_gpu = 0
-    start = max(n_layer_all + 1 - n_gpu, 0)
-    shares = p.tensor_split[: len(gpus)] if p.tensor_split else (1.0,) * len(gpus)
+    start = max(n_layer_all + (1 if output_first else 0) - n_gpu, 0)
+    default = tuple(float(f) for f in free) if len(free) == len(gpus) and any(free) else (1.0,) * len(gpus)
+    shares = p.tensor_split[: len(gpus)] if p.tensor_split else default
     shares = shares + (0.0,) * (len(gpus) - len(shares))
     total = sum(shares)
     cumulative, acc = [], 0.0
@@ -176,7 +202,7 @@ def layer_devices(n_layer_all: int, gpus: tuple[str, ...], p: Placement) -> tupl
         cumulative.append(acc)
     out = []
     for il in range(n_layer_all + 1):
-        if il < start:
+        if il < start or il - start >= n_gpu:
             out.append(CPU)
         else:
             k = min(bisect_right(cumulative, (il - start) / n_gpu), len(gpus) - 1)
@@ -313,15 +339,29 @@ def compute_bytes(
     has_output: bool,
     attn_layers: NDArray[np.bool_],
     ffn_layers: NDArray[np.bool_],
+    gpu: bool = False,
+    copy_phase: int = 0,
 ) -> int:
     """Compute buffer of one device whose decoder layers run their attention where `attn_layers`
-    and their FFN where `ffn_layers` is set (see the module docstring for the model of the peak)."""
-    return _compute_bytes(spec, cfg, n_outputs, has_output, attn_layers.tobytes(), ffn_layers.tobytes())
+    and their FFN where `ffn_layers` is set (see the module docstring for the model of the peak).
+    `gpu`: a GPU beside the host, whose copies of the graph inputs (KQ masks) are freed after its last
+    layer, before the logits (`engines/gpu_backends.py`); `copy_phase`: the bytes live while it runs
+    the largest op it offloads from the host (the weight's copy and that op's activations)."""
+    return _compute_bytes(
+        spec, cfg, n_outputs, has_output, attn_layers.tobytes(), ffn_layers.tobytes(), gpu, copy_phase
+    )
 
 
 @by_identity(maxsize=4096)  # placements of every quantization share a handful of layer masks
 def _compute_bytes(
-    spec: ModelSpec, cfg: CacheConfig, n_outputs: int, has_output: bool, attn_mask: bytes, ffn_mask: bytes
+    spec: ModelSpec,
+    cfg: CacheConfig,
+    n_outputs: int,
+    has_output: bool,
+    attn_mask: bytes,
+    ffn_mask: bytes,
+    gpu: bool,
+    copy_phase: int,
 ) -> int:
     attn_layers = np.frombuffer(attn_mask, dtype=np.bool_)
     ffn_layers = np.frombuffer(ffn_mask, dtype=np.bool_)
@@ -335,6 +375,8 @@ def _compute_bytes(
     # inputs: the host buffer holds them (and the token-embedding rows) even with no layer on the CPU.
     # Two caches of equal size are still two tensors.
     inputs_only = not has_layers and not has_output  # the host when every layer is offloaded
+    if inputs_only and gpu:
+        return copy_phase  # a GPU that holds no layer runs only what the host offloads to it
     with_cache = (acts.cells > 0) & (True if inputs_only else attn_layers)
     masks = 0
     for kind in (~acts.swa, acts.swa):
@@ -345,15 +387,14 @@ def _compute_bytes(
         masks += int(acts.cells[hit[-1]]) * ub * 2 if hit.size else 0
     if inputs_only:
         return masks + 16 * ub * e  # measured: 4 F32 rows of n_embd per token (embedding lookups)
-    peak = 4 * ub * e  # the residual stream
-    if has_output:
-        peak = max(peak, 4 * n_outputs * spec.n_vocab + 8 * n_outputs * e)
+    logits = 4 * n_outputs * spec.n_vocab + 8 * n_outputs * e if has_output else 0
     layers_peak = max(
         4 * ub * e,
         int(acts.attn.max(initial=0, where=attn_layers)),
         int(acts.ffn.max(initial=0, where=ffn_layers)),
+        copy_phase,
     )
-    peak = max(peak, layers_peak)
+    peak = layers_peak
     if spec.n_embd_per_layer and has_layers:
         # Gemma 3n/4 per-layer inputs, F32 {ple * n_layer, n_tokens}: held through every layer, and
         # about four of them live while layer 0's device projects them (per_layer_model_proj sits with
@@ -363,7 +404,9 @@ def _compute_bytes(
     inputs = 4 * ub * e if not has_layers else 0
     leaves = int(acts.leaf.sum(where=attn_layers)) if acts.leaf is not None else 0
     held = int(acts.held.max(initial=0, where=attn_layers)) if acts.held is not None else 0
-    return masks + peak + inputs + leaves + held
+    if gpu:  # the masks' copies are gone by the time the logits are computed
+        return max(masks + peak, logits) + inputs + leaves + held
+    return masks + max(peak, logits) + inputs + leaves + held
 
 
 @dataclass(frozen=True, eq=False)
@@ -392,13 +435,21 @@ def plan_memory(
     frontend: Frontend | None = None,
     repack: bool | None = None,
     load_mtp: bool = False,
+    *,
+    op_offload: bool = True,
+    free: tuple[int, ...] = (),
+    output_first: bool = True,
 ) -> MemoryPlan:
     """Bytes per device for this model, runtime config and placement. `load_mtp`: the MTP layers'
-    weights are loaded too (MTP drafting)."""
+    weights are loaded too (MTP drafting). The GPUs' backend comes from their names (CUDA0, Vulkan0,
+    MTL0, RPC0 ...; `gpu_backends.py`); `op_offload` False is `--no-op-offload`; `free`: each GPU's
+    free memory, which splits the layers when -ts is absent; `output_first`: see `layer_devices`."""
     p = placement or Placement()
     fe = frontend or Frontend()
     spec = inv.spec
-    devs = layer_devices(inv.block_count, gpus, p)
+    devs = layer_devices(inv.block_count, gpus, p, free, output_first)
+    backends = [backend_of_device(g) for g in gpus]
+    gpu_backend = backends[0] if backends and backends[0] is not None and backends[0].name != "RPC" else None
     # A GPU backend's pinned host buffer type takes precedence over CPU_REPACK; RPC devices have none.
     repack = all(g.startswith("RPC") for g in gpus) if repack is None else repack
     names = [CPU, *gpus, REPACK] if repack else [CPU, *gpus]
@@ -438,13 +489,79 @@ def plan_memory(
     ffn_dev = np.where(cols.ffn_row >= 0, assign[cols.ffn_row], -1)
     if repack:
         ffn_dev = np.where(ffn_dev == index[REPACK], index[CPU], ffn_dev)
+    offload = _Offload()
+    if gpu_backend is not None and gpu_backend.op_offload and op_offload:
+        offload = _offload(spec, table, assign, index[CPU], acts, ctx.n_ubatch, n_out, output_dev == CPU)
+    main = gpus[0] if gpus else CPU
+    # Pipeline parallelism (`llama_context` ctor: several devices, every layer offloaded, split mode
+    # layer, KV offloaded, no -ot): split inputs are flagged outputs (`ggml_backend_sched_split_graph`,
+    # n_copies > 1), so a GPU's mask copies live to the end of the graph, beside the logits.
+    pipeline = len(gpus) > 1 and CPU not in devs and not p.overrides and not p.no_kv_offload
+    inputs_freed = gpu_backend is not None and gpu_backend.graph_inputs_on_host and not pipeline
     for name in [CPU, *gpus]:
         i = index[name]
+        on_main = name == main and gpu_backend is not None
+        logits_here = output_dev == name and not (name == CPU and offload.logits)
         mem[name].compute_bytes = compute_bytes(
-            spec, cfg, n_out, output_dev == name, attn_dev == i, ffn_dev == i
+            spec,
+            cfg,
+            n_out,
+            logits_here,
+            attn_dev == i,
+            ffn_dev == i,
+            gpu=name != CPU and inputs_freed,
+            copy_phase=offload.phase if on_main else 0,
         )
+        if on_main and offload.logits:  # the host's output matmul, its weight copied in
+            logits = 4 * n_out * spec.n_vocab + 8 * n_out * spec.n_embd
+            mem[name].compute_bytes = max(mem[name].compute_bytes, offload.logits + logits)
+        if on_main:
+            mem[name].offload_copy_bytes = max(offload.copy, offload.logits)
+    if gpu_backend is not None:
+        for name in gpus:
+            mem[name].runtime_bytes = gpu_backend.runtime_bytes
+        if gpu_backend.maps_whole_file and mem[main].weights_bytes:
+            # Metal: the mapped buffer spans the file's tensors, the host's included (module docstring
+            # of gpu_backends.py); unified memory holds those pages once.
+            mem[main].weights_bytes += round(weights[index[CPU]])
     mem[CPU].output_bytes = 4 * spec.n_vocab * cfg.n_seq  # logits of one output per sequence, host memory
     return MemoryPlan(tuple(mem.values()), ctx.n_ctx, ctx.n_ubatch, repack, table, assign)
+
+
+@dataclass(frozen=True)
+class _Offload:
+    copy: int = 0  # the largest host weight a GPU runs its op with (a layer's)
+    phase: int = 0  # that copy plus the activations of its op
+    logits: int = 0  # the host's output weight, when its matmul is offloaded too (0: it is not)
+
+
+def _offload(
+    spec: ModelSpec,
+    table: TensorTable,
+    assign: NDArray[np.int64],
+    cpu: int,
+    acts: _Activations,
+    n_ubatch: int,
+    n_out: int,
+    output_on_cpu: bool,
+) -> _Offload:
+    """Op offload to the main GPU (`gpu_backends.py`): every matmul whose weight is in host memory and
+    whose batch reaches OP_OFFLOAD_MIN_BATCH runs there, one weight copy at a time. Layer weights see
+    the micro-batch; the output matmul sees the reserved outputs; token_embd is read by GET_ROWS."""
+    on_host = (assign == cpu) & table.layout.matrix & ~table.role_is(Role.EMBED)
+    copy = phase = logits = 0
+    if n_ubatch >= OP_OFFLOAD_MIN_BATCH:
+        rows = np.flatnonzero(on_host & (table.layer >= 0) & (table.layer < spec.n_layer))
+        if rows.size:
+            layer = table.layer[rows]
+            ffn = table.role_is(Role.EXPERT, Role.SHARED_EXPERT, Role.DENSE_FFN, Role.ROUTER)[rows]
+            act_of = np.where(ffn, acts.ffn[layer], acts.attn[layer])
+            k = int(np.argmax(table.nbytes[rows] + act_of))
+            copy, phase = round(table.nbytes[rows[k]]), round(table.nbytes[rows[k]] + act_of[k])
+    if output_on_cpu and n_out >= OP_OFFLOAD_MIN_BATCH:
+        out = table.row("output.weight", "token_embd.weight")  # tied: the output matmul reads token_embd
+        logits = round(table.nbytes[out]) if out >= 0 else 0
+    return _Offload(copy, phase, logits)
 
 
 def render_command(
@@ -458,10 +575,13 @@ def render_command(
     cache_v: str = "f16",
     n_ubatch: int = 512,
     binary: str = "llama-server",
+    op_offload: bool = True,
 ) -> str:
     """The exact command line for a plan (llama-server unless told otherwise)."""
     parts = [binary, "-m", shlex.quote(model_file), "-c", str(ctx), placement_flags.strip()]
     parts += ["-fa", "on" if flash_attn else "off"]
+    if not op_offload:
+        parts.append("--no-op-offload")
     if (cache_k, cache_v) != ("f16", "f16"):
         parts += ["-ctk", cache_k, "-ctv", cache_v]
     if n_ubatch != 512:  # llama.cpp's default micro-batch (common/common.h n_ubatch)

@@ -6,7 +6,8 @@ Rules from the pinned llama.cpp (build 11434):
 - full-attention layer: K and V of `head_dim × n_head_kv` values per cell (`llama_kv_cache` ctor).
 - sliding-window / chunked layer: PAD256(min(n_ctx_seq, window·(unified ? n_seq : 1) + n_ubatch)) cells,
   all cells with `--swa-full` (`llama_kv_cache_iswa`). Llama 4's chunked layers use window 8192.
-- MLA (deepseek2): K only, `kv_lora_rank + rope_dim` values per cell; V is a view of K.
+- MLA (deepseek2): K only, `kv_lora_rank + rope_dim` values per cell; V is a view of K (builds
+  before ggml-org/llama.cpp#19067 also cached V, `kv_lora_rank` values: `CacheConfig.mla_v_cache`).
 - DSA lightning indexer (deepseek32, glm-dsa): a second K-only cache of the same cells, one key head
   of `indexer_head_dim` values per cell in the -ctk type, on the layers that have an indexer
   (`llama_kv_cache_dsa`: a llama_kv_cache with n_head_kv 1 and head size indexer_head_size).
@@ -76,6 +77,8 @@ class CacheConfig:
     type_v: GGMLType = GGMLType.F16
     flash_attn: bool = True  # -fa (auto resolves to on where supported, e.g. CPU)
     swa_full: bool = False
+    mla_v_cache: bool = False  # builds before ggml-org/llama.cpp#19067 also cache MLA's V (engines/builds.py)
+    kv_pad: int = PAD  # cells the context and caches are padded to (32 without FA before #17046)
 
     def __post_init__(self) -> None:
         if self.n_ctx < 0 or self.n_seq < 1 or self.n_ubatch < 1 or self.n_batch < 1:
@@ -96,11 +99,11 @@ class Context:
 
 
 def context(spec: ModelSpec, cfg: CacheConfig) -> Context:
-    n_ctx = pad(cfg.n_ctx or spec.context_length)
+    n_ctx = pad(cfg.n_ctx or spec.context_length, cfg.kv_pad)
     if cfg.unified or cfg.n_seq == 1:
         n_ctx_seq, n_stream = n_ctx, 1
     else:
-        n_ctx_seq, n_stream = pad(n_ctx // cfg.n_seq), cfg.n_seq
+        n_ctx_seq, n_stream = pad(n_ctx // cfg.n_seq, cfg.kv_pad), cfg.n_seq
         n_ctx = n_ctx_seq * n_stream
     n_batch = min(n_ctx, cfg.n_batch)
     return Context(n_ctx, n_ctx_seq, n_stream, n_batch, min(n_batch, cfg.n_ubatch))
@@ -172,7 +175,7 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
         cells = ctx.n_ctx_seq
         if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window and not cfg.swa_full:
             window_cells = a.window * (cfg.n_seq if cfg.unified else 1) + ctx.n_ubatch
-            cells = pad(min(ctx.n_ctx_seq, window_cells))
+            cells = pad(min(ctx.n_ctx_seq, window_cells), cfg.kv_pad)
         if a.shared_kv:
             out.append(_dsv4_layer(il, a, ctx, cfg))
             continue
@@ -180,6 +183,8 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
             out.append(LayerMemory(il, a.kind, cells, 0, 0, 0))
             continue
         k_w, v_w = kv_widths(a)
+        if a.kind is AttnKind.MLA and cfg.mla_v_cache:
+            v_w = a.kv_lora_rank * a.n_head_kv  # the V half older builds kept beside the latent K
         if v_w and not cfg.flash_attn:
             v_w = v_max
         k = ctx.n_stream * cells * row_bytes(cfg.type_k, k_w)

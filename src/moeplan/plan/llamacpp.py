@@ -17,6 +17,8 @@ from functools import cached_property
 
 from moeplan.arch.inventory import Inventory, Role, inventory
 from moeplan.arch.spec import ModelSpec
+from moeplan.engines.builds import PINNED_BUILD, at_build, output_first
+from moeplan.engines.gpu_backends import Backend, usable_bytes, vendor_backend
 from moeplan.engines.llamacpp import CPU, Frontend, MemoryPlan, parse_placement, plan_memory
 from moeplan.hardware.spec import GPU, Node, Rig
 from moeplan.memo import PER_MODEL_QUANT, by_identity
@@ -39,8 +41,9 @@ from moeplan.plan.policy import (
 from moeplan.quant.recipe import FileType
 
 GiB = 2**30
-# Per-GPU headroom for the driver/runtime context (CUDA ~0.3-0.5 GiB); llama.cpp --fit keeps 1 GiB too.
-GPU_HEADROOM = 1 * GiB
+# The margin kept free on every GPU on top of what it allocates and loses to its runtime: llama.cpp's
+# --fit-target default (`common/common.h fit_params_target = 1024` MiB per device).
+FIT_TARGET = 1 * GiB
 # Host RAM kept for the OS and other programs.
 HOST_RESERVE_MIN = 4 * GiB
 HOST_RESERVE_FRACTION = 0.05
@@ -63,11 +66,24 @@ QUANT_LADDER = (
 
 
 @dataclass(frozen=True)
+class Runtime:
+    """The llama.cpp a plan is for: its build, the GPUs' backend (None: the vendor's default, e.g.
+    CUDA for NVIDIA, Metal for Apple), --no-op-offload, and the free margin kept on every GPU."""
+
+    build: int = PINNED_BUILD
+    backend: Backend | None = None
+    op_offload: bool = True
+    fit_target_bytes: int = FIT_TARGET
+
+
+@dataclass(frozen=True)
 class DeviceSlot:
     name: str  # llama.cpp buffer type name: CPU, CUDA0, ROCm0, MTL0 ...
     capacity_bytes: int
     bandwidth_bytes_s: float
     node: Node | None = None  # on the CPU slot: the node whose devices the speed model rates
+    runtime: Runtime = Runtime()  # on the CPU slot: the llama.cpp the plan is for
+    free_bytes: int = 0  # on a GPU slot: what llama.cpp sees free (its default layer split)
 
 
 @dataclass
@@ -100,37 +116,48 @@ class Candidate:
         return 1.0 / self.seconds_per_token if self.seconds_per_token else 0.0
 
 
-def backend_name(gpu: GPU, index: int) -> str:
-    if gpu.vendor == "RPC":  # a remote device served by ggml-rpc-server (validation/)
-        return f"RPC{index}"
-    if gpu.vendor == "Apple":
-        return f"MTL{index}"
-    if gpu.vendor == "AMD":
-        return f"ROCm{index}"
-    if gpu.vendor == "Intel":
-        return f"SYCL{index}"
-    return f"CUDA{index}"
+def gpu_backend(gpu: GPU, runtime: Runtime) -> Backend:
+    """The backend a GPU runs under: RPC devices are always RPC; otherwise the one asked for, or the
+    vendor's default."""
+    if gpu.vendor == "RPC" or runtime.backend is None:
+        return vendor_backend(gpu.vendor)
+    return runtime.backend
 
 
-def device_slots(rig: Rig) -> tuple[DeviceSlot, list[DeviceSlot]]:
-    """Capacities llama.cpp may use on the first node: the host and each GPU, less headroom."""
+def backend_name(gpu: GPU, index: int, runtime: Runtime = Runtime()) -> str:
+    return f"{gpu_backend(gpu, runtime).device_prefix}{index}"
+
+
+def device_slots(rig: Rig, runtime: Runtime = Runtime()) -> tuple[DeviceSlot, list[DeviceSlot]]:
+    """Capacities llama.cpp may use on the first node: the host, and each GPU's memory as its backend
+    reports it (Metal: the working set) less the margin. What the runtime itself takes is part of the
+    plan's per-device figures (`DeviceMemory.runtime_bytes`), not of the capacity."""
     node = rig.node
     host = node.host
     gpus = []
     unified_used = 0
     for i, g in enumerate(node.gpus):
-        cap = g.memory_bytes - (0 if g.unified_memory else GPU_HEADROOM)
-        unified_used += g.memory_bytes if g.unified_memory else 0
-        gpus.append(DeviceSlot(backend_name(g, i), max(cap, 0), g.bandwidth_bytes_s))
+        b = gpu_backend(g, runtime)
+        usable = usable_bytes(b, g.memory_bytes)
+        cap = usable - runtime.fit_target_bytes
+        unified_used += usable if g.unified_memory else 0
+        free = usable - b.runtime_bytes
+        gpus.append(
+            DeviceSlot(backend_name(g, i, runtime), max(cap, 0), g.bandwidth_bytes_s, free_bytes=free)
+        )
     reserve = max(HOST_RESERVE_MIN, int(HOST_RESERVE_FRACTION * host.ram_bytes))
-    cpu = DeviceSlot(CPU, max(host.ram_bytes - reserve - unified_used, 0), host.ram_bandwidth_bytes_s, node)
+    cpu_cap = max(host.ram_bytes - reserve - unified_used, 0)
+    cpu = DeviceSlot(CPU, cpu_cap, host.ram_bandwidth_bytes_s, node, runtime)
     return cpu, gpus
 
 
 @by_identity(maxsize=PER_MODEL_QUANT)
-def _memory_plans(w: Weights) -> dict[tuple[str, CacheConfig, tuple[str, ...], Frontend], MemoryPlan]:
+def _memory_plans(
+    w: Weights,
+) -> dict[tuple[str, CacheConfig, tuple[str, ...], Frontend, tuple[int, ...], bool, bool], MemoryPlan]:
     """The memory plans worked out for these weights (one inventory's), by flags, cache and GPU names:
-    a plan depends on no GPU's size, so every rig with as many GPUs reuses it."""
+    a plan depends on no GPU's size (but for the default split of several GPUs without -ts), so every
+    rig with as many GPUs reuses it."""
     return {}
 
 
@@ -148,11 +175,25 @@ def _evaluate(
 ) -> Candidate:
     cfg = CacheConfig(**{**cache.__dict__, "n_ctx": ctx})
     names = tuple(g.name for g in gpus) if strategy != "cpu" else ()
+    # the GPUs' free memory matters only to llama.cpp's default split: several GPUs and no -ts
+    split_by_free = strategy != "cpu" and len(gpus) > 1 and not parse_placement(flags).tensor_split
+    free = tuple(g.free_bytes for g in gpus) if split_by_free else ()
+    rt = cpu.runtime
     plans = _memory_plans(w)
-    key = (flags, cfg, names, frontend)
+    key = (flags, cfg, names, frontend, free, rt.op_offload, output_first(rt.build))
     mem = plans.get(key)
     if mem is None:
-        mem = plans[key] = plan_memory(inv, w, cfg, parse_placement(flags), names, frontend)
+        mem = plans[key] = plan_memory(
+            inv,
+            w,
+            cfg,
+            parse_placement(flags),
+            names,
+            frontend,
+            op_offload=rt.op_offload,
+            free=free,
+            output_first=output_first(rt.build),
+        )
     slots = {s.name: s for s in [cpu, *gpus]}
     overflow = {}
     host_total = sum(d.total_bytes for d in mem.devices if d.device.startswith("CPU"))
@@ -326,6 +367,7 @@ class PlanResult:
     ctx_target: int  # the context the policy aimed for (the use's, or the one asked for)
     single_gpu_fits: bool  # the chosen context fits entirely on the first GPU alone
     trade: list[TradeCell] = field(default_factory=list)
+    margin_bytes: int = FIT_TARGET  # kept free on every GPU (the plan's Runtime.fit_target_bytes)
 
 
 def _disk_plan(
@@ -380,6 +422,7 @@ def plan(
     use: Use = DEFAULT_USE,
     kv_auto: bool = False,
     ub_auto: bool = False,
+    runtime: Runtime = Runtime(),
 ) -> PlanResult:
     """The best llama.cpp plan for `spec` on the first node of `rig` by the policy of
     plan/policy.py, and (unless `alternatives` is False: the checker needs only the winner) the
@@ -389,7 +432,8 @@ def plan(
     `file`: a real GGUF's tensors, planned as they are (at `quant`, the file's type)."""
     cache = cache or CacheConfig(n_ctx=0)
     frontend = frontend or Frontend("llama-server", n_outputs_max=cache.n_seq)
-    cpu, gpus = device_slots(rig)
+    cache, frontend = at_build(runtime.build, cache, frontend)
+    cpu, gpus = device_slots(rig, runtime)
     inv = file or inventory(spec, mtp=mtp)
     model_ctx = spec.context_length or DEFAULT_USE.ctx
     base_ctx = target = ctx or target_context(model_ctx, use)
@@ -447,7 +491,9 @@ def plan(
         else []
     )
     single = _single_gpu_fits(inv, chosen, cpu, gpus, frontend)
-    return PlanResult(chosen, losers, ctx, quant, below, disk, target, single, table)
+    return PlanResult(
+        chosen, losers, ctx, quant, below, disk, target, single, table, runtime.fit_target_bytes
+    )
 
 
 def _single_gpu_fits(
@@ -629,13 +675,19 @@ def _rank(q: FileType) -> int:
 
 
 def evaluate_command(
-    spec: ModelSpec, rig: Rig, quant: FileType, flags: str, cache: CacheConfig, weights: Weights | None = None
+    spec: ModelSpec,
+    rig: Rig,
+    quant: FileType,
+    flags: str,
+    cache: CacheConfig,
+    weights: Weights | None = None,
+    runtime: Runtime = Runtime(),
 ) -> Candidate:
     """Memory, fit and speed of exactly these placement flags (a command someone already runs).
     `weights`: the real file's typed tensors when known, else the stock recipe's prediction."""
     inv = inventory(spec, mtp=False)
     w = weights or _weights(inv, quant)
-    cpu, gpus = device_slots(rig)
-    frontend = Frontend("llama-server", n_outputs_max=cache.n_seq)
+    cpu, gpus = device_slots(rig, runtime)
+    cache, frontend = at_build(runtime.build, cache, Frontend("llama-server", n_outputs_max=cache.n_seq))
     strategy = "cpu" if not gpus or parse_placement(flags).n_gpu_layers == 0 else "given"
     return _evaluate(inv, w, quant, strategy, flags, cache.n_ctx, cache, cpu, gpus, frontend)

@@ -343,6 +343,7 @@ def create_app() -> FastAPI:
         ram_gb: str = "",
         ram_type: str = "",
         channels: str = "",
+        backend: str = "",
         show: str = "all",
         kind: str = "all",
         sort: str = "best",
@@ -357,6 +358,10 @@ def create_app() -> FastAPI:
                 numbers.optional_int(channels, numbers.CHANNELS) or 0,
             )
         rig = rig or data.DEFAULT_PRESET
+        if backend not in ("", "vulkan"):
+            raise data.BadInput(f"backend must be empty (the GPUs' own) or vulkan, not '{backend[:20]}'")
+        if backend == "vulkan" and "vulkan" not in rig.lower():
+            rig = f"{rig} (Vulkan)"  # the rig grammar's way of saying it (engines/gpu_backends.split_backend)
         page = data.checker_page(rig, show, kind, sort)
         if request.url.path.endswith(".json"):
             return _json(page)

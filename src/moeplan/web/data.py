@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from moeplan import api, numbers
 from moeplan.api import FitRow, MemoryReport, PlanReport, fit_rank
+from moeplan.engines.gpu_backends import split_backend
 from moeplan.errors import MoeplanError, UnknownHardware
 from moeplan.hardware.catalog import GIB, find_gpus, is_curated
 from moeplan.hardware.presets import PRESETS, preset_text
@@ -796,7 +797,7 @@ def checker_page(rig: str, show: str = "all", kind: str = "all", sort: str = "be
     if sort not in CHECKER_SORTS:
         raise BadInput(f"sort must be one of {', '.join(CHECKER_SORTS)}, not '{sort[:20]}'")
     key = rig_key(rig)
-    parsed = parse_rig(key)
+    parsed = parse_rig(split_backend(key)[0])  # 'RX 7900 XTX (Vulkan)': the backend is the plan's
     models = summaries()
     all_rows = [
         CheckerRow(
