@@ -163,7 +163,7 @@ def test_backend_names() -> None:
 
 
 def test_a_plan_that_fitted_only_by_the_flat_headroom_says_what_to_change() -> None:
-    r = api.plan_on_rig("qwen3.5-35b-a3b", rig([RTX4090], 64))
+    r = api.plan_on_rig("qwen3.5-35b-a3b", rig([RTX4090], 64), quant="Q5_K_M", ctx=8192)
     ids = {n.id: n.message for n in r.notices}
     assert "--fit-target" in ids["GPU_MARGIN"] and "--no-op-offload" in ids["OP_OFFLOAD_COPY"]
 

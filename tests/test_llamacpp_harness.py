@@ -18,7 +18,9 @@ def test_shrink_keeps_the_model_shape(model_id: str) -> None:
     for big, little in zip(spec.layers + spec.mtp_layers, small.layers + small.mtp_layers, strict=True):
         assert little.attn.kind is big.attn.kind and little.ffn.kind is big.ffn.kind
         assert (little.ffn.n_expert, little.ffn.n_expert_used) == (big.ffn.n_expert, big.ffn.n_expert_used)
-        if big.attn.kind not in (AttnKind.LINEAR, AttnKind.MLA, AttnKind.NONE):  # NONE: no heads at all
+        if big.attn.shared_kv:  # one shared K=V head (DeepSeek-V4): it stays one, queries shrink
+            assert little.attn.n_head_kv == big.attn.n_head_kv == 1 and little.attn.n_head <= big.attn.n_head
+        elif big.attn.kind not in (AttnKind.LINEAR, AttnKind.MLA, AttnKind.NONE):  # NONE: no heads at all
             assert little.attn.n_head // little.attn.n_head_kv == big.attn.n_head // big.attn.n_head_kv
     for t in inventory(small).tensors:  # quantizable rows stay whole 32-blocks
         assert t.stored is not None or t.shape[0] % 32 == 0, t

@@ -38,10 +38,11 @@ def test_the_trade_table_answers_why_not_q5_k_m() -> None:
     assert {"Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M"} == {c.quant for c in r.trade}
     assert {8192, 32768, 131072, 262144} == {c.ctx for c in r.trade}
     assert [c for c in r.trade if c.chosen] == [cells[("Q4_K_M", r.ctx)]]
-    assert cells[("Q5_K_M", 8192)].strategy == "gpu"  # Q5_K_M holds the GPU only at 8k ...
-    q5_32k = cells[("Q5_K_M", 32768)]
-    assert q5_32k.strategy == "n_cpu_moe"  # ... and at the usable context it offloads, slower
-    assert q5_32k.decode_tok_s is not None and q5_32k.decode_tok_s < r.decode_tok_s
+    # Q5_K_M keeps its experts on the GPU at no context (llama.cpp's 1 GiB --fit-target margin and
+    # the CUDA runtime beside the buffers): every Q5_K_M cell offloads, slower than the chosen plan
+    q5 = [c for (q, _), c in cells.items() if q == "Q5_K_M" and c.fits]
+    assert q5 and all(c.strategy == "n_cpu_moe" for c in q5)
+    assert all(c.decode_tok_s is not None and c.decode_tok_s < r.decode_tok_s for c in q5)
     assert not api.plan_on_rig(resolve_model(QWEN), parse_rig(RIG_4090), alternatives=False).trade
 
 
@@ -72,7 +73,7 @@ def test_a_small_model_gets_its_own_context() -> None:
 
 def test_larger_micro_batch_where_experts_sit_in_ram() -> None:
     """With experts in RAM, llama.cpp copies them to the GPU per micro-batch: -ub 2048 where it fits."""
-    r = api.plan("gpt-oss-120b", RIG_4090)
+    r = api.plan(QWEN, RIG_4090, quant="Q5_K_M", ctx=8192)
     assert r.strategy == "n_cpu_moe" and r.n_ubatch == 2048 and "-ub 2048" in r.command
     gpu_only = api.plan(QWEN, RIG_4090)
     assert gpu_only.n_ubatch == 512 and "-ub" not in gpu_only.command
@@ -110,7 +111,9 @@ def test_web_shows_the_trade_on_the_deploy_page_and_the_plan_box() -> None:
     assert '<table class="trade">' in home and "★" in home
     api_plan = client.get(f"/api/plan?model={QWEN}&rig=rtx-4090-64gb&use=code").json()
     assert api_plan["use"] == "code" and api_plan["ctx"] >= 131072 and api_plan["trade"]
-    assert client.get(f"/api/plan?model={QWEN}&rig=rtx-4090-64gb&use=agents").status_code == 400
+    assert (
+        client.get(f"/api/plan?model={QWEN}&rig=rtx-4090-64gb&use=agents").status_code == 422
+    )  # not in the enum
 
 
 def test_deploy_page_extras_are_speed_numbers_only() -> None:

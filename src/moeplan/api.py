@@ -2,7 +2,7 @@
 re-derives a number."""
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -340,6 +340,11 @@ def _buffers(d: DeviceMemory) -> dict[str, int]:
 
 def plan_devices(memory: MemoryPlan, rig: Rig, rt: Runtime | None = None) -> list[PlanDevice]:
     """Each device the plan uses, with what the rig offers it (the host is always listed)."""
+    return device_rows(memory.devices, rig, rt)
+
+
+def device_rows(devices: Sequence[DeviceMemory], rig: Rig, rt: Runtime | None = None) -> list[PlanDevice]:
+    """`plan_devices` for any list of per-device byte counts (a plan's, or one with drafting added)."""
     cpu, gpus = device_slots(rig, rt or Runtime())
     capacity = {s.name: s.capacity_bytes for s in [cpu, *gpus]}
     margin = {s.name: (rt or Runtime()).fit_target_bytes for s in gpus}
@@ -352,7 +357,7 @@ def plan_devices(memory: MemoryPlan, rig: Rig, rt: Runtime | None = None) -> lis
             runtime_bytes=d.runtime_bytes,
             **_buffers(d),
         )
-        for d in memory.devices
+        for d in devices
         if d.total_bytes or d.device == CPU
     ]
 
@@ -569,7 +574,7 @@ def plan_on_rig(
             file=r.file,
         )
     )
-    drafting = [_drafting_report(o, c, rig, model_file(o.base), n_seq) for o in drafts]
+    drafting = [_drafting_report(o, c, rig, model_file(o.base), n_seq, rt) for o in drafts]
     fits = c.fits and not result.disk
     level = verdict(fits, result.below_floor, c.decode_tok_s)
     table = c.memory.table
@@ -630,12 +635,12 @@ def plan_on_rig(
     )
 
 
-def _drafting_report(o: DraftOption, chosen: Candidate, rig: Rig, command: str, n_seq: int) -> DraftingReport:
+def _drafting_report(
+    o: DraftOption, chosen: Candidate, rig: Rig, command: str, n_seq: int, rt: Runtime
+) -> DraftingReport:
     """What drafting adds to the plan it is added to, and its speed against the chosen plan."""
     before = {d.device: d.total_bytes for d in o.base.memory.devices}
     totals = o.memory.totals()
-    cpu, gpus = device_slots(rig)
-    capacity = {s.name: s.capacity_bytes for s in [cpu, *gpus]}
     what = "MTP drafting" if o.drafting.kind is SpecType.MTP else f"drafting with {o.draft_model}"
     speedup = o.speedup_over(chosen)
     if not o.fits:
@@ -675,11 +680,7 @@ def _drafting_report(o: DraftOption, chosen: Candidate, rig: Rig, command: str, 
             for d in totals
             if d.total_bytes != before.get(d.device, 0)
         },
-        devices=[
-            PlanDevice(name=d.device, capacity_bytes=capacity.get(d.device, capacity[CPU]), **_buffers(d))
-            for d in totals
-            if d.total_bytes or d.device == CPU
-        ],
+        devices=device_rows(totals, rig, rt),
         note=note,
     )
 
@@ -1075,7 +1076,7 @@ def explain(
     given = evaluate_command(spec, rig, ft, flags, cache, weights, rt)
     best = llamacpp_plan(spec, rig, ctx=ctx, quant=ft, cache=cache, file=resolved.file, runtime=rt).chosen
     devices = plan_devices(given.memory, rig, rt)
-    drafting = _explain_drafting(cmd, spec, rig, given, cache, command)
+    drafting = _explain_drafting(cmd, spec, rig, given, cache, command, rt)
     runs, overflow, decode = given.fits, given.overflow, given.decode_tok_s
     if drafting is not None:
         devices = drafting.devices
@@ -1121,7 +1122,13 @@ def explain(
 
 
 def _explain_drafting(
-    cmd: LlamaCommand, spec: ModelSpec, rig: Rig, given: Candidate, cache: CacheConfig, command: str
+    cmd: LlamaCommand,
+    spec: ModelSpec,
+    rig: Rig,
+    given: Candidate,
+    cache: CacheConfig,
+    command: str,
+    rt: Runtime,
 ) -> DraftingReport | None:
     """The drafting a pasted command asks for (--spec-type, -md and their options), on its plan.
     `-md` without `--spec-type draft-simple` loads the draft model but never drafts with it."""
@@ -1174,7 +1181,7 @@ def _explain_drafting(
         draft_model=Path(draft_file).name if draft_file else "",
         ngl_draft=ngld or "",
     )
-    report = _drafting_report(o, given, rig, command, cache.n_seq)
+    report = _drafting_report(o, given, rig, command, cache.n_seq, rt)
     if not drafts:  # -md alone: the memory, not the speed
         report.kind = "none"
         report.decode_tok_s, report.speedup, report.proposed = round(given.decode_tok_s, 2), 1.0, False

@@ -259,7 +259,9 @@ def create_app() -> FastAPI:
         """No route (404) or method (405): an HTML page under the site, JSON under /api and for .json."""
         message = f"no page at {request.url.path}" if e.status_code == 404 else str(e.detail)
         kind = "NotFound" if e.status_code == 404 else "HTTPError"
-        return _error_response(request, e.status_code, message, kind)
+        response = _error_response(request, e.status_code, message, kind)
+        response.headers.update(e.headers or {})  # a 405's Allow header (RFC 9110)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, e: RequestValidationError) -> Response:
