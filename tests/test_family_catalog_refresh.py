@@ -38,6 +38,18 @@ def n_params(model: str, *, mtp: bool | None = False, checkpoint: bool = False) 
         ("gemma-3-1b", "gemma3", {AttnKind.SWA: 22, AttnKind.FULL: 4}, {FFNKind.DENSE: 26}, 0),
         ("gemma-3-4b", "gemma3", {AttnKind.SWA: 29, AttnKind.FULL: 5}, {FFNKind.DENSE: 34}, 0),
         ("gemma-3-12b", "gemma3", {AttnKind.SWA: 40, AttnKind.FULL: 8}, {FFNKind.DENSE: 48}, 0),
+        ("glm-4.7", "glm4moe", {AttnKind.FULL: 92}, {FFNKind.DENSE: 3, FFNKind.MOE: 89}, 1),
+        ("qwen3.5-2b", "qwen35", {AttnKind.LINEAR: 18, AttnKind.FULL: 6}, {FFNKind.DENSE: 24}, 1),
+        ("mimo-v2.5", "mimo2", {AttnKind.SWA: 39, AttnKind.FULL: 9}, {FFNKind.DENSE: 1, FFNKind.MOE: 47}, 3),
+        (
+            "mimo-v2.5-pro",
+            "mimo2",
+            {AttnKind.SWA: 60, AttnKind.FULL: 10},
+            {FFNKind.DENSE: 1, FFNKind.MOE: 69},
+            3,
+        ),
+        ("kimi-k2-instruct", "deepseek2", {AttnKind.MLA: 61}, {FFNKind.DENSE: 1, FFNKind.MOE: 60}, 0),
+        ("qwen3-coder-30b-a3b", "qwen3moe", {AttnKind.FULL: 48}, {FFNKind.MOE: 48}, 0),
     ],
 )
 def test_layer_kinds(
