@@ -194,3 +194,16 @@ def test_cli_explain_prints_drafting() -> None:
     res = CliRunner().invoke(app, ["explain", cmd, "--rig", RIG])
     assert res.exit_code == 0, res.output
     assert "drafting (draft-mtp)" in res.output and "flags that do not change" not in res.output
+
+
+def test_drafting_is_planned_for_the_plans_own_llama_cpp() -> None:
+    """The drafting rows use the plan's backend (device names) and margin, not the pinned defaults."""
+    rig = "RX 7900 XTX (Vulkan) + 64GB DDR5-6000"
+    r = api.plan("qwen3.5-35b-a3b", rig, draft="mtp")
+    (d,) = r.drafting
+    gpu_rows = [x for x in d.devices if x.name != "CPU"]
+    assert gpu_rows and all(x.name.startswith("Vulkan") for x in gpu_rows)
+    assert {x.name for x in gpu_rows} <= {x.name for x in r.devices}
+    loose = api.plan("qwen3.5-35b-a3b", rig, draft="mtp", fit_target_mib=256)
+    (dl,) = loose.drafting
+    assert all(x.margin_bytes == 256 * 2**20 for x in dl.devices if x.name != "CPU")

@@ -572,6 +572,7 @@ def plan_on_rig(
             acceptance=acceptance,
             n_max=n_draft,
             file=r.file,
+            runtime=rt,
         )
     )
     drafting = [_drafting_report(o, c, rig, model_file(o.base), n_seq, rt) for o in drafts]
@@ -1180,6 +1181,7 @@ def _explain_drafting(
         acc,
         draft_model=Path(draft_file).name if draft_file else "",
         ngl_draft=ngld or "",
+        runtime=rt,
     )
     report = _drafting_report(o, given, rig, command, cache.n_seq, rt)
     if not drafts:  # -md alone: the memory, not the speed

@@ -32,6 +32,7 @@ import dataclasses
 import shlex
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -194,14 +195,18 @@ def plan_speculative(
     gpus: tuple[str, ...],
     drafting: Drafting,
     repack: bool | None = None,
+    **runtime: Any,
 ) -> SpeculativeMemory:
-    """Bytes per device of a llama-server run with this drafting (see the module docstring)."""
+    """Bytes per device of a llama-server run with this drafting (see the module docstring);
+    `runtime`: `plan_memory`'s op_offload / free / output_first for the target."""
     spec = inv.spec
     mtp = drafting.kind is SpecType.MTP
     if mtp and (why := mtp_error(spec, inv)):
         raise MoeplanError(f"--spec-type draft-mtp: {why}")
     p = placement or Placement()
-    target = plan_memory(inv, w, cfg, p, gpus, target_frontend(cfg, drafting), repack, load_mtp=mtp)
+    target = plan_memory(
+        inv, w, cfg, p, gpus, target_frontend(cfg, drafting), repack, load_mtp=mtp, **runtime
+    )
     snapshots = drafting.kind in _SNAPSHOT_TYPES and spec.arch in RS_ROLLBACK_ARCHS
     if snapshots:
         grown = tuple(
@@ -212,7 +217,10 @@ def plan_speculative(
     if drafting.model is not None:
         m = drafting.model
         fe = Frontend("llama-server", n_outputs_max=cfg.n_seq)
-        dplan = plan_memory(m.inventory, m.weights, draft_cfg, m.placement, gpus, fe, repack)
+        op_offload = runtime.get("op_offload", True)
+        dplan = plan_memory(
+            m.inventory, m.weights, draft_cfg, m.placement, gpus, fe, repack, op_offload=op_offload
+        )
         return SpeculativeMemory(target, dplan.devices, {}, snapshots)
     names = [d.device for d in target.devices]
     rows = np.flatnonzero(target.table.layout.layer >= spec.n_layer)

@@ -14,6 +14,7 @@ Which context, quantization and levers (KV cache type, -ub, -np) win is the poli
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from moeplan.arch.inventory import Inventory, Role, inventory
 from moeplan.arch.spec import ModelSpec
@@ -161,6 +162,19 @@ def _memory_plans(
     return {}
 
 
+def memory_options(strategy: str, flags: str, cpu: DeviceSlot, gpus: list[DeviceSlot]) -> dict[str, Any]:
+    """`plan_memory`'s runtime arguments for a placement: op offload and the output-layer rule of
+    the plan's build (`cpu.runtime`), and the GPUs' free memory where llama.cpp's default split
+    uses it (several GPUs and no -ts)."""
+    rt = cpu.runtime
+    split_by_free = strategy != "cpu" and len(gpus) > 1 and not parse_placement(flags).tensor_split
+    return {
+        "op_offload": rt.op_offload,
+        "free": tuple(g.free_bytes for g in gpus) if split_by_free else (),
+        "output_first": output_first(rt.build),
+    }
+
+
 def _evaluate(
     inv: Inventory,
     w: Weights,
@@ -175,25 +189,12 @@ def _evaluate(
 ) -> Candidate:
     cfg = CacheConfig(**{**cache.__dict__, "n_ctx": ctx})
     names = tuple(g.name for g in gpus) if strategy != "cpu" else ()
-    # the GPUs' free memory matters only to llama.cpp's default split: several GPUs and no -ts
-    split_by_free = strategy != "cpu" and len(gpus) > 1 and not parse_placement(flags).tensor_split
-    free = tuple(g.free_bytes for g in gpus) if split_by_free else ()
-    rt = cpu.runtime
+    options = memory_options(strategy, flags, cpu, gpus)
     plans = _memory_plans(w)
-    key = (flags, cfg, names, frontend, free, rt.op_offload, output_first(rt.build))
+    key = (flags, cfg, names, frontend, *options.values())
     mem = plans.get(key)
     if mem is None:
-        mem = plans[key] = plan_memory(
-            inv,
-            w,
-            cfg,
-            parse_placement(flags),
-            names,
-            frontend,
-            op_offload=rt.op_offload,
-            free=free,
-            output_first=output_first(rt.build),
-        )
+        mem = plans[key] = plan_memory(inv, w, cfg, parse_placement(flags), names, frontend, **options)
     slots = {s.name: s for s in [cpu, *gpus]}
     overflow = {}
     host_total = sum(d.total_bytes for d in mem.devices if d.device.startswith("CPU"))

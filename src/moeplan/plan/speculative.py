@@ -42,11 +42,13 @@ from moeplan.perf.speculative import (
     mtp_token_seconds,
     snapshot_bytes,
 )
-from moeplan.plan.llamacpp import Candidate, device_slots
+from moeplan.plan.llamacpp import Candidate, Runtime, device_slots, memory_options
 from moeplan.sources.catalog import CatalogEntry, load_catalog
 
 VOCAB_MAX_DIFFERENCE = 128  # SPEC_VOCAB_MAX_SIZE_DIFFERENCE, common/speculative.cpp
 MAX_BASES = 8  # alternatives tried when drafting does not fit beside the chosen plan
+
+PINNED = Runtime()  # the pinned build, the GPUs' own backend, op offload on, 1 GiB margin
 
 
 @dataclass(frozen=True)
@@ -98,15 +100,18 @@ def evaluate(
     file: FileInventory | None = None,
     needs_mtp_file: str = "",
     ngl_draft: str = "",
+    runtime: Runtime = PINNED,
 ) -> DraftOption:
-    """Memory, fit and speed of `chosen` with this drafting added."""
-    cpu, gpus = device_slots(rig)
+    """Memory, fit and speed of `chosen` with this drafting added, for the plan's llama.cpp
+    (`runtime`: build, backend, op offload, margin)."""
+    cpu, gpus = device_slots(rig, runtime)
     names = tuple(g.name for g in gpus) if chosen.strategy != "cpu" else ()
     cfg = dataclasses.replace(cache, n_ctx=chosen.ctx)
     mtp = drafting.kind is SpecType.MTP
     inv = file if file is not None else inventory(spec, mtp=mtp)
     w = predict(inv, chosen.quant)
-    sm = plan_speculative(inv, w, cfg, parse_placement(chosen.flags), names, drafting)
+    options = memory_options(chosen.strategy, chosen.flags, cpu, gpus)
+    sm = plan_speculative(inv, w, cfg, parse_placement(chosen.flags), names, drafting, **options)
     capacity = {s.name: s.capacity_bytes for s in [cpu, *gpus]}
     totals = sm.totals()
     overflow = {}
@@ -125,7 +130,9 @@ def evaluate(
         if m is None or node is None:
             raise ValueError("draft-simple without a draft model, or a CPU slot without its node")
         fe = Frontend("llama-server", n_outputs_max=1)
-        dplan = plan_memory(m.inventory, m.weights, draft_cfg, m.placement, names, fe)
+        dplan = plan_memory(
+            m.inventory, m.weights, draft_cfg, m.placement, names, fe, op_offload=runtime.op_offload
+        )
         draft_s = speed(m.inventory.spec, dplan, draft_cfg, node, fill=perf.fill).seconds_per_token
     snaps = snapshot_bytes(sm, drafting.n_max, cfg.n_seq)
     ds = drafted_speed(perf, draft_s, drafting.n_max, acceptance, snaps)
@@ -145,6 +152,7 @@ def options(
     acceptance: float | None = None,
     n_max: int = N_MAX,
     file: FileInventory | None = None,
+    runtime: Runtime = PINNED,
 ) -> list[DraftOption]:
     """The drafting options `draft` asks for: "mtp", a catalog model id (a draft model), or
     "auto" (MTP where the model can, else its family's smallest dense model; none if neither)."""
@@ -165,7 +173,9 @@ def options(
             out.append(
                 _best_fitting(
                     [chosen, *alternatives],
-                    lambda c: evaluate(spec, rig, c, _at(c, cache), d, acc, file=file, needs_mtp_file=needs),
+                    lambda c: evaluate(
+                        spec, rig, c, _at(c, cache), d, acc, file=file, needs_mtp_file=needs, runtime=runtime
+                    ),
                 )
             )
         elif draft == "mtp":
@@ -183,7 +193,7 @@ def options(
         out.append(
             _best_fitting(
                 [chosen, *alternatives],
-                lambda c, e=e: _draft_model_option(spec, rig, c, _at(c, cache), e, acc, n_max),  # type: ignore[misc]
+                lambda c, e=e: _draft_model_option(spec, rig, c, _at(c, cache), e, acc, n_max, runtime),  # type: ignore[misc]
             )
         )
     return out
@@ -239,6 +249,7 @@ def _draft_model_option(
     e: CatalogEntry,
     acc: Acceptance,
     n_max: int,
+    runtime: Runtime,
 ) -> DraftOption:
     """The draft model on the GPU(s) if that fits, else on the CPU."""
     dspec = e.spec()
@@ -251,7 +262,9 @@ def _draft_model_option(
     tried = []
     for ngld, place in placements:
         d = Drafting(SpecType.SIMPLE, n_max, DraftModel(file, dinv, dw, place))
-        tried.append(evaluate(spec, rig, chosen, cache, d, acc, draft_model=e.id, ngl_draft=ngld))
+        tried.append(
+            evaluate(spec, rig, chosen, cache, d, acc, draft_model=e.id, ngl_draft=ngld, runtime=runtime)
+        )
         if tried[-1].fits and tried[-1].speed.pays:
             break
     return next((o for o in tried if o.fits and o.speed.pays), tried[-1])
