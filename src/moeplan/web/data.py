@@ -173,26 +173,31 @@ def quant_name(quant: str | None) -> str | None:
 def _plan(
     mid: str,
     rig: str,
+    engine: str,
     ctx: int | None,
     quant: str | None,
+    weight_format: str | None,
     n_seq: int | None,
     ctk: str | None,
     ctv: str | None,
     use: str | None,
     draft: str,
     acceptance: float | None,
-) -> PlanReport:
+) -> PlanReport | DistributedPlan:
+    """`api.plan` for normalised arguments, cached; drafting only where llama.cpp plans."""
+    drafting: dict[str, Any] = {"draft": draft, "acceptance": acceptance} if engine == "llamacpp" else {}
     return api.plan(
         mid,
         rig,
+        engine=engine,
         ctx=ctx,
         quant=quant,
+        weight_format=weight_format,
         n_seq=n_seq,
         ctk=ctk,
         ctv=ctv,
         use=use,
-        draft=draft,
-        acceptance=acceptance,
+        **drafting,
     )
 
 
@@ -214,15 +219,16 @@ def plan(
     speculative decoding to consider (auto: proposed where it pays; none; mtp; a model id)."""
     if n_seq is not None and not 1 <= n_seq <= 256:
         raise BadInput(f"parallel sequences must be between 1 and 256, not {n_seq}")
-    ctk = check_text(ctk, "K cache type", 16) if ctk else None
-    ctv = check_text(ctv, "V cache type", 16) if ctv else None
+    ctk, ctv = _cache_types(ctk, ctv)
     use = use_named(check_text(use, "use", 16)).name if use else None
     draft = check_text(draft, "draft", 64)
-    return _plan(
+    r = _plan(
         plan_model(model),
         rig_key(rig),
+        "llamacpp",
         check_ctx(ctx),
         quant_name(quant),
+        None,
         n_seq,
         ctk,
         ctv,
@@ -230,6 +236,8 @@ def plan(
         draft,
         acceptance,
     )
+    assert isinstance(r, PlanReport)  # llama.cpp plans are PlanReports
+    return r
 
 
 def engine_plan(
@@ -247,8 +255,8 @@ def engine_plan(
     draft: str = "auto",
     acceptance: float | None = None,
 ) -> PlanReport | DistributedPlan:
-    """`/api/plan` with an engine: llama.cpp through the cached `plan`; vLLM and SGLang (and every
-    refusal of an option that cannot apply) through `api.plan`, cached too."""
+    """`/api/plan` with an engine: llama.cpp through `plan`; vLLM and SGLang (and every refusal
+    of an option that cannot apply) through the same cache."""
     if engine == "llamacpp" and not weight_format:
         return plan(
             model,
@@ -266,38 +274,29 @@ def engine_plan(
         raise BadInput("draft and acceptance are llama.cpp settings (speculative decoding): leave them out")
     quant = check_text(quant, "quantization", 32) if quant else None
     weight_format = check_text(weight_format, "weight format", 32) if weight_format else None
-    ctk = check_text(ctk, "K cache type", 16) if ctk else None
-    ctv = check_text(ctv, "V cache type", 16) if ctv else None
+    ctk, ctv = _cache_types(ctk, ctv)
     use = check_text(use, "use", 16) if use else None
-    return _engine_plan(
-        plan_model(model), rig_key(rig), engine, check_ctx(ctx), quant, weight_format, n_seq, ctk, ctv, use
+    return _plan(
+        plan_model(model),
+        rig_key(rig),
+        engine,
+        check_ctx(ctx),
+        quant,
+        weight_format,
+        n_seq,
+        ctk,
+        ctv,
+        use,
+        "none",
+        None,
     )
 
 
-@lru_cache(maxsize=512)
-def _engine_plan(
-    mid: str,
-    rig: str,
-    engine: str,
-    ctx: int | None,
-    quant: str | None,
-    weight_format: str | None,
-    n_seq: int | None,
-    ctk: str | None,
-    ctv: str | None,
-    use: str | None,
-) -> PlanReport | DistributedPlan:
-    return api.plan(
-        mid,
-        rig,
-        engine=engine,
-        ctx=ctx,
-        quant=quant,
-        weight_format=weight_format,
-        n_seq=n_seq,
-        ctk=ctk,
-        ctv=ctv,
-        use=use,
+def _cache_types(ctk: str | None, ctv: str | None) -> tuple[str | None, str | None]:
+    """-ctk / -ctv as given (bounded), None where left to the policy."""
+    return (
+        check_text(ctk, "K cache type", 16) if ctk else None,
+        check_text(ctv, "V cache type", 16) if ctv else None,
     )
 
 
