@@ -50,6 +50,7 @@ def n_params(model: str, *, mtp: bool | None = False, checkpoint: bool = False) 
         ),
         ("kimi-k2-instruct", "deepseek2", {AttnKind.MLA: 61}, {FFNKind.DENSE: 1, FFNKind.MOE: 60}, 0),
         ("qwen3-coder-30b-a3b", "qwen3moe", {AttnKind.FULL: 48}, {FFNKind.MOE: 48}, 0),
+        ("glm-4.6v", "glm4moe", {AttnKind.FULL: 46}, {FFNKind.DENSE: 1, FFNKind.MOE: 45}, 0),
     ],
 )
 def test_layer_kinds(
@@ -205,6 +206,7 @@ def header(llamacpp_src: Path, snapshot: str) -> dict[str, int]:
         ("qwen3-coder-next", "qwen3-coder-next"),
         ("qwen3-0.6b", "qwen3-0.6b"),
         ("gemma-3-4b-it", "gemma-3-4b"),
+        ("glm-4.6v", "glm-4.6v"),
     ],
 )
 def test_dims_match_llamacpp_snapshot_headers(llamacpp_src: Path, snapshot: str, model: str) -> None:
@@ -226,6 +228,15 @@ def test_dims_match_llamacpp_snapshot_headers(llamacpp_src: Path, snapshot: str,
         assert h["n_expert"] == moe.n_expert
     if n_ff is not None:
         assert h["n_ff"] == n_ff
+
+
+def test_glm_4_6v_text_model_is_glm_4_5_airs_trunk() -> None:
+    """GLM-4.6V's text config (num_nextn_predict_layers 0) converts to GLM-4.5-Air's tensors without
+    its MTP block: 106,852,251,264 parameters, the published 106B."""
+    v = inventory(resolve("glm-4.6v").spec())
+    air = inventory(resolve("glm-4.5-air").spec(), mtp=False)
+    assert [(t.name, t.shape) for t in v.tensors] == [(t.name, t.shape) for t in air.tensors]
+    assert (v.block_count, v.mtp_kept) == (46, 0) and n_params("glm-4.6v") == 106_852_251_264
 
 
 def kv_and_state(model: str, n_ctx: int) -> tuple[int, int]:

@@ -61,6 +61,7 @@ PARAMS = [
     ("seed-oss-36b-instruct", 771, 36_151_104_512, 36e9, 0.005),  # "36B" in the name
     ("olmoe-1b-7b-0924", 195, 6_919_161_856, 6.9e9, 0.005),  # README: 6.9B total
     ("trinity-mini", 601, 26_123_974_400, 26e9, 0.005),  # tech report: 26B total
+    ("trinity-large-thinking", 1113, 398_635_286_016, 398e9, 0.005),  # 398B (399B on Featherless)
     ("ling-mini-2.0", 278, 16_255_643_392, 16e9, 0.02),  # Megatron-Bridge docs: 16B (16.26B)
     ("k-exaone-236b-a23b", 766, 236_571_156_352, 236e9, 0.005),  # transformers docs: 236B
 ]
@@ -163,6 +164,30 @@ def test_trinity_mini_layers() -> None:
     assert len(swa) == 24 and {lm.cells for lm in swa} == {pad(2048 + 512)}
 
 
+def test_trinity_large_layers() -> None:
+    """6 dense layers then 54 MoE of 256 experts top-4 + 1 shared; 15 full layers, 45 of window 4096."""
+    s = spec("trinity-large-thinking")
+    assert [la.attn.kind for la in s.layers] == [AttnKind.SWA, AttnKind.SWA, AttnKind.SWA, AttnKind.FULL] * 15
+    assert {la.attn.window for la in s.layers if la.attn.kind is AttnKind.SWA} == {4096}
+    assert first_moe_layer(s) == 6
+    f = s.moe_ffn
+    assert f is not None and (f.n_expert, f.n_expert_used, f.n_ff_exp, f.n_shared, f.n_ff_shexp) == (
+        256,
+        4,
+        3072,
+        1,
+        3072,
+    )
+    shapes = {t.name: t.shape for t in inventory(s).tensors}
+    assert shapes["blk.0.attn_gate.weight"] == (3072, 48 * 128) and shapes["blk.0.ffn_gate.weight"] == (
+        3072,
+        12288,
+    )
+    assert shapes["blk.6.ffn_gate_exps.weight"] == (3072, 3072, 256)
+    assert family("afmoe").gguf_metadata(inventory(s))[".leading_dense_block_count"] == 6
+    assert bytes_per_token(s) == 15 * 2 * 8 * 128 * 2
+
+
 def test_afmoe_other_swa_periods_are_refused() -> None:
     cfg = {**load_catalog()["trinity-mini"].config, "global_attn_every_n_layers": 2}
     with pytest.raises(BadConfig):
@@ -262,7 +287,14 @@ def bytes_per_token(s: ModelSpec) -> int:
 
 @pytest.mark.parametrize(
     "model",
-    ["seed-oss-36b-instruct", "olmoe-1b-7b-0924", "trinity-mini", "ling-mini-2.0", "k-exaone-236b-a23b"],
+    [
+        "seed-oss-36b-instruct",
+        "olmoe-1b-7b-0924",
+        "trinity-mini",
+        "trinity-large-thinking",
+        "ling-mini-2.0",
+        "k-exaone-236b-a23b",
+    ],
 )
 def test_spec_read_back_from_the_gguf_header(model: str) -> None:
     """What the family writes is what its `spec_from_gguf` (llama.cpp's `load_arch_hparams`) reads:

@@ -20,7 +20,7 @@ from moeplan.memory.weights import quant_model
 from moeplan.sources.catalog import load_catalog
 
 NANO, SUPER, ULTRA = "nemotron-3-nano-30b-a3b", "nemotron-3-super-120b-a12b", "nemotron-3-ultra-550b-a55b"
-LIGHTNING, TINY = "nemotron-3.5-lightning-30b-a3b", "granite-4.0-h-tiny"
+LIGHTNING, TINY, SMALL = "nemotron-3.5-lightning-30b-a3b", "granite-4.0-h-tiny", "granite-4.0-h-small"
 
 # (Mamba-2 blocks, MoE blocks, attention blocks at) from hybrid_override_pattern / layers_block_type
 NEMOTRON_BLOCKS = {
@@ -38,6 +38,7 @@ TENSOR_COUNTS = {
     SUPER: (763, 781),
     ULTRA: (927, 945),
     TINY: (666, 666),
+    SMALL: (666, 666),
 }
 
 
@@ -84,6 +85,27 @@ def test_parameter_totals_match_measured_counts() -> None:
     tiny = params(TINY)
     assert tiny == 6_939_037_248 and round(tiny / 1e9, 2) == 6.94
     assert 0 < 13_878_142_256 - 2 * tiny < 200_000
+
+
+def test_granite_small_dims_where_the_sources_pin_them() -> None:
+    """Granite-4.0-H-Small: 32,207,337,984 parameters, llama.cpp's print_info of the full-size file
+    says 32.21 B; 2 bytes each is 59.991 GiB against the 59.99 GiB its BF16 safetensors list (with
+    2 Mamba groups it would be 60.06, with 64 heads 59.97); KV of 4 attention layers x 8 kv x 128
+    (16 KiB per F16 token) and the Mamba-2 state of 36 layers of d_inner 8192."""
+    small = params(SMALL)
+    assert small == 32_207_337_984 and round(small / 1e9, 2) == 32.21
+    assert round(2 * small / 2**30, 2) == 59.99
+    s = spec(SMALL)
+    assert [i for i, la in enumerate(s.layers) if la.attn.kind is AttnKind.FULL] == [5, 15, 25, 35]
+    assert all(
+        la.ffn.kind is FFNKind.MOE and (la.ffn.n_expert, la.ffn.n_expert_used) == (72, 10) for la in s.layers
+    )
+    t = {x.name: x.shape for x in inventory(s).tensors}
+    assert t["blk.0.ssm_in.weight"] == (4096, 2 * 8192 + 2 * 128 + 128)  # z, x, B, C, dt
+    assert t["blk.0.ffn_up_shexp.weight"] == (4096, 1536) and "output.weight" not in t
+    mem = layer_memory(s, CacheConfig(n_ctx=8192))
+    assert sum(m.k_bytes + m.v_bytes for m in mem) == 8192 * 4 * 8 * 128 * 2 * 2
+    assert sum(m.state_bytes for m in mem) == 36 * 4 * (3 * (8192 + 256) + 128 * 8192)
 
 
 def test_nemotron_layout_mamba2_and_relu2_latent_moe() -> None:

@@ -27,7 +27,7 @@ SNAPSHOTS = {
     "qwen3-0.6b": "catalog:qwen3-0.6b",
     "qwen3-14b": "config:qwen3-14b",
     "gemma-3-4b-it": "catalog:gemma-3-4b",
-    "glm-4.6v": "config:glm-4.6v",
+    "glm-4.6v": "catalog:glm-4.6v",
     "nvidia-nemotron-3-nano-30b-a3b": "catalog:nemotron-3-nano-30b-a3b",
     "step-3.5-flash": "catalog:step-3.5-flash",
 }

@@ -110,6 +110,7 @@ ARCH_MODELS = {
     "lfm2moe": "lfm2-8b-a1b",  # short-convolution state + GQA layers
     "minimax-m3": "minimax-m3",  # MSA: indexer cache with K and V, block-sparse masks
     "deepseek4": "deepseek-v4-flash",  # SWA + CSA/HCA compressed caches + indexer + compressor state
+    "muse-glimmer": "muse-glimmer-30b",  # dense: gated attention, SWA with NoPE full layers
 }
 GEMMA = "gemma-3-270m-real"
 LEAN_EXPERTS = 8

@@ -23,6 +23,7 @@ from moeplan.arch.families.mimo2 import MiMo2
 from moeplan.arch.families.minimax_m2 import MiniMaxM2
 from moeplan.arch.families.minimax_m3 import MiniMaxM3
 from moeplan.arch.families.mistral4 import Mistral4
+from moeplan.arch.families.muse_glimmer import MuseGlimmer
 from moeplan.arch.families.nemotron_h import NemotronHMoe
 from moeplan.arch.families.olmoe import Olmoe
 from moeplan.arch.families.phimoe import PhiMoe
@@ -70,4 +71,5 @@ FAMILIES: tuple[type[Family], ...] = (
     PhiMoe,
     Qwen3VLMoe,
     GraniteMoe,
+    MuseGlimmer,
 )

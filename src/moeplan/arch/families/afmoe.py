@@ -19,6 +19,20 @@ from moeplan.errors import BadConfig
 SWA_PERIOD = 4  # load_swa_pattern(ml, 4) in src/models/afmoe.cpp
 
 
+def gated_attention(b: Builder, spec: ModelSpec, p: str, il: int, a: Attention, role: Role) -> None:
+    """Q/K/V/O, per-head q/k norms, and the sigmoid output gate `attn_gate` {E, n_head·head_dim}
+    (afmoe.cpp and muse-glimmer.cpp `load_arch_tensors`)."""
+    layout.gqa(b, p, il, a, spec.n_embd, role, qk_norm=True)
+    b.add(f"{p}.attn_gate.weight", (spec.n_embd, a.n_head * a.head_dim_v), role, il)
+
+
+def sandwich_norms(b: Builder, p: str, il: int, e: int, role: Role) -> None:
+    """Post-attention, pre-FFN and post-FFN norms (afmoe.cpp and muse-glimmer.cpp `load_arch_tensors`)."""
+    b.add(f"{p}.post_attention_norm.weight", (e,), role, il)
+    b.add(f"{p}.ffn_norm.weight", (e,), role, il)
+    b.add(f"{p}.post_ffw_norm.weight", (e,), role, il)
+
+
 def afmoe_moe(cfg: Config) -> FFN:
     """Routed experts of `moe_intermediate_size`; `num_shared_experts` shared ones of the same width
     (the loader's n_ff_shexp = n_ff_exp · n_expert_shared)."""
@@ -63,15 +77,10 @@ class Afmoe(Family):
         return generic_spec(hp, swa=lambda h, n: swa_pattern(h, n, SWA_PERIOD))
 
     def attention(self, b: Builder, spec: ModelSpec, p: str, il: int, a: Attention, role: Role) -> None:
-        """Q/K/V/O, per-head q/k norms, and the sigmoid output gate `attn_gate` {E, n_head·head_dim}."""
-        layout.gqa(b, p, il, a, spec.n_embd, role, qk_norm=True)
-        b.add(f"{p}.attn_gate.weight", (spec.n_embd, a.n_head * a.head_dim_v), role, il)
+        gated_attention(b, spec, p, il, a, role)
 
     def ffn_norms(self, b: Builder, p: str, il: int, e: int, role: Role) -> None:
-        """Sandwich norms: post-attention, pre-FFN and post-FFN (`load_arch_tensors`)."""
-        b.add(f"{p}.post_attention_norm.weight", (e,), role, il)
-        b.add(f"{p}.ffn_norm.weight", (e,), role, il)
-        b.add(f"{p}.post_ffw_norm.weight", (e,), role, il)
+        sandwich_norms(b, p, il, e, role)
 
     def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
         """AfmoeModel.set_gguf_parameters: leading dense count, shared count, route norm and scale;

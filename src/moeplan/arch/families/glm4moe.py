@@ -11,7 +11,7 @@ from moeplan.arch.tensors import Inventory
 
 class Glm4Moe(Family):
     arch = "glm4moe"
-    model_types = ("glm4_moe",)
+    model_types = ("glm4_moe", "glm4v_moe", "glm4v_moe_text")  # GLM-4.5V/4.6V: the text_config
     mtp_kept = True
     ffn_norm = "post_attention_norm"
     probs_bias = True
