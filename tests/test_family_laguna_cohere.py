@@ -161,6 +161,8 @@ def test_laguna_kv() -> None:
         {"mlp_layer_types": ["dense", "sparse", "dense"] + ["sparse"] * 37},
         {"mlp_layer_types": None},
         {"num_attention_heads_per_layer": [48] * 39},
+        {"num_attention_heads_per_layer": ["48"] * 40},
+        {"moe_routed_scaling_factor": "2.5"},
         {"gating": "per-channel"},
         {"gating": None},
         {"rope_parameters": {"full_attention": {"partial_rotary_factor": 1.0}}},
@@ -254,6 +256,15 @@ def test_cohere2moe_shared_experts_are_averaged_in() -> None:
     assert (kv[".expert_shared_count"], kv[".expert_shared_feed_forward_length"]) == (2, 1536)
 
 
+def test_cohere2moe_router_defaults_to_softmax() -> None:
+    """Without `expert_selection_fn` the converter sees Cohere2MoeConfig's softmax default."""
+    cfg = {k: v for k, v in config("north-mini-code-1.0").items() if k != "expert_selection_fn"}
+    kv = family("cohere2moe").gguf_metadata(inventory(spec_from_config(cfg)))
+    assert kv[".expert_gating_func"] == 1 and kv[".logit_scale"] == 1.0
+    kv = family("cohere2moe").gguf_metadata(inventory(spec_from_config({**cfg, "logit_scale": 0.25})))
+    assert kv[".logit_scale"] == 0.25
+
+
 def test_cohere2moe_untied_config_writes_the_output_matrix() -> None:
     s = spec_from_config(config("north-mini-code-1.0", tie_word_embeddings=False))
     assert shapes(s)["output.weight"] == (2048, 262144)
@@ -267,6 +278,9 @@ def test_cohere2moe_untied_config_writes_the_output_matrix() -> None:
         ({"expert_selection_fn": "sparsemax"}, BadConfig),
         ({"layer_types": None}, BadConfig),
         ({"sliding_window": None}, BadConfig),
+        ({"mlp_layer_types": ["dense", "sparse", "dense"] + ["sparse"] * 46}, BadConfig),
+        ({"mlp_layer_types": "dense"}, BadConfig),
+        ({"logit_scale": "1"}, BadConfig),
     ],
 )
 def test_cohere2moe_configs_not_modelled_are_refused(changes: dict[str, Any], error: type[Exception]) -> None:

@@ -45,10 +45,14 @@ class Cohere2Moe(Family):
             raise BadConfig(f"cohere2_moe needs layer_types for its {n} layers")
         window = c.integer(cfg, "sliding_window")
         mlp = cfg.get("mlp_layer_types")
-        if mlp is not None:
-            k_dense = next((il for il, t in enumerate(mlp) if t != "dense"), len(mlp))
-        else:
+        if mlp is None:
             k_dense = c.integer(cfg, "first_k_dense_replace", default=0)
+        elif isinstance(mlp, list) and len(mlp) == n:
+            k_dense = next((il for il, t in enumerate(mlp) if t != "dense"), n)
+            if "dense" in mlp[k_dense:]:
+                raise BadConfig("cohere2_moe: llama.cpp runs every layer after the leading dense ones as MoE")
+        else:
+            raise BadConfig(f"cohere2_moe: mlp_layer_types must list {n} layer types")
         dense = FFN(FFNKind.DENSE, n_ff=c.integer(cfg, "prefix_dense_intermediate_size", "intermediate_size"))
         moe = c.routed_and_shared_moe(cfg, ("num_experts",), "num_shared_experts", "intermediate_size")
         layers = [
@@ -58,19 +62,15 @@ class Cohere2Moe(Family):
             )
             for il, t in enumerate(types)
         ]
+        # Cohere2MoeConfig's default router is softmax
         selection = str(c.get(cfg, "expert_selection_fn", default="softmax"))
         if selection not in _GATING:
             raise BadConfig(f"cohere2_moe: expert_selection_fn {selection!r} is not one llama.cpp converts")
-        scalars = [(".expert_gating_func", float(_GATING[selection]))]
-        if cfg.get("logit_scale") is not None:
-            scalars.append((".logit_scale", float(cfg["logit_scale"])))
-        spec = c.base(
-            cfg,
-            self.arch,
-            layers,
-            gguf_scalars=tuple(scalars),
-            flags=frozenset({"expert_weights_norm"} if cfg.get("norm_topk_prob", True) else set()),
+        flags = {f"router_{selection}"} | (
+            {"expert_weights_norm"} if cfg.get("norm_topk_prob", True) else set()
         )
+        scale = () if cfg.get("logit_scale") is None else ((".logit_scale", c.number(cfg, "logit_scale")),)
+        spec = c.base(cfg, self.arch, layers, gguf_scalars=scale, flags=frozenset(flags))
         # Cohere2MoeConfig defaults to tied embeddings; the converter writes output.weight only for an
         # lm_head the checkpoint has.
         return ModelSpec(**{**spec.__dict__, "tied_embeddings": bool(cfg.get("tie_word_embeddings", True))})
@@ -92,9 +92,9 @@ class Cohere2Moe(Family):
             (il for il, la in enumerate(spec.layers) if la.ffn.kind is FFNKind.MOE), spec.n_layer
         )
         kv[".expert_weights_norm"] = spec.has("expert_weights_norm")
-        scalars = dict(spec.gguf_scalars)
-        kv[".expert_gating_func"] = int(scalars.pop(".expert_gating_func"))
+        # no router flag (a spec read from a GGUF): the loader's own default, sigmoid
+        kv[".expert_gating_func"] = next((v for fn, v in _GATING.items() if spec.has(f"router_{fn}")), 2)
         # The loader requires a logit scale; it scales the logits only (no tensor, cache or buffer
         # depends on it), so a config without one is written unscaled.
-        kv[".logit_scale"] = scalars.get(".logit_scale", 1.0)
+        kv[".logit_scale"] = dict(spec.gguf_scalars).get(".logit_scale", 1.0)
         return kv

@@ -65,8 +65,8 @@ class Laguna(Family):
     def spec_from_config(self, cfg: Config) -> ModelSpec:
         n = c.integer(cfg, "num_hidden_layers")
         heads = cfg.get("num_attention_heads_per_layer") or [c.integer(cfg, "num_attention_heads")] * n
-        if not isinstance(heads, list) or len(heads) != n:
-            raise BadConfig(f"laguna: num_attention_heads_per_layer must list {n} head counts")
+        if not isinstance(heads, list) or len(heads) != n or not all(type(h) is int and h > 0 for h in heads):
+            raise BadConfig(f"laguna: num_attention_heads_per_layer must list {n} positive head counts")
         window = c.integer(cfg, "sliding_window", default=0)
         sliding = [bool(window) and il % SWA_PERIOD != 0 for il in range(n)]
         declared = c.layer_types(cfg, n, ["full_attention"] * n)
@@ -85,12 +85,11 @@ class Laguna(Family):
         k_dense = next((il for il, t in enumerate(mlp) if t != "dense"), n)
         if any(t != "sparse" for t in mlp[k_dense:]):
             raise BadConfig("laguna: llama.cpp runs every layer after the leading dense ones as MoE")
-        n_ff_exp = c.integer(cfg, "moe_intermediate_size")
         moe = FFN(
             FFNKind.MOE,
             n_expert=c.integer(cfg, "num_experts"),
             n_expert_used=c.integer(cfg, "num_experts_per_tok"),
-            n_ff_exp=n_ff_exp,
+            n_ff_exp=c.integer(cfg, "moe_intermediate_size"),
             n_shared=1,  # the loader's default; the converter writes no shared count
             n_ff_shexp=c.integer(cfg, "shared_expert_intermediate_size"),
         )
@@ -98,7 +97,7 @@ class Laguna(Family):
         n_kv = c.integer(cfg, "num_key_value_heads")
         layers = [
             Layer(
-                Attention(AttnKind.SWA if s else AttnKind.FULL, int(h), n_kv, hd, hd, window if s else 0),
+                Attention(AttnKind.SWA if s else AttnKind.FULL, h, n_kv, hd, hd, window if s else 0),
                 c.dense(cfg) if il < k_dense else moe,
             )
             for il, (s, h) in enumerate(zip(sliding, heads, strict=True))
@@ -106,7 +105,7 @@ class Laguna(Family):
         gates = set(_gate_types(cfg, n))
         if len(gates) != 1:
             raise BadConfig("laguna with per-head and per-element gates mixed is not modelled")
-        scale = float(c.get(cfg, "moe_routed_scaling_factor"))
+        scale = c.number(cfg, "moe_routed_scaling_factor")
         return c.base(
             cfg,
             self.arch,
