@@ -14,7 +14,8 @@ What shrinks (`shrink`):
   256, so a width that is a multiple of 256 becomes 256 and one that is not (gpt-oss 2880,
   gemma-3-270m 640) keeps that property — llama-quantize's row-size fallbacks depend on it;
 - heads: one KV head (two for MHA) with the real GQA ratio, head size 64/128/256 so that
-  n_head * head_dim is a multiple of 256 (unequal K and V head sizes stay as they are);
+  n_head * head_dim is a multiple of 256 (unequal K and V head sizes stay as they are; layers with
+  one real head size but different head counts keep one size, the largest they need);
   MLA: 4 heads, ranks 256, nope 64, rope 32, v 64, and a DSA indexer at most 4 heads of its real key width;
   DeepSeek-V4: 8 heads of the real (cached) head size, q and output ranks 256 in 2 output groups, the
   indexer at most 4 heads of its real key width;
@@ -160,6 +161,26 @@ def _tied(small: Layer, real: Layer, n_head: int, n_embd: int) -> Layer:
     return small
 
 
+def _common_head_dim(small: tuple[Layer, ...], real: tuple[Layer, ...]) -> tuple[Layer, ...]:
+    """Where the real model's GQA layers share one head size but differ in head count (Laguna: 48
+    query heads on full layers, 64 on sliding ones), llama.cpp reads that one size from
+    `attention.key_length` for every layer: the shrunk layers keep one size too, the largest any of
+    them needs (a head size that makes n_head x head_dim a multiple of 256 also does when doubled)."""
+
+    def gqa(la: Layer) -> bool:
+        a = la.attn
+        return a.kind in (AttnKind.FULL, AttnKind.SWA, AttnKind.CHUNKED) and not a.shared_kv
+
+    sizes = {(la.attn.head_dim_k, la.attn.head_dim_v) for la in real if gqa(la)}
+    if len(sizes) != 1 or len({la.attn.head_dim_k for la in small if gqa(la)}) < 2:
+        return small
+    hd = max(la.attn.head_dim_k for la in small if gqa(la))
+    return tuple(
+        Layer(dataclasses.replace(la.attn, head_dim_k=hd, head_dim_v=hd), la.ffn) if gqa(la) else la
+        for la in small
+    )
+
+
 def _ssm_inner(small: Layer, ratio: int, n_embd: int) -> Layer:
     """Where llama.cpp requires d_inner = ratio x n_embd (Granite-4.0-H), a shrunk Mamba-2 layer
     keeps that tie: as many value heads of its (shrunk) head size as the width needs."""
@@ -175,8 +196,10 @@ def shrink(spec: ModelSpec, width: int = WIDTH, ffn_width: int | None = None) ->
     `ffn_width`: a different base for the FFN widths alone (many short rows per layer)."""
     ffn = ffn_width or width
     n_embd = _width(spec.n_embd, width)
-    layers = tuple(_shrink_layer(la, ffn) for la in spec.layers)
-    mtp = tuple(_shrink_layer(la, ffn) for la in spec.mtp_layers)
+    blocks = _common_head_dim(
+        tuple(_shrink_layer(la, ffn) for la in spec.layers + spec.mtp_layers), spec.layers + spec.mtp_layers
+    )
+    layers, mtp = blocks[: spec.n_layer], blocks[spec.n_layer :]
     n_head = next((la.attn.n_head for la in layers if la.attn.kind is not AttnKind.LINEAR), 0)
     ratio = family(spec.arch).ssm_inner_per_embd
     layers, mtp = (tuple(_ssm_inner(la, ratio, n_embd) for la in group) for group in (layers, mtp))

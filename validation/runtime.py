@@ -111,6 +111,8 @@ ARCH_MODELS = {
     "minimax-m3": "minimax-m3",  # MSA: indexer cache with K and V, block-sparse masks
     "deepseek4": "deepseek-v4-flash",  # SWA + CSA/HCA compressed caches + indexer + compressor state
     "muse-glimmer": "muse-glimmer-30b",  # dense: gated attention, SWA with NoPE full layers
+    "laguna": "laguna-xs.2",  # per-layer query heads, dense-first fixed SWA pattern, per-head gates
+    "cohere2moe": "north-mini-code-1.0",  # parallel attention + FFN block, SWA from the pattern array
 }
 GEMMA = "gemma-3-270m-real"
 LEAN_EXPERTS = 8

@@ -30,6 +30,13 @@ def integer(cfg: Config, *keys: str, default: int | None = None) -> int:
     return v
 
 
+def number(cfg: Config, *keys: str, default: float | None = None) -> float:
+    v = get(cfg, *keys, default=default)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise BadConfig(f"config.json field '{keys[0]}' must be a number, got {v!r}")
+    return float(v)
+
+
 def head_dim(cfg: Config) -> int:
     return integer(
         cfg, "head_dim", default=integer(cfg, "hidden_size") // integer(cfg, "num_attention_heads")

@@ -2,6 +2,7 @@
 
 from moeplan.arch.families.afmoe import Afmoe
 from moeplan.arch.families.bailingmoe2 import BailingMoe2
+from moeplan.arch.families.cohere2moe import Cohere2Moe
 from moeplan.arch.families.deepseek2 import DeepSeek2
 from moeplan.arch.families.deepseek4 import DeepSeek4
 from moeplan.arch.families.dots1 import Dots1
@@ -16,6 +17,7 @@ from moeplan.arch.families.granite_hybrid import GraniteHybrid
 from moeplan.arch.families.granitemoe import GraniteMoe
 from moeplan.arch.families.hunyuan import HunyuanMoe
 from moeplan.arch.families.kimi import KimiK3, KimiLinear
+from moeplan.arch.families.laguna import Laguna
 from moeplan.arch.families.lfm2 import Lfm2Moe
 from moeplan.arch.families.llama import Llama
 from moeplan.arch.families.llama4 import Llama4
@@ -72,4 +74,6 @@ FAMILIES: tuple[type[Family], ...] = (
     Qwen3VLMoe,
     GraniteMoe,
     MuseGlimmer,
+    Laguna,
+    Cohere2Moe,
 )
