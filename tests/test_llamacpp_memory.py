@@ -49,11 +49,26 @@ def test_kimi_k3_compute_without_flash_attention() -> None:
         assert c["ok"], (c["id"], c["predicted"], c["measured"]["compute_mib"], c.get("failure"))
 
 
-def test_deepseek4_caches_agree() -> None:
+def test_deepseek4_caches_and_compute_agree() -> None:
     """DeepSeek-V4's `llama_kv_cache_dsv4`: window, CSA/HCA compressed and indexer caches (per
-    sequence even with -kvu) and the compressor states, byte for byte. Its compute buffer grows with
-    the compressed rows (indexer scores, top-k masks) and is not modelled yet, so only KV is asserted."""
+    sequence even with -kvu) and the compressor states, byte for byte; the compute buffer of the
+    same runs, its compressed attention replayed through ggml-alloc (`DeepSeek4.attention_graph`)."""
     s = subject("deepseek4", slim=True)
     for case in CASES:
         c = memory_check(s, case)
         assert c["ok_kv"], (c["id"], c["error"], c["measured"], c.get("failure"), c["command"])
+        assert c["ok_compute"], (c["id"], c["predicted"]["compute_mib"], c["measured"]["compute_mib"])
+
+
+def test_deepseek4_dry_run_compute_agrees() -> None:
+    """Long contexts (the compressed rows' masks, indexer scores and concatenated K), -ub 2048 without
+    flash attention (the F32 scores), several sequences (per-stream rows) and a tiny micro-batch."""
+    s = subject("deepseek4")
+    for ctx, ub, fa, n_seq in (
+        (65536, 512, True, 1),
+        (16384, 2048, False, 1),
+        (4096, 2048, True, 4),
+        (65536, 32, False, 4),
+    ):
+        c = compute_check(s, ctx, ub, fa, n_seq)
+        assert c["ok"], (c["id"], c["predicted"], c["measured"]["compute_mib"], c.get("failure"))

@@ -548,15 +548,16 @@ def _max_err(errs: list[tuple[float, float] | None]) -> dict[str, float] | None:
 # compute buffer: the exact dry run over ctx / ubatch / flash attention
 
 
-def compute_check(s: Subject, ctx: int, ub: int, fa: bool) -> dict[str, Any]:
-    args = ["-c", str(ctx), "-ub", str(ub), "-fa", "on" if fa else "off"]
+def compute_check(s: Subject, ctx: int, ub: int, fa: bool, n_seq: int = 1) -> dict[str, Any]:
+    args = ["-c", str(ctx), "-ub", str(ub), "-fa", "on" if fa else "off", "-np", str(n_seq)]
     r = run("llama-fit-params", ["-m", str(s.path), *args, "--fit-print", "on"], timeout=TIMEOUT)
     rows = parse_fit_print(r.stdout)
-    cfg = CacheConfig(n_ctx=ctx, n_ubatch=ub, flash_attn=fa)
+    cfg = CacheConfig(n_ctx=ctx, n_ubatch=ub, flash_attn=fa, n_seq=n_seq)
     pred = predicted_compute_mib(s, cfg, Frontend("llama-fit-params"))
     meas = rows.get("Host", {}).get("compute")
+    streams = f" np{n_seq}" if n_seq > 1 else ""
     c: dict[str, Any] = {
-        "id": f"compute/{s.key}/c{ctx} ub{ub} fa{'on' if fa else 'off'}",
+        "id": f"compute/{s.key}/c{ctx} ub{ub} fa{'on' if fa else 'off'}{streams}",
         "model": s.model,
         "arch": s.spec.arch,
         "what": "Host compute buffer of the dry run (integer MiB, truncated) vs moeplan (5% or 16 MiB)",
