@@ -12,14 +12,12 @@ import pytest
 from validation.materialize import shrink
 from validation.runtime import lean, parse_memory_log, predicted_caches
 
-from moeplan import api
 from moeplan.arch.inventory import inventory
 from moeplan.arch.registry import rules, spec_from_config
 from moeplan.arch.spec import AttnKind, ModelSpec
 from moeplan.engines.llamacpp import compute_bytes
 from moeplan.errors import BadConfig
-from moeplan.hardware.rig import parse_rig
-from moeplan.memory.kv import CacheConfig, context, layer_memory
+from moeplan.memory.kv import CacheConfig, cache_type, context, layer_memory
 from moeplan.quant.ggml import GGMLType, tensor_bytes
 from moeplan.sources.catalog import load_catalog
 
@@ -142,27 +140,34 @@ def test_materialised_shrink_keeps_the_cached_widths() -> None:
     assert a.n_head * a.head_dim_k % a.o_groups == 0  # attn_output_a's groups split the heads
 
 
-def _predicted_compute_mib(small: ModelSpec, cfg: CacheConfig) -> float:
+def _predicted_compute_mib(s: ModelSpec, cfg: CacheConfig) -> float:
     """The CPU compute buffer of llama-fit-params' dry run: every layer and the logits of the whole
     micro-batch on the host."""
-    on = np.ones(small.n_layer, dtype=np.bool_)
-    return compute_bytes(small, cfg, context(small, cfg).n_ubatch, True, on, on) / MiB
+    on = np.ones(s.n_layer, dtype=np.bool_)
+    return compute_bytes(s, cfg, context(s, cfg).n_ubatch, True, on, on) / MiB
 
 
 def test_compute_buffer_matches_the_measured_table() -> None:
-    """The pinned llama-fit-params on materialised Flash (embedding base 256 and 512) and Pro over
-    contexts, micro-batches, sequences and flash attention (tests/data): within 10% or 6 MiB (+1 for
-    the truncated integer MiB), within 16% where the plan warns (`DeepSeek4.compute_gap`)."""
+    """The pinned llama-fit-params on full-size Flash and Pro (header-only GGUFs) and on materialised
+    ones (embedding base 256 and 512), over contexts, micro-batches, sequences, flash attention and
+    cache types (tests/data): within 10% or 6 MiB (+1 for the truncated integer
+    MiB); where the plan warns (`DeepSeek4.compute_gap`: Pro, several sequences), within 20%."""
     table = json.loads(COMPUTE.read_text())
     for group in table["models"]:
-        small = shrink(spec(group["model"]), group["width"])
+        s = spec(group["model"]) if group["width"] is None else shrink(spec(group["model"]), group["width"])
         for r in group["runs"]:
+            t = cache_type(r.get("cache", "f16"))
             cfg = CacheConfig(
-                n_ctx=r["ctx"], n_ubatch=r["ubatch"], flash_attn=r["flash_attn"], n_seq=r["n_seq"]
+                n_ctx=r["ctx"],
+                n_ubatch=r["ubatch"],
+                flash_attn=r["flash_attn"],
+                n_seq=r["n_seq"],
+                type_k=t,
+                type_v=t,
             )
-            predicted, measured = _predicted_compute_mib(small, cfg), r["compute_mib"]
-            warned = rules("deepseek4").compute_gap(r["ubatch"], r["n_seq"])
-            tolerance = max((0.16 if warned else 0.10) * measured, 6) + 1
+            predicted, measured = _predicted_compute_mib(s, cfg), r["compute_mib"]
+            warned = rules("deepseek4").compute_gap(spec(group["model"]), r["n_seq"])
+            tolerance = max((0.20 if warned else 0.10) * measured, 6) + 1
             assert abs(predicted - measured) <= tolerance, (group["model"], group["width"], r, predicted)
 
 
@@ -187,17 +192,14 @@ def test_compressed_attention_tensors_have_the_graphs_shapes() -> None:
         assert ("kq" in sizes) is not fa and sizes.get("kq", 0) == (0 if fa else 4 * 64 * (768 + 16384) * t)
 
 
-def test_plan_warns_only_where_the_compute_buffer_was_measured_above_the_estimate() -> None:
-    """Several sequences at -ub 2048 (up to 16% above, `DeepSeek4.compute_gap`); one sequence or
-    -ub 512 are covered, and other families never warn."""
-    rig = parse_rig("2x RTX 4090 + 256GB DDR5-5600")
-    four = api.plan_on_rig(FLASH, rig, n_seq=4, alternatives=False)
-    assert (four.n_seq, four.n_ubatch) == (4, 2048)
-    assert "COMPUTE_BUFFER_UNDERESTIMATED" in {n.id for n in four.notices}
-    one = api.plan_on_rig(FLASH, rig, n_seq=1, alternatives=False)
-    assert "COMPUTE_BUFFER_UNDERESTIMATED" not in {n.id for n in one.notices}
-    assert not rules("deepseek4").compute_gap(512, 4)
-    assert not rules("qwen3moe").compute_gap(2048, 4)
+def test_compute_gap_is_declared_where_it_was_measured() -> None:
+    """Flash with one sequence is covered; with several it is not, nor is Pro, whose first blocks'
+    stack (wider streams, 128 heads) outweighs its logits phase; other families declare none."""
+    family = rules("deepseek4")
+    assert not family.compute_gap(spec(FLASH), 1)
+    assert "18%" in family.compute_gap(spec(FLASH), 4)
+    assert "17%" in family.compute_gap(spec(PRO), 1)
+    assert not rules("qwen3moe").compute_gap(spec("qwen3-30b-a3b"), 4)
 
 
 # antirez/deepseek-v4-gguf (huggingface.co/antirez/deepseek-v4-gguf README, files table and recipe):

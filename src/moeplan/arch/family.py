@@ -165,10 +165,10 @@ class Family:
         such layer runs on the device). None by default (MiniMax-M3's block-sparse masks use it)."""
         return 0, 0
 
-    def compute_gap(self, n_ubatch: int, n_seq: int) -> str:
-        """How far the compute-buffer estimate is known to fall short for a plan with this
-        micro-batch and these sequences ("" = not known to); the plan then says so (notice
-        COMPUTE_BUFFER_UNDERESTIMATED) instead of presenting the figure as exact."""
+    def compute_gap(self, spec: ModelSpec, n_seq: int) -> str:
+        """How far the compute-buffer estimate was measured short for this model with `n_seq`
+        sequences ("" = it was not); the plan then says so (notice COMPUTE_BUFFER_UNDERESTIMATED) instead of
+        presenting the figure as exact."""
         return ""
 
     def attention_graph(

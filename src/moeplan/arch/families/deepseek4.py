@@ -271,16 +271,30 @@ class DeepSeek4(Family):
 
     # ---- compute graph -------------------------------------------------------------------------
 
-    def compute_gap(self, n_ubatch: int, n_seq: int) -> str:
-        """Measured against the pinned llama-fit-params on materialised Flash and Pro (ctx 512-65536,
-        -ub 32-2048, -np 1/4, flash attention on and off: tests/data/deepseek4-compute.json), the
-        estimate is within 10% or 6 MiB except with several sequences at -ub 2048, where holes the
-        first blocks leave in the buffer (not replayed, `attention_graph`) put it up to 16% higher."""
-        if n_seq > 1 and n_ubatch >= 2048:
+    def compute_gap(self, spec: ModelSpec, n_seq: int) -> str:
+        """Measured against the pinned llama-fit-params on full-size Flash and Pro (header-only GGUFs:
+        ctx 4096-262144, -ub 512/2048, flash attention on and off, f16 and q8_0 caches) and on
+        materialised ones (tests/data/deepseek4-compute.json). `attention_graph` replays one block;
+        what it leaves out is where earlier blocks left their tensors. Block 1 starts above the first
+        block's freed embedding rows, `hc_init` and `hc_attn_post` (2 F32 rows and 2 stream sets per
+        token), split by small live tensors into holes its q does not fit: where that stack (input
+        row, those holes, the live streams, wq_b's output and q) outweighs the logits phase per
+        token, the buffer measured up to 17% above the estimate (Pro, -c 4096 -ub 512: 499 vs 415
+        MiB). With several sequences, up to 18% (Flash, -c 262144 -ub 512 -np 4: 382 vs 312 MiB).
+        Otherwise within 10% (or 6 MiB on the small files)."""
+        a = spec.layers[0].attn
+        row, streams, q = spec.n_embd, spec.hc_mult * spec.n_embd, a.n_head * a.head_dim_k
+        first_block = 3 * row + 3 * streams + 2 * q  # F32 values per token
+        logits = spec.n_vocab + 2 * row
+        if first_block > logits:
             return (
-                "DeepSeek-V4 with several sequences at -ub 2048: llama.cpp's compute buffer measured up "
-                "to 16% above moeplan's figure (holes the first blocks leave in ggml-alloc's buffer); "
-                "keep that headroom, or use -ub 512"
+                "DeepSeek-V4: llama.cpp's compute buffer measured up to 17% above moeplan's figure "
+                "(holes the first block leaves in ggml-alloc's buffer under block 1); keep that headroom"
+            )
+        if n_seq > 1:
+            return (
+                "DeepSeek-V4 with several sequences: llama.cpp's compute buffer measured up to 18% above "
+                "moeplan's figure (holes earlier layers leave in ggml-alloc's buffer); keep that headroom"
             )
         return ""
 
