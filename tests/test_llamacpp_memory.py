@@ -1,8 +1,12 @@
 """KV cache, recurrent state and compute buffers of the pinned llama.cpp vs moeplan: a representative
 subset (the full sweep is `python -m validation.report`)."""
 
+from pathlib import Path
+
 import pytest
-from validation.runtime import GEMMA, MemCase, compute_check, memory_check, subject
+from validation.runtime import GEMMA, MemCase, compute_check, fullsize_subject, memory_check, subject
+
+from moeplan.arch.registry import rules
 
 pytestmark = pytest.mark.llamacpp
 
@@ -72,3 +76,18 @@ def test_deepseek4_dry_run_compute_agrees() -> None:
     ):
         c = compute_check(s, ctx, ub, fa, n_seq)
         assert c["ok"], (c["id"], c["predicted"], c["measured"]["compute_mib"], c.get("failure"))
+
+
+@pytest.mark.parametrize("model", ["deepseek-v4-flash", "deepseek-v4-pro"])
+def test_deepseek4_full_size_dry_run_compute_agrees(model: str, tmp_path: Path) -> None:
+    """DeepSeek-V4 at its real shapes (a header-only GGUF; the dry run reads no data): within 10%
+    (+1 MiB truncation), or 20% where the plan warns (`DeepSeek4.compute_gap`: Pro, several
+    sequences): the logits phase at a short context, the F32 scores without flash attention, the
+    compressed rows at a long one."""
+    s = fullsize_subject(model, tmp_path)
+    for ctx, ub, fa, n_seq in ((4096, 512, True, 1), (65536, 2048, False, 1), (262144, 512, True, 4)):
+        c = compute_check(s, ctx, ub, fa, n_seq)
+        predicted, measured = c["predicted"]["compute_mib"], c["measured"]["compute_mib"]
+        rel = 0.20 if rules("deepseek4").compute_gap(s.spec, n_seq) else 0.10
+        assert measured is not None, (c["id"], c.get("failure"))
+        assert abs(predicted - measured) <= rel * measured + 1, (c["id"], predicted, measured)

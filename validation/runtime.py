@@ -69,7 +69,7 @@ from validation.llamacpp import (
     run_named,
     write_result,
 )
-from validation.materialize import EXPERT_BYTES_BUDGET, Materialized, materialize, stored_type
+from validation.materialize import EXPERT_BYTES_BUDGET, Materialized, materialize, stored_type, write_gguf
 
 # One catalog model per architecture (Mixtral: the llama arch with experts).
 ARCH_MODELS = {
@@ -175,6 +175,18 @@ def subject(key: str, *, slim: bool = False, dense_experts: bool = False) -> Sub
     budget = 1 << 40 if dense_experts else EXPERT_BYTES_BUDGET
     m = materialize(lean(spec) if is_lean else spec, expert_budget=budget)
     return Subject(key, model, m.path, m.spec, m.inventory, stored_weights(m), is_lean, m.holes)
+
+
+def fullsize_subject(model: str, folder: Path) -> Subject:
+    """A catalog model at its real shapes, header only (`write_gguf(header_only=True)`: every tensor
+    a hole, a few MB on disk), for the dry run, which reads no tensor data; the weights are typed
+    as the F16 file type (the compute buffer does not depend on them)."""
+    spec = load_catalog()[model].spec()
+    inv = inventory(spec)
+    path = folder / f"{model}-header-only.gguf"
+    if not path.exists():
+        write_gguf(inv, path, header_only=True)
+    return Subject(spec.arch, model, path, spec, inv, predict(inv, FileType.F16), False, True)
 
 
 # ------------------------------------------------------------------------------------------------
