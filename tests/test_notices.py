@@ -126,7 +126,12 @@ def test_deploy_page_notices_belong_to_the_rigs_they_name(client: TestClient) ->
         assert shown == [n["message"] for n in p["plan"]["notices"]]
 
 
-def test_compute_gap_notice_only_for_architectures_that_declare_one() -> None:
-    ids = {n.id for n in api.plan("deepseek-v4-flash", "8x H200 + 2TB DDR5-4800").notices}
+def test_compute_gap_notice_only_where_the_family_declares_one_for_the_plans_sequences() -> None:
+    """DeepSeek-V4 declares a gap for several sequences (`DeepSeek4.compute_gap`), none for one;
+    other families none."""
+    rig = "8x H200 + 2TB DDR5-4800"
+    ids = {n.id for n in api.plan("deepseek-v4-flash", rig, n_seq=4).notices}
     assert "COMPUTE_BUFFER_UNDERESTIMATED" in ids
+    ids = {n.id for n in api.plan("deepseek-v4-flash", rig, n_seq=1).notices}
+    assert "COMPUTE_BUFFER_UNDERESTIMATED" not in ids
     assert "COMPUTE_BUFFER_UNDERESTIMATED" not in {n.id for n in api.plan("qwen3.5-9b", RIG_4090).notices}

@@ -69,7 +69,7 @@ from validation.llamacpp import (
     run_named,
     write_result,
 )
-from validation.materialize import EXPERT_BYTES_BUDGET, Materialized, materialize, stored_type
+from validation.materialize import EXPERT_BYTES_BUDGET, Materialized, materialize, stored_type, write_gguf
 
 # One catalog model per architecture (Mixtral: the llama arch with experts).
 ARCH_MODELS = {
@@ -178,6 +178,18 @@ def subject(key: str, *, slim: bool = False, dense_experts: bool = False) -> Sub
     budget = 1 << 40 if dense_experts else EXPERT_BYTES_BUDGET
     m = materialize(lean(spec) if is_lean else spec, expert_budget=budget)
     return Subject(key, model, m.path, m.spec, m.inventory, stored_weights(m), is_lean, m.holes)
+
+
+def fullsize_subject(model: str, folder: Path) -> Subject:
+    """A catalog model at its real shapes, header only (`write_gguf(header_only=True)`: every tensor
+    a hole, a few MB on disk), for the dry run, which reads no tensor data; the weights are typed
+    as the F16 file type (the compute buffer does not depend on them)."""
+    spec = load_catalog()[model].spec()
+    inv = inventory(spec)
+    path = folder / f"{model}-header-only.gguf"
+    if not path.exists():
+        write_gguf(inv, path, header_only=True)
+    return Subject(spec.arch, model, path, spec, inv, predict(inv, FileType.F16), False, True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -551,15 +563,16 @@ def _max_err(errs: list[tuple[float, float] | None]) -> dict[str, float] | None:
 # compute buffer: the exact dry run over ctx / ubatch / flash attention
 
 
-def compute_check(s: Subject, ctx: int, ub: int, fa: bool) -> dict[str, Any]:
-    args = ["-c", str(ctx), "-ub", str(ub), "-fa", "on" if fa else "off"]
+def compute_check(s: Subject, ctx: int, ub: int, fa: bool, n_seq: int = 1) -> dict[str, Any]:
+    args = ["-c", str(ctx), "-ub", str(ub), "-fa", "on" if fa else "off", "-np", str(n_seq)]
     r = run("llama-fit-params", ["-m", str(s.path), *args, "--fit-print", "on"], timeout=TIMEOUT)
     rows = parse_fit_print(r.stdout)
-    cfg = CacheConfig(n_ctx=ctx, n_ubatch=ub, flash_attn=fa)
+    cfg = CacheConfig(n_ctx=ctx, n_ubatch=ub, flash_attn=fa, n_seq=n_seq)
     pred = predicted_compute_mib(s, cfg, Frontend("llama-fit-params"))
     meas = rows.get("Host", {}).get("compute")
+    streams = f" np{n_seq}" if n_seq > 1 else ""
     c: dict[str, Any] = {
-        "id": f"compute/{s.key}/c{ctx} ub{ub} fa{'on' if fa else 'off'}",
+        "id": f"compute/{s.key}/c{ctx} ub{ub} fa{'on' if fa else 'off'}{streams}",
         "model": s.model,
         "arch": s.spec.arch,
         "what": "Host compute buffer of the dry run (integer MiB, truncated) vs moeplan (5% or 16 MiB)",

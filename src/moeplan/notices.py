@@ -19,8 +19,9 @@ speaks of the plan it is given and appears only where its condition holds:
 - OP_OFFLOAD_COPY: a GPU's compute buffer holds the copy of a CPU-resident weight that op offload
   makes for prompt batches (engines/gpu_backends.py); --no-op-offload frees it.
 - GPU_MARGIN: all layers on the GPU would fit within llama.cpp's --fit-target margin, not outside it.
-- COMPUTE_BUFFER_UNDERESTIMATED: the architecture's compute graph has parts moeplan does not model
-  yet (the family's `compute_gap`, e.g. DeepSeek-V4's context-sized compressed-row buffers).
+- COMPUTE_BUFFER_UNDERESTIMATED: the compute buffer was measured above moeplan's estimate for this
+  model with the plan's sequences (the family's `compute_gap`, e.g. DeepSeek-V4 Pro, or Flash with
+  several sequences).
 """
 
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ def notices(
     gpu_devices = [d for d in c.memory.devices if not d.device.startswith("CPU")]
     used_gpus = [d for d in gpu_devices if d.weights_bytes]
     cpu_weights = sum(d.weights_bytes for d in c.memory.devices if d.device.startswith("CPU"))
-    if gap := rules(spec.arch).compute_gap:
+    if gap := rules(spec.arch).compute_gap(spec, c.cache.n_seq):
         out.append(Notice("COMPUTE_BUFFER_UNDERESTIMATED", WARN, gap))
     if result.disk and c.fits:
         what = "experts are" if spec.is_moe else "weights are"

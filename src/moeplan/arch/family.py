@@ -7,6 +7,7 @@ follow the pinned llama.cpp (build 11434): `convert_hf_to_gguf.py` for tensors a
 `llama_hparams::n_embd_r/n_embd_s` (`src/llama-hparams.cpp`) for recurrent state.
 """
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 from moeplan.arch import layout
@@ -17,6 +18,27 @@ from moeplan.arch.tensors import Builder, Inventory, Role
 from moeplan.errors import UnsupportedArchitecture
 
 GGUFValue = int | float | str | bool | list[int] | list[float] | list[str] | list[bool]
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """One node of a layer's compute graph as ggml-alloc sees it: the tensor it allocates (`nbytes`;
+    0 for a node that writes into an existing tensor) and the tensors whose last use it is, freed
+    after it runs (`engines/ggml_alloc.py`)."""
+
+    name: str
+    nbytes: int
+    frees: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AttentionGraph:
+    """A family's own account of one attention layer in the compute buffer, for graphs the generic
+    estimate does not describe: its large tensors in graph order, and the bytes of graph leaves that
+    are allocated before the first node and freed only at this layer."""
+
+    nodes: tuple[GraphNode, ...]
+    leaf_bytes: int = 0
 
 
 class Family:
@@ -33,9 +55,6 @@ class Family:
     rope_fraction: ClassVar[float] = 1.0  # share of the head that is rotated (partial_rotary_factor)
     # The recurrent inner width llama.cpp's loader requires as a multiple of n_embd (0 = free).
     ssm_inner_per_embd: ClassVar[int] = 0
-    # What of llama.cpp's compute graph the compute-buffer estimate leaves out ("" = nothing known);
-    # the plan says so (notice COMPUTE_BUFFER_UNDERESTIMATED) instead of presenting it as exact.
-    compute_gap: ClassVar[str] = ""
 
     # ---- config.json ---------------------------------------------------------------------------
 
@@ -145,6 +164,30 @@ class Family:
         (engines/llamacpp.py): (at the layer's own peak, held once through the whole graph when any
         such layer runs on the device). None by default (MiniMax-M3's block-sparse masks use it)."""
         return 0, 0
+
+    def compute_gap(self, spec: ModelSpec, n_seq: int) -> str:
+        """How far the compute-buffer estimate was measured short for this model with `n_seq`
+        sequences ("" = it was not); the plan then says so (notice COMPUTE_BUFFER_UNDERESTIMATED) instead of
+        presenting the figure as exact."""
+        return ""
+
+    def attention_graph(
+        self,
+        spec: ModelSpec,
+        a: Attention,
+        cells: int,
+        comp_cells: int,
+        n_ubatch: int,
+        n_stream: int,
+        flash_attn: bool,
+        k_cell_bytes: int,
+        k_quantized: bool,
+    ) -> AttentionGraph | None:
+        """The layer's attention phase node by node (engines/llamacpp.py replays it through ggml-alloc
+        instead of the generic estimate), or None for the generic estimate. `cells`/`comp_cells`: the
+        layer's cache cells and compressed rows per stream; `k_cell_bytes`: one K cell in the -ctk
+        type; `k_quantized`: a quantized -ctk (Hadamard-rotated attention)."""
+        return None
 
     # ---- GGUF metadata -------------------------------------------------------------------------
 

@@ -18,6 +18,10 @@ From the pinned llama.cpp (build 11434), `src/llama-model.cpp load_tensors`, `co
   indexer cache; per sparse layer a zero-filled {1, top-k, n_tokens} F32 graph leaf that is never
   freed, and at the layer the refilled KQ mask (fill + add, or the indexer scores) and the top-k
   indices (fitted on the pinned build's CPU compute buffers, within 6 MiB of them).
+- A family that describes its attention graph itself (`Family.attention_graph`, DeepSeek-V4) gets
+  that layer's peak by replaying its tensors through ggml-alloc's best fit (`engines/ggml_alloc.py`),
+  holes included; DeepSeek-V4's compressed caches add one KQ mask each (CSA, HCA: F16 with flash
+  attention) and its indexer mask covers the compressed rows (`llm_graph_input_dsv4`).
 - CPU weights in Q4_0/Q4_K/IQ4_NL/MXFP4 with rows a multiple of 8 are repacked on x86 (AVX2) into a
   separate CPU_REPACK buffer when no GPU backend takes the host buffer type.
 """
@@ -34,13 +38,14 @@ from numpy.typing import NDArray
 from moeplan.arch.inventory import Inventory, Role, TensorSpec
 from moeplan.arch.registry import rules
 from moeplan.arch.spec import Attention, AttnKind, FFNKind, ModelSpec
+from moeplan.engines.ggml_alloc import peak_bytes
 from moeplan.engines.gpu_backends import OP_OFFLOAD_MIN_BATCH, backend_of_device
 from moeplan.errors import MoeplanError
 from moeplan.memo import PER_MODEL, PER_MODEL_QUANT, by_identity
-from moeplan.memory.kv import CacheConfig, LayerMemory, context, layer_memory
+from moeplan.memory.kv import CacheConfig, LayerMemory, context, kv_widths, layer_memory, row_bytes
 from moeplan.memory.table import TensorLayout, TensorTable, tensor_table
 from moeplan.memory.weights import Weights
-from moeplan.quant.ggml import GGMLType
+from moeplan.quant.ggml import UNQUANTIZED, GGMLType
 
 CPU = "CPU"
 REPACK = "CPU_REPACK"
@@ -275,6 +280,8 @@ class _Activations:
     lid: NDArray[np.bool_] | None = None  # a DSA indexer key cache: its own KQ mask
     leaf: NDArray[np.int64] | None = None  # DSA: bytes a sparse layer holds for the whole graph
     held: NDArray[np.int64] | None = None  # `Family.attention_activations`: held once per graph
+    ratio: NDArray[np.int64] | None = None  # DeepSeek-V4: the compressed cache's ratio (0: none)
+    comp_cells: NDArray[np.int64] | None = None  # its rows per stream (also the indexer cache's)
 
 
 def _sparse_attention(a: Attention, cells: int, ub: int, flash_attn: bool) -> tuple[int, int]:
@@ -293,30 +300,53 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
     e = spec.n_embd
     attn, ffn, swa, leaf, held = [], [], [], [], []
     n_stream = context(spec, cfg).n_stream
+    family = rules(spec.arch)
     for lm, layer in zip(layers, spec.layers, strict=True):
         a, f = layer.attn, layer.ffn
-        extra, graph_wide = rules(spec.arch).attention_activations(
+        extra, graph_wide = family.attention_activations(
             a, lm.cells, ub, n_stream, cfg.n_seq, cfg.flash_attn, cfg.unified
         )
         held.append(graph_wide)
         swa.append(a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and bool(a.window))
-        sparse, zeros = _sparse_attention(a, lm.cells, ub, cfg.flash_attn) if a.indexer_top_k else (0, 0)
+        graph = (
+            None
+            if a.kind in (AttnKind.LINEAR, AttnKind.NONE)
+            else family.attention_graph(
+                spec,
+                a,
+                lm.cells,
+                lm.comp_cells,
+                ub,
+                n_stream,
+                cfg.flash_attn,
+                row_bytes(cfg.type_k, kv_widths(a)[0]),  # one K cell, as the cache stores it
+                cfg.type_k not in UNQUANTIZED,
+            )
+        )
+        sparse, zeros = (0, 0)
+        if graph is not None:
+            zeros = graph.leaf_bytes
+        elif a.indexer_top_k:
+            sparse, zeros = _sparse_attention(a, lm.cells, ub, cfg.flash_attn)
         leaf.append(zeros)
         if a.kind is AttnKind.LINEAR:
-            act = rules(spec.arch).recurrent_activations(a, ub, e, cfg.n_seq)
+            act = family.recurrent_activations(a, ub, e, cfg.n_seq)
+        elif graph is not None:  # the family's own graph, replayed through ggml-alloc
+            act = peak_bytes(graph.nodes)
         else:
             q = a.n_head * max(a.head_dim_k, a.qk_nope_head_dim + a.qk_rope_head_dim)
             act = 4 * ub * (2 * q + 3 * e)
             if not cfg.flash_attn:
                 act += 4 * lm.cells * ub * a.n_head  # KQ scores, F32 (n_stream splits the tokens)
-            act += sparse + extra + rules(spec.arch).residual_activations(spec, lm.layer, ub)
-        inputs = rules(spec.arch).embedding_activations(spec, lm.layer, ub)  # wide input embeddings
+            act += sparse + extra + family.residual_activations(spec, lm.layer, ub)
+        inputs = family.embedding_activations(spec, lm.layer, ub)  # wide input embeddings
         attn.append(act + inputs)
         if f.kind is FFNKind.MOE:
             routed = 3 * f.n_expert_used * f.n_ff_exp + 2 * f.n_expert
             ffn.append(4 * ub * (routed + 3 * e + 3 * f.n_ff_shexp) + inputs)
         else:
             ffn.append(4 * ub * (3 * f.n_ff + 3 * e) + inputs)
+    compressed = any(lm.comp_cells for lm in layers)
     return _Activations(
         tuple(layers),
         np.array([lm.layer for lm in layers], dtype=np.int64),
@@ -329,6 +359,8 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
         np.array([lm.index_bytes > 0 for lm in layers], dtype=np.bool_) if any(leaf) else None,
         np.array(leaf, dtype=np.int64) if any(leaf) else None,
         np.array(held, dtype=np.int64) if any(held) else None,
+        np.array([la.attn.compress_ratio for la in spec.layers], dtype=np.int64) if compressed else None,
+        np.array([lm.comp_cells for lm in layers], dtype=np.int64) if compressed else None,
     )
 
 
@@ -384,7 +416,13 @@ def _compute_bytes(
         masks += int(acts.cells[hit[-1]]) * ub * mask_bytes if hit.size else 0
     if acts.lid is not None:  # the indexer cache's mask: F16 for the fused lightning indexer
         hit = np.flatnonzero(with_cache & acts.lid)
-        masks += int(acts.cells[hit[-1]]) * ub * 2 if hit.size else 0
+        lid_cells = acts.cells if acts.comp_cells is None else acts.comp_cells  # DeepSeek-V4: its rows
+        masks += int(lid_cells[hit[-1]]) * ub * 2 if hit.size else 0
+    if acts.ratio is not None and acts.comp_cells is not None:
+        # DeepSeek-V4: one mask per compressed cache (CSA, HCA) over its rows (llm_graph_input_dsv4)
+        for ratio in np.unique(acts.ratio[acts.ratio > 0]):
+            hit = np.flatnonzero(with_cache & (acts.ratio == ratio))
+            masks += int(acts.comp_cells[hit[-1]]) * ub * mask_bytes if hit.size else 0
     if inputs_only:
         return masks + 16 * ub * e  # measured: 4 F32 rows of n_embd per token (embedding lookups)
     logits = 4 * n_outputs * spec.n_vocab + 8 * n_outputs * e if has_output else 0

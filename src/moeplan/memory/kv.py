@@ -99,13 +99,15 @@ class Context:
 
 
 def context(spec: ModelSpec, cfg: CacheConfig) -> Context:
-    n_ctx = pad(cfg.n_ctx or spec.context_length, cfg.kv_pad)
+    requested = cfg.n_ctx or spec.context_length
+    n_ctx = pad(requested, cfg.kv_pad)
     if cfg.unified or cfg.n_seq == 1:
         n_ctx_seq, n_stream = n_ctx, 1
     else:
         n_ctx_seq, n_stream = pad(n_ctx // cfg.n_seq, cfg.kv_pad), cfg.n_seq
         n_ctx = n_ctx_seq * n_stream
-    n_batch = min(n_ctx, cfg.n_batch)
+    # the batch is capped by the context as given, before the padding (`llama_context` ctor)
+    n_batch = min(requested, cfg.n_batch)
     return Context(n_ctx, n_ctx_seq, n_stream, n_batch, min(n_batch, cfg.n_ubatch))
 
 

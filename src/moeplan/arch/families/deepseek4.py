@@ -26,7 +26,7 @@ import dataclasses
 from moeplan.arch import config as c
 from moeplan.arch import layout
 from moeplan.arch.config import Config
-from moeplan.arch.family import Family, GGUFValue
+from moeplan.arch.family import AttentionGraph, Family, GGUFValue, GraphNode
 from moeplan.arch.from_gguf import GGUFHParams
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
@@ -94,15 +94,6 @@ class DeepSeek4(Family):
     arch = "deepseek4"
     model_types = ("deepseek_v4",)
     mtp_kept = False  # DeepseekV4Model.filter_tensors skips `mtp.*` unless exporting the MTP file
-    # Measured on the materialised Flash (llama-fit-params, CPU): at -ub 512 the compute buffer is
-    # 42 MiB at -c 4096 and 130 MiB at -c 65536 with flash attention (77 / 479 MiB without), where
-    # the generic estimate stays at 44 / 58 MiB: the compressed rows' masks, indexer scores and
-    # concatenated K grow with the context and are not modelled yet.
-    compute_gap = (
-        "DeepSeek-V4's compute buffer grows with the context (masks, indexer scores and concatenated K "
-        "over the compressed rows, src/models/deepseek4.cpp); moeplan's estimate leaves that out, so "
-        "keep headroom beyond the compute figure at long contexts"
-    )
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
         if cfg.get("expert_dtype") != "fp4":
@@ -277,6 +268,113 @@ class DeepSeek4(Family):
         b.add("output_hc_fn.weight", (hc * e, hc), Role.OUTPUT, stored=T.F32)
         b.add("output_hc_base.weight", (hc,), Role.OUTPUT)
         b.add("output_hc_scale.weight", (1,), Role.OUTPUT)
+
+    # ---- compute graph -------------------------------------------------------------------------
+
+    def compute_gap(self, spec: ModelSpec, n_seq: int) -> str:
+        """Measured against the pinned llama-fit-params on full-size Flash and Pro (header-only GGUFs:
+        ctx 4096-262144, -ub 512/2048, flash attention on and off, f16 and q8_0 caches) and on
+        materialised ones (tests/data/deepseek4-compute.json). `attention_graph` replays one block;
+        what it leaves out is where earlier blocks left their tensors. Block 1 starts above the first
+        block's freed embedding rows, `hc_init` and `hc_attn_post` (2 F32 rows and 2 stream sets per
+        token), split by small live tensors into holes its q does not fit: where that stack (input
+        row, those holes, the live streams, wq_b's output and q) outweighs the logits phase per
+        token, the buffer measured up to 17% above the estimate (Pro, -c 4096 -ub 512: 499 vs 415
+        MiB). With several sequences, up to 18% (Flash, -c 262144 -ub 512 -np 4: 382 vs 312 MiB).
+        Otherwise within 10% (or 6 MiB on the small files)."""
+        a = spec.layers[0].attn
+        row, streams, q = spec.n_embd, spec.hc_mult * spec.n_embd, a.n_head * a.head_dim_k
+        first_block = 3 * row + 3 * streams + 2 * q  # F32 values per token
+        logits = spec.n_vocab + 2 * row
+        if first_block > logits:
+            return (
+                "DeepSeek-V4: llama.cpp's compute buffer measured up to 17% above moeplan's figure "
+                "(holes the first block leaves in ggml-alloc's buffer under block 1); keep that headroom"
+            )
+        if n_seq > 1:
+            return (
+                "DeepSeek-V4 with several sequences: llama.cpp's compute buffer measured up to 18% above "
+                "moeplan's figure (holes earlier layers leave in ggml-alloc's buffer); keep that headroom"
+            )
+        return ""
+
+    def attention_graph(
+        self,
+        spec: ModelSpec,
+        a: Attention,
+        cells: int,
+        comp_cells: int,
+        n_ubatch: int,
+        n_stream: int,
+        flash_attn: bool,
+        k_cell_bytes: int,
+        k_quantized: bool,
+    ) -> AttentionGraph:
+        """`build_attention_impl` of src/models/deepseek4.cpp for a micro-batch of `n_ubatch` tokens,
+        from the previous layer's hyper-connection streams to the attention output; every tensor
+        that grows with the tokens or the context, in graph order, and where each is last used.
+
+        F32 {hc_mult * n_embd, T} residual streams: the previous block's `hc_attn_post` is freed
+        when its `l_last` is built, leaving a hole of its size below the streams. q: wq_b's F32
+        {head_dim, n_head, T} output, its RMS norm beside it (rope in place), Hadamard-rotated for a
+        quantized K cache (`llama_mul_mat_hadamard` with the cache's `k_rot`). Compressed layers
+        attend over `ggml_concat(raw_k, comp_k)`, {head_dim, raw + compressed cells, n_stream} in
+        the K type, under `ggml_concat(raw_mask, comp_mask)`. CSA (ratio 4) builds that mask from
+        the lightning indexer (`build_lid_top_k`: F32 scores {compressed, T}, `ggml_top_k` I32 and
+        its cont) and `build_top_k_mask` (a -inf fill of the CSA mask, the top-k rows set to zero
+        from a {1, k, T} zeros leaf, plus the mask: two mask-sized tensors). Flash attention
+        writes F32 {head_dim, n_head, T}; without it the graph transposes V (a copy of the keys),
+        builds F32 scores {cells, T, n_head} before the mask, then softmax in place, KQV and its
+        contiguous copy. Masks are F16 with flash attention, else F32 (the graph inputs themselves
+        are counted with the other KQ masks, engines/llamacpp.py)."""
+        t, hd, mb = n_ubatch, a.head_dim_k, 2 if flash_attn else 4
+        ratio, resid, q = a.compress_ratio, 4 * spec.hc_mult * spec.n_embd * t, 4 * a.n_head * hd * t
+        kv_cells = cells + comp_cells if ratio else cells
+        nodes = [
+            GraphNode("inp_embd", 4 * spec.n_embd * t),  # a graph input, live to the end
+            GraphNode("hc_attn_post.prev", resid),
+            GraphNode("l_last.prev", resid, ("hc_attn_post.prev",)),
+            GraphNode("q_b", q),
+            GraphNode("q", q, ("q_b",)),
+        ]
+        if k_quantized:
+            nodes.append(GraphNode("q_rot", q, ("q",)))
+        q_name = "q_rot" if k_quantized else "q"
+        k_name = "k_all" if ratio else ""
+        if ratio:
+            nodes.append(GraphNode("k_all", k_cell_bytes * kv_cells * n_stream))
+        if not flash_attn:
+            nodes += [
+                GraphNode("v_cont", 2 * hd * kv_cells * n_stream),
+                GraphNode("kq", 4 * a.n_head * kv_cells * t, (q_name, *filter(None, [k_name]))),
+            ]
+        mask = ""
+        if ratio == 4:
+            k = min(a.indexer_top_k, comp_cells)
+            nodes += [
+                GraphNode("lid_score", 4 * comp_cells * t),
+                GraphNode("top_k", 4 * k * t, ("lid_score",)),
+                GraphNode("top_k_cont", 4 * k * t, ("top_k",)),
+                GraphNode("mask_fill", mb * comp_cells * t),
+                GraphNode("set_rows", 0, ("top_k_cont",)),
+                GraphNode("top_k_mask", mb * comp_cells * t, ("mask_fill",)),
+            ]
+            mask = "kq_mask"
+            nodes.append(GraphNode(mask, mb * kv_cells * t, ("top_k_mask",)))
+        elif ratio:
+            mask = "kq_mask"
+            nodes.append(GraphNode(mask, mb * kv_cells * t))
+        if flash_attn:
+            nodes.append(GraphNode("attn_out", q, tuple(filter(None, (q_name, k_name, mask)))))
+        else:
+            nodes += [
+                GraphNode("kqv", q, tuple(filter(None, ("kq", "v_cont", mask)))),
+                GraphNode("attn_out", q, ("kqv",)),
+            ]
+        if k_quantized:
+            nodes.append(GraphNode("attn_out_rot", q, ("attn_out",)))
+        leaf = mb * min(a.indexer_top_k, comp_cells) * t if ratio == 4 else 0
+        return AttentionGraph(tuple(nodes), leaf)
 
     # ---- GGUF metadata -------------------------------------------------------------------------
 
