@@ -16,6 +16,7 @@ pytestmark = pytest.mark.llamacpp
         ("qwen3.6-27b", GGMLType.BF16),
         ("qwen3.6-27b", GGMLType.Q8_0),
         ("qwen3-vl-30b-a3b", GGMLType.F16),  # deepstack mergers on the kept blocks
+        ("qwen3.5-4b", GGMLType.F16),  # the medium tower: 1024 wide, 16 heads of 64
         ("gemma-3-4b", GGMLType.F16),
         ("gemma-3-4b", GGMLType.Q8_0),
     ],

@@ -36,7 +36,7 @@ from validation.runtime import compute_ok, server_startup
 
 TEXT_MODEL = "qwen3-0.6b"  # materialised at width 256: the towers below project to it
 _FILE_TYPES = {GGMLType.F16: LlamaFileType.MOSTLY_F16, GGMLType.BF16: LlamaFileType.MOSTLY_BF16}
-_FILE_TYPES[GGMLType.Q8_0] = LlamaFileType.MOSTLY_Q8_0
+_FILE_TYPES |= {GGMLType.Q8_0: LlamaFileType.MOSTLY_Q8_0, GGMLType.F32: LlamaFileType.ALL_F32}
 _MODEL_SIZE = re.compile(r"load_hparams: model size:\s+([\d.]+) MiB")
 _COMPUTE = re.compile(r"reserve_compute_meta:\s+(\S+) compute buffer size =\s*([\d.]+) MiB")
 _WARMUP = re.compile(r"warmup with image size = (\d+) x (\d+)")
@@ -143,6 +143,7 @@ CASES = (
     ("qwen3.6-27b", GGMLType.BF16),
     ("qwen3.6-27b", GGMLType.Q8_0),
     ("qwen3-vl-30b-a3b", GGMLType.F16),
+    ("qwen3.5-4b", GGMLType.F16),
     ("gemma-3-4b", GGMLType.F16),
     ("gemma-3-4b", GGMLType.Q8_0),
 )

@@ -16,11 +16,12 @@ Types (`ModelBase.prepare_tensors`, conversion/base.py, and the classes' `tensor
 1-D tensors and `*_norm.weight` are F32; the position table (V_ENC_EMBD_POS) is F32; the
 patch embedding is F16 in an F16 file and F32 in any other (`MmprojModel.tensor_force_quant`);
 Gemma 3 keeps its embeddings F32 and its input projection F16 in every file type; every other
-matrix takes the file type (F16, BF16, Q8_0), and a Q8_0 tensor whose rows do not split into
+matrix takes the file type (F16, BF16, Q8_0, F32), and a Q8_0 tensor whose rows do not split into
 32-element blocks falls back to F16 (gguf-py `quants.quantize` raises QuantError: the SigLIP /
 Qwen3.5 ffn_down, rows of 4304).
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -39,7 +40,12 @@ class Projector(StrEnum):
 
 
 # mmproj file types the converter writes (`--outtype`), by their file-name tag (mmproj-F16.gguf).
-MMPROJ_TYPES: dict[str, GGMLType] = {"f16": GGMLType.F16, "bf16": GGMLType.BF16, "q8_0": GGMLType.Q8_0}
+MMPROJ_TYPES: dict[str, GGMLType] = {
+    "f16": GGMLType.F16,
+    "bf16": GGMLType.BF16,
+    "q8_0": GGMLType.Q8_0,
+    "f32": GGMLType.F32,
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class MmprojTensor:
             return GGMLType.F16
         if self.shape[0] % block_size(ftype):
             return GGMLType.F16  # QuantError fallback (convert's prepare_tensors)
+        # F32 files (--outtype f32) keep every matrix F32 but Gemma 3's input projection (rule f16)
         return ftype
 
     def nbytes(self, ftype: GGMLType) -> int:
@@ -153,11 +160,20 @@ def mmproj_bytes(tower: VisionTower, ftype: GGMLType) -> int:
 
 
 def mmproj_type(name: str) -> GGMLType:
-    """An mmproj file type by its tag (f16, bf16, q8_0)."""
+    """An mmproj file type by its tag (f16, bf16, q8_0, f32)."""
     key = name.lower()
     if key not in MMPROJ_TYPES:
         raise MoeplanError(f"--vision {name}: the converter writes mmproj files as {', '.join(MMPROJ_TYPES)}")
     return MMPROJ_TYPES[key]
+
+
+_FILE_TAG = re.compile(r"(?<![a-z0-9])(bf16|f16|q8_0|f32)(?![a-z0-9])", re.IGNORECASE)
+
+
+def mmproj_type_of_file(path: str) -> GGMLType | None:
+    """The type an mmproj file name says (mmproj-F16.gguf, mmproj-model-bf16.gguf), or None."""
+    m = _FILE_TAG.search(path.rsplit("/", 1)[-1])
+    return MMPROJ_TYPES[m.group(1).lower()] if m else None
 
 
 # `vision_config` keys per projector: the converter's `find_vparam` lists and class renames.

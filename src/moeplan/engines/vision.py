@@ -81,7 +81,7 @@ class VisionMemory:
     compute_bytes: int
     host_compute_bytes: int
     warmup_px: int
-    offload: bool
+    offload: bool  # --mmproj-offload (the default); off: --no-mmproj-offload
 
     @property
     def total_bytes(self) -> int:
@@ -89,42 +89,52 @@ class VisionMemory:
 
 
 def plan_vision(
-    tower: VisionTower, ftype: GGMLType, gpus: tuple[str, ...], *, offload: bool = True, file: str = ""
+    tower: VisionTower,
+    ftype: GGMLType,
+    gpus: tuple[str, ...],
+    *,
+    offload: bool = True,
+    file: str = "",
+    device: str | None = None,
+    image_max_tokens: int = 0,
 ) -> VisionMemory:
-    """The projector's memory where llama-server puts it: the main (first) GPU, or the CPU without
-    GPUs or with `--no-mmproj-offload`."""
+    """The projector's memory where llama-server puts it: `device` (-mmdev), else the main (first)
+    GPU, or the CPU without GPUs or with `--no-mmproj-offload`; `image_max_tokens`: --image-max-tokens."""
     on_gpu = offload and bool(gpus)
     return VisionMemory(
         file=file or f"mmproj-{ftype.name}.gguf",
         ftype=ftype,
-        device=gpus[0] if on_gpu else "CPU",
+        device=(device or gpus[0]) if on_gpu else "CPU",
         weights_bytes=mmproj_bytes(tower, ftype),
-        compute_bytes=warmup_compute_bytes(tower),
-        host_compute_bytes=host_inputs_bytes(tower) if on_gpu else 0,
-        warmup_px=warmup_image_size(tower),
-        offload=on_gpu,
+        compute_bytes=warmup_compute_bytes(tower, image_max_tokens),
+        host_compute_bytes=host_inputs_bytes(tower, image_max_tokens) if on_gpu else 0,
+        warmup_px=warmup_image_size(tower, image_max_tokens),
+        offload=offload,
     )
 
 
-def vision_flags(v: VisionMemory, *, gpus: bool) -> str:
+def vision_flags(v: VisionMemory) -> str:
     """The llama-server flags of this projector."""
     parts = ["--mmproj", shlex.quote(v.file)]
-    if gpus and not v.offload:
+    if not v.offload:
         parts.append("--no-mmproj-offload")
     return " ".join(parts)
 
 
+VISION_ENGINES = "vision is planned for llama.cpp (--mmproj); vLLM and SGLang are not modelled for it"
+
+
 def vision_error(model: str, tower: VisionTower | None, engine: str) -> str | None:
     """Why vision cannot be planned, or None."""
-    if tower is None:
-        return f"{model} is text-only in the catalog (no vision tower to load)"
     if engine != "llamacpp":
-        return "vision is planned for llama.cpp (--mmproj); vLLM and SGLang are not modelled for it"
+        return VISION_ENGINES
+    if tower is None:
+        return f"{model} has no vision tower in the catalog (a text-only model, or one outside it)"
     return None
 
 
-def check_vision(model: str, tower: VisionTower | None, engine: str) -> VisionTower:
+def check_vision(model: str, tower: VisionTower | None, engine: str, flag: str = "--vision") -> VisionTower:
     why = vision_error(model, tower, engine)
     if why is not None or tower is None:
-        raise MoeplanError(f"--vision: {why}")
+        raise MoeplanError(f"{flag}: {why}")
     return tower
