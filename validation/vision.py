@@ -16,6 +16,7 @@ its 2 decimals) and the projector's "compute buffer size" (`reserve_compute_meta
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tempfile
 from collections.abc import Sequence
@@ -27,9 +28,10 @@ from gguf import GGUFWriter
 from gguf.constants import LlamaFileType
 
 from moeplan.arch.vision import Projector, VisionTower, mmproj_bytes, mmproj_tensors
-from moeplan.engines.vision import warmup_compute_bytes
+from moeplan.engines.vision import plan_vision, warmup_compute_bytes
 from moeplan.quant.ggml import GGMLType, tensor_bytes
 from moeplan.sources.catalog import load_catalog
+from validation.gpu_logs import LOGS
 from validation.llamacpp import MIB, _header, run_named, write_result
 from validation.materialize import materialize
 from validation.runtime import compute_ok, server_startup
@@ -119,6 +121,7 @@ def vision_check(model_id: str, ftype: GGMLType, n_layer: int = 2) -> dict[str, 
     pred_model = mmproj_bytes(tower, ftype) / MIB
     pred_compute = warmup_compute_bytes(tower) / MIB
     cpu_compute = meas["compute_mib"].get("CPU")
+    pairs = (("model_mib", meas["model_mib"], pred_model), ("compute_mib", cpu_compute, pred_compute))
     ok = {
         "model": meas["model_mib"] is not None and abs(meas["model_mib"] - pred_model) <= 0.006,
         "compute": cpu_compute is not None and compute_ok(pred_compute, cpu_compute),
@@ -129,6 +132,7 @@ def vision_check(model_id: str, ftype: GGMLType, n_layer: int = 2) -> dict[str, 
         "what": "mmproj weights (clip 'model size', to its 2 decimals), warmup compute (5% or 16 MiB)",
         "predicted": {"model_mib": round(pred_model, 3), "compute_mib": round(pred_compute, 3)},
         "measured": {"model_mib": meas["model_mib"], "compute_mib": cpu_compute, "warmup": meas["warmup"]},
+        "error": {k: round(m - p, 3) for k, m, p in pairs if m is not None},
         "ok_by": ok,
         "ok": r.ok and all(ok.values()),
         "command": r.shell,
@@ -139,18 +143,52 @@ def vision_check(model_id: str, ftype: GGMLType, n_layer: int = 2) -> dict[str, 
     return c
 
 
+# (model, mmproj type, blocks kept): two families, every file type's rules, the medium Qwen3.5
+# tower, and Qwen3-VL deep enough (9 blocks) to keep a deepstack merger (block 8)
 CASES = (
-    ("qwen3.6-27b", GGMLType.BF16),
-    ("qwen3.6-27b", GGMLType.Q8_0),
-    ("qwen3-vl-30b-a3b", GGMLType.F16),
-    ("qwen3.5-4b", GGMLType.F16),
-    ("gemma-3-4b", GGMLType.F16),
-    ("gemma-3-4b", GGMLType.Q8_0),
+    ("qwen3.6-27b", GGMLType.BF16, 2),
+    ("qwen3.6-27b", GGMLType.Q8_0, 2),
+    ("qwen3.6-27b", GGMLType.F32, 2),
+    ("qwen3-vl-30b-a3b", GGMLType.F16, 9),
+    ("qwen3.5-4b", GGMLType.F16, 2),
+    ("gemma-3-4b", GGMLType.F16, 2),
+    ("gemma-3-4b", GGMLType.Q8_0, 2),
 )
 
 
-def run_vision(cases: Sequence[tuple[str, GGMLType]] = CASES) -> dict[str, Any]:
-    checks = [vision_check(m, f) for m, f in cases]
+def real_log_check() -> dict[str, Any]:
+    """The one public log with a projector (validation/gpu_logs.py's r05: Qwen3.6-27B with unsloth's
+    mmproj-BF16.gguf on an RTX 5090): its clip buffers against the full tower's prediction."""
+    records = json.loads(LOGS.read_text())["records"]
+    r = next(x for x in records if x["id"] == "r05")
+    tower = load_catalog()["qwen3.6-27b"].vision_tower()
+    if tower is None:
+        raise ValueError("qwen3.6-27b has no vision tower in the catalog")
+    v = plan_vision(tower, GGMLType.BF16, ("CUDA0",))
+    pred = {
+        "model_mib": v.weights_bytes / MIB,
+        "compute_mib": v.compute_bytes / MIB,
+        "host_compute_mib": v.host_compute_bytes / MIB,
+    }
+    meas = {
+        "model_mib": r["devices"]["CUDA0"]["mmproj_model_mib"],
+        "compute_mib": r["devices"]["CUDA0"]["mmproj_compute_mib"],
+        "host_compute_mib": r["host"]["mmproj_cpu_compute_mib"],
+    }
+    return {
+        "id": "vision/real-log/r05/qwen3.6-27b/BF16/CUDA0",
+        "model": "qwen3.6-27b",
+        "what": "a real CUDA log's mmproj buffers (the log's 2 decimals; compute 1 decimal)",
+        "predicted": {k: round(x, 3) for k, x in pred.items()},
+        "measured": meas,
+        "error": {k: round(meas[k] - pred[k], 3) for k in pred},
+        "ok": all(abs(meas[k] - pred[k]) <= 0.051 for k in pred),
+        "command": r["command"] + " (+ mmproj-BF16.gguf)",
+    }
+
+
+def run_vision(cases: Sequence[tuple[str, GGMLType, int]] = CASES) -> dict[str, Any]:
+    checks = [vision_check(m, f, n) for m, f, n in cases] + [real_log_check()]
     payload = _header("vision", "vision projectors: mmproj weights and compute buffer", checks)
     write_result("vision", payload)
     return payload
