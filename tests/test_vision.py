@@ -59,6 +59,12 @@ def test_tensor_counts() -> None:
     assert len(mmproj_tensors(_tower("qwen3-vl-30b-a3b"))) == 4 + 27 * 12 + 2 + 4 + 3 * 6
     # SigLIP: patch + bias + positions, 16 per block, post norm 2, projector 2
     assert len(mmproj_tensors(_tower("gemma-3-4b"))) == 3 + 27 * 16 + 2 + 2
+    # Llama 4: patch (no bias), CLS, positions, pre norm 2, 16 per block, post norm 2, mlp.1/mlp.2/fc
+    llama = {x.name: x for x in mmproj_tensors(_tower("llama-4-scout-17b-16e"))}
+    assert len(llama) == 3 + 2 + 34 * 16 + 2 + 3
+    assert llama["v.position_embd.weight"].shape == (1408, 24 * 24 + 1)  # a row for the CLS token
+    assert llama["mm.model.mlp.1.weight"].shape == (1408 * 4, 4096)  # pixel shuffle 2x2
+    assert llama["mm.model.fc.weight"].shape == (4096, 5120)
 
 
 def test_q8_0_is_smaller_and_bf16_keeps_f32_patches() -> None:
@@ -77,6 +83,16 @@ def test_placement_main_gpu_or_cpu() -> None:
     assert plan_vision(t, GGMLType.F16, ()).device == "CPU"
     # SigLIP at 896 px: 4096 patches x (n_ff + 3 n_embd) F32
     assert on_gpu.compute_bytes == 4096 * (4304 + 3 * 1152) * 4
+
+
+def test_llama4_compute_at_its_image_size() -> None:
+    """336 px, 577 positions: the image, the 2-D RoPE ids and 4 x 577 x (n_ff + 2·n_embd) F32,
+    19.89 MiB as the pinned build reserves it (validation/vision.py)."""
+    t = _tower("llama-4-scout-17b-16e")
+    v = plan_vision(t, GGMLType.F16, ("CUDA0",))
+    assert v.warmup_px == 336 and v.host_compute_bytes == 336 * 336 * 3 * 4 + 577 * 2 * 4
+    assert v.compute_bytes == v.host_compute_bytes + 577 * (5632 + 2 * 1408) * 4
+    assert round(v.compute_bytes / MIB, 2) == 19.89
 
 
 def test_refusals() -> None:

@@ -80,6 +80,8 @@ def write_mmproj(tower: VisionTower, ftype: GGMLType, path: Path) -> None:
     w.add_clip_projector_type(str(tower.projector))
     w.add_vision_attention_layernorm_eps(1e-6)
     w.add_vision_use_gelu(True)
+    if tower.projector is Projector.LLAMA4:
+        w.add_vision_projector_scale_factor(tower.n_merge)
     if tower.projector is Projector.QWEN3VL:
         w.add_vision_spatial_merge_size(tower.n_merge)
         if tower.deepstack:
@@ -143,7 +145,7 @@ def vision_check(model_id: str, ftype: GGMLType, n_layer: int = 2) -> dict[str, 
     return c
 
 
-# (model, mmproj type, blocks kept): two families, every file type's rules, the medium Qwen3.5
+# (model, mmproj type, blocks kept): three families, every file type's rules, the medium Qwen3.5
 # tower, and Qwen3-VL deep enough (9 blocks) to keep a deepstack merger (block 8)
 CASES = (
     ("qwen3.6-27b", GGMLType.BF16, 2),
@@ -153,6 +155,8 @@ CASES = (
     ("qwen3.5-4b", GGMLType.F16, 2),
     ("gemma-3-4b", GGMLType.F16, 2),
     ("gemma-3-4b", GGMLType.Q8_0, 2),
+    ("llama-4-scout-17b-16e", GGMLType.F16, 2),
+    ("llama-4-scout-17b-16e", GGMLType.BF16, 2),
 )
 
 

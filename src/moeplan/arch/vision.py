@@ -10,6 +10,7 @@ Names and shapes are those the pinned `convert_hf_to_gguf.py` writes (build 1143
 - Gemma 3 (`Gemma3VisionModel`, conversion/gemma.py, projector `gemma3`): SigLIP with separate
   Q/K/V/O (biases), `v.post_ln`, and the projector's `mm.input_projection` (vision width x text
   width, stored as the HF parameter: ne = [text, vision]) and `mm.soft_emb_norm`.
+- Llama 4 (`Llama4VisionModel`, conversion/llama4.py, projector `llama4`): see `_llama4`.
 Names come from gguf-py's TENSOR_NAMES; shapes are ggml's (ne0 first).
 
 Types (`ModelBase.prepare_tensors`, conversion/base.py, and the classes' `tensor_force_quant`):
@@ -21,6 +22,7 @@ matrix takes the file type (F16, BF16, Q8_0, F32), and a Q8_0 tensor whose rows 
 Qwen3.5 ffn_down, rows of 4304).
 """
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ class Projector(StrEnum):
 
     QWEN3VL = "qwen3vl_merger"
     GEMMA3 = "gemma3"
+    LLAMA4 = "llama4"
 
 
 # mmproj file types the converter writes (`--outtype`), by their file-name tag (mmproj-F16.gguf).
@@ -62,6 +65,7 @@ class VisionTower:
     n_embd_text: int  # the projector's output width: the text model's hidden size
     n_merge: int  # spatial merge per side: spatial_merge_size; Gemma 3's pooling kernel, 4
     deepstack: tuple[int, ...] = ()  # Qwen3-VL deepstack_visual_indexes
+    adapter_dim: int = 0  # Llama 4: projector_output_dim, the pixel-shuffle MLP's width
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -112,7 +116,7 @@ def _layer_norm(t: MODEL_TENSOR, n: int, bid: int | None = None) -> list[MmprojT
 def _block(tower: VisionTower, il: int) -> list[MmprojTensor]:
     n, f = tower.n_embd, tower.n_ff
     out = _layer_norm(MODEL_TENSOR.V_ENC_INPUT_NORM, n, il)
-    if tower.projector is Projector.QWEN3VL:
+    if tower.projector is Projector.QWEN3VL:  # fused QKV; Gemma 3 and Llama 4: separate, with biases
         out += _linear(MODEL_TENSOR.V_ENC_ATTN_QKV, n, 3 * n, il)
     else:
         for t in (MODEL_TENSOR.V_ENC_ATTN_Q, MODEL_TENSOR.V_ENC_ATTN_K, MODEL_TENSOR.V_ENC_ATTN_V):
@@ -130,6 +134,8 @@ def mmproj_tensors(tower: VisionTower) -> list[MmprojTensor]:
     patch = (p, p, 3, n)
     pos = MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_POS, ".weight"), (n, tower.n_pos), "f32")
     out: list[MmprojTensor] = []
+    if tower.projector is Projector.LLAMA4:
+        return _llama4(tower, pos)
     if tower.projector is Projector.QWEN3VL:
         conv2ds = (".weight", ".weight.1")  # the Conv3D's two temporal slices
         out += [MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_PATCH, s), patch, "patch") for s in conv2ds]
@@ -151,6 +157,29 @@ def mmproj_tensors(tower: VisionTower) -> list[MmprojTensor]:
     else:
         out.append(MmprojTensor(_name(MODEL_TENSOR.V_MM_INP_PROJ, ".weight"), (tower.n_embd_text, n), "f16"))
         out.append(MmprojTensor(_name(MODEL_TENSOR.V_MM_SOFT_EMB_NORM, ".weight"), (n,), "f32"))
+    return out
+
+
+def _llama4(tower: VisionTower, pos: MmprojTensor) -> list[MmprojTensor]:
+    """Llama 4 (`Llama4VisionModel`, conversion/llama4.py): the unfold convolution is one linear
+    map of a patch's 3·p² pixels (`v.patch_embd`, the patch rule), a CLS embedding and one more
+    position row for it, LayerNorms before and after the blocks, the pixel-shuffle MLP
+    (`mm.model.mlp.1` from merge² x width, `mm.model.mlp.2`, no biases) and `mm.model.fc` to the
+    text width (multi_modal_projector.linear_1, no bias)."""
+    n, p, a = tower.n_embd, tower.patch_size, tower.adapter_dim
+    out = [
+        MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_PATCH, ".weight"), (3 * p * p, n), "patch"),
+        MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_CLS, ""), (n,), "f32"),
+        dataclasses.replace(pos, shape=(n, tower.n_pos + 1)),
+        *_layer_norm(MODEL_TENSOR.V_PRE_NORM, n),
+    ]
+    for il in range(tower.n_layer):
+        out += _block(tower, il)
+    out += _layer_norm(MODEL_TENSOR.V_POST_NORM, n)
+    shuffled = n * tower.n_merge**2
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_MMPROJ_MLP, ".weight", 1), (shuffled, a), "matrix"))
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_MMPROJ_MLP, ".weight", 2), (a, a), "matrix"))
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_MMPROJ_FC, ".weight"), (a, tower.n_embd_text), "matrix"))
     return out
 
 
@@ -180,6 +209,7 @@ def mmproj_type_of_file(path: str) -> GGMLType | None:
 _KEYS: dict[Projector, dict[str, str]] = {
     Projector.QWEN3VL: {"n_layer": "depth", "n_head": "num_heads"},
     Projector.GEMMA3: {"n_layer": "num_hidden_layers", "n_head": "num_attention_heads"},
+    Projector.LLAMA4: {"n_layer": "num_hidden_layers", "n_head": "num_attention_heads"},
 }
 
 
@@ -197,6 +227,9 @@ def tower_from_config(projector: str, vision_config: Mapping[str, Any], n_embd_t
         # image_size from num_position_embeddings (Qwen3VLVisionModel.__init__, default 2304)
         image_size = int(int(c.get("num_position_embeddings", 2304)) ** 0.5 * patch)
         merge = int(c.get("spatial_merge_size", 2))
+    elif proj is Projector.LLAMA4:
+        image_size = int(c["image_size"])
+        merge = round(1 / float(c["pixel_shuffle_ratio"]))  # the converter's projector scale factor
     else:
         image_size = int(c["image_size"])
         merge = 4  # clip.cpp load_hparams, PROJECTOR_TYPE_GEMMA3: n_merge = 4 for every size
@@ -211,4 +244,5 @@ def tower_from_config(projector: str, vision_config: Mapping[str, Any], n_embd_t
         n_embd_text=int(c.get("out_hidden_size", n_embd_text)),
         n_merge=merge,
         deepstack=tuple(int(i) for i in c.get("deepstack_visual_indexes", ())),
+        adapter_dim=int(c.get("projector_output_dim", 0)),
     )

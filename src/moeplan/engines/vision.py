@@ -7,7 +7,7 @@ From the pinned llama.cpp (build 11434, tools/mtmd/clip.cpp and tools/server/ser
 - At load it reserves its compute buffer for a warmup image (`warmup` -> `reserve_compute_meta`):
   `warmup_image_size` is set per projector in `load_hparams`. Qwen3-VL (qwen3vl_merger): at most
   46x46 merged tokens (`set_warmup_n_tokens(46*46)`, fewer when `--image-max-tokens` is smaller),
-  1472 px for a 16-px patch and 2x2 merge; Gemma 3: the fixed image size, 896 px.
+  1472 px for a 16-px patch and 2x2 merge; Gemma 3 and Llama 4: the model's image size (896, 336 px).
   A GPU-resident projector also gets a host compute buffer for its graph inputs (the image and the
   M-RoPE position ids), which ggml's scheduler copies up.
 - Flash attention follows `-fa` (auto: on where the backend supports it, as CPU and CUDA do).
@@ -19,6 +19,7 @@ CPU build reserves the same 248.10 MiB), all with flash attention on:
   resized-position-table copies) and the 4 M-RoPE position ids; it does not grow with depth or
   deepstack mergers. Host side on a GPU: the image and the position ids, 4 x patches x (3·p² + 4).
 - gemma3 (SigLIP): the blocks are the peak, see `_gemma3_compute`; host side on a GPU: the image.
+- llama4: the inputs and the blocks, see `_llama4_compute`.
 """
 
 import math
@@ -35,7 +36,7 @@ QWEN_WARMUP_TOKENS = 46 * 46  # clip.cpp load_hparams, PROJECTOR_TYPE_QWEN3VL: s
 
 def warmup_image_size(tower: VisionTower, image_max_tokens: int = 0) -> int:
     """Side in pixels of clip.cpp's warmup image (`hparams.warmup_image_size`)."""
-    if tower.projector is Projector.GEMMA3:
+    if tower.projector is not Projector.QWEN3VL:  # Gemma 3 and Llama 4: the model's image size
         return tower.image_size
     side = math.isqrt(QWEN_WARMUP_TOKENS)
     if 0 < image_max_tokens < QWEN_WARMUP_TOKENS:  # set_warmup_n_tokens: never above the max
@@ -54,19 +55,35 @@ def _gemma3_compute(tower: VisionTower, patches: int) -> int:
     return F32 * patches * (tower.n_ff + 3 * tower.n_embd)
 
 
+def _llama4_compute(tower: VisionTower, patches: int) -> int:
+    """Llama 4's graph inputs (the image, and the 2-D RoPE's two position ids per position, CLS
+    included) stay live through its blocks, whose peak is the FFN intermediate and two n_embd-wide
+    tensors, or five n_embd-wide ones in attention where the FFN is narrower (4 x positions x
+    max(n_ff + 2·n_embd, 5·n_embd); measured at 224, 336 and 448 px and with half the FFN)."""
+    n_pos = patches + 1
+    return host_inputs_bytes(tower) + F32 * n_pos * max(tower.n_ff + 2 * tower.n_embd, 5 * tower.n_embd)
+
+
 def warmup_compute_bytes(tower: VisionTower, image_max_tokens: int = 0) -> int:
     """The projector's compute buffer on the device it runs on (flash attention on)."""
     patches = warmup_patches(tower, image_max_tokens)
     if tower.projector is Projector.GEMMA3:
         return _gemma3_compute(tower, patches)
+    if tower.projector is Projector.LLAMA4:
+        return _llama4_compute(tower, patches)
     return F32 * patches * (3 * tower.patch_size**2 + 6 * tower.n_embd + 4)
 
 
 def host_inputs_bytes(tower: VisionTower, image_max_tokens: int = 0) -> int:
-    """The host compute buffer of a GPU-resident projector: its graph inputs."""
+    """The host compute buffer of a GPU-resident projector: its graph inputs (the image; Qwen3-VL's
+    four M-RoPE position ids per patch; Llama 4's two per position, CLS included)."""
     patches = warmup_patches(tower, image_max_tokens)
-    positions = 4 if tower.projector is Projector.QWEN3VL else 0
-    return F32 * patches * (3 * tower.patch_size**2 + positions)
+    image = F32 * patches * 3 * tower.patch_size**2
+    if tower.projector is Projector.QWEN3VL:
+        return image + 4 * 4 * patches
+    if tower.projector is Projector.LLAMA4:
+        return image + 4 * 2 * (patches + 1)
+    return image
 
 
 @dataclass(frozen=True)
