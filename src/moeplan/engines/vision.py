@@ -18,6 +18,10 @@ CPU build reserves the same 248.10 MiB), all with flash attention on:
   six n_embd-wide F32 tensors per patch (the two Conv2D outputs, their sum, the spatial-merge and the
   resized-position-table copies) and the 4 M-RoPE position ids; it does not grow with depth or
   deepstack mergers. Host side on a GPU: the image and the position ids, 4 x patches x (3·p² + 4).
+  Measured for the catalog's two Qwen towers (1152 wide, FFN 4304; 1024 wide, FFN 4096); it is
+  not a law of every width: a 768-wide tower (FFN 3072, Qwen3.5-0.8B's) peaks at 4 x patches x
+  (3·p² + 4 + n_ff + 1.5·n_embd), below six widths, and an FFN twice as wide takes over — so the
+  0.8B tower is left out of the catalog until its peak is derived.
 - gemma3 (SigLIP): the blocks are the peak, see `_gemma3_compute`; host side on a GPU: the image.
 - llama4: the inputs and the blocks, see `_llama4_compute`.
 """
