@@ -117,3 +117,15 @@ def test_published_mmproj_file_size() -> None:
     (https://huggingface.co/FreedomAISVR/Qwen3.5-4B-MTP-NVFP4-GGUF, file table of the model card):
     the medium tower's F16 tensor data is 672.4 MB (the header adds well under 1 MB)."""
     assert round(mmproj_bytes(_tower("qwen3.5-4b"), GGMLType.F16) / 1e6) == 672
+
+
+def test_published_gemma3_mmproj_sizes() -> None:
+    """bartowski/google_gemma-3-4b-it-GGUF (llama.cpp b4877; file table mirrored at
+    https://mygguf.com/models/bartowski_google_gemma-3-4b-it-GGUF): mmproj f16 851 MB, f32 1.68 GB.
+    The F16 file is the pinned converter's to the MB; that older F32 file kept the input projection
+    in F32, which the pinned converter writes F16 in every file type (llama.cpp issue 13025)."""
+    t = _tower("gemma-3-4b")
+    assert round(mmproj_bytes(t, GGMLType.F16) / 1e6) == 851
+    projection = 2560 * 1152
+    assert round((mmproj_bytes(t, GGMLType.F32) + 2 * projection) / 1e9, 2) == 1.68
+    assert round(mmproj_bytes(t, GGMLType.F32) / 1e9, 2) == 1.67  # the pinned converter's
