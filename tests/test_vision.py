@@ -100,7 +100,7 @@ def test_refusals() -> None:
         check_vision("qwen3-8b", load_catalog()["qwen3-8b"].vision_tower(), "llamacpp")
     with pytest.raises(MoeplanError, match=r"llama\.cpp"):
         check_vision("gemma-3-4b", _tower("gemma-3-4b"), "vllm")
-    with pytest.raises(MoeplanError, match="f16, bf16, q8_0"):
+    with pytest.raises(MoeplanError, match="f16, bf16, q8_0, f32"):
         mmproj_type("q4_k")
 
 

@@ -439,7 +439,7 @@ def create_app() -> FastAPI:
             float | None, Query(ge=0.0, lt=1.0, description="drafted-token acceptance rate")
         ] = None,
         vision: Annotated[
-            Literal["f16", "bf16", "q8_0"] | None,
+            Literal["f16", "bf16", "q8_0", "f32"] | None,
             Query(description="llama.cpp: load the model's vision projector (--mmproj) of this file type"),
         ] = None,
     ) -> PlanReport | DistributedPlan:
