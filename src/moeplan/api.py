@@ -26,6 +26,7 @@ from moeplan.engines.llamacpp import (
 from moeplan.engines.llamacpp_args import Command as LlamaCommand
 from moeplan.engines.llamacpp_args import parse_command
 from moeplan.engines.speculative import N_MAX, Drafting, DraftModel, SpecType
+from moeplan.engines.vision import VISION_ENGINES, VisionMemory, vision_flags
 from moeplan.errors import ModelNotFound, MoeplanError
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
@@ -57,6 +58,7 @@ from moeplan.plan.policy import QUALITY_FLOOR, RopeScaling, context_bounds, use_
 from moeplan.plan.speculative import DraftOption
 from moeplan.plan.speculative import evaluate as evaluate_drafting
 from moeplan.plan.speculative import options as draft_options
+from moeplan.plan.vision import device_bytes, holding, vision_memory, vision_of_command
 from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
@@ -325,6 +327,7 @@ class PlanDevice(BaseModel):
     offload_copy_bytes: int  # of compute: the host weight copied in for op offload
     runtime_bytes: int  # lost outside llama.cpp's buffers (runtime context, BLAS workspace, pool)
     total_bytes: int
+    vision_bytes: int = 0  # the vision projector's weights and compute here (in total_bytes)
 
 
 def _buffers(d: DeviceMemory) -> dict[str, int]:
@@ -412,6 +415,62 @@ class DraftingReport(BaseModel):
     note: str
 
 
+class VisionReport(BaseModel):
+    """The vision projector (`--mmproj`) loaded beside the plan (engines/vision.py)."""
+
+    file: str
+    file_type: str  # F16, BF16, Q8_0
+    device: str  # the main GPU, or CPU (no GPUs, or --no-mmproj-offload)
+    weights_bytes: int
+    compute_bytes: int  # for the warmup image, on `device`
+    host_compute_bytes: int  # the graph inputs on the host when `device` is a GPU
+    warmup_px: int  # side of the warmup image the compute buffer is reserved for
+    flags: str
+    note: str
+
+
+def _vision_report(v: VisionMemory) -> VisionReport:
+    where = f"on {v.device}" + ("" if v.offload else " (--no-mmproj-offload)")
+    host = f" + {v.host_compute_bytes / 2**20:,.1f} MiB of inputs on the host" if v.host_compute_bytes else ""
+    return VisionReport(
+        file=v.file,
+        file_type=v.ftype.name,
+        device=v.device,
+        weights_bytes=v.weights_bytes,
+        compute_bytes=v.compute_bytes,
+        host_compute_bytes=v.host_compute_bytes,
+        warmup_px=v.warmup_px,
+        flags=vision_flags(v),
+        note=(
+            f"vision projector {where}: {v.weights_bytes / 2**20:,.1f} MiB weights + "
+            f"{v.compute_bytes / 2**20:,.1f} MiB compute for a {v.warmup_px}x{v.warmup_px} image{host}"
+        ),
+    )
+
+
+def _with_vision(rows: list[PlanDevice], v: VisionMemory | None, rig: Rig, rt: Runtime) -> list[PlanDevice]:
+    """The per-device rows with the projector's bytes added where it loads, against the devices'
+    capacities under `rt` (the runtime without the projector held back)."""
+    if v is None:
+        return rows
+    extra = device_bytes(v)
+    have = {d.name for d in rows}
+    missing = [DeviceMemory(n) for n in extra if n not in have]
+    rows = rows + device_rows(missing, rig, rt) if missing else rows
+    cpu, gpus = device_slots(rig, rt)
+    capacity = {s.name: s.capacity_bytes for s in [cpu, *gpus]}
+    return [
+        d.model_copy(
+            update={
+                "vision_bytes": extra.get(d.name, 0),
+                "total_bytes": d.total_bytes + extra.get(d.name, 0),
+                "capacity_bytes": capacity.get(d.name, d.capacity_bytes),
+            }
+        )
+        for d in rows
+    ]
+
+
 class PlanReport(BaseModel):
     model: str
     rig: str
@@ -451,6 +510,7 @@ class PlanReport(BaseModel):
     alternatives: list[PlanAlternative]
     trade: list[PlanTrade]  # quantization x context (plan/policy.py); empty where alternatives are off
     drafting: list[DraftingReport] = []
+    vision: VisionReport | None = None
 
 
 _CACHE_NAMES = {t: name for name, t in CACHE_TYPES.items()}
@@ -485,6 +545,8 @@ def plan_on_rig(
     draft: str = "none",
     acceptance: float | None = None,
     n_draft: int = N_MAX,
+    vision: str | None = None,
+    mmproj_offload: bool = True,
     rt: Runtime | None = None,
 ) -> PlanReport:
     """The best llama.cpp plan for a catalog model on a rig, with its command and notices
@@ -493,10 +555,17 @@ def plan_on_rig(
     `draft`: speculative decoding to add to it: none, auto (MTP where the model can, else a small
     model of its family; proposed only where it pays), mtp, or a catalog model id as draft model;
     `acceptance` (per drafted token, default: published per family) and `n_draft` (drafted per step).
+    `vision`: load the model's vision projector as an mmproj file of this type (f16, bf16, q8_0),
+    on the main GPU unless `mmproj_offload` is off; the plan leaves room for it.
     `rt`: the llama.cpp build, backend, op offload and fit margin (`runtime()`; default pinned)."""
     rt = rt or Runtime()
     r = model if isinstance(model, ResolvedModel) else resolve_model(model)
     spec = r.require_spec()
+    if vision is None and not mmproj_offload:
+        raise MoeplanError("--no-mmproj-offload places the vision projector: add --vision f16|bf16|q8_0")
+    tower = r.entry.vision_tower() if r.entry is not None else None
+    vm = None if vision is None else vision_memory(r.name, tower, vision, rig, rt, offload=mmproj_offload)
+    rt_rows, rt = rt, (rt if vm is None else holding(rt, vm))
     purpose = use_named(use)
     ext = r.entry.rope_extension if r.entry is not None else None
     rope = context_bounds(
@@ -534,25 +603,30 @@ def plan_on_rig(
     ctk, ctv = _CACHE_NAMES[c.cache.type_k], _CACHE_NAMES[c.cache.type_v]
     prefill = c.perf.prefill(PROMPT_TOKENS)
     spread = c.perf.latency
-    devices = plan_devices(c.memory, rig, rt)
+    devices = _with_vision(plan_devices(c.memory, rig, rt_rows), vm, rig, rt_rows)
     offloads = c.strategy != "gpu"  # the dense sibling is worth naming only when the MoE plan offloads
     sibling = _dense_sibling_fits(r.entry, rig, c.ctx) if spec.is_moe and r.entry and offloads else None
 
+    mmproj = f" {_vision_report(vm).flags}" if vm is not None else ""
+
     def model_file(cand: Candidate) -> str:
-        return render_command(
-            r.gguf.group.name.rsplit("/", 1)[-1]
-            if r.gguf
-            else r.id
-            if r.header
-            else f"{r.name}-{cand.quant.name}.gguf",
-            cand.ctx,
-            f"{cand.flags} {rope.flags}" if rope else cand.flags,
-            n_seq=n_seq,
-            flash_attn=flash_attn,
-            cache_k=ctk,
-            cache_v=ctv,
-            n_ubatch=cand.cache.n_ubatch,
-            op_offload=rt.op_offload,
+        return (
+            render_command(
+                r.gguf.group.name.rsplit("/", 1)[-1]
+                if r.gguf
+                else r.id
+                if r.header
+                else f"{r.name}-{cand.quant.name}.gguf",
+                cand.ctx,
+                f"{cand.flags} {rope.flags}" if rope else cand.flags,
+                n_seq=n_seq,
+                flash_attn=flash_attn,
+                cache_k=ctk,
+                cache_v=ctv,
+                n_ubatch=cand.cache.n_ubatch,
+                op_offload=rt.op_offload,
+            )
+            + mmproj
         )
 
     command = model_file(c)
@@ -633,6 +707,7 @@ def plan_on_rig(
         ],
         trade=[_trade_cell(cell, c) for cell in result.trade],
         drafting=drafting,
+        vision=_vision_report(vm) if vm is not None else None,
     )
 
 
@@ -759,6 +834,8 @@ def serving_plan(
     draft: str | None = None,
     acceptance: float | None = None,
     n_draft: int | None = None,
+    vision: str | None = None,
+    mmproj_offload: bool = True,
 ) -> "DistributedPlan":
     """vLLM / SGLang: `quant` (or `weight_format`, the same) names the weight format, FP8 / AWQ /
     NVFP4 ... (`engines.formats.parse_weight_format`); llama.cpp's own settings are refused."""
@@ -774,6 +851,8 @@ def serving_plan(
             "--draft, --acceptance and --draft-n plan llama.cpp's speculative decoding: leave them out "
             f"for {engine}"
         )
+    if vision is not None or not mmproj_offload:
+        raise MoeplanError(f"--vision, --no-mmproj-offload: {VISION_ENGINES}")
     from moeplan.plan.distributed import plan_distributed  # vLLM/SGLang planning: not for every command
 
     name: Literal["vllm", "sglang"] = "vllm" if engine == "vllm" else "sglang"
@@ -953,6 +1032,7 @@ class ExplainReport(BaseModel):
     n_seq: int  # sequences (slots) the KV cache holds
     notes: list[str]  # how the command's model, quantization and context were read
     drafting: DraftingReport | None = None
+    vision: VisionReport | None = None
 
 
 FIT_MIN_CTX = 4096  # llama.cpp --fit lowers an automatic context no further (-fitc, common/common.h)
@@ -1047,6 +1127,10 @@ def explain(
     rig, rt = rig_and_runtime(rig_text, rt)
     resolved, ft, weights, notes = _explained_model(cmd, model, quant)
     spec = resolved.require_spec()
+    tower = resolved.entry.vision_tower() if resolved.entry is not None else None
+    vm, vision_note = vision_of_command(cmd, resolved.name, tower, rig, rt)
+    notes += [vision_note] if vision_note else []
+    rt_rows, rt = rt, (rt if vm is None else holding(rt, vm))  # llama-server fits beside the projector
     server = cmd.binary is None or "server" in Path(cmd.binary).name
     slots = cmd.integer("parallel")
     auto_slots = server and (slots is None or slots < 0)  # llama-server: auto = 4 slots, unified KV
@@ -1086,6 +1170,12 @@ def explain(
         }
         runs = runs and drafting.fits
         decode = drafting.decode_tok_s if drafting.kind != "none" else decode
+    if vm is not None:
+        devices = _with_vision(devices, vm, rig, rt_rows)
+        overflow = {
+            d.name: d.total_bytes - d.capacity_bytes for d in devices if d.total_bytes > d.capacity_bytes
+        }
+        runs = runs and not overflow
     suggestion, suggested, speedup = "moeplan would run it the same way", None, None
     if best.flags != given.flags and best.fits:
         if not given.fits:
@@ -1119,6 +1209,7 @@ def explain(
         ignored_flags=list(cmd.ignored),
         notes=notes,
         drafting=drafting,
+        vision=_vision_report(vm) if vm is not None else None,
     )
 
 

@@ -353,8 +353,9 @@ def memory(
 def _devices_table(devices: "list[api.PlanDevice]") -> Table:
     """Every term per device: what llama.cpp allocates, what the runtime loses beside it, the margin."""
     t = Table()
+    vision = any(d.vision_bytes for d in devices)  # the projector's column only where one is loaded
     cols = ("device", "capacity", "weights", "KV + state", "compute", "of which offload copy", "runtime")
-    for col in (*cols, "total", "margin kept"):
+    for col in (*cols, *(("vision",) if vision else ()), "total", "margin kept"):
         t.add_column(col, justify="left" if col == "device" else "right")
     for d in devices:
         t.add_row(
@@ -365,6 +366,7 @@ def _devices_table(devices: "list[api.PlanDevice]") -> Table:
             gib(d.compute_bytes),
             gib(d.offload_copy_bytes),
             gib(d.runtime_bytes),
+            *((gib(d.vision_bytes),) if vision else ()),
             gib(d.total_bytes),
             gib(d.margin_bytes),
         )
@@ -539,6 +541,19 @@ def plan(
     draft_n: Annotated[
         int | None, typer.Option("--draft-n", help="Tokens drafted per step (--spec-draft-n-max; default 3).")
     ] = None,
+    vision: Annotated[
+        str | None,
+        typer.Option(
+            "--vision",
+            metavar="TYPE",
+            help="Load the model's vision projector (--mmproj) as an f16, bf16 or q8_0 file; the plan "
+            "leaves room for it (llama.cpp, catalog models with a vision tower).",
+        ),
+    ] = None,
+    no_mmproj_offload: Annotated[
+        bool,
+        typer.Option("--no-mmproj-offload", help="Keep the vision projector on the CPU (needs --vision)."),
+    ] = False,
     backend: BackendOpt = None,
     llamacpp_build: BuildOpt = None,
     no_op_offload: NoOpOffloadOpt = False,
@@ -562,7 +577,11 @@ def plan(
         op_offload=not no_op_offload,
         fit_target_mib=fit_target,
         **_given(
-            draft=draft or ("auto" if engine == "llamacpp" else None), acceptance=acceptance, n_draft=draft_n
+            draft=draft or ("auto" if engine == "llamacpp" else None),
+            acceptance=acceptance,
+            n_draft=draft_n,
+            vision=vision,
+            mmproj_offload=False if no_mmproj_offload else None,
         ),
     )
     if not isinstance(r, api.PlanReport):
@@ -585,6 +604,8 @@ def plan(
     out.print(_devices_table(r.devices))
     _build_lines(r.backend, r.llamacpp_build, r.build_notes)
     out.print(f"[bold]command:[/bold] {r.command}")
+    if r.vision is not None:
+        out.print(f"[bold]vision:[/bold] {r.vision.note}")
     for n in r.notices:
         out.print(
             f"[{'red' if n.severity == 'error' else 'yellow' if n.severity == 'warning' else 'cyan'}]"
@@ -776,6 +797,8 @@ def explain(
         out.print(f"[bold]suggested:[/bold] {escape(r.suggested_command)}")
     if r.drafting is not None:
         _print_drafting(r.drafting)
+    if r.vision is not None:
+        out.print(f"[bold]vision:[/bold] {r.vision.note}")
     if r.ignored_flags:
         out.print(f"[dim]flags that do not change memory or speed here: {' '.join(r.ignored_flags)}[/dim]")
 

@@ -34,12 +34,28 @@ def _constants() -> ModuleType:
 
 
 if TYPE_CHECKING:
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, LlamaFileType
+    from gguf.constants import (
+        GGML_QUANT_SIZES,
+        MODEL_TENSOR,
+        TENSOR_NAMES,
+        GGMLQuantizationType,
+        GGUFValueType,
+        LlamaFileType,
+    )
 else:
     _c = _constants()
     GGML_QUANT_SIZES = _c.GGML_QUANT_SIZES
     GGMLQuantizationType = _c.GGMLQuantizationType
     GGUFValueType = _c.GGUFValueType
     LlamaFileType = _c.LlamaFileType
+    MODEL_TENSOR = _c.MODEL_TENSOR
+    TENSOR_NAMES = _c.TENSOR_NAMES
 
-__all__ = ["GGML_QUANT_SIZES", "GGMLQuantizationType", "GGUFValueType", "LlamaFileType"]
+__all__ = [
+    "GGML_QUANT_SIZES",
+    "MODEL_TENSOR",
+    "TENSOR_NAMES",
+    "GGMLQuantizationType",
+    "GGUFValueType",
+    "LlamaFileType",
+]

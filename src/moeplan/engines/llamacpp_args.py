@@ -67,6 +67,14 @@ FLAGS: tuple[Flag, ...] = (
         "setting",
         "draft V cache",
     ),
+    Flag(("-mm", "--mmproj"), "mmproj", "setting", "vision projector file (mmproj GGUF), on the main GPU"),
+    Flag(("--no-mmproj-offload",), "no_mmproj_offload", "setting", "vision projector on the CPU", False),
+    Flag(("--mmproj-offload",), "mmproj_offload", "setting", "vision projector on the GPU (default)", False),
+    Flag(("-mmdev", "--mmproj-device"), "mmproj_device", "setting", "vision projector device (none: CPU)"),
+    Flag(("--image-max-tokens",), "image_max_tokens", "setting", "tokens per image at most (warmup size)"),
+    Flag(
+        ("--no-mmproj", "--no-mmproj-auto"), "no_mmproj", "setting", "no projector downloaded with -hf", False
+    ),
 )
 _BY_NAME = {name: f for f in FLAGS for name in f.names}
 # Flags the pinned build removed, with its own hint (common/arg.cpp "removed params": arg_removed).

@@ -75,6 +75,9 @@ class Runtime:
     backend: Backend | None = None
     op_offload: bool = True
     fit_target_bytes: int = FIT_TARGET
+    # bytes something else loaded beside the model holds on a device, by slot name: the vision
+    # projector, which llama-server adds to that device's fit target (server-context.cpp, mtmd)
+    reserved: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,17 +140,18 @@ def device_slots(rig: Rig, runtime: Runtime = Runtime()) -> tuple[DeviceSlot, li
     host = node.host
     gpus = []
     unified_used = 0
+    held = dict(runtime.reserved)
     for i, g in enumerate(node.gpus):
         b = gpu_backend(g, runtime)
         usable = usable_bytes(b, g.memory_bytes)
-        cap = usable - runtime.fit_target_bytes
+        cap = usable - runtime.fit_target_bytes - held.get(backend_name(g, i, runtime), 0)
         unified_used += usable if g.unified_memory else 0
         free = usable - b.runtime_bytes
         gpus.append(
             DeviceSlot(backend_name(g, i, runtime), max(cap, 0), g.bandwidth_bytes_s, free_bytes=free)
         )
     reserve = max(HOST_RESERVE_MIN, int(HOST_RESERVE_FRACTION * host.ram_bytes))
-    cpu_cap = max(host.ram_bytes - reserve - unified_used, 0)
+    cpu_cap = max(host.ram_bytes - reserve - unified_used - held.get(CPU, 0), 0)
     cpu = DeviceSlot(CPU, cpu_cap, host.ram_bandwidth_bytes_s, node, runtime)
     return cpu, gpus
 

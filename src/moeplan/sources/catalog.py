@@ -1,6 +1,7 @@
 """The built-in catalog: one YAML file per model under `moeplan/data/models/`, each holding the
 model's HF config.json values (text model) and the source of every value."""
 
+import dataclasses
 import re
 from functools import cache
 from importlib import resources
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from moeplan.arch.registry import spec_from_config
 from moeplan.arch.spec import ModelSpec
+from moeplan.arch.vision import VisionTower, tower_from_config
 from moeplan.errors import BadConfig, ModelNotFound, did_you_mean
 
 # libyaml's parser when PyYAML was built with it (the wheels are): ~10x faster than pure Python.
@@ -60,6 +62,16 @@ class RopeExtension(BaseModel):
     source: str
 
 
+class Vision(BaseModel):
+    """The release's vision tower (its mmproj file): the `vision_config` values the pinned converter
+    reads, the projector it writes, and the source of every value."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    projector: str  # clip.projector_type: qwen3vl_merger, gemma3
+    config: dict[str, Any]
+    sources: list[Source]
+
+
 class CatalogEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     id: str
@@ -76,6 +88,7 @@ class CatalogEntry(BaseModel):
     published_gguf: PublishedGGUF | None = None
     checkpoints: list[Checkpoint] = []
     rope_extension: RopeExtension | None = None
+    vision: Vision | None = None
     _spec: ModelSpec | None = PrivateAttr(default=None)
 
     def spec(self) -> ModelSpec:
@@ -83,6 +96,14 @@ class CatalogEntry(BaseModel):
         if self._spec is None:
             self._spec = spec_from_config(self.config, name=self.name)
         return self._spec
+
+    def vision_tower(self) -> VisionTower | None:
+        """The mmproj's tower, None for a text-only model."""
+        if self.vision is None:
+            return None
+        sources = tuple(s.url for s in self.vision.sources)
+        t = tower_from_config(self.vision.projector, self.vision.config, self.spec().n_embd)
+        return dataclasses.replace(t, sources=sources)
 
 
 _FOLDER = resources.files("moeplan") / "data" / "models"

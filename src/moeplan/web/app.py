@@ -284,12 +284,19 @@ def create_app() -> FastAPI:
         preset: str = "",
         ctx: str = "",
         quant: str = "",
+        vision: str = "",
     ) -> Response:
         rig = preset.strip() or rig.strip()  # a preset picked in the menu wins (no JavaScript needed)
-        page = data.home_page(model, rig, numbers.optional_int(ctx, numbers.CONTEXT), quant.strip() or None)
+        page = data.home_page(
+            model,
+            rig,
+            numbers.optional_int(ctx, numbers.CONTEXT),
+            quant.strip() or None,
+            vision.strip() or None,
+        )
         if request.url.path.endswith(".json"):
             return _json(page)
-        query = {"model": model, "rig": rig, "ctx": ctx, "quant": quant}
+        query = {"model": model, "rig": rig, "ctx": ctx, "quant": quant, "vision": vision}
         return _page(
             "home.html",
             LIVE._q("/index.json", query),
@@ -431,6 +438,10 @@ def create_app() -> FastAPI:
         acceptance: Annotated[
             float | None, Query(ge=0.0, lt=1.0, description="drafted-token acceptance rate")
         ] = None,
+        vision: Annotated[
+            Literal["f16", "bf16", "q8_0", "f32"] | None,
+            Query(description="llama.cpp: load the model's vision projector (--mmproj) of this file type"),
+        ] = None,
     ) -> PlanReport | DistributedPlan:
         """The best plan for a model on a rig. llama.cpp: quantization, placement, context, decode
         speed, per-device memory, the exact command and the notices. vLLM / SGLang: the parallel
@@ -450,6 +461,7 @@ def create_app() -> FastAPI:
             use=use,
             draft=draft,
             acceptance=acceptance,
+            vision=vision,
         )
 
     @app.get("/api/fit", response_model=list[FitRow], responses=ERRORS, **API)

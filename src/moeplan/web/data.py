@@ -17,7 +17,9 @@ from pydantic import BaseModel
 
 from moeplan import api, numbers
 from moeplan.api import FitRow, MemoryReport, PlanReport, fit_rank
+from moeplan.arch.vision import MMPROJ_TYPES, mmproj_bytes
 from moeplan.engines.gpu_backends import split_backend
+from moeplan.engines.vision import plan_vision
 from moeplan.errors import MoeplanError, UnknownHardware
 from moeplan.hardware.catalog import GIB, find_gpus, is_curated
 from moeplan.hardware.presets import PRESETS, preset_text
@@ -25,6 +27,7 @@ from moeplan.hardware.rig import parse_rig
 from moeplan.memory.report import SizeReport
 from moeplan.plan.distributed import DistributedPlan, plan_distributed
 from moeplan.plan.policy import QUALITY_FLOOR, TOO_SLOW_TOK_S, Verdict, use_named
+from moeplan.quant.ggml import GGMLType
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
 from moeplan.sources.hub import parse_ref
@@ -183,9 +186,13 @@ def _plan(
     use: str | None,
     draft: str,
     acceptance: float | None,
+    vision: str | None = None,
 ) -> PlanReport | DistributedPlan:
-    """`api.plan` for normalised arguments, cached; drafting only where llama.cpp plans."""
+    """`api.plan` for normalised arguments, cached; drafting only where llama.cpp plans (a vision
+    projector asked of another engine reaches api.plan, which refuses it)."""
     drafting: dict[str, Any] = {"draft": draft, "acceptance": acceptance} if engine == "llamacpp" else {}
+    if vision is not None:
+        drafting["vision"] = vision
     return api.plan(
         mid,
         rig,
@@ -213,10 +220,12 @@ def plan(
     use: str | None = None,
     draft: str = "auto",
     acceptance: float | None = None,
+    vision: str | None = None,
 ) -> PlanReport:
     """`api.plan`, cached; the model and rig normalised so that spellings share one entry. Left
     open (None), context, -np and cache type are the policy's (plan/policy.py). `draft`:
-    speculative decoding to consider (auto: proposed where it pays; none; mtp; a model id)."""
+    speculative decoding to consider (auto: proposed where it pays; none; mtp; a model id).
+    `vision`: the mmproj file type of the model's vision projector to load beside it (f16, bf16, q8_0)."""
     if n_seq is not None and not 1 <= n_seq <= 256:
         raise BadInput(f"parallel sequences must be between 1 and 256, not {n_seq}")
     ctk, ctv = _cache_types(ctk, ctv)
@@ -235,6 +244,7 @@ def plan(
         use,
         draft,
         acceptance,
+        check_text(vision, "vision", 8).lower() if vision else None,
     )
     assert isinstance(r, PlanReport)  # llama.cpp plans are PlanReports
     return r
@@ -254,6 +264,7 @@ def engine_plan(
     use: str | None = None,
     draft: str = "auto",
     acceptance: float | None = None,
+    vision: str | None = None,
 ) -> PlanReport | DistributedPlan:
     """`/api/plan` with an engine: llama.cpp through `plan`; vLLM and SGLang (and every refusal
     of an option that cannot apply) through the same cache."""
@@ -269,6 +280,7 @@ def engine_plan(
             use=use,
             draft=draft,
             acceptance=acceptance,
+            vision=vision,
         )
     if draft not in ("auto", "none") or acceptance is not None:
         raise BadInput("draft and acceptance are llama.cpp settings (speculative decoding): leave them out")
@@ -289,6 +301,7 @@ def engine_plan(
         use,
         "none",
         None,
+        check_text(vision, "vision", 8) if vision else None,
     )
 
 
@@ -527,6 +540,25 @@ class ServingPlan(BaseModel):
     notices: list[str]
 
 
+class VisionFile(BaseModel):
+    file_type: str  # F16, BF16, Q8_0
+    weights_bytes: int
+
+
+class VisionSection(BaseModel):
+    """The model's vision projector (--mmproj): its files and memory, and plans that load it."""
+
+    projector: str
+    n_layer: int
+    n_embd: int
+    patch_size: int
+    warmup_px: int  # the image its compute buffer is reserved for
+    compute_bytes: int
+    host_compute_bytes: int  # its inputs on the host when it runs on a GPU
+    files: list[VisionFile]
+    plans: list[RigPlan]  # VISION_RIGS with the F16 projector on the main GPU (drafting aside)
+
+
 class DeployPage(BaseModel):
     model: ModelSummary
     size: SizeReport
@@ -537,6 +569,37 @@ class DeployPage(BaseModel):
     serving: list[ServingPlan]
     notices: list[NoticeRow]
     quality_floor: str
+    vision: VisionSection | None = None
+
+
+# The rigs the deploy page plans "with vision" on: single and dual consumer GPUs, where the
+# projector's memory decides the quantization or context.
+VISION_RIGS = COMMON_RIGS[:5]
+FILE_TYPES = tuple(MMPROJ_TYPES.values())
+
+
+def vision_section(mid: str) -> VisionSection | None:
+    tower = load_catalog()[mid].vision_tower()
+    if tower is None:
+        return None
+    v = plan_vision(tower, GGMLType.F16, ("GPU",))
+    plans = [plan(mid, rig, draft="none", vision="f16") for _, rig in VISION_RIGS]
+    return VisionSection(
+        projector=str(tower.projector),
+        n_layer=tower.n_layer,
+        n_embd=tower.n_embd,
+        patch_size=tower.patch_size,
+        warmup_px=v.warmup_px,
+        compute_bytes=v.compute_bytes,
+        host_compute_bytes=v.host_compute_bytes,
+        files=[
+            VisionFile(file_type=t.name, weights_bytes=mmproj_bytes(tower, t)) for t in MMPROJ_TYPES.values()
+        ],
+        plans=[
+            RigPlan(label=label, rig=rig, plan=r, extras=plan_extras(r))
+            for (label, rig), r in zip(VISION_RIGS, plans, strict=True)
+        ],
+    )
 
 
 # Datacenter rigs the deploy page plans vLLM and SGLang layouts for (32k context, native weights).
@@ -660,6 +723,7 @@ def _deploy(mid: str) -> DeployPage:
         serving=serving_plans(mid),
         notices=collect_notices(plans),
         quality_floor=QUALITY_FLOOR.name,
+        vision=vision_section(mid),
     )
 
 
@@ -895,16 +959,27 @@ class HomePage(BaseModel):
     plan: PlanReport | None
     extras: dict[str, float]
     model_id: str | None  # the catalog id (it has a deploy page); None for a Hub reference
+    vision: str | None = None  # the mmproj type asked for (f16, bf16, q8_0), None: text only
 
 
-def home_page(model: str = "", rig: str = "", ctx: int | None = None, quant: str | None = None) -> HomePage:
+def home_page(
+    model: str = "",
+    rig: str = "",
+    ctx: int | None = None,
+    quant: str | None = None,
+    vision: str | None = None,
+) -> HomePage:
     model = check_text(model, "model name", MAX_MODEL_CHARS)
     rig = check_text(rig, "rig", MAX_RIG_CHARS)
     if not model or not rig:
-        return HomePage(model=model, rig=rig, ctx=ctx, quant=quant, plan=None, extras={}, model_id=None)
-    r = plan(model, rig, ctx=ctx, quant=quant)
+        return HomePage(
+            model=model, rig=rig, ctx=ctx, quant=quant, vision=vision, plan=None, extras={}, model_id=None
+        )
+    r = plan(model, rig, ctx=ctx, quant=quant, vision=vision)
     mid = None if parse_ref(model) is not None else model_id(model)
-    return HomePage(model=model, rig=rig, ctx=ctx, quant=quant, plan=r, extras=plan_extras(r), model_id=mid)
+    return HomePage(
+        model=model, rig=rig, ctx=ctx, quant=quant, vision=vision, plan=r, extras=plan_extras(r), model_id=mid
+    )
 
 
 def presets() -> dict[str, str]:

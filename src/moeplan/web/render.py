@@ -27,6 +27,11 @@ def gb(n: int | float | None) -> str:
     return units.gb(n, 1).replace(" ", "\u00a0")
 
 
+def mib(n: int | float | None) -> str:
+    """Buffers under a GiB (a vision projector's), where one decimal of GiB says too little."""
+    return "—" if n is None else f"{n / 2**20:,.0f}\u00a0MiB"
+
+
 def billions(n: int | float | None) -> str:
     return units.billions(n).replace(" ", "\u00a0")
 
@@ -152,6 +157,7 @@ def environment() -> Environment:
     env.filters.update(
         gib=gib,
         gb=gb,
+        mib=mib,
         billions=billions,
         tokens=tokens,
         speed=speed,

@@ -1,0 +1,161 @@
+"""llama-server's vision projector (`--mmproj FILE`): what it adds to each device's memory, and its flags.
+
+From the pinned llama.cpp (build 11434, tools/mtmd/clip.cpp and tools/server/server-context.cpp):
+- The projector loads to one device: the main GPU (`mtmd_context_params.use_gpu` =
+  `--mmproj-offload`, on by default; `--no-mmproj-offload` keeps it on the CPU), in one weights
+  buffer of the file's tensor data (`clip_model_loader::load_tensors`).
+- At load it reserves its compute buffer for a warmup image (`warmup` -> `reserve_compute_meta`):
+  `warmup_image_size` is set per projector in `load_hparams`. Qwen3-VL (qwen3vl_merger): at most
+  46x46 merged tokens (`set_warmup_n_tokens(46*46)`, fewer when `--image-max-tokens` is smaller),
+  1472 px for a 16-px patch and 2x2 merge; Gemma 3 and Llama 4: the model's image size (896, 336 px).
+  A GPU-resident projector also gets a host compute buffer for its graph inputs (the image and the
+  M-RoPE position ids), which ggml's scheduler copies up.
+- Flash attention follows `-fa` (auto: on where the backend supports it, as CPU and CUDA do).
+The compute peaks were measured on the pinned CPU build with full-width towers (validation/vision.py)
+and agree with a real CUDA log (Qwen3.6-27B mmproj-BF16: 248.10 MiB on CUDA0, 24.93 MiB host; the
+CPU build reserves the same 248.10 MiB), all with flash attention on:
+- qwen3vl_merger: the input stage is the peak, 4 bytes x patches x (3·p² + 6·n_embd + 4): the image,
+  six n_embd-wide F32 tensors per patch (the two Conv2D outputs, their sum, the spatial-merge and the
+  resized-position-table copies) and the 4 M-RoPE position ids; it does not grow with depth or
+  deepstack mergers. Host side on a GPU: the image and the position ids, 4 x patches x (3·p² + 4).
+  Measured for the catalog's two Qwen towers (1152 wide, FFN 4304; 1024 wide, FFN 4096); it is
+  not a law of every width: a 768-wide tower (FFN 3072, Qwen3.5-0.8B's) peaks at 4 x patches x
+  (3·p² + 4 + n_ff + 1.5·n_embd), below six widths, and an FFN twice as wide takes over — so the
+  0.8B tower is left out of the catalog until its peak is derived.
+- gemma3 (SigLIP): the blocks are the peak, see `_gemma3_compute`; host side on a GPU: the image.
+- llama4: the inputs and the blocks, see `_llama4_compute`.
+"""
+
+import math
+import shlex
+from dataclasses import dataclass
+
+from moeplan.arch.vision import Projector, VisionTower, mmproj_bytes
+from moeplan.errors import MoeplanError
+from moeplan.quant.ggml import GGMLType
+
+F32 = 4
+QWEN_WARMUP_TOKENS = 46 * 46  # clip.cpp load_hparams, PROJECTOR_TYPE_QWEN3VL: set_warmup_n_tokens
+
+
+def warmup_image_size(tower: VisionTower, image_max_tokens: int = 0) -> int:
+    """Side in pixels of clip.cpp's warmup image (`hparams.warmup_image_size`)."""
+    if tower.projector is not Projector.QWEN3VL:  # Gemma 3 and Llama 4: the model's image size
+        return tower.image_size
+    side = math.isqrt(QWEN_WARMUP_TOKENS)
+    if 0 < image_max_tokens < QWEN_WARMUP_TOKENS:  # set_warmup_n_tokens: never above the max
+        side = max(1, math.isqrt(image_max_tokens))
+    return side * tower.patch_size * tower.n_merge
+
+
+def warmup_patches(tower: VisionTower, image_max_tokens: int = 0) -> int:
+    return (warmup_image_size(tower, image_max_tokens) // tower.patch_size) ** 2
+
+
+def _gemma3_compute(tower: VisionTower, patches: int) -> int:
+    """SigLIP's peak is in its blocks: the FFN intermediate and three n_embd-wide F32 tensors per
+    patch (4 x patches x (n_ff + 3·n_embd), measured the same from 2 to 27 blocks; a 1-block tower
+    peaks lower, and no release has one)."""
+    return F32 * patches * (tower.n_ff + 3 * tower.n_embd)
+
+
+def _llama4_compute(tower: VisionTower, patches: int) -> int:
+    """Llama 4's graph inputs (the image, and the 2-D RoPE's two position ids per position, CLS
+    included) stay live through its blocks, whose peak is the FFN intermediate and two n_embd-wide
+    tensors, or five n_embd-wide ones in attention where the FFN is narrower (4 x positions x
+    max(n_ff + 2·n_embd, 5·n_embd); measured at 224, 336 and 448 px and with half the FFN)."""
+    n_pos = patches + 1
+    return host_inputs_bytes(tower) + F32 * n_pos * max(tower.n_ff + 2 * tower.n_embd, 5 * tower.n_embd)
+
+
+def warmup_compute_bytes(tower: VisionTower, image_max_tokens: int = 0) -> int:
+    """The projector's compute buffer on the device it runs on (flash attention on)."""
+    patches = warmup_patches(tower, image_max_tokens)
+    if tower.projector is Projector.GEMMA3:
+        return _gemma3_compute(tower, patches)
+    if tower.projector is Projector.LLAMA4:
+        return _llama4_compute(tower, patches)
+    return F32 * patches * (3 * tower.patch_size**2 + 6 * tower.n_embd + 4)
+
+
+def host_inputs_bytes(tower: VisionTower, image_max_tokens: int = 0) -> int:
+    """The host compute buffer of a GPU-resident projector: its graph inputs (the image; Qwen3-VL's
+    four M-RoPE position ids per patch; Llama 4's two per position, CLS included)."""
+    patches = warmup_patches(tower, image_max_tokens)
+    image = F32 * patches * 3 * tower.patch_size**2
+    if tower.projector is Projector.QWEN3VL:
+        return image + 4 * 4 * patches
+    if tower.projector is Projector.LLAMA4:
+        return image + 4 * 2 * (patches + 1)
+    return image
+
+
+@dataclass(frozen=True)
+class VisionMemory:
+    """What `--mmproj` adds: its weights and compute on `device`, and the host's input buffer
+    when that device is a GPU."""
+
+    file: str
+    ftype: GGMLType
+    device: str
+    weights_bytes: int
+    compute_bytes: int
+    host_compute_bytes: int
+    warmup_px: int
+    offload: bool  # --mmproj-offload (the default); off: --no-mmproj-offload
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.compute_bytes
+
+
+def plan_vision(
+    tower: VisionTower,
+    ftype: GGMLType,
+    gpus: tuple[str, ...],
+    *,
+    offload: bool = True,
+    file: str = "",
+    device: str | None = None,
+    image_max_tokens: int = 0,
+) -> VisionMemory:
+    """The projector's memory where llama-server puts it: `device` (-mmdev), else the main (first)
+    GPU, or the CPU without GPUs or with `--no-mmproj-offload`; `image_max_tokens`: --image-max-tokens."""
+    on_gpu = offload and bool(gpus)
+    return VisionMemory(
+        file=file or f"mmproj-{ftype.name}.gguf",
+        ftype=ftype,
+        device=(device or gpus[0]) if on_gpu else "CPU",
+        weights_bytes=mmproj_bytes(tower, ftype),
+        compute_bytes=warmup_compute_bytes(tower, image_max_tokens),
+        host_compute_bytes=host_inputs_bytes(tower, image_max_tokens) if on_gpu else 0,
+        warmup_px=warmup_image_size(tower, image_max_tokens),
+        offload=offload,
+    )
+
+
+def vision_flags(v: VisionMemory) -> str:
+    """The llama-server flags of this projector."""
+    parts = ["--mmproj", shlex.quote(v.file)]
+    if not v.offload:
+        parts.append("--no-mmproj-offload")
+    return " ".join(parts)
+
+
+VISION_ENGINES = "vision is planned for llama.cpp (--mmproj); vLLM and SGLang are not modelled for it"
+
+
+def vision_error(model: str, tower: VisionTower | None, engine: str) -> str | None:
+    """Why vision cannot be planned, or None."""
+    if engine != "llamacpp":
+        return VISION_ENGINES
+    if tower is None:
+        return f"{model} has no vision tower in the catalog (a text-only model, or one outside it)"
+    return None
+
+
+def check_vision(model: str, tower: VisionTower | None, engine: str, flag: str = "--vision") -> VisionTower:
+    why = vision_error(model, tower, engine)
+    if why is not None or tower is None:
+        raise MoeplanError(f"{flag}: {why}")
+    return tower

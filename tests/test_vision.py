@@ -1,0 +1,131 @@
+"""The mmproj model: its tensors and their converter types, its buffers, and the catalog's towers."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moeplan.arch.vision import MMPROJ_TYPES, VisionTower, mmproj_bytes, mmproj_tensors, mmproj_type
+from moeplan.engines.vision import check_vision, host_inputs_bytes, plan_vision, warmup_compute_bytes
+from moeplan.errors import MoeplanError
+from moeplan.quant.ggml import GGMLType
+from moeplan.sources.catalog import load_catalog
+
+MIB = 1024 * 1024
+LOGS = Path(__file__).parent / "data" / "gpu_memory_logs.json"
+
+
+def _tower(model_id: str) -> VisionTower:
+    t = load_catalog()[model_id].vision_tower()
+    assert t is not None
+    return t
+
+
+def _r05() -> dict[str, Any]:
+    records: list[dict[str, Any]] = json.loads(LOGS.read_text())["records"]
+    return next(r for r in records if r["id"] == "r05")
+
+
+def test_qwen36_bf16_mmproj_matches_the_real_cuda_log() -> None:
+    """unsloth's mmproj-BF16 of Qwen3.6-27B on an RTX 5090: 887.99 MiB weights, 248.10 MiB compute
+    on CUDA0 and 24.93 MiB on the host (its graph inputs)."""
+    r = _r05()
+    t = _tower("qwen3.6-27b")
+    assert round(mmproj_bytes(t, GGMLType.BF16) / MIB, 2) == r["devices"]["CUDA0"]["mmproj_model_mib"]
+    assert round(warmup_compute_bytes(t) / MIB, 1) == r["devices"]["CUDA0"]["mmproj_compute_mib"]
+    assert round(host_inputs_bytes(t) / MIB, 2) == r["host"]["mmproj_cpu_compute_mib"]
+
+
+def test_converter_types() -> None:
+    qwen = {x.name: x for x in mmproj_tensors(_tower("qwen3.6-27b"))}
+    # the patch embedding: F16 only in an F16 file (MmprojModel.tensor_force_quant)
+    assert qwen["v.patch_embd.weight.1"].type_in(GGMLType.F16) is GGMLType.F16
+    assert qwen["v.patch_embd.weight"].type_in(GGMLType.BF16) is GGMLType.F32
+    assert qwen["v.position_embd.weight"].type_in(GGMLType.Q8_0) is GGMLType.F32
+    # rows of 4304 do not split into Q8_0 blocks: F16 fallback; rows of 1152 do
+    assert qwen["v.blk.0.ffn_down.weight"].type_in(GGMLType.Q8_0) is GGMLType.F16
+    assert qwen["v.blk.0.ffn_up.weight"].type_in(GGMLType.Q8_0) is GGMLType.Q8_0
+    assert qwen["v.blk.0.ln1.bias"].type_in(GGMLType.Q8_0) is GGMLType.F32
+    gemma = {x.name: x for x in mmproj_tensors(_tower("gemma-3-4b"))}
+    assert gemma["mm.input_projection.weight"].shape == (2560, 1152)
+    assert gemma["mm.input_projection.weight"].type_in(GGMLType.Q8_0) is GGMLType.F16
+    assert gemma["v.patch_embd.weight"].type_in(GGMLType.F16) is GGMLType.F32
+
+
+def test_tensor_counts() -> None:
+    # patch x2 + bias + positions, 12 per block, post norm 2, mm.0/mm.2 4, 6 per deepstack merger
+    assert len(mmproj_tensors(_tower("qwen3.6-27b"))) == 4 + 27 * 12 + 2 + 4
+    assert len(mmproj_tensors(_tower("qwen3-vl-30b-a3b"))) == 4 + 27 * 12 + 2 + 4 + 3 * 6
+    # SigLIP: patch + bias + positions, 16 per block, post norm 2, projector 2
+    assert len(mmproj_tensors(_tower("gemma-3-4b"))) == 3 + 27 * 16 + 2 + 2
+    # Llama 4: patch (no bias), CLS, positions, pre norm 2, 16 per block, post norm 2, mlp.1/mlp.2/fc
+    llama = {x.name: x for x in mmproj_tensors(_tower("llama-4-scout-17b-16e"))}
+    assert len(llama) == 3 + 2 + 34 * 16 + 2 + 3
+    assert llama["v.position_embd.weight"].shape == (1408, 24 * 24 + 1)  # a row for the CLS token
+    assert llama["mm.model.mlp.1.weight"].shape == (1408 * 4, 4096)  # pixel shuffle 2x2
+    assert llama["mm.model.fc.weight"].shape == (4096, 5120)
+
+
+def test_q8_0_is_smaller_and_bf16_keeps_f32_patches() -> None:
+    t = _tower("qwen3.5-35b-a3b")
+    f16, bf16, q8, f32 = (mmproj_bytes(t, f) for f in MMPROJ_TYPES.values())
+    assert q8 < f16 < bf16 < f32
+    assert bf16 - f16 == 2 * 16 * 16 * 3 * 1152 * 2  # the two Conv2Ds at F32 instead of F16
+
+
+def test_placement_main_gpu_or_cpu() -> None:
+    t = _tower("gemma-3-12b")
+    on_gpu = plan_vision(t, GGMLType.F16, ("CUDA0", "CUDA1"))
+    assert on_gpu.device == "CUDA0" and on_gpu.host_compute_bytes == 896 * 896 * 3 * 4
+    kept = plan_vision(t, GGMLType.F16, ("CUDA0",), offload=False)
+    assert kept.device == "CPU" and kept.host_compute_bytes == 0
+    assert plan_vision(t, GGMLType.F16, ()).device == "CPU"
+    # SigLIP at 896 px: 4096 patches x (n_ff + 3 n_embd) F32
+    assert on_gpu.compute_bytes == 4096 * (4304 + 3 * 1152) * 4
+
+
+def test_llama4_compute_at_its_image_size() -> None:
+    """336 px, 577 positions: the image, the 2-D RoPE ids and 4 x 577 x (n_ff + 2·n_embd) F32,
+    19.89 MiB as the pinned build reserves it (validation/vision.py)."""
+    t = _tower("llama-4-scout-17b-16e")
+    v = plan_vision(t, GGMLType.F16, ("CUDA0",))
+    assert v.warmup_px == 336 and v.host_compute_bytes == 336 * 336 * 3 * 4 + 577 * 2 * 4
+    assert v.compute_bytes == v.host_compute_bytes + 577 * (5632 + 2 * 1408) * 4
+    assert round(v.compute_bytes / MIB, 2) == 19.89
+
+
+def test_refusals() -> None:
+    with pytest.raises(MoeplanError, match="no vision tower"):
+        check_vision("qwen3-8b", load_catalog()["qwen3-8b"].vision_tower(), "llamacpp")
+    with pytest.raises(MoeplanError, match=r"llama\.cpp"):
+        check_vision("gemma-3-4b", _tower("gemma-3-4b"), "vllm")
+    with pytest.raises(MoeplanError, match="f16, bf16, q8_0, f32"):
+        mmproj_type("q4_k")
+
+
+def test_every_catalog_tower_builds() -> None:
+    towers = {k: e.vision_tower() for k, e in load_catalog().items() if e.vision is not None}
+    assert {"qwen3.6-27b", "qwen3.5-35b-a3b", "qwen3-vl-30b-a3b", "gemma-3-27b"} <= towers.keys()
+    for k, t in towers.items():
+        assert t is not None and t.n_embd_text == load_catalog()[k].spec().n_embd, k
+        assert all(s.startswith(("https://", "llama.cpp", "/work", "public")) for s in t.sources)
+
+
+def test_published_mmproj_file_size() -> None:
+    """FreedomAISVR/Qwen3.5-4B-MTP-NVFP4-GGUF lists mmproj-qwen35-4b-f16.gguf at 672 MB
+    (https://huggingface.co/FreedomAISVR/Qwen3.5-4B-MTP-NVFP4-GGUF, file table of the model card):
+    the medium tower's F16 tensor data is 672.4 MB (the header adds well under 1 MB)."""
+    assert round(mmproj_bytes(_tower("qwen3.5-4b"), GGMLType.F16) / 1e6) == 672
+
+
+def test_published_gemma3_mmproj_sizes() -> None:
+    """bartowski/google_gemma-3-4b-it-GGUF (llama.cpp b4877; file table mirrored at
+    https://mygguf.com/models/bartowski_google_gemma-3-4b-it-GGUF): mmproj f16 851 MB, f32 1.68 GB.
+    The F16 file is the pinned converter's to the MB; that older F32 file kept the input projection
+    in F32, which the pinned converter writes F16 in every file type (llama.cpp issue 13025)."""
+    t = _tower("gemma-3-4b")
+    assert round(mmproj_bytes(t, GGMLType.F16) / 1e6) == 851
+    projection = 2560 * 1152
+    assert round((mmproj_bytes(t, GGMLType.F32) + 2 * projection) / 1e9, 2) == 1.68
+    assert round(mmproj_bytes(t, GGMLType.F32) / 1e9, 2) == 1.67  # the pinned converter's
