@@ -14,6 +14,11 @@ From the pinned llama.cpp (build 11434), `src/llama-model.cpp load_tensors`, `co
   and the biggest layer's activations (attention scores without flash attention, FFN/expert outputs).
   llama-server reserves logits for its slots only; llama-completion / llama-bench / the fit dry run
   for the whole micro-batch.
+- A GPU's compute buffer is laid out as ggml-alloc does (`engines/galloc.py`): its copies of the masks,
+  the largest layer, the logits, in 1 GiB chunks on Vulkan. The host of a GPU run holds every graph
+  input (each cache's KQ mask, the input embeddings' F32 rows) and, when op offload runs its matmuls on
+  a GPU, nothing else. Builds before #23764 hold the mask in F32 and cast it to F16 on the GPU of its
+  first layer (`engines/builds.py`).
 - DeepSeek sparse attention (`build_attn` with top-k, llama-graph.cpp): a second (F16) KQ mask for the
   indexer cache; per sparse layer a zero-filled {1, top-k, n_tokens} F32 graph leaf that is never
   freed, and at the layer the refilled KQ mask (fill + add, or the indexer scores) and the top-k
@@ -34,6 +39,7 @@ from numpy.typing import NDArray
 from moeplan.arch.inventory import Inventory, Role, TensorSpec
 from moeplan.arch.registry import rules
 from moeplan.arch.spec import Attention, AttnKind, FFNKind, ModelSpec
+from moeplan.engines.galloc import Allocator
 from moeplan.engines.gpu_backends import OP_OFFLOAD_MIN_BATCH, backend_of_device
 from moeplan.errors import MoeplanError
 from moeplan.memo import PER_MODEL, PER_MODEL_QUANT, by_identity
@@ -332,6 +338,25 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
     )
 
 
+@dataclass(frozen=True)
+class DeviceRole:
+    """How a device sits in a run with GPUs (`engines/gpu_backends.py`); the default is a CPU-only run.
+    `gpu`: a GPU beside the host, whose copies of the graph inputs (KQ masks) are freed after its last
+    layer unless `inputs_kept` (pipeline parallelism); `max_chunk`: its buffer type's maximum size
+    (`engines/galloc.py`); `host`: the host of such a run, which holds every graph input; `host_idle`:
+    the GPUs run the host's matmuls (op offload at this micro-batch), so the host computes nothing
+    but the input embeddings."""
+
+    gpu: bool = False
+    inputs_kept: bool = False
+    max_chunk: int = 0
+    host: bool = False
+    host_idle: bool = False
+
+
+CPU_ONLY = DeviceRole()
+
+
 def compute_bytes(
     spec: ModelSpec,
     cfg: CacheConfig,
@@ -339,17 +364,30 @@ def compute_bytes(
     has_output: bool,
     attn_layers: NDArray[np.bool_],
     ffn_layers: NDArray[np.bool_],
-    gpu: bool = False,
+    role: DeviceRole = CPU_ONLY,
     copy_phase: int = 0,
 ) -> int:
     """Compute buffer of one device whose decoder layers run their attention where `attn_layers`
     and their FFN where `ffn_layers` is set (see the module docstring for the model of the peak).
-    `gpu`: a GPU beside the host, whose copies of the graph inputs (KQ masks) are freed after its last
-    layer, before the logits (`engines/gpu_backends.py`); `copy_phase`: the bytes live while it runs
-    the largest op it offloads from the host (the weight's copy and that op's activations)."""
+    `copy_phase`: the bytes live while it runs the largest op it offloads from the host (the weight's
+    copy and that op's activations)."""
     return _compute_bytes(
-        spec, cfg, n_outputs, has_output, attn_layers.tobytes(), ffn_layers.tobytes(), gpu, copy_phase
+        spec, cfg, n_outputs, has_output, attn_layers.tobytes(), ffn_layers.tobytes(), role, copy_phase
     )
+
+
+def _masks(acts: "_Activations", with_cache: NDArray[np.bool_], ub: int, elem: int) -> list[tuple[int, int]]:
+    """One KQ mask per cache (full, SWA; the DSA indexer's is F16), n_kv x n_tokens/n_stream x
+    n_stream (llama-graph.cpp build_attn_inp_kq_mask), so streams do not multiply it. Two caches of
+    equal size are still two tensors. Each as (bytes, the first layer that reads it)."""
+    out = []
+    kinds = [~acts.swa, acts.swa] + ([acts.lid] if acts.lid is not None else [])
+    for k, kind in enumerate(kinds):
+        hit = np.flatnonzero(with_cache & kind)
+        if hit.size:
+            first = int(np.flatnonzero((acts.cells > 0) & kind)[0])
+            out.append((int(acts.cells[hit[-1]]) * ub * (2 if k == 2 else elem), first))
+    return out
 
 
 @by_identity(maxsize=4096)  # placements of every quantization share a handful of layer masks
@@ -360,7 +398,7 @@ def _compute_bytes(
     has_output: bool,
     attn_mask: bytes,
     ffn_mask: bytes,
-    gpu: bool,
+    role: DeviceRole,
     copy_phase: int,
 ) -> int:
     attn_layers = np.frombuffer(attn_mask, dtype=np.bool_)
@@ -369,25 +407,51 @@ def _compute_bytes(
     ub = context(spec, cfg).n_ubatch
     e = spec.n_embd
     mask_bytes = 2 if cfg.flash_attn else 4
+    # The mask as the graph input holds it: F32 without flash attention, and with it before #23764
+    # (then cast to F16 where the first layer runs, `engines/builds.py F16_MASK`).
+    input_bytes = 4 if cfg.f32_mask or not cfg.flash_attn else 2
     has_layers = bool(attn_layers.any() or ffn_layers.any())
-    # One KQ mask per cache (full, SWA), F16 with flash attention: n_kv x n_tokens/n_stream x n_stream
-    # (llama-graph.cpp build_attn_inp_kq_mask), so streams do not multiply it. The masks are graph
-    # inputs: the host buffer holds them (and the token-embedding rows) even with no layer on the CPU.
-    # Two caches of equal size are still two tensors.
     inputs_only = not has_layers and not has_output  # the host when every layer is offloaded
-    if inputs_only and gpu:
+    if inputs_only and role.gpu:
         return copy_phase  # a GPU that holds no layer runs only what the host offloads to it
-    with_cache = (acts.cells > 0) & (True if inputs_only else attn_layers)
-    masks = 0
-    for kind in (~acts.swa, acts.swa):
-        hit = np.flatnonzero(with_cache & kind)
-        masks += int(acts.cells[hit[-1]]) * ub * mask_bytes if hit.size else 0
-    if acts.lid is not None:  # the indexer cache's mask: F16 for the fused lightning indexer
-        hit = np.flatnonzero(with_cache & acts.lid)
-        masks += int(acts.cells[hit[-1]]) * ub * 2 if hit.size else 0
-    if inputs_only:
-        return masks + 16 * ub * e  # measured: 4 F32 rows of n_embd per token (embedding lookups)
     logits = 4 * n_outputs * spec.n_vocab + 8 * n_outputs * e if has_output else 0
+    embd_rows = 4 * cfg.embd_rows * ub * e  # the input embeddings (`build_inp_embd`)
+    if role.host:
+        # The host of a GPU run holds every graph input: each cache's mask and the input embeddings,
+        # whichever layers it runs (the real logs' host compute lines; gpu_logs.py).
+        held_inputs = sum(m for m, _ in _masks(acts, acts.cells > 0, ub, input_bytes)) + embd_rows
+        if inputs_only or role.host_idle:
+            return held_inputs + logits
+        return held_inputs + max(_layers_peak(spec, cfg, acts, attn_layers, ffn_layers, copy_phase), logits)
+    # The masks are graph inputs: the host buffer holds them (and the token-embedding rows) even with
+    # no layer on the CPU.
+    with_cache = (acts.cells > 0) & (True if inputs_only else attn_layers)
+    masks = _masks(acts, with_cache, ub, mask_bytes)
+    if inputs_only:
+        return sum(m for m, _ in masks) + embd_rows
+    peak = _layers_peak(spec, cfg, acts, attn_layers, ffn_layers, copy_phase)
+    inputs = 4 * ub * e if not has_layers else 0
+    leaves = int(acts.leaf.sum(where=attn_layers)) if acts.leaf is not None else 0
+    held = int(acts.held.max(initial=0, where=attn_layers)) if acts.held is not None else 0
+    if role.gpu:
+        f32 = cfg.f32_mask and cfg.flash_attn
+        return _gpu_layout(acts, attn_layers, masks, role, f32, peak, logits, n_outputs * e) + (
+            inputs + leaves + held
+        )
+    return sum(m for m, _ in masks) + max(peak, logits) + inputs + leaves + held
+
+
+def _layers_peak(
+    spec: ModelSpec,
+    cfg: CacheConfig,
+    acts: "_Activations",
+    attn_layers: NDArray[np.bool_],
+    ffn_layers: NDArray[np.bool_],
+    copy_phase: int,
+) -> int:
+    """The largest layer's live activations on this device (module docstring)."""
+    ub = context(spec, cfg).n_ubatch
+    e = spec.n_embd
     layers_peak = max(
         4 * ub * e,
         int(acts.attn.max(initial=0, where=attn_layers)),
@@ -395,18 +459,50 @@ def _compute_bytes(
         copy_phase,
     )
     peak = layers_peak
-    if spec.n_embd_per_layer and has_layers:
+    if spec.n_embd_per_layer and bool(attn_layers.any() or ffn_layers.any()):
         # Gemma 3n/4 per-layer inputs, F32 {ple * n_layer, n_tokens}: held through every layer, and
         # about four of them live while layer 0's device projects them (per_layer_model_proj sits with
         # layer 0); measured on CPU: 4 of them + 5 F32 rows of n_embd per token.
         ple = 4 * ub * spec.n_embd_per_layer * spec.n_layer
         peak = max(peak, layers_peak + ple, 4 * ple + 20 * ub * e if attn_layers[0] else 0)
-    inputs = 4 * ub * e if not has_layers else 0
-    leaves = int(acts.leaf.sum(where=attn_layers)) if acts.leaf is not None else 0
-    held = int(acts.held.max(initial=0, where=attn_layers)) if acts.held is not None else 0
-    if gpu:  # the masks' copies are gone by the time the logits are computed
-        return max(masks + peak, logits) + inputs + leaves + held
-    return masks + max(peak, logits) + inputs + leaves + held
+    return peak
+
+
+def _gpu_layout(
+    acts: "_Activations",
+    attn_layers: NDArray[np.bool_],
+    masks: list[tuple[int, int]],
+    role: DeviceRole,
+    f32_mask: bool,
+    peak: int,
+    logits: int,
+    out_rows: int,
+) -> int:
+    """A GPU's compute buffer as ggml-alloc lays out its graph (`engines/galloc.py`): the masks'
+    copies at the start of its first split, the largest layer, the masks freed after its last layer
+    (kept with pipeline parallelism), then the output rows and the logits. Before #23764 a mask is
+    copied in as F32 to the GPU of the first layer that reads it and cast to F16 there, inside that
+    layer (whose activations are live then); the other GPUs receive the F16 cast."""
+    a = Allocator(role.max_chunk)
+    casts = [i for i, (_, first) in enumerate(masks) if f32_mask and attn_layers[first]]
+    for i in casts:
+        a.alloc(f"f32_{i}", 2 * masks[i][0])  # the F16-sized mask's F32 input, copied in
+    if casts:
+        a.alloc("cast_acts", int(acts.attn[masks[casts[0]][1]]))
+    for i, (m, _) in enumerate(masks):
+        a.alloc(f"mask{i}", m)
+    a.free("cast_acts")
+    for i in casts:
+        a.free(f"f32_{i}")
+    a.alloc("layer", peak)
+    a.free("layer")
+    if not role.inputs_kept:
+        for i in range(len(masks)):
+            a.free(f"mask{i}")
+    if logits:
+        a.alloc("rows", 8 * out_rows)  # the output rows' get_rows and norm, F32
+        a.alloc("logits", logits - 8 * out_rows)
+    return a.size
 
 
 @dataclass(frozen=True, eq=False)
@@ -497,7 +593,17 @@ def plan_memory(
     # layer, KV offloaded, no -ot): split inputs are flagged outputs (`ggml_backend_sched_split_graph`,
     # n_copies > 1), so a GPU's mask copies live to the end of the graph, beside the logits.
     pipeline = len(gpus) > 1 and CPU not in devs and not p.overrides and not p.no_kv_offload
-    inputs_freed = gpu_backend is not None and gpu_backend.graph_inputs_on_host and not pipeline
+    inputs_on_host = gpu_backend is not None and gpu_backend.graph_inputs_on_host
+    gpu_role = DeviceRole(
+        gpu=inputs_on_host,
+        inputs_kept=pipeline,
+        max_chunk=gpu_backend.max_buffer_bytes if gpu_backend is not None and cfg.galloc_chunks else 0,
+    )
+    # With op offload at this micro-batch the GPUs run the host's matmuls; a host without attention
+    # layers then computes only the input embeddings.
+    offloading = gpu_backend is not None and gpu_backend.op_offload and op_offload
+    host_idle = offloading and ctx.n_ubatch >= OP_OFFLOAD_MIN_BATCH and not (attn_dev == index[CPU]).any()
+    host_role = DeviceRole(host=inputs_on_host, host_idle=bool(host_idle) and inputs_on_host)
     for name in [CPU, *gpus]:
         i = index[name]
         on_main = name == main and gpu_backend is not None
@@ -509,7 +615,7 @@ def plan_memory(
             logits_here,
             attn_dev == i,
             ffn_dev == i,
-            gpu=name != CPU and inputs_freed,
+            gpu_role if name != CPU else host_role,
             copy_phase=offload.phase if on_main else 0,
         )
         if on_main and offload.logits:  # the host's output matmul, its weight copied in
