@@ -103,6 +103,14 @@ OUTPUT_RESERVE = Rule(
 # the August 2026 GLM-5.2 log (gpu_memory_logs.json r30) still has two rows, so it is taken to have
 # landed between that log's build (~b10700) and the pinned one.
 MIXED_BATCH_ROWS = 11000
+ROW_SPLIT_REMOVED = Rule(
+    "no -sm row on CUDA/ROCm",
+    "#24216",
+    9450,
+    "ggml-org/llama.cpp#24216 'CUDA: remove -sm row, refactor cuBLAS' (opened 2026-06-05; issue #27465 "
+    "shows b10524 failing with 'device CUDA0 does not support split buffers')",
+    "-sm row splits each layer's 2-D weight matrices by rows across the GPUs (CUDA's split buffer type)",
+)
 # EMBD_SELECT moves only the host's compute line (8 bytes x n_embd per token): not listed as a change
 # that moves a plan.
 RULES = (
@@ -139,6 +147,11 @@ def default_flash_attn(build: int) -> bool:
 def output_first(build: int) -> bool:
     """How -ngl counts layers in this build (`engines.llamacpp.layer_devices`)."""
     return build >= OUTPUT_FIRST.landed
+
+
+def cuda_row_split(build: int) -> bool:
+    """Whether CUDA/ROCm still have the split buffer type `-sm row` needs."""
+    return build < ROW_SPLIT_REMOVED.landed
 
 
 def embd_rows(build: int) -> int:

@@ -62,11 +62,15 @@ class Placement:
     overrides: tuple[tuple[str, str], ...] = ()  # (regex, buffer type) in command-line order
     tensor_split: tuple[float, ...] = ()
     no_kv_offload: bool = False
+    split_mode: str = "layer"  # -sm: none (the first GPU only), layer, row (`_row_split`)
+
+
+SPLIT_MODES = ("none", "layer", "row")
 
 
 @lru_cache(maxsize=4096)  # the planner evaluates the same few flag strings many times
 def parse_placement(flags: str) -> Placement:
-    """Read -ngl, -ot/--override-tensor, --cpu-moe, --n-cpu-moe, -ts and -nkvo from a command line."""
+    """Read -ngl, -ot/--override-tensor, --cpu-moe, --n-cpu-moe, -ts, -nkvo and -sm from a command line."""
     try:
         args = shlex.split(flags)
     except ValueError as e:
@@ -75,6 +79,7 @@ def parse_placement(flags: str) -> Placement:
     overrides: list[tuple[str, str]] = []
     split: tuple[float, ...] = ()
     nkvo = False
+    split_mode = "layer"
     i = 0
 
     def value() -> str:
@@ -118,11 +123,21 @@ def parse_placement(flags: str) -> Placement:
         elif a in ("-nkvo", "--no-kv-offload"):
             nkvo = True
             i += 1
+        elif a in ("-sm", "--split-mode"):
+            split_mode = value()
+            if split_mode == "tensor":
+                raise MoeplanError(
+                    "-sm tensor (the experimental meta-device tensor parallelism) is not modelled: "
+                    "plan with -sm layer (the default)"
+                )
+            if split_mode not in SPLIT_MODES:
+                raise MoeplanError(f"-sm must be one of none, layer, row, tensor; got '{split_mode}'")
+            i += 2
         else:
             raise MoeplanError(
-                f"unsupported placement flag '{a}' (know -ngl, -ot, --cpu-moe, --n-cpu-moe, -ts, -nkvo)"
+                f"unsupported placement flag '{a}' (know -ngl, -ot, --cpu-moe, --n-cpu-moe, -ts, -nkvo, -sm)"
             )
-    return Placement(ngl, tuple(overrides), split, nkvo)
+    return Placement(ngl, tuple(overrides), split, nkvo, split_mode)
 
 
 def _int(flag: str, v: str) -> int:
@@ -535,15 +550,22 @@ def plan_memory(
     op_offload: bool = True,
     free: tuple[int, ...] = (),
     output_first: bool = True,
+    cuda_row_split: bool = False,
 ) -> MemoryPlan:
     """Bytes per device for this model, runtime config and placement. `load_mtp`: the MTP layers'
     weights are loaded too (MTP drafting). The GPUs' backend comes from their names (CUDA0, Vulkan0,
     MTL0, RPC0 ...; `gpu_backends.py`); `op_offload` False is `--no-op-offload`; `free`: each GPU's
-    free memory, which splits the layers when -ts is absent; `output_first`: see `layer_devices`."""
+    free memory, which splits the layers when -ts is absent; `output_first`: see `layer_devices`;
+    `cuda_row_split`: the build still has CUDA's split buffer type (`-sm row`, `engines/builds.py`)."""
     p = placement or Placement()
     fe = frontend or Frontend()
     spec = inv.spec
-    devs = layer_devices(inv.block_count, gpus, p, free, output_first)
+    # -sm none: the main GPU only (llama.cpp's model loader drops the other devices, `llama.cpp`
+    # llama_model_load_from_splits); the others stay in the table with nothing on them.
+    layer_gpus = gpus[:1] if p.split_mode == "none" else gpus
+    if p.split_mode == "row":
+        _check_row_split(gpus, cuda_row_split)
+    devs = layer_devices(inv.block_count, layer_gpus, p, free[: len(layer_gpus)], output_first)
     backends = [backend_of_device(g) for g in gpus]
     gpu_backend = backends[0] if backends and backends[0] is not None and backends[0].name != "RPC" else None
     # A GPU backend's pinned host buffer type takes precedence over CPU_REPACK; RPC devices have none.
@@ -562,7 +584,11 @@ def plan_memory(
     if repack:
         assign = np.where((assign == index[CPU]) & _repackable(table, cols), index[REPACK], assign)
     assign = np.where(cols.loaded | load_mtp, assign, len(names))
-    weights = np.bincount(assign, weights=table.nbytes, minlength=len(names) + 1)
+    weights: NDArray[np.float64] = np.bincount(assign, weights=table.nbytes, minlength=len(names) + 1).astype(
+        np.float64
+    )
+    if p.split_mode == "row" and len(gpus) > 1:
+        weights = _row_split(table, assign, weights, [index[g] for g in gpus], p.tensor_split or free)
     mem = {n: DeviceMemory(n, weights_bytes=round(weights[i])) for i, n in enumerate(names)}
     output_dev = devs[-1]
     if spec.tied_embeddings and output_dev != CPU:
@@ -592,7 +618,8 @@ def plan_memory(
     # Pipeline parallelism (`llama_context` ctor: several devices, every layer offloaded, split mode
     # layer, KV offloaded, no -ot): split inputs are flagged outputs (`ggml_backend_sched_split_graph`,
     # n_copies > 1), so a GPU's mask copies live to the end of the graph, beside the logits.
-    pipeline = len(gpus) > 1 and CPU not in devs and not p.overrides and not p.no_kv_offload
+    layered = p.split_mode == "layer"
+    pipeline = len(gpus) > 1 and layered and CPU not in devs and not p.overrides and not p.no_kv_offload
     inputs_on_host = gpu_backend is not None and gpu_backend.graph_inputs_on_host
     gpu_role = DeviceRole(
         gpu=inputs_on_host,
@@ -632,6 +659,59 @@ def plan_memory(
             mem[main].weights_bytes += round(weights[index[CPU]])
     mem[CPU].output_bytes = 4 * spec.n_vocab * cfg.n_seq  # logits of one output per sequence, host memory
     return MemoryPlan(tuple(mem.values()), ctx.n_ctx, ctx.n_ubatch, repack, table, assign)
+
+
+# Backends whose registry still offers `ggml_backend_split_buffer_type` in the pinned build (grep of
+# ggml/src: ggml-sycl.cpp; ggml-cuda.cu dropped it in #24216, Vulkan and Metal never had one).
+_ROW_SPLIT_ALWAYS = ("SYCL",)
+_ROW_SPLIT_UNTIL_24216 = ("CUDA", "ROCm")
+
+
+def _check_row_split(gpus: tuple[str, ...], cuda_row_split: bool) -> None:
+    """-sm row needs a split buffer type on every GPU (`make_gpu_buft_list` in llama-model.cpp throws
+    "device ... does not support split buffers" otherwise)."""
+    for g in gpus:
+        b = backend_of_device(g)
+        name = b.name if b is not None else g
+        if name in _ROW_SPLIT_ALWAYS or (name in _ROW_SPLIT_UNTIL_24216 and cuda_row_split):
+            continue
+        why = (
+            "CUDA/ROCm lost it in ggml-org/llama.cpp#24216 ('CUDA: remove -sm row', June 2026; give "
+            "--llamacpp-build of an older build to plan one)"
+            if name in _ROW_SPLIT_UNTIL_24216
+            else f"the {name} backend has none"
+        )
+        raise MoeplanError(
+            f"-sm row needs a split buffer type on {g} and {why}: llama.cpp stops with 'device {g} does "
+            "not support split buffers'; use -sm layer (the default)"
+        )
+
+
+def _row_split(
+    table: TensorTable,
+    assign: NDArray[np.int64],
+    weights: NDArray[np.float64],
+    gpu_index: list[int],
+    shares: tuple[float, ...] | tuple[int, ...],
+) -> NDArray[np.float64]:
+    """-sm row (`make_gpu_buft_list`, CUDA's split buffer type before #24216): every 2-D weight matrix
+    of a layer on a GPU goes to the split buffer, whose rows are spread over all GPUs by -ts (the
+    free memory without it); 3-D expert stacks cannot be split (#13919) and stay with their layer, as do
+    norms, biases and the KV cache (#10026: split by layer). Rows are split at multiples of the
+    matmul tile (ggml-cuda get_row_rounding), which moves at most a tile of rows per tensor."""
+    share = np.array([float(x) for x in shares][: len(gpu_index)] or [1.0] * len(gpu_index))
+    if share.size < len(gpu_index) or not share.sum():
+        share = np.ones(len(gpu_index))
+    share = share / share.sum()
+    two_d = np.array([len(t.shape) == 2 and t.role is not Role.EMBED for t in table.layout.specs])
+    split = two_d & np.isin(assign, gpu_index)
+    out = weights.copy()
+    moved = np.bincount(assign[split], weights=table.nbytes[split], minlength=weights.size)
+    out -= moved
+    total = float(table.nbytes[split].sum())
+    for k, i in enumerate(gpu_index):
+        out[i] += total * share[k]
+    return out
 
 
 @dataclass(frozen=True)
