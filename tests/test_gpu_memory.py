@@ -292,3 +292,67 @@ def test_a_backend_that_cannot_apply_is_refused() -> None:
         api.plan("qwen3-8b", "64GB DDR5", backend="vulkan")
     with pytest.raises(MoeplanError, match="cannot be negative"):
         api.runtime(fit_target_mib=-1)
+
+
+def test_split_mode_row_spreads_two_d_matrices_and_none_keeps_one_gpu() -> None:
+    _, inv, w = _setup("qwen3-30b-a3b")
+    cfg = CacheConfig(n_ctx=8192)
+    gpus = ("CUDA0", "CUDA1")
+    layer = plan_memory(inv, w, cfg, parse_placement("-ngl 99 -ts 3,1"), gpus)
+    row = plan_memory(inv, w, cfg, parse_placement("-ngl 99 -ts 3,1 -sm row"), gpus, cuda_row_split=True)
+    t = row.table
+    two_d = [
+        r
+        for r, spec in enumerate(t.layout.specs)
+        if len(spec.shape) == 2 and spec.name != "token_embd.weight" and row.assignment[r] in (1, 2)
+    ]
+    matrices = float(t.nbytes[two_d].sum())
+    on0 = float(t.nbytes[[r for r in two_d if row.assignment[r] == 1]].sum())
+    # CUDA0 keeps its layers' experts, norms and KV; its 2-D matrices become 3/4 of all of them
+    expected = layer.device("CUDA0").weights_bytes - on0 + 0.75 * matrices
+    assert abs(row.device("CUDA0").weights_bytes - expected) <= 1
+    assert row.device("CUDA0").kv_bytes == layer.device("CUDA0").kv_bytes
+    total = sum(d.weights_bytes for d in row.devices)
+    assert abs(total - sum(d.weights_bytes for d in layer.devices)) <= 2
+    none = plan_memory(inv, w, cfg, parse_placement("-ngl 99 -sm none"), gpus)
+    assert none.device("CUDA1").weights_bytes == 0 and none.device("CUDA1").kv_bytes == 0
+
+
+def test_split_mode_row_is_refused_where_the_build_or_backend_has_no_split_buffer() -> None:
+    _, inv, w = _setup("qwen3-8b")
+    p = parse_placement("-ngl 99 -sm row")
+    cfg = CacheConfig(n_ctx=4096)
+    with pytest.raises(MoeplanError, match="#24216"):
+        plan_memory(inv, w, cfg, p, ("CUDA0", "CUDA1"))
+    with pytest.raises(MoeplanError, match="Vulkan backend has none"):
+        plan_memory(inv, w, cfg, p, ("Vulkan0", "Vulkan1"), cuda_row_split=True)
+    assert plan_memory(inv, w, cfg, p, ("SYCL0", "SYCL1")).device("SYCL1").weights_bytes > 0
+    assert builds.cuda_row_split(9000) and not builds.cuda_row_split(builds.PINNED_BUILD)
+    for bad, match in (("-sm tensor", "not modelled"), ("-sm rows", "one of none, layer, row")):
+        with pytest.raises(MoeplanError, match=match):
+            parse_placement(bad)
+
+
+def test_gpu_dry_run_script_parses_and_its_cases_cover_the_issue() -> None:
+    """The device check (validation/gpu_dry_run.sh + .py) is never run here: its shell syntax, the
+    cases it runs and its comparison are checked."""
+    import subprocess
+    from pathlib import Path
+
+    from validation import gpu_dry_run
+
+    script = Path(gpu_dry_run.__file__).with_suffix(".sh")
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    moe = gpu_dry_run.cases(True)
+    assert {c.label for c in moe} == {
+        f"{p} ub{ub} fa{fa}" for p in ("gpu", "experts") for ub in (512, 2048) for fa in ("on", "off")
+    }
+    assert {c.placement for c in gpu_dry_run.cases(False)} == {"gpu"}
+    args = moe[-1].args(Path("m.gguf"))
+    assert args[args.index("-ub") + 1] == "2048" and "--fit-print" in args and "exps" in " ".join(args)
+    gpu = {"model": 1, "context": 2, "compute": 3}
+    pred = {"Host": {"model": 10.0, "context": 0.0, "compute": 5.5}, "CUDA0": gpu}
+    got = {"Host": {"self": 15, "model": 10, "context": 0, "compute": 5}}
+    host = {"model": 0.0, "context": 0.0, "compute": 0.5}
+    assert gpu_dry_run.compare(pred, got) == {"Host": host, "CUDA0": None}
+    assert gpu_dry_run.compare(pred, {"CUDA0 (NVIDIA H200)": gpu})["CUDA0"] == dict.fromkeys(gpu, 0)
