@@ -208,11 +208,8 @@ def test_old_builds_hold_the_f32_mask_on_the_host_and_cast_it_on_the_first_gpu()
 def test_the_issues_metal_example_within_tolerance() -> None:
     """Issue 15: Qwen3.5-9B, -c 262144 -fa on -ctk q8_0 -ctv q8_0 on an M4 Pro, build 8999: 833 MiB of
     Metal compute (moeplan said 352, then 501 with the build's logits)."""
-    s = gpu_logs.Setup(
-        "issue15", "qwen3.5-9b", "Q4_K_M", 8999, ("MTL0",), "-ngl 99", 262144, 4, True, ctk="q8_0", ctv="q8_0"
-    )
-    got = gpu_logs.predict_setup(s).device("MTL0").compute_bytes / MIB
-    assert abs(got - 833) <= 0.1 * 833, got
+    got = gpu_logs.predict_setup(gpu_logs.ISSUE_METAL).device("MTL0").compute_bytes / MIB
+    assert abs(got - gpu_logs.ISSUE_METAL_COMPUTE_MIB) <= 0.1 * gpu_logs.ISSUE_METAL_COMPUTE_MIB, got
 
 
 def test_old_mla_cache_holds_v_too() -> None:

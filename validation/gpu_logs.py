@@ -208,8 +208,10 @@ REASONS = {
     "r01/CUDA0": "b6895 predates #18148: -ngl 48 keeps the output layer on the CPU; its F16 weight "
     "(594 MiB) is copied in for the offloaded logits matmul of 512 outputs (#23861 not yet in): "
     "594 + 297 + 8",
-    "r05/CUDA0": "logits of the whole micro-batch (248320 x 512 x 4 = 485 MiB, before #23861) dominate; "
-    "model: unsloth's UD-Q4_K_XL keeps more tensors above Q4_K than stock Q4_K_M (-1299 MiB)",
+    "r05/CUDA0": "logits of the whole micro-batch (248320 x 512 x 4 = 485 MiB, before #23861) dominate "
+    "(the F32 mask's cast phase, 256 + 128 MiB, is below them); model: unsloth's UD-Q4_K_XL keeps more "
+    "tensors above Q4_K than stock Q4_K_M (-1299 MiB); the file's per-tensor types are not available "
+    "offline (gguf_sizes.json has type counts for Qwen3-32B's UD file only), so they are not modelled",
     "r06/CUDA0": "host experts' copies for op offload, one at a time: the largest CPU expert tensor of the "
     "stock IQ4_NL recipe (ffn_down_exps, 792 MiB) + FFN activations, beside the F16 mask; layer 0 casts "
     "the F32 mask copy (234 MiB, before #23764) to F16 here, so that copy sits below the expert copy",
@@ -233,7 +235,8 @@ REASONS = {
     "activations, above the logits of 512 outputs (404 MiB); model: Metal maps the whole file, "
     "token_embd included (the host's CPU_Mapped pages, counted once in unified memory)",
     "r30/CUDA0": "op-offload copy of the largest host expert tensor (stock Q5_K_M ffn_down_exps) + mask + "
-    "activations; model and compute low by the UD-Q5_K_XL recipe (wider experts than stock Q5_K_M)",
+    "activations; model and compute low by the UD-Q5_K_XL recipe (wider experts than stock Q5_K_M: the "
+    "log's 5124 MiB needs a ~3.2 GiB expert tensor where stock Q5_K_M's largest is 2520 MiB)",
     "r30/CUDA1": "DSA masks (KQ and indexer) + sparse-attention leaves of 9 layers; "
     "model: UD-Q5_K_XL vs Q5_K_M",
     "r30/CUDA2": "as CUDA1 with 8 layers; model: UD-Q5_K_XL vs stock Q5_K_M",
@@ -242,10 +245,30 @@ REASONS = {
     "r34/CUDA1": "as CUDA0; logits of 512 outputs (608 MiB incl. norm rows) are below the KQ peak",
     "r36/Vulkan0": "b6182 predates #18148: the output layer stays on the CPU; its Q8_0 weight (587 MiB) is "
     "copied in with 512 outputs' logits (393 MiB). KV: before #17046 caches were padded to 32 cells "
-    "without flash attention (SWA 640 cells, not 768)",
+    "without flash attention (SWA 640 cells, not 768). Host line 15 vs 58 MiB: this old Vulkan build also "
+    "ran the CPU experts' bias adds (ADD_ID, 2 x 22.5 MiB at -ub 512) on the host, not modelled",
     "r40/CUDA0": "b5050 predates #13194 (SWA cache): all 26 layers cache 4096 cells; logits of 512 "
     "outputs x 262144 vocab (512 MiB)",
 }
+
+
+# The issue's own example (not a record of gpu_memory_logs.json): Qwen3.5-9B, `-c 262144 -fa on -ctk q8_0
+# -ctv q8_0` on an M4 Pro (Metal), build 8999, 833 MiB of Metal compute. Q4_K_M and llama-server's 4 slots
+# are assumed (neither moves the compute buffer: the F32 mask's cast phase is its peak).
+ISSUE_METAL = Setup(
+    "issue15-metal",
+    "qwen3.5-9b",
+    "Q4_K_M",
+    8999,
+    ("MTL0",),
+    "-ngl 99",
+    262144,
+    4,
+    True,
+    ctk="q8_0",
+    ctv="q8_0",
+)
+ISSUE_METAL_COMPUTE_MIB = 833.0
 
 
 def predict_setup(s: Setup) -> MemoryPlan:
@@ -361,6 +384,13 @@ def run() -> dict[str, Any]:
             **{f"{k}_ok": v for k, v in ok.items()},
         },
         "comparisons": rows,
+        "issue_example": {
+            "what": "issue 15's Metal example (Qwen3.5-9B, -c 262144 -fa on q8_0 cache, M4 Pro, b8999)",
+            "compute_predicted_mib": round(predict_setup(ISSUE_METAL).device("MTL0").compute_bytes / MIB, 2),
+            "compute_logged_mib": ISSUE_METAL_COMPUTE_MIB,
+            "reason": "F32 KQ mask copy (262144 x 512 x 4 = 512 MiB, before #23764) + its F16 cast (256 MiB) "
+            "+ the first attention layer's activations, above the 512 outputs' logits (501 MiB)",
+        },
     }
 
 

@@ -140,6 +140,13 @@ def _gpu_logs_section(payload: dict[str, Any]) -> list[str]:
             c["reason"],
         )
         out.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+    ex = payload.get("issue_example")
+    if ex:
+        out += [
+            "",
+            f"{ex['what']}: compute {ex['compute_predicted_mib']:.0f} MiB predicted, "
+            f"{ex['compute_logged_mib']:.0f} logged ({ex['reason']}).",
+        ]
     return out
 
 
