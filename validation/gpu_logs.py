@@ -118,7 +118,7 @@ SETUPS = (
         "r15",
         "gemma-4-12b",
         "Q3_K_M",
-        8650,
+        9400,
         ("Vulkan0",),
         "-ngl 99",
         82688,
@@ -127,13 +127,14 @@ SETUPS = (
         n_ubatch=64,
         ctk="q5_1",
         ctv="q5_1",
-        inferred="all layers offloaded, 4 slots (llama-server defaults)",
+        inferred="all layers offloaded, 4 slots (llama-server defaults); build after #23861 (~b9400), not "
+        "the notes' ~b8650: the host line holds an F16 mask (#23764) and the GPU no micro-batch of logits",
     ),
     Setup(
         "r17",
         "gemma-4-12b",
         "Q3_K_M",
-        8650,
+        9400,
         ("Vulkan0",),
         "-ngl 99",
         70912,
@@ -142,7 +143,8 @@ SETUPS = (
         n_ubatch=256,
         ctk="q5_1",
         ctv="q5_1",
-        inferred="all layers offloaded, 4 slots (llama-server defaults)",
+        inferred="all layers offloaded, 4 slots (llama-server defaults); build after #23861 (~b9400), not "
+        "the notes' ~b8650: the host line holds an F16 mask (#23764) and the GPU no micro-batch of logits",
     ),
     Setup(
         "r21",
@@ -206,27 +208,35 @@ REASONS = {
     "r01/CUDA0": "b6895 predates #18148: -ngl 48 keeps the output layer on the CPU; its F16 weight "
     "(594 MiB) is copied in for the offloaded logits matmul of 512 outputs (#23861 not yet in): "
     "594 + 297 + 8",
-    "r05/CUDA0": "logits of the whole micro-batch (248320 x 512 x 4 = 485 MiB, before #23861) dominate; "
-    "model: unsloth's UD-Q4_K_XL keeps more tensors above Q4_K than stock Q4_K_M (-1299 MiB)",
+    "r05/CUDA0": "logits of the whole micro-batch (248320 x 512 x 4 = 485 MiB, before #23861) dominate "
+    "(the F32 mask's cast phase, 256 + 128 MiB, is below them); model: unsloth's UD-Q4_K_XL keeps more "
+    "tensors above Q4_K than stock Q4_K_M (-1299 MiB); the file's per-tensor types are not available "
+    "offline (gguf_sizes.json has type counts for Qwen3-32B's UD file only), so they are not modelled",
     "r06/CUDA0": "host experts' copies for op offload, one at a time: the largest CPU expert tensor of the "
-    "stock IQ4_NL recipe (ffn_down_exps, 792 MiB) + mask + FFN activations; the log's 1302 MiB needs a "
-    "~1.1 GiB tensor, i.e. the finetune's unpublished recipe keeps ffn_down wider (Q6_K/Q8_0)",
-    "r06/CUDA1": "KQ mask copy (120064 x 512 x 2) + the MoE FFN activations of a layer",
-    "r06/CUDA2": "KQ mask copy (120064 x 512 x 2) + the MoE FFN activations of a layer",
+    "stock IQ4_NL recipe (ffn_down_exps, 792 MiB) + FFN activations, beside the F16 mask; layer 0 casts "
+    "the F32 mask copy (234 MiB, before #23764) to F16 here, so that copy sits below the expert copy",
+    "r06/CUDA1": "F16 KQ mask copy (120064 x 512 x 2; the F32 one is cast on CUDA0) + the MoE FFN "
+    "activations of a layer",
+    "r06/CUDA2": "F16 KQ mask copy (120064 x 512 x 2; the F32 one is cast on CUDA0) + the MoE FFN "
+    "activations of a layer",
     "r06/CUDA3": "logits of 512 outputs (200064 vocab, before #23861) on the device with the output layer",
-    "r11/Vulkan0": "predicted: logits of 2048 outputs (1571 MiB) + norm rows; the log's 3214 MiB is 1.6 GiB "
-    "more, about a second logits-sized F32 tensor at -ub 2048, which no rule read from the source gives "
-    "(the same build's r21 at -ub 512 matches exactly); unexplained",
-    "r15/Vulkan0": "predicted with the notes' build (~b8650): logits of 64 outputs on the GPU (64 MiB) and "
-    "the tied output copy (+375 MiB model). The log (27 MiB, host compute 13 MiB = mask 10 + 4 MiB of "
-    "logits) fits a build with #23861 and the output layer on the CPU (--fit's choice is not printed): "
-    "the notes' build number is doubtful for this entry",
-    "r17/Vulkan0": "as r15 at -ub 256: the log (98 MiB) has no 256-output logits (256 MiB)",
+    "r11/Vulkan0": "Vulkan's 1 GiB buffer chunks (suballocation_block_size, chunked since #15815): the F32 "
+    "KQ mask copy (131072 x 2048 x 4 = 1 GiB, before #23764) fills chunk 0; the SWA mask's F32 copy, the "
+    "first layer's activations and the F16 casts (673 MiB) chunk 1; and the 2048 outputs' logits "
+    "(1571 MiB) take a chunk of their own: 1024 + 673 + 1571; the host line (282 MiB) is not this "
+    "run's: at -ub 2048 the host holds the 1 GiB F32 mask "
+    "(1089 MiB predicted); it matches the same setup at -ub 512 (F32 mask 256 + rows + bias adds)",
+    "r15/Vulkan0": "compute: F16 mask copies + layer + 4 outputs' logits (after #23861). Model: the log "
+    "lacks the tied output copy of token_embd (375 MiB) that llama.cpp adds with the output layer on the "
+    "GPU, i.e. --fit kept the output layer on the CPU (not printed); moeplan keeps -ngl 99's placement",
+    "r17/Vulkan0": "as r15 at -ub 256 (compute 93 vs 98 MiB; model: the tied output copy)",
     "r21/Vulkan0": "logits of 512 outputs (248320 vocab, before #23861) + norm rows",
-    "r28/MTL0": "logits of 512 outputs (llama-completion, before #23861); model: Metal maps the whole "
-    "file, token_embd included (the host's CPU_Mapped pages, counted once in unified memory)",
+    "r28/MTL0": "F32 mask copy 256 MiB + its F16 cast 128 MiB (before #23764) + the first layer's "
+    "activations, above the logits of 512 outputs (404 MiB); model: Metal maps the whole file, "
+    "token_embd included (the host's CPU_Mapped pages, counted once in unified memory)",
     "r30/CUDA0": "op-offload copy of the largest host expert tensor (stock Q5_K_M ffn_down_exps) + mask + "
-    "activations; model and compute low by the UD-Q5_K_XL recipe (wider experts than stock Q5_K_M)",
+    "activations; model and compute low by the UD-Q5_K_XL recipe (wider experts than stock Q5_K_M: the "
+    "log's 5124 MiB needs a ~3.2 GiB expert tensor where stock Q5_K_M's largest is 2520 MiB)",
     "r30/CUDA1": "DSA masks (KQ and indexer) + sparse-attention leaves of 9 layers; "
     "model: UD-Q5_K_XL vs Q5_K_M",
     "r30/CUDA2": "as CUDA1 with 8 layers; model: UD-Q5_K_XL vs stock Q5_K_M",
@@ -235,10 +245,30 @@ REASONS = {
     "r34/CUDA1": "as CUDA0; logits of 512 outputs (608 MiB incl. norm rows) are below the KQ peak",
     "r36/Vulkan0": "b6182 predates #18148: the output layer stays on the CPU; its Q8_0 weight (587 MiB) is "
     "copied in with 512 outputs' logits (393 MiB). KV: before #17046 caches were padded to 32 cells "
-    "without flash attention (SWA 640 cells, not 768)",
+    "without flash attention (SWA 640 cells, not 768). Host line 15 vs 58 MiB: this old Vulkan build also "
+    "ran the CPU experts' bias adds (ADD_ID, 2 x 22.5 MiB at -ub 512) on the host, not modelled",
     "r40/CUDA0": "b5050 predates #13194 (SWA cache): all 26 layers cache 4096 cells; logits of 512 "
     "outputs x 262144 vocab (512 MiB)",
 }
+
+
+# The issue's own example (not a record of gpu_memory_logs.json): Qwen3.5-9B, `-c 262144 -fa on -ctk q8_0
+# -ctv q8_0` on an M4 Pro (Metal), build 8999, 833 MiB of Metal compute. Q4_K_M and llama-server's 4 slots
+# are assumed (neither moves the compute buffer: the F32 mask's cast phase is its peak).
+ISSUE_METAL = Setup(
+    "issue15-metal",
+    "qwen3.5-9b",
+    "Q4_K_M",
+    8999,
+    ("MTL0",),
+    "-ngl 99",
+    262144,
+    4,
+    True,
+    ctk="q8_0",
+    ctv="q8_0",
+)
+ISSUE_METAL_COMPUTE_MIB = 833.0
 
 
 def predict_setup(s: Setup) -> MemoryPlan:
@@ -262,6 +292,15 @@ def predict_setup(s: Setup) -> MemoryPlan:
     )
 
 
+_HOST_COMPUTE = ("host_compute_mib", "cuda_host_compute_mib", "cpu_compute_mib", "vulkan_host_compute_mib")
+
+
+def _logged_host(record: dict[str, Any]) -> float | None:
+    """The host's compute buffer as the record prints it (CPU, CUDA_Host or Vulkan_Host), if it does."""
+    host = record.get("host", {})
+    return next((float(host[k]) for k in _HOST_COMPUTE if k in host), None)
+
+
 def _logged(dev: dict[str, Any]) -> dict[str, float]:
     """The record's model / context (KV + state) / compute MiB for one device, whichever way printed."""
     if "kv_mib" in dev:  # buffer lines
@@ -270,12 +309,19 @@ def _logged(dev: dict[str, Any]) -> dict[str, float]:
     return {"model": dev["model_mib"], "context": dev["context_mib"], "compute": dev["compute_mib"]}
 
 
+def host_ok(pred: float, got: float) -> bool:
+    """The host's compute line to the compute tolerance (10% or 64 MiB)."""
+    return abs(pred - got) <= max(COMPUTE_MIB, COMPUTE_PCT / 100 * got)
+
+
 def pct(pred: float, got: float) -> float:
     return 100.0 * (pred - got) / got if got else 0.0
 
 
 def compare(s: Setup, record: dict[str, Any]) -> list[dict[str, Any]]:
     plan = predict_setup(s)
+    host_logged = _logged_host(record)
+    host_pred = plan.device("CPU").compute_bytes / MIB
     rows = []
     for name in s.devices:
         d = plan.device(name)
@@ -306,6 +352,12 @@ def compare(s: Setup, record: dict[str, Any]) -> list[dict[str, Any]]:
                     "context": abs(pred["context"] - got["context"]) < 1.0,
                     "total": abs(pct(total_pred, total_got)) <= TOTAL_PCT,
                 },
+                # The host's compute line, once per record (on its first GPU's row)
+                "host_compute": (
+                    {"predicted": round(host_pred, 2), "logged": host_logged}
+                    if name == s.devices[0] and host_logged is not None
+                    else None
+                ),
                 "command": record["command"],
                 "flags": s.flags,
                 "inferred": s.inferred,
@@ -319,12 +371,26 @@ def run() -> dict[str, Any]:
     records = {r["id"]: r for r in json.loads(LOGS.read_text())["records"]}
     rows = [row for s in SETUPS for row in compare(s, records[s.record])]
     ok = {k: sum(r["ok"][k] for r in rows) for k in ("compute", "context", "total")}
+    hosts = [r["host_compute"] for r in rows if r["host_compute"]]
+    ok["host"] = sum(host_ok(h["predicted"], h["logged"]) for h in hosts)
     return {
         "name": "gpu_logs",
         "title": "Real GPU logs (CUDA, Vulkan, Metal) explained from the source",
         "generated_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "summary": {"devices": len(rows), "records": len(SETUPS), **{f"{k}_ok": v for k, v in ok.items()}},
+        "summary": {
+            "devices": len(rows),
+            "records": len(SETUPS),
+            "hosts": len(hosts),
+            **{f"{k}_ok": v for k, v in ok.items()},
+        },
         "comparisons": rows,
+        "issue_example": {
+            "what": "issue 15's Metal example (Qwen3.5-9B, -c 262144 -fa on q8_0 cache, M4 Pro, b8999)",
+            "compute_predicted_mib": round(predict_setup(ISSUE_METAL).device("MTL0").compute_bytes / MIB, 2),
+            "compute_logged_mib": ISSUE_METAL_COMPUTE_MIB,
+            "reason": "F32 KQ mask copy (262144 x 512 x 4 = 512 MiB, before #23764) + its F16 cast (256 MiB) "
+            "+ the first attention layer's activations, above the 512 outputs' logits (501 MiB)",
+        },
     }
 
 

@@ -98,6 +98,13 @@ def _types_section(payload: dict[str, Any]) -> list[str]:
     return out
 
 
+def _host_cell(host: dict[str, float] | None) -> str:
+    if host is None:
+        return "—"
+    flag = "" if gpu_logs.host_ok(host["predicted"], host["logged"]) else " **NO**"
+    return f"{host['predicted']:.0f} / {host['logged']:.0f}{flag}"
+
+
 def _gpu_logs_section(payload: dict[str, Any]) -> list[str]:
     """Every term per GPU, predicted and logged (MiB), and why each difference remains."""
     s = payload["summary"]
@@ -105,14 +112,16 @@ def _gpu_logs_section(payload: dict[str, Any]) -> list[str]:
         f"{s['records']} records, {s['devices']} GPUs. Within tolerance: compute {s['compute_ok']}, "
         f"KV/state {s['context_ok']}, model + KV/state + compute {s['total_ok']} of {s['devices']} "
         f"(compute within {gpu_logs.COMPUTE_PCT:g}% or {gpu_logs.COMPUTE_MIB:g} MiB, KV/state exact, "
-        f"total within {gpu_logs.TOTAL_PCT:g}%). Predicted with each record's build "
+        f"total within {gpu_logs.TOTAL_PCT:g}%); the host's compute line (CPU / CUDA_Host / Vulkan_Host) "
+        f"of {s['host_ok']} of the {s['hosts']} records that print it within the compute tolerance. "
+        "Predicted with each record's build "
         "(`moeplan.engines.builds`); the runtime overhead line is moeplan's estimate of what llama.cpp "
         "does not count (not in the logs' figures).",
         "",
         "| GPU | backend | model pred / log | KV+state pred / log | compute pred / log (of which "
-        "offload copy) | total pred / log | ok (compute, KV, total) | runtime est. | build modelled | "
-        "inputs inferred | reason |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "offload copy) | total pred / log | ok (compute, KV, total) | host compute pred / log | "
+        "runtime est. | build modelled | inputs inferred | reason |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in payload["comparisons"]:
         p, g, t, ok = c["predicted"], c["logged"], c["total"], c["ok"]
@@ -124,12 +133,20 @@ def _gpu_logs_section(payload: dict[str, Any]) -> list[str]:
             f"{p['compute']:.0f} / {g['compute']:.0f} ({p['offload_copy']:.0f})",
             f"{t['predicted']:.0f} / {t['logged']:.0f} ({gpu_logs.pct(t['predicted'], t['logged']):+.1f}%)",
             ", ".join("yes" if ok[k] else "**NO**" for k in ("compute", "context", "total")),
+            _host_cell(c["host_compute"]),
             f"{p['runtime']:.0f}",
             c["build"],
             c["inferred"] or "—",
             c["reason"],
         )
         out.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+    ex = payload.get("issue_example")
+    if ex:
+        out += [
+            "",
+            f"{ex['what']}: compute {ex['compute_predicted_mib']:.0f} MiB predicted, "
+            f"{ex['compute_logged_mib']:.0f} logged ({ex['reason']}).",
+        ]
     return out
 
 

@@ -277,7 +277,15 @@ def memory(
     fe = Frontend("llama-server", n_outputs_max=slots) if server else Frontend()
     cfg, fe = builds.at_build(rt.build, cfg, fe)
     plan = plan_memory(
-        inv, w, cfg, place, names, fe, op_offload=op_offload, output_first=builds.output_first(rt.build)
+        inv,
+        w,
+        cfg,
+        place,
+        names,
+        fe,
+        op_offload=op_offload,
+        output_first=builds.output_first(rt.build),
+        cuda_row_split=builds.cuda_row_split(rt.build),
     )
     devices = [
         DeviceReport(

@@ -49,6 +49,14 @@ KV_PAD_256 = Rule(
     "2025-11-06, after #16812 removed the padding for a week)",
     "without flash attention the context and caches are padded to 32 cells (#7257), with it to 256",
 )
+CHUNKED_ALLOC = Rule(
+    "compute buffers chunked at the backend's buffer size limit",
+    "#15815",
+    6440,
+    "ggml-org/llama.cpp#15815 'ggml : split graph allocations according to backend max buffer size' "
+    "(opened 2025-09-05, merged in September 2025)",
+    "a backend's compute buffer is one allocation: no 1 GiB Vulkan chunks (a larger buffer fails)",
+)
 OUTPUT_FIRST = Rule(
     "-ngl offloads the output layer first",
     "#18148",
@@ -64,15 +72,57 @@ VLESS_MLA = Rule(
     "ggml-org/llama.cpp#19067 'kv-cache : support V-less cache' (merged 2026-01-24)",
     "MLA layers (DeepSeek, Kimi, GLM-DSA) also cache V: kv_lora_rank more values per token per layer",
 )
+EMBD_SELECT = Rule(
+    "token and embedding inputs both in the graph",
+    "#18898",
+    7830,
+    "ggml-org/llama.cpp#18898 'graph : utilize ggml_build_forward_select() to avoid reallocations' "
+    "(opened 2026-01-17, merged days later)",
+    "the host's compute buffer holds one F32 row of n_embd per token for the input embeddings (the "
+    "token lookup); since then two (the lookup and the embeddings input, `build_inp_embd`)",
+)
+F16_MASK = Rule(
+    "KQ mask reserved in F16 for flash attention",
+    "#23764",
+    9345,
+    "ggml-org/llama.cpp#23764 'llama: use f16 mask for FA to save VRAM' (merged 2026-05-28; its "
+    "description: 1.2 GB saved at -ub 2048)",
+    "with flash attention the KQ mask is an F32 graph input cast to F16 on the GPU: the host holds "
+    "the F32 mask and every GPU an F32 copy beside the F16 one while the cast runs",
+)
 OUTPUT_RESERVE = Rule(
     "logits reserved for the slots only",
-    "#23764/#23861",
+    "#23861",
     9390,
-    "ggml-org/llama.cpp#23764 and #23861 'llama: limit max outputs of llama_context' (merged "
-    "2026-05-29 and 2026-06-01; issue #23527 shows b9272 without them)",
+    "ggml-org/llama.cpp#23861 'llama: limit max outputs of llama_context' (merged 2026-06-01; issue "
+    "#23527 shows b9272 without it)",
     "every context reserves logits for a whole micro-batch: n_vocab x n_ubatch x 4 bytes",
 )
-RULES = (SWA_CACHE, FLASH_ATTN_DEFAULT, KV_PAD_256, OUTPUT_FIRST, VLESS_MLA, OUTPUT_RESERVE)
+# The pinned build's third input path (a batch that mixes tokens and embeddings: `ubatch.is_mixed()`
+# in `build_inp_embd`, two more F32 rows per token). No merged PR for it was found in public sources;
+# the August 2026 GLM-5.2 log (gpu_memory_logs.json r30) still has two rows, so it is taken to have
+# landed between that log's build (~b10700) and the pinned one.
+MIXED_BATCH_ROWS = 11000
+ROW_SPLIT_REMOVED = Rule(
+    "no -sm row on CUDA/ROCm",
+    "#24216",
+    9450,
+    "ggml-org/llama.cpp#24216 'CUDA: remove -sm row, refactor cuBLAS' (opened 2026-06-05; issue #27465 "
+    "shows b10524 failing with 'device CUDA0 does not support split buffers')",
+    "-sm row splits each layer's 2-D weight matrices by rows across the GPUs (CUDA's split buffer type)",
+)
+# EMBD_SELECT moves only the host's compute line (8 bytes x n_embd per token): not listed as a change
+# that moves a plan.
+RULES = (
+    SWA_CACHE,
+    FLASH_ATTN_DEFAULT,
+    CHUNKED_ALLOC,
+    KV_PAD_256,
+    OUTPUT_FIRST,
+    VLESS_MLA,
+    F16_MASK,
+    OUTPUT_RESERVE,
+)
 
 
 def check_build(build: int) -> int:
@@ -99,6 +149,19 @@ def output_first(build: int) -> bool:
     return build >= OUTPUT_FIRST.landed
 
 
+def cuda_row_split(build: int) -> bool:
+    """Whether CUDA/ROCm still have the split buffer type `-sm row` needs."""
+    return build < ROW_SPLIT_REMOVED.landed
+
+
+def embd_rows(build: int) -> int:
+    """F32 rows of n_embd per token that the input embeddings hold in the host's compute buffer:
+    the token lookup (#18898 adds the embeddings input; the mixed-batch path two more)."""
+    if build < EMBD_SELECT.landed:
+        return 1
+    return 2 if build < MIXED_BATCH_ROWS else 4
+
+
 def at_build(build: int, cfg: CacheConfig, frontend: Frontend) -> tuple[CacheConfig, Frontend]:
     """The cache config and front end as `build` allocates them."""
     check_build(build)
@@ -108,6 +171,11 @@ def at_build(build: int, cfg: CacheConfig, frontend: Frontend) -> tuple[CacheCon
         cfg = replace(cfg, kv_pad=32)
     if build < VLESS_MLA.landed:
         cfg = replace(cfg, mla_v_cache=True)
+    if build < CHUNKED_ALLOC.landed:
+        cfg = replace(cfg, galloc_chunks=False)
+    if build < F16_MASK.landed and cfg.flash_attn:
+        cfg = replace(cfg, f32_mask=True)
+    cfg = replace(cfg, embd_rows=embd_rows(build))
     if build < OUTPUT_RESERVE.landed and frontend.n_outputs_max is not None:
         frontend = Frontend(frontend.name, n_outputs_max=None)
     return cfg, frontend

@@ -21,6 +21,9 @@ Read from the pinned llama.cpp (build 11434) unless a row says otherwise:
 - Memory llama.cpp does not count (its breakdown's "unaccounted"): the runtime context, the BLAS
   library's workspace and the backend's memory pool. Estimates per backend, with their sources below;
   they are shown as their own line, never folded into the buffers.
+- Buffer size limit (`engines/ggml_alloc.py`): ggml-alloc splits a compute buffer into chunks of at most the
+  buffer type's `get_max_size`: Vulkan's 1 GiB suballocation blocks make a tensor over 1 GiB a chunk of
+  its own; CUDA has no limit, Metal's `maxBufferLength` is far above any compute buffer.
 - Metal (`ggml-metal-device.m`): the device's memory is `recommendedMaxWorkingSetSize` (Apple documents it
   as the working set the GPU can use without hurting performance, about 3/4 of RAM on Apple silicon
   Macs with more than 16 GiB, 2/3 on smaller ones), and with mmap the `MTL0_Mapped` buffer spans every
@@ -51,6 +54,7 @@ class Backend:
     working_set_fraction: float = 1.0  # of the device's memory the backend may use
     maps_whole_file: bool = False  # Metal: the device's mapped buffer spans the file's tensors
     vendor: str = ""  # the only GPU vendor it runs on ("" = any: Vulkan)
+    max_buffer_bytes: int = 0  # the buffer type's get_max_size: compute buffers are chunked at it (0: none)
 
 
 # CUDA: the primary context on a CUDA 12 driver with lazy module loading (CUDA_MODULE_LOADING=LAZY, the
@@ -88,7 +92,17 @@ BACKENDS: dict[str, Backend] = {
             "HIP context ~300 MiB + hipBLASLt 32 MiB + pool",
             vendor="AMD",
         ),
-        Backend("Vulkan", "Vulkan", True, "Vulkan_Host", _VULKAN, "driver + ggml-vulkan staging ~160 MiB"),
+        Backend(
+            "Vulkan",
+            "Vulkan",
+            True,
+            "Vulkan_Host",
+            _VULKAN,
+            "driver + ggml-vulkan staging ~160 MiB",
+            # suballocation_block_size: 1 GiB unless GGML_VK_SUBALLOCATION_BLOCK_SIZE says otherwise,
+            # and never above maxMemoryAllocationSize (ggml-vulkan.cpp ggml_vk_get_device, #11551)
+            max_buffer_bytes=2**30,
+        ),
         Backend(
             "Metal",
             "MTL",

@@ -14,6 +14,11 @@ From the pinned llama.cpp (build 11434), `src/llama-model.cpp load_tensors`, `co
   and the biggest layer's activations (attention scores without flash attention, FFN/expert outputs).
   llama-server reserves logits for its slots only; llama-completion / llama-bench / the fit dry run
   for the whole micro-batch.
+- A GPU's compute buffer is laid out as ggml-alloc does (`engines/ggml_alloc.py`): its copies of the masks,
+  the largest layer, the logits, in 1 GiB chunks on Vulkan. The host of a GPU run holds every graph
+  input (each cache's KQ mask, the input embeddings' F32 rows) and, when op offload runs its matmuls on
+  a GPU, nothing else. Builds before #23764 hold the mask in F32 and cast it to F16 on the GPU of its
+  first layer (`engines/builds.py`).
 - DeepSeek sparse attention (`build_attn` with top-k, llama-graph.cpp): a second (F16) KQ mask for the
   indexer cache; per sparse layer a zero-filled {1, top-k, n_tokens} F32 graph leaf that is never
   freed, and at the layer the refilled KQ mask (fill + add, or the indexer scores) and the top-k
@@ -38,7 +43,7 @@ from numpy.typing import NDArray
 from moeplan.arch.inventory import Inventory, Role, TensorSpec
 from moeplan.arch.registry import rules
 from moeplan.arch.spec import Attention, AttnKind, FFNKind, ModelSpec
-from moeplan.engines.ggml_alloc import peak_bytes
+from moeplan.engines.ggml_alloc import Allocator, peak_bytes
 from moeplan.engines.gpu_backends import OP_OFFLOAD_MIN_BATCH, backend_of_device
 from moeplan.errors import MoeplanError
 from moeplan.memo import PER_MODEL, PER_MODEL_QUANT, by_identity
@@ -61,11 +66,15 @@ class Placement:
     overrides: tuple[tuple[str, str], ...] = ()  # (regex, buffer type) in command-line order
     tensor_split: tuple[float, ...] = ()
     no_kv_offload: bool = False
+    split_mode: str = "layer"  # -sm: none (the first GPU only), layer, row (`_row_split`)
+
+
+SPLIT_MODES = ("none", "layer", "row")
 
 
 @lru_cache(maxsize=4096)  # the planner evaluates the same few flag strings many times
 def parse_placement(flags: str) -> Placement:
-    """Read -ngl, -ot/--override-tensor, --cpu-moe, --n-cpu-moe, -ts and -nkvo from a command line."""
+    """Read -ngl, -ot/--override-tensor, --cpu-moe, --n-cpu-moe, -ts, -nkvo and -sm from a command line."""
     try:
         args = shlex.split(flags)
     except ValueError as e:
@@ -74,6 +83,7 @@ def parse_placement(flags: str) -> Placement:
     overrides: list[tuple[str, str]] = []
     split: tuple[float, ...] = ()
     nkvo = False
+    split_mode = "layer"
     i = 0
 
     def value() -> str:
@@ -117,11 +127,21 @@ def parse_placement(flags: str) -> Placement:
         elif a in ("-nkvo", "--no-kv-offload"):
             nkvo = True
             i += 1
+        elif a in ("-sm", "--split-mode"):
+            split_mode = value()
+            if split_mode == "tensor":
+                raise MoeplanError(
+                    "-sm tensor (the experimental meta-device tensor parallelism) is not modelled: "
+                    "plan with -sm layer (the default)"
+                )
+            if split_mode not in SPLIT_MODES:
+                raise MoeplanError(f"-sm must be one of none, layer, row, tensor; got '{split_mode}'")
+            i += 2
         else:
             raise MoeplanError(
-                f"unsupported placement flag '{a}' (know -ngl, -ot, --cpu-moe, --n-cpu-moe, -ts, -nkvo)"
+                f"unsupported placement flag '{a}' (know -ngl, -ot, --cpu-moe, --n-cpu-moe, -ts, -nkvo, -sm)"
             )
-    return Placement(ngl, tuple(overrides), split, nkvo)
+    return Placement(ngl, tuple(overrides), split, nkvo, split_mode)
 
 
 def _int(flag: str, v: str) -> int:
@@ -364,6 +384,25 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
     )
 
 
+@dataclass(frozen=True)
+class DeviceRole:
+    """How a device sits in a run with GPUs (`engines/gpu_backends.py`); the default is a CPU-only run.
+    `gpu`: a GPU beside the host, whose copies of the graph inputs (KQ masks) are freed after its last
+    layer unless `inputs_kept` (pipeline parallelism); `max_chunk`: its buffer type's maximum size
+    (`engines/ggml_alloc.py`); `host`: the host of such a run, which holds every graph input; `host_idle`:
+    the GPUs run the host's matmuls (op offload at this micro-batch), so the host computes nothing
+    but the input embeddings."""
+
+    gpu: bool = False
+    inputs_kept: bool = False
+    max_chunk: int = 0
+    host: bool = False
+    host_idle: bool = False
+
+
+CPU_ONLY = DeviceRole()
+
+
 def compute_bytes(
     spec: ModelSpec,
     cfg: CacheConfig,
@@ -371,17 +410,36 @@ def compute_bytes(
     has_output: bool,
     attn_layers: NDArray[np.bool_],
     ffn_layers: NDArray[np.bool_],
-    gpu: bool = False,
+    role: DeviceRole = CPU_ONLY,
     copy_phase: int = 0,
 ) -> int:
     """Compute buffer of one device whose decoder layers run their attention where `attn_layers`
     and their FFN where `ffn_layers` is set (see the module docstring for the model of the peak).
-    `gpu`: a GPU beside the host, whose copies of the graph inputs (KQ masks) are freed after its last
-    layer, before the logits (`engines/gpu_backends.py`); `copy_phase`: the bytes live while it runs
-    the largest op it offloads from the host (the weight's copy and that op's activations)."""
+    `copy_phase`: the bytes live while it runs the largest op it offloads from the host (the weight's
+    copy and that op's activations)."""
     return _compute_bytes(
-        spec, cfg, n_outputs, has_output, attn_layers.tobytes(), ffn_layers.tobytes(), gpu, copy_phase
+        spec, cfg, n_outputs, has_output, attn_layers.tobytes(), ffn_layers.tobytes(), role, copy_phase
     )
+
+
+def _masks(acts: "_Activations", with_cache: NDArray[np.bool_], ub: int, elem: int) -> list[tuple[int, int]]:
+    """One KQ mask per cache (full, SWA; the DSA indexer's is F16), n_kv x n_tokens/n_stream x
+    n_stream (llama-graph.cpp build_attn_inp_kq_mask), so streams do not multiply it. Two caches of
+    equal size are still two tensors. Each as (bytes, the first layer that reads it)."""
+    # (layers, their cells, bytes per mask element): DeepSeek-V4's indexer masks its compressed rows,
+    # and each of its compressed caches (CSA, HCA) has a mask of its own (llm_graph_input_dsv4).
+    kinds = [(~acts.swa, acts.cells, elem), (acts.swa, acts.cells, elem)]
+    if acts.lid is not None:
+        kinds.append((acts.lid, acts.cells if acts.comp_cells is None else acts.comp_cells, 2))
+    if acts.ratio is not None and acts.comp_cells is not None:
+        kinds += [(acts.ratio == r, acts.comp_cells, elem) for r in np.unique(acts.ratio[acts.ratio > 0])]
+    out = []
+    for kind, cells, size in kinds:
+        hit = np.flatnonzero(with_cache & kind)
+        if hit.size:
+            first = int(np.flatnonzero((acts.cells > 0) & kind)[0])
+            out.append((int(cells[hit[-1]]) * ub * size, first))
+    return out
 
 
 @by_identity(maxsize=4096)  # placements of every quantization share a handful of layer masks
@@ -392,7 +450,7 @@ def _compute_bytes(
     has_output: bool,
     attn_mask: bytes,
     ffn_mask: bytes,
-    gpu: bool,
+    role: DeviceRole,
     copy_phase: int,
 ) -> int:
     attn_layers = np.frombuffer(attn_mask, dtype=np.bool_)
@@ -401,31 +459,51 @@ def _compute_bytes(
     ub = context(spec, cfg).n_ubatch
     e = spec.n_embd
     mask_bytes = 2 if cfg.flash_attn else 4
+    # The mask as the graph input holds it: F32 without flash attention, and with it before #23764
+    # (then cast to F16 where the first layer runs, `engines/builds.py F16_MASK`).
+    input_bytes = 4 if cfg.f32_mask or not cfg.flash_attn else 2
     has_layers = bool(attn_layers.any() or ffn_layers.any())
-    # One KQ mask per cache (full, SWA), F16 with flash attention: n_kv x n_tokens/n_stream x n_stream
-    # (llama-graph.cpp build_attn_inp_kq_mask), so streams do not multiply it. The masks are graph
-    # inputs: the host buffer holds them (and the token-embedding rows) even with no layer on the CPU.
-    # Two caches of equal size are still two tensors.
     inputs_only = not has_layers and not has_output  # the host when every layer is offloaded
-    if inputs_only and gpu:
+    if inputs_only and role.gpu:
         return copy_phase  # a GPU that holds no layer runs only what the host offloads to it
-    with_cache = (acts.cells > 0) & (True if inputs_only else attn_layers)
-    masks = 0
-    for kind in (~acts.swa, acts.swa):
-        hit = np.flatnonzero(with_cache & kind)
-        masks += int(acts.cells[hit[-1]]) * ub * mask_bytes if hit.size else 0
-    if acts.lid is not None:  # the indexer cache's mask: F16 for the fused lightning indexer
-        hit = np.flatnonzero(with_cache & acts.lid)
-        lid_cells = acts.cells if acts.comp_cells is None else acts.comp_cells  # DeepSeek-V4: its rows
-        masks += int(lid_cells[hit[-1]]) * ub * 2 if hit.size else 0
-    if acts.ratio is not None and acts.comp_cells is not None:
-        # DeepSeek-V4: one mask per compressed cache (CSA, HCA) over its rows (llm_graph_input_dsv4)
-        for ratio in np.unique(acts.ratio[acts.ratio > 0]):
-            hit = np.flatnonzero(with_cache & (acts.ratio == ratio))
-            masks += int(acts.comp_cells[hit[-1]]) * ub * mask_bytes if hit.size else 0
-    if inputs_only:
-        return masks + 16 * ub * e  # measured: 4 F32 rows of n_embd per token (embedding lookups)
     logits = 4 * n_outputs * spec.n_vocab + 8 * n_outputs * e if has_output else 0
+    embd_rows = 4 * cfg.embd_rows * ub * e  # the input embeddings (`build_inp_embd`)
+    if role.host:
+        # The host of a GPU run holds every graph input: each cache's mask and the input embeddings,
+        # whichever layers it runs (the real logs' host compute lines; gpu_logs.py).
+        held_inputs = sum(m for m, _ in _masks(acts, acts.cells > 0, ub, input_bytes)) + embd_rows
+        if inputs_only or role.host_idle:
+            return held_inputs + logits
+        return held_inputs + max(_layers_peak(spec, cfg, acts, attn_layers, ffn_layers, copy_phase), logits)
+    # The masks are graph inputs: the host buffer holds them (and the token-embedding rows) even with
+    # no layer on the CPU.
+    with_cache = (acts.cells > 0) & (True if inputs_only else attn_layers)
+    masks = _masks(acts, with_cache, ub, mask_bytes)
+    if inputs_only:
+        return sum(m for m, _ in masks) + embd_rows
+    peak = _layers_peak(spec, cfg, acts, attn_layers, ffn_layers, copy_phase)
+    inputs = 4 * ub * e if not has_layers else 0
+    leaves = int(acts.leaf.sum(where=attn_layers)) if acts.leaf is not None else 0
+    held = int(acts.held.max(initial=0, where=attn_layers)) if acts.held is not None else 0
+    if role.gpu:
+        f32 = cfg.f32_mask and cfg.flash_attn
+        return _gpu_layout(acts, attn_layers, masks, role, f32, peak, logits, n_outputs * e) + (
+            inputs + leaves + held
+        )
+    return sum(m for m, _ in masks) + max(peak, logits) + inputs + leaves + held
+
+
+def _layers_peak(
+    spec: ModelSpec,
+    cfg: CacheConfig,
+    acts: "_Activations",
+    attn_layers: NDArray[np.bool_],
+    ffn_layers: NDArray[np.bool_],
+    copy_phase: int,
+) -> int:
+    """The largest layer's live activations on this device (module docstring)."""
+    ub = context(spec, cfg).n_ubatch
+    e = spec.n_embd
     layers_peak = max(
         4 * ub * e,
         int(acts.attn.max(initial=0, where=attn_layers)),
@@ -433,18 +511,50 @@ def _compute_bytes(
         copy_phase,
     )
     peak = layers_peak
-    if spec.n_embd_per_layer and has_layers:
+    if spec.n_embd_per_layer and bool(attn_layers.any() or ffn_layers.any()):
         # Gemma 3n/4 per-layer inputs, F32 {ple * n_layer, n_tokens}: held through every layer, and
         # about four of them live while layer 0's device projects them (per_layer_model_proj sits with
         # layer 0); measured on CPU: 4 of them + 5 F32 rows of n_embd per token.
         ple = 4 * ub * spec.n_embd_per_layer * spec.n_layer
         peak = max(peak, layers_peak + ple, 4 * ple + 20 * ub * e if attn_layers[0] else 0)
-    inputs = 4 * ub * e if not has_layers else 0
-    leaves = int(acts.leaf.sum(where=attn_layers)) if acts.leaf is not None else 0
-    held = int(acts.held.max(initial=0, where=attn_layers)) if acts.held is not None else 0
-    if gpu:  # the masks' copies are gone by the time the logits are computed
-        return max(masks + peak, logits) + inputs + leaves + held
-    return masks + max(peak, logits) + inputs + leaves + held
+    return peak
+
+
+def _gpu_layout(
+    acts: "_Activations",
+    attn_layers: NDArray[np.bool_],
+    masks: list[tuple[int, int]],
+    role: DeviceRole,
+    f32_mask: bool,
+    peak: int,
+    logits: int,
+    out_rows: int,
+) -> int:
+    """A GPU's compute buffer as ggml-alloc lays out its graph (`engines/ggml_alloc.py`): the masks'
+    copies at the start of its first split, the largest layer, the masks freed after its last layer
+    (kept with pipeline parallelism), then the output rows and the logits. Before #23764 a mask is
+    copied in as F32 to the GPU of the first layer that reads it and cast to F16 there, inside that
+    layer (whose activations are live then); the other GPUs receive the F16 cast."""
+    a = Allocator(role.max_chunk)
+    casts = [i for i, (_, first) in enumerate(masks) if f32_mask and attn_layers[first]]
+    for i in casts:
+        a.alloc(f"f32_{i}", 2 * masks[i][0])  # the F16-sized mask's F32 input, copied in
+    if casts:
+        a.alloc("cast_acts", int(acts.attn[masks[casts[0]][1]]))
+    for i, (m, _) in enumerate(masks):
+        a.alloc(f"mask{i}", m)
+    a.free("cast_acts")
+    for i in casts:
+        a.free(f"f32_{i}")
+    a.alloc("layer", peak)
+    a.free("layer")
+    if not role.inputs_kept:
+        for i in range(len(masks)):
+            a.free(f"mask{i}")
+    if logits:
+        a.alloc("rows", 8 * out_rows)  # the output rows' get_rows and norm, F32
+        a.alloc("logits", logits - 8 * out_rows)
+    return a.size
 
 
 @dataclass(frozen=True, eq=False)
@@ -477,15 +587,22 @@ def plan_memory(
     op_offload: bool = True,
     free: tuple[int, ...] = (),
     output_first: bool = True,
+    cuda_row_split: bool = False,
 ) -> MemoryPlan:
     """Bytes per device for this model, runtime config and placement. `load_mtp`: the MTP layers'
     weights are loaded too (MTP drafting). The GPUs' backend comes from their names (CUDA0, Vulkan0,
     MTL0, RPC0 ...; `gpu_backends.py`); `op_offload` False is `--no-op-offload`; `free`: each GPU's
-    free memory, which splits the layers when -ts is absent; `output_first`: see `layer_devices`."""
+    free memory, which splits the layers when -ts is absent; `output_first`: see `layer_devices`;
+    `cuda_row_split`: the build still has CUDA's split buffer type (`-sm row`, `engines/builds.py`)."""
     p = placement or Placement()
     fe = frontend or Frontend()
     spec = inv.spec
-    devs = layer_devices(inv.block_count, gpus, p, free, output_first)
+    # -sm none: the main GPU only (llama.cpp's model loader drops the other devices, `llama.cpp`
+    # llama_model_load_from_splits); the others stay in the table with nothing on them.
+    layer_gpus = gpus[:1] if p.split_mode == "none" else gpus
+    if p.split_mode == "row":
+        _check_row_split(gpus, cuda_row_split)
+    devs = layer_devices(inv.block_count, layer_gpus, p, free[: len(layer_gpus)], output_first)
     backends = [backend_of_device(g) for g in gpus]
     gpu_backend = backends[0] if backends and backends[0] is not None and backends[0].name != "RPC" else None
     # A GPU backend's pinned host buffer type takes precedence over CPU_REPACK; RPC devices have none.
@@ -504,7 +621,11 @@ def plan_memory(
     if repack:
         assign = np.where((assign == index[CPU]) & _repackable(table, cols), index[REPACK], assign)
     assign = np.where(cols.loaded | load_mtp, assign, len(names))
-    weights = np.bincount(assign, weights=table.nbytes, minlength=len(names) + 1)
+    weights: NDArray[np.float64] = np.bincount(assign, weights=table.nbytes, minlength=len(names) + 1).astype(
+        np.float64
+    )
+    if p.split_mode == "row" and len(gpus) > 1:
+        weights = _row_split(table, assign, weights, [index[g] for g in gpus], p.tensor_split or free)
     mem = {n: DeviceMemory(n, weights_bytes=round(weights[i])) for i, n in enumerate(names)}
     output_dev = devs[-1]
     if spec.tied_embeddings and output_dev != CPU:
@@ -534,8 +655,19 @@ def plan_memory(
     # Pipeline parallelism (`llama_context` ctor: several devices, every layer offloaded, split mode
     # layer, KV offloaded, no -ot): split inputs are flagged outputs (`ggml_backend_sched_split_graph`,
     # n_copies > 1), so a GPU's mask copies live to the end of the graph, beside the logits.
-    pipeline = len(gpus) > 1 and CPU not in devs and not p.overrides and not p.no_kv_offload
-    inputs_freed = gpu_backend is not None and gpu_backend.graph_inputs_on_host and not pipeline
+    layered = p.split_mode == "layer"
+    pipeline = len(gpus) > 1 and layered and CPU not in devs and not p.overrides and not p.no_kv_offload
+    inputs_on_host = gpu_backend is not None and gpu_backend.graph_inputs_on_host
+    gpu_role = DeviceRole(
+        gpu=inputs_on_host,
+        inputs_kept=pipeline,
+        max_chunk=gpu_backend.max_buffer_bytes if gpu_backend is not None and cfg.galloc_chunks else 0,
+    )
+    # With op offload at this micro-batch the GPUs run the host's matmuls; a host without attention
+    # layers then computes only the input embeddings.
+    offloading = gpu_backend is not None and gpu_backend.op_offload and op_offload
+    host_idle = offloading and ctx.n_ubatch >= OP_OFFLOAD_MIN_BATCH and not (attn_dev == index[CPU]).any()
+    host_role = DeviceRole(host=inputs_on_host, host_idle=bool(host_idle) and inputs_on_host)
     for name in [CPU, *gpus]:
         i = index[name]
         on_main = name == main and gpu_backend is not None
@@ -547,7 +679,7 @@ def plan_memory(
             logits_here,
             attn_dev == i,
             ffn_dev == i,
-            gpu=name != CPU and inputs_freed,
+            gpu_role if name != CPU else host_role,
             copy_phase=offload.phase if on_main else 0,
         )
         if on_main and offload.logits:  # the host's output matmul, its weight copied in
@@ -564,6 +696,59 @@ def plan_memory(
             mem[main].weights_bytes += round(weights[index[CPU]])
     mem[CPU].output_bytes = 4 * spec.n_vocab * cfg.n_seq  # logits of one output per sequence, host memory
     return MemoryPlan(tuple(mem.values()), ctx.n_ctx, ctx.n_ubatch, repack, table, assign)
+
+
+# Backends whose registry still offers `ggml_backend_split_buffer_type` in the pinned build (grep of
+# ggml/src: ggml-sycl.cpp; ggml-cuda.cu dropped it in #24216, Vulkan and Metal never had one).
+_ROW_SPLIT_ALWAYS = ("SYCL",)
+_ROW_SPLIT_UNTIL_24216 = ("CUDA", "ROCm")
+
+
+def _check_row_split(gpus: tuple[str, ...], cuda_row_split: bool) -> None:
+    """-sm row needs a split buffer type on every GPU (`make_gpu_buft_list` in llama-model.cpp throws
+    "device ... does not support split buffers" otherwise)."""
+    for g in gpus:
+        b = backend_of_device(g)
+        name = b.name if b is not None else g
+        if name in _ROW_SPLIT_ALWAYS or (name in _ROW_SPLIT_UNTIL_24216 and cuda_row_split):
+            continue
+        why = (
+            "CUDA/ROCm lost it in ggml-org/llama.cpp#24216 ('CUDA: remove -sm row', June 2026; give "
+            "--llamacpp-build of an older build to plan one)"
+            if name in _ROW_SPLIT_UNTIL_24216
+            else f"the {name} backend has none"
+        )
+        raise MoeplanError(
+            f"-sm row needs a split buffer type on {g} and {why}: llama.cpp stops with 'device {g} does "
+            "not support split buffers'; use -sm layer (the default)"
+        )
+
+
+def _row_split(
+    table: TensorTable,
+    assign: NDArray[np.int64],
+    weights: NDArray[np.float64],
+    gpu_index: list[int],
+    shares: tuple[float, ...] | tuple[int, ...],
+) -> NDArray[np.float64]:
+    """-sm row (`make_gpu_buft_list`, CUDA's split buffer type before #24216): every 2-D weight matrix
+    of a layer on a GPU goes to the split buffer, whose rows are spread over all GPUs by -ts (the
+    free memory without it); 3-D expert stacks cannot be split (#13919) and stay with their layer, as do
+    norms, biases and the KV cache (#10026: split by layer). Rows are split at multiples of the
+    matmul tile (ggml-cuda get_row_rounding), which moves at most a tile of rows per tensor."""
+    share = np.array([float(x) for x in shares][: len(gpu_index)] or [1.0] * len(gpu_index))
+    if share.size < len(gpu_index) or not share.sum():
+        share = np.ones(len(gpu_index))
+    share = share / share.sum()
+    two_d = np.array([len(t.shape) == 2 and t.role is not Role.EMBED for t in table.layout.specs])
+    split = two_d & np.isin(assign, gpu_index)
+    out = weights.copy()
+    moved = np.bincount(assign[split], weights=table.nbytes[split], minlength=weights.size)
+    out -= moved
+    total = float(table.nbytes[split].sum())
+    for k, i in enumerate(gpu_index):
+        out[i] += total * share[k]
+    return out
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("-cmoe", "--cpu-moe"), "cpu_moe", "placement", "every expert on the CPU", False),
     Flag(("-ts", "--tensor-split"), "tensor_split", "placement", "share of layers per GPU"),
     Flag(("-nkvo", "--no-kv-offload"), "no_kv_offload", "placement", "KV cache in host memory", False),
+    Flag(("-sm", "--split-mode"), "split_mode", "placement", "none, layer (default) or row"),
     Flag(("--spec-type",), "spec_type", "setting", "speculative decoding: draft-mtp, draft-simple (-md) ..."),
     Flag(("-md", "--spec-draft-model", "--model-draft"), "model_draft", "setting", "draft model GGUF"),
     Flag(("--spec-draft-n-max",), "spec_draft_n_max", "setting", "tokens drafted per step"),

@@ -79,6 +79,9 @@ class CacheConfig:
     swa_full: bool = False
     mla_v_cache: bool = False  # builds before ggml-org/llama.cpp#19067 also cache MLA's V (engines/builds.py)
     kv_pad: int = PAD  # cells the context and caches are padded to (32 without FA before #17046)
+    f32_mask: bool = False  # builds before #23764 reserve the KQ mask in F32 and cast it to F16 for FA
+    embd_rows: int = 4  # F32 rows of n_embd per token the input-embedding select holds (builds.py)
+    galloc_chunks: bool = True  # compute buffers split at the backend's max buffer size (#15815)
 
     def __post_init__(self) -> None:
         if self.n_ctx < 0 or self.n_seq < 1 or self.n_ubatch < 1 or self.n_batch < 1:

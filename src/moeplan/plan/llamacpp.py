@@ -18,7 +18,7 @@ from typing import Any
 
 from moeplan.arch.inventory import Inventory, Role, inventory
 from moeplan.arch.spec import ModelSpec
-from moeplan.engines.builds import PINNED_BUILD, at_build, output_first
+from moeplan.engines.builds import PINNED_BUILD, at_build, cuda_row_split, output_first
 from moeplan.engines.gpu_backends import Backend, usable_bytes, vendor_backend
 from moeplan.engines.llamacpp import CPU, Frontend, MemoryPlan, parse_placement, plan_memory
 from moeplan.hardware.spec import GPU, Node, Rig
@@ -176,6 +176,7 @@ def memory_options(strategy: str, flags: str, cpu: DeviceSlot, gpus: list[Device
         "op_offload": rt.op_offload,
         "free": tuple(g.free_bytes for g in gpus) if split_by_free else (),
         "output_first": output_first(rt.build),
+        "cuda_row_split": cuda_row_split(rt.build),
     }
 
 
