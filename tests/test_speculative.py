@@ -28,6 +28,7 @@ from moeplan.perf.batching import TILED_MIN_ROWS, distinct_experts
 from moeplan.perf.decode import device_time
 from moeplan.perf.devices import Rates
 from moeplan.perf.estimate import Speed
+from moeplan.perf.prefill import prefill_time
 from moeplan.perf.speculative import (
     Acceptance,
     acceptance_from_length,
@@ -273,6 +274,12 @@ def test_cpu_step_of_k_tokens_reads_weights_once_and_passes_experts_per_token() 
     below = device_time(tiled, r, 0, TILED_MIN_ROWS - 1, sequences=1)[0]
     at = device_time(tiled, r, 0, TILED_MIN_ROWS, sequences=1)[0]
     assert at < below and at == pytest.approx(max(9e6 / r.bandwidth, 8 * 9e6 / r.flops))
+    # prefill takes the same rule: 512 tokens over K-quant experts are tiled matmuls, over F16 (or
+    # repacked) experts 512 x 8 passes
+    work = {True: TokenWork({CPU: tiled}, 0, 1), False: TokenWork({CPU: w}, 0, 1)}
+    as_gemm, per_token = (prefill_time(work[t], {CPU: r}, 512).seconds for t in (True, False))
+    assert per_token == pytest.approx(512 * 1e6 / r.flops + 512 * 8 * 1e6 / r.cached_gemv_bandwidth)
+    assert as_gemm == pytest.approx(max(512 * 9e6 / r.flops, 9e6 / r.stream_bandwidth))
     # a GPU runs the k tokens as one matmul: no per-token passes
     gpu = Rates("CUDA0", "CUDA0", 1e12, 1e14, 1e14, 0.0, True, 1e12)
     assert device_time(w, gpu, 0, 4, sequences=1)[0] == pytest.approx(9e6 / gpu.bandwidth)

@@ -16,6 +16,12 @@ acceptance moeplan is given is measured from the run's own counters (draft_n_acc
 verification steps). Absolute speeds are predicted with host factors fitted on dense probes
 (validation/speed.py) measured just before; the check passes on the drafted speed predicted from
 the measured speed without drafting (the host's drift between minutes cancels), within 25%.
+
+Steps of k tokens: a verification step is one forward pass over 1 + n_max tokens. llama-bench
+pp1/pp2/pp4/pp8 times exactly such a step (from an empty cache); the targets' and the draft's
+growth t_k / t_1 is checked against `decode.step_time` at batch k over one sequence. The one rate
+no dense probe shows, a thread's dot-product pass over experts already in cache, is fitted first on
+a lean OLMoE (a MoE probe that is not a target).
 """
 
 from __future__ import annotations
