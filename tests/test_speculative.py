@@ -1,8 +1,11 @@
 """Speculative decoding: the draft side's memory (engines/speculative.py), its speed
 (perf/speculative.py), the drafting options of a plan (plan/speculative.py) and the faces."""
 
+import itertools
 import json
+import math
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -21,7 +24,19 @@ from moeplan.engines.speculative import (
 from moeplan.errors import MoeplanError
 from moeplan.memory.kv import CacheConfig, cache_type
 from moeplan.memory.weights import Weights, predict
-from moeplan.perf.speculative import acceptance_from_length, tokens_per_step
+from moeplan.perf.batching import TILED_MIN_ROWS, distinct_experts
+from moeplan.perf.decode import device_time
+from moeplan.perf.devices import Rates
+from moeplan.perf.estimate import Speed
+from moeplan.perf.prefill import prefill_time
+from moeplan.perf.speculative import (
+    Acceptance,
+    acceptance_from_length,
+    drafted_speed,
+    tokens_per_step,
+    verify_seconds,
+)
+from moeplan.perf.traffic import DeviceWork, ExpertLayer, TokenWork
 from moeplan.plan.speculative import draft_candidates
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import load_catalog
@@ -207,3 +222,87 @@ def test_drafting_is_planned_for_the_plans_own_llama_cpp() -> None:
     loose = api.plan("qwen3.5-35b-a3b", rig, draft="mtp", fit_target_mib=256)
     (dl,) = loose.drafting
     assert all(x.margin_bytes == 256 * 2**20 for x in dl.devices if x.name != "CPU")
+
+
+def test_distinct_experts_is_exact_for_uniform_top_k() -> None:
+    # brute force: every token picks one of the C(E, k) expert sets, all equally likely
+    n_expert, k, batch = 6, 2, 3
+    sets = list(itertools.combinations(range(n_expert), k))
+    union = [len(set().union(*combo)) for combo in itertools.product(sets, repeat=batch)]
+    assert distinct_experts(n_expert, k, batch) == pytest.approx(sum(union) / len(union), rel=1e-12)
+    # Monte Carlo at a real model's routing (128 experts, 8 used), fixed seed
+    rng = np.random.default_rng(18)
+    n_expert, k, batch, trials = 128, 8, 5, 4000
+    picks = rng.random((trials, batch, n_expert)).argsort(axis=-1)[..., :k].reshape(trials, -1)
+    counts = np.array([len(np.unique(row)) for row in picks])
+    sem = counts.std() / math.sqrt(trials)
+    assert abs(distinct_experts(n_expert, k, batch) - counts.mean()) < 4 * sem
+    # limits and monotonicity: k for one token, all experts for many, never more than k per token
+    assert distinct_experts(128, 8, 1) == 8
+    assert distinct_experts(8, 8, 3) == 8
+    grown = [distinct_experts(128, 8, b) for b in range(1, 64)]
+    assert all(a < b for a, b in itertools.pairwise(grown))
+    assert all(d <= min(128, 8 * b) for b, d in enumerate(grown, start=1))
+    assert distinct_experts(128, 8, 10_000) == pytest.approx(128)
+
+
+def _cpu(bandwidth: float = 10e9, cached: float = 25e9, flops: float = 50e9) -> Rates:
+    return Rates(
+        CPU, "RAM bandwidth", bandwidth, flops, math.inf, 0.0, False, bandwidth, cached_gemv_bandwidth=cached
+    )
+
+
+def _moe(n_expert: int = 8, n_used: int = 8, tiled: float = 0.0) -> DeviceWork:
+    """One MoE layer: 1 MB of dense weights, experts of 1 MB (1 MFLOP per token)."""
+    w = DeviceWork(CPU, dense_bytes=1e6, dense_flops=1e6, layers=1)
+    w.experts.append(ExpertLayer(0, CPU, n_expert, n_used, 1e6, 1e6, tiled * 1e6, tiled * 1e6))
+    return w
+
+
+def test_cpu_step_of_k_tokens_reads_weights_once_and_passes_experts_per_token() -> None:
+    r, w = _cpu(), _moe()
+    # one token: the weights streamed once, bandwidth-bound
+    assert device_time(w, r, 0, 1)[0] == pytest.approx(9e6 / r.bandwidth)
+    for k in (2, 4, 7):
+        t, kind = device_time(w, r, 0, k, sequences=1)
+        # all 8 experts are read once; each further token is one pass over its 8 experts from cache
+        assert t == pytest.approx(9e6 / r.bandwidth + (k - 1) * 8e6 / r.cached_gemv_bandwidth)
+        passes_bound = (k - 1) * 8e6 / r.cached_gemv_bandwidth > 9e6 / r.bandwidth
+        assert kind == ("compute" if passes_bound else "bandwidth")
+    # K-quant experts (tiled-eligible): from 8 rows per expert on they are one matmul, not passes
+    tiled = _moe(tiled=1.0)
+    below = device_time(tiled, r, 0, TILED_MIN_ROWS - 1, sequences=1)[0]
+    at = device_time(tiled, r, 0, TILED_MIN_ROWS, sequences=1)[0]
+    assert at < below and at == pytest.approx(max(9e6 / r.bandwidth, 8 * 9e6 / r.flops))
+    # prefill takes the same rule: 512 tokens over K-quant experts are tiled matmuls, over F16 (or
+    # repacked) experts 512 x 8 passes
+    work = {True: TokenWork({CPU: tiled}, 0, 1), False: TokenWork({CPU: w}, 0, 1)}
+    as_gemm, per_token = (prefill_time(work[t], {CPU: r}, 512).seconds for t in (True, False))
+    assert per_token == pytest.approx(512 * 1e6 / r.flops + 512 * 8 * 1e6 / r.cached_gemv_bandwidth)
+    assert as_gemm == pytest.approx(max(512 * 9e6 / r.flops, 9e6 / r.stream_bandwidth))
+    # a GPU runs the k tokens as one matmul: no per-token passes
+    gpu = Rates("CUDA0", "CUDA0", 1e12, 1e14, 1e14, 0.0, True, 1e12)
+    assert device_time(w, gpu, 0, 4, sequences=1)[0] == pytest.approx(9e6 / gpu.bandwidth)
+
+
+def test_verification_cost_and_where_drafting_pays() -> None:
+    sparse = _moe(n_expert=128, n_used=8)
+    perf = Speed(TokenWork({CPU: sparse}, 0, 1), {CPU: _cpu()}, math.inf, 0, 512)
+    steps = [verify_seconds(perf, k) for k in range(1, 9)]
+    assert steps[0] == pytest.approx(perf.seconds_per_token)
+    assert all(a < b for a, b in itertools.pairwise(steps))
+    # k tokens over 128 experts read E(1 - (1 - 8/128)^k) of them from RAM, the rest from cache
+    k = 4
+    d = distinct_experts(128, 8, k)
+    want = (1e6 + d * 1e6) / 10e9 + (k * 8 - d) * 1e6 / 25e9
+    assert verify_seconds(perf, k) == pytest.approx(want)
+    # on the CPU alone the 4 tokens read 3.6x the experts of one: even 90% acceptance loses
+    high = Acceptance(0.9, "test")
+    assert not drafted_speed(perf, 1e-5, 3, high).pays
+    # every expert read anyway (k = E): the further tokens cost only their passes, drafting pays ...
+    dense = Speed(TokenWork({CPU: _moe()}, 0, 1), {CPU: _cpu()}, math.inf, 0, 512)
+    assert drafted_speed(dense, 1e-5, 3, high).pays
+    # ... unless nothing is accepted, or less where the passes cost as much as streaming
+    assert not drafted_speed(dense, 1e-5, 3, Acceptance(0.0, "test")).pays
+    slow = Speed(TokenWork({CPU: _moe()}, 0, 1), {CPU: _cpu(cached=10e9)}, math.inf, 0, 512)
+    assert drafted_speed(slow, 1e-5, 3, high).speedup < drafted_speed(dense, 1e-5, 3, high).speedup

@@ -16,13 +16,22 @@ acceptance moeplan is given is measured from the run's own counters (draft_n_acc
 verification steps). Absolute speeds are predicted with host factors fitted on dense probes
 (validation/speed.py) measured just before; the check passes on the drafted speed predicted from
 the measured speed without drafting (the host's drift between minutes cancels), within 25%.
+
+Steps of k tokens: a verification step is one forward pass over 1 + n_max tokens. llama-bench
+pp1/pp2/pp4/pp8 times exactly such a step (from an empty cache); the targets' and the draft's
+growth t_k / t_1 is checked against `decode.step_time` at batch k over one sequence. The one rate
+no dense probe shows, a thread's dot-product pass over experts already in cache, is fitted first on
+a lean OLMoE (a MoE probe that is not a target).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import math
 import re
+import statistics
 import subprocess
 import tempfile
 import time
@@ -31,11 +40,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from moeplan.engines.llamacpp import CPU, Frontend, plan_memory
+from scipy.optimize import minimize_scalar  # type: ignore[import-untyped]
+
+from moeplan.arch.spec import ModelSpec
+from moeplan.engines.llamacpp import CPU, Frontend, MemoryPlan, plan_memory
 from moeplan.engines.speculative import Drafting, DraftModel, SpecType, SpeculativeMemory, plan_speculative
 from moeplan.hardware.detect import detect
 from moeplan.memory.kv import CacheConfig
 from moeplan.perf.calibration import Calibration
+from moeplan.perf.decode import step_time
 from moeplan.perf.estimate import speed
 from moeplan.perf.speculative import (
     Acceptance,
@@ -45,7 +58,7 @@ from moeplan.perf.speculative import (
     snapshot_bytes,
 )
 from moeplan.sources.catalog import load_catalog
-from validation.llamacpp import MIB, _header, bin_dir, run_named, write_result
+from validation.llamacpp import MIB, _header, bin_dir, run, run_named, write_result
 from validation.materialize import materialize
 from validation.runtime import (
     KV_TOLERANCE_MIB,
@@ -60,7 +73,7 @@ from validation.runtime import (
     stored_weights,
     subject,
 )
-from validation.speed import bench_model, fit_host, measure_rounds
+from validation.speed import _memory, bench_model, fit_host, measure_rounds
 
 MTP_KEY = "qwen35moe"  # hybrid recurrent target: MTP drafting also grows its recurrent state
 DRAFT_PAIR = ("qwen3moe", "qwen3-0.6b")  # a MoE target and its family's smallest dense model
@@ -71,6 +84,10 @@ SPEED_TOLERANCE = 0.25
 THREADS = 1
 FILL = 32  # tokens in the cache mid-completion: the prompt and half the generation
 PROBES = (("llama", None), ("llama", "Q8_0"), ("llama-ffn", None), ("llama-deep", None))
+# The MoE probe (not a target): its per-token cost at 2-8 tokens a step sets this host's dot-product
+# rate on cached experts (no dense probe runs such passes: their matmuls use llamafile sgemm).
+MOE_PROBE = "olmoe"  # lean: 8 experts, all 8 used per token (so no routing statistics enter the fit)
+BATCHES = (1, 2, 4, 8)  # llama-bench -p: one step of k tokens from an empty cache
 _MODEL_BUF = re.compile(r"load_tensors:\s+(\S+) model buffer size =\s*([\d.]+) MiB")
 _DRAFT_START = ("creating MTP draft context", "loading draft model")
 
@@ -219,10 +236,11 @@ def completion(port: int, n_predict: int) -> dict[str, Any]:
     return out
 
 
-def _stats(runs: list[dict[str, Any]]) -> dict[str, float]:
-    speeds = sorted(t["predicted_per_second"] for t in runs)
+def _stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    speeds = [float(t["predicted_per_second"]) for t in runs]
     return {
-        "tok_s": speeds[len(speeds) // 2],
+        "tok_s": statistics.median(speeds),
+        "rounds_tok_s": [round(v, 2) for v in speeds],
         "draft_n": float(sum(t.get("draft_n", 0) for t in runs)),
         "draft_n_accepted": float(sum(t.get("draft_n_accepted", 0) for t in runs)),
     }
@@ -230,7 +248,7 @@ def _stats(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 def measure_pair(
     base: Sequence[str], drafted: Sequence[str], n_predict: int, rounds: int
-) -> list[dict[str, float]]:
+) -> list[dict[str, Any]]:
     """Median decode tokens/s of both servers and the drafting counters, their completions
     interleaved (the shared host's speed drifts between minutes)."""
     with server(base) as p0, server(drafted) as p1:
@@ -250,6 +268,122 @@ def host_calibration(rounds: int = 2, reps: int = 1) -> tuple[Calibration, dict[
     runs = measure_rounds(probes, rounds, reps, THREADS)
     medians = [{t: v["median_ts"] for t, v in rows.items()} for rows, _, _ in runs]
     return fit_host(list(zip(probes, medians, strict=True)), THREADS)
+
+
+# ------------------------------------------------------------------------------------------------
+# one step of k tokens: llama-bench pp-k against decode.step_time at batch k over one sequence
+
+
+@dataclass(frozen=True)
+class Stepper:
+    """A model file and moeplan's memory plan of it, for steps of several tokens."""
+
+    name: str
+    path: str
+    spec: ModelSpec
+    mem: MemoryPlan
+    cfg: CacheConfig
+
+
+def bench_steps(path: str, reps: int = 5) -> tuple[dict[int, float], str]:
+    """llama-bench's seconds for one step of k tokens (pp-k from an empty cache), k in BATCHES: the
+    fastest repetition (the others lost time to other processes on the shared cores)."""
+    args = ["-m", path, "-p", ",".join(map(str, BATCHES)), "-n", "0", "-t", str(THREADS)]
+    r = run("llama-bench", [*args, "-r", str(reps), "-o", "json"], timeout=TIMEOUT)
+    rows: list[dict[str, Any]] = []
+    with contextlib.suppress(ValueError):
+        rows = json.loads(r.stdout or "[]")
+    return {int(row["n_prompt"]): min(row["samples_ns"]) / 1e9 for row in rows}, r.shell
+
+
+def measure_steps(steppers: Sequence[Stepper], rounds: int) -> list[dict[int, list[float]]]:
+    """Every model's pp-k once per round, the rounds one after another (the host drifts)."""
+    out: list[dict[int, list[float]]] = [{k: [] for k in BATCHES} for _ in steppers]
+    for _ in range(rounds):
+        for i, st in enumerate(steppers):
+            times, shell = bench_steps(st.path)
+            if set(times) != set(BATCHES):
+                raise RuntimeError(f"llama-bench failed: {shell}")
+            for k, t in times.items():
+                out[i][k].append(t)
+    return out
+
+
+def predicted_steps(st: Stepper, cal: Calibration) -> dict[int, float]:
+    """moeplan's seconds for one step of k tokens of one sequence (k/2 cached on average)."""
+    perf = speed(st.spec, st.mem, st.cfg, detect().node, fill=0, threads=THREADS, cal=cal)
+    return {k: step_time(perf.work, perf.rates, k // 2, k, cal=cal, sequences=1).seconds for k in BATCHES}
+
+
+def _growth(times: dict[int, float]) -> dict[int, float]:
+    """Each step's time over the one-token step's: the host's drift between runs cancels."""
+    return {k: t / times[1] for k, t in times.items() if k > 1}
+
+
+def with_gemv(cal: Calibration, ratio: float) -> Calibration:
+    """`cal` with a thread's dot-product pass over cached weights `ratio` times its streaming rate."""
+    return dataclasses.replace(cal, cpu_core_gemv_bandwidth=cal.cpu_core_bandwidth * ratio)
+
+
+def fit_gemv(cal: Calibration, probe: Stepper, measured: dict[int, float]) -> tuple[Calibration, float]:
+    """The cached-pass rate that best explains the MoE probe's step growth from 1 to k tokens
+    (least squares of the log errors of t_k / t_1)."""
+    meas = _growth(measured)
+
+    def sq_log(x: float) -> float:
+        pred = _growth(predicted_steps(probe, with_gemv(cal, math.exp(x))))
+        return sum(math.log(pred[k] / meas[k]) ** 2 for k in meas)
+
+    x = float(minimize_scalar(sq_log, bounds=(math.log(0.1), math.log(20.0)), method="bounded").x)
+    return with_gemv(cal, math.exp(x)), math.exp(x)
+
+
+def steppers() -> list[Stepper]:
+    """The MoE probe first, then the speed check's targets and draft model as llama-server runs them."""
+    cfg = CacheConfig(n_ctx=CTX, n_seq=1, unified=True)
+    m = bench_model(MOE_PROBE, None)
+    out = [Stepper(m.key, m.path, m.subject.spec, _memory(m), cfg)]
+    for kind in (SpecType.MTP, SpecType.SIMPLE):
+        p = pair(kind)
+        sm = predicted(p, cfg)
+        out.append(Stepper(p.target.key, str(p.target.path), p.target.spec, sm.target, cfg))
+        dm = p.drafting.model
+        if dm is not None:
+            dplan = plan_memory(dm.inventory, dm.weights, cfg, None, (), Frontend("llama-server", 1))
+            out.append(Stepper(DRAFT_PAIR[1], p.draft_path, dm.inventory.spec, dplan, cfg))
+    return out
+
+
+def step_checks(cal: Calibration, rounds: int = 3) -> tuple[Calibration, float, list[dict[str, Any]]]:
+    """The cached-pass rate from the MoE probe, then every target's and draft's step of k tokens
+    predicted against llama-bench pp-k: the growth t_k / t_1 within 25% (medians of the rounds)."""
+    sts = steppers()
+    measured = measure_steps(sts, rounds)
+    medians = [{k: statistics.median(v) for k, v in m.items()} for m in measured]
+    cal, ratio = fit_gemv(cal, sts[0], medians[0])
+    checks = []
+    for i, st in enumerate(sts):
+        pred = predicted_steps(st, cal)
+        g_pred, g_meas = _growth(pred), _growth(medians[i])
+        err = {k: round(g_pred[k] / g_meas[k] - 1, 4) for k in g_meas}
+        checks.append(
+            {
+                "id": f"spec-steps/{st.name}",
+                "model": st.spec.name,
+                "what": ("probe (sets the cached-pass rate): " if i == 0 else "")
+                + f"one step of k tokens, llama-bench pp-k at {THREADS} thread, growth t_k/t_1 within "
+                f"{SPEED_TOLERANCE:.0%}",
+                "measured_ms": {k: round(1e3 * v, 2) for k, v in medians[i].items()},
+                "measured_rounds_ms": {k: [round(1e3 * t, 2) for t in v] for k, v in measured[i].items()},
+                "predicted_ms": {k: round(1e3 * v, 2) for k, v in pred.items()},
+                "growth_measured": {k: round(v, 3) for k, v in g_meas.items()},
+                "growth_predicted": {k: round(v, 3) for k, v in g_pred.items()},
+                "error": err,
+                "ok": i == 0 or all(abs(e) <= SPEED_TOLERANCE for e in err.values()),
+                "command": f"llama-bench -m {st.path} -p {','.join(map(str, BATCHES))} -n 0 -t {THREADS}",
+            }
+        )
+    return cal, ratio, checks
 
 
 def speed_check(
@@ -294,6 +428,12 @@ def speed_check(
             "base_tok_s": round(base["tok_s"], 2),
             "spec_tok_s": round(spec["tok_s"], 2),
             "speedup": round(spec["tok_s"] / base["tok_s"], 3),
+            # each round's drafted over undrafted speed (the two completions ran back to back)
+            "rounds_speedup": [
+                round(d / b, 3) for b, d in zip(base["rounds_tok_s"], spec["rounds_tok_s"], strict=True)
+            ],
+            "rounds_base_tok_s": base["rounds_tok_s"],
+            "rounds_spec_tok_s": spec["rounds_tok_s"],
             "draft_n": spec["draft_n"],
             "draft_n_accepted": spec["draft_n_accepted"],
         },
@@ -317,6 +457,8 @@ def speed_check(
 def run_speculative() -> dict[str, Any]:
     checks = [memory_check(k) for k in (SpecType.MTP, SpecType.SIMPLE)]
     cal, factors = host_calibration()
+    cal, factors["gemv"], steps = step_checks(cal)
+    checks += steps
     checks += [speed_check(k, cal) for k in (SpecType.MTP, SpecType.SIMPLE)]
     payload = _header(
         "speculative", "speculative decoding: draft-side buffers and speed", checks, host_factors=factors

@@ -19,6 +19,11 @@ class Calibration:
     gpu_layer_overhead_s: float = 30e-6  # kernel launches and syncs per dense layer per token on a GPU
     cpu_bandwidth_eff: float = 0.63  # share of peak DRAM bandwidth the CPU backend streams at
     cpu_core_bandwidth: float = 12.5e9  # bytes/s one thread can stream (caps decode with few threads)
+    # bytes/s one thread's dot-product kernels get through on weights already in cache (a routed
+    # token's pass over an expert the step has streamed). The published points have no such pass,
+    # so the fit cannot separate it from the streaming rate: taken equal to it; validation/speed.py
+    # measures this host's ratio on a MoE probe.
+    cpu_core_gemv_bandwidth: float = 12.5e9
     cpu_layer_overhead_s: float = 35.1e-6  # per dense layer per token on the CPU backend ...
     cpu_thread_sync_s: float = 1.73e-6  # ... plus this per thread: ggml's barriers wait on every thread
     hop_s: float = 40e-6  # one GPU<->CPU round trip (copy + sync) for a layer whose experts sit on the CPU

@@ -7,13 +7,14 @@ page cache (disk-mmap plans).
 
 With `batch` sequences in flight, the dense weights are read once per step, KV and FLOPs scale with
 the batch, and a MoE layer reads the distinct experts its tokens picked: in expectation
-E·(1 − (1 − k/E)^B) under uniform routing (`batching.distinct_experts`).
+E·(1 − (1 − k/E)^B) under uniform routing (`batching.distinct_experts`). On the CPU each routed
+token also costs one dot-product pass over its expert (`device_time`).
 """
 
 from dataclasses import dataclass
 
 from moeplan.engines.llamacpp import CPU
-from moeplan.perf.batching import distinct_experts
+from moeplan.perf.batching import distinct_experts, per_token_part
 from moeplan.perf.calibration import CALIBRATION, Calibration
 from moeplan.perf.devices import Rates
 from moeplan.perf.traffic import DeviceWork, TokenWork
@@ -46,19 +47,30 @@ def device_time(
 ) -> tuple[float, str]:
     """Seconds this device spends on one step of `batch` tokens, and whether bandwidth or compute
     bounds it. `sequences`: whose KV caches the step reads (default one per token; a speculative
-    verification step runs several tokens of one sequence over one cache)."""
+    verification step runs several tokens of one sequence over one cache).
+
+    The weights (and each distinct expert) are read once a step. Several tokens make the dense
+    matmuls matrix-matrix products at the matmul rate, overlapping the reads (llamafile sgemm from
+    2 rows, `llamafile_sgemm`'s n < 2 test; cuBLAS/MMQ on a GPU). The CPU's routed experts are not:
+    below the tiled matmul's row floor each routed token is one more dot-product pass over its
+    expert, run after the pass that streamed it and from cache (`batching.per_token_part`)."""
+    distinct = [distinct_experts(e.n_expert, e.n_used, batch) for e in work.experts]
     if expert_bytes is None:
-        expert_bytes = sum(
-            e.bytes_per_expert * distinct_experts(e.n_expert, e.n_used, batch) for e in work.experts
-        )
+        expert_bytes = sum(e.bytes_per_expert * d for e, d in zip(work.experts, distinct, strict=True))
     nbytes = (
         work.dense_bytes + expert_bytes + (batch if sequences is None else sequences) * work.kv_bytes(fill)
     )
     flops = batch * work.flops_per_token(fill)
+    passes = 0.0
+    if batch > 1 and not r.is_gpu:
+        for e, d in zip(work.experts, distinct, strict=True):
+            pt_bytes, pt_flops = per_token_part(e, batch * e.n_used / d)
+            passes += (batch * e.n_used - d) * pt_bytes / r.cached_gemv_bandwidth
+            flops -= batch * e.n_used * pt_flops
     t_mem = nbytes / r.bandwidth
     t_flop = flops / (r.decode_flops if batch == 1 else r.flops)  # several tokens per weight: a matmul
-    t = max(t_mem, t_flop) + work.layer_ops * r.layer_overhead_s
-    kind = "bandwidth" if t_mem >= t_flop else "compute"
+    t = max(t_mem, t_flop) + passes + work.layer_ops * r.layer_overhead_s
+    kind = "bandwidth" if t_mem >= t_flop + passes else "compute"
     return t, kind
 
 

@@ -54,7 +54,7 @@ def cpu_rates(node: Node, threads: int | None = None, cal: Calibration = CALIBRA
         overhead,
         False,
         bw,
-        cached_gemv_bandwidth=n * cal.cpu_core_bandwidth,
+        cached_gemv_bandwidth=n * cal.cpu_core_gemv_bandwidth,
     )
 
 

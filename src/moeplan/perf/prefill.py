@@ -14,7 +14,7 @@ expert-offload prefill is bound by PCIe, not by the CPU. Unified-memory GPUs rea
 from dataclasses import dataclass
 
 from moeplan.engines.llamacpp import CPU
-from moeplan.perf.batching import distinct_experts
+from moeplan.perf.batching import distinct_experts, per_token_part
 from moeplan.perf.calibration import OP_OFFLOAD_MIN_BATCH
 from moeplan.perf.devices import Rates
 from moeplan.perf.traffic import DeviceWork, TokenWork
@@ -34,18 +34,19 @@ class PrefillTime:
 def _weights(dw: DeviceWork, u: int, r: Rates) -> tuple[float, float]:
     """Weight bytes read, and seconds of matmul on `r`, for a micro-batch of u tokens (no attention,
     no output). Dense matrices see u rows; an expert sees the tokens routed to it, u·k / distinct
-    (multiplied one token at a time when the CPU holds it repacked)."""
+    (on the CPU partly one token at a time: `batching.per_token_part`)."""
     nbytes = dw.dense_bytes
     seconds = u * (dw.dense_flops - dw.output_flops) / r.matmul_flops(u)
     for e in dw.experts:
         distinct = distinct_experts(e.n_expert, e.n_used, u)
+        rows = u * e.n_used / distinct
         nbytes += e.bytes_per_expert * distinct
-        gemm_flops = e.flops_per_expert if r.is_gpu else e.flops_per_expert - e.gemv_flops_per_expert
-        seconds += u * gemm_flops * e.n_used / r.matmul_flops(u * e.n_used / distinct)
-        if not r.is_gpu and e.gemv_bytes_per_expert:
-            # repacked experts: one GEMV per routed token; the first reads DRAM (counted in nbytes),
-            # the others find the expert in cache
-            gemv = max(e.gemv_bytes_per_expert / r.cached_gemv_bandwidth, e.gemv_flops_per_expert / r.flops)
+        pt_bytes, pt_flops = (0.0, 0.0) if r.is_gpu else per_token_part(e, rows)
+        seconds += u * (e.flops_per_expert - pt_flops) * e.n_used / r.matmul_flops(rows)
+        if pt_bytes:
+            # one dot-product pass per routed token; the first reads DRAM (counted in nbytes), the
+            # others find the expert in cache
+            gemv = max(pt_bytes / r.cached_gemv_bandwidth, pt_flops / r.flops)
             seconds += u * e.n_used * gemv
     return nbytes, seconds
 

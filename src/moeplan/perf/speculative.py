@@ -9,8 +9,10 @@ inverse of what its server prints as "mean len" (1 + accepted / verification ste
 
 One step of the target verifies n + 1 tokens of one sequence in one forward pass: the weights are
 read once (a MoE layer reads the distinct experts its n + 1 tokens picked), the KV cache once, the
-FLOPs are n + 1 tokens' (`decode.step_time` with batch n + 1 over one sequence). So the weights
-streamed from RAM in an expert-offload plan are shared by every accepted token of the step. The
+FLOPs are n + 1 tokens' (`decode.step_time` with batch n + 1 over one sequence). So the experts
+streamed from RAM in an expert-offload plan are read once for every accepted token of the step,
+but on the CPU each token still costs one dot-product pass over each expert it routes to (from
+cache): llama.cpp's CPU MUL_MAT_ID multiplies a few-row batch one token at a time. The
 draft decodes n tokens one at a time and first catches up on the tokens the target accepted (one
 more pass over its weights): n + 1 draft passes per step (`common_speculative_impl_draft_mtp`
 process/draft).
@@ -25,8 +27,7 @@ from moeplan.engines.llamacpp import CPU
 from moeplan.engines.speculative import SpeculativeMemory
 from moeplan.errors import MoeplanError
 from moeplan.memory.kv import CacheConfig, kv_widths, row_bytes
-from moeplan.perf.batching import distinct_experts
-from moeplan.perf.decode import device_time, step_time
+from moeplan.perf.decode import step_time
 from moeplan.perf.estimate import Speed
 from moeplan.perf.traffic import host_device
 
@@ -107,34 +108,20 @@ class DraftedSpeed:
 
 
 def verify_seconds(perf: Speed, n_tokens: int, snapshot_bytes: dict[str, float] | None = None) -> float:
-    """The target's forward pass over `n_tokens` tokens of one sequence at the plan's fill.
-
-    A GPU overlaps its loads and its multiply-adds: the step costs the larger of the bytes (the
-    weights and the distinct experts once, one KV cache) and the FLOPs. A CPU's matmul kernels do
-    not overlap them on a few-row batch (llama-bench pp1/pp2/pp4/pp8 on the materialised targets
-    grow by a near-constant time per extra token): its step is the one-token step plus, per further
-    token, its FLOPs at the matmul rate and the bytes of the extra experts it routes to.
+    """The target's forward pass over `n_tokens` tokens of one sequence at the plan's fill: the
+    decode step of `n_tokens` tokens over one KV cache (`decode.step_time`: weights and distinct
+    experts read once, dense matmuls at the matmul rate, the CPU's routed experts one dot-product
+    pass per token).
     `snapshot_bytes`: per device, one sequence's recurrent state. With rollback snapshots the gated
     delta-net op writes one state per token of the step into its output and a copy moves each into
     the cache (read and write; `build_delta_net` with n_rs_seq > 0, models/delta-net-base.cpp): three
     passes over a state per further token."""
-    one = step_time(perf.work, perf.rates, perf.fill, 1, perf.disk, perf.cal)
+    step = step_time(perf.work, perf.rates, perf.fill, n_tokens, perf.disk, perf.cal, sequences=1)
     extra = 0.0
-    for name, dw in perf.work.devices.items():
-        r = perf.rates.get(name) or perf.rates[CPU]
-        if r.is_gpu:
-            t_n, _ = device_time(dw, r, perf.fill, n_tokens, sequences=1)
-            extra += t_n - one.by_device[name]
-            continue
-        more_experts = sum(
-            e.bytes_per_expert * (distinct_experts(e.n_expert, e.n_used, n_tokens) - e.n_used)
-            for e in dw.experts
-        )
-        extra += (n_tokens - 1) * dw.flops_per_token(perf.fill) / r.flops + more_experts / r.bandwidth
     for name, nbytes in (snapshot_bytes or {}).items():
         r = perf.rates.get(host_device(name)) or perf.rates[CPU]
         extra += 3 * (n_tokens - 1) * nbytes / r.bandwidth
-    return one.seconds + extra
+    return step.seconds + extra
 
 
 def snapshot_bytes(sm: SpeculativeMemory, n_max: int, n_seq: int) -> dict[str, float]:

@@ -26,6 +26,31 @@ from moeplan.engines.llamacpp import CPU, REPACK, MemoryPlan
 from moeplan.memo import PER_MODEL, PER_MODEL_QUANT, by_identity
 from moeplan.memory.kv import CacheConfig, kv_widths, row_bytes
 from moeplan.memory.table import TensorLayout, TensorTable
+from moeplan.quant.ggml import GGMLType
+
+# The types ggml-cpu's tiled matmul takes (`ggml_tiled_supported`, ggml-cpu/tiled/tiled.cpp; x86
+# builds with AVX or AVX2): K- and I-quants whose tensors are not in the repack buffer.
+TILED_TYPES = np.array(
+    [
+        int(t)
+        for t in (
+            GGMLType.Q6_K,
+            GGMLType.Q5_K,
+            GGMLType.Q4_K,
+            GGMLType.Q3_K,
+            GGMLType.Q2_K,
+            GGMLType.IQ4_XS,
+            GGMLType.IQ2_XXS,
+            GGMLType.IQ2_XS,
+            GGMLType.IQ2_S,
+            GGMLType.IQ3_XXS,
+            GGMLType.IQ3_S,
+            GGMLType.IQ1_S,
+            GGMLType.IQ1_M,
+        )
+    ],
+    dtype=np.int64,
+)
 
 
 def host_device(name: str) -> str:
@@ -43,11 +68,11 @@ class ExpertLayer(NamedTuple):
     n_used: int
     bytes_per_expert: float  # gate + up + down of one expert
     flops_per_expert: float  # per token that uses it
-    # The part of those in x86-repacked tensors: llama.cpp's repacked MUL_MAT_ID multiplies them
-    # one token at a time (a GEMV per routed token, ggml-cpu/repack.cpp forward_mul_mat_id), so
-    # a micro-batch streams them once per token instead of once.
-    gemv_bytes_per_expert: float = 0.0
-    gemv_flops_per_expert: float = 0.0
+    # The part of those the CPU's tiled matmul can take (K- and I-quants not repacked): the only
+    # experts its MUL_MAT_ID multiplies as a matrix; the rest run one token at a time (see
+    # `batching.per_token_expert_bytes`).
+    tiled_bytes_per_expert: float = 0.0
+    tiled_flops_per_expert: float = 0.0
 
 
 @dataclass
@@ -279,20 +304,21 @@ def _token_work(spec: ModelSpec, mem: MemoryPlan, cache: CacheConfig) -> TokenWo
     stack, on = cols.expert_layer * n + dev_e, dev_e < n
     stack_bytes = _per_slot(stack, on, slots, cols.expert_bytes)
     stack_elements = _per_slot(stack, on, slots, cols.expert_elements)
-    repacked = on & (mem.assignment[cols.expert] == _device_index(mem, REPACK))
-    gemv_bytes = _per_slot(stack, repacked, slots, cols.expert_bytes)
-    gemv_elements = _per_slot(stack, repacked, slots, cols.expert_elements)
+    repacked = mem.assignment[cols.expert] == _device_index(mem, REPACK)
+    tiled = on & ~repacked & np.isin(table.types[cols.expert], TILED_TYPES)
+    tiled_bytes = _per_slot(stack, tiled, slots, cols.expert_bytes)
+    tiled_elements = _per_slot(stack, tiled, slots, cols.expert_elements)
     keys = np.flatnonzero(stack_bytes)
     n_expert, n_used = _routing(spec)
     keys = keys[n_expert[keys // n] > 0]  # expert tensors of a non-MoE layer are not routed
     layer_of = keys // n
     per_expert = [
         (a[keys] * scale / n_expert[layer_of]).tolist()
-        for a, scale in ((stack_bytes, 1), (stack_elements, 2), (gemv_bytes, 1), (gemv_elements, 2))
+        for a, scale in ((stack_bytes, 1), (stack_elements, 2), (tiled_bytes, 1), (tiled_elements, 2))
     ]
-    for key, il, b, fl, gb, gf in zip(keys.tolist(), layer_of.tolist(), *per_expert, strict=True):
+    for key, il, b, fl, tb, tf in zip(keys.tolist(), layer_of.tolist(), *per_expert, strict=True):
         d = key % n
-        dev(d).experts.append(ExpertLayer(il, merged[d], int(n_expert[il]), int(n_used[il]), b, fl, gb, gf))
+        dev(d).experts.append(ExpertLayer(il, merged[d], int(n_expert[il]), int(n_used[il]), b, fl, tb, tf))
     # Which devices hold part of each layer (a layer counts once on each of them).
     dev_l = dev_of[cols.layered]
     held = _per_slot(cols.layered_layer * n + dev_l, dev_l < n, slots).reshape(spec.n_layer, n) > 0
