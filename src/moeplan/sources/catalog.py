@@ -6,15 +6,12 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from moeplan.arch.registry import spec_from_config
 from moeplan.arch.spec import ModelSpec
+from moeplan.data_files import InvalidYAML, load_yaml
 from moeplan.errors import BadConfig, ModelNotFound, did_you_mean
-
-# libyaml's parser when PyYAML was built with it (the wheels are): ~10x faster than pure Python.
-SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Source(BaseModel):
@@ -96,8 +93,8 @@ def _load_entry(file_name: str) -> CatalogEntry:
     (planning caches key on the entry's identity)."""
     item = _FOLDER / file_name
     try:
-        entry = CatalogEntry.model_validate(yaml.load(item.read_text(encoding="utf-8"), Loader=SafeLoader))
-    except (yaml.YAMLError, ValidationError) as e:
+        entry = CatalogEntry.model_validate(load_yaml(item))
+    except (InvalidYAML, ValidationError) as e:
         raise BadConfig(f"catalog file {file_name} is invalid: {str(e).splitlines()[0]}") from None
     if entry.id + ".yaml" != file_name:
         raise BadConfig(f"catalog file {file_name} declares id '{entry.id}'")
