@@ -101,10 +101,21 @@ def _load_entry(file_name: str) -> CatalogEntry:
     return entry
 
 
+def catalog_ids() -> list[str]:
+    """Every catalog id, in the catalog's order, from the file names alone: a lookup that needs a
+    few entries (the draft models of a family) reads those files, not all of them."""
+    names = sorted(p.name for p in _FOLDER.iterdir() if p.name.endswith(".yaml"))
+    return [n.removesuffix(".yaml") for n in names]
+
+
+def load_entry(model_id: str) -> CatalogEntry:
+    """The entry of a catalog id (one of `catalog_ids()`)."""
+    return _load_entry(f"{model_id}.yaml")
+
+
 @cache
 def load_catalog() -> dict[str, CatalogEntry]:
-    names = sorted(p.name for p in _FOLDER.iterdir() if p.name.endswith(".yaml"))
-    entries = (_load_entry(n) for n in names)
+    entries = (load_entry(i) for i in catalog_ids())
     return {e.id: e for e in entries}
 
 
