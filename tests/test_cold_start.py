@@ -1,15 +1,21 @@
-"""What each CLI command imports (issue 16.9): the libraries and modules a command does not use stay
-out of its process, so a later change cannot silently bring back start-up cost. Timing lives in
-`make bench` (benchmarks/cold_start.py); this checks the import set, which does not depend on load."""
+"""What each CLI command imports and how often it collects garbage (issue 16.9): the libraries and
+modules a command does not use stay out of its process, so a later change cannot silently bring
+back start-up cost. Timing lives in `make bench` (benchmarks/cold_start.py); these checks do not
+depend on the machine's load."""
 
+import gc
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from moeplan import cli
+from moeplan.__main__ import SHORT_LIVED_GC
 from moeplan.data_files import CACHE_ENV
 
 # Runs the CLI as `python -m moeplan` does, then writes every module the process holds to argv[1].
@@ -21,7 +27,8 @@ with contextlib.redirect_stdout(io.StringIO()):
         runpy.run_module("moeplan", run_name="__main__")
     except SystemExit:
         pass
-json.dump(sorted(sys.modules), open(out, "w"))
+import gc
+json.dump({"modules": sorted(sys.modules), "gc": gc.get_threshold()}, open(out, "w"))
 """
 
 # Never needed to plan a catalog model with llama.cpp: the YAML parser (the data files come from the
@@ -59,15 +66,20 @@ NOT_FOR_VERSION = (
 )
 
 
-def _modules(args: list[str], tmp_path: Path) -> set[str]:
-    out = tmp_path / "modules.json"
+def _probe(args: list[str], tmp_path: Path) -> dict[str, Any]:
+    out = tmp_path / "probe.json"
     src = str(Path(__file__).parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": src, CACHE_ENV: str(tmp_path / "cache")}
     for _ in range(2):  # the first run parses the data files and fills the cache, as a first start does
         subprocess.run(
             [sys.executable, "-c", _PROBE, str(out), *args], check=True, env=env, capture_output=True
         )
-    return set(json.loads(out.read_text()))
+    probe: dict[str, Any] = json.loads(out.read_text())
+    return probe
+
+
+def _modules(args: list[str], tmp_path: Path) -> set[str]:
+    return set(_probe(args, tmp_path)["modules"])
 
 
 def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
@@ -90,3 +102,19 @@ def test_plan_imports_only_what_planning_uses(args: list[str], tmp_path: Path) -
 @pytest.mark.parametrize("args", [["--version"], ["--help"]])
 def test_version_and_help_import_no_core(args: list[str], tmp_path: Path) -> None:
     assert _loaded(_modules(args, tmp_path), NOT_FOR_VERSION) == []
+
+
+def test_a_command_collects_cycles_rarely_and_serve_as_the_interpreter_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert tuple(_probe(["--version"], tmp_path)["gc"]) == SHORT_LIVED_GC
+    seen = []
+    monkeypatch.setattr("moeplan.web.app.run_server", lambda *a: seen.append(gc.get_threshold()))
+    previous = gc.get_threshold()
+    try:
+        gc.set_threshold(*SHORT_LIVED_GC)
+        result = CliRunner().invoke(cli.app, ["serve", "--port", "8765"])
+    finally:
+        gc.set_threshold(*previous)
+    assert result.exit_code == 0, result.output
+    assert seen == [cli.INTERPRETER_GC]

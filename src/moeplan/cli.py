@@ -1,6 +1,7 @@
 """moeplan: will this model fit, how should I run it, how fast. Every command takes --json."""
 
 import dataclasses
+import gc
 import importlib.util
 import json
 import os
@@ -49,6 +50,9 @@ def _lazy(name: str) -> ModuleType:
 
 if not TYPE_CHECKING:
     api = _lazy("moeplan.api")
+
+# CPython's own collector thresholds (gc.get_threshold() of a fresh interpreter), for `serve`.
+INTERPRETER_GC = (700, 10, 10)
 
 
 def _version(value: bool) -> None:
@@ -802,6 +806,7 @@ def serve(
 ) -> None:
     """Start the web app (deploy pages, hardware checker, compare pages, JSON API)."""
     tcp_port = numbers.parse_int(port, numbers.PORT)
+    gc.set_threshold(*INTERPRETER_GC)  # a server lives long: not the CLI's rare collections (__main__.py)
     from moeplan.web.app import run_server  # the web stack loads only for this command
 
     out.print(f"moeplan web app: http://{host}:{tcp_port}/")
