@@ -60,6 +60,7 @@ NOT_FOR_VERSION = (
     "pydantic",
     "moeplan.arch",
     "moeplan.engines",
+    "moeplan.hardware",
     "moeplan.memory",
     "moeplan.plan.llamacpp",
     "moeplan.sources",

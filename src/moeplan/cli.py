@@ -23,12 +23,12 @@ from rich.table import Table
 
 from moeplan import LLAMACPP_BUILD, __version__, numbers
 from moeplan.errors import MoeplanError
-from moeplan.hardware.spec import Rig
 from moeplan.plan.uses import DEFAULT_USE, LONG_CONTEXT, TOO_SLOW_TOK_S, USES
 from moeplan.units import POLICY, billions, gb, gib
 
 if TYPE_CHECKING:
     from moeplan import api
+    from moeplan.hardware.spec import Rig
     from moeplan.memory.report import SizeReport
 
 
@@ -386,7 +386,7 @@ RigOpt = Annotated[
 ]
 
 
-def _rig_table(rig: Rig) -> Table:
+def _rig_table(rig: "Rig") -> Table:
     t = Table(title=f"rig: {rig.text}", show_header=False)
     t.add_column(style="bold")
     t.add_column()
@@ -416,7 +416,7 @@ def _rig_table(rig: Rig) -> Table:
     return t
 
 
-def _rig_json(rig: Rig) -> dict[str, Any]:
+def _rig_json(rig: "Rig") -> dict[str, Any]:
     return dataclasses.asdict(rig)
 
 
