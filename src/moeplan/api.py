@@ -65,7 +65,7 @@ from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
 from moeplan.sources.file_names import file_type_of_label, read_file_name
 from moeplan.sources.gguf_header import read_local
 from moeplan.sources.gguf_weights import weights_from_gguf
-from moeplan.sources.hub import gguf_groups, list_repo, parse_ref, quant_label
+from moeplan.sources.hub_refs import parse_ref, quant_label
 from moeplan.sources.reference import ResolvedModel, resolve_model
 
 if TYPE_CHECKING:
@@ -992,6 +992,8 @@ class HubListing(BaseModel):
 def hub_ls(repo: str) -> HubListing:
     """The GGUF quant files of a Hub repository with their sizes (split files grouped), and its
     safetensors weights."""
+    from moeplan.sources.hub import gguf_groups, list_repo  # the Hub client loads for Hub commands only
+
     ref = parse_ref(repo if "://" in repo else f"hf://{repo}")
     if ref is None:
         raise MoeplanError(f"'{repo}' is not a Hub repository (expected org/repo)")

@@ -1,6 +1,7 @@
 """moeplan: will this model fit, how should I run it, how fast. Every command takes --json."""
 
 import dataclasses
+import gc
 import importlib.util
 import json
 import os
@@ -22,12 +23,12 @@ from rich.table import Table
 
 from moeplan import LLAMACPP_BUILD, __version__, numbers
 from moeplan.errors import MoeplanError
-from moeplan.hardware.spec import Rig
 from moeplan.plan.uses import DEFAULT_USE, LONG_CONTEXT, TOO_SLOW_TOK_S, USES
 from moeplan.units import POLICY, billions, gb, gib
 
 if TYPE_CHECKING:
     from moeplan import api
+    from moeplan.hardware.spec import Rig
     from moeplan.memory.report import SizeReport
 
 
@@ -49,6 +50,9 @@ def _lazy(name: str) -> ModuleType:
 
 if not TYPE_CHECKING:
     api = _lazy("moeplan.api")
+
+# CPython's own collector thresholds (gc.get_threshold() of a fresh interpreter), for `serve`.
+INTERPRETER_GC = (700, 10, 10)
 
 
 def _version(value: bool) -> None:
@@ -384,7 +388,7 @@ RigOpt = Annotated[
 ]
 
 
-def _rig_table(rig: Rig) -> Table:
+def _rig_table(rig: "Rig") -> Table:
     t = Table(title=f"rig: {rig.text}", show_header=False)
     t.add_column(style="bold")
     t.add_column()
@@ -414,7 +418,7 @@ def _rig_table(rig: Rig) -> Table:
     return t
 
 
-def _rig_json(rig: Rig) -> dict[str, Any]:
+def _rig_json(rig: "Rig") -> dict[str, Any]:
     return dataclasses.asdict(rig)
 
 
@@ -825,6 +829,7 @@ def serve(
 ) -> None:
     """Start the web app (deploy pages, hardware checker, compare pages, JSON API)."""
     tcp_port = numbers.parse_int(port, numbers.PORT)
+    gc.set_threshold(*INTERPRETER_GC)  # a server lives long: not the CLI's rare collections (__main__.py)
     from moeplan.web.app import run_server  # the web stack loads only for this command
 
     out.print(f"moeplan web app: http://{host}:{tcp_port}/")

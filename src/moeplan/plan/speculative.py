@@ -43,7 +43,7 @@ from moeplan.perf.speculative import (
     snapshot_bytes,
 )
 from moeplan.plan.llamacpp import Candidate, Runtime, device_slots, memory_options
-from moeplan.sources.catalog import CatalogEntry, load_catalog
+from moeplan.sources.catalog import CatalogEntry, catalog_ids, load_entry
 
 VOCAB_MAX_DIFFERENCE = 128  # SPEC_VOCAB_MAX_SIZE_DIFFERENCE, common/speculative.cpp
 MAX_BASES = 8  # alternatives tried when drafting does not fit beside the chosen plan
@@ -76,12 +76,11 @@ def draft_candidates(entry: CatalogEntry) -> list[CatalogEntry]:
     family = entry.id.split("-")[0]
     n_vocab = entry.spec().n_vocab
     active = entry.params_published.active or entry.params_published.total
+    same_family = (load_entry(i) for i in catalog_ids() if i != entry.id and i.split("-")[0] == family)
     out = [
         e
-        for e in load_catalog().values()
-        if e.id != entry.id
-        and e.id.split("-")[0] == family
-        and not e.spec().is_moe
+        for e in same_family
+        if not e.spec().is_moe
         and abs(e.spec().n_vocab - n_vocab) <= VOCAB_MAX_DIFFERENCE
         and e.params_published.total < active
     ]
@@ -227,10 +226,9 @@ def _acceptance(spec: ModelSpec, mtp: bool, given: float | None) -> Acceptance:
 
 
 def _draft_entry(draft: str, entry: CatalogEntry | None, spec: ModelSpec) -> CatalogEntry:
-    catalog = load_catalog()
-    if draft not in catalog:
+    if draft not in catalog_ids():
         raise MoeplanError(f"--draft '{draft}': use mtp, auto, none or a catalog model id")
-    e = catalog[draft]
+    e = load_entry(draft)
     if abs(e.spec().n_vocab - spec.n_vocab) > VOCAB_MAX_DIFFERENCE or (
         entry is not None and e.id.split("-")[0] != entry.id.split("-")[0]
     ):

@@ -7,16 +7,13 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from moeplan.arch.registry import spec_from_config
 from moeplan.arch.spec import ModelSpec
 from moeplan.arch.vision import VisionTower, tower_from_config
+from moeplan.data_files import InvalidYAML, load_yaml
 from moeplan.errors import BadConfig, ModelNotFound, did_you_mean
-
-# libyaml's parser when PyYAML was built with it (the wheels are): ~10x faster than pure Python.
-SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Source(BaseModel):
@@ -117,18 +114,29 @@ def _load_entry(file_name: str) -> CatalogEntry:
     (planning caches key on the entry's identity)."""
     item = _FOLDER / file_name
     try:
-        entry = CatalogEntry.model_validate(yaml.load(item.read_text(encoding="utf-8"), Loader=SafeLoader))
-    except (yaml.YAMLError, ValidationError) as e:
+        entry = CatalogEntry.model_validate(load_yaml(item))
+    except (InvalidYAML, ValidationError) as e:
         raise BadConfig(f"catalog file {file_name} is invalid: {str(e).splitlines()[0]}") from None
     if entry.id + ".yaml" != file_name:
         raise BadConfig(f"catalog file {file_name} declares id '{entry.id}'")
     return entry
 
 
+def catalog_ids() -> list[str]:
+    """Every catalog id, in the catalog's order, from the file names alone: a lookup that needs a
+    few entries (the draft models of a family) reads those files, not all of them."""
+    names = sorted(p.name for p in _FOLDER.iterdir() if p.name.endswith(".yaml"))
+    return [n.removesuffix(".yaml") for n in names]
+
+
+def load_entry(model_id: str) -> CatalogEntry:
+    """The entry of a catalog id (one of `catalog_ids()`)."""
+    return _load_entry(f"{model_id}.yaml")
+
+
 @cache
 def load_catalog() -> dict[str, CatalogEntry]:
-    names = sorted(p.name for p in _FOLDER.iterdir() if p.name.endswith(".yaml"))
-    entries = (_load_entry(n) for n in names)
+    entries = (load_entry(i) for i in catalog_ids())
     return {e.id: e for e in entries}
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from moeplan.quant.recipe import FileType
-from moeplan.sources.hub import quant_label, split_parts
+from moeplan.sources.hub_refs import quant_label, split_parts
 
 F = FileType
 

@@ -10,6 +10,7 @@ carries every shard's header and the ModelSpec of its config.json.
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from moeplan.arch.registry import spec_from_config
 from moeplan.arch.spec import ModelSpec
@@ -21,15 +22,10 @@ from moeplan.sources.catalog import CatalogEntry, resolve, served_as
 from moeplan.sources.gguf_header import GGUFModel, read_local
 from moeplan.sources.gguf_spec import spec_from_gguf
 from moeplan.sources.gguf_weights import weights_from_gguf
-from moeplan.sources.hub import (
-    HubGGUF,
-    HubSafetensors,
-    list_repo,
-    load_json,
-    parse_ref,
-    read_gguf,
-    read_safetensors,
-)
+from moeplan.sources.hub_refs import parse_ref
+
+if TYPE_CHECKING:
+    from moeplan.sources.hub import HubGGUF, HubSafetensors
 
 
 @dataclass(frozen=True)
@@ -39,8 +35,8 @@ class ResolvedModel:
     spec: ModelSpec | None
     spec_source: str  # "catalog", "GGUF metadata", "config.json of org/repo", or why there is none
     entry: CatalogEntry | None = None
-    gguf: HubGGUF | None = None
-    safetensors: HubSafetensors | None = None
+    gguf: "HubGGUF | None" = None
+    safetensors: "HubSafetensors | None" = None
     alias_note: str | None = None  # the name typed is a release this catalog entry serves (served_as)
     header: GGUFModel | None = None  # a GGUF file's header (local or on the Hub)
     file: FileInventory | None = None  # that file's tensors as the inventory to plan with
@@ -71,9 +67,11 @@ class ResolvedModel:
             return None
 
 
-def _gguf_spec(found: HubGGUF) -> tuple[ModelSpec | None, str]:
+def _gguf_spec(found: "HubGGUF") -> tuple[ModelSpec | None, str]:
     """The file's own metadata; where moeplan cannot read its architecture from it, the
     repository's config.json, else its base model's."""
+    from moeplan.sources.hub import list_repo, load_json
+
     try:
         return spec_from_gguf(found.model), "GGUF metadata"
     except MoeplanError as e:
@@ -122,6 +120,8 @@ def resolve_model(ref: str) -> ResolvedModel:
         entry = resolve(ref)
         note = served_as(ref, entry)
         return ResolvedModel(entry.id, entry.name, entry.spec(), "catalog", entry=entry, alias_note=note)
+    from moeplan.sources.hub import read_gguf, read_safetensors  # the Hub client: Hub references only
+
     if hub.target:
         found = read_gguf(hub)
         spec, source = _gguf_spec(found)
