@@ -561,9 +561,9 @@ def plan(
     json_out: JsonOpt = False,
 ) -> None:
     """The best way to run a model on a rig: quantization or format, placement or layout, memory, command."""
-    r = api.plan(
-        model,
-        rig_text,
+    from moeplan.plan.options import PlanOptions  # light (no planner): the request, checked by api.plan
+
+    options = PlanOptions(
         engine=engine,
         ctx=numbers.optional_int(ctx, numbers.CONTEXT),
         quant=quant,
@@ -572,18 +572,17 @@ def plan(
         ctk=ctk,
         ctv=ctv,
         use=use,
+        draft=draft or ("auto" if engine == "llamacpp" else None),
+        acceptance=acceptance,
+        n_draft=draft_n,
+        vision=vision,
+        mmproj_offload=not no_mmproj_offload,
         backend=backend,
         llamacpp_build=llamacpp_build,
         op_offload=not no_op_offload,
         fit_target_mib=fit_target,
-        **_given(
-            draft=draft or ("auto" if engine == "llamacpp" else None),
-            acceptance=acceptance,
-            n_draft=draft_n,
-            vision=vision,
-            mmproj_offload=False if no_mmproj_offload else None,
-        ),
     )
+    r = api.plan(model, rig_text, options)
     if not isinstance(r, api.PlanReport):
         _print_serving_plan(r, json_out)
         return
@@ -641,11 +640,6 @@ def _trade_table(r: "api.PlanReport") -> Table:
             ),
         )
     return t
-
-
-def _given(**options: Any) -> dict[str, Any]:
-    """The options the user set (None: left to the engine's defaults, or refused where they cannot apply)."""
-    return {k: v for k, v in options.items() if v is not None}
 
 
 def _print_serving_plan(p: "DistributedPlan", json_out: bool) -> None:
