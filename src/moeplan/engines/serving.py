@@ -89,6 +89,13 @@ def cuda_graph_bytes(layers: int, max_bs: int) -> int:
     return round(256 * MiB + layers * max_bs * 24 * 1024)
 
 
+def process_overhead(sh: Sharding) -> int:
+    """Policy.other, the same in both engines: each GPU process's CUDA context and cuBLAS
+    workspaces (0.75 GiB), and NCCL's buffers as well once the model is split over GPUs or stages
+    (1.25 GiB in all). An estimate, as `cuda_graph_bytes` (not confirmed against logs)."""
+    return round((0.75 if sh.gpus * sh.pp == 1 else 1.25) * GiB)
+
+
 def window_tokens(a: Attention, ctx: int, extra: int) -> int:
     """Tokens a sliding-window / chunked layer must hold for one sequence when the engine frees the
     tokens that fell out of the window: the window plus one more page or prefill chunk."""

@@ -37,6 +37,7 @@ from moeplan.engines.serving import (
     activation_peak,
     cuda_graph_bytes,
     lws_manifest,
+    process_overhead,
     window_tokens,
 )
 from moeplan.engines.sharding import Layout, Sharding, seq_memory
@@ -115,13 +116,12 @@ class SGLang(Engine):
             graph_bs = 8 if layout.tp < 4 else 80
         else:
             graph_bs = 160 if mem < 90 * GiB else 256 if mem < 160 * GiB else 512
-        other = round((0.75 if sh.gpus * sh.pp == 1 else 1.25) * GiB)
         return Policy(
             capacity=mem,
             fraction=fraction,
             activations=activation_peak(spec, sh, chunk, graph_bs),
             cuda_graphs=cuda_graph_bytes(layers, graph_bs),
-            other=other,
+            other=process_overhead(sh),
             max_batched_tokens=chunk,
             max_seqs=MAX_RUNNING_REQUESTS,
             kv_block=1,

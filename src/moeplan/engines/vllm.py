@@ -34,6 +34,7 @@ from moeplan.engines.serving import (
     activation_peak,
     cuda_graph_bytes,
     lws_manifest,
+    process_overhead,
     window_tokens,
 )
 from moeplan.engines.sharding import Layout, Sharding, ceil_div, seq_memory
@@ -95,13 +96,12 @@ class VLLM(Engine):
             block = 128 if gpu.mxfp4 else 64 if gpu.fp8 else BLOCK
         else:
             block = BLOCK
-        other = round((0.75 if sh.gpus * sh.pp == 1 else 1.25) * GiB)
         return Policy(
             capacity=mem,
             fraction=DEFAULT_UTILIZATION,
             activations=activation_peak(spec, sh, tokens, seqs),
             cuda_graphs=cuda_graph_bytes(layers, graph_bs),
-            other=other,
+            other=process_overhead(sh),
             max_batched_tokens=tokens,
             max_seqs=seqs,
             kv_block=block,
