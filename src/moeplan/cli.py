@@ -418,6 +418,13 @@ def _rig_json(rig: Rig) -> dict[str, Any]:
     return dataclasses.asdict(rig)
 
 
+def _print_rig(rig: Rig, json_out: bool) -> None:
+    if json_out:
+        out.print_json(json.dumps(_rig_json(rig)))
+        return
+    out.print(_rig_table(rig))
+
+
 @app.command()
 @one_line_errors
 def gpus(
@@ -455,11 +462,7 @@ def rig(text: str, json_out: JsonOpt = False) -> None:
     """What moeplan understood of a rig description (and every default it filled in)."""
     from moeplan.hardware.rig import parse_rig
 
-    parsed = parse_rig(text)
-    if json_out:
-        out.print_json(json.dumps(_rig_json(parsed)))
-        return
-    out.print(_rig_table(parsed))
+    _print_rig(parse_rig(text), json_out)
 
 
 @app.command()
@@ -468,11 +471,7 @@ def detect(json_out: JsonOpt = False) -> None:
     """This machine's GPUs (NVML) and RAM/cores (psutil); works without a GPU."""
     from moeplan.hardware.detect import detect as detect_rig  # NVML and psutil load only for this command
 
-    found = detect_rig()
-    if json_out:
-        out.print_json(json.dumps(_rig_json(found)))
-        return
-    out.print(_rig_table(found))
+    _print_rig(detect_rig(), json_out)
 
 
 @app.command()
