@@ -36,6 +36,8 @@ from moeplan.engines.serving import (
     Policy,
     activation_peak,
     cuda_graph_bytes,
+    divisors,
+    grid,
     lws_manifest,
     process_overhead,
     window_tokens,
@@ -66,28 +68,19 @@ def default_mem_fraction(gpu_mem_bytes: int, tp: int, pp: int, dp_attention: boo
     return round((mem - reserved) / mem, 3)
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 class SGLang(Engine):
     name = "sglang"
     experts_must_divide = True
 
     def layouts(self, spec: ModelSpec, rig: Rig) -> list[Layout]:
-        world = rig.gpu_count
         out = []
-        for pp in _divisors(world):
-            for tp in _divisors(world // pp):
-                dp = world // (pp * tp)
-                if dp > 1 and pp > 1:
-                    continue
-                eps = [1, tp] if spec.is_moe and tp > 1 else [1]
-                for ep in eps:
-                    out.append(Layout(tp, pp, dp, ep))
-                    if dp == 1 and pp == 1 and tp > 1:
-                        for d in _divisors(tp)[1:]:
-                            out.append(Layout(tp, pp, d, ep, dp_attention=True))
+        for tp, pp, dp in grid(rig.gpu_count):
+            eps = [1, tp] if spec.is_moe and tp > 1 else [1]
+            for ep in eps:
+                out.append(Layout(tp, pp, dp, ep))
+                if dp == 1 and pp == 1 and tp > 1:
+                    for d in divisors(tp)[1:]:
+                        out.append(Layout(tp, pp, d, ep, dp_attention=True))
         return out
 
     def world(self, layout: Layout) -> int:

@@ -33,6 +33,7 @@ from moeplan.engines.serving import (
     Policy,
     activation_peak,
     cuda_graph_bytes,
+    grid,
     lws_manifest,
     process_overhead,
     window_tokens,
@@ -47,25 +48,16 @@ DP_RPC_PORT = 13345
 HTTP_PORT = 8000
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 class VLLM(Engine):
     name = "vllm"
     experts_must_divide = False  # determine_expert_map gives the first n % EP ranks one more expert
 
     def layouts(self, spec: ModelSpec, rig: Rig) -> list[Layout]:
-        world = rig.gpu_count
         out = []
-        for pp in _divisors(world):
-            for tp in _divisors(world // pp):
-                dp = world // (pp * tp)
-                if dp > 1 and pp > 1:
-                    continue  # DP with PP: not a combination vLLM documents
-                out.append(Layout(tp, pp, dp))
-                if spec.is_moe and tp * dp > 1:
-                    out.append(Layout(tp, pp, dp, ep=tp * dp))
+        for tp, pp, dp in grid(rig.gpu_count):
+            out.append(Layout(tp, pp, dp))
+            if spec.is_moe and tp * dp > 1:
+                out.append(Layout(tp, pp, dp, ep=tp * dp))
         return out
 
     def world(self, layout: Layout) -> int:
