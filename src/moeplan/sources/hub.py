@@ -21,6 +21,7 @@ web app's model box).
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -656,10 +657,7 @@ class SafetensorsTensor:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def is_scale(self) -> bool:
