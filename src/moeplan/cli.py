@@ -418,7 +418,7 @@ def _rig_json(rig: Rig) -> dict[str, Any]:
     return dataclasses.asdict(rig)
 
 
-def _print_rig(rig: Rig, json_out: bool) -> None:
+def _print_rig(rig: "Rig", json_out: bool) -> None:
     if json_out:
         out.print_json(json.dumps(_rig_json(rig)))
         return
