@@ -25,9 +25,8 @@ from moeplan.engines.builds import PINNED_BUILD
 from moeplan.engines.llamacpp import CPU, Frontend, parse_placement, plan_memory
 from moeplan.memory.kv import CacheConfig
 from validation.llamacpp import parse_breakdown_table
-from validation.runtime import subject
+from validation.runtime import breakdown_rows, subject
 
-MIB = 2**20
 CTX = 32768
 # dense, MoE, sliding window with sinks and MXFP4 experts, hybrid recurrent
 MODELS = ("qwen3", "qwen3moe", "gpt-oss", "qwen35")
@@ -69,15 +68,7 @@ def predicted(key: str, case: Case, ctx: int = CTX) -> dict[str, dict[str, float
     cfg = CacheConfig(n_ctx=ctx, n_ubatch=ub, n_batch=max(2048, ub), flash_attn=case.flash_attn)
     place = parse_placement(case.flags())
     mp = plan_memory(s.inventory, s.weights, cfg, place, (GPU,), Frontend("llama-fit-params"))
-    out = {}
-    for name, row in ((CPU, "Host"), (GPU, GPU)):
-        d = mp.device(name)
-        out[row] = {
-            "model": d.weights_bytes / MIB,
-            "context": (d.kv_bytes + d.state_bytes) / MIB,
-            "compute": d.compute_bytes / MIB,
-        }
-    return out
+    return breakdown_rows(mp, ((CPU, "Host"), (GPU, GPU)))
 
 
 def compare(pred: dict[str, dict[str, float]], got: dict[str, dict[str, int]]) -> dict[str, Any]:

@@ -670,8 +670,14 @@ def predicted_devices(s: Subject, flags: str, ctx: int = PLACEMENT_CTX) -> dict[
     mp: MemoryPlan = plan_memory(
         s.inventory, s.weights, CacheConfig(n_ctx=ctx), parse_placement(flags), ("RPC0",), Frontend()
     )
+    return breakdown_rows(mp, ((CPU, "Host"), ("RPC0", "RPC0")))
+
+
+def breakdown_rows(mp: MemoryPlan, rows: Sequence[tuple[str, str]]) -> dict[str, dict[str, float]]:
+    """A memory plan's devices as llama.cpp's memory breakdown rows (device, row name) show them, in
+    MiB: model, context (KV + state), compute."""
     out = {}
-    for name, row in ((CPU, "Host"), ("RPC0", "RPC0")):
+    for name, row in rows:
         d = mp.device(name)
         out[row] = {
             "model": d.weights_bytes / MIB,

@@ -26,7 +26,7 @@ from moeplan.engines.llamacpp import (
 from moeplan.engines.llamacpp_args import Command as LlamaCommand
 from moeplan.engines.llamacpp_args import parse_command
 from moeplan.engines.speculative import N_MAX, Drafting, DraftModel, SpecType
-from moeplan.engines.vision import VISION_ENGINES, VisionMemory, vision_flags
+from moeplan.engines.vision import VisionMemory, vision_flags
 from moeplan.errors import ModelNotFound, MoeplanError
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
@@ -54,6 +54,7 @@ from moeplan.plan.llamacpp import (
     gpu_backend,
 )
 from moeplan.plan.llamacpp import plan as llamacpp_plan
+from moeplan.plan.options import PlanOptions
 from moeplan.plan.policy import QUALITY_FLOOR, RopeScaling, context_bounds, use_named, verdict
 from moeplan.plan.speculative import DraftOption
 from moeplan.plan.speculative import evaluate as evaluate_drafting
@@ -541,43 +542,46 @@ def _trade_cell(cell: TradeCell, chosen: Candidate) -> PlanTrade:
 def plan_on_rig(
     model: str | ResolvedModel,
     rig: Rig,
+    options: PlanOptions | None = None,
     *,
-    ctx: int | None = None,
-    quant: str | None = None,
-    n_seq: int | None = None,
-    ctk: str | None = None,
-    ctv: str | None = None,
-    flash_attn: bool = True,
-    alternatives: bool = True,
-    use: str | None = None,
-    draft: str = "none",
-    acceptance: float | None = None,
-    n_draft: int = N_MAX,
-    vision: str | None = None,
-    mmproj_offload: bool = True,
     rt: Runtime | None = None,
+    **kw: Any,
 ) -> PlanReport:
     """The best llama.cpp plan for a catalog model on a rig, with its command and notices
-    (and the alternatives that lost, unless told not to: the checker lists winners only).
-    Left open (None), the context, -np and KV cache type are the policy's (plan/policy.py).
+    (and the alternatives that lost, unless `alternatives` is off: the checker lists winners only).
+    `options` (plan/options.py; or its fields as keywords, over it): left open (None), the context,
+    -np and KV cache type are the policy's (plan/policy.py).
     `draft`: speculative decoding to add to it: none, auto (MTP where the model can, else a small
     model of its family; proposed only where it pays), mtp, or a catalog model id as draft model;
     `acceptance` (per drafted token, default: published per family) and `n_draft` (drafted per step).
     `vision`: load the model's vision projector as an mmproj file of this type (f16, bf16, q8_0),
     on the main GPU unless `mmproj_offload` is off; the plan leaves room for it.
     `rt`: the llama.cpp build, backend, op offload and fit margin (`runtime()`; default pinned)."""
-    rt = rt or Runtime()
+    o = _options(options, kw)
+    if o.engine != "llamacpp":
+        raise MoeplanError(f"plan_on_rig plans llama.cpp, not {o.engine}: call plan")
+    o.check()
+    return _llamacpp_report(model, rig, o, rt or Runtime())
+
+
+def _options(options: PlanOptions | None, kw: dict[str, Any]) -> PlanOptions:
+    """`options` with the keywords given over it (the keyword form of every plan entry point)."""
+    return PlanOptions(**kw) if options is None else replace(options, **kw)
+
+
+def _llamacpp_report(model: str | ResolvedModel, rig: Rig, o: PlanOptions, rt: Runtime) -> PlanReport:
+    """`plan_on_rig` for checked options."""
+    quant, n_seq, ctk, ctv, draft = o.quant, o.n_seq, o.ctk, o.ctv, o.draft or "none"
     r = model if isinstance(model, ResolvedModel) else resolve_model(model)
     spec = r.require_spec()
-    if vision is None and not mmproj_offload:
-        raise MoeplanError("--no-mmproj-offload places the vision projector: add --vision f16|bf16|q8_0")
     tower = r.entry.vision_tower() if r.entry is not None else None
-    vm = None if vision is None else vision_memory(r.name, tower, vision, rig, rt, offload=mmproj_offload)
+    vision = o.vision
+    vm = None if vision is None else vision_memory(r.name, tower, vision, rig, rt, offload=o.mmproj_offload)
     rt_rows, rt = rt, (rt if vm is None else holding(rt, vm))
-    purpose = use_named(use)
+    purpose = use_named(o.use)
     ext = r.entry.rope_extension if r.entry is not None else None
     rope = context_bounds(
-        ctx,
+        o.ctx,
         spec.context_length,
         r.name,
         RopeScaling(ext.method, ext.factor, ext.original_context, ext.source) if ext else None,
@@ -592,15 +596,15 @@ def plan_on_rig(
         unified=True,
         type_k=cache_type(ctk or "f16"),
         type_v=cache_type(ctv or "f16"),
-        flash_attn=flash_attn,
+        flash_attn=o.flash_attn,
     )
     result = llamacpp_plan(
         spec,
         rig,
-        ctx=ctx,
+        ctx=o.ctx,
         quant=FileType.parse(quant) if quant else None,
         cache=cache,
-        alternatives=alternatives,
+        alternatives=o.alternatives,
         file=r.file,
         use=purpose,
         kv_auto=kv_auto,
@@ -628,7 +632,7 @@ def plan_on_rig(
                 cand.ctx,
                 f"{cand.flags} {rope.flags}" if rope else cand.flags,
                 n_seq=n_seq,
-                flash_attn=flash_attn,
+                flash_attn=o.flash_attn,
                 cache_k=ctk,
                 cache_v=ctv,
                 n_ubatch=cand.cache.n_ubatch,
@@ -651,8 +655,8 @@ def plan_on_rig(
             + [cell.plan for cell in result.trade if cell.plan is not None and cell.ctx >= purpose.ctx],
             entry=r.entry,
             draft=draft,
-            acceptance=acceptance,
-            n_max=n_draft,
+            acceptance=o.acceptance,
+            n_max=N_MAX if o.n_draft is None else o.n_draft,
             file=r.file,
             runtime=rt,
         )
@@ -792,79 +796,41 @@ def _backend_label(rig: Rig, rt: Runtime) -> str:
 
 
 @overload
-def plan(model: str, rig_text: str, *, engine: Literal["llamacpp"] = "llamacpp", **kw: Any) -> PlanReport: ...
-@overload
-def plan(model: str, rig_text: str, *, engine: str, **kw: Any) -> "PlanReport | DistributedPlan": ...
 def plan(
-    model: str,
-    rig_text: str,
-    *,
-    engine: str = "llamacpp",
-    backend: str | None = None,
-    llamacpp_build: int | None = None,
-    op_offload: bool = True,
-    fit_target_mib: int | None = None,
-    **kw: Any,
+    model: str, rig_text: str, options: None = None, *, engine: Literal["llamacpp"] = "llamacpp", **kw: Any
+) -> PlanReport: ...
+@overload
+def plan(
+    model: str, rig_text: str, options: PlanOptions | None = None, **kw: Any
+) -> "PlanReport | DistributedPlan": ...
+def plan(
+    model: str, rig_text: str, options: PlanOptions | None = None, **kw: Any
 ) -> "PlanReport | DistributedPlan":
     """The best plan for a model on a rig with llama.cpp (`plan_on_rig`) or with vLLM / SGLang
-    (`serving_plan`); `weight_format` (the CLI's --format) only applies to the latter, the llama.cpp
-    backend, build, op offload and fit margin (`runtime`) only to the former."""
-    if engine in ("vllm", "sglang"):
-        if (backend, llamacpp_build, op_offload, fit_target_mib) != (None, None, True, None):
-            raise MoeplanError(
-                "--backend, --llamacpp-build, --no-op-offload and --fit-target describe llama.cpp: "
-                f"leave them out for {engine}"
-            )
-        return serving_plan(model, parse_rig(rig_text), engine, **kw)
-    if engine != "llamacpp":
-        raise MoeplanError(f"unknown engine '{engine}': use llamacpp, vllm or sglang")
-    if kw.pop("weight_format", None):
-        raise MoeplanError(
-            "--format names vLLM/SGLang weights: add --engine vllm or --engine sglang "
-            "(llama.cpp takes --quant, a GGUF type such as Q4_K_M)"
-        )
-    rig, rt = rig_and_runtime(rig_text, runtime(backend, llamacpp_build, op_offload, fit_target_mib))
-    return plan_on_rig(model, rig, rt=rt, **kw)
+    (`serving_plan`), as `options` ask (plan/options.py; or its fields as keywords, over it): an
+    option the engine cannot apply is refused there."""
+    o = _options(options, kw)
+    o.check()
+    if o.engine != "llamacpp":
+        return _serving_report(model, parse_rig(rig_text), o)
+    rig, rt = rig_and_runtime(rig_text, runtime(o.backend, o.llamacpp_build, o.op_offload, o.fit_target_mib))
+    return _llamacpp_report(model, rig, o, rt)
 
 
-def serving_plan(
-    model: str,
-    rig: Rig,
-    engine: str,
-    *,
-    ctx: int | None = None,
-    quant: str | None = None,
-    weight_format: str | None = None,
-    n_seq: int | None = None,
-    ctk: str | None = None,
-    ctv: str | None = None,
-    use: str | None = None,
-    draft: str | None = None,
-    acceptance: float | None = None,
-    n_draft: int | None = None,
-    vision: str | None = None,
-    mmproj_offload: bool = True,
-) -> "DistributedPlan":
+def serving_plan(model: str, rig: Rig, engine: str, **kw: Any) -> "DistributedPlan":
     """vLLM / SGLang: `quant` (or `weight_format`, the same) names the weight format, FP8 / AWQ /
     NVFP4 ... (`engines.formats.parse_weight_format`); llama.cpp's own settings are refused."""
-    if quant and weight_format:
-        raise MoeplanError("--quant and --format both name the weight format: give one")
-    if (n_seq, ctk, ctv, use) != (None, None, None, None):
-        raise MoeplanError(
-            f"--np, --ctk, --ctv and --use are llama.cpp settings ({engine} sizes its own batches and KV "
-            "cache): leave them out"
-        )
-    if (draft, acceptance, n_draft) != (None, None, None):
-        raise MoeplanError(
-            "--draft, --acceptance and --draft-n plan llama.cpp's speculative decoding: leave them out "
-            f"for {engine}"
-        )
-    if vision is not None or not mmproj_offload:
-        raise MoeplanError(f"--vision, --no-mmproj-offload: {VISION_ENGINES}")
+    o = PlanOptions(engine=engine, **kw)
+    o.check()
+    return _serving_report(model, rig, o)
+
+
+def _serving_report(model: str, rig: Rig, o: PlanOptions) -> "DistributedPlan":
+    """`serving_plan` for checked options."""
     from moeplan.plan.distributed import plan_distributed  # vLLM/SGLang planning: not for every command
 
-    name: Literal["vllm", "sglang"] = "vllm" if engine == "vllm" else "sglang"
-    return plan_distributed(model, rig, name, ctx=ctx, weight_format=quant or weight_format)
+    name: Literal["vllm", "sglang"] = "vllm" if o.engine == "vllm" else "sglang"
+    return plan_distributed(model, rig, name, ctx=o.ctx, weight_format=o.quant or o.weight_format)
 
 
 class FitRow(BaseModel):

@@ -422,6 +422,13 @@ def _rig_json(rig: "Rig") -> dict[str, Any]:
     return dataclasses.asdict(rig)
 
 
+def _print_rig(rig: "Rig", json_out: bool) -> None:
+    if json_out:
+        out.print_json(json.dumps(_rig_json(rig)))
+        return
+    out.print(_rig_table(rig))
+
+
 @app.command()
 @one_line_errors
 def gpus(
@@ -459,11 +466,7 @@ def rig(text: str, json_out: JsonOpt = False) -> None:
     """What moeplan understood of a rig description (and every default it filled in)."""
     from moeplan.hardware.rig import parse_rig
 
-    parsed = parse_rig(text)
-    if json_out:
-        out.print_json(json.dumps(_rig_json(parsed)))
-        return
-    out.print(_rig_table(parsed))
+    _print_rig(parse_rig(text), json_out)
 
 
 @app.command()
@@ -472,11 +475,7 @@ def detect(json_out: JsonOpt = False) -> None:
     """This machine's GPUs (NVML) and RAM/cores (psutil); works without a GPU."""
     from moeplan.hardware.detect import detect as detect_rig  # NVML and psutil load only for this command
 
-    found = detect_rig()
-    if json_out:
-        out.print_json(json.dumps(_rig_json(found)))
-        return
-    out.print(_rig_table(found))
+    _print_rig(detect_rig(), json_out)
 
 
 @app.command()
@@ -565,9 +564,9 @@ def plan(
     json_out: JsonOpt = False,
 ) -> None:
     """The best way to run a model on a rig: quantization or format, placement or layout, memory, command."""
-    r = api.plan(
-        model,
-        rig_text,
+    from moeplan.plan.options import PlanOptions  # light (no planner): the request, checked by api.plan
+
+    options = PlanOptions(
         engine=engine,
         ctx=numbers.optional_int(ctx, numbers.CONTEXT),
         quant=quant,
@@ -576,18 +575,17 @@ def plan(
         ctk=ctk,
         ctv=ctv,
         use=use,
+        draft=draft or ("auto" if engine == "llamacpp" else None),
+        acceptance=acceptance,
+        n_draft=draft_n,
+        vision=vision,
+        mmproj_offload=not no_mmproj_offload,
         backend=backend,
         llamacpp_build=llamacpp_build,
         op_offload=not no_op_offload,
         fit_target_mib=fit_target,
-        **_given(
-            draft=draft or ("auto" if engine == "llamacpp" else None),
-            acceptance=acceptance,
-            n_draft=draft_n,
-            vision=vision,
-            mmproj_offload=False if no_mmproj_offload else None,
-        ),
     )
+    r = api.plan(model, rig_text, options)
     if not isinstance(r, api.PlanReport):
         _print_serving_plan(r, json_out)
         return
@@ -645,11 +643,6 @@ def _trade_table(r: "api.PlanReport") -> Table:
             ),
         )
     return t
-
-
-def _given(**options: Any) -> dict[str, Any]:
-    """The options the user set (None: left to the engine's defaults, or refused where they cannot apply)."""
-    return {k: v for k, v in options.items() if v is not None}
 
 
 def _print_serving_plan(p: "DistributedPlan", json_out: bool) -> None:

@@ -34,6 +34,10 @@ class UnknownHardware(MoeplanError):
     """A GPU name the catalog does not know, or a rig description moeplan cannot read."""
 
 
+class BadInput(MoeplanError):
+    """A query parameter out of its bounds (too long, negative context ...)."""
+
+
 @lru_cache(maxsize=1 << 14)  # the GPU catalog's ~5,000 names are split once, not per suggestion
 def name_tokens(name: str) -> tuple[str, ...]:
     """'Qwen3.5-35B-A3B' -> ('qwen', '3.5', '35', 'b', 'a', '3', 'b'): the words and numbers a name

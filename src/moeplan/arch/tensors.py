@@ -6,6 +6,7 @@ in the pinned `convert_hf_to_gguf.py` forces F32 on 1-D tensors, `*_norm.weight`
 `shortconv.conv`) and every name not ending in `.weight`.
 """
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
@@ -40,10 +41,7 @@ class TensorSpec:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)

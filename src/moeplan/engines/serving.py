@@ -7,6 +7,7 @@ sliding-window and linear-attention layers, and how to render the commands.
 """
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from moeplan.arch.spec import Attention, AttnKind, FFNKind, ModelSpec
@@ -87,6 +88,27 @@ def cuda_graph_bytes(layers: int, max_bs: int) -> int:
     grow with the largest captured batch. Fitted to typical capture logs ("Graph capturing finished
     … took 0.5-2 GiB"); neither engine documents a formula (not confirmed)."""
     return round(256 * MiB + layers * max_bs * 24 * 1024)
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def grid(world: int) -> Iterator[tuple[int, int, int]]:
+    """Every (tp, pp, dp) with tp·pp·dp = `world` GPUs, PP outermost: the layouts both engines start
+    from. DP together with PP is left out (not a combination vLLM documents)."""
+    for pp in divisors(world):
+        for tp in divisors(world // pp):
+            dp = world // (pp * tp)
+            if dp == 1 or pp == 1:
+                yield tp, pp, dp
+
+
+def process_overhead(sh: Sharding) -> int:
+    """Policy.other, the same in both engines: each GPU process's CUDA context and cuBLAS
+    workspaces (0.75 GiB), and NCCL's buffers as well once the model is split over GPUs or stages
+    (1.25 GiB in all). An estimate, as `cuda_graph_bytes` (not confirmed against logs)."""
+    return round((0.75 if sh.gpus * sh.pp == 1 else 1.25) * GiB)
 
 
 def window_tokens(a: Attention, ctx: int, extra: int) -> int:

@@ -36,7 +36,10 @@ from moeplan.engines.serving import (
     Policy,
     activation_peak,
     cuda_graph_bytes,
+    divisors,
+    grid,
     lws_manifest,
+    process_overhead,
     window_tokens,
 )
 from moeplan.engines.sharding import Layout, Sharding, seq_memory
@@ -65,28 +68,19 @@ def default_mem_fraction(gpu_mem_bytes: int, tp: int, pp: int, dp_attention: boo
     return round((mem - reserved) / mem, 3)
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 class SGLang(Engine):
     name = "sglang"
     experts_must_divide = True
 
     def layouts(self, spec: ModelSpec, rig: Rig) -> list[Layout]:
-        world = rig.gpu_count
         out = []
-        for pp in _divisors(world):
-            for tp in _divisors(world // pp):
-                dp = world // (pp * tp)
-                if dp > 1 and pp > 1:
-                    continue
-                eps = [1, tp] if spec.is_moe and tp > 1 else [1]
-                for ep in eps:
-                    out.append(Layout(tp, pp, dp, ep))
-                    if dp == 1 and pp == 1 and tp > 1:
-                        for d in _divisors(tp)[1:]:
-                            out.append(Layout(tp, pp, d, ep, dp_attention=True))
+        for tp, pp, dp in grid(rig.gpu_count):
+            eps = [1, tp] if spec.is_moe and tp > 1 else [1]
+            for ep in eps:
+                out.append(Layout(tp, pp, dp, ep))
+                if dp == 1 and pp == 1 and tp > 1:
+                    for d in divisors(tp)[1:]:
+                        out.append(Layout(tp, pp, d, ep, dp_attention=True))
         return out
 
     def world(self, layout: Layout) -> int:
@@ -115,13 +109,12 @@ class SGLang(Engine):
             graph_bs = 8 if layout.tp < 4 else 80
         else:
             graph_bs = 160 if mem < 90 * GiB else 256 if mem < 160 * GiB else 512
-        other = round((0.75 if sh.gpus * sh.pp == 1 else 1.25) * GiB)
         return Policy(
             capacity=mem,
             fraction=fraction,
             activations=activation_peak(spec, sh, chunk, graph_bs),
             cuda_graphs=cuda_graph_bytes(layers, graph_bs),
-            other=other,
+            other=process_overhead(sh),
             max_batched_tokens=chunk,
             max_seqs=MAX_RUNNING_REQUESTS,
             kv_block=1,

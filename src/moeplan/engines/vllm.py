@@ -33,7 +33,9 @@ from moeplan.engines.serving import (
     Policy,
     activation_peak,
     cuda_graph_bytes,
+    grid,
     lws_manifest,
+    process_overhead,
     window_tokens,
 )
 from moeplan.engines.sharding import Layout, Sharding, ceil_div, seq_memory
@@ -46,25 +48,16 @@ DP_RPC_PORT = 13345
 HTTP_PORT = 8000
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 class VLLM(Engine):
     name = "vllm"
     experts_must_divide = False  # determine_expert_map gives the first n % EP ranks one more expert
 
     def layouts(self, spec: ModelSpec, rig: Rig) -> list[Layout]:
-        world = rig.gpu_count
         out = []
-        for pp in _divisors(world):
-            for tp in _divisors(world // pp):
-                dp = world // (pp * tp)
-                if dp > 1 and pp > 1:
-                    continue  # DP with PP: not a combination vLLM documents
-                out.append(Layout(tp, pp, dp))
-                if spec.is_moe and tp * dp > 1:
-                    out.append(Layout(tp, pp, dp, ep=tp * dp))
+        for tp, pp, dp in grid(rig.gpu_count):
+            out.append(Layout(tp, pp, dp))
+            if spec.is_moe and tp * dp > 1:
+                out.append(Layout(tp, pp, dp, ep=tp * dp))
         return out
 
     def world(self, layout: Layout) -> int:
@@ -95,13 +88,12 @@ class VLLM(Engine):
             block = 128 if gpu.mxfp4 else 64 if gpu.fp8 else BLOCK
         else:
             block = BLOCK
-        other = round((0.75 if sh.gpus * sh.pp == 1 else 1.25) * GiB)
         return Policy(
             capacity=mem,
             fraction=DEFAULT_UTILIZATION,
             activations=activation_peak(spec, sh, tokens, seqs),
             cuda_graphs=cuda_graph_bytes(layers, graph_bs),
-            other=other,
+            other=process_overhead(sh),
             max_batched_tokens=tokens,
             max_seqs=seqs,
             kv_block=block,

@@ -385,8 +385,8 @@ def _why_lost(c: Candidate, best: Candidate) -> str:
     return f"{speed:,.0f} tok/s vs {best_speed:,.0f} tok/s ({bound}-bound)"
 
 
-def plan_entry(
-    entry: CatalogEntry,
+def plan_distributed(
+    model: str | CatalogEntry,
     rig: Rig,
     engine: EngineName = "vllm",
     *,
@@ -398,7 +398,16 @@ def plan_entry(
     osl: int | None = None,
     spec: ModelSpec | None = None,
 ) -> DistributedPlan:
-    """`plan_distributed` for a catalog entry (or one built for a model outside the catalog)."""
+    """The best vLLM / SGLang layout for a catalog model (its id or entry, or an entry built for a
+    model outside the catalog, with its `spec`) on `rig`, with its memory, KV capacity, throughput,
+    commands, manifest, notices and the alternatives that lost.
+
+    `ctx`: --max-model-len / --context-length (default 32,768 or the model's if smaller; 0: the
+    model's; above the model's: refused); `weight_format`: bf16 | fp8 | mxfp4 | nvfp4 | int4 | awq
+    or a name for one (`parse_weight_format`; default: the release's); `batch`: concurrent sequences
+    for the throughput figure (default: as many as the KV cache and the scheduler admit);
+    `isl`/`osl`: prompt and output tokens per request."""
+    entry = resolve(model) if isinstance(model, str) else model
     if engine not in ENGINES:
         raise MoeplanError(f"unknown engine '{engine}'; use vllm or sglang")
     if not rig.node.gpus:
@@ -488,34 +497,4 @@ def plan_entry(
     )
 
 
-def plan_distributed(
-    model_ref: str,
-    rig: Rig,
-    engine: EngineName = "vllm",
-    *,
-    ctx: int | None = None,
-    weight_format: str | None = None,
-    batch: int | None = None,
-    kv_cache_dtype: str = "auto",
-    isl: int | None = None,
-    osl: int | None = None,
-) -> DistributedPlan:
-    """The best vLLM / SGLang layout for a catalog model on `rig`, with its memory, KV capacity,
-    throughput, commands, manifest, notices and the alternatives that lost.
-
-    `ctx`: --max-model-len / --context-length (default 32,768 or the model's if smaller; 0: the
-    model's; above the model's: refused); `weight_format`: bf16 | fp8 | mxfp4 | nvfp4 | int4 | awq
-    or a name for one (`parse_weight_format`; default: the release's); `batch`: concurrent sequences
-    for the throughput figure (default: as many as the KV cache and the scheduler admit);
-    `isl`/`osl`: prompt and output tokens per request."""
-    return plan_entry(
-        resolve(model_ref),
-        rig,
-        engine,
-        ctx=ctx,
-        weight_format=weight_format,
-        batch=batch,
-        kv_cache_dtype=kv_cache_dtype,
-        isl=isl,
-        osl=osl,
-    )
+plan_entry = plan_distributed  # the name where a catalog entry is in hand

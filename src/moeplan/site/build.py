@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from moeplan.errors import BadInput
 from moeplan.web import data
 from moeplan.web.render import STATIC, Links, render
 
@@ -76,7 +77,7 @@ def build_site(
     computed in `jobs` processes (default: one per CPU)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise data.BadInput(f"{out_dir} exists and is not a folder")
+        raise BadInput(f"{out_dir} exists and is not a folder")
     if (out / "static").is_dir():
         shutil.rmtree(out / "static")
     out.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ References and file names are read by `hub_refs.py` (re-exported here).
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -561,10 +562,7 @@ class SafetensorsTensor:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def is_scale(self) -> bool:

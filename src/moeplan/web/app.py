@@ -32,22 +32,15 @@ from uvicorn.supervisors import Multiprocess
 from moeplan import __version__, numbers
 from moeplan.api import FitRow, MemoryReport, PlanReport
 from moeplan.engines.formats import FORMAT_NAMES
-from moeplan.errors import ModelNotFound, MoeplanError
+from moeplan.errors import BadInput, ModelNotFound, MoeplanError
 from moeplan.memory.kv import CACHE_TYPES
 from moeplan.memory.report import SizeReport
 from moeplan.plan.distributed import DistributedPlan
+from moeplan.plan.options import MAX_CTX, MIN_CTX, PlanOptions
 from moeplan.plan.uses import USES
 from moeplan.quant.recipe import FileType
 from moeplan.web import data
-from moeplan.web.data import (
-    MAX_CTX,
-    MAX_MODEL_CHARS,
-    MAX_QUERY_CHARS,
-    MAX_RIG_CHARS,
-    MIN_CTX,
-    GPURow,
-    ModelSummary,
-)
+from moeplan.web.data import MAX_MODEL_CHARS, MAX_QUERY_CHARS, MAX_RIG_CHARS, GPURow, ModelSummary
 from moeplan.web.render import STATIC, Links, render
 
 LIVE = Links(live=True)
@@ -368,7 +361,7 @@ def create_app() -> FastAPI:
             )
         rig = rig or data.DEFAULT_PRESET
         if backend not in ("", "vulkan"):
-            raise data.BadInput(f"backend must be empty (the GPUs' own) or vulkan, not '{backend[:20]}'")
+            raise BadInput(f"backend must be empty (the GPUs' own) or vulkan, not '{backend[:20]}'")
         if backend == "vulkan" and "vulkan" not in rig.lower():
             rig = f"{rig} (Vulkan)"  # the rig grammar's way of saying it (engines/gpu_backends.split_backend)
         page = data.checker_page(rig, show, kind, sort)
@@ -451,17 +444,19 @@ def create_app() -> FastAPI:
         return data.engine_plan(
             model,
             rig,
-            engine=engine,
-            ctx=ctx,
-            quant=quant or None,
-            weight_format=weight_format or None,
-            n_seq=n_seq,
-            ctk=ctk,
-            ctv=ctv,
-            use=use,
-            draft=draft,
-            acceptance=acceptance,
-            vision=vision,
+            PlanOptions(
+                engine=engine,
+                ctx=ctx,
+                quant=quant or None,
+                weight_format=weight_format or None,
+                n_seq=n_seq,
+                ctk=ctk,
+                ctv=ctv,
+                use=use,
+                draft=draft,
+                acceptance=acceptance,
+                vision=vision,
+            ),
         )
 
     @app.get("/api/fit", response_model=list[FitRow], responses=ERRORS, **API)

@@ -10,6 +10,7 @@ the first request for a page pays for it (a deploy page about 1-5 s, the checker
 ones are served from memory.
 """
 
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -20,12 +21,13 @@ from moeplan.api import FitRow, MemoryReport, PlanReport, fit_rank
 from moeplan.arch.vision import MMPROJ_TYPES, mmproj_bytes
 from moeplan.engines.gpu_backends import split_backend
 from moeplan.engines.vision import plan_vision
-from moeplan.errors import MoeplanError, UnknownHardware
+from moeplan.errors import BadInput, UnknownHardware
 from moeplan.hardware.catalog import GIB, find_gpus, is_curated
 from moeplan.hardware.presets import PRESETS, preset_text
 from moeplan.hardware.rig import parse_rig
 from moeplan.memory.report import SizeReport
 from moeplan.plan.distributed import DistributedPlan, plan_distributed
+from moeplan.plan.options import PlanOptions, check_ctx, check_n_seq, check_text
 from moeplan.plan.policy import QUALITY_FLOOR, TOO_SLOW_TOK_S, Verdict, use_named
 from moeplan.quant.ggml import GGMLType
 from moeplan.quant.recipe import FileType
@@ -36,8 +38,6 @@ from moeplan.sources.hub import parse_ref
 MAX_MODEL_CHARS = 200
 MAX_RIG_CHARS = 300
 MAX_QUERY_CHARS = 100
-MAX_CTX = int(numbers.CONTEXT.high)
-MIN_CTX = int(numbers.CONTEXT.low)
 
 # The rigs every deploy page plans for: (label, rig text or preset name, as the CLI reads it).
 COMMON_RIGS: tuple[tuple[str, str], ...] = (
@@ -125,23 +125,6 @@ BASE_PLAN_FIELDS = frozenset(
 )
 
 
-class BadInput(MoeplanError):
-    """A query parameter out of its bounds (too long, negative context ...)."""
-
-
-def check_text(value: str, what: str, limit: int) -> str:
-    value = value.strip()
-    if len(value) > limit:
-        raise BadInput(f"{what} is too long ({len(value)} characters; at most {limit})")
-    return value
-
-
-def check_ctx(ctx: int | None) -> int | None:
-    if ctx is not None and not MIN_CTX <= ctx <= MAX_CTX:
-        raise BadInput(f"context must be between {MIN_CTX} and {MAX_CTX:,} tokens, not {ctx}")
-    return ctx
-
-
 def rig_key(rig: str) -> str:
     """The rig text as the cache key and share link: bounded, trimmed, a preset name in lower case."""
     rig = check_text(rig, "rig", MAX_RIG_CHARS)
@@ -173,144 +156,38 @@ def quant_name(quant: str | None) -> str | None:
 
 
 @lru_cache(maxsize=2048)
-def _plan(
-    mid: str,
-    rig: str,
-    engine: str,
-    ctx: int | None,
-    quant: str | None,
-    weight_format: str | None,
-    n_seq: int | None,
-    ctk: str | None,
-    ctv: str | None,
-    use: str | None,
-    draft: str,
-    acceptance: float | None,
-    vision: str | None = None,
-) -> PlanReport | DistributedPlan:
-    """`api.plan` for normalised arguments, cached; drafting only where llama.cpp plans (a vision
-    projector asked of another engine reaches api.plan, which refuses it)."""
-    drafting: dict[str, Any] = {"draft": draft, "acceptance": acceptance} if engine == "llamacpp" else {}
-    if vision is not None:
-        drafting["vision"] = vision
-    return api.plan(
-        mid,
-        rig,
-        engine=engine,
-        ctx=ctx,
-        quant=quant,
-        weight_format=weight_format,
-        n_seq=n_seq,
-        ctk=ctk,
-        ctv=ctv,
-        use=use,
-        **drafting,
-    )
+def _plan(mid: str, rig: str, options: PlanOptions) -> PlanReport | DistributedPlan:
+    """`api.plan` for a normalised model, rig and options, cached (every refusal of an option that
+    cannot apply comes from api.plan too)."""
+    return api.plan(mid, rig, options)
 
 
-def plan(
-    model: str,
-    rig: str,
-    *,
-    ctx: int | None = None,
-    quant: str | None = None,
-    n_seq: int | None = None,
-    ctk: str | None = None,
-    ctv: str | None = None,
-    use: str | None = None,
-    draft: str = "auto",
-    acceptance: float | None = None,
-    vision: str | None = None,
-) -> PlanReport:
-    """`api.plan`, cached; the model and rig normalised so that spellings share one entry. Left
-    open (None), context, -np and cache type are the policy's (plan/policy.py). `draft`:
-    speculative decoding to consider (auto: proposed where it pays; none; mtp; a model id).
-    `vision`: the mmproj file type of the model's vision projector to load beside it (f16, bf16, q8_0)."""
-    if n_seq is not None and not 1 <= n_seq <= 256:
-        raise BadInput(f"parallel sequences must be between 1 and 256, not {n_seq}")
-    ctk, ctv = _cache_types(ctk, ctv)
-    use = use_named(check_text(use, "use", 16)).name if use else None
-    draft = check_text(draft, "draft", 64)
-    r = _plan(
-        plan_model(model),
-        rig_key(rig),
-        "llamacpp",
-        check_ctx(ctx),
-        quant_name(quant),
-        None,
-        n_seq,
-        ctk,
-        ctv,
-        use,
-        draft,
-        acceptance,
-        check_text(vision, "vision", 8).lower() if vision else None,
+def plan(model: str, rig: str, options: PlanOptions | None = None) -> PlanReport:
+    """`api.plan` with llama.cpp, cached; the model, rig and options normalised so that spellings
+    share one entry. Left open (None), context, -np and cache type are the policy's
+    (plan/policy.py); the draft, speculative decoding to consider, is auto (proposed where it pays)
+    unless given (none; mtp; a model id)."""
+    o = (options or PlanOptions()).bounded()
+    o = replace(
+        o,
+        quant=quant_name(o.quant),
+        use=use_named(o.use).name if o.use else None,
+        draft=o.draft or "auto",
     )
+    r = _plan(plan_model(model), rig_key(rig), o)
     assert isinstance(r, PlanReport)  # llama.cpp plans are PlanReports
     return r
 
 
-def engine_plan(
-    model: str,
-    rig: str,
-    *,
-    engine: str,
-    ctx: int | None = None,
-    quant: str | None = None,
-    weight_format: str | None = None,
-    n_seq: int | None = None,
-    ctk: str | None = None,
-    ctv: str | None = None,
-    use: str | None = None,
-    draft: str = "auto",
-    acceptance: float | None = None,
-    vision: str | None = None,
-) -> PlanReport | DistributedPlan:
-    """`/api/plan` with an engine: llama.cpp through `plan`; vLLM and SGLang (and every refusal
-    of an option that cannot apply) through the same cache."""
-    if engine == "llamacpp" and not weight_format:
-        return plan(
-            model,
-            rig,
-            ctx=ctx,
-            quant=quant,
-            n_seq=n_seq,
-            ctk=ctk,
-            ctv=ctv,
-            use=use,
-            draft=draft,
-            acceptance=acceptance,
-            vision=vision,
-        )
-    if draft not in ("auto", "none") or acceptance is not None:
+def engine_plan(model: str, rig: str, options: PlanOptions) -> PlanReport | DistributedPlan:
+    """`/api/plan` with an engine: llama.cpp through `plan`; vLLM and SGLang through the same cache,
+    the page's default draft (auto, or none) meaning no drafting asked."""
+    if options.engine == "llamacpp" and not options.weight_format:
+        return plan(model, rig, options)
+    if options.draft not in (None, "auto", "none") or options.acceptance is not None:
         raise BadInput("draft and acceptance are llama.cpp settings (speculative decoding): leave them out")
-    quant = check_text(quant, "quantization", 32) if quant else None
-    weight_format = check_text(weight_format, "weight format", 32) if weight_format else None
-    ctk, ctv = _cache_types(ctk, ctv)
-    use = check_text(use, "use", 16) if use else None
-    return _plan(
-        plan_model(model),
-        rig_key(rig),
-        engine,
-        check_ctx(ctx),
-        quant,
-        weight_format,
-        n_seq,
-        ctk,
-        ctv,
-        use,
-        "none",
-        None,
-        check_text(vision, "vision", 8) if vision else None,
-    )
-
-
-def _cache_types(ctk: str | None, ctv: str | None) -> tuple[str | None, str | None]:
-    """-ctk / -ctv as given (bounded), None where left to the policy."""
-    return (
-        check_text(ctk, "K cache type", 16) if ctk else None,
-        check_text(ctv, "V cache type", 16) if ctv else None,
-    )
+    o = replace(options, draft=None).bounded()
+    return _plan(plan_model(model), rig_key(rig), o)
 
 
 @lru_cache(maxsize=256)
@@ -347,10 +224,8 @@ def memory(
     placement = check_text(placement, "placement", MAX_RIG_CHARS)
     if gpus is not None and not 0 <= gpus <= 64:
         raise BadInput(f"gpus must be between 0 and 64, not {gpus}")
-    if n_seq is not None and not 1 <= n_seq <= 256:
-        raise BadInput(f"parallel sequences must be between 1 and 256, not {n_seq}")
     ctx = check_ctx(ctx) or 0
-    return _memory(model_id(model), q, ctx, placement, gpus, n_seq)
+    return _memory(model_id(model), q, ctx, placement, gpus, check_n_seq(n_seq))
 
 
 def gpu_bytes(m: MemoryReport) -> int:
@@ -583,7 +458,7 @@ def vision_section(mid: str) -> VisionSection | None:
     if tower is None:
         return None
     v = plan_vision(tower, GGMLType.F16, ("GPU",))
-    plans = [plan(mid, rig, draft="none", vision="f16") for _, rig in VISION_RIGS]
+    plans = [plan(mid, rig, PlanOptions(draft="none", vision="f16")) for _, rig in VISION_RIGS]
     return VisionSection(
         projector=str(tower.projector),
         n_layer=tower.n_layer,
@@ -639,7 +514,7 @@ def _smallest_gpu_rig(mid: str, quant: str) -> tuple[str, str] | None:
     """The first GPU_LADDER rig on which the planner puts every layer on the GPUs at 8k context."""
 
     def all_on_gpu(i: int) -> bool:
-        r = plan(mid, GPU_LADDER[i][1], ctx=8192, quant=quant, draft="none")
+        r = plan(mid, GPU_LADDER[i][1], PlanOptions(ctx=8192, quant=quant, draft="none"))
         return r.fits and r.strategy == "gpu"
 
     lo, hi = 0, len(GPU_LADDER)
@@ -975,7 +850,7 @@ def home_page(
         return HomePage(
             model=model, rig=rig, ctx=ctx, quant=quant, vision=vision, plan=None, extras={}, model_id=None
         )
-    r = plan(model, rig, ctx=ctx, quant=quant, vision=vision)
+    r = plan(model, rig, PlanOptions(ctx=ctx, quant=quant, vision=vision))
     mid = None if parse_ref(model) is not None else model_id(model)
     return HomePage(
         model=model, rig=rig, ctx=ctx, quant=quant, vision=vision, plan=r, extras=plan_extras(r), model_id=mid
