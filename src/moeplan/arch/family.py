@@ -36,6 +36,8 @@ class Family:
     # What of llama.cpp's compute graph the compute-buffer estimate leaves out ("" = nothing known);
     # the plan says so (notice COMPUTE_BUFFER_UNDERESTIMATED) instead of presenting it as exact.
     compute_gap: ClassVar[str] = ""
+    # `{arch}` keys (leading dot) whose integer arrays the loader reads as uint64 (qwen4exp's PLE hash)
+    u64_keys: ClassVar[frozenset[str]] = frozenset()
 
     # ---- config.json ---------------------------------------------------------------------------
 

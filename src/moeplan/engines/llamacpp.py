@@ -18,6 +18,8 @@ From the pinned llama.cpp (build 11434), `src/llama-model.cpp load_tensors`, `co
   indexer cache; per sparse layer a zero-filled {1, top-k, n_tokens} F32 graph leaf that is never
   freed, and at the layer the refilled KQ mask (fill + add, or the indexer scores) and the top-k
   indices (fitted on the pinned build's CPU compute buffers, within 6 MiB of them).
+  Qwen sparse attention (qwen4exp, `Attention.indexer_kpool`) builds neither: its pooled selection
+  is the family's `attention_activations`.
 - CPU weights in Q4_0/Q4_K/IQ4_NL/MXFP4 with rows a multiple of 8 are repacked on x86 (AVX2) into a
   separate CPU_REPACK buffer when no GPU backend takes the host buffer type.
 """
@@ -291,7 +293,7 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
     layers = layer_memory(spec, cfg)
     ub = context(spec, cfg).n_ubatch
     e = spec.n_embd
-    attn, ffn, swa, leaf, held = [], [], [], [], []
+    attn, ffn, swa, leaf, held, lid = [], [], [], [], [], []
     n_stream = context(spec, cfg).n_stream
     for lm, layer in zip(layers, spec.layers, strict=True):
         a, f = layer.attn, layer.ffn
@@ -300,7 +302,9 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
         )
         held.append(graph_wide)
         swa.append(a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and bool(a.window))
-        sparse, zeros = _sparse_attention(a, lm.cells, ub, cfg.flash_attn) if a.indexer_top_k else (0, 0)
+        dsa = bool(a.indexer_top_k) and not a.indexer_kpool  # QSA's pooled selection: the family's
+        sparse, zeros = _sparse_attention(a, lm.cells, ub, cfg.flash_attn) if dsa else (0, 0)
+        lid.append(lm.index_bytes > 0 and not a.indexer_kpool)
         leaf.append(zeros)
         if a.kind is AttnKind.LINEAR:
             act = rules(spec.arch).recurrent_activations(a, ub, e, cfg.n_seq)
@@ -326,7 +330,7 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
         np.array(swa, dtype=np.bool_),
         np.array(attn, dtype=np.int64),
         np.array(ffn, dtype=np.int64),
-        np.array([lm.index_bytes > 0 for lm in layers], dtype=np.bool_) if any(leaf) else None,
+        np.array(lid, dtype=np.bool_) if any(leaf) else None,
         np.array(leaf, dtype=np.int64) if any(leaf) else None,
         np.array(held, dtype=np.int64) if any(held) else None,
     )
