@@ -78,6 +78,7 @@ def test_parameters_match_the_release() -> None:
     no_mtp = sum(t.n_elements for t in inventory(s, mtp=False).tensors)
     assert total == 179_551_050_368 and no_mtp == 176_943_899_520
     assert (no_mtp - PLE_ROWS * 160) / 125e9 == pytest.approx(1, abs=0.01)
+    assert load_catalog()[MODEL].params_published.total == 176e9  # "125B-A6B MoE + 51B N-gram"
     assert (total + 0.45e9) * 2 == pytest.approx(359_999_963_128, rel=0.001)
 
 
