@@ -40,11 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf import GGUFWriter
+from gguf import GGUFValueType, GGUFWriter
 
 from moeplan.arch.inventory import Inventory, TensorSpec, inventory
 from moeplan.arch.registry import family
-from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
+from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec, NgramEmbedding
 from moeplan.quant.ggml import GGMLType, tensor_bytes
 
 FORMAT_VERSION = 1  # bump to invalidate cached files when the writer changes
@@ -190,6 +190,20 @@ def _ssm_inner(small: Layer, ratio: int, n_embd: int) -> Layer:
     return Layer(dataclasses.replace(a, linear_v_heads=ratio * n_embd // a.linear_v_head_dim), small.ffn)
 
 
+def _shrink_ngram(ple: NgramEmbedding | None, n_embd: int) -> NgramEmbedding | None:
+    """The n-gram heads keep their count; their rows narrow so that together they stay n_embd wide
+    (qwen4exp's `ple_value` is n_embd x n_embd), 64 rows a head, the hash ids inside the vocabulary."""
+    if ple is None:
+        return None
+    return dataclasses.replace(
+        ple,
+        head_dim=n_embd // ple.n_heads,
+        rows=64 * ple.n_heads,
+        eos_token_id=N_VOCAB - 1,
+        image_token_id=-1,
+    )
+
+
 def shrink(spec: ModelSpec, width: int = WIDTH, ffn_width: int | None = None) -> ModelSpec:
     """The same model, narrow: see the module docstring for what is kept and what shrinks.
     `width`: the base of the embedding and FFN widths (a wider model outgrows the CPU caches);
@@ -208,6 +222,7 @@ def shrink(spec: ModelSpec, width: int = WIDTH, ffn_width: int | None = None) ->
         name=f"{spec.name} (materialised)",
         n_embd=n_embd,
         n_vocab=N_VOCAB,
+        ngram_embedding=_shrink_ngram(spec.ngram_embedding, n_embd),
         layers=tuple(_tied(s, r, n_head, n_embd) for s, r in zip(layers, spec.layers, strict=True)),
         mtp_layers=tuple(_tied(s, r, n_head, n_embd) for s, r in zip(mtp, spec.mtp_layers, strict=True)),
         context_length=min(spec.context_length or 4096, 131072),
@@ -242,9 +257,12 @@ def _vocab_safe_name(name: str, arch: str) -> str:
     return f"{arch} (materialised)" if any(r in lowered for r in _NAME_KEYED_VOCAB_RULES) else name
 
 
-def _add_kv(w: GGUFWriter, arch: str, key: str, value: object) -> None:
+def _add_kv(w: GGUFWriter, arch: str, key: str, value: object, *, u64: bool = False) -> None:
+    """`u64`: an integer array the loader reads as uint64 (the family's `u64_keys`)."""
     k = arch + key if key.startswith(".") else key
-    if isinstance(value, bool):
+    if u64 and isinstance(value, list):
+        w.add_key_value(k, value, GGUFValueType.ARRAY, GGUFValueType.UINT64)
+    elif isinstance(value, bool):
         w.add_bool(k, value)
     elif isinstance(value, int):
         w.add_uint32(k, value)
@@ -337,8 +355,9 @@ def write_gguf(
     holes = expert_bytes > expert_budget
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     w = GGUFWriter(tmp, spec.arch)
+    wide = family(spec.arch).u64_keys
     for key, value in metadata(inv).items():
-        _add_kv(w, spec.arch, key, value)
+        _add_kv(w, spec.arch, key, value, u64=key in wide)
     sizes = []
     for t in inv.tensors:
         ty = stored_type(t)

@@ -113,6 +113,7 @@ ARCH_MODELS = {
     "muse-glimmer": "muse-glimmer-30b",  # dense: gated attention, SWA with NoPE full layers
     "laguna": "laguna-xs.2",  # per-layer query heads, dense-first fixed SWA pattern, per-head gates
     "cohere2moe": "north-mini-code-1.0",  # parallel attention + FFN block, SWA from the pattern array
+    "qwen4exp": "qwen3.8-flash-next",  # GDN + QSA (pooled indexer cache), hyper-connections, PLE conv state
 }
 GEMMA = "gemma-3-270m-real"
 LEAN_EXPERTS = 8

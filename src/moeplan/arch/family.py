@@ -55,6 +55,8 @@ class Family:
     rope_fraction: ClassVar[float] = 1.0  # share of the head that is rotated (partial_rotary_factor)
     # The recurrent inner width llama.cpp's loader requires as a multiple of n_embd (0 = free).
     ssm_inner_per_embd: ClassVar[int] = 0
+    # `{arch}` keys (leading dot) whose integer arrays the loader reads as uint64 (qwen4exp's PLE hash)
+    u64_keys: ClassVar[frozenset[str]] = frozenset()
 
     # ---- config.json ---------------------------------------------------------------------------
 

@@ -62,6 +62,10 @@ class Attention:
     compress_ratio: int = 0
     o_groups: int = 0
     o_lora_rank: int = 0
+    # Qwen sparse attention (qwen4exp QSA): the indexer scores pools of this many cells and its cache
+    # keeps the raw and the pooled key side by side, two rows of indexer_head_dim per cell
+    # (`llama_memory_hybrid_idx`, indexer_kpool_row 2); 0 = no pooling
+    indexer_kpool: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,29 @@ class FFN:
 class Layer:
     attn: Attention
     ffn: FFN
+
+
+@dataclass(frozen=True)
+class NgramEmbedding:
+    """Qwen3.8-Flash-Next's PLE: hashed bigram/trigram rows gathered into one layer's residual.
+
+    The table `per_layer_token_embd` holds `rows` rows of `head_dim` values; each of the
+    (ngram_size - 1) x heads_per_ngram heads gathers one row per token, so their concatenation is
+    n_embd wide. The layer's dilated short convolution keeps (conv_kernel - 1) x ngram_size steps of
+    the hc-wide residual per sequence (`llama_hparams::ple_conv_state`)."""
+
+    layer: int  # zero-based decoder layer (HF `ple_layer_ids` is one-based)
+    rows: int  # rows of the table as the checkpoint stores it (padded)
+    head_dim: int  # values per row (`embedding_length_per_layer_input`)
+    ngram_size: int
+    heads_per_ngram: int
+    conv_kernel: int
+    eos_token_id: int  # the hash restarts its n-grams after it
+    image_token_id: int = -1  # stands in for image positions; -1 = none
+
+    @property
+    def n_heads(self) -> int:
+        return (self.ngram_size - 1) * self.heads_per_ngram
 
 
 @dataclass(frozen=True)
@@ -114,6 +141,10 @@ class ModelSpec:
     # hyper-connections (DeepSeek-V4 mHC `hc_mult`): residual streams the blocks mix; 0 = one plain
     # residual stream
     hc_mult: int = 0
+    # low-rank hyper-connection mixers (qwen4exp `hc_lowrank`): their down/up projections' rank;
+    # 0 = DeepSeek-V4's full-rank mixers
+    hc_low_rank: int = 0
+    ngram_embedding: NgramEmbedding | None = None
 
     @property
     def n_layer(self) -> int:

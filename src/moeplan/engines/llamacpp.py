@@ -27,6 +27,8 @@ From the pinned llama.cpp (build 11434), `src/llama-model.cpp load_tensors`, `co
   that layer's peak by replaying its tensors through ggml-alloc's best fit (`engines/ggml_alloc.py`),
   holes included; DeepSeek-V4's compressed caches add one KQ mask each (CSA, HCA: F16 with flash
   attention) and its indexer mask covers the compressed rows (`llm_graph_input_dsv4`).
+  Qwen sparse attention (qwen4exp, `Attention.indexer_kpool`) builds neither: its pooled selection
+  is the family's `attention_activations`.
 - CPU weights in Q4_0/Q4_K/IQ4_NL/MXFP4 with rows a multiple of 8 are repacked on x86 (AVX2) into a
   separate CPU_REPACK buffer when no GPU backend takes the host buffer type.
 """
@@ -318,7 +320,7 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
     layers = layer_memory(spec, cfg)
     ub = context(spec, cfg).n_ubatch
     e = spec.n_embd
-    attn, ffn, swa, leaf, held = [], [], [], [], []
+    attn, ffn, swa, leaf, held, lid = [], [], [], [], [], []
     n_stream = context(spec, cfg).n_stream
     family = rules(spec.arch)
     for lm, layer in zip(layers, spec.layers, strict=True):
@@ -346,8 +348,9 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
         sparse, zeros = (0, 0)
         if graph is not None:
             zeros = graph.leaf_bytes
-        elif a.indexer_top_k:
+        elif a.indexer_top_k and not a.indexer_kpool:  # QSA's pooled selection: the family's
             sparse, zeros = _sparse_attention(a, lm.cells, ub, cfg.flash_attn)
+        lid.append(lm.index_bytes > 0 and not a.indexer_kpool)
         leaf.append(zeros)
         if a.kind is AttnKind.LINEAR:
             act = family.recurrent_activations(a, ub, e, cfg.n_seq)
@@ -376,7 +379,7 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
         np.array(swa, dtype=np.bool_),
         np.array(attn, dtype=np.int64),
         np.array(ffn, dtype=np.int64),
-        np.array([lm.index_bytes > 0 for lm in layers], dtype=np.bool_) if any(leaf) else None,
+        np.array(lid, dtype=np.bool_) if any(leaf) else None,
         np.array(leaf, dtype=np.int64) if any(leaf) else None,
         np.array(held, dtype=np.int64) if any(held) else None,
         np.array([la.attn.compress_ratio for la in spec.layers], dtype=np.int64) if compressed else None,

@@ -11,6 +11,9 @@ Rules from the pinned llama.cpp (build 11434):
 - DSA lightning indexer (deepseek32, glm-dsa): a second K-only cache of the same cells, one key head
   of `indexer_head_dim` values per cell in the -ctk type, on the layers that have an indexer
   (`llama_kv_cache_dsa`: a llama_kv_cache with n_head_kv 1 and head size indexer_head_size).
+- Qwen sparse attention (qwen4exp QSA, `llama_memory_hybrid_idx`): the same indexer cache, but each
+  cell keeps the raw and the pooled key (2 x indexer_head_dim, `indexer_kpool_row`); the PLE layer's
+  recurrent cache holds one more F32 row per sequence, its dilated conv history (`ple_conv_state`).
 - MiniMax sparse attention (minimax-m3): `llama_kv_cache_msa` is the same pair, but its indexer cache
   is built from the model's non-MLA hparams, so it also holds V (`indexer_v_dim` = head_dim_v, one
   head, in the -ctv type) on the layers with an indexer (il >= leading dense layers).
@@ -160,6 +163,16 @@ def recurrent_state_values(spec: ModelSpec, a: Attention) -> int:
     return r + s
 
 
+def ple_conv_state(spec: ModelSpec, il: int) -> int:
+    """F32 values of the PLE short-convolution history one sequence keeps on layer `il`: a row of its
+    own beside the layer's recurrent state (`cache_ple_r_l`, `llama_hparams::ple_conv_state`:
+    (conv_kernel - 1) x ngram_size dilated steps of the hc x n_embd residual); 0 on other layers."""
+    ple = spec.ngram_embedding
+    if ple is None or ple.layer != il:
+        return 0
+    return (ple.conv_kernel - 1) * ple.ngram_size * max(1, spec.hc_mult) * spec.n_embd
+
+
 _NO_KV = (AttnKind.LINEAR, AttnKind.NONE)
 
 
@@ -174,7 +187,7 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
             out.append(LayerMemory(il, a.kind, 0, 0, 0, 0))
             continue
         if a.kind is AttnKind.LINEAR:
-            state = 4 * recurrent_state_values(spec, a) * max(1, cfg.n_seq)
+            state = 4 * (recurrent_state_values(spec, a) + ple_conv_state(spec, il)) * max(1, cfg.n_seq)
             out.append(LayerMemory(il, a.kind, 0, 0, 0, state))
             continue
         cells = ctx.n_ctx_seq
@@ -194,7 +207,8 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
             v_w = v_max
         k = ctx.n_stream * cells * row_bytes(cfg.type_k, k_w)
         v = ctx.n_stream * cells * row_bytes(cfg.type_v, v_w) if v_w else 0
-        idx = ctx.n_stream * cells * row_bytes(cfg.type_k, a.indexer_head_dim) if a.indexer_heads else 0
+        idx_w = a.indexer_head_dim * (2 if a.indexer_kpool else 1)  # QSA: raw | pooled key
+        idx = ctx.n_stream * cells * row_bytes(cfg.type_k, idx_w) if a.indexer_heads else 0
         idx_v = ctx.n_stream * cells * row_bytes(cfg.type_v, a.indexer_v_dim) if a.indexer_heads else 0
         out.append(LayerMemory(il, a.kind, cells, k, v, 0, idx + idx_v, idx_v))
     return out

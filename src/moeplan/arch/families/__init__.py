@@ -31,6 +31,7 @@ from moeplan.arch.families.olmoe import Olmoe
 from moeplan.arch.families.phimoe import PhiMoe
 from moeplan.arch.families.qwen3 import Qwen3, Qwen3Moe
 from moeplan.arch.families.qwen3vl import Qwen3VLMoe
+from moeplan.arch.families.qwen4exp import Qwen4Exp
 from moeplan.arch.families.qwen35 import Qwen3Next, Qwen35, Qwen35Moe
 from moeplan.arch.families.seed_oss import SeedOss
 from moeplan.arch.families.step35 import Step35
@@ -76,4 +77,5 @@ FAMILIES: tuple[type[Family], ...] = (
     MuseGlimmer,
     Laguna,
     Cohere2Moe,
+    Qwen4Exp,
 )

@@ -1,0 +1,295 @@
+"""Qwen3.8-Flash-Next (`qwen4exp`): the Qwen3.5 Gated DeltaNet hybrid with hyper-connections, Qwen
+sparse attention (QSA) and a hashed n-gram per-layer embedding (PLE).
+
+Pinned llama.cpp: `conversion/qwen4exp.py` Qwen4ExpTextModel (on top of Qwen3-Next's converter),
+`src/models/qwen4exp.cpp` (`load_arch_hparams`, `load_arch_tensors`), `llama_memory_hybrid_idx`.
+- Every layer norm is replaced by a low-rank hyper-connection mixer over `hc_count` residual streams
+  (`hc_{attn,ffn}_{norm,down,up,inject}`); the head collapses the streams (`output_hc_*`), there is
+  no output_norm.
+- Full-attention layers (and the MTP block) are gated GQA plus a QSA indexer: `index_qk_proj` split
+  into `indexer.q_proj` / `indexer.k_proj` with their norms; its keys are pooled in blocks of
+  `indexer_compress_ratio` cells (`attention.compress_ratios`), `indexer_budget` tokens attended.
+- One linear layer (`ple_layer_ids`, one-based) adds the PLE block and reads `per_layer_token_embd`,
+  the concatenated n-gram table (`_place_ple_shard`): (ngram_size - 1) x heads_per_ngram heads of
+  `ple_embed_dim / heads` values, so the gather is n_embd wide (`ple_value` {n_embd, n_embd}).
+- The MTP block is one more QSA layer with its own stream mixer (`nextn.hc_head_*`); the converter
+  keeps it unless `--no-mtp` (`supports_mtp_export`, `_QwenMtpMixin`).
+Checkpoint tensor shapes (1-D mixer and PLE norms of hc x n_embd, `block_inject_weight` {hc, hc x
+n_embd}, `conv1d` {hc x n_embd, 1, 4}) are those a port read from the release's safetensors headers
+(a Tenstorrent tt-metal autoport test, `models.autoports.qwen_qwen3_8_flash_next`; catalog sources).
+
+The PLE hash constants (`layer_multipliers`, `ngram_heads_offsets`, `ngram_heads_vocab_sizes`) are
+checkpoint buffers, not config values: no tensor, cache or buffer size depends on them, so the GGUF
+keys written here split the table evenly among the heads as stand-ins that satisfy the loader's
+range checks (`load_arch_hparams`).
+"""
+
+import dataclasses
+from typing import ClassVar
+
+from moeplan.arch import config as c
+from moeplan.arch import layout
+from moeplan.arch.config import Config
+from moeplan.arch.families.qwen3 import qwen_moe_ffn
+from moeplan.arch.families.qwen35 import _GatedDeltaNetHybrid, hybrid_layers
+from moeplan.arch.family import GGUFValue
+from moeplan.arch.from_gguf import GGUFHParams, generic_spec, recurrent_by_interval
+from moeplan.arch.spec import Attention, AttnKind, Layer, ModelSpec, NgramEmbedding
+from moeplan.arch.tensors import Builder, Inventory, Role
+from moeplan.errors import BadConfig, BadGGUF
+
+# the checkpoint's n-gram table as its safetensors headers give it: `split_ngram_parts` shards of
+# 2,500,012 rows (the tt-metal autoport's host_weight_cache test: PLE_PADDED_ROWS 320,001,536 =
+# 128 x 2,500,012; the heads' vocabularies sum to 320,001,446 logical rows)
+ROWS_PER_SHARD = 2_500_012
+
+
+def _ngram_embedding(cfg: Config, n_embd: int, types: list[str]) -> NgramEmbedding | None:
+    """The PLE group of `set_gguf_parameters`; an empty `ple_layer_ids` means no n-gram table."""
+    ids = cfg.get("ple_layer_ids")
+    if ids == []:
+        return None
+    if not isinstance(ids, list) or len(ids) != 1 or not isinstance(ids[0], int):
+        raise BadConfig(
+            "qwen4exp: ple_layer_ids must name exactly one layer (llama.cpp supports one PLE layer)"
+        )
+    layer = ids[0] - 1  # one-based in the HF config
+    if not 0 <= layer < len(types) or types[layer] != "linear_attention":
+        raise BadConfig(f"qwen4exp: ple_layer_ids {ids} must be a linear_attention layer (1-based)")
+    ngram, per = c.integer(cfg, "ngram_size"), c.integer(cfg, "heads_per_ngram")
+    heads = (ngram - 1) * per
+    dim = c.integer(cfg, "ple_embed_dim")
+    if heads == 0 or dim != n_embd or dim % heads:
+        raise BadConfig(
+            f"qwen4exp: ple_embed_dim {dim} must equal hidden_size {n_embd} and split among the "
+            f"{heads} n-gram heads (the loader sizes ple_value n_embd x n_embd)"
+        )
+    eos = cfg.get("eos_token_id")
+    eos = eos[-1] if isinstance(eos, list) and eos else eos  # `_eos_token_id`: the primary EOS
+    if not isinstance(eos, int):
+        raise BadConfig("qwen4exp: eos_token_id is required (the PLE hash restarts its n-grams on it)")
+    return NgramEmbedding(
+        layer=layer,
+        rows=ROWS_PER_SHARD * c.integer(cfg, "split_ngram_parts"),
+        head_dim=dim // heads,
+        ngram_size=ngram,
+        heads_per_ngram=per,
+        conv_kernel=c.integer(cfg, "ple_conv_kernel_size"),
+        eos_token_id=eos,
+        image_token_id=c.integer(cfg, "image_token_id") if cfg.get("image_token_id") is not None else -1,
+    )
+
+
+class Qwen4Exp(_GatedDeltaNetHybrid):
+    arch = "qwen4exp"
+    model_types = ("qwen4_exp", "qwen4_exp_text")
+    u64_keys: ClassVar[frozenset[str]] = frozenset(
+        {".ple.layer_multipliers", ".ple.head_offsets", ".ple.head_vocab_sizes"}
+    )
+
+    def spec_from_config(self, cfg: Config) -> ModelSpec:
+        if c.integer(cfg, "hc_count") <= 1:
+            raise BadConfig("qwen4exp: hc_count must be greater than one (llama.cpp refuses a single stream)")
+        ratio, budget = c.integer(cfg, "indexer_compress_ratio"), c.integer(cfg, "indexer_budget")
+        if ratio <= 1 or budget % ratio:
+            raise BadConfig(
+                f"qwen4exp: indexer_compress_ratio {ratio} must be above 1 and divide indexer_budget {budget}"
+            )
+        if c.integer(cfg, "indexer_kv_heads", default=1) != 1:
+            raise BadConfig("qwen4exp: llama.cpp's QSA indexer has one key head (indexer_kv_heads 1)")
+        ffn = qwen_moe_ffn(cfg, shared=True)
+        qsa = dataclasses.replace(
+            c.gqa(cfg),
+            indexer_heads=c.integer(cfg, "indexer_n_heads"),
+            indexer_head_dim=c.integer(cfg, "indexer_head_dim"),
+            indexer_top_k=budget,
+            indexer_kpool=ratio,
+        )
+        layers = [
+            Layer(qsa, la.ffn) if la.attn.kind is not AttnKind.LINEAR else la
+            for la in hybrid_layers(cfg, ffn)
+        ]
+        types = ["linear_attention" if la.attn.kind is AttnKind.LINEAR else "full_attention" for la in layers]
+        n_embd = c.integer(cfg, "hidden_size")
+        spec = c.base(cfg, self.arch, layers, mtp_layers=c.mtp(cfg, Layer(qsa, ffn)))
+        return dataclasses.replace(
+            spec,
+            hc_mult=c.integer(cfg, "hc_count"),
+            hc_low_rank=c.integer(cfg, "hc_lowrank"),
+            ngram_embedding=_ngram_embedding(cfg, n_embd, types),
+        )
+
+    def spec_from_gguf(self, hp: GGUFHParams) -> ModelSpec:
+        """Qwen3.5's layer plan plus the keys `load_arch_hparams` adds: the hyper-connection count and
+        rank, each QSA layer's indexer and pool size (`attention.compress_ratios`), and the PLE group;
+        the table's rows are the tensor's (the converter pads it past the head ranges)."""
+        spec = generic_spec(hp, recurrent=recurrent_by_interval)
+        ratios = hp.value("attention.compress_ratios")
+        if not isinstance(ratios, list) or len(ratios) < hp.n_layer_all:
+            raise BadGGUF(f"{hp.name}: qwen4exp.attention.compress_ratios must give one ratio per block")
+
+        def qsa(il: int, la: Layer) -> Layer:
+            if la.attn.kind is AttnKind.LINEAR:
+                return la
+            attn = dataclasses.replace(
+                la.attn,
+                indexer_heads=hp.integer("attention.indexer.head_count"),
+                indexer_head_dim=hp.integer("attention.indexer.key_length"),
+                indexer_top_k=hp.integer("attention.indexer.top_k"),
+                indexer_kpool=int(ratios[il]),
+            )
+            return Layer(attn, la.ffn)
+
+        blocks = [qsa(il, la) for il, la in enumerate((*spec.layers, *spec.mtp_layers))]
+        return dataclasses.replace(
+            spec,
+            layers=tuple(blocks[: spec.n_layer]),
+            mtp_layers=tuple(blocks[spec.n_layer :]),
+            hc_mult=hp.integer("hyper_connection.count"),
+            hc_low_rank=hp.integer("hyper_connection.low_rank"),
+            ngram_embedding=self._ngram_from_gguf(hp),
+        )
+
+    @staticmethod
+    def _ngram_from_gguf(hp: GGUFHParams) -> NgramEmbedding | None:
+        layers = hp.value("ple.layers")
+        if layers is None:
+            return None
+        table = hp.shape("per_layer_token_embd.weight")
+        if not isinstance(layers, list) or len(layers) != 1 or table is None or len(table) != 2:
+            raise BadGGUF(
+                f"{hp.name}: qwen4exp PLE needs one ple.layers entry and a 2-D per_layer_token_embd"
+            )
+        image = hp.value("ple.image_token_id")
+        return NgramEmbedding(
+            layer=int(layers[0]),
+            rows=table[1],
+            head_dim=table[0],
+            ngram_size=hp.integer("ple.ngram_size"),
+            heads_per_ngram=hp.integer("ple.heads_per_ngram"),
+            conv_kernel=hp.integer("ple.conv_kernel"),
+            eos_token_id=hp.integer("ple.eos_token_id"),
+            image_token_id=image if isinstance(image, int) else -1,
+        )
+
+    # ---- tensors -------------------------------------------------------------------------------
+
+    def head(self, b: Builder, spec: ModelSpec) -> None:
+        b.add("token_embd.weight", (spec.n_embd, spec.n_vocab), Role.EMBED)
+        if (ple := spec.ngram_embedding) is not None:
+            b.add("per_layer_token_embd.weight", (ple.head_dim, ple.rows), Role.EMBED)
+
+    @staticmethod
+    def _mixer(b: Builder, spec: ModelSpec, p: str, il: int | None, role: Role, inject: bool) -> None:
+        """A low-rank stream mixer: its norm gammas (1-D hc x n_embd), down/up projections and, inside a
+        block, the inject weights {hc x n_embd, hc}."""
+        hc_dim, lr = spec.hc_mult * spec.n_embd, spec.hc_low_rank
+        norm = Role.MTP if role is Role.MTP else Role.NORM
+        b.add(f"{p}_norm.weight", (hc_dim,), norm, il)
+        b.add(f"{p}_down.weight", (hc_dim, lr), role, il)
+        b.add(f"{p}_up.weight", (lr, hc_dim), role, il)
+        if inject:
+            b.add(f"{p}_inject.weight", (hc_dim, spec.hc_mult), role, il)
+
+    def block(self, b: Builder, spec: ModelSpec, il: int, layer: Layer, mtp: bool, own_head: bool) -> None:
+        p, e = f"blk.{il}", spec.n_embd
+        attn = layout.mtp_or(Role.ATTN, mtp)
+        for part in ("attn", "ffn"):
+            self._mixer(b, spec, f"{p}.hc_{part}", il, attn, inject=True)
+        a = layer.attn
+        if a.kind is AttnKind.LINEAR:
+            layout.gated_deltanet(b, p, il, a, e, layout.mtp_or(Role.SSM, mtp), fused_ba=False)
+        else:
+            layout.gqa(b, p, il, a, e, attn, q_gate=True, qk_norm=True)
+            norm = layout.mtp_or(Role.NORM, mtp)
+            hd = a.indexer_head_dim
+            b.add(f"{p}.indexer.q_proj.weight", (e, a.indexer_heads * hd), attn, il)
+            b.add(f"{p}.indexer.k_proj.weight", (e, hd), attn, il)
+            b.add(f"{p}.indexer.q_norm.weight", (hd,), norm, il)
+            b.add(f"{p}.indexer.k_norm.weight", (hd,), norm, il)
+        ple = spec.ngram_embedding
+        if ple is not None and ple.layer == il:
+            hc_dim = spec.hc_mult * e
+            b.add(f"{p}.ple_key.weight", (e, hc_dim), Role.ATTN, il)
+            b.add(f"{p}.ple_value.weight", (e, e), Role.ATTN, il)
+            for n in ("key", "query", "conv"):
+                b.add(f"{p}.ple_norm_{n}.weight", (hc_dim,), Role.NORM, il)
+            b.add(f"{p}.ple_conv1d.weight", (ple.conv_kernel, hc_dim), Role.ATTN, il)
+        self.ffn(b, spec, p, il, layer, mtp)
+        if mtp:
+            b.add(f"{p}.nextn.eh_proj.weight", (2 * e, e), Role.MTP, il)
+            b.add(f"{p}.nextn.enorm.weight", (e,), Role.MTP, il)
+            b.add(f"{p}.nextn.hnorm.weight", (spec.hc_mult * e,), Role.MTP, il)
+            self._mixer(b, spec, f"{p}.nextn.hc_head", il, Role.MTP, inject=False)
+
+    def tail(self, b: Builder, spec: ModelSpec) -> None:
+        self._mixer(b, spec, "output_hc", None, Role.OUTPUT, inject=False)
+        b.add("output.weight", (spec.n_embd, spec.n_vocab), Role.OUTPUT)
+
+    # ---- compute buffer ------------------------------------------------------------------------
+
+    def attention_activations(
+        self,
+        a: Attention,
+        cells: int,
+        n_ubatch: int,
+        n_stream: int,
+        n_seq: int,
+        flash_attn: bool,
+        unified: bool,
+    ) -> tuple[int, int]:
+        """QSA's selection (`build_qsa_sel`, `build_inp_kpool`): held for the graph, the pool mask
+        {n_pool, tokens} F16; at the layer, the pool scores {n_pool, tokens} F32, the all -inf row
+        repeated to {cells + n_sel, tokens} and the selection mask {cells, tokens} (both in the KQ
+        mask's type), and the selection bookkeeping, four F32 rows of n_sel per token (liveness, dump
+        rows, the indices as F32 and their difference). The cache is reserved full: n_pool is
+        `kpool_pad` (pad 64 of one more than cells / kpool x n_seq_max) and n_sel is kpool x
+        min(n_pool, budget / kpool) + kpool - 1. Checked against the pinned build's CPU compute
+        buffers from -c 2048 to 32768, with and without flash attention and -np 4 (within 11 MiB)."""
+        if not a.indexer_kpool:
+            return 0, 0
+        kpool = a.indexer_kpool
+        n_pool = max(64, -(-((cells // kpool) * max(1, n_seq) + 1) // 64) * 64)
+        n_sel = kpool * min(n_pool, a.indexer_top_k // kpool) + kpool - 1
+        mask = 2 if flash_attn else 4
+        at_layer = 4 * n_pool + mask * (2 * cells + n_sel) + 4 * 4 * n_sel
+        return at_layer * n_ubatch, 2 * n_pool * n_ubatch
+
+    # ---- GGUF metadata -------------------------------------------------------------------------
+
+    def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
+        """Qwen3-Next's keys plus `Qwen4ExpTextModel.set_gguf_parameters`."""
+        kv = super().gguf_metadata(inv)
+        spec = inv.spec
+        qsa = next(la.attn for la in spec.layers if la.attn.kind is not AttnKind.LINEAR)
+        blocks = (*spec.layers, *spec.mtp_layers[: inv.mtp_kept])
+        kv.update(
+            {
+                ".hyper_connection.count": spec.hc_mult,
+                ".hyper_connection.low_rank": spec.hc_low_rank,
+                ".attention.indexer.head_count": qsa.indexer_heads,
+                ".attention.indexer.key_length": qsa.indexer_head_dim,
+                ".attention.indexer.top_k": qsa.indexer_top_k,
+                ".attention.compress_ratios": [la.attn.indexer_kpool for la in blocks],
+            }
+        )
+        ple = spec.ngram_embedding
+        if ple is None:
+            return kv
+        share = ple.rows // ple.n_heads
+        kv.update(
+            {
+                ".ple.layers": [ple.layer],
+                ".ple.ngram_size": ple.ngram_size,
+                ".ple.heads_per_ngram": ple.heads_per_ngram,
+                ".ple.conv_kernel": ple.conv_kernel,
+                ".ple.eos_token_id": ple.eos_token_id,
+                ".embedding_length_per_layer_input": ple.head_dim,
+                ".ple.layer_multipliers": [2 * k + 1 for k in range(ple.ngram_size)],
+                ".ple.head_offsets": [h * share for h in range(ple.n_heads)],
+                ".ple.head_vocab_sizes": [share] * ple.n_heads,
+            }
+        )
+        if ple.image_token_id >= 0:
+            kv[".ple.image_token_id"] = ple.image_token_id
+        return kv
