@@ -1,5 +1,6 @@
 """The mmproj model: its tensors and their converter types, its buffers, and the catalog's towers."""
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,39 @@ def test_published_gemma3_mmproj_sizes() -> None:
     projection = 2560 * 1152
     assert round((mmproj_bytes(t, GGMLType.F32) + 2 * projection) / 1e9, 2) == 1.68
     assert round(mmproj_bytes(t, GGMLType.F32) / 1e9, 2) == 1.67  # the pinned converter's
+
+
+def test_qwen3vl_compute_is_the_allocator_layout() -> None:
+    """The replay of clip.cpp's Qwen3-VL graph (engines/clip_graph.py) against the pinned build
+    (validation/vision.py): a tower no wider than 3·p² (768 for 16-px patches) puts its roped Q in
+    the freed image's hole, so attention peaks above it: the hole, positions, residual, QKV, roped K
+    and its F16 copy, 4 x patches x (3·p² + 4 + 5.5·n_embd), 161.31 MiB for Qwen3.5-0.8B (the old
+    six-widths rule said 173.71); wider towers keep the input stage's 6 widths above the image."""
+    patches = 92 * 92  # the 1472-px warmup image
+    small = _tower("qwen3.5-0.8b")
+    assert warmup_compute_bytes(small) == 4 * patches * (768 + 4 + 768 * 11 // 2)
+    assert round(warmup_compute_bytes(small) / MIB, 2) == 161.31
+    medium = _tower("qwen3.5-4b")
+    assert warmup_compute_bytes(medium) == 4 * patches * (768 + 4 + 6 * 1024)
+
+
+def test_deepstack_outputs_stay_live_to_the_end() -> None:
+    """ggml orders the graph from its output (the concat of the merger and the deepstack features), so
+    the deepstack mergers run last and blocks 8 and 16 keep their outputs through the later blocks:
+    Qwen3-VL-30B-A3B's full tower reserves 359.68 MiB (the pinned build: 359.68), not the 248.10 MiB of
+    the same tower without deepstack."""
+    t = _tower("qwen3-vl-30b-a3b")
+    assert round(warmup_compute_bytes(t) / MIB, 2) == 359.68
+    flat = dataclasses.replace(t, deepstack=())
+    assert round(warmup_compute_bytes(flat) / MIB, 2) == 248.10
+
+
+def test_published_qwen35_small_mmproj_files() -> None:
+    """unsloth's Qwen3.5-0.8B and -2B mmproj-F16.gguf, 204,987,232 and 668,227,264 bytes (pinned with
+    their sha256 in MetisLocal's model manifest, find_string index file id 66228468365): the tensor
+    data is short of each by only the GGUF header (10,080 and 18,112 bytes: ~56 bytes of tensor info
+    for each of the 154 and 298 tensors, and the metadata)."""
+    for model_id, published in (("qwen3.5-0.8b", 204_987_232), ("qwen3.5-2b", 668_227_264)):
+        t = _tower(model_id)
+        header = published - mmproj_bytes(t, GGMLType.F16)
+        assert 0 < header < 64 * len(mmproj_tensors(t)) + 2048, (model_id, header)

@@ -11,17 +11,15 @@ From the pinned llama.cpp (build 11434, tools/mtmd/clip.cpp and tools/server/ser
   A GPU-resident projector also gets a host compute buffer for its graph inputs (the image and the
   M-RoPE position ids), which ggml's scheduler copies up.
 - Flash attention follows `-fa` (auto: on where the backend supports it, as CPU and CUDA do).
-The compute peaks were measured on the pinned CPU build with full-width towers (validation/vision.py)
-and agree with a real CUDA log (Qwen3.6-27B mmproj-BF16: 248.10 MiB on CUDA0, 24.93 MiB host; the
-CPU build reserves the same 248.10 MiB), all with flash attention on:
-- qwen3vl_merger: the input stage is the peak, 4 bytes x patches x (3·p² + 6·n_embd + 4): the image,
-  six n_embd-wide F32 tensors per patch (the two Conv2D outputs, their sum, the spatial-merge and the
-  resized-position-table copies) and the 4 M-RoPE position ids; it does not grow with depth or
-  deepstack mergers. Host side on a GPU: the image and the position ids, 4 x patches x (3·p² + 4).
-  Measured for the catalog's two Qwen towers (1152 wide, FFN 4304; 1024 wide, FFN 4096); it is
-  not a law of every width: a 768-wide tower (FFN 3072, Qwen3.5-0.8B's) peaks at 4 x patches x
-  (3·p² + 4 + n_ff + 1.5·n_embd), below six widths, and an FFN twice as wide takes over — so the
-  0.8B tower is left out of the catalog until its peak is derived.
+The compute peaks agree with the pinned CPU build (validation/vision.py) and a real CUDA log
+(Qwen3.6-27B mmproj-BF16: 248.10 MiB on CUDA0, 24.93 MiB host; the CPU build reserves the same
+248.10 MiB), all with flash attention on:
+- qwen3vl_merger: a replay of its graph in ggml-alloc (`engines/clip_graph.py`): the peak is the
+  input stage's Conv2D outputs above the freed image, or attention's QKV and roped K above it where
+  the tower is no wider than 3·p² (Qwen3.5-0.8B's 768: 161.31 MiB), or the FFN where it is wide;
+  a deepstack block's output stays live to the end of the graph, so the three-merger Qwen3-VL
+  towers reserve more at full depth (359.68 MiB for Qwen3-VL-30B-A3B's 27 blocks). Host side on a
+  GPU: the image and the position ids, 4 x patches x (3·p² + 4).
 - gemma3 (SigLIP): the blocks are the peak, see `_gemma3_compute`; host side on a GPU: the image.
 - llama4: the inputs and the blocks, see `_llama4_compute`.
 """
@@ -31,6 +29,7 @@ import shlex
 from dataclasses import dataclass
 
 from moeplan.arch.vision import Projector, VisionTower, mmproj_bytes
+from moeplan.engines.clip_graph import qwen3vl_compute_bytes
 from moeplan.errors import MoeplanError
 from moeplan.quant.ggml import GGMLType
 
@@ -75,7 +74,7 @@ def warmup_compute_bytes(tower: VisionTower, image_max_tokens: int = 0) -> int:
         return _gemma3_compute(tower, patches)
     if tower.projector is Projector.LLAMA4:
         return _llama4_compute(tower, patches)
-    return F32 * patches * (3 * tower.patch_size**2 + 6 * tower.n_embd + 4)
+    return qwen3vl_compute_bytes(tower, patches)
 
 
 def host_inputs_bytes(tower: VisionTower, image_max_tokens: int = 0) -> int:
