@@ -107,7 +107,14 @@ def test_refusals() -> None:
 
 def test_every_catalog_tower_builds() -> None:
     towers = {k: e.vision_tower() for k, e in load_catalog().items() if e.vision is not None}
-    assert {"qwen3.6-27b", "qwen3.5-35b-a3b", "qwen3-vl-30b-a3b", "gemma-3-27b"} <= towers.keys()
+    assert {
+        "qwen3.6-27b",
+        "qwen3.5-35b-a3b",
+        "qwen3-vl-30b-a3b",
+        "qwen3-vl-235b-a22b",
+        "qwen3.5-0.8b",
+        "gemma-3-27b",
+    } <= towers.keys()
     for k, t in towers.items():
         assert t is not None and t.n_embd_text == load_catalog()[k].spec().n_embd, k
         assert all(s.startswith(("https://", "llama.cpp", "/work", "public")) for s in t.sources)
