@@ -2,12 +2,20 @@
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from moeplan.arch.vision import MMPROJ_TYPES, VisionTower, mmproj_bytes, mmproj_tensors, mmproj_type
+from moeplan.arch.vision import (
+    MMPROJ_TYPES,
+    VisionTower,
+    mmproj_bytes,
+    mmproj_tensors,
+    mmproj_type,
+    tower_from_config,
+)
 from moeplan.engines.vision import check_vision, host_inputs_bytes, plan_vision, warmup_compute_bytes
 from moeplan.errors import MoeplanError
 from moeplan.quant.ggml import GGMLType
@@ -173,3 +181,43 @@ def test_published_qwen35_small_mmproj_files() -> None:
         t = _tower(model_id)
         header = published - mmproj_bytes(t, GGMLType.F16)
         assert 0 < header < 64 * len(mmproj_tensors(t)) + 2048, (model_id, header)
+
+
+def test_gemma4_tower_and_published_file() -> None:
+    """Gemma 4 26B-A4B (gemma4v): the tensor list holds the vision tower's 572,794,416 parameters (the
+    HF safetensors total minus the text model, catalog note) in 2 + 27 x 13 + 3 tensors; unsloth's
+    mmproj-F16.gguf is 1,193,058,784 bytes (MmprojFileSize in a public app catalog, find_string index
+    file id 69558837785): the tensor data is short of it by the GGUF header only (22,816 bytes)."""
+    t = _tower("gemma-4-26b-a4b")
+    tensors = {x.name: x for x in mmproj_tensors(t)}
+    assert len(tensors) == 2 + 27 * 13 + 3
+    assert sum(math.prod(x.shape) for x in tensors.values()) == 572_794_416
+    assert tensors["v.position_embd.weight"].shape == (1152, 10240, 2)
+    assert tensors["mm.input_projection.weight"].shape == (1152, 2816)
+    assert tensors["v.blk.0.attn_q_norm.weight"].type_in(GGMLType.Q8_0) is GGMLType.F32
+    assert tensors["v.blk.0.ffn_down.weight"].type_in(GGMLType.Q8_0) is GGMLType.F16  # rows of 4304
+    header = 1_193_058_784 - mmproj_bytes(t, GGMLType.F16)
+    assert 0 < header < 64 * len(tensors) + 2048, header
+
+
+def test_gemma4_compute_at_its_warmup() -> None:
+    """clip.cpp warms Gemma 4 up at 16x16 pooled tokens (768 px, 2304 patches); the FFN peaks at
+    4 x patches x (3·p² + 2 + 3·n_embd + 3·n_ff): 150.63 MiB, as the pinned build reserves it at 2 and
+    at 27 blocks, and 58.84 MiB at --image-max-tokens 100 (480 px)."""
+    t = _tower("gemma-4-31b")
+    v = plan_vision(t, GGMLType.BF16, ("CUDA0",))
+    assert v.warmup_px == 768 and round(v.compute_bytes / MIB, 2) == 150.63
+    assert v.host_compute_bytes == 2304 * (768 + 2) * 4
+    assert round(warmup_compute_bytes(t, 100) / MIB, 2) == 58.84
+
+
+def test_gemma4_narrow_tower_is_refused() -> None:
+    """E2B / E4B's 768-wide towers fit the freed image's hole, which the Gemma 4 rule assumes they do not."""
+    config = {
+        "num_hidden_layers": 16,
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_attention_heads": 12,
+    }
+    with pytest.raises(MoeplanError, match="wider than"):
+        tower_from_config("gemma4v", {**config, "patch_size": 16, "pooling_kernel_size": 3}, 1536)

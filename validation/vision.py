@@ -145,7 +145,7 @@ def vision_check(model_id: str, ftype: GGMLType, n_layer: int = 2) -> dict[str, 
     return c
 
 
-# (model, mmproj type, blocks kept): three families, every file type's rules, the small and medium
+# (model, mmproj type, blocks kept): four families, every file type's rules, the small and medium
 # Qwen3.5 towers (the small one peaks in attention), and Qwen3-VL deep enough to keep one deepstack
 # merger (9 blocks), and at full depth (27: blocks 8 and 16 keep their outputs live to the end)
 CASES = (
@@ -159,6 +159,8 @@ CASES = (
     ("qwen3.5-0.8b", GGMLType.BF16, 12),
     ("gemma-3-4b", GGMLType.F16, 2),
     ("gemma-3-4b", GGMLType.Q8_0, 2),
+    ("gemma-4-26b-a4b", GGMLType.F16, 2),
+    ("gemma-4-31b", GGMLType.Q8_0, 2),
     ("llama-4-scout-17b-16e", GGMLType.F16, 2),
     ("llama-4-scout-17b-16e", GGMLType.BF16, 2),
 )

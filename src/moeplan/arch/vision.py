@@ -11,6 +11,7 @@ Names and shapes are those the pinned `convert_hf_to_gguf.py` writes (build 1143
   Q/K/V/O (biases), `v.post_ln`, and the projector's `mm.input_projection` (vision width x text
   width, stored as the HF parameter: ne = [text, vision]) and `mm.soft_emb_norm`.
 - Llama 4 (`Llama4VisionModel`, conversion/llama4.py, projector `llama4`): see `_llama4`.
+- Gemma 4 (`Gemma4VisionAudioModel`, conversion/gemma.py, projector `gemma4v`): see `_gemma4`.
 Names come from gguf-py's TENSOR_NAMES; shapes are ggml's (ne0 first).
 
 Types (`ModelBase.prepare_tensors`, conversion/base.py, and the classes' `tensor_force_quant`):
@@ -40,6 +41,7 @@ class Projector(StrEnum):
     QWEN3VL = "qwen3vl_merger"
     GEMMA3 = "gemma3"
     LLAMA4 = "llama4"
+    GEMMA4 = "gemma4v"
 
 
 # mmproj file types the converter writes (`--outtype`), by their file-name tag (mmproj-F16.gguf).
@@ -66,6 +68,7 @@ class VisionTower:
     n_merge: int  # spatial merge per side: spatial_merge_size; Gemma 3's pooling kernel, 4
     deepstack: tuple[int, ...] = ()  # Qwen3-VL deepstack_visual_indexes
     adapter_dim: int = 0  # Llama 4: projector_output_dim, the pixel-shuffle MLP's width
+    pos_table: int = 0  # Gemma 4: position_embedding_size, rows of each axis' position table
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -136,6 +139,8 @@ def mmproj_tensors(tower: VisionTower) -> list[MmprojTensor]:
     out: list[MmprojTensor] = []
     if tower.projector is Projector.LLAMA4:
         return _llama4(tower, pos)
+    if tower.projector is Projector.GEMMA4:
+        return _gemma4(tower)
     if tower.projector is Projector.QWEN3VL:
         conv2ds = (".weight", ".weight.1")  # the Conv3D's two temporal slices
         out += [MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_PATCH, s), patch, "patch") for s in conv2ds]
@@ -183,6 +188,39 @@ def _llama4(tower: VisionTower, pos: MmprojTensor) -> list[MmprojTensor]:
     return out
 
 
+def _gemma4(tower: VisionTower) -> list[MmprojTensor]:
+    """Gemma 4 (`Gemma4VisionAudioModel`, conversion/gemma.py): the patch input projection reshaped
+    to a Conv2D kernel (no bias), one position table per axis (`position_embedding_table`, F32),
+    blocks of separate Q/K/V/O without biases, per-head Q/K RMS norms, sandwich norms around
+    attention and the gated GELU FFN (`ln1`, `attn_post_norm`, `ln2`, `ffn_post_norm`), then the
+    standardisation vectors and `mm.input_projection` (embed_vision.embedding_projection, an
+    nn.Linear: ne = [vision, text]) with no post-norm. Names: gguf-py's TensorNameMap."""
+    n, p, f = tower.n_embd, tower.patch_size, tower.n_ff
+    head = n // tower.n_head
+    out = [
+        MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_PATCH, ".weight"), (p, p, 3, n), "patch"),
+        MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_POS, ".weight"), (n, tower.pos_table, 2), "f32"),
+    ]
+    for il in range(tower.n_layer):
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_INPUT_NORM, ".weight", il), (n,), "f32"))
+        for t in (MODEL_TENSOR.V_ENC_ATTN_Q, MODEL_TENSOR.V_ENC_ATTN_K, MODEL_TENSOR.V_ENC_ATTN_V):
+            out.append(MmprojTensor(_name(t, ".weight", il), (n, n), "matrix"))
+        for t in (MODEL_TENSOR.V_ENC_ATTN_Q_NORM, MODEL_TENSOR.V_ENC_ATTN_K_NORM):
+            out.append(MmprojTensor(_name(t, ".weight", il), (head,), "f32"))
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_ATTN_O, ".weight", il), (n, n), "matrix"))
+        for t in (MODEL_TENSOR.V_ENC_ATTN_POST_NORM, MODEL_TENSOR.V_ENC_POST_ATTN_NORM):
+            out.append(MmprojTensor(_name(t, ".weight", il), (n,), "f32"))
+        for t in (MODEL_TENSOR.V_ENC_FFN_GATE, MODEL_TENSOR.V_ENC_FFN_UP):
+            out.append(MmprojTensor(_name(t, ".weight", il), (n, f), "matrix"))
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_FFN_DOWN, ".weight", il), (f, n), "matrix"))
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_FFN_POST_NORM, ".weight", il), (n,), "f32"))
+    out += [
+        MmprojTensor(_name(t, ""), (n,), "f32") for t in (MODEL_TENSOR.V_STD_BIAS, MODEL_TENSOR.V_STD_SCALE)
+    ]
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_MM_INP_PROJ, ".weight"), (n, tower.n_embd_text), "matrix"))
+    return out
+
+
 def mmproj_bytes(tower: VisionTower, ftype: GGMLType) -> int:
     """The tensor data of the mmproj file (clip.cpp's "model size": the sum of ggml_nbytes)."""
     return sum(t.nbytes(ftype) for t in mmproj_tensors(tower))
@@ -210,6 +248,7 @@ _KEYS: dict[Projector, dict[str, str]] = {
     Projector.QWEN3VL: {"n_layer": "depth", "n_head": "num_heads"},
     Projector.GEMMA3: {"n_layer": "num_hidden_layers", "n_head": "num_attention_heads"},
     Projector.LLAMA4: {"n_layer": "num_hidden_layers", "n_head": "num_attention_heads"},
+    Projector.GEMMA4: {"n_layer": "num_hidden_layers", "n_head": "num_attention_heads"},
 }
 
 
@@ -230,6 +269,14 @@ def tower_from_config(projector: str, vision_config: Mapping[str, Any], n_embd_t
     elif proj is Projector.LLAMA4:
         image_size = int(c["image_size"])
         merge = round(1 / float(c["pixel_shuffle_ratio"]))  # the converter's projector scale factor
+    elif proj is Projector.GEMMA4:
+        image_size = 224  # Gemma4VisionAudioModel: "unused, but set to avoid error"
+        merge = int(c["pooling_kernel_size"])  # clip.cpp's n_merge, 3
+        if int(c["hidden_size"]) <= 3 * patch**2:  # engines/vision.py _gemma4_compute's premise
+            raise MoeplanError(
+                f"gemma4v tower {c['hidden_size']} wide: moeplan models Gemma 4 towers wider than 3·p² "
+                f"({3 * patch**2}), as in the 26B-A4B and 31B"
+            )
     else:
         image_size = int(c["image_size"])
         merge = 4  # clip.cpp load_hparams, PROJECTOR_TYPE_GEMMA3: n_merge = 4 for every size
@@ -245,4 +292,5 @@ def tower_from_config(projector: str, vision_config: Mapping[str, Any], n_embd_t
         n_merge=merge,
         deepstack=tuple(int(i) for i in c.get("deepstack_visual_indexes", ())),
         adapter_dim=int(c.get("projector_output_dim", 0)),
+        pos_table=int(c.get("position_embedding_size", 0)),
     )
