@@ -221,3 +221,22 @@ def test_gemma4_narrow_tower_is_refused() -> None:
     }
     with pytest.raises(MoeplanError, match="wider than"):
         tower_from_config("gemma4v", {**config, "patch_size": 16, "pooling_kernel_size": 3}, 1536)
+
+
+def test_glm46v_tower() -> None:
+    """GLM-4.6V (glm4v): 858,681,856 parameters in the tensor list, as the GLM-4.5V safetensors list
+    sums for the same tower; the blocks' gated FFN is out_hidden_size (4096) wide, the merger's
+    intermediate_size (10944); warmup at 46x46 tokens (1288 px, 8464 patches), where the block FFN
+    peaks: 4 x patches x (3·p² + 4 + 2·n_embd + 3·n_ff) = 515.05 MiB (the pinned build: 515.05 at 2 and
+    24 blocks); a narrow FFN peaks in attention instead (6.5·n_embd: 64.55 MiB measured at FFN 2048,
+    560 px)."""
+    t = _tower("glm-4.6v")
+    tensors = {x.name: x for x in mmproj_tensors(t)}
+    assert sum(math.prod(x.shape) for x in tensors.values()) == 858_681_856
+    assert tensors["v.blk.0.ffn_gate.weight"].shape == (1536, 4096)
+    assert tensors["mm.gate.weight"].shape == (4096, 10944)
+    assert tensors["mm.patch_merger.weight"].type_in(GGMLType.BF16) is GGMLType.F32  # the patch rule
+    v = plan_vision(t, GGMLType.F16, ("CUDA0",))
+    assert v.warmup_px == 1288 and round(v.compute_bytes / MIB, 2) == 515.05
+    narrow = dataclasses.replace(t, n_ff=2048)
+    assert round(warmup_compute_bytes(narrow, 400) / MIB, 2) == 64.55

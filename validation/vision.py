@@ -79,7 +79,10 @@ def write_mmproj(tower: VisionTower, ftype: GGMLType, path: Path) -> None:
     w.add_vision_image_std([0.5, 0.5, 0.5])
     w.add_clip_projector_type(str(tower.projector))
     w.add_vision_attention_layernorm_eps(1e-6)
-    w.add_vision_use_gelu(True)
+    if tower.projector is Projector.GLM4V:  # Glm4VVisionModel: hidden_act silu
+        w.add_vision_use_silu(True)
+    else:
+        w.add_vision_use_gelu(True)
     if tower.projector is Projector.LLAMA4:
         w.add_vision_projector_scale_factor(tower.n_merge)
     if tower.projector is Projector.QWEN3VL:
@@ -145,7 +148,7 @@ def vision_check(model_id: str, ftype: GGMLType, n_layer: int = 2) -> dict[str, 
     return c
 
 
-# (model, mmproj type, blocks kept): four families, every file type's rules, the small and medium
+# (model, mmproj type, blocks kept): five families, every file type's rules, the small and medium
 # Qwen3.5 towers (the small one peaks in attention), and Qwen3-VL deep enough to keep one deepstack
 # merger (9 blocks), and at full depth (27: blocks 8 and 16 keep their outputs live to the end)
 CASES = (
@@ -159,6 +162,8 @@ CASES = (
     ("qwen3.5-0.8b", GGMLType.BF16, 12),
     ("gemma-3-4b", GGMLType.F16, 2),
     ("gemma-3-4b", GGMLType.Q8_0, 2),
+    ("glm-4.6v", GGMLType.F16, 2),
+    ("glm-4.6v", GGMLType.Q8_0, 2),
     ("gemma-4-26b-a4b", GGMLType.F16, 2),
     ("gemma-4-31b", GGMLType.Q8_0, 2),
     ("llama-4-scout-17b-16e", GGMLType.F16, 2),

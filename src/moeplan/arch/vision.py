@@ -12,6 +12,7 @@ Names and shapes are those the pinned `convert_hf_to_gguf.py` writes (build 1143
   width, stored as the HF parameter: ne = [text, vision]) and `mm.soft_emb_norm`.
 - Llama 4 (`Llama4VisionModel`, conversion/llama4.py, projector `llama4`): see `_llama4`.
 - Gemma 4 (`Gemma4VisionAudioModel`, conversion/gemma.py, projector `gemma4v`): see `_gemma4`.
+- GLM-4.xV (`Glm4VVisionModel`, conversion/qwen3vl.py, projector `glm4v`): see `_glm4v`.
 Names come from gguf-py's TENSOR_NAMES; shapes are ggml's (ne0 first).
 
 Types (`ModelBase.prepare_tensors`, conversion/base.py, and the classes' `tensor_force_quant`):
@@ -42,6 +43,7 @@ class Projector(StrEnum):
     GEMMA3 = "gemma3"
     LLAMA4 = "llama4"
     GEMMA4 = "gemma4v"
+    GLM4V = "glm4v"
 
 
 # mmproj file types the converter writes (`--outtype`), by their file-name tag (mmproj-F16.gguf).
@@ -67,7 +69,7 @@ class VisionTower:
     n_embd_text: int  # the projector's output width: the text model's hidden size
     n_merge: int  # spatial merge per side: spatial_merge_size; Gemma 3's pooling kernel, 4
     deepstack: tuple[int, ...] = ()  # Qwen3-VL deepstack_visual_indexes
-    adapter_dim: int = 0  # Llama 4: projector_output_dim, the pixel-shuffle MLP's width
+    adapter_dim: int = 0  # Llama 4: projector_output_dim, the pixel-shuffle MLP's; GLM-4.xV: the merger FFN's
     pos_table: int = 0  # Gemma 4: position_embedding_size, rows of each axis' position table
     sources: tuple[str, ...] = field(default=(), compare=False)
 
@@ -141,6 +143,8 @@ def mmproj_tensors(tower: VisionTower) -> list[MmprojTensor]:
         return _llama4(tower, pos)
     if tower.projector is Projector.GEMMA4:
         return _gemma4(tower)
+    if tower.projector is Projector.GLM4V:
+        return _glm4v(tower, pos)
     if tower.projector is Projector.QWEN3VL:
         conv2ds = (".weight", ".weight.1")  # the Conv3D's two temporal slices
         out += [MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_PATCH, s), patch, "patch") for s in conv2ds]
@@ -221,6 +225,41 @@ def _gemma4(tower: VisionTower) -> list[MmprojTensor]:
     return out
 
 
+def _glm4v(tower: VisionTower, pos: MmprojTensor) -> list[MmprojTensor]:
+    """GLM-4.xV (`Glm4VVisionModel` on Qwen3VLVisionModel's tensor rules): the Conv3D split into two
+    Conv2Ds with its bias, `v.norm_embd` (post_conv_layernorm) and the learned positions; blocks of
+    fused QKV and output without biases, RMS norms (weight only) and a gated SiLU FFN as wide as the
+    text model (out_hidden_size); `v.post_ln`; then the merger: the 2x2 downsample Conv2D
+    (`mm.patch_merger`, the patch rule, with bias), `mm.model.fc`, its LayerNorm `mm.post_norm` and a
+    gated FFN of intermediate_size (`mm.gate`, `mm.up`, `mm.down`), none with biases."""
+    n, p, f, t, m = tower.n_embd, tower.patch_size, tower.n_ff, tower.n_embd_text, tower.n_merge
+    patch = (p, p, 3, n)
+    out = [
+        MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_PATCH, s), patch, "patch")
+        for s in (".weight", ".weight.1")
+    ]
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_PATCH, ".bias"), (n,), "f32"))
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_NORM, ".weight"), (n,), "f32"))
+    out.append(pos)
+    for il in range(tower.n_layer):
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_INPUT_NORM, ".weight", il), (n,), "f32"))
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_ATTN_QKV, ".weight", il), (n, 3 * n), "matrix"))
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_ATTN_O, ".weight", il), (n, n), "matrix"))
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_POST_ATTN_NORM, ".weight", il), (n,), "f32"))
+        for k in (MODEL_TENSOR.V_ENC_FFN_GATE, MODEL_TENSOR.V_ENC_FFN_UP):
+            out.append(MmprojTensor(_name(k, ".weight", il), (n, f), "matrix"))
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_FFN_DOWN, ".weight", il), (f, n), "matrix"))
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_POST_NORM, ".weight"), (n,), "f32"))
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_MM_PATCH_MERGER, ".weight"), (m, m, n, t), "patch"))
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_MM_PATCH_MERGER, ".bias"), (t,), "f32"))
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_MMPROJ_FC, ".weight"), (t, t), "matrix"))
+    out += _layer_norm(MODEL_TENSOR.V_MM_POST_NORM, t)
+    for k in (MODEL_TENSOR.V_MM_GATE, MODEL_TENSOR.V_MM_UP):
+        out.append(MmprojTensor(_name(k, ".weight"), (t, tower.adapter_dim), "matrix"))
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_MM_DOWN, ".weight"), (tower.adapter_dim, t), "matrix"))
+    return out
+
+
 def mmproj_bytes(tower: VisionTower, ftype: GGMLType) -> int:
     """The tensor data of the mmproj file (clip.cpp's "model size": the sum of ggml_nbytes)."""
     return sum(t.nbytes(ftype) for t in mmproj_tensors(tower))
@@ -249,6 +288,7 @@ _KEYS: dict[Projector, dict[str, str]] = {
     Projector.GEMMA3: {"n_layer": "num_hidden_layers", "n_head": "num_attention_heads"},
     Projector.LLAMA4: {"n_layer": "num_hidden_layers", "n_head": "num_attention_heads"},
     Projector.GEMMA4: {"n_layer": "num_hidden_layers", "n_head": "num_attention_heads"},
+    Projector.GLM4V: {"n_layer": "depth", "n_head": "num_heads"},
 }
 
 
@@ -277,20 +317,33 @@ def tower_from_config(projector: str, vision_config: Mapping[str, Any], n_embd_t
                 f"gemma4v tower {c['hidden_size']} wide: moeplan models Gemma 4 towers wider than 3·p² "
                 f"({3 * patch**2}), as in the 26B-A4B and 31B"
             )
+    elif proj is Projector.GLM4V:
+        image_size = int(c["image_size"])  # the learned position table's side x patch_size
+        merge = int(c.get("spatial_merge_size", 2))
+        # engines/vision.py _glm4v_compute's premises: no block tensor fits the image's hole, and
+        # the merger's FFN (a quarter of the patches) stays below the blocks'
+        if int(c["hidden_size"]) <= 3 * patch**2 or int(c["intermediate_size"]) >= 4 * int(
+            c["out_hidden_size"]
+        ):
+            raise MoeplanError(
+                f"glm4v tower {c['hidden_size']} wide, merger FFN {c['intermediate_size']}: moeplan models "
+                "towers wider than 3·p² whose merger FFN is under 4 x out_hidden_size, as GLM-4.6V's"
+            )
     else:
         image_size = int(c["image_size"])
         merge = 4  # clip.cpp load_hparams, PROJECTOR_TYPE_GEMMA3: n_merge = 4 for every size
+    glm = proj is Projector.GLM4V  # its blocks' FFN is out_hidden_size wide, intermediate_size the merger's
     return VisionTower(
         projector=proj,
         n_layer=int(c[keys["n_layer"]]),
         n_embd=int(c["hidden_size"]),
-        n_ff=int(c["intermediate_size"]),
+        n_ff=int(c["out_hidden_size"] if glm else c["intermediate_size"]),
         n_head=int(c[keys["n_head"]]),
         patch_size=patch,
         image_size=image_size,
         n_embd_text=int(c.get("out_hidden_size", n_embd_text)),
         n_merge=merge,
         deepstack=tuple(int(i) for i in c.get("deepstack_visual_indexes", ())),
-        adapter_dim=int(c.get("projector_output_dim", 0)),
+        adapter_dim=int(c["intermediate_size"] if glm else c.get("projector_output_dim", 0)),
         pos_table=int(c.get("position_embedding_size", 0)),
     )

@@ -23,6 +23,8 @@ The compute peaks agree with the pinned CPU build (validation/vision.py) and a r
   GPU: the image and the position ids, 4 x patches x (3·p² + 4).
 - gemma3 (SigLIP): the blocks are the peak, see `_gemma3_compute`; host side on a GPU: the image.
 - llama4: the inputs and the blocks, see `_llama4_compute`.
+- glm4v: the FFN or attention above the inputs, see `_glm4v_compute`; warmup as Qwen3-VL's (46x46
+  tokens: 1288 px for a 14-px patch and 2x2 merge).
 - gemma4v: the FFN above the inputs' holes, see `_gemma4_compute`; warmup 16x16 merged tokens
   (`set_warmup_n_tokens(256)`), 768 px for a 16-px patch and 3x3 pooling.
 """
@@ -39,7 +41,7 @@ from moeplan.quant.ggml import GGMLType
 F32 = 4
 # clip.cpp load_hparams: set_warmup_n_tokens per projector (merged tokens of the warmup image);
 # the others warm up at the model's image size
-WARMUP_TOKENS = {Projector.QWEN3VL: 46 * 46, Projector.GEMMA4: 256}
+WARMUP_TOKENS = {Projector.QWEN3VL: 46 * 46, Projector.GEMMA4: 256, Projector.GLM4V: 46 * 46}
 
 
 def warmup_image_size(tower: VisionTower, image_max_tokens: int = 0) -> int:
@@ -84,6 +86,17 @@ def _gemma4_compute(tower: VisionTower, patches: int) -> int:
     return F32 * patches * (p2 + 2 + 3 * tower.n_embd + 3 * tower.n_ff)
 
 
+def _glm4v_compute(tower: VisionTower, patches: int) -> int:
+    """GLM-4.xV's peak (glm4v.cpp via build_vit, traced in ggml-alloc on the pinned build) sits above
+    the inputs (the freed image's hole, 3·p² floats a patch, and the 4 M-RoPE ids) and is either the
+    FFN's gate, up and SwiGLU outputs over the residual and the normed input (3·n_ff + 2·n_embd), or
+    attention's residual, fused QKV, roped Q and K and K's F16 copy (6.5·n_embd) where the FFN is
+    narrow; the merger's FFN, on a quarter of the patches, stays below both (arch.vision checks it)."""
+    n = tower.n_embd
+    above = max(3 * tower.n_ff + 2 * n, 13 * n // 2)
+    return F32 * patches * (3 * tower.patch_size**2 + 4 + above)
+
+
 def warmup_compute_bytes(tower: VisionTower, image_max_tokens: int = 0) -> int:
     """The projector's compute buffer on the device it runs on (flash attention on)."""
     patches = warmup_patches(tower, image_max_tokens)
@@ -93,16 +106,18 @@ def warmup_compute_bytes(tower: VisionTower, image_max_tokens: int = 0) -> int:
         return _llama4_compute(tower, patches)
     if tower.projector is Projector.GEMMA4:
         return _gemma4_compute(tower, patches)
+    if tower.projector is Projector.GLM4V:
+        return _glm4v_compute(tower, patches)
     return qwen3vl_compute_bytes(tower, patches)
 
 
 def host_inputs_bytes(tower: VisionTower, image_max_tokens: int = 0) -> int:
     """The host compute buffer of a GPU-resident projector: its graph inputs (the image; Qwen3-VL's
-    four M-RoPE position ids per patch; Llama 4's two per position, CLS included; Gemma 4's x and y
-    ids per patch)."""
+    and GLM-4.xV's four M-RoPE position ids per patch; Llama 4's two per position, CLS included;
+    Gemma 4's x and y ids per patch)."""
     patches = warmup_patches(tower, image_max_tokens)
     image = F32 * patches * 3 * tower.patch_size**2
-    if tower.projector is Projector.QWEN3VL:
+    if tower.projector in (Projector.QWEN3VL, Projector.GLM4V):
         return image + 4 * 4 * patches
     if tower.projector is Projector.LLAMA4:
         return image + 4 * 2 * (patches + 1)
