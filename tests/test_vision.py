@@ -157,6 +157,10 @@ def test_qwen3vl_compute_is_the_allocator_layout() -> None:
     small = _tower("qwen3.5-0.8b")
     assert warmup_compute_bytes(small) == 4 * patches * (768 + 4 + 768 * 11 // 2)
     assert round(warmup_compute_bytes(small) / MIB, 2) == 161.31
+    # --image-max-tokens: 576 (768 px, the position table's own 48x48: no interpolation) and 300
+    # (544 px, resized), 43.91 and 22.03 MiB on the pinned build
+    assert round(warmup_compute_bytes(small, 576) / MIB, 2) == 43.91
+    assert round(warmup_compute_bytes(small, 300) / MIB, 2) == 22.03
     medium = _tower("qwen3.5-4b")
     assert warmup_compute_bytes(medium) == 4 * patches * (768 + 4 + 6 * 1024)
 
