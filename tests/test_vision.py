@@ -1,12 +1,21 @@
 """The mmproj model: its tensors and their converter types, its buffers, and the catalog's towers."""
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from moeplan.arch.vision import MMPROJ_TYPES, VisionTower, mmproj_bytes, mmproj_tensors, mmproj_type
+from moeplan.arch.vision import (
+    MMPROJ_TYPES,
+    VisionTower,
+    mmproj_bytes,
+    mmproj_tensors,
+    mmproj_type,
+    tower_from_config,
+)
 from moeplan.engines.vision import check_vision, host_inputs_bytes, plan_vision, warmup_compute_bytes
 from moeplan.errors import MoeplanError
 from moeplan.quant.ggml import GGMLType
@@ -106,7 +115,14 @@ def test_refusals() -> None:
 
 def test_every_catalog_tower_builds() -> None:
     towers = {k: e.vision_tower() for k, e in load_catalog().items() if e.vision is not None}
-    assert {"qwen3.6-27b", "qwen3.5-35b-a3b", "qwen3-vl-30b-a3b", "gemma-3-27b"} <= towers.keys()
+    assert {
+        "qwen3.6-27b",
+        "qwen3.5-35b-a3b",
+        "qwen3-vl-30b-a3b",
+        "qwen3-vl-235b-a22b",
+        "qwen3.5-0.8b",
+        "gemma-3-27b",
+    } <= towers.keys()
     for k, t in towers.items():
         assert t is not None and t.n_embd_text == load_catalog()[k].spec().n_embd, k
         assert all(s.startswith(("https://", "llama.cpp", "/work", "public")) for s in t.sources)
@@ -129,3 +145,102 @@ def test_published_gemma3_mmproj_sizes() -> None:
     projection = 2560 * 1152
     assert round((mmproj_bytes(t, GGMLType.F32) + 2 * projection) / 1e9, 2) == 1.68
     assert round(mmproj_bytes(t, GGMLType.F32) / 1e9, 2) == 1.67  # the pinned converter's
+
+
+def test_qwen3vl_compute_is_the_allocator_layout() -> None:
+    """The replay of clip.cpp's Qwen3-VL graph (engines/clip_graph.py) against the pinned build
+    (validation/vision.py): a tower no wider than 3·p² (768 for 16-px patches) puts its roped Q in
+    the freed image's hole, so attention peaks above it: the hole, positions, residual, QKV, roped K
+    and its F16 copy, 4 x patches x (3·p² + 4 + 5.5·n_embd), 161.31 MiB for Qwen3.5-0.8B (the old
+    six-widths rule said 173.71); wider towers keep the input stage's 6 widths above the image."""
+    patches = 92 * 92  # the 1472-px warmup image
+    small = _tower("qwen3.5-0.8b")
+    assert warmup_compute_bytes(small) == 4 * patches * (768 + 4 + 768 * 11 // 2)
+    assert round(warmup_compute_bytes(small) / MIB, 2) == 161.31
+    # --image-max-tokens: 576 (768 px, the position table's own 48x48: no interpolation) and 300
+    # (544 px, resized), 43.91 and 22.03 MiB on the pinned build
+    assert round(warmup_compute_bytes(small, 576) / MIB, 2) == 43.91
+    assert round(warmup_compute_bytes(small, 300) / MIB, 2) == 22.03
+    medium = _tower("qwen3.5-4b")
+    assert warmup_compute_bytes(medium) == 4 * patches * (768 + 4 + 6 * 1024)
+
+
+def test_deepstack_outputs_stay_live_to_the_end() -> None:
+    """ggml orders the graph from its output (the concat of the merger and the deepstack features), so
+    the deepstack mergers run last and blocks 8 and 16 keep their outputs through the later blocks:
+    Qwen3-VL-30B-A3B's full tower reserves 359.68 MiB (the pinned build: 359.68), not the 248.10 MiB of
+    the same tower without deepstack."""
+    t = _tower("qwen3-vl-30b-a3b")
+    assert round(warmup_compute_bytes(t) / MIB, 2) == 359.68
+    flat = dataclasses.replace(t, deepstack=())
+    assert round(warmup_compute_bytes(flat) / MIB, 2) == 248.10
+
+
+def test_published_qwen35_small_mmproj_files() -> None:
+    """unsloth's Qwen3.5-0.8B and -2B mmproj-F16.gguf, 204,987,232 and 668,227,264 bytes (pinned with
+    their sha256 in MetisLocal's model manifest, find_string index file id 66228468365): the tensor
+    data is short of each by only the GGUF header (10,080 and 18,112 bytes: ~56 bytes of tensor info
+    for each of the 154 and 298 tensors, and the metadata)."""
+    for model_id, published in (("qwen3.5-0.8b", 204_987_232), ("qwen3.5-2b", 668_227_264)):
+        t = _tower(model_id)
+        header = published - mmproj_bytes(t, GGMLType.F16)
+        assert 0 < header < 64 * len(mmproj_tensors(t)) + 2048, (model_id, header)
+
+
+def test_gemma4_tower_and_published_file() -> None:
+    """Gemma 4 26B-A4B (gemma4v): the tensor list holds the vision tower's 572,794,416 parameters (the
+    HF safetensors total minus the text model, catalog note) in 2 + 27 x 13 + 3 tensors; unsloth's
+    mmproj-F16.gguf is 1,193,058,784 bytes (MmprojFileSize in a public app catalog, find_string index
+    file id 69558837785): the tensor data is short of it by the GGUF header only (22,816 bytes)."""
+    t = _tower("gemma-4-26b-a4b")
+    tensors = {x.name: x for x in mmproj_tensors(t)}
+    assert len(tensors) == 2 + 27 * 13 + 3
+    assert sum(math.prod(x.shape) for x in tensors.values()) == 572_794_416
+    assert tensors["v.position_embd.weight"].shape == (1152, 10240, 2)
+    assert tensors["mm.input_projection.weight"].shape == (1152, 2816)
+    assert tensors["v.blk.0.attn_q_norm.weight"].type_in(GGMLType.Q8_0) is GGMLType.F32
+    assert tensors["v.blk.0.ffn_down.weight"].type_in(GGMLType.Q8_0) is GGMLType.F16  # rows of 4304
+    header = 1_193_058_784 - mmproj_bytes(t, GGMLType.F16)
+    assert 0 < header < 64 * len(tensors) + 2048, header
+
+
+def test_gemma4_compute_at_its_warmup() -> None:
+    """clip.cpp warms Gemma 4 up at 16x16 pooled tokens (768 px, 2304 patches); the FFN peaks at
+    4 x patches x (3·p² + 2 + 3·n_embd + 3·n_ff): 150.63 MiB, as the pinned build reserves it at 2 and
+    at 27 blocks, and 58.84 MiB at --image-max-tokens 100 (480 px)."""
+    t = _tower("gemma-4-31b")
+    v = plan_vision(t, GGMLType.BF16, ("CUDA0",))
+    assert v.warmup_px == 768 and round(v.compute_bytes / MIB, 2) == 150.63
+    assert v.host_compute_bytes == 2304 * (768 + 2) * 4
+    assert round(warmup_compute_bytes(t, 100) / MIB, 2) == 58.84
+
+
+def test_gemma4_narrow_tower_is_refused() -> None:
+    """E2B / E4B's 768-wide towers fit the freed image's hole, which the Gemma 4 rule assumes they do not."""
+    config = {
+        "num_hidden_layers": 16,
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_attention_heads": 12,
+    }
+    with pytest.raises(MoeplanError, match="wider than"):
+        tower_from_config("gemma4v", {**config, "patch_size": 16, "pooling_kernel_size": 3}, 1536)
+
+
+def test_glm46v_tower() -> None:
+    """GLM-4.6V (glm4v): 858,681,856 parameters in the tensor list, as the GLM-4.5V safetensors list
+    sums for the same tower; the blocks' gated FFN is out_hidden_size (4096) wide, the merger's
+    intermediate_size (10944); warmup at 46x46 tokens (1288 px, 8464 patches), where the block FFN
+    peaks: 4 x patches x (3·p² + 4 + 2·n_embd + 3·n_ff) = 515.05 MiB (the pinned build: 515.05 at 2 and
+    24 blocks); a narrow FFN peaks in attention instead (6.5·n_embd: 64.55 MiB measured at FFN 2048,
+    560 px)."""
+    t = _tower("glm-4.6v")
+    tensors = {x.name: x for x in mmproj_tensors(t)}
+    assert sum(math.prod(x.shape) for x in tensors.values()) == 858_681_856
+    assert tensors["v.blk.0.ffn_gate.weight"].shape == (1536, 4096)
+    assert tensors["mm.gate.weight"].shape == (4096, 10944)
+    assert tensors["mm.patch_merger.weight"].type_in(GGMLType.BF16) is GGMLType.F32  # the patch rule
+    v = plan_vision(t, GGMLType.F16, ("CUDA0",))
+    assert v.warmup_px == 1288 and round(v.compute_bytes / MIB, 2) == 515.05
+    narrow = dataclasses.replace(t, n_ff=2048)
+    assert round(warmup_compute_bytes(narrow, 400) / MIB, 2) == 64.55

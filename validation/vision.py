@@ -45,9 +45,9 @@ _WARMUP = re.compile(r"warmup with image size = (\d+) x (\d+)")
 
 
 def tower_of(model_id: str, n_layer: int, n_embd_text: int) -> VisionTower:
-    """A catalog model's tower at its real widths, `n_layer` blocks deep (the compute buffer does
-    not grow with depth: ggml-alloc reuses one block's tensors for the next), projecting to
-    `n_embd_text`; deepstack mergers only on the blocks kept."""
+    """A catalog model's tower at its real widths, `n_layer` blocks deep (ggml-alloc reuses one
+    block's tensors for the next, so depth adds nothing but the deepstack outputs kept live to the
+    end), projecting to `n_embd_text`; deepstack mergers only on the blocks kept."""
     t = load_catalog()[model_id].vision_tower()
     if t is None:
         raise ValueError(f"{model_id} has no vision tower")
@@ -79,7 +79,10 @@ def write_mmproj(tower: VisionTower, ftype: GGMLType, path: Path) -> None:
     w.add_vision_image_std([0.5, 0.5, 0.5])
     w.add_clip_projector_type(str(tower.projector))
     w.add_vision_attention_layernorm_eps(1e-6)
-    w.add_vision_use_gelu(True)
+    if tower.projector is Projector.GLM4V:  # Glm4VVisionModel: hidden_act silu
+        w.add_vision_use_silu(True)
+    else:
+        w.add_vision_use_gelu(True)
     if tower.projector is Projector.LLAMA4:
         w.add_vision_projector_scale_factor(tower.n_merge)
     if tower.projector is Projector.QWEN3VL:
@@ -145,16 +148,24 @@ def vision_check(model_id: str, ftype: GGMLType, n_layer: int = 2) -> dict[str, 
     return c
 
 
-# (model, mmproj type, blocks kept): three families, every file type's rules, the medium Qwen3.5
-# tower, and Qwen3-VL deep enough (9 blocks) to keep a deepstack merger (block 8)
+# (model, mmproj type, blocks kept): five families, every file type's rules, the small and medium
+# Qwen3.5 towers (the small one peaks in attention), and Qwen3-VL deep enough to keep one deepstack
+# merger (9 blocks), and at full depth (27: blocks 8 and 16 keep their outputs live to the end)
 CASES = (
     ("qwen3.6-27b", GGMLType.BF16, 2),
     ("qwen3.6-27b", GGMLType.Q8_0, 2),
     ("qwen3.6-27b", GGMLType.F32, 2),
     ("qwen3-vl-30b-a3b", GGMLType.F16, 9),
+    ("qwen3-vl-30b-a3b", GGMLType.F16, 27),
     ("qwen3.5-4b", GGMLType.F16, 2),
+    ("qwen3.5-0.8b", GGMLType.F16, 2),
+    ("qwen3.5-0.8b", GGMLType.BF16, 12),
     ("gemma-3-4b", GGMLType.F16, 2),
     ("gemma-3-4b", GGMLType.Q8_0, 2),
+    ("glm-4.6v", GGMLType.F16, 2),
+    ("glm-4.6v", GGMLType.Q8_0, 2),
+    ("gemma-4-26b-a4b", GGMLType.F16, 2),
+    ("gemma-4-31b", GGMLType.Q8_0, 2),
     ("llama-4-scout-17b-16e", GGMLType.F16, 2),
     ("llama-4-scout-17b-16e", GGMLType.BF16, 2),
 )

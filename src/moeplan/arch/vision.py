@@ -11,6 +11,8 @@ Names and shapes are those the pinned `convert_hf_to_gguf.py` writes (build 1143
   Q/K/V/O (biases), `v.post_ln`, and the projector's `mm.input_projection` (vision width x text
   width, stored as the HF parameter: ne = [text, vision]) and `mm.soft_emb_norm`.
 - Llama 4 (`Llama4VisionModel`, conversion/llama4.py, projector `llama4`): see `_llama4`.
+- Gemma 4 (`Gemma4VisionAudioModel`, conversion/gemma.py, projector `gemma4v`): see `_gemma4`.
+- GLM-4.xV (`Glm4VVisionModel`, conversion/qwen3vl.py, projector `glm4v`): see `_glm4v`.
 Names come from gguf-py's TENSOR_NAMES; shapes are ggml's (ne0 first).
 
 Types (`ModelBase.prepare_tensors`, conversion/base.py, and the classes' `tensor_force_quant`):
@@ -40,6 +42,8 @@ class Projector(StrEnum):
     QWEN3VL = "qwen3vl_merger"
     GEMMA3 = "gemma3"
     LLAMA4 = "llama4"
+    GEMMA4 = "gemma4v"
+    GLM4V = "glm4v"
 
 
 # mmproj file types the converter writes (`--outtype`), by their file-name tag (mmproj-F16.gguf).
@@ -65,7 +69,8 @@ class VisionTower:
     n_embd_text: int  # the projector's output width: the text model's hidden size
     n_merge: int  # spatial merge per side: spatial_merge_size; Gemma 3's pooling kernel, 4
     deepstack: tuple[int, ...] = ()  # Qwen3-VL deepstack_visual_indexes
-    adapter_dim: int = 0  # Llama 4: projector_output_dim, the pixel-shuffle MLP's width
+    adapter_dim: int = 0  # Llama 4: projector_output_dim, the pixel-shuffle MLP's; GLM-4.xV: the merger FFN's
+    pos_table: int = 0  # Gemma 4: position_embedding_size, rows of each axis' position table
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -136,6 +141,10 @@ def mmproj_tensors(tower: VisionTower) -> list[MmprojTensor]:
     out: list[MmprojTensor] = []
     if tower.projector is Projector.LLAMA4:
         return _llama4(tower, pos)
+    if tower.projector is Projector.GEMMA4:
+        return _gemma4(tower)
+    if tower.projector is Projector.GLM4V:
+        return _glm4v(tower, pos)
     if tower.projector is Projector.QWEN3VL:
         conv2ds = (".weight", ".weight.1")  # the Conv3D's two temporal slices
         out += [MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_PATCH, s), patch, "patch") for s in conv2ds]
@@ -183,6 +192,74 @@ def _llama4(tower: VisionTower, pos: MmprojTensor) -> list[MmprojTensor]:
     return out
 
 
+def _gemma4(tower: VisionTower) -> list[MmprojTensor]:
+    """Gemma 4 (`Gemma4VisionAudioModel`, conversion/gemma.py): the patch input projection reshaped
+    to a Conv2D kernel (no bias), one position table per axis (`position_embedding_table`, F32),
+    blocks of separate Q/K/V/O without biases, per-head Q/K RMS norms, sandwich norms around
+    attention and the gated GELU FFN (`ln1`, `attn_post_norm`, `ln2`, `ffn_post_norm`), then the
+    standardisation vectors and `mm.input_projection` (embed_vision.embedding_projection, an
+    nn.Linear: ne = [vision, text]) with no post-norm. Names: gguf-py's TensorNameMap."""
+    n, p, f = tower.n_embd, tower.patch_size, tower.n_ff
+    head = n // tower.n_head
+    out = [
+        MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_PATCH, ".weight"), (p, p, 3, n), "patch"),
+        MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_POS, ".weight"), (n, tower.pos_table, 2), "f32"),
+    ]
+    for il in range(tower.n_layer):
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_INPUT_NORM, ".weight", il), (n,), "f32"))
+        for t in (MODEL_TENSOR.V_ENC_ATTN_Q, MODEL_TENSOR.V_ENC_ATTN_K, MODEL_TENSOR.V_ENC_ATTN_V):
+            out.append(MmprojTensor(_name(t, ".weight", il), (n, n), "matrix"))
+        for t in (MODEL_TENSOR.V_ENC_ATTN_Q_NORM, MODEL_TENSOR.V_ENC_ATTN_K_NORM):
+            out.append(MmprojTensor(_name(t, ".weight", il), (head,), "f32"))
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_ATTN_O, ".weight", il), (n, n), "matrix"))
+        for t in (MODEL_TENSOR.V_ENC_ATTN_POST_NORM, MODEL_TENSOR.V_ENC_POST_ATTN_NORM):
+            out.append(MmprojTensor(_name(t, ".weight", il), (n,), "f32"))
+        for t in (MODEL_TENSOR.V_ENC_FFN_GATE, MODEL_TENSOR.V_ENC_FFN_UP):
+            out.append(MmprojTensor(_name(t, ".weight", il), (n, f), "matrix"))
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_FFN_DOWN, ".weight", il), (f, n), "matrix"))
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_FFN_POST_NORM, ".weight", il), (n,), "f32"))
+    out += [
+        MmprojTensor(_name(t, ""), (n,), "f32") for t in (MODEL_TENSOR.V_STD_BIAS, MODEL_TENSOR.V_STD_SCALE)
+    ]
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_MM_INP_PROJ, ".weight"), (n, tower.n_embd_text), "matrix"))
+    return out
+
+
+def _glm4v(tower: VisionTower, pos: MmprojTensor) -> list[MmprojTensor]:
+    """GLM-4.xV (`Glm4VVisionModel` on Qwen3VLVisionModel's tensor rules): the Conv3D split into two
+    Conv2Ds with its bias, `v.norm_embd` (post_conv_layernorm) and the learned positions; blocks of
+    fused QKV and output without biases, RMS norms (weight only) and a gated SiLU FFN as wide as the
+    text model (out_hidden_size); `v.post_ln`; then the merger: the 2x2 downsample Conv2D
+    (`mm.patch_merger`, the patch rule, with bias), `mm.model.fc`, its LayerNorm `mm.post_norm` and a
+    gated FFN of intermediate_size (`mm.gate`, `mm.up`, `mm.down`), none with biases."""
+    n, p, f, t, m = tower.n_embd, tower.patch_size, tower.n_ff, tower.n_embd_text, tower.n_merge
+    patch = (p, p, 3, n)
+    out = [
+        MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_PATCH, s), patch, "patch")
+        for s in (".weight", ".weight.1")
+    ]
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_PATCH, ".bias"), (n,), "f32"))
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_EMBD_NORM, ".weight"), (n,), "f32"))
+    out.append(pos)
+    for il in range(tower.n_layer):
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_INPUT_NORM, ".weight", il), (n,), "f32"))
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_ATTN_QKV, ".weight", il), (n, 3 * n), "matrix"))
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_ATTN_O, ".weight", il), (n, n), "matrix"))
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_POST_ATTN_NORM, ".weight", il), (n,), "f32"))
+        for k in (MODEL_TENSOR.V_ENC_FFN_GATE, MODEL_TENSOR.V_ENC_FFN_UP):
+            out.append(MmprojTensor(_name(k, ".weight", il), (n, f), "matrix"))
+        out.append(MmprojTensor(_name(MODEL_TENSOR.V_ENC_FFN_DOWN, ".weight", il), (f, n), "matrix"))
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_POST_NORM, ".weight"), (n,), "f32"))
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_MM_PATCH_MERGER, ".weight"), (m, m, n, t), "patch"))
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_MM_PATCH_MERGER, ".bias"), (t,), "f32"))
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_MMPROJ_FC, ".weight"), (t, t), "matrix"))
+    out += _layer_norm(MODEL_TENSOR.V_MM_POST_NORM, t)
+    for k in (MODEL_TENSOR.V_MM_GATE, MODEL_TENSOR.V_MM_UP):
+        out.append(MmprojTensor(_name(k, ".weight"), (t, tower.adapter_dim), "matrix"))
+    out.append(MmprojTensor(_name(MODEL_TENSOR.V_MM_DOWN, ".weight"), (tower.adapter_dim, t), "matrix"))
+    return out
+
+
 def mmproj_bytes(tower: VisionTower, ftype: GGMLType) -> int:
     """The tensor data of the mmproj file (clip.cpp's "model size": the sum of ggml_nbytes)."""
     return sum(t.nbytes(ftype) for t in mmproj_tensors(tower))
@@ -210,6 +287,8 @@ _KEYS: dict[Projector, dict[str, str]] = {
     Projector.QWEN3VL: {"n_layer": "depth", "n_head": "num_heads"},
     Projector.GEMMA3: {"n_layer": "num_hidden_layers", "n_head": "num_attention_heads"},
     Projector.LLAMA4: {"n_layer": "num_hidden_layers", "n_head": "num_attention_heads"},
+    Projector.GEMMA4: {"n_layer": "num_hidden_layers", "n_head": "num_attention_heads"},
+    Projector.GLM4V: {"n_layer": "depth", "n_head": "num_heads"},
 }
 
 
@@ -230,19 +309,41 @@ def tower_from_config(projector: str, vision_config: Mapping[str, Any], n_embd_t
     elif proj is Projector.LLAMA4:
         image_size = int(c["image_size"])
         merge = round(1 / float(c["pixel_shuffle_ratio"]))  # the converter's projector scale factor
+    elif proj is Projector.GEMMA4:
+        image_size = 224  # Gemma4VisionAudioModel: "unused, but set to avoid error"
+        merge = int(c["pooling_kernel_size"])  # clip.cpp's n_merge, 3
+        if int(c["hidden_size"]) <= 3 * patch**2:  # engines/vision.py _gemma4_compute's premise
+            raise MoeplanError(
+                f"gemma4v tower {c['hidden_size']} wide: moeplan models Gemma 4 towers wider than 3·p² "
+                f"({3 * patch**2}), as in the 26B-A4B and 31B"
+            )
+    elif proj is Projector.GLM4V:
+        image_size = int(c["image_size"])  # the learned position table's side x patch_size
+        merge = int(c.get("spatial_merge_size", 2))
+        # engines/vision.py _glm4v_compute's premises: no block tensor fits the image's hole, and
+        # the merger's FFN (a quarter of the patches) stays below the blocks'
+        if int(c["hidden_size"]) <= 3 * patch**2 or int(c["intermediate_size"]) >= 4 * int(
+            c["out_hidden_size"]
+        ):
+            raise MoeplanError(
+                f"glm4v tower {c['hidden_size']} wide, merger FFN {c['intermediate_size']}: moeplan models "
+                "towers wider than 3·p² whose merger FFN is under 4 x out_hidden_size, as GLM-4.6V's"
+            )
     else:
         image_size = int(c["image_size"])
         merge = 4  # clip.cpp load_hparams, PROJECTOR_TYPE_GEMMA3: n_merge = 4 for every size
+    glm = proj is Projector.GLM4V  # its blocks' FFN is out_hidden_size wide, intermediate_size the merger's
     return VisionTower(
         projector=proj,
         n_layer=int(c[keys["n_layer"]]),
         n_embd=int(c["hidden_size"]),
-        n_ff=int(c["intermediate_size"]),
+        n_ff=int(c["out_hidden_size"] if glm else c["intermediate_size"]),
         n_head=int(c[keys["n_head"]]),
         patch_size=patch,
         image_size=image_size,
         n_embd_text=int(c.get("out_hidden_size", n_embd_text)),
         n_merge=merge,
         deepstack=tuple(int(i) for i in c.get("deepstack_visual_indexes", ())),
-        adapter_dim=int(c.get("projector_output_dim", 0)),
+        adapter_dim=int(c["intermediate_size"] if glm else c.get("projector_output_dim", 0)),
+        pos_table=int(c.get("position_embedding_size", 0)),
     )
