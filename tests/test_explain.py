@@ -102,6 +102,15 @@ def test_the_suggestion_keeps_the_path_and_every_other_flag() -> None:
     assert auto.suggested_command is not None and "-np" not in auto.suggested_command  # none was written
 
 
+def test_a_command_nothing_at_its_quant_fits_is_not_told_to_move_experts() -> None:
+    """Was: "-ot exps=CPU does NOT fit ... moeplan would use -ngl 99 --cpu-moe": the same placement,
+    which streams from disk; nothing at Q4_K_M fits Laguna-S-2.1 on a 3090 with 32 GB."""
+    cmd = 'llama-server -m Laguna-S-2.1-Q4_K_M.gguf -c 65536 -ngl 99 -ot ".ffn_.*_exps.=CPU" -fa on'
+    r = api.explain(cmd, "RTX 3090 + 32GB DDR4-3200")
+    assert not r.fits and r.suggested_command is None
+    assert r.suggestion.startswith("nothing at Q4_K_M fits in RAM + VRAM here") and "disk" in r.suggestion
+
+
 def test_unnamed_files_need_model_and_quant() -> None:
     bad = runner.invoke(app, ["explain", "llama-server -m model.gguf -c 8192", "--rig", RIG])
     assert bad.exit_code == 2 and "pass --model" in bad.stderr and bad.stderr.count("\n") == 1

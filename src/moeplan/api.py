@@ -1087,7 +1087,14 @@ def explain(
         runs = runs and drafting.fits
         decode = drafting.decode_tok_s if drafting.kind != "none" else decode
     suggestion, suggested, speedup = "moeplan would run it the same way", None, None
-    if best.flags != given.flags and best.fits:
+    if best.strategy == "disk" and not given.fits:
+        # Nothing at this quantization fits in RAM + VRAM: moeplan's own plan streams from disk too.
+        suggestion = (
+            f"nothing at {ft.name} fits in RAM + VRAM here: with mmap (llama.cpp's default) the weights "
+            f"that do not fit are read from disk on demand, about {best.decode_tok_s:.1f} tokens/s "
+            f"({best.flags}); a smaller quantization avoids it"
+        )
+    elif best.flags != given.flags and best.fits:
         if not given.fits:
             suggestion = f"as written it does not fit; moeplan would use {best.flags}"
         elif best.decode_tok_s > 1.02 * given.decode_tok_s:
