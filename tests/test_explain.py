@@ -111,6 +111,15 @@ def test_a_command_nothing_at_its_quant_fits_is_not_told_to_move_experts() -> No
     assert r.suggestion.startswith("nothing at Q4_K_M fits in RAM + VRAM here") and "disk" in r.suggestion
 
 
+def test_swa_full_caches_the_whole_context_on_sliding_layers() -> None:
+    """Was: "flags that do not change memory or speed here: --swa-full". Laguna-XS.2's 30 sliding
+    layers then hold 65,536 cells of 8 KV heads x 128 x 2 (K, V) x 2 bytes instead of 4 x 512 + 512."""
+    cmd = "llama-server -m Laguna-XS.2-Q4_K_M.gguf -c 65536 -ngl 99 -fa on"
+    kv = [sum(d.kv_bytes for d in api.explain(c, RIG).devices) for c in (cmd, cmd + " --swa-full")]
+    assert kv[1] - kv[0] == 30 * 8 * 128 * 2 * 2 * (65536 - (4 * 512 + 512))
+    assert "--swa-full" not in api.explain(cmd + " --swa-full", RIG).ignored_flags
+
+
 def test_unnamed_files_need_model_and_quant() -> None:
     bad = runner.invoke(app, ["explain", "llama-server -m model.gguf -c 8192", "--rig", RIG])
     assert bad.exit_code == 2 and "pass --model" in bad.stderr and bad.stderr.count("\n") == 1

@@ -1066,6 +1066,7 @@ def explain(
             type_k=cache_type(cmd.get("cache_type_k") or "f16"),
             type_v=cache_type(cmd.get("cache_type_v") or "f16"),
             flash_attn=fa,
+            swa_full=cmd.has("swa_full"),
         )
 
     def fits(n_ctx: int) -> bool:
