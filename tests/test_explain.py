@@ -120,6 +120,20 @@ def test_swa_full_caches_the_whole_context_on_sliding_layers() -> None:
     assert "--swa-full" not in api.explain(cmd + " --swa-full", RIG).ignored_flags
 
 
+def test_split_mode_none_runs_on_the_main_gpu_alone() -> None:
+    """Was: "-sm -mg change nothing", the model split over all eight GPUs (bound by CUDA7)."""
+    cmd = "llama-server -m Muse-Glimmer-30B-Q4_K_M.gguf -c 32768 -ngl 99 -fa on"
+    split = api.explain(cmd, "8x H100")
+    one = api.explain(cmd + " -sm none -mg 3", "8x H100")
+    assert len([d for d in split.devices if d.weights_bytes and d.name != "CPU"]) == 8
+    assert [d.name for d in one.devices if d.name != "CPU"] == ["CUDA0"] and one.fits
+    assert not {"-sm", "-mg"} & set(one.ignored_flags)
+    with pytest.raises(MoeplanError, match=r"-sm row is not modelled"):
+        api.explain(cmd + " -sm row", "8x H100")
+    with pytest.raises(MoeplanError, match=r"-mg 8: the rig has 8 GPU"):
+        api.explain(cmd + " -sm none -mg 8", "8x H100")
+
+
 def test_unnamed_files_need_model_and_quant() -> None:
     bad = runner.invoke(app, ["explain", "llama-server -m model.gguf -c 8192", "--rig", RIG])
     assert bad.exit_code == 2 and "pass --model" in bad.stderr and bad.stderr.count("\n") == 1

@@ -1045,6 +1045,7 @@ def explain(
     cmd = parse_command(command)
     rt = runtime(backend, llamacpp_build, not cmd.has("no_op_offload"), fit_target_mib)
     rig, rt = rig_and_runtime(rig_text, rt)
+    rig = _split_mode_rig(cmd, rig)
     resolved, ft, weights, notes = _explained_model(cmd, model, quant)
     spec = resolved.require_spec()
     server = cmd.binary is None or "server" in Path(cmd.binary).name
@@ -1128,6 +1129,25 @@ def explain(
         notes=notes,
         drafting=drafting,
     )
+
+
+def _split_mode_rig(cmd: LlamaCommand, rig: Rig) -> Rig:
+    """The GPUs llama.cpp uses under the command's split mode: -sm none keeps only the main GPU (-mg,
+    default 0; -1: none), as `llama_model_load_from_file_impl` (src/llama.cpp) removes the others.
+    Row and tensor split are not modelled, so they are refused rather than explained as layers."""
+    mode = cmd.get("split_mode") or "layer"
+    if mode == "layer":
+        return rig
+    if mode != "none":
+        raise MoeplanError(
+            f"-sm {mode} is not modelled: moeplan explains llama.cpp's layer split (-sm layer, the default) "
+            "or one GPU (-sm none -mg N)"
+        )
+    gpus, main = rig.node.gpus, cmd.integer("main_gpu") or 0
+    if gpus and not -1 <= main < len(gpus):
+        raise MoeplanError(f"-mg {main}: the rig has {len(gpus)} GPU(s), numbered from 0")
+    kept = () if main < 0 else gpus[main : main + 1]
+    return replace(rig, nodes=(replace(rig.node, gpus=kept), *rig.nodes[1:]))
 
 
 def _explain_drafting(
