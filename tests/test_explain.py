@@ -130,8 +130,18 @@ def test_split_mode_none_runs_on_the_main_gpu_alone() -> None:
     assert not {"-sm", "-mg"} & set(one.ignored_flags)
     with pytest.raises(MoeplanError, match=r"-sm row is not modelled"):
         api.explain(cmd + " -sm row", "8x H100")
-    with pytest.raises(MoeplanError, match=r"-mg 8: the rig has 8 GPU"):
+    with pytest.raises(MoeplanError, match=r"-mg 8: the command uses 8 GPU"):
         api.explain(cmd + " -sm none -mg 8", "8x H100")
+
+
+def test_device_names_the_gpus_used() -> None:
+    cmd = "llama-server -m Laguna-XS.2-Q4_K_M.gguf -c 32768 -ngl 99 -fa on"
+    two = api.explain(cmd + " -dev CUDA0,CUDA1", "4x RTX 3090")
+    assert [d.name for d in two.devices if d.weights_bytes and d.name != "CPU"] == ["CUDA0", "CUDA1"]
+    cpu = api.explain(cmd + " -dev none", "4x RTX 3090")
+    assert all(d.name.startswith("CPU") for d in cpu.devices)  # CPU and CPU_REPACK
+    with pytest.raises(MoeplanError, match=r"-dev CUDA7: the rig's devices are CUDA0, CUDA1, CUDA2, CUDA3"):
+        api.explain(cmd + " -dev CUDA7", "4x RTX 3090")
 
 
 def test_unnamed_files_need_model_and_quant() -> None:

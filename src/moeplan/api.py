@@ -48,6 +48,7 @@ from moeplan.plan.llamacpp import (
     Candidate,
     Runtime,
     TradeCell,
+    backend_name,
     device_slots,
     evaluate_command,
     gpu_backend,
@@ -1045,7 +1046,7 @@ def explain(
     cmd = parse_command(command)
     rt = runtime(backend, llamacpp_build, not cmd.has("no_op_offload"), fit_target_mib)
     rig, rt = rig_and_runtime(rig_text, rt)
-    rig = _split_mode_rig(cmd, rig)
+    rig = _used_gpus(cmd, rig, rt)
     resolved, ft, weights, notes = _explained_model(cmd, model, quant)
     spec = resolved.require_spec()
     server = cmd.binary is None or "server" in Path(cmd.binary).name
@@ -1131,23 +1132,31 @@ def explain(
     )
 
 
-def _split_mode_rig(cmd: LlamaCommand, rig: Rig) -> Rig:
-    """The GPUs llama.cpp uses under the command's split mode: -sm none keeps only the main GPU (-mg,
-    default 0; -1: none), as `llama_model_load_from_file_impl` (src/llama.cpp) removes the others.
-    Row and tensor split are not modelled, so they are refused rather than explained as layers."""
+def _used_gpus(cmd: LlamaCommand, rig: Rig, rt: Runtime) -> Rig:
+    """The rig with the GPUs llama.cpp uses for the command: -dev/--device names them (none: CPU
+    only; common/arg.cpp), -sm none keeps only the main GPU among them (-mg, default 0; -1: none), as
+    `llama_model_load_from_file_impl` (src/llama.cpp) removes the others. Row and tensor split are not
+    modelled, so they are refused rather than explained as a layer split."""
+    gpus = rig.node.gpus
+    if (listed := cmd.get("device")) is not None:
+        names = {backend_name(g, i, rt): g for i, g in enumerate(gpus)}
+        wanted = [d.strip() for d in listed.split(",") if d.strip()]
+        if wanted != ["none"] and (unknown := [d for d in wanted if d not in names]):
+            known = ", ".join(names) or "none (the rig has no GPU)"
+            raise MoeplanError(f"-dev {unknown[0]}: the rig's devices are {known}")
+        gpus = tuple(names[d] for d in wanted if d != "none")
     mode = cmd.get("split_mode") or "layer"
-    if mode == "layer":
-        return rig
-    if mode != "none":
+    if mode not in ("layer", "none"):
         raise MoeplanError(
             f"-sm {mode} is not modelled: moeplan explains llama.cpp's layer split (-sm layer, the default) "
             "or one GPU (-sm none -mg N)"
         )
-    gpus, main = rig.node.gpus, cmd.integer("main_gpu") or 0
-    if gpus and not -1 <= main < len(gpus):
-        raise MoeplanError(f"-mg {main}: the rig has {len(gpus)} GPU(s), numbered from 0")
-    kept = () if main < 0 else gpus[main : main + 1]
-    return replace(rig, nodes=(replace(rig.node, gpus=kept), *rig.nodes[1:]))
+    if mode == "none" and gpus:
+        main = cmd.integer("main_gpu") or 0
+        if not -1 <= main < len(gpus):
+            raise MoeplanError(f"-mg {main}: the command uses {len(gpus)} GPU(s), numbered from 0")
+        gpus = () if main < 0 else gpus[main : main + 1]
+    return replace(rig, nodes=(replace(rig.node, gpus=gpus), *rig.nodes[1:]))
 
 
 def _explain_drafting(

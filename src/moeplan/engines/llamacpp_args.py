@@ -41,6 +41,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("-fit", "--fit"), "fit", "setting", "fit unset arguments to device memory: on (default) or off"),
     Flag(("-ub", "--ubatch-size"), "ubatch_size", "setting", "physical batch (default 512)"),
     Flag(("-b", "--batch-size"), "batch_size", "setting", "logical batch (default 2048)"),
+    Flag(("-dev", "--device"), "device", "setting", "GPUs to offload to, e.g. CUDA0,CUDA1 (none: CPU only)"),
     Flag(("-sm", "--split-mode"), "split_mode", "setting", "GPUs used: none, layer (default), row, tensor"),
     Flag(("-mg", "--main-gpu"), "main_gpu", "setting", "the one GPU of -sm none (default 0)"),
     Flag(("-ngl", "--gpu-layers", "--n-gpu-layers"), "gpu_layers", "placement", "layers on the GPUs"),
