@@ -19,6 +19,13 @@ from moeplan.sources.catalog import load_catalog, normalise, resolve
         ("ggml-org/gpt-oss-120b-GGUF", "gpt-oss-120b"),
         ("  QWEN3.5-35B-A3B ", "qwen3.5-35b-a3b"),
         ("deepseek-ai/DeepSeek-V3.1", "deepseek-v3.1"),
+        ("granite 4.0 h small", "granite-4.0-h-small"),  # spaces for dashes
+        ("trinity large", "trinity-large-thinking"),  # an alias, spaced
+        ("laguna-xs2", "laguna-xs.2"),  # the dot left out
+        ("Laguna XS.2", "laguna-xs.2"),
+        ("deepseek v4 flash", "deepseek-v4-flash"),
+        ("poolside/Laguna-XS.2-FP8", "laguna-xs.2"),  # a pre-quantized checkpoint's repository
+        ("Laguna-S-2.1-FP8", "laguna-s-2.1"),
     ],
 )
 def test_names_people_type(typed: str, model_id: str) -> None:

@@ -61,8 +61,19 @@ def test_cache_that_cannot_be_paged_out_is_not_a_disk_plan() -> None:
     assert not r.fits and not r.streams_from_disk and r.verdict == "does not fit"
     disk = next(n for n in r.notices if n.id == "DISK_MMAP_SLOW")
     assert disk.severity == "error" and "cannot be read back from the file" in disk.message
+    assert "(the KV cache and buffers) overflows CPU" in disk.message and "lower --ctx" in disk.message
     streams = api.plan("deepseek-v3.1", RIG)
     assert streams.streams_from_disk and "experts are read from disk" in streams.notices[0].message
+
+
+def test_weights_a_gpu_must_hold_are_not_blamed_on_the_cache() -> None:
+    """On Metal the GPU's mapped buffer spans the file: a model far larger than the Mac overflows by
+    weights, and a shorter context cannot help (before: "the KV cache and buffers ... overflow MTL0 by
+    605.3 GiB at 4,096 tokens: lower --ctx")."""
+    r = api.plan("deepseek-v4-pro", "M4 Max 128")
+    disk = next(n for n in r.notices if n.id == "DISK_MMAP_SLOW")
+    assert disk.severity == "error" and "the weights a GPU holds" in disk.message
+    assert "lower --ctx" not in disk.message and "smaller quantization" in disk.message
 
 
 def test_web_refuses_beyond_the_maximum_with_a_message() -> None:

@@ -1,6 +1,8 @@
 """vLLM / SGLang distributed plans: known deployment facts, divisibility rules, KV rules for MLA,
 sliding-window and linear-attention layers, commands and the LeaderWorkerSet manifest."""
 
+import re
+
 import pytest
 import yaml
 
@@ -176,6 +178,16 @@ def test_format_and_link_notices() -> None:
     assert any(n.id == "PCIE_ONLY_TP" for n in pcie.notices)
     moe = plan_distributed("qwen3-30b-a3b", parse_rig("2x H100-SXM"), "sglang")
     assert any(n.id == "TP_PREFERRED_OVER_EP" for n in moe.notices)
+
+
+def test_data_parallel_alone_is_not_credited_to_a_cheap_all_reduce() -> None:
+    """Was: "TP1 DP8 (94,992 tok/s) beats expert parallel TP1 DP8 EP8 (94,992 tok/s): on nvlink the
+    all-reduce is cheap and TP splits every expert evenly" - a tie, and TP1 has no all-reduce."""
+    p = plan_distributed("laguna-xs.2", parse_rig("8x H100"), "vllm")
+    msg = next(n.message for n in p.notices if n.id == "TP_PREFERRED_OVER_EP")
+    assert p.layout.tp == 1 and "all-reduce" not in msg and "whole replica" in msg
+    t, e = (int(x.replace(",", "")) for x in re.findall(r"\(([\d,]+) tok/s\)", msg))
+    assert (" matches " in msg) == (t == e) and (" beats " in msg) == (t > e)
 
 
 def test_alternatives_say_why_they_lost() -> None:

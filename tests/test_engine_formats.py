@@ -99,6 +99,12 @@ def test_fp8_of_a_bf16_release_without_fp8_checkpoint_is_quantized_online() -> N
     assert any(a.startswith("online FP8") for a in p.assumptions)
 
 
+def test_fp8_of_a_vlm_with_an_fp8_release_points_at_it() -> None:
+    """Was: `vllm serve zai-org/GLM-4.6V ... --quantization fp8`, online FP8 of the BF16 repository."""
+    p = api.serving_plan("glm-4.6v", parse_rig("8x H100"), "vllm", quant="fp8")
+    assert p.hf_repo == "zai-org/GLM-4.6V-FP8" and "--quantization" not in p.commands[0].text
+
+
 def test_no_recorded_checkpoint_is_said_and_no_repo_is_invented() -> None:
     p = api.serving_plan("mixtral-8x7b", parse_rig("B200"), "sglang", quant="nvfp4")
     assert p.hf_repo is None

@@ -102,6 +102,48 @@ def test_the_suggestion_keeps_the_path_and_every_other_flag() -> None:
     assert auto.suggested_command is not None and "-np" not in auto.suggested_command  # none was written
 
 
+def test_a_command_nothing_at_its_quant_fits_is_not_told_to_move_experts() -> None:
+    """Was: "-ot exps=CPU does NOT fit ... moeplan would use -ngl 99 --cpu-moe": the same placement,
+    which streams from disk; nothing at Q4_K_M fits Laguna-S-2.1 on a 3090 with 32 GB."""
+    cmd = 'llama-server -m Laguna-S-2.1-Q4_K_M.gguf -c 65536 -ngl 99 -ot ".ffn_.*_exps.=CPU" -fa on'
+    r = api.explain(cmd, "RTX 3090 + 32GB DDR4-3200")
+    assert not r.fits and r.suggested_command is None
+    assert r.suggestion.startswith("nothing at Q4_K_M fits in RAM + VRAM here") and "disk" in r.suggestion
+
+
+def test_swa_full_caches_the_whole_context_on_sliding_layers() -> None:
+    """Was: "flags that do not change memory or speed here: --swa-full". Laguna-XS.2's 30 sliding
+    layers then hold 65,536 cells of 8 KV heads x 128 x 2 (K, V) x 2 bytes instead of 4 x 512 + 512."""
+    cmd = "llama-server -m Laguna-XS.2-Q4_K_M.gguf -c 65536 -ngl 99 -fa on"
+    kv = [sum(d.kv_bytes for d in api.explain(c, RIG).devices) for c in (cmd, cmd + " --swa-full")]
+    assert kv[1] - kv[0] == 30 * 8 * 128 * 2 * 2 * (65536 - (4 * 512 + 512))
+    assert "--swa-full" not in api.explain(cmd + " --swa-full", RIG).ignored_flags
+
+
+def test_split_mode_none_runs_on_the_main_gpu_alone() -> None:
+    """Was: "-sm -mg change nothing", the model split over all eight GPUs (bound by CUDA7)."""
+    cmd = "llama-server -m Muse-Glimmer-30B-Q4_K_M.gguf -c 32768 -ngl 99 -fa on"
+    split = api.explain(cmd, "8x H100")
+    one = api.explain(cmd + " -sm none -mg 3", "8x H100")
+    assert len([d for d in split.devices if d.weights_bytes and d.name != "CPU"]) == 8
+    assert [d.name for d in one.devices if d.name != "CPU"] == ["CUDA0"] and one.fits
+    assert not {"-sm", "-mg"} & set(one.ignored_flags)
+    with pytest.raises(MoeplanError, match=r"-sm row is not modelled"):
+        api.explain(cmd + " -sm row", "8x H100")
+    with pytest.raises(MoeplanError, match=r"-mg 8: the command uses 8 GPU"):
+        api.explain(cmd + " -sm none -mg 8", "8x H100")
+
+
+def test_device_names_the_gpus_used() -> None:
+    cmd = "llama-server -m Laguna-XS.2-Q4_K_M.gguf -c 32768 -ngl 99 -fa on"
+    two = api.explain(cmd + " -dev CUDA0,CUDA1", "4x RTX 3090")
+    assert [d.name for d in two.devices if d.weights_bytes and d.name != "CPU"] == ["CUDA0", "CUDA1"]
+    cpu = api.explain(cmd + " -dev none", "4x RTX 3090")
+    assert all(d.name.startswith("CPU") for d in cpu.devices)  # CPU and CPU_REPACK
+    with pytest.raises(MoeplanError, match=r"-dev CUDA7: the rig's devices are CUDA0, CUDA1, CUDA2, CUDA3"):
+        api.explain(cmd + " -dev CUDA7", "4x RTX 3090")
+
+
 def test_unnamed_files_need_model_and_quant() -> None:
     bad = runner.invoke(app, ["explain", "llama-server -m model.gguf -c 8192", "--rig", RIG])
     assert bad.exit_code == 2 and "pass --model" in bad.stderr and bad.stderr.count("\n") == 1

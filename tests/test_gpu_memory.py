@@ -5,7 +5,6 @@ in llama.cpp's source; these tests hold the records that are explained to the is
 and check each backend's and build's rule on its own.
 """
 
-import numpy as np
 import pytest
 from validation import gpu_logs
 
@@ -16,8 +15,10 @@ from moeplan.engines.ggml_alloc import Allocator
 from moeplan.engines.gpu_backends import backend, backend_of_device, vendor_backend
 from moeplan.engines.llamacpp import Frontend, layer_devices, parse_placement, plan_memory
 from moeplan.errors import MoeplanError
+from moeplan.hardware.rig import parse_rig
 from moeplan.memory.kv import CacheConfig
 from moeplan.memory.weights import predict
+from moeplan.plan.llamacpp import GiB, Runtime, device_slots
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import load_catalog
 from tests.test_plan import RTX4090, rig
@@ -227,7 +228,13 @@ def test_backend_names() -> None:
     assert backend_of_device("Vulkan1").name == "Vulkan" and backend_of_device("CPU") is None
     with pytest.raises(MoeplanError, match="unknown backend"):
         backend("opencl2")
-    assert np.isclose(backend("metal").working_set_fraction, 0.75)
+
+
+def test_a_unified_gpu_keeps_the_share_the_rig_gives_it() -> None:
+    """The rig already holds an Apple GPU's working set (3/4 of 512 GB); Metal must not cut it again."""
+    cpu, (mtl,) = device_slots(parse_rig("M3 Ultra 512"))
+    assert mtl.name == "MTL0" and mtl.capacity_bytes == 384 * GiB - Runtime().fit_target_bytes
+    assert cpu.capacity_bytes < 128 * GiB  # the host has what the GPU's share leaves
 
 
 def test_a_plan_that_fitted_only_by_the_flat_headroom_says_what_to_change() -> None:

@@ -49,6 +49,7 @@ from moeplan.plan.llamacpp import (
     Candidate,
     Runtime,
     TradeCell,
+    backend_name,
     device_slots,
     evaluate_command,
     gpu_backend,
@@ -1101,6 +1102,7 @@ def explain(
     cmd = parse_command(command)
     rt = runtime(backend, llamacpp_build, not cmd.has("no_op_offload"), fit_target_mib)
     rig, rt = rig_and_runtime(rig_text, rt)
+    rig = _used_gpus(cmd, rig, rt)
     resolved, ft, weights, notes = _explained_model(cmd, model, quant)
     spec = resolved.require_spec()
     tower = resolved.entry.vision_tower() if resolved.entry is not None else None
@@ -1126,6 +1128,7 @@ def explain(
             type_k=cache_type(cmd.get("cache_type_k") or "f16"),
             type_v=cache_type(cmd.get("cache_type_v") or "f16"),
             flash_attn=fa,
+            swa_full=cmd.has("swa_full"),
         )
 
     def fits(n_ctx: int) -> bool:
@@ -1153,7 +1156,14 @@ def explain(
         }
         runs = runs and not overflow
     suggestion, suggested, speedup = "moeplan would run it the same way", None, None
-    if best.flags != given.flags and best.fits:
+    if best.strategy == "disk" and not given.fits:
+        # Nothing at this quantization fits in RAM + VRAM: moeplan's own plan streams from disk too.
+        suggestion = (
+            f"nothing at {ft.name} fits in RAM + VRAM here: with mmap (llama.cpp's default) the weights "
+            f"that do not fit are read from disk on demand, about {best.decode_tok_s:.1f} tokens/s "
+            f"({best.flags}); a smaller quantization avoids it"
+        )
+    elif best.flags != given.flags and best.fits:
         if not given.fits:
             suggestion = f"as written it does not fit; moeplan would use {best.flags}"
         elif best.decode_tok_s > 1.02 * given.decode_tok_s:
@@ -1187,6 +1197,33 @@ def explain(
         drafting=drafting,
         vision=_vision_report(vm) if vm is not None else None,
     )
+
+
+def _used_gpus(cmd: LlamaCommand, rig: Rig, rt: Runtime) -> Rig:
+    """The rig with the GPUs llama.cpp uses for the command: -dev/--device names them (none: CPU
+    only; common/arg.cpp), -sm none keeps only the main GPU among them (-mg, default 0; -1: none), as
+    `llama_model_load_from_file_impl` (src/llama.cpp) removes the others. Row and tensor split are not
+    modelled, so they are refused rather than explained as a layer split."""
+    gpus = rig.node.gpus
+    if (listed := cmd.get("device")) is not None:
+        names = {backend_name(g, i, rt): g for i, g in enumerate(gpus)}
+        wanted = [d.strip() for d in listed.split(",") if d.strip()]
+        if wanted != ["none"] and (unknown := [d for d in wanted if d not in names]):
+            known = ", ".join(names) or "none (the rig has no GPU)"
+            raise MoeplanError(f"-dev {unknown[0]}: the rig's devices are {known}")
+        gpus = tuple(names[d] for d in wanted if d != "none")
+    mode = cmd.get("split_mode") or "layer"
+    if mode not in ("layer", "none"):
+        raise MoeplanError(
+            f"-sm {mode} is not modelled: moeplan explains llama.cpp's layer split (-sm layer, the default) "
+            "or one GPU (-sm none -mg N)"
+        )
+    if mode == "none" and gpus:
+        main = cmd.integer("main_gpu") or 0
+        if not -1 <= main < len(gpus):
+            raise MoeplanError(f"-mg {main}: the command uses {len(gpus)} GPU(s), numbered from 0")
+        gpus = () if main < 0 else gpus[main : main + 1]
+    return replace(rig, nodes=(replace(rig.node, gpus=gpus), *rig.nodes[1:]))
 
 
 def _explain_drafting(

@@ -80,12 +80,22 @@ def notices(
         )
     elif result.disk:
         over = ", ".join(f"{d} by {b / GiB:,.1f} GiB" for d, b in c.overflow.items())
+        # What cannot be read back from the file: a GPU's weights (on Metal the mapped span of the
+        # file, engines/gpu_backends.py), the KV cache and buffers. A shorter context helps only where
+        # the cache is at least the overflow.
+        held = {d.device: d.kv_bytes + d.state_bytes for d in c.memory.devices}
+        ctx_helps = all(held.get(d, 0) >= b for d, b in c.overflow.items())
+        what, fix = (
+            ("the KV cache and buffers", "lower --ctx, or add memory")
+            if ctx_helps
+            else ("the weights a GPU holds and the buffers", "pick a smaller quantization, or add memory")
+        )
         out.append(
             Notice(
                 "DISK_MMAP_SLOW",
                 ERROR,
-                f"does not fit even reading weights from disk: the KV cache and buffers, which cannot be "
-                f"read back from the file, overflow {over} at {c.ctx:,} tokens: lower --ctx, or add memory",
+                f"does not fit even reading weights from disk: what cannot be read back from the file "
+                f"({what}) overflows {over} at {c.ctx:,} tokens: {fix}",
             )
         )
     if spec.is_moe and c.strategy in ("n_cpu_moe", "cpu_moe", "disk") and rig.node.gpus:

@@ -25,8 +25,9 @@ Read from the pinned llama.cpp (build 11434) unless a row says otherwise:
   buffer type's `get_max_size`: Vulkan's 1 GiB suballocation blocks make a tensor over 1 GiB a chunk of
   its own; CUDA has no limit, Metal's `maxBufferLength` is far above any compute buffer.
 - Metal (`ggml-metal-device.m`): the device's memory is `recommendedMaxWorkingSetSize` (Apple documents it
-  as the working set the GPU can use without hurting performance, about 3/4 of RAM on Apple silicon
-  Macs with more than 16 GiB, 2/3 on smaller ones), and with mmap the `MTL0_Mapped` buffer spans every
+  as the working set the GPU can use without hurting performance); the rig already gives an Apple GPU
+  that share of RAM as its memory (`hardware/host.py` gpu_share_of_unified), so it is not cut again
+  here. With mmap the `MTL0_Mapped` buffer spans every
   tensor of the file from the first one the GPU holds (token_embd included): the same pages the host
   maps, counted once in unified memory.
 """
@@ -51,7 +52,6 @@ class Backend:
     runtime_bytes: int  # per device, not in llama.cpp's breakdown (see `runtime_source`)
     runtime_source: str
     graph_inputs_on_host: bool = True  # masks live in the host buffer and are copied per GPU
-    working_set_fraction: float = 1.0  # of the device's memory the backend may use
     maps_whole_file: bool = False  # Metal: the device's mapped buffer spans the file's tensors
     vendor: str = ""  # the only GPU vendor it runs on ("" = any: Vulkan)
     max_buffer_bytes: int = 0  # the buffer type's get_max_size: compute buffers are chunked at it (0: none)
@@ -110,7 +110,6 @@ BACKENDS: dict[str, Backend] = {
             "",
             0,
             "unified memory: the limit is recommendedMaxWorkingSetSize",
-            working_set_fraction=0.75,
             maps_whole_file=True,
             vendor="Apple",
         ),
@@ -157,11 +156,6 @@ def backend_of_device(device: str) -> Backend | None:
         if device.startswith(b.device_prefix) and device[len(b.device_prefix) :].isdigit():
             return b
     return None
-
-
-def usable_bytes(b: Backend, memory_bytes: int) -> int:
-    """Device memory the backend reports to llama.cpp as its own (Metal: the working set)."""
-    return int(memory_bytes * b.working_set_fraction)
 
 
 _SAID = re.compile(r"\s*\(\s*(vulkan)\s*\)|\s+(?:on\s+|with\s+)?(vulkan)\b\s*$", re.IGNORECASE)

@@ -337,13 +337,20 @@ def _notices(
             f = spec.moe_ffn
             assert f is not None
             if t >= e:
+                # Without TP (TP1, DP only) every GPU holds a whole replica: no all-reduce to be cheap.
+                why = (
+                    "each GPU holds a whole replica and exchanges nothing per token"
+                    if tp_best.layout.tp == 1
+                    else f"on {rig.node.gpu_link} the all-reduce is cheap and TP splits every expert evenly "
+                    "(no hot experts)"
+                )
+                verdict = "matches" if round(t) == round(e) else "beats"
                 out.append(
                     Notice(
                         "TP_PREFERRED_OVER_EP",
                         INFO,
-                        f"{tp_best.layout.label()} ({t:,.0f} tok/s) beats expert parallel "
-                        f"{ep_best.layout.label()} ({e:,.0f} tok/s): on {rig.node.gpu_link} "
-                        "the all-reduce is cheap and TP splits every expert evenly (no hot experts)",
+                        f"{tp_best.layout.label()} ({t:,.0f} tok/s) {verdict} expert parallel "
+                        f"{ep_best.layout.label()} ({e:,.0f} tok/s): {why}",
                     )
                 )
             else:

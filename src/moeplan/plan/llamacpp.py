@@ -19,7 +19,7 @@ from typing import Any
 from moeplan.arch.inventory import Inventory, Role, inventory
 from moeplan.arch.spec import ModelSpec
 from moeplan.engines.builds import PINNED_BUILD, at_build, cuda_row_split, output_first
-from moeplan.engines.gpu_backends import Backend, usable_bytes, vendor_backend
+from moeplan.engines.gpu_backends import Backend, vendor_backend
 from moeplan.engines.llamacpp import CPU, Frontend, MemoryPlan, parse_placement, plan_memory
 from moeplan.hardware.spec import GPU, Node, Rig
 from moeplan.memo import PER_MODEL_QUANT, by_identity
@@ -133,9 +133,10 @@ def backend_name(gpu: GPU, index: int, runtime: Runtime = Runtime()) -> str:
 
 
 def device_slots(rig: Rig, runtime: Runtime = Runtime()) -> tuple[DeviceSlot, list[DeviceSlot]]:
-    """Capacities llama.cpp may use on the first node: the host, and each GPU's memory as its backend
-    reports it (Metal: the working set) less the margin. What the runtime itself takes is part of the
-    plan's per-device figures (`DeviceMemory.runtime_bytes`), not of the capacity."""
+    """Capacities llama.cpp may use on the first node: the host, and each GPU's memory (a unified
+    machine's: the share its OS lets the GPU use, as the rig holds it) less the margin. What the
+    runtime itself takes is part of the plan's per-device figures (`DeviceMemory.runtime_bytes`),
+    not of the capacity."""
     node = rig.node
     host = node.host
     gpus = []
@@ -143,10 +144,9 @@ def device_slots(rig: Rig, runtime: Runtime = Runtime()) -> tuple[DeviceSlot, li
     held = dict(runtime.reserved)
     for i, g in enumerate(node.gpus):
         b = gpu_backend(g, runtime)
-        usable = usable_bytes(b, g.memory_bytes)
-        cap = usable - runtime.fit_target_bytes - held.get(backend_name(g, i, runtime), 0)
-        unified_used += usable if g.unified_memory else 0
-        free = usable - b.runtime_bytes
+        cap = g.memory_bytes - runtime.fit_target_bytes - held.get(backend_name(g, i, runtime), 0)
+        unified_used += g.memory_bytes if g.unified_memory else 0
+        free = g.memory_bytes - b.runtime_bytes
         gpus.append(
             DeviceSlot(backend_name(g, i, runtime), max(cap, 0), g.bandwidth_bytes_s, free_bytes=free)
         )

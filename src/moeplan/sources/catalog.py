@@ -141,8 +141,10 @@ def load_catalog() -> dict[str, CatalogEntry]:
 
 
 def _names(entry: CatalogEntry) -> list[str]:
-    repo_tail = entry.hf_repo.split("/")[-1]
-    return [entry.id, entry.name, entry.hf_repo, repo_tail, *entry.aliases]
+    """Every name of the entry, its pre-quantized releases' repositories included (the FP8 repo is what
+    a vLLM user copies: `poolside/Laguna-XS.2-FP8`)."""
+    repos = [entry.hf_repo, *(c.repo for c in entry.checkpoints)]
+    return [entry.id, entry.name, *repos, *(r.split("/")[-1] for r in repos), *entry.aliases]
 
 
 # Repackaging marks of GGUF and quantized uploads (`unsloth/Qwen3.6-35B-A3B-GGUF`,
@@ -158,6 +160,26 @@ def normalise(name: str) -> str:
     for suffix in _PACKAGING_SUFFIXES:
         key = key.removesuffix(suffix)
     return key
+
+
+_SEPARATORS = re.compile(r"[\s._-]+")
+
+
+def _loose(key: str) -> str:
+    """A normalised name without separators, for names typed the way people say them: `granite 4.0 h
+    small`, `laguna-xs2`, `Trinity Large`."""
+    return _SEPARATORS.sub("", key)
+
+
+@cache
+def _loose_index() -> dict[str, CatalogEntry]:
+    """Every name of every entry, without separators (two entries claiming one is an error)."""
+    index: dict[str, CatalogEntry] = {}
+    for key, entry in _index().items():
+        other = index.setdefault(_loose(key), entry)
+        if other.id != entry.id:
+            raise BadConfig(f"catalog entries {other.id} and {entry.id} both claim the name '{key}'")
+    return index
 
 
 @cache
@@ -176,16 +198,17 @@ def _index() -> dict[str, CatalogEntry]:
 
 def resolve(name: str) -> CatalogEntry:
     """A catalog entry by id, display name, HF repo (`Qwen/Qwen3.5-35B-A3B`), alias, or the usual
-    GGUF repositories of it (`unsloth/…-GGUF`, `ggml-org/…-GGUF`, `bartowski/Org_…-GGUF`), any case."""
+    GGUF repositories of it (`unsloth/…-GGUF`, `ggml-org/…-GGUF`, `bartowski/Org_…-GGUF`), any case,
+    with spaces, dots or dashes dropped or swapped (`_loose`)."""
     key = name.strip().lower()
     if _ID.fullmatch(key) and (_FOLDER / f"{key}.yaml").is_file():
         # A catalog id: its own file, not all 75 (a third of `moeplan plan`'s start-up).
         return _load_entry(f"{key}.yaml")
     index = _index()
-    entry = index.get(key) or index.get(normalise(name))
+    key = normalise(name)
+    entry = index.get(name.strip().lower()) or index.get(key) or _loose_index().get(_loose(key))
     if entry is not None:
         return entry
-    key = normalise(name)
     raise ModelNotFound(
         f"unknown model '{name}'{did_you_mean(key, load_catalog())} (see `moeplan models` for the catalog)"
     )
