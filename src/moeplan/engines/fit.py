@@ -100,6 +100,7 @@ class FitOutcome:
     flags: str  # the placement llama.cpp loads with (a command line that gives it)
     changed: bool  # llama.cpp changed the context or the placement
     stopped: str | None = None  # why it stopped early ("... already set by user, abort")
+    layers: list[tuple[str, int, int]] = field(default_factory=list)  # device, layers, partial ones
     log: list[str] = field(default_factory=list)
 
 
@@ -301,6 +302,7 @@ def _fill_layers(inp: FitInput, measure: Measure, out: FitOutcome, moe: bool) ->
         log(f"  - {gpus[id_]}: {ngl[id_].n_layer:2d} layers, {mem[id_] // MiB:6d} MiB used")
     if not moe or surplus_cpu_moe <= 0:
         out.flags = _placement(ngl, bufts, n_layer)
+        out.layers = [(g, n.n_layer, n.n_part) for g, n in zip(gpus, ngl, strict=True)]
         return
     dense_start = nd
     for id_ in reversed(range(nd)):
@@ -349,6 +351,7 @@ def _fill_layers(inp: FitInput, measure: Measure, out: FitOutcome, moe: bool) ->
         )
         id_ += 1
     out.flags = _placement(ngl, bufts, n_layer)
+    out.layers = [(g, n.n_layer, n.n_part) for g, n in zip(gpus, ngl, strict=True)]
 
 
 def _one_more_layer(

@@ -97,3 +97,18 @@ def fit_command(
     )
     out = simulate_fit(inp, measure)
     return out, evaluate(out.n_ctx, out.flags)
+
+
+def fit_summary(out: FitOutcome, trained: int) -> str:
+    """One line on what --fit chose: the context (against the trained one x KV streams) and where
+    the layers went."""
+    said = "the trained context" if out.n_ctx == trained else f"lowered from {trained:,}"
+    if not out.layers:
+        place = "the placement as written" if out.stopped else "every layer on the GPUs"
+    else:
+        place = ", ".join(
+            f"{dev} {n_layer} layers" + (f" ({n_part} with experts elsewhere)" if n_part else "")
+            for dev, n_layer, n_part in out.layers
+        )
+    stop = f" (it stops: {out.stopped})" if out.stopped else ""
+    return f"llama.cpp --fit: -c {out.n_ctx:,} ({said}), {place}{stop}"
