@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from moeplan.api import explain, plan
-from moeplan.engines.fit import FitInput, Measured, simulate_fit
+from moeplan.engines.fit import FitInput, Measure, Measured, simulate_fit
 from moeplan.engines.llamacpp import parse_placement
 from moeplan.hardware.rig import parse_rig
 from moeplan.plan.fit import UserSet, fit_command, server_cache
@@ -21,7 +21,7 @@ GiB = 2**30
 RECORDED = json.loads((Path(__file__).parent / "data" / "fit_llamacpp_lines.json").read_text())
 
 
-def linear(base: int, per_token: int, per_layer: int = 0, n_layer: int = 10) -> "Measure":
+def linear(base: int, per_token: int, per_layer: int = 0, n_layer: int = 10) -> Measure:
     """A device whose memory is `base` + `per_token` x context + `per_layer` x offloaded layer."""
 
     def measure(n_ctx: int, flags: str) -> Measured:
@@ -31,9 +31,6 @@ def linear(base: int, per_token: int, per_layer: int = 0, n_layer: int = 10) -> 
         return Measured((used,), (per_layer * layers,), 0)
 
     return measure
-
-
-Measure = type(linear(0, 0))
 
 
 def one_gpu(free: int, margin: int = GiB, **kw: object) -> FitInput:
@@ -84,6 +81,35 @@ def test_dense_layers_fill_back_to_front() -> None:
     measure = linear(100 * MiB, 0, per_layer=200 * MiB)
     out = simulate_fit(one_gpu(2 * GiB, margin=512 * MiB, n_ctx=4096), measure)
     assert out.flags == "-ngl 7" and out.layers == [("CUDA0", 7, 0)] and out.stopped is None
+
+
+def test_dense_layers_split_over_two_gpus() -> None:
+    """Traced by hand: 100 MiB + 200 MiB a layer per GPU, targets 1024 MiB each. The last GPU first:
+    11 layers would be 2300 MiB -> guess 11 x 924/2200 = 4 (900 MiB, fits), then 5 (1100, does not);
+    the first GPU the same from the 7 left: 4. -ngl 8 -ts 4,4, layers 0-2 on the CPU."""
+
+    def measure(n_ctx: int, flags: str) -> Measured:
+        p = parse_placement(flags)
+        counts = [int(x) for x in p.tensor_split] or ([6, 5] if p.n_gpu_layers is None else [0, 0])
+        used = tuple(100 * MiB + 200 * MiB * c for c in counts)
+        return Measured(used, tuple(200 * MiB * c for c in counts), 0)
+
+    two = dict(n_layer=10, n_expert=0, n_ctx_train=32768, host_total=64 * GiB, host_margin=GiB, n_ctx=4096)
+    inp = FitInput(gpus=("CUDA0", "CUDA1"), free=(1536 * MiB,) * 2, margins=(512 * MiB,) * 2, **two)  # type: ignore[arg-type]
+    out = simulate_fit(inp, measure)
+    assert out.flags == "-ngl 8 -ts 4,4" and out.layers == [("CUDA0", 4, 0), ("CUDA1", 4, 0)]
+    assert "context size set by user to 4096 -> no change" in out.log
+    split = simulate_fit(
+        FitInput(
+            gpus=("CUDA0", "CUDA1"),
+            free=(1536 * MiB,) * 2,
+            margins=(512 * MiB,) * 2,
+            tensor_split_set=True,
+            **two,
+        ),
+        measure,
+    )  # type: ignore[arg-type]
+    assert split.stopped == "model_params::tensor_split already set by user, abort"
 
 
 def _first_rules(line: str, n: int = 3) -> list[str]:
@@ -183,3 +209,40 @@ def test_automatic_context_matches_llama_fit_params(case: dict[str, object]) -> 
         assert (out.n_ctx, ngl) == (got_ctx, got_ngl)
     else:
         assert abs(out.n_ctx - got_ctx) <= 0.04 * got_ctx and abs((ngl or 0) - got_ngl) <= 1
+
+
+def test_two_devices_match_llama_fit_params() -> None:
+    """Two RPC devices, -c 4096 (recorded): the same -ts and the same first overflow (layer 18's
+    gate and down to the next device); the last device keeps one projection more of layer 30 than
+    llama.cpp does (moeplan's figure is a few MiB lower). Without -c the replay is the same, but
+    moeplan projects 2925 MiB at the trained context where llama.cpp projects 3175 (the default
+    split of two devices), so the interpolated context comes out larger (14336 vs 9472)."""
+    from validation.runtime import MIB, subject
+
+    from moeplan.engines.llamacpp import Frontend
+    from moeplan.hardware.spec import GPU, Host, Node, Rig
+    from moeplan.memory.kv import CacheConfig
+
+    s = subject("qwen3moe")
+    fixed, auto = RECORDED["two_devices"]["cases"]
+
+    def rig(mib: list[int]) -> Rig:
+        gpus = tuple(
+            GPU("ggml-rpc-server (fake memory)", "RPC", m * MIB, 1e12, fp16_tflops=100.0) for m in mib
+        )
+        return Rig((Node(gpus, Host(256 * 1024 * MIB, 20e9, "loopback test host", 2, 10e9, 1e9)),))
+
+    def run(case: dict[str, object]) -> str:
+        ctx = case["ctx"]
+        cache = CacheConfig(n_ctx=int(str(ctx)) if ctx else 0)
+        user = UserSet(n_ctx=int(str(ctx)) if ctx else None, margin_mib=(256,))
+        out, _ = fit_command(
+            s.spec, rig(case["mib"]), FileType.F16, cache, user, s.weights, frontend=Frontend()
+        )  # type: ignore[arg-type]
+        return f"-c {out.n_ctx} {out.flags}".replace("'", '"').replace("=RPC1", "=RPC0[B]")
+
+    ours, line = run(fixed), str(fixed["line"])
+    assert ours.split(" -ot ")[0] == line.split(" -ot ")[0] == "-c 4096 -ngl 49 -ts 19,30"
+    assert _first_rules(ours, 1) == _first_rules(line, 1)
+    assert _first_rules(ours)[1] == r"blk\.30\.ffn_(gate|gate_up|down).*=CPU"  # llama.cpp: (gate|up|...)
+    assert run(auto).startswith("-c 14336 -ngl 49 -ts 26,23 -ot ")
