@@ -175,7 +175,10 @@ def test_plan_sets_the_bare_server_beside_its_flags() -> None:
     r = plan("qwen3.5-35b-a3b", "RTX 4090 + 64GB DDR5-6000", alternatives=False)
     assert r.bare is not None and r.bare.command.startswith("llama-server -m Qwen3.5-35B-A3B")
     assert r.bare.ctx < 262144 and r.bare.ctx % 256 == 0 and r.bare.flags == ""
-    assert r.bare.comparison.startswith(f"{r.bare.command}: ~") or "bare" in r.bare.comparison
+    told = (
+        f"{r.bare.command} alone: ~{r.bare.decode_tok_s:.1f} tokens/s at -c {r.bare.ctx:,}; moeplan's flags: "
+    )
+    assert r.bare.comparison.startswith(told) and f"at -c {r.ctx:,}" in r.bare.comparison
 
 
 @pytest.mark.llamacpp

@@ -756,7 +756,7 @@ def _bare_server(
     else:
         told = f"~{bare.decode_tok_s:.1f} tokens/s at -c {bare.ctx:,}"
     if not chosen.fits:
-        verdict = "neither fits"
+        verdict = f"moeplan's plan (-c {chosen.ctx:,}) does not fit" + ("" if bare.fits else " either")
     elif not bare.fits:
         verdict = "the explicit flags are needed"
     else:
@@ -773,7 +773,7 @@ def _bare_server(
         fits=bare.fits,
         decode_tok_s=round(bare.decode_tok_s, 2),
         summary=summary,
-        comparison=f"bare llama-server -m {file}: {told}; {verdict}",
+        comparison=f"llama-server -m {file} alone: {told}; {verdict}",
     )
 
 
