@@ -249,3 +249,34 @@ def test_two_devices_match_llama_fit_params() -> None:
     assert _first_rules(ours, 1) == _first_rules(line, 1)
     assert _first_rules(ours)[1] == r"blk\.30\.ffn_(gate|gate_up|down).*=CPU"  # llama.cpp: (gate|up|...)
     assert run(auto).startswith("-c 14336 -ngl 49 -ts 26,23 -ot ")
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize(
+    ("mib", "line"), [(2600, None), (2800, "-c 15104 -ngl -1"), (3200, "-c 40960 -ngl -1")]
+)
+def test_host_only_matches_llama_fit_params(mib: int, line: str | None) -> None:
+    """No GPU: --fit budgets the host's total memory (here faked by validation/fakemem.c for
+    llama-fit-params itself), lowers the context the same way, and gives up where -fitc does not fit."""
+    import os
+    import subprocess
+
+    from validation.runtime import TIMEOUT, bin_dir, fakemem_lib, subject
+
+    from moeplan.engines.llamacpp import Frontend
+    from moeplan.hardware.spec import Host, Node, Rig
+    from moeplan.memory.kv import CacheConfig
+
+    s = subject("qwen3moe")
+    env = {**os.environ, "FAKE_PHYS_MIB": str(mib), "LD_PRELOAD": str(fakemem_lib())}
+    args = [str(bin_dir() / "llama-fit-params"), "-m", str(s.path), "-fitt", "256"]
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    printed = next((ln for ln in r.stdout.splitlines() if ln.startswith("-c ")), None)
+    assert printed == line and (r.returncode == 0) == (line is not None)
+    rig = Rig((Node((), Host(mib * MiB, 20e9, "fake host", 2, 10e9, 1e9)),))
+    cache, user = CacheConfig(n_ctx=0), UserSet(margin_mib=(256,))
+    out, _ = fit_command(s.spec, rig, FileType.F16, cache, user, s.weights, frontend=Frontend())
+    if line is None:
+        assert out.stopped == "was unable to fit model into system memory by reducing context, abort"
+    else:
+        assert f"-c {out.n_ctx} -ngl -1" == line and out.stopped is None

@@ -206,7 +206,16 @@ def _fit(
     # step 2: lower an automatic context
     surplus = free - used - sum(margins)
     if surplus < 0:
-        log(f"cannot meet the free memory targets, need to use {-surplus // MiB} MiB less in total")
+        if nd <= 1:
+            log(
+                f"cannot meet free memory target of {margins[0] // MiB} MiB, need to reduce device memory "
+                f"by {-surplus // MiB} MiB"
+            )
+        else:
+            log(
+                f"cannot meet free memory targets on all devices, need to use {-surplus // MiB} MiB "
+                "less in total"
+            )
         if not n_ctx_auto:
             log(f"context size set by user to {out.n_ctx} -> no change")
         elif n_ctx_max <= n_ctx_min_total:
