@@ -11,6 +11,7 @@ import pytest
 from moeplan.api import explain, plan
 from moeplan.engines.fit import FitInput, Measure, Measured, simulate_fit
 from moeplan.engines.llamacpp import parse_placement
+from moeplan.errors import MoeplanError
 from moeplan.hardware.rig import parse_rig
 from moeplan.plan.fit import UserSet, fit_command, server_cache
 from moeplan.quant.recipe import FileType
@@ -280,3 +281,18 @@ def test_host_only_matches_llama_fit_params(mib: int, line: str | None) -> None:
         assert out.stopped == "was unable to fit model into system memory by reducing context, abort"
     else:
         assert f"-c {out.n_ctx} -ngl -1" == line and out.stopped is None
+
+
+def test_explain_keeps_what_the_command_says() -> None:
+    rig = "2x RTX 3090 + 128GB DDR4-3200"
+    given = explain("llama-server -m gpt-oss-120b-mxfp4-00001-of-00003.gguf -c 32768", rig)
+    assert given.fit is not None and given.ctx == 32768 and "-c 32,768 (as given)" in given.fit.summary
+    assert " -ts " in given.placement and given.fits
+    tight = explain("llama-server -m gpt-oss-120b-mxfp4-00001-of-00003.gguf -fitt 512", rig)
+    assert tight.fits and all(d.margin_bytes == 512 * MiB for d in tight.devices if d.name != "CPU")
+    with pytest.raises(MoeplanError, match="-fitt gives 3 margins for 2 GPUs"):
+        explain("llama-server -m gpt-oss-120b-mxfp4-00001-of-00003.gguf -fitt 1,2,3", rig)
+    split = explain("llama-server -m gpt-oss-120b-mxfp4-00001-of-00003.gguf -ts 1,1", rig)
+    assert (
+        split.fit is not None and split.fit.stopped == "model_params::tensor_split already set by user, abort"
+    )

@@ -1186,6 +1186,9 @@ def explain(
     (the placement flags only: every other word of the command is kept). `llamacpp_build`: the
     build that runs it (default: the pinned one)."""
     cmd = parse_command(command)
+    said_target = cmd.get("fit_target") or ""
+    if fit_target_mib is None and said_target.isdigit():  # -fitt N: the margin the command keeps
+        fit_target_mib = int(said_target)
     rt = runtime(backend, llamacpp_build, not cmd.has("no_op_offload"), fit_target_mib)
     rig, rt = rig_and_runtime(rig_text, rt)
     resolved, ft, weights, notes = _explained_model(cmd, model, quant)

@@ -99,6 +99,7 @@ class FitOutcome:
     n_ctx: int
     flags: str  # the placement llama.cpp loads with (a command line that gives it)
     changed: bool  # llama.cpp changed the context or the placement
+    ctx_set: bool = False  # -c N: the user's, which --fit keeps
     stopped: str | None = None  # why it stopped early ("... already set by user, abort")
     layers: list[tuple[str, int, int]] = field(default_factory=list)  # device, layers, partial ones
     log: list[str] = field(default_factory=list)
@@ -157,7 +158,7 @@ def simulate_fit(inp: FitInput, measure: Measure) -> FitOutcome:
     n_ctx_auto = not inp.n_ctx
     n_ctx_min = FULL_CONTEXT if inp.n_ctx == 0 else inp.n_ctx_min
     n_ctx_max = min(inp.n_ctx_train * n_streams, FULL_CONTEXT)
-    out = FitOutcome(n_ctx_max if n_ctx_auto else inp.n_ctx or 0, "", False)
+    out = FitOutcome(n_ctx_max if n_ctx_auto else inp.n_ctx or 0, "", False, ctx_set=not n_ctx_auto)
     try:
         _fit(inp, measure, out, n_ctx_auto, n_ctx_max, min(n_ctx_min * n_streams, FULL_CONTEXT), n_streams)
         out.log.append("common_fit_params: successfully fit params to free device memory")

@@ -102,7 +102,13 @@ def fit_command(
 def fit_summary(out: FitOutcome, trained: int) -> str:
     """One line on what --fit chose: the context (against the trained one x KV streams) and where
     the layers went."""
-    said = "the trained context" if out.n_ctx == trained else f"lowered from {trained:,}"
+    said = (
+        "as given"
+        if out.ctx_set
+        else "the trained context"
+        if out.n_ctx == trained
+        else f"lowered from {trained:,}"
+    )
     if not out.layers:
         place = "the placement as written" if out.stopped else "every layer on the GPUs"
     else:
