@@ -221,28 +221,22 @@ def test_two_devices_match_llama_fit_params() -> None:
     llama.cpp does (moeplan's figure is a few MiB lower). Without -c the replay is the same, but
     moeplan projects 2925 MiB at the trained context where llama.cpp projects 3175 (the default
     split of two devices), so the interpolated context comes out larger (14336 vs 9472)."""
-    from validation.runtime import MIB, subject
+    from validation.runtime import rpc_rig_of, subject
 
     from moeplan.engines.llamacpp import Frontend
-    from moeplan.hardware.spec import GPU, Host, Node, Rig
     from moeplan.memory.kv import CacheConfig
 
     s = subject("qwen3moe")
     fixed, auto = RECORDED["two_devices"]["cases"]
 
-    def rig(mib: list[int]) -> Rig:
-        gpus = tuple(
-            GPU("ggml-rpc-server (fake memory)", "RPC", m * MIB, 1e12, fp16_tflops=100.0) for m in mib
-        )
-        return Rig((Node(gpus, Host(256 * 1024 * MIB, 20e9, "loopback test host", 2, 10e9, 1e9)),))
-
     def run(case: dict[str, object]) -> str:
         ctx = case["ctx"]
         cache = CacheConfig(n_ctx=int(str(ctx)) if ctx else 0)
         user = UserSet(n_ctx=int(str(ctx)) if ctx else None, margin_mib=(256,))
+        devices = tuple(int(m) for m in case["mib"])  # type: ignore[attr-defined]
         out, _ = fit_command(
-            s.spec, rig(case["mib"]), FileType.F16, cache, user, s.weights, frontend=Frontend()
-        )  # type: ignore[arg-type]
+            s.spec, rpc_rig_of(devices), FileType.F16, cache, user, s.weights, frontend=Frontend()
+        )
         return f"-c {out.n_ctx} {out.flags}".replace("'", '"').replace("=RPC1", "=RPC0[B]")
 
     ours, line = run(fixed), str(fixed["line"])
@@ -262,10 +256,9 @@ def test_host_only_matches_llama_fit_params(mib: int, line: str | None) -> None:
     import os
     import subprocess
 
-    from validation.runtime import TIMEOUT, bin_dir, fakemem_lib, subject
+    from validation.runtime import TIMEOUT, bin_dir, fakemem_lib, rpc_rig_of, subject
 
     from moeplan.engines.llamacpp import Frontend
-    from moeplan.hardware.spec import Host, Node, Rig
     from moeplan.memory.kv import CacheConfig
 
     s = subject("qwen3moe")
@@ -274,7 +267,7 @@ def test_host_only_matches_llama_fit_params(mib: int, line: str | None) -> None:
     r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     printed = next((ln for ln in r.stdout.splitlines() if ln.startswith("-c ")), None)
     assert printed == line and (r.returncode == 0) == (line is not None)
-    rig = Rig((Node((), Host(mib * MiB, 20e9, "fake host", 2, 10e9, 1e9)),))
+    rig = rpc_rig_of((), host_mib=mib)
     cache, user = CacheConfig(n_ctx=0), UserSet(margin_mib=(256,))
     out, _ = fit_command(s.spec, rig, FileType.F16, cache, user, s.weights, frontend=Frontend())
     if line is None:
