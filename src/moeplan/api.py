@@ -574,6 +574,7 @@ def plan_on_rig(
     vision: str | None = None,
     mmproj_offload: bool = True,
     rt: Runtime | None = None,
+    bare: bool = True,
 ) -> PlanReport:
     """The best llama.cpp plan for a catalog model on a rig, with its command and notices
     (and the alternatives that lost, unless told not to: the checker lists winners only).
@@ -583,7 +584,9 @@ def plan_on_rig(
     `acceptance` (per drafted token, default: published per family) and `n_draft` (drafted per step).
     `vision`: load the model's vision projector as an mmproj file of this type (f16, bf16, q8_0),
     on the main GPU unless `mmproj_offload` is off; the plan leaves room for it.
-    `rt`: the llama.cpp build, backend, op offload and fit margin (`runtime()`; default pinned)."""
+    `rt`: the llama.cpp build, backend, op offload and fit margin (`runtime()`; default pinned).
+    `bare`: also what `llama-server -m FILE` alone would run with (llama.cpp's --fit, `plan/fit.py`);
+    the checker, which shows winners only, skips it."""
     rt = rt or Runtime()
     r = model if isinstance(model, ResolvedModel) else resolve_model(model)
     spec = r.require_spec()
@@ -739,7 +742,7 @@ def plan_on_rig(
         trade=[_trade_cell(cell, c) for cell in result.trade],
         drafting=drafting,
         vision=_vision_report(vm) if vm is not None else None,
-        bare=_bare_server(spec, rig, c, shlex.quote(file_name(c)), r.file, rt_rows),
+        bare=_bare_server(spec, rig, c, shlex.quote(file_name(c)), r.file, rt_rows) if bare else None,
     )
 
 
@@ -952,7 +955,7 @@ def fit(rig_text: str, models: list[str] | None = None) -> list[FitRow]:
     rows = []
     for model_id in models or list(load_catalog()):
         resolved = resolve_model(model_id)
-        r = plan_on_rig(resolved, rig, alternatives=False, rt=rt)
+        r = plan_on_rig(resolved, rig, alternatives=False, rt=rt, bare=False)
         rows.append(
             FitRow(
                 model=r.model,
