@@ -230,7 +230,8 @@ def _fit(
         else:
             target = free - sum(margins)
             if nd > 1:  # whole layers / tensors waste about half of one per device
-                per_layer = sum(full.model) // inp.n_layer
+                on_gpus = inp.n_layer if inp.ngl is None or inp.ngl < 0 else min(inp.ngl, inp.n_layer)
+                per_layer = sum(full.model) // max(on_gpus, 1)
                 target -= (nd + 1) * per_layer // (6 if moe else 2)
             at_min = measure(n_ctx_min_total, "")
             used_min = at_min.host_used if nd == 0 else sum(at_min.used)
@@ -248,6 +249,7 @@ def _fit(
                 if nd <= 1:
                     log("entire model can be fit by reducing context")
                     return
+                log("entire model should be fit across devices by reducing context")
             else:
                 log(
                     f"context size reduced from {n_ctx_max} to {out.n_ctx} -> need "
