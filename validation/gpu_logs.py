@@ -228,7 +228,8 @@ REASONS = {
     "(1089 MiB predicted); it matches the same setup at -ub 512 (F32 mask 256 + rows + bias adds)",
     "r15/Vulkan0": "compute: F16 mask copies + layer + 4 outputs' logits (after #23861). Model: the log "
     "lacks the tied output copy of token_embd (375 MiB) that llama.cpp adds with the output layer on the "
-    "GPU, i.e. --fit kept the output layer on the CPU (not printed); moeplan keeps -ngl 99's placement",
+    "GPU. Not --fit's doing: on one GPU with no -c, lowering the context ends --fit before it moves any "
+    "layer (common/fit.cpp, replayed in engines/fit.py); moeplan keeps -ngl 99's placement",
     "r17/Vulkan0": "as r15 at -ub 256 (compute 93 vs 98 MiB; model: the tied output copy)",
     "r21/Vulkan0": "logits of 512 outputs (248320 vocab, before #23861) + norm rows",
     "r28/MTL0": "F32 mask copy 256 MiB + its F16 cast 128 MiB (before #23764) + the first layer's "

@@ -14,6 +14,9 @@ each writing `validation/results/<name>.json`:
   the dry run vs `plan_memory(..., gpus=("RPC0",))`, per-device totals within 2%.
 - `fit` (`fit.json`): what `llama-fit-params -fitt 1024` chooses on an RPC device too small for a
   MoE model vs moeplan's `plan()` on a rig whose GPU is that device (smallest fitting --n-cpu-moe).
+- `fit_replay` (`fit_replay.json`): llama-fit-params' own choice (no -c: its context too) on one or
+  two RPC devices, or on the host alone with its memory faked, vs `moeplan.engines.fit` replaying
+  --fit on moeplan's figures: the printed `-c -ngl -ts -ot` line, character for character.
 Speed (`llama-bench`) is `validation/speed.py`.
 
 MoE models are materialised "lean" for the real runs (`lean()`: the same shrunk model with at most
@@ -54,6 +57,7 @@ from moeplan.engines.llamacpp import (
 from moeplan.hardware.spec import GPU, Host, Node, Rig
 from moeplan.memory.kv import CacheConfig, LayerMemory, cache_type, layer_memory
 from moeplan.memory.weights import TypedTensor, Weights, active_fractions, predict
+from moeplan.plan.fit import UserSet, fit_command
 from moeplan.plan.llamacpp import FIT_TARGET, PlanResult, plan
 from moeplan.quant.ggml import tensor_bytes
 from moeplan.quant.recipe import FileType
@@ -883,11 +887,115 @@ def run_fit(cases: Sequence[tuple[str, int]] | None = None) -> dict[str, Any]:
     return payload
 
 
+# ------------------------------------------------------------------------------------------------
+# llama.cpp's --fit replayed on moeplan's figures (`moeplan.engines.fit`) vs llama-fit-params itself
+
+# (model, MiB of each RPC device, the host's faked MiB (host-only cases), -c or None: --fit's own)
+FIT_REPLAY_CASES: tuple[tuple[str, tuple[int, ...], int | None, int | None], ...] = (
+    ("qwen3moe", (), 2600, None),
+    ("qwen3moe", (), 2800, None),
+    ("qwen3moe", (), 3200, None),
+    ("qwen3moe", (2800,), None, None),
+    ("qwen3moe", (3000,), None, None),
+    (GEMMA, (1000,), None, None),
+    (GEMMA, (1100,), None, None),
+    ("qwen3moe", (1200, 900), None, 4096),
+    ("qwen3moe", (1600, 1500), None, None),
+)
+FIT_REPLAY_MARGIN_MIB = 256
+# Why a replay differs: moeplan's memory figures, not the replayed steps (the -lv 4 lines of both agree
+# up to the first projection that differs).
+FIT_REPLAY_REASONS = {
+    (GEMMA, (1000,)): "moeplan types the real file as the stock Q4_K_M recipe: one layer at the boundary",
+    (
+        GEMMA,
+        (1100,),
+    ): "the same: a few MiB at the trained context move the interpolated context 3 x 256 cells",
+    ("qwen3moe", (1200, 900)): "layer 30: llama.cpp keeps only its attention on RPC1, moeplan its up "
+    "projection too (moeplan's RPC1 figure a few MiB lower)",
+    (
+        "qwen3moe",
+        (1600, 1500),
+    ): "at the trained context moeplan projects 2925 MiB on the two devices' default "
+    "split, llama.cpp 3175: the interpolated context comes out larger",
+}
+
+
+def rpc_rig_of(mibs: Sequence[int], host_mib: int = 256 * 1024) -> Rig:
+    """A rig whose GPUs are these RPC devices (none: the host alone, with `host_mib` of RAM)."""
+    gpus = tuple(GPU("ggml-rpc-server (fake memory)", "RPC", m * MIB, 1e12, fp16_tflops=100.0) for m in mibs)
+    host = Host(host_mib * MIB, 20e9, "loopback test host", 2, 10e9, 1e9)
+    return Rig((Node(gpus, host),), text=" + ".join(f"RPC{i} {m} MiB" for i, m in enumerate(mibs)) or "host")
+
+
+def _fit_line(stdout: str, endpoints: Sequence[str]) -> str | None:
+    """llama-fit-params' `-c N -ngl N [-ts ..] [-ot "..."]` with each RPC buffer type named as moeplan
+    names the device (every server calls its own RPC0[endpoint])."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("-c ")), None)
+    for i, e in enumerate(endpoints):
+        line = line.replace(f"=RPC0[{e}]", f"=RPC{i}") if line else line
+    return line
+
+
+def fit_replay_check(
+    key: str, mibs: tuple[int, ...], host_mib: int | None, ctx: int | None
+) -> dict[str, Any]:
+    s = subject(key)
+    args = ["-m", str(s.path), "-fitt", str(FIT_REPLAY_MARGIN_MIB), *(["-c", str(ctx)] if ctx else [])]
+    with contextlib.ExitStack() as stack:
+        endpoints = [stack.enter_context(rpc_server(m)) for m in mibs]
+        if host_mib is not None:  # no device: --fit budgets the host's total memory, faked here
+            env = {**os.environ, "FAKE_PHYS_MIB": str(host_mib), "LD_PRELOAD": str(fakemem_lib())}
+            cmd = [str(bin_dir() / "llama-fit-params"), *args]
+            t0 = time.monotonic()
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+            r = Run(tuple(cmd), p.returncode, p.stdout, p.stderr, round(time.monotonic() - t0, 3))
+        else:
+            r = run("llama-fit-params", [*args, "--rpc", ",".join(endpoints)], timeout=TIMEOUT)
+    theirs = _fit_line(r.stdout, endpoints)
+    rig = rpc_rig_of(mibs, host_mib or 256 * 1024)
+    user = UserSet(n_ctx=ctx, margin_mib=(FIT_REPLAY_MARGIN_MIB,))
+    cache = CacheConfig(n_ctx=ctx or 0)
+    out, _ = fit_command(s.spec, rig, FileType.F16, cache, user, s.weights, frontend=Frontend())
+    ours = None if out.stopped and "abort" in out.stopped else f"-c {out.n_ctx} {out.flags or '-ngl -1'}"
+    ours = ours.replace("'", '"') if ours else None
+    where = f"host {host_mib} MiB" if host_mib else f"RPC {'+'.join(map(str, mibs))} MiB"
+    return {
+        "id": f"fit_replay/{key}/{where}" + (f" -c {ctx}" if ctx else ""),
+        "model": s.model,
+        "predicted": {"line": (ours or f"stops: {out.stopped}")[:300]},
+        "measured": {"line": (theirs or "exits 1: failed to fit")[:300]},
+        "error": {
+            "same": theirs == ours,
+            "why": None if theirs == ours else FIT_REPLAY_REASONS.get((key, mibs)),
+        },
+        "command": r.shell,
+        "seconds": r.seconds,
+        "ok": theirs == ours,
+    }
+
+
+def run_fit_replay(
+    cases: Sequence[tuple[str, tuple[int, ...], int | None, int | None]] | None = None,
+) -> dict[str, Any]:
+    comparisons = [fit_replay_check(*case) for case in cases or FIT_REPLAY_CASES]
+    payload = _header(
+        "fit_replay",
+        "llama.cpp --fit replayed on moeplan's figures (engines/fit.py) vs llama-fit-params' own choice",
+        comparisons,
+        margin_mib=FIT_REPLAY_MARGIN_MIB,
+        equal=sum(c["ok"] for c in comparisons),
+    )
+    write_result("fit_replay", payload)
+    return payload
+
+
 RUNNERS: dict[str, Callable[[], dict[str, Any]]] = {
     "memory": run_memory,
     "compute": run_compute,
     "placement": run_placement,
     "fit": run_fit,
+    "fit_replay": run_fit_replay,
 }
 
 

@@ -2,7 +2,8 @@
 re-derives a number."""
 
 import re
-from collections.abc import Callable, Sequence
+import shlex
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -12,6 +13,7 @@ from pydantic import BaseModel
 from moeplan.arch.inventory import Role, inventory, mtp_default, mtp_supported
 from moeplan.arch.spec import ModelSpec
 from moeplan.engines import builds
+from moeplan.engines.fit import FIT_MIN_CTX
 from moeplan.engines.gpu_backends import backend as named_backend
 from moeplan.engines.gpu_backends import split_backend
 from moeplan.engines.llamacpp import (
@@ -34,6 +36,7 @@ from moeplan.memory.kv import CACHE_TYPES, CacheConfig, cache_type
 from moeplan.memory.report import SizeReport, size_report
 from moeplan.memory.weights import (
     CONVERTER_OUTTYPES,
+    FileInventory,
     Weights,
     default_file_type,
     file_bytes,
@@ -44,6 +47,7 @@ from moeplan.memory.weights import (
 from moeplan.notices import notices
 from moeplan.perf.estimate import PROMPT_TOKENS
 from moeplan.perf.speculative import default_acceptance
+from moeplan.plan.fit import UserSet, fit_command, fit_summary, server_cache
 from moeplan.plan.llamacpp import (
     FIT_TARGET,
     Candidate,
@@ -481,6 +485,19 @@ def _with_vision(rows: list[PlanDevice], v: VisionMemory | None, rig: Rig, rt: R
     ]
 
 
+class BareServerReport(BaseModel):
+    """A bare `llama-server -m FILE` on the same rig: llama-server's defaults (4 slots, f16 cache)
+    and llama.cpp's own --fit choosing the context and placement (`plan/fit.py`)."""
+
+    command: str
+    ctx: int
+    flags: str  # the placement --fit loads with ("": every layer on the GPUs)
+    fits: bool  # --fit checks the GPUs only: the host can still run out
+    decode_tok_s: float
+    summary: str
+    comparison: str  # one line: moeplan's flags against it, context and speed
+
+
 class PlanReport(BaseModel):
     model: str
     rig: str
@@ -521,6 +538,7 @@ class PlanReport(BaseModel):
     trade: list[PlanTrade]  # quantization x context (plan/policy.py); empty where alternatives are off
     drafting: list[DraftingReport] = []
     vision: VisionReport | None = None
+    bare: BareServerReport | None = None  # what llama.cpp's --fit does with no flags at all
 
 
 _CACHE_NAMES = {t: name for name, t in CACHE_TYPES.items()}
@@ -546,6 +564,7 @@ def plan_on_rig(
     options: PlanOptions | None = None,
     *,
     rt: Runtime | None = None,
+    bare: bool = True,
     **kw: Any,
 ) -> PlanReport:
     """The best llama.cpp plan for a catalog model on a rig, with its command and notices
@@ -557,12 +576,14 @@ def plan_on_rig(
     `acceptance` (per drafted token, default: published per family) and `n_draft` (drafted per step).
     `vision`: load the model's vision projector as an mmproj file of this type (f16, bf16, q8_0),
     on the main GPU unless `mmproj_offload` is off; the plan leaves room for it.
-    `rt`: the llama.cpp build, backend, op offload and fit margin (`runtime()`; default pinned)."""
+    `rt`: the llama.cpp build, backend, op offload and fit margin (`runtime()`; default pinned).
+    `bare`: also what `llama-server -m FILE` alone would run with (llama.cpp's --fit, `plan/fit.py`);
+    the checker, which shows winners only, skips it."""
     o = _options(options, kw)
     if o.engine != "llamacpp":
         raise MoeplanError(f"plan_on_rig plans llama.cpp, not {o.engine}: call plan")
     o.check()
-    return _llamacpp_report(model, rig, o, rt or Runtime())
+    return _llamacpp_report(model, rig, o, rt or Runtime(), bare)
 
 
 def _options(options: PlanOptions | None, kw: dict[str, Any]) -> PlanOptions:
@@ -570,7 +591,9 @@ def _options(options: PlanOptions | None, kw: dict[str, Any]) -> PlanOptions:
     return PlanOptions(**kw) if options is None else replace(options, **kw)
 
 
-def _llamacpp_report(model: str | ResolvedModel, rig: Rig, o: PlanOptions, rt: Runtime) -> PlanReport:
+def _llamacpp_report(
+    model: str | ResolvedModel, rig: Rig, o: PlanOptions, rt: Runtime, bare: bool = True
+) -> PlanReport:
     """`plan_on_rig` for checked options."""
     quant, n_seq, ctk, ctv, draft = o.quant, o.n_seq, o.ctk, o.ctv, o.draft or "none"
     r = model if isinstance(model, ResolvedModel) else resolve_model(model)
@@ -622,14 +645,19 @@ def _llamacpp_report(model: str | ResolvedModel, rig: Rig, o: PlanOptions, rt: R
 
     mmproj = f" {_vision_report(vm).flags}" if vm is not None else ""
 
+    def file_name(cand: Candidate) -> str:
+        return (
+            r.gguf.group.name.rsplit("/", 1)[-1]
+            if r.gguf
+            else r.id
+            if r.header
+            else f"{r.name}-{cand.quant.name}.gguf"
+        )
+
     def model_file(cand: Candidate) -> str:
         return (
             render_command(
-                r.gguf.group.name.rsplit("/", 1)[-1]
-                if r.gguf
-                else r.id
-                if r.header
-                else f"{r.name}-{cand.quant.name}.gguf",
+                file_name(cand),
                 cand.ctx,
                 f"{cand.flags} {rope.flags}" if rope else cand.flags,
                 n_seq=n_seq,
@@ -721,6 +749,41 @@ def _llamacpp_report(model: str | ResolvedModel, rig: Rig, o: PlanOptions, rt: R
         trade=[_trade_cell(cell, c) for cell in result.trade],
         drafting=drafting,
         vision=_vision_report(vm) if vm is not None else None,
+        bare=_bare_server(spec, rig, c, shlex.quote(file_name(c)), r.file, rt_rows) if bare else None,
+    )
+
+
+def _bare_server(
+    spec: ModelSpec, rig: Rig, chosen: Candidate, file: str, inv: FileInventory | None, rt: Runtime
+) -> BareServerReport:
+    """What `llama-server -m FILE` alone would run with on this rig, against the plan's flags."""
+    weights = inv.weights if inv is not None else None
+    out, bare = fit_command(spec, rig, chosen.quant, server_cache(rt.build), UserSet(), weights, rt)
+    summary = fit_summary(out, spec.context_length)
+    if not bare.fits:
+        over = ", ".join(f"{d} by {b / 2**30:.1f} GiB" for d, b in bare.overflow.items())
+        told = f"it runs out of memory ({over})"
+    else:
+        told = f"~{bare.decode_tok_s:.1f} tokens/s at -c {bare.ctx:,}"
+    if not chosen.fits:
+        verdict = f"moeplan's plan (-c {chosen.ctx:,}) does not fit" + ("" if bare.fits else " either")
+    elif not bare.fits:
+        verdict = "the explicit flags are needed"
+    else:
+        ratio = chosen.decode_tok_s / bare.decode_tok_s if bare.decode_tok_s else 0.0
+        verdict = (
+            f"moeplan's flags: {ratio:.2f}x the decode speed at -c {chosen.ctx:,}"
+            if abs(ratio - 1) > 0.02 or chosen.ctx != bare.ctx
+            else "the same run: the explicit flags only pin it"
+        )
+    return BareServerReport(
+        command=f"llama-server -m {file}",
+        ctx=out.n_ctx,
+        flags=out.flags,
+        fits=bare.fits,
+        decode_tok_s=round(bare.decode_tok_s, 2),
+        summary=summary,
+        comparison=f"llama-server -m {file} alone: {told}; {verdict}",
     )
 
 
@@ -861,7 +924,7 @@ def fit(rig_text: str, models: list[str] | None = None) -> list[FitRow]:
     rows = []
     for model_id in models or list(load_catalog()):
         resolved = resolve_model(model_id)
-        r = plan_on_rig(resolved, rig, alternatives=False, rt=rt)
+        r = plan_on_rig(resolved, rig, alternatives=False, rt=rt, bare=False)
         rows.append(
             FitRow(
                 model=r.model,
@@ -985,6 +1048,17 @@ def hub_ls(repo: str) -> HubListing:
     )
 
 
+class FitReport(BaseModel):
+    """What llama.cpp's --fit decides for a command's unset -c / -ngl / -ot / -ts (`engines/fit.py`)."""
+
+    ctx: int
+    flags: str  # the placement llama.cpp loads with ("": its defaults, every layer on the GPUs)
+    changed: bool
+    stopped: str | None  # why it left the rest as written ("... already set by user, abort")
+    log: list[str]  # the lines llama.cpp logs on the way (shown with -lv 4)
+    summary: str  # one line for people
+
+
 class ExplainReport(BaseModel):
     model: str
     quant: str
@@ -1010,10 +1084,7 @@ class ExplainReport(BaseModel):
     notes: list[str]  # how the command's model, quantization and context were read
     drafting: DraftingReport | None = None
     vision: VisionReport | None = None
-
-
-FIT_MIN_CTX = 4096  # llama.cpp --fit lowers an automatic context no further (-fitc, common/common.h)
-CTX_ALIGN = 256  # llama_context pads n_ctx to 256 cells; --fit rounds down to it (common/fit.cpp)
+    fit: FitReport | None = None  # llama.cpp's --fit on this command (None: -fit off)
 
 
 def _explained_model(
@@ -1056,34 +1127,23 @@ def _explained_model(
     return r, named_ft, weights_from_gguf(read_local(path)) if on_disk else None, notes
 
 
-def _explained_ctx(
-    cmd: LlamaCommand, spec: ModelSpec, fits: Callable[[int], bool], streams: int
-) -> tuple[int, str | None]:
-    """The context llama.cpp allocates for -c as written, and how it came to it.
-    -c N: N. -c 0 or none: the trained context for each KV stream (`llama_context`; `common/fit.cpp`
-    sets n_ctx = n_ctx_train x n_streams); without -c, --fit (on by default) then lowers it until the
-    devices hold it, to 4,096 per stream at the least (linear in the context, rounded down to 256)."""
+def _fit_user(cmd: LlamaCommand) -> UserSet:
+    """What a command fixed that --fit leaves alone, read as `common/arg.cpp` does (-ngl auto is the
+    default -1, all is -2; -fitt one value for every GPU or one per GPU)."""
     asked = cmd.integer("ctx_size")
     if asked is not None and asked < 0:
         raise MoeplanError(f"-c must be 0 (the model's context) or a positive number of tokens, got {asked}")
-    if asked:
-        return asked, None
-    fit = (cmd.get("fit") or "on") not in ("off", "0", "false")
-    full = spec.context_length * (streams if fit else 1)
-    told = "-c 0" if asked == 0 else "no -c"
-    each = f" for each of the {streams} KV streams" if fit and streams > 1 else ""
-    if asked == 0 or not fit or fits(full):
-        return full, f"{told}: the model's trained context, {spec.context_length:,} tokens{each}"
-    step = CTX_ALIGN * streams
-    lo, hi = min(FIT_MIN_CTX * streams, full) // step, full // step  # fits(lo·step) may fail too
-    while lo < hi:  # the largest multiple of `step` that fits: memory grows with the context
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if fits(mid * step) else (lo, mid - 1)
-    ctx = max(lo * step, min(FIT_MIN_CTX * streams, full))
-    return ctx, (
-        f"no -c: llama.cpp's --fit lowers the model's {spec.context_length:,} tokens to {ctx:,} "
-        "to fit the devices (pin it with -c)"
-    )
+    ngl_word = cmd.get("gpu_layers")
+    ngl = None if ngl_word in (None, "auto", "-1") else -2 if ngl_word == "all" else cmd.integer("gpu_layers")
+    target = cmd.get("fit_target")
+    try:
+        margins = tuple(int(x) for x in target.split(",")) if target else ()
+    except ValueError:
+        raise MoeplanError(f"-fitt takes MiB per GPU like 1024 or 512,2048, got '{target}'") from None
+    fit_ctx = cmd.integer("fit_ctx")
+    if (fit_ctx is not None and fit_ctx < 1) or any(m < 0 for m in margins):
+        raise MoeplanError("-fitc must be a positive number of tokens and -fitt non-negative MiB")
+    return UserSet(cmd.placement_flags, asked, ngl, fit_ctx or FIT_MIN_CTX, margins)
 
 
 def explain(
@@ -1100,6 +1160,9 @@ def explain(
     (the placement flags only: every other word of the command is kept). `llamacpp_build`: the
     build that runs it (default: the pinned one)."""
     cmd = parse_command(command)
+    said_target = cmd.get("fit_target") or ""
+    if fit_target_mib is None and said_target.isdigit():  # -fitt N: the margin the command keeps
+        fit_target_mib = int(said_target)
     rt = runtime(backend, llamacpp_build, not cmd.has("no_op_offload"), fit_target_mib)
     rig, rt = rig_and_runtime(rig_text, rt)
     rig = _used_gpus(cmd, rig, rt)
@@ -1131,11 +1194,23 @@ def explain(
             swa_full=cmd.has("swa_full"),
         )
 
-    def fits(n_ctx: int) -> bool:
-        return evaluate_command(spec, rig, ft, flags, cache_at(n_ctx), weights, rt).fits
-
-    ctx, ctx_note = _explained_ctx(cmd, spec, fits, 1 if unified else n_seq)
-    notes += [ctx_note] if ctx_note else []
+    streams = 1 if unified else n_seq
+    user, fit_report, placement = _fit_user(cmd), None, cmd.placement_flags or "-ngl 99 (default)"
+    fit_on = (cmd.get("fit") or "on") not in ("off", "0", "false")
+    if user.n_ctx == 0:
+        each = f" for each of the {streams} KV streams" if fit_on and streams > 1 else ""
+        notes.append(f"-c 0: the model's trained context, {spec.context_length:,} tokens{each}")
+    if not fit_on:  # llama_context: -c 0 or none is n_ctx_train
+        ctx = user.n_ctx or spec.context_length
+    else:  # common_fit_params before the model loads (common/common.cpp common_init_result)
+        out, _ = fit_command(spec, rig, ft, cache_at(0), user, weights, rt)
+        ctx, flags = out.n_ctx, f"{cmd.placement_flags} {out.flags}".strip() or flags
+        summary = fit_summary(out, spec.context_length * streams)
+        fit_report = FitReport(
+            ctx=ctx, flags=out.flags, changed=out.changed, stopped=out.stopped, log=out.log, summary=summary
+        )
+        notes += [summary] if out.changed or user.n_ctx is None else []
+        placement = f"{out.flags} (llama.cpp --fit)" if out.flags else placement
     cache = cache_at(ctx)
     given = evaluate_command(spec, rig, ft, flags, cache, weights, rt)
     best = llamacpp_plan(spec, rig, ctx=ctx, quant=ft, cache=cache, file=resolved.file, runtime=rt).chosen
@@ -1176,7 +1251,7 @@ def explain(
         quant=ft.name,
         rig=rig.text,
         command=command,
-        placement=cmd.placement_flags or "-ngl 99 (default)",
+        placement=placement,
         ctx=given.memory.n_ctx,
         n_seq=n_seq,
         fits=runs,
@@ -1196,6 +1271,7 @@ def explain(
         notes=notes,
         drafting=drafting,
         vision=_vision_report(vm) if vm is not None else None,
+        fit=fit_report,
     )
 
 

@@ -606,6 +606,8 @@ def plan(
     out.print(_devices_table(r.devices))
     _build_lines(r.backend, r.llamacpp_build, r.build_notes)
     out.print(f"[bold]command:[/bold] {r.command}")
+    if r.bare is not None:
+        out.print(f"[bold]without flags:[/bold] {escape(r.bare.comparison)}")
     if r.vision is not None:
         out.print(f"[bold]vision:[/bold] {r.vision.note}")
     for n in r.notices:

@@ -39,6 +39,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("-ctv", "--cache-type-v"), "cache_type_v", "setting", "V cache type (default f16)"),
     Flag(("-fa", "--flash-attn"), "flash_attn", "setting", "flash attention: on, off or auto", bare="on"),
     Flag(("-fit", "--fit"), "fit", "setting", "fit unset arguments to device memory: on (default) or off"),
+    Flag(("-fitt", "--fit-target"), "fit_target", "setting", "MiB --fit keeps free per GPU (default 1024)"),
+    Flag(("-fitc", "--fit-ctx"), "fit_ctx", "setting", "the least context --fit lowers to (default 4096)"),
     Flag(("-ub", "--ubatch-size"), "ubatch_size", "setting", "physical batch (default 512)"),
     Flag(("-b", "--batch-size"), "batch_size", "setting", "logical batch (default 2048)"),
     Flag(("-dev", "--device"), "device", "setting", "GPUs to offload to, e.g. CUDA0,CUDA1 (none: CPU only)"),
