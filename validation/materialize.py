@@ -210,6 +210,8 @@ def shrink(spec: ModelSpec, width: int = WIDTH, ffn_width: int | None = None) ->
     `ffn_width`: a different base for the FFN widths alone (many short rows per layer)."""
     ffn = ffn_width or width
     n_embd = _width(spec.n_embd, width)
+    if spec.ngram_embedding is not None:  # each n-gram head keeps whole 32-blocks per row (qwen4exp)
+        n_embd = max(n_embd, 32 * spec.ngram_embedding.n_heads)
     blocks = _common_head_dim(
         tuple(_shrink_layer(la, ffn) for la in spec.layers + spec.mtp_layers), spec.layers + spec.mtp_layers
     )
