@@ -160,6 +160,16 @@ def _tied(small: Layer, real: Layer, n_head: int, n_embd: int) -> Layer:
     return small
 
 
+def _query_width(small: Layer, n_embd: int) -> Layer:
+    """Where llama.cpp sizes the query rows as n_embd (bailingmoe2's fused QKV), a shrunk attention
+    layer keeps n_head x head_dim = n_embd: its heads narrow to n_embd / n_head (Ling-1T: 8 x 32)."""
+    a = small.attn
+    if a.kind is AttnKind.NONE or a.n_head * a.head_dim_k == n_embd:
+        return small
+    hd = n_embd // a.n_head
+    return Layer(dataclasses.replace(a, head_dim_k=hd, head_dim_v=hd), small.ffn)
+
+
 def _ssm_inner(small: Layer, ratio: int, n_embd: int) -> Layer:
     """Where llama.cpp requires d_inner = ratio x n_embd (Granite-4.0-H), a shrunk Mamba-2 layer
     keeps that tie: as many value heads of its (shrunk) head size as the width needs."""
@@ -180,6 +190,8 @@ def shrink(spec: ModelSpec, width: int = WIDTH, ffn_width: int | None = None) ->
     n_head = next((la.attn.n_head for la in layers if la.attn.kind is not AttnKind.LINEAR), 0)
     ratio = family(spec.arch).ssm_inner_per_embd
     layers, mtp = (tuple(_ssm_inner(la, ratio, n_embd) for la in group) for group in (layers, mtp))
+    if family(spec.arch).query_width_is_embd:
+        layers, mtp = (tuple(_query_width(la, n_embd) for la in group) for group in (layers, mtp))
     return dataclasses.replace(
         spec,
         name=f"{spec.name} (materialised)",

@@ -33,6 +33,8 @@ class Family:
     rope_fraction: ClassVar[float] = 1.0  # share of the head that is rotated (partial_rotary_factor)
     # The recurrent inner width llama.cpp's loader requires as a multiple of n_embd (0 = free).
     ssm_inner_per_embd: ClassVar[int] = 0
+    # llama.cpp's loader sizes the query rows as n_embd, so n_head x head_dim must equal it.
+    query_width_is_embd: ClassVar[bool] = False
     # What of llama.cpp's compute graph the compute-buffer estimate leaves out ("" = nothing known);
     # the plan says so (notice COMPUTE_BUFFER_UNDERESTIMATED) instead of presenting it as exact.
     compute_gap: ClassVar[str] = ""
