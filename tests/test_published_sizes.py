@@ -65,3 +65,12 @@ def test_deepseek_r1_q4_k_m_tensor_data() -> None:
     (shared/reference/llamacpp-internals.md §8); moeplan predicts it from the config alone."""
     w = predict(inventory(resolve("deepseek-r1").spec()), FileType.Q4_K_M)
     assert abs(w.tensor_bytes / 2**30 - 376.650) / 376.650 < 0.001
+
+
+def test_ling_flash_q4_k_m_tensor_data() -> None:
+    """llama-bench on a Ling-flash-2.0 Q4_K_M GGUF printed `bailingmoe2 100B.A6B Q4_K - Medium | 58.13 GiB
+    | 102.89 B` (find_string index file id 36004122646, a user's benchmark table): the size and the
+    parameter count moeplan predicts from the config alone."""
+    inv = inventory(resolve("ling-flash-2.0").spec())
+    assert round(predict(inv, FileType.Q4_K_M).tensor_bytes / 2**30, 2) == 58.13
+    assert round(sum(t.n_elements for t in inv.tensors) / 1e9, 2) == 102.89
