@@ -226,6 +226,14 @@ def test_ling_1t_fuses_qkv_over_the_whole_width() -> None:
     assert bytes_per_token(s) == 80 * 2 * 8 * 128 * 2
 
 
+def test_ring_1t_is_ling_1t_base_with_64k_context() -> None:
+    """Ring-1T is RL-trained from Ling-1T-base: Ling-1T's tensors, its own 64K context."""
+    ring, ling = spec("ring-1t"), spec("ling-1t")
+    shapes = [[(t.name, t.shape) for t in inventory(s).tensors] for s in (ring, ling)]
+    assert shapes[0] == shapes[1]
+    assert (ring.context_length, ling.context_length) == (65536, 32768)
+
+
 def test_ling_flash_is_one_dense_layer_and_31_moe() -> None:
     s = spec("ling-flash-2.0")
     assert first_moe_layer(s) == 1 and s.n_layer == 32 and not s.mtp_layers
