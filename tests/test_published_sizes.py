@@ -74,3 +74,23 @@ def test_ling_flash_q4_k_m_tensor_data() -> None:
     inv = inventory(resolve("ling-flash-2.0").spec())
     assert round(predict(inv, FileType.Q4_K_M).tensor_bytes / 2**30, 2) == 58.13
     assert round(sum(t.n_elements for t in inv.tensors) / 1e9, 2) == 102.89
+
+
+@pytest.mark.parametrize(
+    ("model", "printed"),
+    [
+        # llama-bench `params` of published GGUFs (find_string index file ids 36004122646, 53250428215)
+        ("glm-4.5-air", 110.47),  # "glm4moe 106B.A12B Q4_K - Small | 62.27 GiB | 110.47 B"
+        ("glm-4.7", 358.34),  # bartowski zai-org_GLM-4.7-IQ2_XXS: "glm4moe 355B.A32B ... | 358.34 B"
+    ],
+)
+def test_glm_mtp_block_keeps_its_embedding_and_head_copies(model: str, printed: float) -> None:
+    """The GGUF's MTP block holds the checkpoint's own embedding and head copies (2 x n_vocab x n_embd),
+    which the published files' parameter counts include; --no-mtp drops the whole block."""
+    spec = resolve(model).spec()
+    kept, dropped = inventory(spec), inventory(spec, mtp=False)
+    names = {t.name for t in kept.tensors}
+    nextn = f"blk.{spec.n_layer}.nextn"
+    assert {f"{nextn}.embed_tokens.weight", f"{nextn}.shared_head_head.weight"} <= names
+    assert round(sum(t.n_elements for t in kept.tensors) / 1e9, 2) == printed
+    assert not any(t.name.startswith(f"blk.{spec.n_layer}.") for t in dropped.tensors)

@@ -46,7 +46,9 @@ from moeplan.arch.registry import family
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
 from moeplan.quant.ggml import GGMLType, tensor_bytes
 
-FORMAT_VERSION = 1  # bump to invalidate cached files when the writer changes
+# bump to invalidate cached files when the writer or a family's tensors change (2: glm4moe's nextn
+# embedding and head copies, which the spec-keyed cache cannot see)
+FORMAT_VERSION = 2
 N_VOCAB = 512
 WIDTH = 256
 EXPERT_BYTES_BUDGET = 64 * 1024 * 1024
