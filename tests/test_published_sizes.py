@@ -94,3 +94,10 @@ def test_glm_mtp_block_keeps_its_embedding_and_head_copies(model: str, printed: 
     assert {f"{nextn}.embed_tokens.weight", f"{nextn}.shared_head_head.weight"} <= names
     assert round(sum(t.n_elements for t in kept.tensors) / 1e9, 2) == printed
     assert not any(t.name.startswith(f"blk.{spec.n_layer}.") for t in dropped.tensors)
+
+
+def test_glm_4_5_air_q4_k_s_tensor_data() -> None:
+    """The same llama-bench table's GLM-4.5-Air Q4_K_S file: 62.27 GiB of tensor data, moeplan's stock
+    Q4_K_S prediction with the MTP block and its head copies."""
+    w = predict(inventory(resolve("glm-4.5-air").spec()), FileType.Q4_K_S)
+    assert round(w.tensor_bytes / 2**30, 2) == 62.27
