@@ -1,7 +1,7 @@
 """Catalog entries added from printed official checkpoints (GLM-4.7, Qwen3.5-2B, MiMo-V2.5 and
--Pro, Kimi-K2-Instruct, Qwen3-Coder-30B-A3B): inventories that equal the weights the checkpoints' own
-tensor lists or indexes count (sources in each YAML); their layer kinds are checked with the other
-current releases in test_family_catalog_refresh."""
+-Pro, Kimi-K2-Instruct, Qwen3-Coder-30B-A3B, Ling-flash-2.0): inventories that equal the weights the
+checkpoints' own tensor lists, indexes or hub records count (sources in each YAML); their layer kinds
+are checked with the other current releases in test_family_catalog_refresh."""
 
 import pytest
 
@@ -21,6 +21,8 @@ from moeplan.sources.catalog import resolve
         ("kimi-k2-instruct", 1_026_408_232_448),  # 1,026,470,731,056 - 62,495,192 scales - 3,416 inv_freq
         # model.safetensors.index.json metadata.total_parameters
         ("qwen3-coder-30b-a3b", 30_532_122_624),
+        # the HF API's safetensors.total (no MTP weights in the checkpoint)
+        ("ling-flash-2.0", 102_889_705_216),
     ],
 )
 def test_inventory_with_mtp_equals_checkpoint_weights(model: str, weights: int) -> None:

@@ -51,6 +51,9 @@ def n_params(model: str, *, mtp: bool | None = False, checkpoint: bool = False) 
         ("kimi-k2-instruct", "deepseek2", {AttnKind.MLA: 61}, {FFNKind.DENSE: 1, FFNKind.MOE: 60}, 0),
         ("qwen3-coder-30b-a3b", "qwen3moe", {AttnKind.FULL: 48}, {FFNKind.MOE: 48}, 0),
         ("glm-4.6v", "glm4moe", {AttnKind.FULL: 46}, {FFNKind.DENSE: 1, FFNKind.MOE: 45}, 0),
+        ("glm-4.5", "glm4moe", {AttnKind.FULL: 92}, {FFNKind.DENSE: 3, FFNKind.MOE: 89}, 1),
+        ("kimi-k2-thinking", "deepseek2", {AttnKind.MLA: 61}, {FFNKind.DENSE: 1, FFNKind.MOE: 60}, 0),
+        ("kimi-k2.7-code", "deepseek2", {AttnKind.MLA: 61}, {FFNKind.DENSE: 1, FFNKind.MOE: 60}, 0),
     ],
 )
 def test_layer_kinds(
@@ -237,6 +240,22 @@ def test_glm_4_6v_text_model_is_glm_4_5_airs_trunk() -> None:
     air = inventory(resolve("glm-4.5-air").spec(), mtp=False)
     assert [(t.name, t.shape) for t in v.tensors] == [(t.name, t.shape) for t in air.tensors]
     assert (v.block_count, v.mtp_kept) == (46, 0) and n_params("glm-4.6v") == 106_852_251_264
+
+
+@pytest.mark.parametrize(
+    ("model", "trunk", "context"),
+    [
+        ("glm-4.5", "glm-4.7", (131072, 202752)),  # the 355B-A32B trunk's first release
+        ("kimi-k2-thinking", "kimi-k2-instruct", (262144, 131072)),
+        ("kimi-k2.7-code", "kimi-k2.6", (262144, 262144)),  # "built on Kimi-K2.6"
+    ],
+)
+def test_later_releases_keep_their_trunks_tensors(model: str, trunk: str, context: tuple[int, int]) -> None:
+    """Same tensors (names and shapes, MTP as the converter keeps it) as the release they build on;
+    only the context may differ."""
+    a, b = inventory(resolve(model).spec()), inventory(resolve(trunk).spec())
+    assert [(t.name, t.shape) for t in a.tensors] == [(t.name, t.shape) for t in b.tensors]
+    assert (resolve(model).spec().context_length, resolve(trunk).spec().context_length) == context
 
 
 def kv_and_state(model: str, n_ctx: int) -> tuple[int, int]:

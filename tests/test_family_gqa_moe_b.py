@@ -1,5 +1,6 @@
-"""afmoe, bailingmoe2, exaone-moe, seed_oss, olmoe and granitemoe: layer plans from config.json, the
-pinned converter's tensors, parameter counts against published figures, and KV per token."""
+"""afmoe, bailingmoe2 (Ling-mini/flash-2.0, Ling-1T), exaone-moe, seed_oss, olmoe and granitemoe: layer
+plans from config.json, the pinned converter's tensors, parameter counts against published figures,
+and KV per token."""
 
 from typing import Any
 
@@ -63,6 +64,8 @@ PARAMS = [
     ("trinity-mini", 601, 26_123_974_400, 26e9, 0.005),  # tech report: 26B total
     ("trinity-large-thinking", 1113, 398_635_286_016, 398e9, 0.005),  # 398B (399B on Featherless)
     ("ling-mini-2.0", 278, 16_255_643_392, 16e9, 0.02),  # Megatron-Bridge docs: 16B (16.26B)
+    ("ling-flash-2.0", 446, 102_889_705_216, 100e9, 0.03),  # README: 100B (HF counts 102.89B)
+    ("ling-1t", 1103, 999_705_328_640, 1e12, 0.005),  # 1 trillion
     ("k-exaone-236b-a23b", 766, 236_571_156_352, 236e9, 0.005),  # transformers docs: 236B
 ]
 
@@ -212,6 +215,50 @@ def test_ling_mini_fuses_qkv() -> None:
     assert bytes_per_token(s) == 20 * 2 * 4 * 128 * 2
 
 
+def test_ling_1t_fuses_qkv_over_the_whole_width() -> None:
+    """80 layers, 4 dense; 64 q / 8 kv heads of 128 = hidden 8192, so the fused QKV is square plus KV."""
+    s = spec("ling-1t")
+    assert first_moe_layer(s) == 4 and s.n_layer == 80 and not s.mtp_layers
+    shapes = {t.name: t.shape for t in inventory(s).tensors}
+    assert shapes["blk.0.attn_qkv.weight"] == (8192, 8192 + 2 * 8 * 128)
+    assert shapes["blk.0.ffn_gate.weight"] == (8192, 18432)
+    assert shapes["blk.4.ffn_gate_exps.weight"] == (8192, 2048, 256)
+    assert bytes_per_token(s) == 80 * 2 * 8 * 128 * 2
+
+
+def test_ring_1t_is_ling_1t_base_with_64k_context() -> None:
+    """Ring-1T is RL-trained from Ling-1T-base: Ling-1T's tensors, its own 64K context."""
+    ring, ling = spec("ring-1t"), spec("ling-1t")
+    shapes = [[(t.name, t.shape) for t in inventory(s).tensors] for s in (ring, ling)]
+    assert shapes[0] == shapes[1]
+    assert (ring.context_length, ling.context_length) == (65536, 32768)
+
+
+def test_ling_flash_is_one_dense_layer_and_31_moe() -> None:
+    s = spec("ling-flash-2.0")
+    assert first_moe_layer(s) == 1 and s.n_layer == 32 and not s.mtp_layers
+    shapes = {t.name: t.shape for t in inventory(s).tensors}
+    assert shapes["blk.0.attn_qkv.weight"] == (4096, 4096 + 2 * 4 * 128)
+    assert shapes["blk.1.ffn_gate_shexp.weight"] == (4096, 1024)
+    assert shapes["blk.31.exp_probs_b.bias"] == (256,)
+
+
+def test_ling_1_0_configs_are_refused() -> None:
+    """model_type bailing_moe also names Ling 1.0 (BailingMoeForCausalLM, llama.cpp `bailingmoe`): refused,
+    where Ling-1T's BailingMoeV2ForCausalLM under the same model_type is read."""
+    cfg = {**load_catalog()["ling-1t"].config, "architectures": ["BailingMoeForCausalLM"]}
+    with pytest.raises(UnsupportedArchitecture, match="BailingMoeForCausalLM"):
+        spec_from_config(cfg)
+
+
+def test_shrunk_bailing_keeps_query_width_equal_to_n_embd() -> None:
+    """llama.cpp sizes bailingmoe2's fused QKV as {n_embd, n_embd + 2·n_embd_gqa}: Ling-1T's GQA ratio 8
+    shrinks to 8 heads, which must then be 32 wide to fill the 256-wide materialised model."""
+    small = shrink(spec("ling-1t"))
+    assert {(la.attn.n_head, la.attn.head_dim_k) for la in small.layers} == {(8, 32)}
+    assert small.n_embd == 256
+
+
 def test_ling_mtp_blocks_are_refused() -> None:
     cfg = {**load_catalog()["ling-mini-2.0"].config, "num_nextn_predict_layers": 1}
     with pytest.raises(UnsupportedArchitecture):
@@ -293,6 +340,7 @@ def bytes_per_token(s: ModelSpec) -> int:
         "trinity-mini",
         "trinity-large-thinking",
         "ling-mini-2.0",
+        "ling-1t",
         "k-exaone-236b-a23b",
     ],
 )

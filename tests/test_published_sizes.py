@@ -65,3 +65,39 @@ def test_deepseek_r1_q4_k_m_tensor_data() -> None:
     (shared/reference/llamacpp-internals.md §8); moeplan predicts it from the config alone."""
     w = predict(inventory(resolve("deepseek-r1").spec()), FileType.Q4_K_M)
     assert abs(w.tensor_bytes / 2**30 - 376.650) / 376.650 < 0.001
+
+
+def test_ling_flash_q4_k_m_tensor_data() -> None:
+    """llama-bench on a Ling-flash-2.0 Q4_K_M GGUF printed `bailingmoe2 100B.A6B Q4_K - Medium | 58.13 GiB
+    | 102.89 B` (find_string index file id 36004122646, a user's benchmark table): the size and the
+    parameter count moeplan predicts from the config alone."""
+    inv = inventory(resolve("ling-flash-2.0").spec())
+    assert round(predict(inv, FileType.Q4_K_M).tensor_bytes / 2**30, 2) == 58.13
+    assert round(sum(t.n_elements for t in inv.tensors) / 1e9, 2) == 102.89
+
+
+@pytest.mark.parametrize(
+    ("model", "printed"),
+    [
+        # llama-bench `params` of published GGUFs (find_string index file ids 36004122646, 53250428215)
+        ("glm-4.5-air", 110.47),  # "glm4moe 106B.A12B Q4_K - Small | 62.27 GiB | 110.47 B"
+        ("glm-4.7", 358.34),  # bartowski zai-org_GLM-4.7-IQ2_XXS: "glm4moe 355B.A32B ... | 358.34 B"
+    ],
+)
+def test_glm_mtp_block_keeps_its_embedding_and_head_copies(model: str, printed: float) -> None:
+    """The GGUF's MTP block holds the checkpoint's own embedding and head copies (2 x n_vocab x n_embd),
+    which the published files' parameter counts include; --no-mtp drops the whole block."""
+    spec = resolve(model).spec()
+    kept, dropped = inventory(spec), inventory(spec, mtp=False)
+    names = {t.name for t in kept.tensors}
+    nextn = f"blk.{spec.n_layer}.nextn"
+    assert {f"{nextn}.embed_tokens.weight", f"{nextn}.shared_head_head.weight"} <= names
+    assert round(sum(t.n_elements for t in kept.tensors) / 1e9, 2) == printed
+    assert not any(t.name.startswith(f"blk.{spec.n_layer}.") for t in dropped.tensors)
+
+
+def test_glm_4_5_air_q4_k_s_tensor_data() -> None:
+    """The same llama-bench table's GLM-4.5-Air Q4_K_S file: 62.27 GiB of tensor data, moeplan's stock
+    Q4_K_S prediction with the MTP block and its head copies."""
+    w = predict(inventory(resolve("glm-4.5-air").spec()), FileType.Q4_K_S)
+    assert round(w.tensor_bytes / 2**30, 2) == 62.27

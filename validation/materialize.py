@@ -47,7 +47,9 @@ from moeplan.arch.registry import family
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec, NgramEmbedding
 from moeplan.quant.ggml import GGMLType, tensor_bytes
 
-FORMAT_VERSION = 1  # bump to invalidate cached files when the writer changes
+# bump to invalidate cached files when the writer or a family's tensors change (2: glm4moe's nextn
+# embedding and head copies, which the spec-keyed cache cannot see)
+FORMAT_VERSION = 2
 N_VOCAB = 512
 WIDTH = 256
 EXPERT_BYTES_BUDGET = 64 * 1024 * 1024
@@ -179,6 +181,14 @@ def _common_head_dim(small: tuple[Layer, ...], real: tuple[Layer, ...]) -> tuple
         Layer(dataclasses.replace(la.attn, head_dim_k=hd, head_dim_v=hd), la.ffn) if gqa(la) else la
         for la in small
     )
+def _query_width(small: Layer, n_embd: int) -> Layer:
+    """Where llama.cpp sizes the query rows as n_embd (bailingmoe2's fused QKV), a shrunk attention
+    layer keeps n_head x head_dim = n_embd: its heads narrow to n_embd / n_head (Ling-1T: 8 x 32)."""
+    a = small.attn
+    if a.kind is AttnKind.NONE or a.n_head * a.head_dim_k == n_embd:
+        return small
+    hd = n_embd // a.n_head
+    return Layer(dataclasses.replace(a, head_dim_k=hd, head_dim_v=hd), small.ffn)
 
 
 def _ssm_inner(small: Layer, ratio: int, n_embd: int) -> Layer:
@@ -219,6 +229,8 @@ def shrink(spec: ModelSpec, width: int = WIDTH, ffn_width: int | None = None) ->
     n_head = next((la.attn.n_head for la in layers if la.attn.kind is not AttnKind.LINEAR), 0)
     ratio = family(spec.arch).ssm_inner_per_embd
     layers, mtp = (tuple(_ssm_inner(la, ratio, n_embd) for la in group) for group in (layers, mtp))
+    if family(spec.arch).query_width_is_embd:
+        layers, mtp = (tuple(_query_width(la, n_embd) for la in group) for group in (layers, mtp))
     return dataclasses.replace(
         spec,
         name=f"{spec.name} (materialised)",

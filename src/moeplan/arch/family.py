@@ -57,6 +57,8 @@ class Family:
     ssm_inner_per_embd: ClassVar[int] = 0
     # `{arch}` keys (leading dot) whose integer arrays the loader reads as uint64 (qwen4exp's PLE hash)
     u64_keys: ClassVar[frozenset[str]] = frozenset()
+    # llama.cpp's loader sizes the query rows as n_embd, so n_head x head_dim must equal it.
+    query_width_is_embd: ClassVar[bool] = False
 
     # ---- config.json ---------------------------------------------------------------------------
 

@@ -4,7 +4,10 @@ RoPE, leading dense layers, then sigmoid-routed experts with a selection bias pl
 conversion/bailingmoe.py `BailingMoeV2Model` keeps `num_nextn_predict_layers` MTP blocks as extra
 decoder blocks; their extra tensors (`llama_model_bailingmoe2::load_arch_tensors` wants a
 `layer_output_norm` besides the NextN projections) are not modelled, so a config with MTP blocks is
-refused.
+refused. Ling-1T's config.json says `model_type: bailing_moe` (the Ling 1.0 name) with
+`architectures: [BailingMoeV2ForCausalLM]`, which is what the converter dispatches on, so that
+model_type is read here too; a Ling 1.0 config (`BailingMoeForCausalLM`, llama.cpp `bailingmoe`) is
+refused rather than misread.
 """
 
 from moeplan.arch import config as c
@@ -32,12 +35,18 @@ def bailing_moe(cfg: Config) -> FFN:
 
 class BailingMoe2(Family):
     arch = "bailingmoe2"
-    model_types = ("bailing_moe_v2",)
+    model_types = ("bailing_moe_v2", "bailing_moe")
     mtp_kept = True
     probs_bias = True
     rope_fraction = 0.5  # partial_rotary_factor (the converter's default 0.5)
+    query_width_is_embd = True  # attn_qkv {n_embd, n_embd + 2·n_embd_gqa} (src/models/bailingmoe2.cpp)
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
+        if "BailingMoeForCausalLM" in (cfg.get("architectures") or []):
+            raise UnsupportedArchitecture(
+                "BailingMoeForCausalLM (Ling 1.0, llama.cpp 'bailingmoe') is not modelled; Ling 2.0 "
+                "checkpoints say BailingMoeV2ForCausalLM"
+            )
         if c.integer(cfg, "num_nextn_predict_layers", default=0):
             raise UnsupportedArchitecture("bailingmoe2 MTP blocks are not modelled")
         n = c.integer(cfg, "num_hidden_layers")
