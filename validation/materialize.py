@@ -181,6 +181,8 @@ def _common_head_dim(small: tuple[Layer, ...], real: tuple[Layer, ...]) -> tuple
         Layer(dataclasses.replace(la.attn, head_dim_k=hd, head_dim_v=hd), la.ffn) if gqa(la) else la
         for la in small
     )
+
+
 def _query_width(small: Layer, n_embd: int) -> Layer:
     """Where llama.cpp sizes the query rows as n_embd (bailingmoe2's fused QKV), a shrunk attention
     layer keeps n_head x head_dim = n_embd: its heads narrow to n_embd / n_head (Ling-1T: 8 x 32)."""

@@ -373,11 +373,15 @@ def step_checks(cal: Calibration, rounds: int = 3) -> tuple[Calibration, float, 
                 "what": ("probe (sets the cached-pass rate): " if i == 0 else "")
                 + f"one step of k tokens, llama-bench pp-k at {THREADS} thread, growth t_k/t_1 within "
                 f"{SPEED_TOLERANCE:.0%}",
-                "measured_ms": {k: round(1e3 * v, 2) for k, v in medians[i].items()},
-                "measured_rounds_ms": {k: [round(1e3 * t, 2) for t in v] for k, v in measured[i].items()},
-                "predicted_ms": {k: round(1e3 * v, 2) for k, v in pred.items()},
-                "growth_measured": {k: round(v, 3) for k, v in g_meas.items()},
-                "growth_predicted": {k: round(v, 3) for k, v in g_pred.items()},
+                "predicted": {
+                    "step_ms": {k: round(1e3 * v, 2) for k, v in pred.items()},
+                    "growth": {k: round(v, 3) for k, v in g_pred.items()},
+                },
+                "measured": {
+                    "step_ms": {k: round(1e3 * v, 2) for k, v in medians[i].items()},
+                    "rounds_ms": {k: [round(1e3 * t, 2) for t in v] for k, v in measured[i].items()},
+                    "growth": {k: round(v, 3) for k, v in g_meas.items()},
+                },
                 "error": err,
                 "ok": i == 0 or all(abs(e) <= SPEED_TOLERANCE for e in err.values()),
                 "command": f"llama-bench -m {st.path} -p {','.join(map(str, BATCHES))} -n 0 -t {THREADS}",
