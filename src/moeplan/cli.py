@@ -329,7 +329,7 @@ def memory(
     t = Table(title=f"{r.model} {r.quant}, ctx {r.n_ctx:,} × {r.n_seq} slot(s), {r.frontend}, {r.placement}")
     checkpoints = any(d.checkpoint_bytes for d in r.devices)  # llama-server's, where the model makes them
     cols = ("device", "weights", "KV cache", "recurrent", "compute", "of which offload copy", "runtime")
-    for col in (*cols, "output", *(("context checkpoints",) if checkpoints else ()), "total"):
+    for col in (*cols, "output", *(("checkpoints",) if checkpoints else ()), "total"):
         t.add_column(col, justify="left" if col == "device" else "right")
     for d in r.devices:
         t.add_row(
@@ -362,7 +362,7 @@ def _devices_table(devices: "list[api.PlanDevice]") -> Table:
     vision = any(d.vision_bytes for d in devices)  # the projector's column only where one is loaded
     checkpoints = any(d.checkpoint_bytes for d in devices)  # llama-server's, where the model makes them
     cols = ("device", "capacity", "weights", "KV + state", "compute", "of which offload copy", "runtime")
-    extra = (*(("vision",) if vision else ()), *(("context checkpoints",) if checkpoints else ()))
+    extra = (*(("vision",) if vision else ()), *(("checkpoints",) if checkpoints else ()))
     for col in (*cols, *extra, "total", "margin kept"):
         t.add_column(col, justify="left" if col == "device" else "right")
     for d in devices:
