@@ -38,7 +38,7 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from scipy.optimize import minimize_scalar  # type: ignore[import-untyped]
 
@@ -202,11 +202,12 @@ def memory_check(kind: SpecType, ctx: int = CTX, n_seq: int = 1) -> dict[str, An
 
 
 @contextlib.contextmanager
-def server(args: Sequence[str], timeout: float = TIMEOUT) -> Iterator[int]:
-    """A llama-server on a free loopback port for the duration of the block (its port)."""
+def server(args: Sequence[str], timeout: float = TIMEOUT, log_file: IO[bytes] | None = None) -> Iterator[int]:
+    """A llama-server on a free loopback port for the duration of the block (its port); its log goes
+    to `log_file` when given (read it after the block), else to a temporary file."""
     port = free_port()
     cmd = (str(bin_dir() / "llama-server"), *args, "--host", "127.0.0.1", "--port", str(port))
-    with tempfile.TemporaryFile() as log:
+    with contextlib.nullcontext(log_file) if log_file is not None else tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             t0 = time.monotonic()

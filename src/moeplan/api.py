@@ -216,6 +216,7 @@ class DeviceReport(BaseModel):
     runtime_bytes: int  # not in llama.cpp's buffers: the backend's context, BLAS workspace, pool
     output_bytes: int
     total_bytes: int
+    checkpoint_bytes: int = 0  # llama-server's context checkpoints (host; in total_bytes)
 
 
 class MemoryReport(BaseModel):
@@ -342,6 +343,7 @@ class PlanDevice(BaseModel):
     runtime_bytes: int  # lost outside llama.cpp's buffers (runtime context, BLAS workspace, pool)
     total_bytes: int
     vision_bytes: int = 0  # the vision projector's weights and compute here (in total_bytes)
+    checkpoint_bytes: int = 0  # llama-server's context checkpoints (host; in total_bytes)
 
 
 def _buffers(d: DeviceMemory) -> dict[str, int]:
@@ -351,6 +353,7 @@ def _buffers(d: DeviceMemory) -> dict[str, int]:
         "kv_bytes": d.kv_bytes,
         "state_bytes": d.state_bytes,
         "compute_bytes": d.compute_bytes,
+        "checkpoint_bytes": d.checkpoint_bytes,
         "total_bytes": d.total_bytes,
     }
 
@@ -1194,6 +1197,10 @@ def explain(
             swa_full=cmd.has("swa_full"),
         )
 
+    # llama-server keeps --ctx-checkpoints per slot in host memory (memory/checkpoints.py); others none
+    fe = Frontend("llama-server", n_outputs_max=n_seq, ctx_checkpoints=cmd.integer("ctx_checkpoints"))
+    fe = fe if server else replace(fe, ctx_checkpoints=0)
+
     streams = 1 if unified else n_seq
     user, fit_report, placement = _fit_user(cmd), None, cmd.placement_flags or "-ngl 99 (default)"
     fit_on = (cmd.get("fit") or "on") not in ("off", "0", "false")
@@ -1212,8 +1219,10 @@ def explain(
         notes += [summary] if out.changed or user.n_ctx is None else []
         placement = f"{out.flags} (llama.cpp --fit)" if out.flags else placement
     cache = cache_at(ctx)
-    given = evaluate_command(spec, rig, ft, flags, cache, weights, rt)
-    best = llamacpp_plan(spec, rig, ctx=ctx, quant=ft, cache=cache, file=resolved.file, runtime=rt).chosen
+    given = evaluate_command(spec, rig, ft, flags, cache, weights, rt, fe)
+    best = llamacpp_plan(
+        spec, rig, ctx=ctx, quant=ft, cache=cache, file=resolved.file, runtime=rt, frontend=fe
+    ).chosen
     devices = plan_devices(given.memory, rig, rt)
     drafting = _explain_drafting(cmd, spec, rig, given, cache, command, rt)
     runs, overflow, decode = given.fits, given.overflow, given.decode_tok_s

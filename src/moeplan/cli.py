@@ -327,8 +327,9 @@ def memory(
         out.print_json(r.model_dump_json())
         return
     t = Table(title=f"{r.model} {r.quant}, ctx {r.n_ctx:,} × {r.n_seq} slot(s), {r.frontend}, {r.placement}")
+    checkpoints = any(d.checkpoint_bytes for d in r.devices)  # llama-server's, where the model makes them
     cols = ("device", "weights", "KV cache", "recurrent", "compute", "of which offload copy", "runtime")
-    for col in (*cols, "output", "total"):
+    for col in (*cols, "output", *(("checkpoints",) if checkpoints else ()), "total"):
         t.add_column(col, justify="left" if col == "device" else "right")
     for d in r.devices:
         t.add_row(
@@ -343,11 +344,12 @@ def memory(
                     d.offload_copy_bytes,
                     d.runtime_bytes,
                     d.output_bytes,
+                    *((d.checkpoint_bytes,) if checkpoints else ()),
                     d.total_bytes,
                 )
             ),
         )
-    t.add_row("all", "", "", "", "", "", "", "", gib(r.total_bytes))
+    t.add_row("all", *[""] * (len(t.columns) - 2), gib(r.total_bytes))
     out.print(t)
     out.print(f"[dim]modelled: {r.backend} backend, {r.llamacpp_build}[/dim]")
     for note in r.notes:
@@ -358,8 +360,10 @@ def _devices_table(devices: "list[api.PlanDevice]") -> Table:
     """Every term per device: what llama.cpp allocates, what the runtime loses beside it, the margin."""
     t = Table()
     vision = any(d.vision_bytes for d in devices)  # the projector's column only where one is loaded
+    checkpoints = any(d.checkpoint_bytes for d in devices)  # llama-server's, where the model makes them
     cols = ("device", "capacity", "weights", "KV + state", "compute", "of which offload copy", "runtime")
-    for col in (*cols, *(("vision",) if vision else ()), "total", "margin kept"):
+    extra = (*(("vision",) if vision else ()), *(("checkpoints",) if checkpoints else ()))
+    for col in (*cols, *extra, "total", "margin kept"):
         t.add_column(col, justify="left" if col == "device" else "right")
     for d in devices:
         t.add_row(
@@ -371,6 +375,7 @@ def _devices_table(devices: "list[api.PlanDevice]") -> Table:
             gib(d.offload_copy_bytes),
             gib(d.runtime_bytes),
             *((gib(d.vision_bytes),) if vision else ()),
+            *((gib(d.checkpoint_bytes),) if checkpoints else ()),
             gib(d.total_bytes),
             gib(d.margin_bytes),
         )

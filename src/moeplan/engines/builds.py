@@ -177,7 +177,7 @@ def at_build(build: int, cfg: CacheConfig, frontend: Frontend) -> tuple[CacheCon
         cfg = replace(cfg, f32_mask=True)
     cfg = replace(cfg, embd_rows=embd_rows(build))
     if build < OUTPUT_RESERVE.landed and frontend.n_outputs_max is not None:
-        frontend = Frontend(frontend.name, n_outputs_max=None)
+        frontend = replace(frontend, n_outputs_max=None)
     return cfg, frontend
 
 

@@ -49,6 +49,7 @@ from moeplan.engines.ggml_alloc import Allocator, peak_bytes
 from moeplan.engines.gpu_backends import OP_OFFLOAD_MIN_BATCH, backend_of_device
 from moeplan.errors import MoeplanError
 from moeplan.memo import PER_MODEL, PER_MODEL_QUANT, by_identity
+from moeplan.memory.checkpoints import DEFAULT_CTX_CHECKPOINTS, checkpoints_host_bytes
 from moeplan.memory.kv import CacheConfig, LayerMemory, context, kv_widths, layer_memory, row_bytes
 from moeplan.memory.table import TensorLayout, TensorTable, tensor_table
 from moeplan.memory.weights import Weights
@@ -169,6 +170,18 @@ class Frontend:
 
     name: str = "llama-completion"
     n_outputs_max: int | None = None  # None: n_batch (llama-completion, llama-bench, llama-fit-params)
+    ctx_checkpoints: int | None = None  # --ctx-checkpoints; None: the tool's default
+
+    def __post_init__(self) -> None:
+        if self.ctx_checkpoints is not None and self.ctx_checkpoints < 0:
+            raise MoeplanError(f"--ctx-checkpoints {self.ctx_checkpoints}: give 0 (none) or a positive count")
+
+    @property
+    def n_ctx_checkpoints(self) -> int:
+        """Context checkpoints kept per slot: llama-server's own (`memory/checkpoints.py`), none elsewhere."""
+        if self.ctx_checkpoints is not None:
+            return self.ctx_checkpoints
+        return DEFAULT_CTX_CHECKPOINTS if self.name == "llama-server" else 0
 
 
 SERVER = Frontend("llama-server", n_outputs_max=4)
@@ -184,6 +197,7 @@ class DeviceMemory:
     output_bytes: int = 0
     offload_copy_bytes: int = 0  # of compute_bytes: the largest host weight copied in for op offload
     runtime_bytes: int = 0  # what the GPU loses outside llama.cpp's buffers (`gpu_backends.Backend`)
+    checkpoint_bytes: int = 0  # llama-server's context checkpoints, host memory (`memory/checkpoints.py`)
 
     @property
     def total_bytes(self) -> int:
@@ -194,12 +208,14 @@ class DeviceMemory:
             + self.compute_bytes
             + self.output_bytes
             + self.runtime_bytes
+            + self.checkpoint_bytes
         )
 
     @property
     def llamacpp_bytes(self) -> int:
-        """What llama.cpp's memory breakdown calls this device's "self": model + context + compute."""
-        return self.total_bytes - self.runtime_bytes
+        """What llama.cpp's memory breakdown calls this device's "self": model + context + compute
+        (the server's checkpoints are plain host vectors outside it)."""
+        return self.total_bytes - self.runtime_bytes - self.checkpoint_bytes
 
 
 @lru_cache(maxsize=4096)
@@ -698,6 +714,7 @@ def plan_memory(
             # of gpu_backends.py); unified memory holds those pages once.
             mem[main].weights_bytes += round(weights[index[CPU]])
     mem[CPU].output_bytes = 4 * spec.n_vocab * cfg.n_seq  # logits of one output per sequence, host memory
+    mem[CPU].checkpoint_bytes = checkpoints_host_bytes(spec, cfg, fe.n_ctx_checkpoints)
     return MemoryPlan(tuple(mem.values()), ctx.n_ctx, ctx.n_ubatch, repack, table, assign)
 
 

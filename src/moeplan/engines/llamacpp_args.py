@@ -35,6 +35,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("-kvu", "--kv-unified"), "kv_unified", "setting", "one KV buffer shared by all slots", False),
     Flag(("-no-kvu", "--no-kv-unified"), "no_kv_unified", "setting", "one KV stream per slot", False),
     Flag(("--swa-full",), "swa_full", "setting", "sliding-window layers cache the whole context", False),
+    Flag(
+        ("-ctxcp", "--ctx-checkpoints", "--swa-checkpoints"),
+        "ctx_checkpoints",
+        "setting",
+        "context checkpoints per server slot, host memory (default 32)",
+    ),
     Flag(("-ctk", "--cache-type-k"), "cache_type_k", "setting", "K cache type (default f16)"),
     Flag(("-ctv", "--cache-type-v"), "cache_type_v", "setting", "V cache type (default f16)"),
     Flag(("-fa", "--flash-attn"), "flash_attn", "setting", "flash attention: on, off or auto", bare="on"),

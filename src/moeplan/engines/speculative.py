@@ -166,6 +166,7 @@ class SpeculativeMemory:
                     d.state_bytes + e.state_bytes,
                     d.compute_bytes + e.compute_bytes,
                     d.output_bytes + e.output_bytes,
+                    checkpoint_bytes=d.checkpoint_bytes,  # the target's; the draft's share is not modelled
                 )
             )
         return out

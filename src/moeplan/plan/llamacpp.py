@@ -688,12 +688,15 @@ def evaluate_command(
     cache: CacheConfig,
     weights: Weights | None = None,
     runtime: Runtime = Runtime(),
+    frontend: Frontend | None = None,
 ) -> Candidate:
     """Memory, fit and speed of exactly these placement flags (a command someone already runs).
-    `weights`: the real file's typed tensors when known, else the stock recipe's prediction."""
+    `weights`: the real file's typed tensors when known, else the stock recipe's prediction;
+    `frontend`: default llama-server with one output per slot."""
     inv = inventory(spec, mtp=False)
     w = weights or _weights(inv, quant)
     cpu, gpus = device_slots(rig, runtime)
-    cache, frontend = at_build(runtime.build, cache, Frontend("llama-server", n_outputs_max=cache.n_seq))
+    fe = frontend or Frontend("llama-server", n_outputs_max=cache.n_seq)
+    cache, frontend = at_build(runtime.build, cache, fe)
     strategy = "cpu" if not gpus or parse_placement(flags).n_gpu_layers == 0 else "given"
     return _evaluate(inv, w, quant, strategy, flags, cache.n_ctx, cache, cpu, gpus, frontend)
