@@ -298,6 +298,10 @@ def memory(
             **_buffers(d),
         )
         for d in plan.devices
+        # A buffer type no tensor went to is never allocated (llama_model_loader::create_tensor
+        # makes a context per buffer type on its first tensor, ctx_for_buft), so llama.cpp's log
+        # has no line for it: the CPU_REPACK of a quantization with no repackable type.
+        if d.total_bytes
     ]
     notes = builds.differences(rt.build)
     if n_gpus:

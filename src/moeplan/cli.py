@@ -24,7 +24,7 @@ from rich.table import Table
 from moeplan import LLAMACPP_BUILD, __version__, numbers
 from moeplan.errors import MoeplanError
 from moeplan.plan.uses import DEFAULT_USE, LONG_CONTEXT, TOO_SLOW_TOK_S, USES
-from moeplan.units import POLICY, billions, gb, gib
+from moeplan.units import POLICY, billions, gb, gib, seconds
 
 if TYPE_CHECKING:
     from moeplan import api
@@ -388,6 +388,12 @@ RigOpt = Annotated[
 ]
 
 
+def _capacity(n: int) -> str:
+    """A memory size as its maker states it, in whole GiB where it is one ("2,048 GiB", not
+    "2,048.00 GiB"), else to two decimals."""
+    return gib(n, 0 if n % 2**30 == 0 else 2)
+
+
 def _rig_table(rig: "Rig") -> Table:
     t = Table(title=f"rig: {rig.text}", show_header=False)
     t.add_column(style="bold")
@@ -398,13 +404,13 @@ def _rig_table(rig: "Rig") -> Table:
             n = node.gpus.count(g)
             t.add_row(
                 f"{prefix}GPU",
-                f"{n}x {g.name}: {gib(g.memory_bytes)}, {g.bandwidth_bytes_s / 1e9:,.0f} GB/s"
+                f"{n}x {g.name}: {_capacity(g.memory_bytes)}, {g.bandwidth_bytes_s / 1e9:,.0f} GB/s"
                 + (" (unified memory)" if g.unified_memory else ""),
             )
         h = node.host
         t.add_row(
             f"{prefix}RAM",
-            f"{gib(h.ram_bytes)} {h.ram_description}, {h.ram_bandwidth_bytes_s / 1e9:,.1f} GB/s",
+            f"{_capacity(h.ram_bytes)} {h.ram_description}, {h.ram_bandwidth_bytes_s / 1e9:,.1f} GB/s",
         )
         t.add_row(
             f"{prefix}CPU / links",
@@ -599,9 +605,9 @@ def plan(
     )
     out.print(
         f"speed: decode {r.decode_tok_s:,.1f} tok/s at {r.decode_fill:,} tokens of context; prefill "
-        f"{r.prefill_tok_s:,.0f} tok/s; first token after {r.ttft_s:,.2f} s for a {r.prompt_tokens:,}-token "
-        f"prompt; per-token latency p50/p95/p99 {1e3 * r.latency_p50_s:.1f}/{1e3 * r.latency_p95_s:.1f}/"
-        f"{1e3 * r.latency_p99_s:.1f} ms"
+        f"{r.prefill_tok_s:,.0f} tok/s; first token after {seconds(r.ttft_s)} for a "
+        f"{r.prompt_tokens:,}-token prompt; per-token latency p50/p95/p99 "
+        f"{1e3 * r.latency_p50_s:.1f}/{1e3 * r.latency_p95_s:.1f}/{1e3 * r.latency_p99_s:.1f} ms"
     )
     out.print(_devices_table(r.devices))
     _build_lines(r.backend, r.llamacpp_build, r.build_notes)
@@ -721,7 +727,7 @@ def fit(
             r.strategy,
             f"{r.ctx:,}",
             f"{r.decode_tok_s:,.1f}",
-            f"{r.ttft_s:,.1f} s",
+            seconds(r.ttft_s),
             r.bound_by,
         )
     out.print(t)

@@ -23,7 +23,7 @@ class GPU:
 class Host:
     ram_bytes: int
     ram_bandwidth_bytes_s: float
-    ram_description: str  # e.g. "DDR5-6000 dual-channel (assumed)"
+    ram_description: str  # its kind, e.g. "DDR5-6000 2-channel" (size and bandwidth are fields of their own)
     cpu_cores: int
     pcie_bytes_s: float  # host <-> each GPU, one direction
     disk_read_bytes_s: float  # sequential NVMe read, for mmap-from-disk plans
