@@ -4,8 +4,9 @@ missing option, each quantity said once in its unit, no row for a buffer llama.c
 import re
 
 import pytest
+import typer
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from moeplan import api
 from moeplan.cli import app
@@ -13,6 +14,10 @@ from moeplan.web.app import create_app
 from moeplan.web.render import extra, label
 
 runner = CliRunner()
+
+
+def _run(args: list[str]) -> Result:
+    return runner.invoke(app, args, prog_name="moeplan")
 
 
 def test_times_keep_a_real_value() -> None:
@@ -62,3 +67,61 @@ def test_rig_says_each_quantity_once(rig: str, ram: str) -> None:
     assert r.exit_code == 0, r.output
     row = next(x for x in r.stdout.splitlines() if "│ RAM" in x)
     assert ram in row, row
+
+
+def _commands_with_required_params() -> list[tuple[str, ...]]:
+    """Every command path of the CLI (subgroups' commands included) that needs an argument or option."""
+    root = typer.main.get_command(app)
+    assert isinstance(root, typer.core.TyperGroup)
+    out: list[tuple[str, ...]] = []
+    for name, cmd in root.commands.items():
+        subs = cmd.commands.items() if isinstance(cmd, typer.core.TyperGroup) else [(None, cmd)]
+        out += [
+            (name,) if sub is None else (name, sub) for sub, c in subs if any(p.required for p in c.params)
+        ]
+    return out
+
+
+REQUIRING = _commands_with_required_params()
+
+
+def test_the_commands_that_require_something_are_found() -> None:
+    assert {("fit",), ("plan",), ("explain",), ("memory",)} <= set(REQUIRING)
+
+
+@pytest.mark.parametrize("path", REQUIRING, ids=" ".join)
+def test_a_missing_required_option_is_one_line(path: tuple[str, ...]) -> None:
+    """Each command run with nothing: a command that needs an argument or option names it in one
+    `error:` line (with an example where the option has one) and the help to read, no usage box."""
+    r = _run(list(path))
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Missing "), r.stderr
+    assert f"see 'moeplan {' '.join(path)} --help'" in lines[0]
+    assert "╭" not in r.output and "Usage:" not in r.output
+
+
+def test_fit_without_rig_says_how_to_give_one() -> None:
+    r = _run(["fit"])
+    assert r.exit_code == 2
+    assert r.stderr.strip() == (
+        """error: Missing option '--rig' / '-r' (e.g. "RTX 4090 + 64GB DDR5-6000", "2x RTX 3090", """
+        """"M3 Ultra 512GB"); see 'moeplan fit --help'"""
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["nosuch"], "error: No such command 'nosuch'; see 'moeplan --help'"),
+        (["plan", "qwen3.5-9b", "--bogus", "1"], "error: No such option: --bogus"),
+    ],
+)
+def test_other_usage_errors_are_one_line(args: list[str], said: str) -> None:
+    r = _run(args)
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1 and said in r.stderr, r.stderr
+
+
+def test_no_arguments_still_shows_the_help() -> None:
+    r = _run([])
+    assert "Usage: moeplan" in r.output and "error:" not in r.output

@@ -6,7 +6,8 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -20,6 +21,8 @@ import typer  # after the pydantic switch above
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer._click import Context as ClickContext  # typer 0.29 vendors click and raises its errors
+from typer._click import exceptions as click_errors
 
 from moeplan import LLAMACPP_BUILD, __version__, numbers
 from moeplan.errors import MoeplanError
@@ -64,7 +67,41 @@ def _version(value: bool) -> None:
 if TYPE_CHECKING:
     from moeplan.plan.distributed import DistributedPlan
 
+
+class OneLineUsageErrors(typer.core.TyperGroup):
+    """A missing or malformed option ends as every other bad input does (one_line_errors): one line
+    on stderr naming it, what it takes and where the help is, exit code 2; not typer's boxed usage
+    text. The group's own arguments and, through `invoke`, each command's (click makes a command's
+    context inside its group's invoke) pass here. Asking for nothing still shows the help."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> ClickContext:
+        with _one_line_usage():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        with _one_line_usage():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line_usage() -> Iterator[None]:
+    try:
+        yield
+    except click_errors.NoArgsIsHelpError:
+        raise
+    except click_errors.UsageError as e:
+        message = e.format_message().rstrip(".").replace("\n", " ")
+        param = e.param if isinstance(e, click_errors.MissingParameter) else None
+        example = getattr(param, "help", None)  # typer's options and arguments carry their help
+        if example:
+            message += f" ({example})"
+        where = e.ctx.command_path if e.ctx else "moeplan"
+        print(f"error: {message}; see '{where} --help'", file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     add_completion=False,
     no_args_is_help=True,
     help=f"{__doc__}\n\nUnits, as on the web pages: {POLICY}.",
