@@ -125,3 +125,21 @@ def test_other_usage_errors_are_one_line(args: list[str], said: str) -> None:
 def test_no_arguments_still_shows_the_help() -> None:
     r = _run([])
     assert "Usage: moeplan" in r.output and "error:" not in r.output
+
+
+@pytest.mark.parametrize(
+    ("flags", "names"),
+    [
+        ("-dev CUDA1", ["CPU", "CUDA1"]),
+        ("-sm none -mg 3", ["CPU", "CUDA3"]),
+        ("-dev CUDA1,CUDA3 -sm none -mg 1", ["CPU", "CUDA3"]),
+        ("-dev CUDA2,CUDA0", ["CPU", "CUDA2", "CUDA0"]),
+    ],
+)
+def test_explain_names_devices_as_llama_cpp_does(flags: str, names: list[str]) -> None:
+    """A CUDA backend numbers every GPU it finds (ggml-cuda.cu's device list); -dev and -mg pick
+    among them and the log keeps their numbers: `-dev CUDA1` loads into "CUDA1 model buffer"."""
+    cmd = f"llama-server -m Qwen3.5-9B-Q4_K_M.gguf -ngl 99 {flags} -c 8192"
+    r = api.explain(cmd, "4x RTX 3090")
+    assert [d.name for d in r.devices] == names
+    assert r.bound_by.startswith(names[1]) or r.bound_by.startswith(names[-1]), r.bound_by

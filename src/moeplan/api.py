@@ -1209,25 +1209,27 @@ def _used_gpus(cmd: LlamaCommand, rig: Rig, rt: Runtime) -> Rig:
     `llama_model_load_from_file_impl` (src/llama.cpp) removes the others. Row and tensor split are not
     modelled, so they are refused rather than explained as a layer split."""
     gpus = rig.node.gpus
+    numbers = tuple(range(len(gpus)))  # llama.cpp's device numbers, kept for the names (CUDA1)
     if (listed := cmd.get("device")) is not None:
-        names = {backend_name(g, i, rt): g for i, g in enumerate(gpus)}
+        names = {backend_name(g, i, rt): i for i, g in enumerate(gpus)}
         wanted = [d.strip() for d in listed.split(",") if d.strip()]
         if wanted != ["none"] and (unknown := [d for d in wanted if d not in names]):
             known = ", ".join(names) or "none (the rig has no GPU)"
             raise MoeplanError(f"-dev {unknown[0]}: the rig's devices are {known}")
-        gpus = tuple(names[d] for d in wanted if d != "none")
+        numbers = tuple(names[d] for d in wanted if d != "none")
     mode = cmd.get("split_mode") or "layer"
     if mode not in ("layer", "none"):
         raise MoeplanError(
             f"-sm {mode} is not modelled: moeplan explains llama.cpp's layer split (-sm layer, the default) "
             "or one GPU (-sm none -mg N)"
         )
-    if mode == "none" and gpus:
+    if mode == "none" and numbers:
         main = cmd.integer("main_gpu") or 0
-        if not -1 <= main < len(gpus):
-            raise MoeplanError(f"-mg {main}: the command uses {len(gpus)} GPU(s), numbered from 0")
-        gpus = () if main < 0 else gpus[main : main + 1]
-    return replace(rig, nodes=(replace(rig.node, gpus=gpus), *rig.nodes[1:]))
+        if not -1 <= main < len(numbers):
+            raise MoeplanError(f"-mg {main}: the command uses {len(numbers)} GPU(s), numbered from 0")
+        numbers = () if main < 0 else numbers[main : main + 1]
+    node = replace(rig.node, gpus=tuple(gpus[n] for n in numbers), device_numbers=numbers)
+    return replace(rig, nodes=(node, *rig.nodes[1:]))
 
 
 def _explain_drafting(

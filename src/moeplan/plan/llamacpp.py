@@ -144,12 +144,11 @@ def device_slots(rig: Rig, runtime: Runtime = Runtime()) -> tuple[DeviceSlot, li
     held = dict(runtime.reserved)
     for i, g in enumerate(node.gpus):
         b = gpu_backend(g, runtime)
-        cap = g.memory_bytes - runtime.fit_target_bytes - held.get(backend_name(g, i, runtime), 0)
+        name = backend_name(g, node.device_number(i), runtime)
+        cap = g.memory_bytes - runtime.fit_target_bytes - held.get(name, 0)
         unified_used += g.memory_bytes if g.unified_memory else 0
         free = g.memory_bytes - b.runtime_bytes
-        gpus.append(
-            DeviceSlot(backend_name(g, i, runtime), max(cap, 0), g.bandwidth_bytes_s, free_bytes=free)
-        )
+        gpus.append(DeviceSlot(name, max(cap, 0), g.bandwidth_bytes_s, free_bytes=free))
     reserve = max(HOST_RESERVE_MIN, int(HOST_RESERVE_FRACTION * host.ram_bytes))
     cpu_cap = max(host.ram_bytes - reserve - unified_used - held.get(CPU, 0), 0)
     cpu = DeviceSlot(CPU, cpu_cap, host.ram_bandwidth_bytes_s, node, runtime)
