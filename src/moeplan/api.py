@@ -46,6 +46,7 @@ from moeplan.perf.estimate import PROMPT_TOKENS
 from moeplan.perf.speculative import default_acceptance
 from moeplan.plan.llamacpp import (
     FIT_TARGET,
+    ONE_GPU,
     Candidate,
     Runtime,
     TradeCell,
@@ -1173,6 +1174,11 @@ def explain(
         elif best.decode_tok_s > 1.02 * given.decode_tok_s:
             speedup = best.decode_tok_s / given.decode_tok_s
             suggestion = f"moeplan would use {best.flags}: {speedup:.2f}x the decode speed"
+        elif best.flags == ONE_GPU and (spread := _gpus_holding(given)) > 1:
+            suggestion = (
+                f"moeplan would use {best.flags}: one GPU holds it, as fast as spread over {spread}; "
+                f"the other {len(rig.node.gpus) - 1} are free for more replicas"
+            )
         if suggestion != "moeplan would run it the same way":
             suggested = cmd.with_placement(best.flags)
     return ExplainReport(
@@ -1201,6 +1207,11 @@ def explain(
         drafting=drafting,
         vision=_vision_report(vm) if vm is not None else None,
     )
+
+
+def _gpus_holding(c: Candidate) -> int:
+    """How many GPUs hold some of the plan's weights."""
+    return sum(1 for d in c.memory.devices if d.weights_bytes and not d.device.startswith(CPU))
 
 
 def _used_gpus(cmd: LlamaCommand, rig: Rig, rt: Runtime) -> Rig:
