@@ -1288,7 +1288,8 @@ def _explain_drafting(
                 "name it like Qwen3-0.6B-Q8_0.gguf"
             )
         dinv = inventory(resolve_model(named.model).require_spec())
-        place = parse_placement(f"-ngl {ngld or 'all'}")
+        # The draft inherits the command's -sm (common_base_params_to_speculative, common/speculative.cpp).
+        place = replace(parse_placement(f"-ngl {ngld or 'all'}"), split_mode=cmd.get("split_mode") or "layer")
         model = DraftModel(Path(draft_file).name, dinv, predict(dinv, named.file_type), place)
     kind = SpecType.SIMPLE if model is not None else SpecType.MTP
     drafting = Drafting(kind, n_max, model, **types)
