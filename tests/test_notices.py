@@ -54,7 +54,7 @@ def test_mxfp4_notice_only_with_mxfp4_weights_on_gpus_without_it() -> None:
 def test_multi_gpu_required_only_when_one_card_does_not_suffice() -> None:
     """Before: "split over 8 GPUs" beside 8x H100 for gpt-oss-120b, which one H100 holds."""
     one_suffices = api.plan("gpt-oss-120b", "8x H100")
-    assert len([d for d in one_suffices.devices if d.weights_bytes and d.name != "CPU"]) > 1
+    assert [d.name for d in one_suffices.devices if d.weights_bytes and d.name != "CPU"] == ["CUDA0"]
     assert "MULTI_GPU_REQUIRED" not in ids(one_suffices)
     needed = api.plan("qwen3.5-397b-a17b", "8x H100")
     assert needed.strategy == "gpu" and "MULTI_GPU_REQUIRED" in ids(needed)
@@ -135,3 +135,16 @@ def test_compute_gap_notice_only_where_the_family_declares_one_for_the_plans_seq
     ids = {n.id for n in api.plan("deepseek-v4-flash", rig, n_seq=1).notices}
     assert "COMPUTE_BUFFER_UNDERESTIMATED" not in ids
     assert "COMPUTE_BUFFER_UNDERESTIMATED" not in {n.id for n in api.plan("qwen3.5-9b", RIG_4090).notices}
+
+
+def test_gpus_free_where_one_gpu_of_several_holds_the_plan() -> None:
+    """Before: llama.cpp's default split spread muse-glimmer-30b (23 GB) over all eight H100s
+    (-ts 7,6,...); one holds it at the planned context, as fast, and the other seven are free."""
+    one = api.plan("muse-glimmer-30b", "8x H100")
+    assert " -sm none " in one.command and " -ts " not in one.command
+    assert [d.name for d in one.devices if d.name != "CPU"] == ["CUDA0"]
+    assert "the other 7 GPUs are free" in message(one, "GPUS_FREE")
+    assert f"{one.ctx:,} tokens" in message(one, "GPUS_FREE")
+    assert "GPUS_FREE" not in ids(api.plan("muse-glimmer-30b", "RTX 4090 + 64GB DDR5-6000"))  # one GPU
+    needed = api.plan("qwen3.5-397b-a17b", "8x H100")  # no single H100 holds it
+    assert " -ts " in needed.command and "GPUS_FREE" not in ids(needed)

@@ -306,3 +306,11 @@ def test_verification_cost_and_where_drafting_pays() -> None:
     assert not drafted_speed(dense, 1e-5, 3, Acceptance(0.0, "test")).pays
     slow = Speed(TokenWork({CPU: _moe()}, 0, 1), {CPU: _cpu(cached=10e9)}, math.inf, 0, 512)
     assert drafted_speed(slow, 1e-5, 3, high).speedup < drafted_speed(dense, 1e-5, 3, high).speedup
+
+
+def test_draft_model_follows_the_main_models_one_gpu() -> None:
+    """llama.cpp starts the draft's parameters from the main model's (common_base_params_to_speculative):
+    with -sm none the draft loads on the main GPU too, not split over the free ones."""
+    r = api.plan("qwen3.5-9b", "2x RTX 3090", draft="qwen3.5-0.8b")
+    assert " -sm none " in r.command
+    assert set(r.drafting[0].extra_bytes) == {"CPU", "CUDA0"}

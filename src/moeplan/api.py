@@ -50,6 +50,7 @@ from moeplan.perf.speculative import default_acceptance
 from moeplan.plan.fit import UserSet, fit_command, fit_summary, server_cache
 from moeplan.plan.llamacpp import (
     FIT_TARGET,
+    ONE_GPU,
     Candidate,
     Runtime,
     TradeCell,
@@ -303,6 +304,10 @@ def memory(
             **_buffers(d),
         )
         for d in plan.devices
+        # A buffer type no tensor went to is never allocated (llama_model_loader::create_tensor
+        # makes a context per buffer type on its first tensor, ctx_for_buft), so llama.cpp's log
+        # has no line for it: the CPU_REPACK of a quantization with no repackable type.
+        if d.total_bytes
     ]
     notes = builds.differences(rt.build)
     if n_gpus:
@@ -1253,6 +1258,11 @@ def explain(
         elif best.decode_tok_s > 1.02 * given.decode_tok_s:
             speedup = best.decode_tok_s / given.decode_tok_s
             suggestion = f"moeplan would use {best.flags}: {speedup:.2f}x the decode speed"
+        elif best.flags == ONE_GPU and (spread := _gpus_holding(given)) > 1:
+            suggestion = (
+                f"moeplan would use {best.flags}: one GPU holds it, as fast as spread over {spread}; "
+                f"the other {len(rig.node.gpus) - 1} are free for more replicas"
+            )
         if suggestion != "moeplan would run it the same way":
             suggested = cmd.with_placement(best.flags)
     return ExplainReport(
@@ -1284,31 +1294,38 @@ def explain(
     )
 
 
+def _gpus_holding(c: Candidate) -> int:
+    """How many GPUs hold some of the plan's weights."""
+    return sum(1 for d in c.memory.devices if d.weights_bytes and not d.device.startswith(CPU))
+
+
 def _used_gpus(cmd: LlamaCommand, rig: Rig, rt: Runtime) -> Rig:
     """The rig with the GPUs llama.cpp uses for the command: -dev/--device names them (none: CPU
     only; common/arg.cpp), -sm none keeps only the main GPU among them (-mg, default 0; -1: none), as
     `llama_model_load_from_file_impl` (src/llama.cpp) removes the others. Row and tensor split are not
     modelled, so they are refused rather than explained as a layer split."""
     gpus = rig.node.gpus
+    numbers = tuple(range(len(gpus)))  # llama.cpp's device numbers, kept for the names (CUDA1)
     if (listed := cmd.get("device")) is not None:
-        names = {backend_name(g, i, rt): g for i, g in enumerate(gpus)}
+        names = {backend_name(g, i, rt): i for i, g in enumerate(gpus)}
         wanted = [d.strip() for d in listed.split(",") if d.strip()]
         if wanted != ["none"] and (unknown := [d for d in wanted if d not in names]):
             known = ", ".join(names) or "none (the rig has no GPU)"
             raise MoeplanError(f"-dev {unknown[0]}: the rig's devices are {known}")
-        gpus = tuple(names[d] for d in wanted if d != "none")
+        numbers = tuple(names[d] for d in wanted if d != "none")
     mode = cmd.get("split_mode") or "layer"
     if mode not in ("layer", "none"):
         raise MoeplanError(
             f"-sm {mode} is not modelled: moeplan explains llama.cpp's layer split (-sm layer, the default) "
             "or one GPU (-sm none -mg N)"
         )
-    if mode == "none" and gpus:
+    if mode == "none" and numbers:
         main = cmd.integer("main_gpu") or 0
-        if not -1 <= main < len(gpus):
-            raise MoeplanError(f"-mg {main}: the command uses {len(gpus)} GPU(s), numbered from 0")
-        gpus = () if main < 0 else gpus[main : main + 1]
-    return replace(rig, nodes=(replace(rig.node, gpus=gpus), *rig.nodes[1:]))
+        if not -1 <= main < len(numbers):
+            raise MoeplanError(f"-mg {main}: the command uses {len(numbers)} GPU(s), numbered from 0")
+        numbers = () if main < 0 else numbers[main : main + 1]
+    node = replace(rig.node, gpus=tuple(gpus[n] for n in numbers), device_numbers=numbers)
+    return replace(rig, nodes=(node, *rig.nodes[1:]))
 
 
 def _explain_drafting(
@@ -1356,7 +1373,8 @@ def _explain_drafting(
                 "name it like Qwen3-0.6B-Q8_0.gguf"
             )
         dinv = inventory(resolve_model(named.model).require_spec())
-        place = parse_placement(f"-ngl {ngld or 'all'}")
+        # The draft inherits the command's -sm (common_base_params_to_speculative, common/speculative.cpp).
+        place = replace(parse_placement(f"-ngl {ngld or 'all'}"), split_mode=cmd.get("split_mode") or "layer")
         model = DraftModel(Path(draft_file).name, dinv, predict(dinv, named.file_type), place)
     kind = SpecType.SIMPLE if model is not None else SpecType.MTP
     drafting = Drafting(kind, n_max, model, **types)

@@ -6,7 +6,8 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -20,11 +21,13 @@ import typer  # after the pydantic switch above
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer._click import Context as ClickContext  # typer 0.29 vendors click and raises its errors
+from typer._click import exceptions as click_errors
 
 from moeplan import LLAMACPP_BUILD, __version__, numbers
 from moeplan.errors import MoeplanError
 from moeplan.plan.uses import DEFAULT_USE, LONG_CONTEXT, TOO_SLOW_TOK_S, USES
-from moeplan.units import POLICY, billions, gb, gib
+from moeplan.units import POLICY, billions, gb, gib, seconds
 
 if TYPE_CHECKING:
     from moeplan import api
@@ -64,7 +67,41 @@ def _version(value: bool) -> None:
 if TYPE_CHECKING:
     from moeplan.plan.distributed import DistributedPlan
 
+
+class OneLineUsageErrors(typer.core.TyperGroup):
+    """A missing or malformed option ends as every other bad input does (one_line_errors): one line
+    on stderr naming it, what it takes and where the help is, exit code 2; not typer's boxed usage
+    text. The group's own arguments and, through `invoke`, each command's (click makes a command's
+    context inside its group's invoke) pass here. Asking for nothing still shows the help."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> ClickContext:
+        with _one_line_usage():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        with _one_line_usage():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line_usage() -> Iterator[None]:
+    try:
+        yield
+    except click_errors.NoArgsIsHelpError:
+        raise
+    except click_errors.UsageError as e:
+        message = e.format_message().rstrip(".").replace("\n", " ")
+        param = e.param if isinstance(e, click_errors.MissingParameter) else None
+        example = getattr(param, "help", None)  # typer's options and arguments carry their help
+        if example:
+            message += f" ({example})"
+        where = e.ctx.command_path if e.ctx else "moeplan"
+        print(f"error: {message}; see '{where} --help'", file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     add_completion=False,
     no_args_is_help=True,
     help=f"{__doc__}\n\nUnits, as on the web pages: {POLICY}.",
@@ -393,6 +430,12 @@ RigOpt = Annotated[
 ]
 
 
+def _capacity(n: int) -> str:
+    """A memory size as its maker states it, in whole GiB where it is one ("2,048 GiB", not
+    "2,048.00 GiB"), else to two decimals."""
+    return gib(n, 0 if n % 2**30 == 0 else 2)
+
+
 def _rig_table(rig: "Rig") -> Table:
     t = Table(title=f"rig: {rig.text}", show_header=False)
     t.add_column(style="bold")
@@ -403,13 +446,13 @@ def _rig_table(rig: "Rig") -> Table:
             n = node.gpus.count(g)
             t.add_row(
                 f"{prefix}GPU",
-                f"{n}x {g.name}: {gib(g.memory_bytes)}, {g.bandwidth_bytes_s / 1e9:,.0f} GB/s"
+                f"{n}x {g.name}: {_capacity(g.memory_bytes)}, {g.bandwidth_bytes_s / 1e9:,.0f} GB/s"
                 + (" (unified memory)" if g.unified_memory else ""),
             )
         h = node.host
         t.add_row(
             f"{prefix}RAM",
-            f"{gib(h.ram_bytes)} {h.ram_description}, {h.ram_bandwidth_bytes_s / 1e9:,.1f} GB/s",
+            f"{_capacity(h.ram_bytes)} {h.ram_description}, {h.ram_bandwidth_bytes_s / 1e9:,.1f} GB/s",
         )
         t.add_row(
             f"{prefix}CPU / links",
@@ -604,9 +647,9 @@ def plan(
     )
     out.print(
         f"speed: decode {r.decode_tok_s:,.1f} tok/s at {r.decode_fill:,} tokens of context; prefill "
-        f"{r.prefill_tok_s:,.0f} tok/s; first token after {r.ttft_s:,.2f} s for a {r.prompt_tokens:,}-token "
-        f"prompt; per-token latency p50/p95/p99 {1e3 * r.latency_p50_s:.1f}/{1e3 * r.latency_p95_s:.1f}/"
-        f"{1e3 * r.latency_p99_s:.1f} ms"
+        f"{r.prefill_tok_s:,.0f} tok/s; first token after {seconds(r.ttft_s)} for a "
+        f"{r.prompt_tokens:,}-token prompt; per-token latency p50/p95/p99 "
+        f"{1e3 * r.latency_p50_s:.1f}/{1e3 * r.latency_p95_s:.1f}/{1e3 * r.latency_p99_s:.1f} ms"
     )
     out.print(_devices_table(r.devices))
     _build_lines(r.backend, r.llamacpp_build, r.build_notes)
@@ -728,7 +771,7 @@ def fit(
             r.strategy,
             f"{r.ctx:,}",
             f"{r.decode_tok_s:,.1f}",
-            f"{r.ttft_s:,.1f} s",
+            seconds(r.ttft_s),
             r.bound_by,
         )
     out.print(t)

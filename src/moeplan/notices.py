@@ -9,6 +9,7 @@ speaks of the plan it is given and appears only where its condition holds:
 - MXFP4_NEEDS_BLACKWELL: the plan's weights hold MXFP4 and a GPU lacks native MXFP4.
 - MULTI_GPU_REQUIRED: the plan's weights span several GPUs and the first alone cannot hold the
   model at this context.
+- GPUS_FREE: the plan runs on one GPU of several (-sm none), the others left free for replicas.
 - CONTEXT_REDUCED: the context was left to the policy and ends below the model's maximum (below the
   use's target when nothing fit there).
 - KV_CACHE_DOMINATES: the cache (f16) is more than half the weights, so a q8_0 cache would help.
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from moeplan.arch.registry import rules
 from moeplan.arch.spec import ModelSpec
 from moeplan.hardware.spec import Rig
-from moeplan.plan.llamacpp import GiB, PlanResult
+from moeplan.plan.llamacpp import ONE_GPU, GiB, PlanResult
 from moeplan.plan.policy import QUALITY_FLOOR, RopeScaling
 from moeplan.quant.ggml import GGMLType
 
@@ -168,6 +169,17 @@ def notices(
                 INFO,
                 f"the model is split over {len(used_gpus)} GPUs by layers ({c.flags}); "
                 "each token passes through them in turn",
+            )
+        )
+    free = len(rig.node.gpus) - 1
+    if c.flags == ONE_GPU and free:
+        out.append(
+            Notice(
+                "GPUS_FREE",
+                INFO,
+                f"one GPU holds the model at {c.ctx:,} tokens, so it runs on the first alone (-sm none), "
+                f"as fast as split by layers; the other {free} GPU{'s are' if free > 1 else ' is'} free, "
+                "e.g. for more replicas: another llama-server with -sm none -mg 1 --port 8081",
             )
         )
     if result.ctx_requested is None and spec.context_length and c.ctx < spec.context_length:

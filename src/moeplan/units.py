@@ -1,6 +1,7 @@
 """The one unit policy of every face, CLI tables and web pages alike: memory in GiB, as GPU makers'
 "GB" are binary (a 24 GB card holds 24 GiB); files in GB, decimal as the Hugging Face Hub shows them;
-parameters in B (10^9) or M (10^6). Each face states it (`POLICY`) and formats with these functions."""
+parameters in B (10^9) or M (10^6); times in ms under a second, else s. Each face states it
+(`POLICY`) and formats with these functions."""
 
 POLICY = "memory in GiB (2^30 bytes), files in GB (10^9 bytes)"
 
@@ -22,3 +23,11 @@ def billions(n: float | None) -> str:
     if n < 1e9:
         return f"{n / 1e6:,.0f} M"
     return f"{n / 1e9:,.2f} B" if n < 1e11 else f"{n / 1e9:,.1f} B"
+
+
+def seconds(s: float | None) -> str:
+    """A time (first token, per-token latency): milliseconds under a second, where "0.00 s" would
+    hide a real value, else seconds."""
+    if s is None:
+        return "—"
+    return f"{s * 1e3:,.1f} ms" if s < 1 else f"{s:,.2f} s"

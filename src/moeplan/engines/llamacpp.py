@@ -707,7 +707,7 @@ def plan_memory(
         if on_main:
             mem[name].offload_copy_bytes = max(offload.copy, offload.logits)
     if gpu_backend is not None:
-        for name in gpus:
+        for name in layer_gpus:  # -sm none: llama_context makes a backend for the model's devices only
             mem[name].runtime_bytes = gpu_backend.runtime_bytes
         if gpu_backend.maps_whole_file and mem[main].weights_bytes:
             # Metal: the mapped buffer spans the file's tensors, the host's included (module docstring

@@ -141,7 +141,7 @@ def build_host(stated: HostSpec, defaults: Defaults, gpu_count: int = 1) -> tupl
     host = Host(
         ram_bytes=round(ram_gb * GIB),
         ram_bandwidth_bytes_s=bandwidth,
-        ram_description=f"{ram_gb:g} GB {ram_type}-{mts} {channels}-channel ({bandwidth / GB:.0f} GB/s)",
+        ram_description=f"{ram_type}-{mts} {channels}-channel",
         cpu_cores=cores,
         pcie_bytes_s=pcie_bytes_s(gen, lanes),
         disk_read_bytes_s=disk_gb_s * GB,
@@ -166,10 +166,7 @@ def unified_host(stated: HostSpec, gpu: GPU, cores_default: int | None) -> tuple
     host = Host(
         ram_bytes=round(ram_gb * GIB),
         ram_bandwidth_bytes_s=gpu.bandwidth_bytes_s,
-        ram_description=(
-            f"{ram_gb:g} GB unified memory shared with the {gpu.name} GPU "
-            f"({gpu.bandwidth_bytes_s / GB:.0f} GB/s)"
-        ),
+        ram_description=f"unified memory shared with the {gpu.name} GPU",
         cpu_cores=cores,
         pcie_bytes_s=gpu.bandwidth_bytes_s,  # the GPU reads host memory in place
         disk_read_bytes_s=disk_gb_s * GB,

@@ -23,7 +23,7 @@ class GPU:
 class Host:
     ram_bytes: int
     ram_bandwidth_bytes_s: float
-    ram_description: str  # e.g. "DDR5-6000 dual-channel (assumed)"
+    ram_description: str  # its kind, e.g. "DDR5-6000 2-channel" (size and bandwidth are fields of their own)
     cpu_cores: int
     pcie_bytes_s: float  # host <-> each GPU, one direction
     disk_read_bytes_s: float  # sequential NVMe read, for mmap-from-disk plans
@@ -35,6 +35,19 @@ class Node:
     host: Host
     gpu_link: str = "pcie"  # pcie | nvlink | unified
     gpu_link_bytes_s: float = 0.0  # GPU <-> GPU, one direction
+    # llama.cpp's number of each GPU (the 1 of CUDA1) where a command uses some of the machine's
+    # (-dev CUDA1, -sm none -mg 3): a backend numbers the devices it finds, not the ones used.
+    # Empty: all of them, 0, 1, ...
+    device_numbers: tuple[int, ...] = ()
+
+    def device_number(self, i: int) -> int:
+        """The llama.cpp number of `gpus[i]`."""
+        return self.device_numbers[i] if self.device_numbers else i
+
+    def gpu_numbered(self, number: int) -> "GPU | None":
+        """The GPU llama.cpp numbers `number`, if the node uses it."""
+        numbers = self.device_numbers or range(len(self.gpus))
+        return self.gpus[numbers.index(number)] if number in numbers else None
 
 
 @dataclass(frozen=True)

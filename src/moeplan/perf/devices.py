@@ -75,15 +75,13 @@ def gpu_rates(name: str, gpu: GPU, cal: Calibration = CALIBRATION) -> Rates:
 
 
 def gpu_for(name: str, node: Node) -> GPU | None:
-    """The node's GPU behind a backend name (CUDA0, ROCm1, MTL0, RPC2 ...): the trailing index."""
+    """The node's GPU behind a backend name (CUDA0, ROCm1, MTL0, RPC2 ...): the trailing number."""
     digits = ""
     for ch in reversed(name):
         if not ch.isdigit():
             break
         digits = ch + digits
-    if not digits or int(digits) >= len(node.gpus):
-        return None
-    return node.gpus[int(digits)]
+    return node.gpu_numbered(int(digits)) if digits else None
 
 
 def rates_for(

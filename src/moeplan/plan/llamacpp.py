@@ -144,12 +144,11 @@ def device_slots(rig: Rig, runtime: Runtime = Runtime()) -> tuple[DeviceSlot, li
     held = dict(runtime.reserved)
     for i, g in enumerate(node.gpus):
         b = gpu_backend(g, runtime)
-        cap = g.memory_bytes - runtime.fit_target_bytes - held.get(backend_name(g, i, runtime), 0)
+        name = backend_name(g, node.device_number(i), runtime)
+        cap = g.memory_bytes - runtime.fit_target_bytes - held.get(name, 0)
         unified_used += g.memory_bytes if g.unified_memory else 0
         free = g.memory_bytes - b.runtime_bytes
-        gpus.append(
-            DeviceSlot(backend_name(g, i, runtime), max(cap, 0), g.bandwidth_bytes_s, free_bytes=free)
-        )
+        gpus.append(DeviceSlot(name, max(cap, 0), g.bandwidth_bytes_s, free_bytes=free))
     reserve = max(HOST_RESERVE_MIN, int(HOST_RESERVE_FRACTION * host.ram_bytes))
     cpu_cap = max(host.ram_bytes - reserve - unified_used - held.get(CPU, 0), 0)
     cpu = DeviceSlot(CPU, cpu_cap, host.ram_bandwidth_bytes_s, node, runtime)
@@ -225,6 +224,11 @@ def _evaluate(
     )
 
 
+# llama.cpp's "-sm none: use one GPU only" (common/arg.cpp), the main GPU (-mg, default 0): the model
+# loader keeps that device alone (llama_model_load_from_file_impl, src/llama.cpp).
+ONE_GPU = "-ngl 99 -sm none"
+
+
 def _split_flags(layer_bytes: list[int], gpus: list[DeviceSlot]) -> str:
     """-ts giving each GPU a contiguous run of layers in proportion to its capacity (layer counts;
     the last slot is the output layer, which llama.cpp puts on the last GPU)."""
@@ -281,6 +285,13 @@ def best_for_quant(
     if not gpus or loaded > cpu.capacity_bytes + sum(g.capacity_bytes for g in gpus):
         return out  # no placement can help when the weights alone exceed RAM + VRAM
     full = ev("gpu", "-ngl 99" + _split_flags(_layer_gpu_bytes(w, n_all, 0), gpus))
+    if len(gpus) > 1:
+        # One GPU that holds it all is what a practitioner runs: no hop between GPUs, and the others
+        # free for more replicas. Taken unless the layer split is faster (beyond rounding: the two
+        # sum the same per-layer times in another order).
+        one = ev("gpu", ONE_GPU)
+        if one.fits and one.seconds_per_token <= full.seconds_per_token * (1 + 1e-9):
+            full = one
     out.append(full)
     if full.fits:
         return out

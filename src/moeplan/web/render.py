@@ -51,8 +51,19 @@ def speed(x: float | None) -> str:
 
 
 def label(name: str) -> str:
-    """'prefill_tok_s' -> 'prefill tok/s' (for fields the speed model adds)."""
-    return name.replace("_tok_s", " tok/s").replace("_s", " s").replace("_", " ")
+    """'prefill_tok_s' -> 'prefill tok/s', 'ttft_s' -> 'ttft' (for fields the speed model adds; a
+    time carries its own unit, `extra`)."""
+    if name.endswith("_tok_s"):
+        name = name.removesuffix("_tok_s") + " tok/s"
+    return name.removesuffix("_s").replace("_", " ")
+
+
+def extra(value: float, name: str) -> str:
+    """A number the speed model added, by its field's name: a time (`_s`) in ms or s, as the CLI
+    shows it; a speed (`_tok_s`) or a count as the other numbers."""
+    if name.endswith("_s") and not name.endswith("_tok_s"):
+        return units.seconds(value).replace(" ", "\u00a0")
+    return speed(value)
 
 
 def command_html(cmd: str) -> Markup:
@@ -162,6 +173,7 @@ def environment() -> Environment:
         tokens=tokens,
         speed=speed,
         label=label,
+        extra=extra,
         command_html=command_html,
         prose_html=prose_html,
     )
