@@ -35,6 +35,9 @@ from moeplan.sources.catalog import load_catalog, normalise, resolve
         ("meta-llama/Llama-3.3-70B-Instruct", "llama-3.1-70b"),
         ("deepseek-r1-0528", "deepseek-r1"),
         ("Qwen3-30B-A3B", "qwen3-30b-a3b"),  # the original stays its own entry
+        ("qwen3-vl-8b", "qwen3-vl-8b"),
+        ("Qwen3-VL-32B", "qwen3-vl-32b"),
+        ("unsloth/Qwen3-VL-32B-Instruct-GGUF", "qwen3-vl-32b"),
     ],
 )
 def test_names_people_type(typed: str, model_id: str) -> None:
