@@ -26,6 +26,18 @@ from moeplan.sources.catalog import load_catalog, normalise, resolve
         ("deepseek v4 flash", "deepseek-v4-flash"),
         ("poolside/Laguna-XS.2-FP8", "laguna-xs.2"),  # a pre-quantized checkpoint's repository
         ("Laguna-S-2.1-FP8", "laguna-s-2.1"),
+        ("qwen3-30b-a3b-instruct-2507", "qwen3-30b-a3b-instruct-2507"),
+        ("Qwen3-30B-A3B-Thinking-2507", "qwen3-30b-a3b-instruct-2507"),
+        ("Qwen3-235B-A22B-Instruct-2507", "qwen3-235b-a22b-instruct-2507"),
+        ("unsloth/Qwen3-235B-A22B-Thinking-2507-GGUF", "qwen3-235b-a22b-instruct-2507"),
+        ("Qwen3-4B-Instruct-2507", "qwen3-4b-instruct-2507"),
+        ("llama-3.3-70b", "llama-3.1-70b"),  # the same config.json as 3.1's
+        ("meta-llama/Llama-3.3-70B-Instruct", "llama-3.1-70b"),
+        ("deepseek-r1-0528", "deepseek-r1"),
+        ("Qwen3-30B-A3B", "qwen3-30b-a3b"),  # the original stays its own entry
+        ("qwen3-vl-8b", "qwen3-vl-8b"),
+        ("Qwen3-VL-32B", "qwen3-vl-32b"),
+        ("unsloth/Qwen3-VL-32B-Instruct-GGUF", "qwen3-vl-32b"),
     ],
 )
 def test_names_people_type(typed: str, model_id: str) -> None:
@@ -48,6 +60,25 @@ def test_an_alias_says_which_entry_serves_it() -> None:
     assert predict_size("Qwen3.5-35B-A3B-Instruct", "Q4_K_M").notes[0] == note
     assert memory("Qwen3.5-35B-A3B-Instruct", "Q4_K_M", 4096).notes[0] == note
     assert not any("planned as" in n for n in predict_size("Qwen/Qwen3.5-35B-A3B", "Q4_K_M").notes)
+
+
+@pytest.mark.parametrize(
+    ("typed", "model_id", "quant"),
+    [
+        ("gpt-oss-120b-mxfp4", "gpt-oss-120b", "MXFP4_MOE"),  # ggml-org's file name
+        ("gpt-oss-120b-mxfp4-00001-of-00003.gguf", "gpt-oss-120b", "MXFP4_MOE"),
+        ("Qwen_Qwen3-8B-Q4_K_M", "qwen3-8b", "Q4_K_M"),
+    ],
+)
+def test_a_quant_label_in_a_model_name_is_refused_with_both_halves(
+    typed: str, model_id: str, quant: str
+) -> None:
+    """The label is a second choice: taken silently it would be dropped or fight --quant."""
+    with pytest.raises(ModelNotFound) as e:
+        resolve(typed)
+    message = str(e.value)
+    assert f"name the model '{model_id}'" in message and f"--quant {quant}" in message
+    assert "\n" not in message
 
 
 def test_unknown_names_get_one_line_with_a_suggestion() -> None:

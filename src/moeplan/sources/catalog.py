@@ -14,6 +14,7 @@ from moeplan.arch.spec import ModelSpec
 from moeplan.arch.vision import VisionTower, tower_from_config
 from moeplan.data_files import InvalidYAML, load_yaml
 from moeplan.errors import BadConfig, ModelNotFound, did_you_mean
+from moeplan.sources.file_names import read_file_name
 
 
 class Source(BaseModel):
@@ -204,13 +205,35 @@ def resolve(name: str) -> CatalogEntry:
     if _ID.fullmatch(key) and (_FOLDER / f"{key}.yaml").is_file():
         # A catalog id: its own file, not all 75 (a third of `moeplan plan`'s start-up).
         return _load_entry(f"{key}.yaml")
-    index = _index()
     key = normalise(name)
-    entry = index.get(name.strip().lower()) or index.get(key) or _loose_index().get(_loose(key))
+    entry = _lookup(name)
     if entry is not None:
         return entry
     raise ModelNotFound(
-        f"unknown model '{name}'{did_you_mean(key, load_catalog())} (see `moeplan models` for the catalog)"
+        _named_file_hint(name)
+        or f"unknown model '{name}'{did_you_mean(key, load_catalog())} (see `moeplan models` for the catalog)"
+    )
+
+
+def _lookup(name: str) -> CatalogEntry | None:
+    key = normalise(name)
+    return _index().get(name.strip().lower()) or _index().get(key) or _loose_index().get(_loose(key))
+
+
+def _named_file_hint(name: str) -> str | None:
+    """The refusal of a model name that carries a GGUF file's quantization label (`gpt-oss-120b-mxfp4`,
+    `Qwen3-8B-Q4_K_M`): the words before the label name a catalog model, but the label is a second
+    choice a model name must not make silently (it would be dropped, or fight an explicit quant)."""
+    named = read_file_name(name)
+    if named is None or named.file_type is None or not named.model:
+        return None
+    entry = _lookup(named.model)
+    if entry is None:
+        return None
+    return (
+        f"unknown model '{name}': that is a file name ({entry.name} at {named.label}, "
+        f"llama.cpp {named.file_type.name}); name the model '{entry.id}' and give the quantization "
+        f"on its own (--quant {named.file_type.name})"
     )
 
 

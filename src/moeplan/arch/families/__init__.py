@@ -30,7 +30,7 @@ from moeplan.arch.families.nemotron_h import NemotronHMoe
 from moeplan.arch.families.olmoe import Olmoe
 from moeplan.arch.families.phimoe import PhiMoe
 from moeplan.arch.families.qwen3 import Qwen3, Qwen3Moe
-from moeplan.arch.families.qwen3vl import Qwen3VLMoe
+from moeplan.arch.families.qwen3vl import Qwen3VL, Qwen3VLMoe
 from moeplan.arch.families.qwen4exp import Qwen4Exp
 from moeplan.arch.families.qwen35 import Qwen3Next, Qwen35, Qwen35Moe
 from moeplan.arch.families.seed_oss import SeedOss
@@ -72,6 +72,7 @@ FAMILIES: tuple[type[Family], ...] = (
     HunyuanMoe,
     Dots1,
     PhiMoe,
+    Qwen3VL,
     Qwen3VLMoe,
     GraniteMoe,
     MuseGlimmer,

@@ -1,16 +1,20 @@
-"""Qwen3-VL MoE's text model (Qwen3-VL-30B-A3B, 235B-A22B): the Qwen3-MoE trunk with interleaved
-M-RoPE and DeepStack (visual features added to the first layers' outputs).
+"""Qwen3-VL's text models: the Qwen3-MoE trunk (Qwen3-VL-30B-A3B, 235B-A22B; `qwen3vlmoe`) or the
+dense Qwen3 trunk (Qwen3-VL-8B, 32B; `qwen3vl`), with interleaved M-RoPE and DeepStack (visual
+features added to the first layers' outputs).
 
-The pinned converter (`conversion/qwen3vl.py` Qwen3VLMoeTextModel on Qwen3MoeModel) writes the text
+The pinned converter (`conversion/qwen3vl.py` Qwen3VLMoeTextModel on Qwen3MoeModel, Qwen3VLTextModel on
+Qwen3Model) writes the text
 model only (the vision tower goes to the mmproj file), `rope.dimension_sections` from
 `mrope_section` and `n_deepstack_layers` = len(vision_config.deepstack_visual_indexes).
 `llama_model_qwen3vlmoe::load_arch_hparams` requires the sections; the deepstack count widens the
 input embedding to n_embd x (1 + n_deepstack_layers) (`llama_hparams::n_embd_inp`).
 """
 
+from typing import ClassVar
+
 from moeplan.arch import config as c
 from moeplan.arch.config import Config
-from moeplan.arch.families.qwen3 import Qwen3Moe
+from moeplan.arch.families.qwen3 import Qwen3, Qwen3Moe
 from moeplan.arch.family import Family, GGUFValue
 from moeplan.arch.from_gguf import GGUFHParams, generic_spec
 from moeplan.arch.spec import ModelSpec
@@ -48,9 +52,10 @@ class Qwen3VLMoe(Family):
     arch = "qwen3vlmoe"
     model_types = ("qwen3_vl_moe_text", "qwen3_vl_moe")
     qk_norm = True
+    trunk: ClassVar[Family] = Qwen3Moe()  # the layers M-RoPE and DeepStack are added to
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
-        spec = Qwen3Moe().spec_from_config(cfg)  # the Qwen3-MoE trunk
+        spec = self.trunk.spec_from_config(cfg)
         rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
         sections = rope.get("mrope_section")
         if not isinstance(sections, list) or not sections:
@@ -93,3 +98,12 @@ class Qwen3VLMoe(Family):
         kv[".rope.dimension_sections"] = mrope_sections(spec, self.rope_dims(spec, spec.layers[0].attn) // 2)
         kv[".n_deepstack_layers"] = deepstack_layers(spec)
         return kv
+
+
+class Qwen3VL(Qwen3VLMoe):
+    """The dense Qwen3-VL text models: `llama_model_qwen3vl` reads the same two keys and builds the
+    same DeepStack graph as the MoE one (src/models/qwen3vl.cpp) on Qwen3's dense layers."""
+
+    arch = "qwen3vl"
+    model_types = ("qwen3_vl_text", "qwen3_vl")
+    trunk = Qwen3()
