@@ -107,3 +107,24 @@ def test_explain_reads_ctx_checkpoints_into_the_host_fit() -> None:
     )
     with pytest.raises(MoeplanError, match="--ctx-checkpoints -2"):
         api.explain(cmd + " -ctxcp -2", RIG)
+
+
+def test_the_policy_keeps_fewer_checkpoints_where_they_crowd_the_host() -> None:
+    """Llama 4 Maverick on a 4090 + 64 GB: with llama-server's 32 checkpoints of its chunked cache
+    nothing fits without disk; without them IQ1_S does, and the policy keeps the most that still
+    fit beside it, says so in the command and in a notice."""
+    r = api.plan("llama-4-maverick-17b-128e", RIG)
+    n = int(r.command.split("--ctx-checkpoints ")[1].split()[0])
+    assert 0 <= n < DEFAULT_CTX_CHECKPOINTS and r.fits
+    assert "CTX_CHECKPOINTS_REDUCED" in {x.id for x in r.notices}
+    host = next(d for d in r.devices if d.name == CPU)
+    assert 0 < host.checkpoint_bytes and host.total_bytes <= host.capacity_bytes
+    more = api.plan("llama-4-maverick-17b-128e", "RTX 4090 + 512GB DDR5-6000")
+    assert "--ctx-checkpoints" not in more.command
+    assert "CTX_CHECKPOINTS_REDUCED" not in {x.id for x in more.notices}
+
+
+def test_a_plan_that_fits_keeps_the_servers_checkpoints() -> None:
+    r = api.plan("gemma-3-27b", RIG)
+    assert "--ctx-checkpoints" not in r.command
+    assert next(d for d in r.devices if d.name == CPU).checkpoint_bytes > 0

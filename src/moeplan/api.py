@@ -674,6 +674,7 @@ def _llamacpp_report(
                 cache_v=ctv,
                 n_ubatch=cand.cache.n_ubatch,
                 op_offload=rt.op_offload,
+                ctx_checkpoints=result.ctx_checkpoints,
             )
             + mmproj
         )

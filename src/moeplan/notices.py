@@ -20,6 +20,9 @@ speaks of the plan it is given and appears only where its condition holds:
 - OP_OFFLOAD_COPY: a GPU's compute buffer holds the copy of a CPU-resident weight that op offload
   makes for prompt batches (engines/gpu_backends.py); --no-op-offload frees it.
 - GPU_MARGIN: all layers on the GPU would fit within llama.cpp's --fit-target margin, not outside it.
+- CTX_CHECKPOINTS_REDUCED: llama-server's 32 context checkpoints per slot did not fit the host
+  beside this plan, so the policy keeps fewer (`--ctx-checkpoints N`): an edited or branched
+  conversation may then reprocess more of its prompt.
 - COMPUTE_BUFFER_UNDERESTIMATED: the compute buffer was measured above moeplan's estimate for this
   model with the plan's sequences (the family's `compute_gap`, e.g. DeepSeek-V4 Pro, or Flash with
   several sequences).
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 
 from moeplan.arch.registry import rules
 from moeplan.arch.spec import ModelSpec
+from moeplan.engines.llamacpp import CPU
 from moeplan.hardware.spec import Rig
 from moeplan.plan.llamacpp import ONE_GPU, GiB, PlanResult
 from moeplan.plan.policy import QUALITY_FLOOR, RopeScaling
@@ -180,6 +184,18 @@ def notices(
                 f"one GPU holds the model at {c.ctx:,} tokens, so it runs on the first alone (-sm none), "
                 f"as fast as split by layers; the other {free} GPU{'s are' if free > 1 else ' is'} free, "
                 "e.g. for more replicas: another llama-server with -sm none -mg 1 --port 8081",
+            )
+        )
+    if result.ctx_checkpoints is not None:
+        kept = c.memory.device(CPU).checkpoint_bytes
+        out.append(
+            Notice(
+                "CTX_CHECKPOINTS_REDUCED",
+                WARN,
+                f"--ctx-checkpoints {result.ctx_checkpoints}: llama-server keeps 32 context checkpoints "
+                f"per slot in RAM by default (the SWA cache or recurrent state at each, {kept / GiB:.1f} GiB "
+                "at this count), which this host cannot hold beside the plan; with fewer, an edited or "
+                "branched conversation may reprocess more of its prompt",
             )
         )
     if result.ctx_requested is None and spec.context_length and c.ctx < spec.context_length:

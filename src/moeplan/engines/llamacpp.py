@@ -819,8 +819,10 @@ def render_command(
     n_ubatch: int = 512,
     binary: str = "llama-server",
     op_offload: bool = True,
+    ctx_checkpoints: int | None = None,
 ) -> str:
-    """The exact command line for a plan (llama-server unless told otherwise)."""
+    """The exact command line for a plan (llama-server unless told otherwise); `ctx_checkpoints`:
+    llama-server's --ctx-checkpoints where the plan sets it (None: the server's default)."""
     parts = [binary, "-m", shlex.quote(model_file), "-c", str(ctx), placement_flags.strip()]
     parts += ["-fa", "on" if flash_attn else "off"]
     if not op_offload:
@@ -831,4 +833,5 @@ def render_command(
         parts += ["-ub", str(n_ubatch)]
     if binary == "llama-server":
         parts += ["-np", str(n_seq), "--jinja"]
+        parts += ["--ctx-checkpoints", str(ctx_checkpoints)] if ctx_checkpoints is not None else []
     return " ".join(p for p in parts if p)

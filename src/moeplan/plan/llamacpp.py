@@ -12,7 +12,7 @@ Which context, quantization and levers (KV cache type, -ub, -np) win is the poli
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -385,6 +385,7 @@ class PlanResult:
     single_gpu_fits: bool  # the chosen context fits entirely on the first GPU alone
     trade: list[TradeCell] = field(default_factory=list)
     margin_bytes: int = FIT_TARGET  # kept free on every GPU (the plan's Runtime.fit_target_bytes)
+    ctx_checkpoints: int | None = None  # --ctx-checkpoints the policy set (None: llama-server's default)
 
 
 def _disk_plan(
@@ -446,9 +447,87 @@ def plan(
     alternatives, each with the reason it lost, and the trade table of quantization x context.
     `ctx`: plan exactly this context; None: the use's target, grown to the most that fits.
     `kv_auto`, `ub_auto`: the KV cache type and -ub are the policy's levers, not `cache`'s.
-    `file`: a real GGUF's tensors, planned as they are (at `quant`, the file's type)."""
+    `file`: a real GGUF's tensors, planned as they are (at `quant`, the file's type).
+    `frontend`: llama-server by default; its context checkpoints, left to the tool's default, are a
+    lever too (`_fewer_checkpoints`)."""
     cache = cache or CacheConfig(n_ctx=0)
     frontend = frontend or Frontend("llama-server", n_outputs_max=cache.n_seq)
+
+    def run(fe: Frontend) -> PlanResult:
+        return _plan(
+            spec, rig, ctx, quant, cache, fe, mtp, alternatives, file, use, kv_auto, ub_auto, runtime
+        )
+
+    result = run(frontend)
+    if frontend.ctx_checkpoints is not None or not _short_of_host(result):
+        return result
+    return _fewer_checkpoints(result, run, frontend, rig, runtime, file or inventory(spec, mtp=mtp))
+
+
+def _standing(r: PlanResult) -> tuple[bool, bool]:
+    """How a plan stands by the policy's order, (False, False) best: fits without disk, at the floor."""
+    return (r.disk or not r.chosen.fits, r.below_floor)
+
+
+def _short_of_host(r: PlanResult) -> bool:
+    """The plan falls short (disk, below the floor) while llama-server's checkpoints hold host memory."""
+    return _standing(r) != (False, False) and r.chosen.memory.device(CPU).checkpoint_bytes > 0
+
+
+def _fewer_checkpoints(
+    result: PlanResult,
+    run: Callable[[Frontend], PlanResult],
+    frontend: Frontend,
+    rig: Rig,
+    runtime: Runtime,
+    inv: Inventory,
+) -> PlanResult:
+    """Policy (plan/policy.py, levers): llama-server keeps up to 32 context checkpoints per slot in
+    host memory; where they are what keeps the plan off the GPU budget or below the floor, plan
+    without them, then keep the most of them (up to the default) that the chosen plan still holds,
+    so the command says `--ctx-checkpoints N`."""
+    without = run(replace(frontend, ctx_checkpoints=0))
+    if _standing(without) >= _standing(result):
+        return result
+    c = without.chosen
+    cpu, gpus = device_slots(rig, runtime)
+    w = _weights(inv, c.quant)
+
+    def holds(n: int) -> bool:
+        fe = at_build(runtime.build, c.cache, replace(frontend, ctx_checkpoints=n))[1]
+        return _evaluate(inv, w, c.quant, c.strategy, c.flags, c.ctx, c.cache, cpu, gpus, fe).fits
+
+    n = _largest(0, frontend.n_ctx_checkpoints, holds)
+    kept = run(replace(frontend, ctx_checkpoints=n)) if n else without
+    if n and _standing(kept) > _standing(without):  # the context grew into what they needed
+        kept, n = without, 0
+    return replace(kept, ctx_checkpoints=n)
+
+
+def _largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
+    """The largest k in [lo, hi] with ok(k), given ok(lo) and that ok turns false once and stays so."""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+    return lo
+
+
+def _plan(
+    spec: ModelSpec,
+    rig: Rig,
+    ctx: int | None,
+    quant: FileType | None,
+    cache: CacheConfig,
+    frontend: Frontend,
+    mtp: bool | None,
+    alternatives: bool,
+    file: FileInventory | None,
+    use: Use,
+    kv_auto: bool,
+    ub_auto: bool,
+    runtime: Runtime,
+) -> PlanResult:
+    """`plan` for one front end."""
     cache, frontend = at_build(runtime.build, cache, frontend)
     cpu, gpus = device_slots(rig, runtime)
     inv = file or inventory(spec, mtp=mtp)

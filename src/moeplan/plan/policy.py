@@ -35,6 +35,11 @@ Levers the policy sets and the command shows:
 - -ub: llama.cpp's 512 unless a larger micro-batch (UBATCH_OFFLOAD) fits with the same flags where
   weights sit in host memory: the CUDA backend copies CPU-resident weights to the GPU once per
   micro-batch (op offload, perf/prefill.py), so a larger one divides that PCIe traffic per token.
+- Context checkpoints: llama-server's default, 32 per slot in host memory for SWA and recurrent
+  models (`memory/checkpoints.py`), unless they are what keeps a plan from fitting or above the
+  floor: then the plan is made without them and keeps the most (up to 32) that still fit beside it,
+  `--ctx-checkpoints N` in the command (notice CTX_CHECKPOINTS_REDUCED). `--ctx-checkpoints` in a
+  pasted command is the user's and is kept.
 
 The checker's verdicts (`verdict`), best first: runs well; runs only below the quality floor; runs
 too slowly to use (decode below TOO_SLOW_TOK_S); does not fit (including plans that stream weights
