@@ -118,7 +118,7 @@ def test_the_policy_keeps_fewer_checkpoints_where_they_crowd_the_host() -> None:
     assert 0 <= n < DEFAULT_CTX_CHECKPOINTS and r.fits
     assert "CTX_CHECKPOINTS_REDUCED" in {x.id for x in r.notices}
     host = next(d for d in r.devices if d.name == CPU)
-    assert 0 < host.checkpoint_bytes and host.total_bytes <= host.capacity_bytes
+    assert host.checkpoint_bytes > 0 and host.total_bytes <= host.capacity_bytes
     more = api.plan("llama-4-maverick-17b-128e", "RTX 4090 + 512GB DDR5-6000")
     assert "--ctx-checkpoints" not in more.command
     assert "CTX_CHECKPOINTS_REDUCED" not in {x.id for x in more.notices}
