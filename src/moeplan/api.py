@@ -766,8 +766,7 @@ def _bare_server(
     spec: ModelSpec, rig: Rig, chosen: Candidate, file: str, inv: FileInventory | None, rt: Runtime
 ) -> BareServerReport:
     """What `llama-server -m FILE` alone would run with on this rig, against the plan's flags."""
-    weights = inv.weights if inv is not None else None
-    out, bare = fit_command(spec, rig, chosen.quant, server_cache(rt.build), UserSet(), weights, rt)
+    out, bare = fit_command(spec, rig, chosen.quant, server_cache(rt.build), UserSet(), runtime=rt, file=inv)
     summary = fit_summary(out, spec.context_length)
     if not bare.fits:
         over = ", ".join(f"{d} by {b / 2**30:.1f} GiB" for d, b in bare.overflow.items())
@@ -1216,7 +1215,7 @@ def explain(
     if not fit_on:  # llama_context: -c 0 or none is n_ctx_train
         ctx = user.n_ctx or spec.context_length
     else:  # common_fit_params before the model loads (common/common.cpp common_init_result)
-        out, _ = fit_command(spec, rig, ft, cache_at(0), user, weights, rt)
+        out, _ = fit_command(spec, rig, ft, cache_at(0), user, weights, rt, file=resolved.file)
         ctx, flags = out.n_ctx, f"{cmd.placement_flags} {out.flags}".strip() or flags
         summary = fit_summary(out, spec.context_length * streams)
         fit_report = FitReport(

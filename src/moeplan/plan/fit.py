@@ -13,7 +13,7 @@ from moeplan.engines.llamacpp import CPU, Frontend, parse_placement
 from moeplan.errors import MoeplanError
 from moeplan.hardware.spec import Rig
 from moeplan.memory.kv import CacheConfig
-from moeplan.memory.weights import Weights
+from moeplan.memory.weights import FileInventory, Weights
 from moeplan.plan.llamacpp import Candidate, Runtime, _evaluate, _weights, device_slots
 from moeplan.quant.recipe import FileType
 
@@ -47,12 +47,14 @@ def fit_command(
     weights: Weights | None = None,
     runtime: Runtime | None = None,
     frontend: Frontend | None = None,
+    file: FileInventory | None = None,
 ) -> tuple[FitOutcome, Candidate]:
     """llama.cpp's --fit on this command, and the plan it then loads (context and placement).
-    `frontend`: the program (default llama-server, whose slots bound the outputs)."""
+    `frontend`: the program (default llama-server, whose slots bound the outputs); `file`: a real
+    GGUF's tensors (any architecture, also one moeplan has no family for)."""
     runtime = runtime or Runtime()
-    inv = inventory(spec, mtp=False)
-    w = weights or _weights(inv, quant)
+    inv = file or inventory(spec, mtp=False)
+    w = weights or (file.weights if file is not None else _weights(inv, quant))
     cpu, gpus = device_slots(rig, runtime)
     fe = frontend or Frontend("llama-server", n_outputs_max=cache.n_seq)
     cache, fe = builds.at_build(runtime.build, cache, fe)
