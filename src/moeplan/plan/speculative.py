@@ -166,7 +166,8 @@ def options(
             if file is None and published is not None and not published.mtp:
                 needs = (
                     "needs a GGUF with the MTP layers: convert with the pinned convert_hf_to_gguf.py "
-                    f"(it keeps them); the published uploads lack them ({published.source})"
+                    "(it keeps them); the published uploads lack them (the catalog entry's published_gguf "
+                    "names the files checked)"
                 )
             d = Drafting(SpecType.MTP, n_max)
             out.append(
