@@ -11,5 +11,5 @@ pytestmark = pytest.mark.llamacpp
 @pytest.mark.parametrize("key", SUBJECTS)
 def test_logged_checkpoint_size_is_the_predicted_one(key: str) -> None:
     c = check(key)
-    assert c["logged"], c  # the prompt is long enough for the server to checkpoint
-    assert c["ok"], (c["id"], c["predicted_mib"], c["logged"])
+    assert c["measured"]["logged_mib_at_position"], c  # the prompt is long enough to checkpoint
+    assert c["ok"], (c["id"], c["predicted"], c["measured"])

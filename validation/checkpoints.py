@@ -17,7 +17,7 @@ from typing import Any
 
 from moeplan.memory.checkpoints import checkpoint_bytes
 from moeplan.memory.kv import CacheConfig
-from validation.llamacpp import MIB, bin_dir, write_result
+from validation.llamacpp import MIB, _header, bin_dir, write_result
 from validation.runtime import GEMMA, TIMEOUT, subject
 from validation.speculative import server
 
@@ -72,10 +72,11 @@ def check(key: str) -> dict[str, Any]:
     return {
         "id": f"checkpoint-{key}",
         "model": s.model,
-        "command": " ".join(["llama-server", *args, "-lv", "4"]),
-        "predicted_mib": round(predicted, 3),
-        "logged": logged,
+        "predicted": {"checkpoint_mib": round(predicted, 3)},
+        "measured": {"logged_mib_at_position": logged},
+        "error": {"checkpoint_mib": round(full[0] - predicted, 3) if full else None},
         "ok": bool(full) and all(f"{mib:.3f}" == f"{predicted:.3f}" for mib in full),
+        "command": " ".join(["llama-server", *args, "-lv", "4"]),
     }
 
 
@@ -84,15 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert (bin_dir() / "llama-server").exists()
     results = [check(k) for k in keys]
     for r in results:
-        print(
-            r["id"],
-            "predicted",
-            r["predicted_mib"],
-            "MiB; logged",
-            r["logged"],
-            "ok" if r["ok"] else "MISMATCH",
-        )
-    write_result("checkpoints", {"checks": results})
+        print(r["id"], "predicted", r["predicted"], "logged", r["measured"], "ok" if r["ok"] else "MISMATCH")
+    title = "llama-server context checkpoints: one checkpoint's size, predicted vs the server's log"
+    write_result("checkpoints", _header("checkpoints", title, results))
     return 0 if all(r["ok"] for r in results) else 1
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from validation import fullsize, gpu_logs, llamacpp, runtime, speculative, speed, vision
+from validation import checkpoints, fullsize, gpu_logs, llamacpp, runtime, speculative, speed, vision
 
 REPORT = llamacpp.HERE / "REPORT.md"
 
@@ -195,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = max(rc, speed.main([]))
         rc = max(rc, speculative.main([]))
         rc = max(rc, vision.main([]))
+        rc = max(rc, checkpoints.main([]))
         rc = max(rc, gpu_logs.main([]))
     REPORT.write_text(render())
     print(f"wrote {REPORT}")
