@@ -34,6 +34,7 @@ from moeplan.arch.registry import rules
 from moeplan.arch.spec import ModelSpec
 from moeplan.engines.llamacpp import CPU
 from moeplan.hardware.spec import Rig
+from moeplan.memory.checkpoints import DEFAULT_CTX_CHECKPOINTS
 from moeplan.plan.llamacpp import ONE_GPU, GiB, PlanResult
 from moeplan.plan.policy import QUALITY_FLOOR, RopeScaling
 from moeplan.quant.ggml import GGMLType
@@ -192,8 +193,8 @@ def notices(
             Notice(
                 "CTX_CHECKPOINTS_REDUCED",
                 WARN,
-                f"--ctx-checkpoints {result.ctx_checkpoints}: llama-server keeps 32 context checkpoints "
-                f"per slot in RAM by default (the SWA cache or recurrent state at each, {kept / GiB:.1f} GiB "
+                f"--ctx-checkpoints {result.ctx_checkpoints}: llama-server keeps {DEFAULT_CTX_CHECKPOINTS} "
+                f"context checkpoints per slot in RAM by default (the SWA cache or recurrent state at each, {kept / GiB:.1f} GiB "
                 "at this count), which this host cannot hold beside the plan; with fewer, an edited or "
                 "branched conversation may reprocess more of its prompt",
             )

@@ -497,19 +497,13 @@ def _fewer_checkpoints(
         fe = at_build(runtime.build, c.cache, replace(frontend, ctx_checkpoints=n))[1]
         return _evaluate(inv, w, c.quant, c.strategy, c.flags, c.ctx, c.cache, cpu, gpus, fe).fits
 
-    n = _largest(0, frontend.n_ctx_checkpoints, holds)
+    most = frontend.n_ctx_checkpoints
+    first_short = _smallest(1, most, lambda k: not holds(k))  # holds(0): `without` fits
+    n = most if first_short is None else first_short - 1
     kept = run(replace(frontend, ctx_checkpoints=n)) if n else without
     if n and _standing(kept) > _standing(without):  # the context grew into what they needed
         kept, n = without, 0
     return replace(kept, ctx_checkpoints=n)
-
-
-def _largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
-    """The largest k in [lo, hi] with ok(k), given ok(lo) and that ok turns false once and stays so."""
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
-    return lo
 
 
 def _plan(
