@@ -194,7 +194,8 @@ def notices(
                 "CTX_CHECKPOINTS_REDUCED",
                 WARN,
                 f"--ctx-checkpoints {result.ctx_checkpoints}: llama-server keeps {DEFAULT_CTX_CHECKPOINTS} "
-                f"context checkpoints per slot in RAM by default (the SWA cache or recurrent state at each, {kept / GiB:.1f} GiB "
+                "context checkpoints per slot in RAM by default (the SWA cache or recurrent state at "
+                f"each, {kept / GiB:.1f} GiB "
                 "at this count), which this host cannot hold beside the plan; with fewer, an edited or "
                 "branched conversation may reprocess more of its prompt",
             )
