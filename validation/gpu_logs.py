@@ -26,7 +26,8 @@ from moeplan.engines.builds import at_build, describe, output_first
 from moeplan.engines.llamacpp import Frontend, MemoryPlan, parse_placement, plan_memory
 from moeplan.memory.kv import CacheConfig, cache_type
 from moeplan.memory.weights import predict
-from moeplan.quant.recipe import FileType
+from moeplan.quant.ggml import GGMLType
+from moeplan.quant.recipe import FileType, QuantOptions
 from moeplan.sources.catalog import load_catalog
 from validation.llamacpp import write_result
 
@@ -55,7 +56,23 @@ class Setup:
     flash_attn: bool = True
     mtp: bool = False
     inferred: str = ""  # what the record does not print and this setup assumes
+    # The file's recipe where it differs from stock llama-quantize of `quant`, with its source in `inferred`
+    recipe: QuantOptions | None = None
 
+
+# r15/r17's file: the author's Nix package fetches unsloth/gemma-4-12b-it-GGUF gemma-4-12b-it-Q3_K_M.gguf
+# (rev 517f9a95, find_string file id 55069914675). With every layer on the GPU and --no-host/--no-repack
+# the host's model line is token_embd alone: 412 MiB = 262144 x 3840 at 110 bytes per 256 (Q3_K's
+# size), where stock llama-quantize gives a tied token_embd the output's Q6_K (787.5 MiB,
+# llama-quant.cpp llama_tensor_get_type, `has_tied_embeddings`). gemma4 ties its output
+# (models/gemma4.cpp: output = token_embd, TENSOR_DUPLICATED), so the GPU holds a second copy of the
+# same Q3_K tensor (llama-model-loader.cpp create_tensor: a duplicated token_embd takes the output
+# layer's buffer type).
+UNSLOTH_GEMMA4_Q3 = (
+    "unsloth's Q3_K_M file (the author's Nix fetch): token_embd (tied output) at Q3_K, as its host "
+    "model line (412 MiB, token_embd alone) shows, not stock llama-quantize's Q6_K"
+)
+UNSLOTH_GEMMA4_Q3_RECIPE = QuantOptions(output_tensor_type=GGMLType.Q3_K)
 
 SETUPS = (
     Setup(
@@ -128,7 +145,9 @@ SETUPS = (
         ctk="q5_1",
         ctv="q5_1",
         inferred="all layers offloaded, 4 slots (llama-server defaults); build after #23861 (~b9400), not "
-        "the notes' ~b8650: the host line holds an F16 mask (#23764) and the GPU no micro-batch of logits",
+        "the notes' ~b8650: the host line holds an F16 mask (#23764) and the GPU no micro-batch of logits; "
+        + UNSLOTH_GEMMA4_Q3,
+        recipe=UNSLOTH_GEMMA4_Q3_RECIPE,
     ),
     Setup(
         "r17",
@@ -144,7 +163,9 @@ SETUPS = (
         ctk="q5_1",
         ctv="q5_1",
         inferred="all layers offloaded, 4 slots (llama-server defaults); build after #23861 (~b9400), not "
-        "the notes' ~b8650: the host line holds an F16 mask (#23764) and the GPU no micro-batch of logits",
+        "the notes' ~b8650: the host line holds an F16 mask (#23764) and the GPU no micro-batch of logits; "
+        + UNSLOTH_GEMMA4_Q3,
+        recipe=UNSLOTH_GEMMA4_Q3_RECIPE,
     ),
     Setup(
         "r21",
@@ -226,11 +247,12 @@ REASONS = {
     "(1571 MiB) take a chunk of their own: 1024 + 673 + 1571; the host line (282 MiB) is not this "
     "run's: at -ub 2048 the host holds the 1 GiB F32 mask "
     "(1089 MiB predicted); it matches the same setup at -ub 512 (F32 mask 256 + rows + bias adds)",
-    "r15/Vulkan0": "compute: F16 mask copies + layer + 4 outputs' logits (after #23861). Model: the log "
-    "lacks the tied output copy of token_embd (375 MiB) that llama.cpp adds with the output layer on the "
-    "GPU. Not --fit's doing: on one GPU with no -c, lowering the context ends --fit before it moves any "
-    "layer (common/fit.cpp, replayed in engines/fit.py); moeplan keeps -ngl 99's placement",
-    "r17/Vulkan0": "as r15 at -ub 256 (compute 93 vs 98 MiB; model: the tied output copy)",
+    "r15/Vulkan0": "compute: F16 mask copies + layer + 4 outputs' logits (after #23861). Model: the 48 "
+    "layers + the tied output's copy of token_embd on the GPU (gemma4 output = token_embd, "
+    "TENSOR_DUPLICATED, in the output layer's buffer), at unsloth's Q3_K: 5002.5 + 412.5 MiB. Not "
+    "--fit's doing: on one GPU with no -c, lowering the context ends --fit before it moves any layer "
+    "(common/fit.cpp, replayed in engines/fit.py); moeplan keeps -ngl 99's placement",
+    "r17/Vulkan0": "as r15 at -ub 256 (compute 93 vs 98 MiB; model: layers + the Q3_K tied output copy)",
     "r21/Vulkan0": "logits of 512 outputs (248320 vocab, before #23861) + norm rows",
     "r28/MTL0": "F32 mask copy 256 MiB + its F16 cast 128 MiB (before #23764) + the first layer's "
     "activations, above the logits of 512 outputs (404 MiB); model: Metal maps the whole file, "
@@ -275,7 +297,7 @@ ISSUE_METAL_COMPUTE_MIB = 833.0
 def predict_setup(s: Setup) -> MemoryPlan:
     spec = load_catalog()[s.model].spec()
     inv = inventory(spec, mtp=s.mtp)
-    w = predict(inv, FileType.parse(s.quant))
+    w = predict(inv, FileType.parse(s.quant), s.recipe)
     cfg = CacheConfig(
         n_ctx=s.ctx,
         n_seq=s.n_seq,
