@@ -268,8 +268,9 @@ REASONS = {
     "r34/CUDA1": "as CUDA0; logits of 512 outputs (608 MiB incl. norm rows) are below the KQ peak",
     "r36/Vulkan0": "b6182 predates #18148: the output layer stays on the CPU; its Q8_0 weight (587 MiB) is "
     "copied in with 512 outputs' logits (393 MiB). KV: before #17046 caches were padded to 32 cells "
-    "without flash attention (SWA 640 cells, not 768). Host line 15 vs 58 MiB: this old Vulkan build also "
-    "ran the CPU experts' bias adds (ADD_ID, 2 x 22.5 MiB at -ub 512) on the host, not modelled",
+    "without flash attention (SWA 640 cells, not 768). Host line: masks + rows (15 MiB) + the CPU experts' "
+    "bias adds, which this Vulkan's offload_op (ne[1] >= 32; ADD_ID's ne[1] is n_expert_used = 4) left "
+    "on the host: up and gate ADD_ID in place, 2 x 2880 x 4 x 512 x 4 = 45 MiB (builds.py VULKAN_ROW_BATCH)",
     "r40/CUDA0": "b5050 predates #13194 (SWA cache): all 26 layers cache 4096 cells; logits of 512 "
     "outputs x 262144 vocab (512 MiB)",
 }
