@@ -64,10 +64,12 @@ class Setup:
 # (rev 517f9a95, find_string file id 55069914675). With every layer on the GPU and --no-host/--no-repack
 # the host's model line is token_embd alone: 412 MiB = 262144 x 3840 at 110 bytes per 256 (Q3_K's
 # size), where stock llama-quantize gives a tied token_embd the output's Q6_K (787.5 MiB,
-# llama-quant.cpp llama_tensor_get_type, `has_tied_embeddings`). gemma4 ties its output
-# (models/gemma4.cpp: output = token_embd, TENSOR_DUPLICATED), so the GPU holds a second copy of the
-# same Q3_K tensor (llama-model-loader.cpp create_tensor: a duplicated token_embd takes the output
-# layer's buffer type).
+# llama-quant.cpp llama_tensor_get_type, `has_tied_embeddings`). The same notes (find_string file id
+# 54970614717) show 412 MiB for the author's unsloth q3_k_s and iq3_xxs files too, where the tied rule
+# would give Q6_K and Q5_K: in these files token_embd took the untied embedding rule (Q3_K, IQ3_S).
+# gemma4 ties its output (models/gemma4.cpp: output = token_embd, TENSOR_DUPLICATED), so the GPU holds a
+# second copy of the same tensor (llama-model-loader.cpp create_tensor: a duplicated token_embd takes
+# the output layer's buffer type).
 UNSLOTH_GEMMA4_Q3 = (
     "unsloth's Q3_K_M file (the author's Nix fetch): token_embd (tied output) at Q3_K, as its host "
     "model line (412 MiB, token_embd alone) shows, not stock llama-quantize's Q6_K"
@@ -231,8 +233,9 @@ REASONS = {
     "594 + 297 + 8",
     "r05/CUDA0": "logits of the whole micro-batch (248320 x 512 x 4 = 485 MiB, before #23861) dominate "
     "(the F32 mask's cast phase, 256 + 128 MiB, is below them); model: unsloth's UD-Q4_K_XL keeps more "
-    "tensors above Q4_K than stock Q4_K_M (-1299 MiB); the file's per-tensor types are not available "
-    "offline (gguf_sizes.json has type counts for Qwen3-32B's UD file only), so they are not modelled",
+    "tensors above Q4_K than stock Q4_K_M (-1299 MiB); the file's per-tensor types are in no public "
+    "source found (GitHub issues, code and pages searched for its load log or a gguf dump; only its file "
+    "size is quoted), so they are not modelled",
     "r06/CUDA0": "host experts' copies for op offload, one at a time: the largest CPU expert tensor of the "
     "stock IQ4_NL recipe (ffn_down_exps, 792 MiB) + FFN activations, beside the F16 mask; layer 0 casts "
     "the F32 mask copy (234 MiB, before #23764) to F16 here, so that copy sits below the expert copy",
@@ -244,9 +247,11 @@ REASONS = {
     "r11/Vulkan0": "Vulkan's 1 GiB buffer chunks (suballocation_block_size, chunked since #15815): the F32 "
     "KQ mask copy (131072 x 2048 x 4 = 1 GiB, before #23764) fills chunk 0; the SWA mask's F32 copy, the "
     "first layer's activations and the F16 casts (673 MiB) chunk 1; and the 2048 outputs' logits "
-    "(1571 MiB) take a chunk of their own: 1024 + 673 + 1571; the host line (282 MiB) is not this "
-    "run's: at -ub 2048 the host holds the 1 GiB F32 mask "
-    "(1089 MiB predicted); it matches the same setup at -ub 512 (F32 mask 256 + rows + bias adds)",
+    "(1571 MiB) take a chunk of their own: 1024 + 673 + 1571; the host line (282 MiB) does not fit "
+    "this run's -ub 2048 (its SWA cache of 2560 cells says 2048): the host holds the 1 GiB F32 mask "
+    "(1089 MiB predicted), and the notes' gpt-oss-120b block at the same -ub 2048 and build logs its host "
+    "line at exactly the predicted 577 MiB (F32 mask 512 + SWA mask 20 + rows 45); 282 is the same setup "
+    "at -ub 512 (F32 mask 256 + rows + SWA mask)",
     "r15/Vulkan0": "compute: F16 mask copies + layer + 4 outputs' logits (after #23861). Model: the 48 "
     "layers + the tied output's copy of token_embd on the GPU (gemma4 output = token_embd, "
     "TENSOR_DUPLICATED, in the output layer's buffer), at unsloth's Q3_K: 5002.5 + 412.5 MiB. Not "
