@@ -5,6 +5,8 @@ in llama.cpp's source; these tests hold the records that are explained to the is
 and check each backend's and build's rule on its own.
 """
 
+import dataclasses
+
 import pytest
 from validation import gpu_logs
 
@@ -27,15 +29,14 @@ MIB = 2**20
 RECORDS = {r["id"]: r for r in __import__("json").loads(gpu_logs.LOGS.read_text())["records"]}
 # GPUs whose compute, KV/state and total moeplan explains (the others' reasons are in REPORT.md).
 EXPLAINED = {
-    "r01/CUDA0", "r06/CUDA0", "r06/CUDA1", "r06/CUDA2", "r06/CUDA3", "r11/Vulkan0", "r21/Vulkan0",
-    "r28/MTL0", "r34/CUDA0", "r34/CUDA1", "r36/Vulkan0", "r40/CUDA0",
+    "r01/CUDA0", "r06/CUDA0", "r06/CUDA1", "r06/CUDA2", "r06/CUDA3", "r11/Vulkan0", "r15/Vulkan0",
+    "r17/Vulkan0", "r21/Vulkan0", "r28/MTL0", "r34/CUDA0", "r34/CUDA1", "r36/Vulkan0", "r40/CUDA0",
 }  # fmt: skip
-# KV/state (and compute) explained; the model term is a third-party recipe moeplan does not predict,
-# or (r15, r17) a placement --fit chose and did not print.
-KV_AND_COMPUTE = {"r05/CUDA0", "r15/Vulkan0", "r17/Vulkan0", "r30/CUDA1", "r30/CUDA2", "r30/CUDA3"}
-# Host compute lines (masks as graph inputs + input embeddings) to within 2 MiB; r11's is another run's
-# and r36's holds old Vulkan's host-side bias adds (validation/gpu_logs.py REASONS).
-HOST_EXACT = {"r01", "r05", "r06", "r15", "r17", "r21", "r28", "r30", "r34", "r40"}
+# KV/state (and compute) explained; the model term is a third-party recipe moeplan does not predict.
+KV_AND_COMPUTE = {"r05/CUDA0", "r30/CUDA1", "r30/CUDA2", "r30/CUDA3"}
+# Host compute lines (masks as graph inputs + input embeddings, + old Vulkan's host-side bias adds in
+# r36) to within 2 MiB; r11's does not fit its own -ub 2048 (validation/gpu_logs.py REASONS).
+HOST_EXACT = {"r01", "r05", "r06", "r15", "r17", "r21", "r28", "r30", "r34", "r36", "r40"}
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,39 @@ def test_kv_exact_on_every_record(rows: dict[str, dict]) -> None:
     assert all(r["ok"]["context"] for r in rows.values()), [
         k for k, r in rows.items() if not r["ok"]["context"]
     ]
+
+
+def test_tied_output_is_copied_to_the_gpu_at_the_files_token_embd_type() -> None:
+    """gemma4's output is token_embd (TENSOR_DUPLICATED): the GPU holds a copy of the file's tensor."""
+    r15 = next(s for s in gpu_logs.SETUPS if s.record == "r15")
+    unsloth = gpu_logs.predict_setup(r15)
+    stock = gpu_logs.predict_setup(dataclasses.replace(r15, recipe=None))
+    host_embd = unsloth.device("CPU").weights_bytes
+    assert abs(host_embd / MIB - RECORDS["r15"]["host"]["host_model_mib"]) < 1.0  # token_embd alone
+    copy_delta = stock.device("CPU").weights_bytes - host_embd  # Q6_K vs Q3_K token_embd
+    assert copy_delta > 0
+    assert stock.device("Vulkan0").weights_bytes - unsloth.device("Vulkan0").weights_bytes == copy_delta
+
+
+def _host_compute(model: str, quant: str, gpu: str, build: int = builds.PINNED_BUILD) -> int:
+    _, inv, w = _setup(model, quant)
+    cfg, fe = builds.at_build(build, CacheConfig(n_ctx=4096), Frontend())
+    plan = plan_memory(inv, w, cfg, parse_placement("-ngl 99 --cpu-moe"), (gpu,), fe)
+    return plan.device("CPU").compute_bytes
+
+
+def test_expert_bias_adds_stay_on_the_host_where_offload_op_refuses_them() -> None:
+    """ADD_ID's ne[1] is n_expert_used: Metal offloads only matmuls, Vulkan measured ne[1] before
+    ~b8650; the host then holds the biased up and gate projections (2 x n_ff_exp x k x n_ubatch F32)."""
+    adds = 2 * 4 * 2880 * 4 * 512  # gpt-oss-20b: n_ff_exp 2880, 4 experts used, -ub 512
+    cuda = _host_compute("gpt-oss-20b", "MXFP4_MOE", "CUDA0")
+    assert _host_compute("gpt-oss-20b", "MXFP4_MOE", "MTL0") - cuda == adds
+    assert _host_compute("gpt-oss-20b", "MXFP4_MOE", "Vulkan0") == cuda
+    old = _host_compute("gpt-oss-20b", "MXFP4_MOE", "CUDA0", 6182)
+    assert _host_compute("gpt-oss-20b", "MXFP4_MOE", "Vulkan0", 6182) - old == adds
+    # experts without biases: nothing stays behind
+    no_bias = _host_compute("qwen3-30b-a3b", "Q4_K_M", "CUDA0")
+    assert _host_compute("qwen3-30b-a3b", "Q4_K_M", "MTL0") == no_bias
 
 
 def _setup(model: str, quant: str = "Q4_K_M"):  # type: ignore[no-untyped-def]

@@ -26,7 +26,8 @@ from moeplan.engines.builds import at_build, describe, output_first
 from moeplan.engines.llamacpp import Frontend, MemoryPlan, parse_placement, plan_memory
 from moeplan.memory.kv import CacheConfig, cache_type
 from moeplan.memory.weights import predict
-from moeplan.quant.recipe import FileType
+from moeplan.quant.ggml import GGMLType
+from moeplan.quant.recipe import FileType, QuantOptions
 from moeplan.sources.catalog import load_catalog
 from validation.llamacpp import write_result
 
@@ -55,7 +56,25 @@ class Setup:
     flash_attn: bool = True
     mtp: bool = False
     inferred: str = ""  # what the record does not print and this setup assumes
+    # The file's recipe where it differs from stock llama-quantize of `quant`, with its source in `inferred`
+    recipe: QuantOptions | None = None
 
+
+# r15/r17's file: the author's Nix package fetches unsloth/gemma-4-12b-it-GGUF gemma-4-12b-it-Q3_K_M.gguf
+# (rev 517f9a95, find_string file id 55069914675). With every layer on the GPU and --no-host/--no-repack
+# the host's model line is token_embd alone: 412 MiB = 262144 x 3840 at 110 bytes per 256 (Q3_K's
+# size), where stock llama-quantize gives a tied token_embd the output's Q6_K (787.5 MiB,
+# llama-quant.cpp llama_tensor_get_type, `has_tied_embeddings`). The same notes (find_string file id
+# 54970614717) show 412 MiB for the author's unsloth q3_k_s and iq3_xxs files too, where the tied rule
+# would give Q6_K and Q5_K: in these files token_embd took the untied embedding rule (Q3_K, IQ3_S).
+# gemma4 ties its output (models/gemma4.cpp: output = token_embd, TENSOR_DUPLICATED), so the GPU holds a
+# second copy of the same tensor (llama-model-loader.cpp create_tensor: a duplicated token_embd takes
+# the output layer's buffer type).
+UNSLOTH_GEMMA4_Q3 = (
+    "unsloth's Q3_K_M file (the author's Nix fetch): token_embd (tied output) at Q3_K, as its host "
+    "model line (412 MiB, token_embd alone) shows, not stock llama-quantize's Q6_K"
+)
+UNSLOTH_GEMMA4_Q3_RECIPE = QuantOptions(output_tensor_type=GGMLType.Q3_K)
 
 SETUPS = (
     Setup(
@@ -128,7 +147,9 @@ SETUPS = (
         ctk="q5_1",
         ctv="q5_1",
         inferred="all layers offloaded, 4 slots (llama-server defaults); build after #23861 (~b9400), not "
-        "the notes' ~b8650: the host line holds an F16 mask (#23764) and the GPU no micro-batch of logits",
+        "the notes' ~b8650: the host line holds an F16 mask (#23764) and the GPU no micro-batch of logits; "
+        + UNSLOTH_GEMMA4_Q3,
+        recipe=UNSLOTH_GEMMA4_Q3_RECIPE,
     ),
     Setup(
         "r17",
@@ -144,7 +165,9 @@ SETUPS = (
         ctk="q5_1",
         ctv="q5_1",
         inferred="all layers offloaded, 4 slots (llama-server defaults); build after #23861 (~b9400), not "
-        "the notes' ~b8650: the host line holds an F16 mask (#23764) and the GPU no micro-batch of logits",
+        "the notes' ~b8650: the host line holds an F16 mask (#23764) and the GPU no micro-batch of logits; "
+        + UNSLOTH_GEMMA4_Q3,
+        recipe=UNSLOTH_GEMMA4_Q3_RECIPE,
     ),
     Setup(
         "r21",
@@ -210,8 +233,9 @@ REASONS = {
     "594 + 297 + 8",
     "r05/CUDA0": "logits of the whole micro-batch (248320 x 512 x 4 = 485 MiB, before #23861) dominate "
     "(the F32 mask's cast phase, 256 + 128 MiB, is below them); model: unsloth's UD-Q4_K_XL keeps more "
-    "tensors above Q4_K than stock Q4_K_M (-1299 MiB); the file's per-tensor types are not available "
-    "offline (gguf_sizes.json has type counts for Qwen3-32B's UD file only), so they are not modelled",
+    "tensors above Q4_K than stock Q4_K_M (-1299 MiB); the file's per-tensor types are in no public "
+    "source found (GitHub issues, code and pages searched for its load log or a gguf dump; only its file "
+    "size is quoted), so they are not modelled",
     "r06/CUDA0": "host experts' copies for op offload, one at a time: the largest CPU expert tensor of the "
     "stock IQ4_NL recipe (ffn_down_exps, 792 MiB) + FFN activations, beside the F16 mask; layer 0 casts "
     "the F32 mask copy (234 MiB, before #23764) to F16 here, so that copy sits below the expert copy",
@@ -223,14 +247,17 @@ REASONS = {
     "r11/Vulkan0": "Vulkan's 1 GiB buffer chunks (suballocation_block_size, chunked since #15815): the F32 "
     "KQ mask copy (131072 x 2048 x 4 = 1 GiB, before #23764) fills chunk 0; the SWA mask's F32 copy, the "
     "first layer's activations and the F16 casts (673 MiB) chunk 1; and the 2048 outputs' logits "
-    "(1571 MiB) take a chunk of their own: 1024 + 673 + 1571; the host line (282 MiB) is not this "
-    "run's: at -ub 2048 the host holds the 1 GiB F32 mask "
-    "(1089 MiB predicted); it matches the same setup at -ub 512 (F32 mask 256 + rows + bias adds)",
-    "r15/Vulkan0": "compute: F16 mask copies + layer + 4 outputs' logits (after #23861). Model: the log "
-    "lacks the tied output copy of token_embd (375 MiB) that llama.cpp adds with the output layer on the "
-    "GPU. Not --fit's doing: on one GPU with no -c, lowering the context ends --fit before it moves any "
-    "layer (common/fit.cpp, replayed in engines/fit.py); moeplan keeps -ngl 99's placement",
-    "r17/Vulkan0": "as r15 at -ub 256 (compute 93 vs 98 MiB; model: the tied output copy)",
+    "(1571 MiB) take a chunk of their own: 1024 + 673 + 1571; the host line (282 MiB) does not fit "
+    "this run's -ub 2048 (its SWA cache of 2560 cells says 2048): the host holds the 1 GiB F32 mask "
+    "(1089 MiB predicted), and the notes' gpt-oss-120b block at the same -ub 2048 and build logs its host "
+    "line at exactly the predicted 577 MiB (F32 mask 512 + SWA mask 20 + rows 45); 282 is the same setup "
+    "at -ub 512 (F32 mask 256 + rows + SWA mask)",
+    "r15/Vulkan0": "compute: F16 mask copies + layer + 4 outputs' logits (after #23861). Model: the 48 "
+    "layers + the tied output's copy of token_embd on the GPU (gemma4 output = token_embd, "
+    "TENSOR_DUPLICATED, in the output layer's buffer), at unsloth's Q3_K: 5002.5 + 412.5 MiB. Not "
+    "--fit's doing: on one GPU with no -c, lowering the context ends --fit before it moves any layer "
+    "(common/fit.cpp, replayed in engines/fit.py); moeplan keeps -ngl 99's placement",
+    "r17/Vulkan0": "as r15 at -ub 256 (compute 93 vs 98 MiB; model: layers + the Q3_K tied output copy)",
     "r21/Vulkan0": "logits of 512 outputs (248320 vocab, before #23861) + norm rows",
     "r28/MTL0": "F32 mask copy 256 MiB + its F16 cast 128 MiB (before #23764) + the first layer's "
     "activations, above the logits of 512 outputs (404 MiB); model: Metal maps the whole file, "
@@ -246,8 +273,9 @@ REASONS = {
     "r34/CUDA1": "as CUDA0; logits of 512 outputs (608 MiB incl. norm rows) are below the KQ peak",
     "r36/Vulkan0": "b6182 predates #18148: the output layer stays on the CPU; its Q8_0 weight (587 MiB) is "
     "copied in with 512 outputs' logits (393 MiB). KV: before #17046 caches were padded to 32 cells "
-    "without flash attention (SWA 640 cells, not 768). Host line 15 vs 58 MiB: this old Vulkan build also "
-    "ran the CPU experts' bias adds (ADD_ID, 2 x 22.5 MiB at -ub 512) on the host, not modelled",
+    "without flash attention (SWA 640 cells, not 768). Host line: masks + rows (15 MiB) + the CPU experts' "
+    "bias adds, which this Vulkan's offload_op (ne[1] >= 32; ADD_ID's ne[1] is n_expert_used = 4) left "
+    "on the host: up and gate ADD_ID in place, 2 x 2880 x 4 x 512 x 4 = 45 MiB (builds.py VULKAN_ROW_BATCH)",
     "r40/CUDA0": "b5050 predates #13194 (SWA cache): all 26 layers cache 4096 cells; logits of 512 "
     "outputs x 262144 vocab (512 MiB)",
 }
@@ -275,7 +303,7 @@ ISSUE_METAL_COMPUTE_MIB = 833.0
 def predict_setup(s: Setup) -> MemoryPlan:
     spec = load_catalog()[s.model].spec()
     inv = inventory(spec, mtp=s.mtp)
-    w = predict(inv, FileType.parse(s.quant))
+    w = predict(inv, FileType.parse(s.quant), s.recipe)
     cfg = CacheConfig(
         n_ctx=s.ctx,
         n_seq=s.n_seq,

@@ -103,6 +103,14 @@ OUTPUT_RESERVE = Rule(
 # the August 2026 GLM-5.2 log (gpu_memory_logs.json r30) still has two rows, so it is taken to have
 # landed between that log's build (~b10700) and the pinned one.
 MIXED_BATCH_ROWS = 11000
+# Vulkan's offload_op measures a non-matmul op's batch by its rows (`ggml_vk_get_op_batch_size`,
+# ggml-vulkan-debug.cpp, as CUDA's `get_op_batch_size`); before, by ne[1] only (MUL_MAT_ID by ne[2]),
+# so an expert-bias ADD_ID ({n_ff, n_expert_used, n_tokens}: ne[1] is n_expert_used) whose bias sits
+# in host memory stayed on the host. No PR for the change was found in public sources; b6182 still
+# has the old rule (gpu_memory_logs.json r36: its Vulkan_Host line holds the bias adds) and ~b8650 the
+# new one (the gpt-oss-120b block of the notes r11 comes from: host compute 577 MiB at -ub 2048 with
+# every expert on the CPU, the masks and rows alone); modelled from the later bound.
+VULKAN_ROW_BATCH = 8650
 ROW_SPLIT_REMOVED = Rule(
     "no -sm row on CUDA/ROCm",
     "#24216",
@@ -175,6 +183,8 @@ def at_build(build: int, cfg: CacheConfig, frontend: Frontend) -> tuple[CacheCon
         cfg = replace(cfg, galloc_chunks=False)
     if build < F16_MASK.landed and cfg.flash_attn:
         cfg = replace(cfg, f32_mask=True)
+    if build < VULKAN_ROW_BATCH:
+        cfg = replace(cfg, vk_row_batch=False)
     cfg = replace(cfg, embd_rows=embd_rows(build))
     if build < OUTPUT_RESERVE.landed and frontend.n_outputs_max is not None:
         frontend = replace(frontend, n_outputs_max=None)

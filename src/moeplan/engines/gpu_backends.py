@@ -8,6 +8,10 @@ Read from the pinned llama.cpp (build 11434) unless a row says otherwise:
   `GGML_OP_OFFLOAD_MIN_BATCH` says otherwise (`ggml-cuda.cu ggml_backend_cuda_device_offload_op`,
   `ggml-vulkan.cpp ggml_backend_vk_device_offload_op`, `ggml-metal.cpp` — Metal only for MUL_MAT and
   MUL_MAT_ID). RPC devices have no `offload_op`. `--no-op-offload` turns it off for every backend.
+  Any other op is measured by its rows (`get_op_batch_size`'s default, `ggml_nrows`), so an expert
+  bias add (ADD_ID) follows its experts' matmul to the GPU; Metal's `offload_op` takes only MUL_MAT and
+  MUL_MAT_ID, so with experts in host memory the host runs their bias adds (`engines/llamacpp.py`
+  host_adds; Vulkan before ~b8650 too, `engines/builds.py VULKAN_ROW_BATCH`).
   Each weight that is not on the split's backend starts a new split ("by starting a new split, the
   memory of the previously offloaded weights can be reused", `ggml_backend_sched_split_graph`), so one
   copy is live at a time: the compute buffer grows by the largest such weight, not their sum.
@@ -55,6 +59,7 @@ class Backend:
     maps_whole_file: bool = False  # Metal: the device's mapped buffer spans the file's tensors
     vendor: str = ""  # the only GPU vendor it runs on ("" = any: Vulkan)
     max_buffer_bytes: int = 0  # the buffer type's get_max_size: compute buffers are chunked at it (0: none)
+    offloads_adds: bool = True  # `offload_op` takes non-matmul ops with host weights (expert bias adds)
 
 
 # CUDA: the primary context on a CUDA 12 driver with lazy module loading (CUDA_MODULE_LOADING=LAZY, the
@@ -111,6 +116,7 @@ BACKENDS: dict[str, Backend] = {
             0,
             "unified memory: the limit is recommendedMaxWorkingSetSize",
             maps_whole_file=True,
+            offloads_adds=False,  # ggml-metal.cpp ggml_backend_metal_device_offload_op: MUL_MAT(_ID) only
             vendor="Apple",
         ),
         Backend(

@@ -17,8 +17,9 @@ From the pinned llama.cpp (build 11434), `src/llama-model.cpp load_tensors`, `co
 - A GPU's compute buffer is laid out as ggml-alloc does (`engines/ggml_alloc.py`): its copies of the masks,
   the largest layer, the logits, in 1 GiB chunks on Vulkan. The host of a GPU run holds every graph
   input (each cache's KQ mask, the input embeddings' F32 rows) and, when op offload runs its matmuls on
-  a GPU, nothing else. Builds before #23764 hold the mask in F32 and cast it to F16 on the GPU of its
-  first layer (`engines/builds.py`).
+  a GPU, nothing else but the expert bias adds the backend leaves on the host (Metal; Vulkan before
+  ~b8650: `engines/gpu_backends.py`). Builds before #23764 hold the mask in F32 and cast it to F16
+  on the GPU of its first layer (`engines/builds.py`).
 - DeepSeek sparse attention (`build_attn` with top-k, llama-graph.cpp): a second (F16) KQ mask for the
   indexer cache; per sparse layer a zero-filled {1, top-k, n_tokens} F32 graph leaf that is never
   freed, and at the layer the refilled KQ mask (fill + add, or the indexer scores) and the top-k
@@ -410,13 +411,15 @@ class DeviceRole:
     layer unless `inputs_kept` (pipeline parallelism); `max_chunk`: its buffer type's maximum size
     (`engines/ggml_alloc.py`); `host`: the host of such a run, which holds every graph input; `host_idle`:
     the GPUs run the host's matmuls (op offload at this micro-batch), so the host computes nothing
-    but the input embeddings."""
+    but the input embeddings and `host_adds`, the bytes of the expert bias adds the GPU backend does
+    not take (`_host_adds`)."""
 
     gpu: bool = False
     inputs_kept: bool = False
     max_chunk: int = 0
     host: bool = False
     host_idle: bool = False
+    host_adds: int = 0
 
 
 CPU_ONLY = DeviceRole()
@@ -492,7 +495,7 @@ def _compute_bytes(
         # whichever layers it runs (the real logs' host compute lines; gpu_logs.py).
         held_inputs = sum(m for m, _ in _masks(acts, acts.cells > 0, ub, input_bytes)) + embd_rows
         if inputs_only or role.host_idle:
-            return held_inputs + logits
+            return held_inputs + max(logits, role.host_adds)
         return held_inputs + max(_layers_peak(spec, cfg, acts, attn_layers, ffn_layers, copy_phase), logits)
     # The masks are graph inputs: the host buffer holds them (and the token-embedding rows) even with
     # no layer on the CPU.
@@ -683,10 +686,18 @@ def plan_memory(
         max_chunk=gpu_backend.max_buffer_bytes if gpu_backend is not None and cfg.galloc_chunks else 0,
     )
     # With op offload at this micro-batch the GPUs run the host's matmuls; a host without attention
-    # layers then computes only the input embeddings.
+    # layers then computes only the input embeddings, and the expert bias adds a backend's offload_op
+    # does not take (`_host_adds`).
     offloading = gpu_backend is not None and gpu_backend.op_offload and op_offload
-    host_idle = offloading and ctx.n_ubatch >= OP_OFFLOAD_MIN_BATCH and not (attn_dev == index[CPU]).any()
-    host_role = DeviceRole(host=inputs_on_host, host_idle=bool(host_idle) and inputs_on_host)
+    host_idle = (
+        bool(offloading and ctx.n_ubatch >= OP_OFFLOAD_MIN_BATCH and not (attn_dev == index[CPU]).any())
+        and inputs_on_host
+    )
+    adds_stay = gpu_backend is not None and not (
+        gpu_backend.offloads_adds and (gpu_backend.name != "Vulkan" or cfg.vk_row_batch)
+    )
+    host_adds = _host_adds(spec, table, assign == index[CPU], ctx.n_ubatch) if host_idle and adds_stay else 0
+    host_role = DeviceRole(host=inputs_on_host, host_idle=host_idle, host_adds=host_adds)
     for name in [CPU, *gpus]:
         i = index[name]
         on_main = name == main and gpu_backend is not None
@@ -769,6 +780,29 @@ def _row_split(
     for k, i in enumerate(gpu_index):
         out[i] += total * share[k]
     return out
+
+
+_EXPERT_BIAS = re.compile(r"\.ffn_(gate_up|gate|up|down)_exps\.bias$")
+
+
+def _host_adds(spec: ModelSpec, table: TensorTable, on_host: NDArray[np.bool_], n_ubatch: int) -> int:
+    """The host's bytes while it adds the expert biases its GPU backend does not take (`gpu_backends.py`):
+    each ADD_ID ({width, n_expert_used, n_tokens} F32, `build_moe_ffn`) runs in place on the host's
+    copy of its matmul's output (ggml-alloc `ggml_op_can_inplace`), and the biased up projection waits
+    there for the gate's before both go back for the activation: gate + up widths, or down's alone."""
+    kinds: dict[int, set[str]] = {}
+    for i in np.flatnonzero(on_host & (table.layer >= 0) & (table.layer < spec.n_layer)):
+        m = _EXPERT_BIAS.search(table.names[i])
+        if m:
+            kinds.setdefault(int(table.layer[i]), set()).add(m.group(1))
+    peak = 0
+    for il, ks in kinds.items():
+        ffn = spec.layers[il].ffn
+        width = {"gate_up": 2 * ffn.n_ff_exp, "gate": ffn.n_ff_exp, "up": ffn.n_ff_exp}
+        down = (ffn.n_latent or spec.n_embd) if "down" in ks else 0
+        per_token = max(sum(width.get(k, 0) for k in ks), down)
+        peak = max(peak, 4 * per_token * ffn.n_expert_used * n_ubatch)
+    return peak
 
 
 @dataclass(frozen=True)

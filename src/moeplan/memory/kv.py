@@ -85,6 +85,7 @@ class CacheConfig:
     f32_mask: bool = False  # builds before #23764 reserve the KQ mask in F32 and cast it to F16 for FA
     embd_rows: int = 4  # F32 rows of n_embd per token the input-embedding select holds (builds.py)
     galloc_chunks: bool = True  # compute buffers split at the backend's max buffer size (#15815)
+    vk_row_batch: bool = True  # Vulkan's offload_op counts a non-matmul op's rows as its batch (builds.py)
 
     def __post_init__(self) -> None:
         if self.n_ctx < 0 or self.n_seq < 1 or self.n_ubatch < 1 or self.n_batch < 1:
