@@ -140,3 +140,23 @@ def test_file_reads_back_as_mistral3() -> None:
     assert [(t.name, t.shape) for t in inventory(got).tensors] == [
         (t.name, t.shape) for t in m.inventory.tensors
     ]
+
+
+def test_the_24b_trunk_is_shared_and_only_ministral3_writes_the_temperature_keys() -> None:
+    """Mistral Small 3.2 (text model_type mistral) and Devstral Small 2 (ministral3, a new rope) hold the
+    same 23.57B-parameter tensors; only the latter gets Llama-4 query scaling."""
+    small, devstral = (
+        resolve("mistral-small-3.2-24b-2506").spec(),
+        resolve("devstral-small-2-24b-2512").spec(),
+    )
+    assert small.arch == devstral.arch == "mistral3"
+    small_inv, devstral_inv = inventory(small), inventory(devstral)
+    assert [(t.name, t.shape) for t in small_inv.tensors] == [(t.name, t.shape) for t in devstral_inv.tensors]
+    assert sum(t.n_elements for t in small_inv.tensors) == 23_572_403_200
+    assert ".attention.temperature_scale" not in family("mistral3").gguf_metadata(small_inv)
+    assert family("mistral3").gguf_metadata(devstral_inv)[".attention.temperature_scale"] == 0.1
+    assert (small.context_length, devstral.context_length) == (131_072, 393_216)  # devstral: yarn 48 x 8192
+
+
+def test_mistral_small_3_1_is_served_by_the_3_2_entry() -> None:
+    assert resolve("mistralai/Mistral-Small-3.1-24B-Instruct-2503").id == "mistral-small-3.2-24b-2506"
