@@ -158,5 +158,8 @@ def test_the_24b_trunk_is_shared_and_only_ministral3_writes_the_temperature_keys
     assert (small.context_length, devstral.context_length) == (131_072, 393_216)  # devstral: yarn 48 x 8192
 
 
-def test_mistral_small_3_1_is_served_by_the_3_2_entry() -> None:
-    assert resolve("mistralai/Mistral-Small-3.1-24B-Instruct-2503").id == "mistral-small-3.2-24b-2506"
+@pytest.mark.parametrize(
+    "name", ["mistralai/Mistral-Small-3.1-24B-Instruct-2503", "mistralai/Magistral-Small-2509"]
+)
+def test_releases_with_the_same_text_model_are_served_by_the_3_2_entry(name: str) -> None:
+    assert resolve(name).id == "mistral-small-3.2-24b-2506"
