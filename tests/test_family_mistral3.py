@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from validation.materialize import materialize
 
+from moeplan.api import predict_size
 from moeplan.arch.inventory import inventory
 from moeplan.arch.registry import family, spec_from_config
 from moeplan.errors import BadConfig
@@ -163,3 +164,28 @@ def test_the_24b_trunk_is_shared_and_only_ministral3_writes_the_temperature_keys
 )
 def test_releases_with_the_same_text_model_are_served_by_the_3_2_entry(name: str) -> None:
     assert resolve(name).id == "mistral-small-3.2-24b-2506"
+
+
+def test_mistralai_ministral3_q4_k_m_files_differ_from_the_prediction_only_by_metadata() -> None:
+    """mistralai's own Q4_K_M GGUFs of the three sizes (LlamaBarn catalog, ggml-org/Llama-macOS@95d9a3c2
+    Catalog+Ministral3.swift) exceed moeplan's prediction by one constant: the tensor data and the tensor
+    table agree exactly, only the Tekken tokenizer metadata is estimated short."""
+    published = {
+        "ministral-3-3b-2512": 2_147_023_008,
+        "ministral-3-8b-2512": 5_198_911_904,
+        "ministral-3-14b-2512": 8_239_593_024,
+    }
+    gaps = {m: size - predict_size(m, "Q4_K_M").file_bytes for m, size in published.items()}
+    assert len(set(gaps.values())) == 1 and 0 < next(iter(gaps.values())) < 4 * 2**20, gaps
+
+
+def test_devstral_2_is_a_text_only_ministral3_without_query_scaling() -> None:
+    """Ministral3ForCausalLM: 88 layers, llama.cpp's printed 125.03 B; llama_4_scaling_beta 0 writes a
+    zero temperature scale, which llama_model_mistral3 reads as no scaling."""
+    spec = resolve("devstral-2-123b-2512").spec()
+    inv = inventory(spec)
+    assert spec.arch == "mistral3" and spec.n_layer == 88 and not spec.tied_embeddings
+    assert sum(t.n_elements for t in inv.tensors) == 125_025_988_608
+    kv = family("mistral3").gguf_metadata(inv)
+    assert kv[".attention.temperature_scale"] == 0.0 and kv[".rope.scaling.yarn_log_multiplier"] == 0.0
+    assert spec.context_length == 262_144  # yarn 64 x 4096
