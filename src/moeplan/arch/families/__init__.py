@@ -24,6 +24,7 @@ from moeplan.arch.families.llama4 import Llama4
 from moeplan.arch.families.mimo2 import MiMo2
 from moeplan.arch.families.minimax_m2 import MiniMaxM2
 from moeplan.arch.families.minimax_m3 import MiniMaxM3
+from moeplan.arch.families.mistral3 import Mistral3
 from moeplan.arch.families.mistral4 import Mistral4
 from moeplan.arch.families.muse_glimmer import MuseGlimmer
 from moeplan.arch.families.nemotron_h import NemotronHMoe
@@ -48,6 +49,7 @@ FAMILIES: tuple[type[Family], ...] = (
     DeepSeek32,
     DeepSeek4,
     GlmDsa,
+    Mistral3,
     Mistral4,
     Llama4,
     GptOss,
