@@ -401,7 +401,7 @@ def create_app() -> FastAPI:
                 ge=MIN_CTX,
                 le=MAX_CTX,
                 description="context, planned exactly; default: the use's (32,768 for chat), raised to "
-                "the most that fits",
+                "the largest power-of-two step that fits",
             ),
         ] = None,
         quant: Annotated[
