@@ -65,7 +65,8 @@ def test_context_reduced_speaks_of_this_plans_context_and_only_when_left_open() 
     short = api.plan("gpt-oss-120b", "8gb-gpu-32gb")
     assert f"context set to {short.ctx:,} tokens, below the 32,768" in message(short, "CONTEXT_REDUCED")
     grown = api.plan("gpt-oss-120b", RIG_5080)
-    assert f"context set to {grown.ctx:,} tokens, the largest step of the context ladder" in message(grown, "CONTEXT_REDUCED")
+    ladder = f"context set to {grown.ctx:,} tokens, the largest step of the context ladder"
+    assert ladder in message(grown, "CONTEXT_REDUCED")
     assert "CONTEXT_REDUCED" not in ids(api.plan("qwen3.5-35b-a3b", RIG_4090))  # the model's maximum
     assert "CONTEXT_REDUCED" not in ids(api.plan("gpt-oss-120b", RIG_5080, ctx=8192))  # asked for
 

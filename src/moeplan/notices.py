@@ -210,7 +210,8 @@ def notices(
                 + (
                     f"below the {result.ctx_target:,} the policy aims for: nothing fits there"
                     if short
-                    else "the largest step of the context ladder (powers of two) that fits with this placement"
+                    else "the largest step of the context ladder (powers of two) that fits with this "
+                    "placement"
                 )
                 + f" (the model supports {spec.context_length:,}); ask for more with --ctx",
             )
