@@ -3,6 +3,7 @@
 policy where it keeps a plan from fitting, and read from `plan --cache-ram` and explain's -cram."""
 
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from moeplan import api
@@ -17,6 +18,7 @@ from moeplan.numbers import cache_ram
 from moeplan.plan.options import PlanOptions
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import load_catalog
+from moeplan.web.app import create_app
 
 MiB, GiB = 2**20, 2**30
 # Qwen3-30B-A3B Q4_K_M with 29 layers of experts in RAM: 10 GiB of weights in a 16 GB host, where
@@ -156,3 +158,13 @@ def test_builds_before_the_prompt_cache_hold_none() -> None:
     assert str(old.prompt_cache).startswith("none: llama-server b6000 predates it")
     with pytest.raises(MoeplanError, match="b6000 has no prompt cache"):
         api.memory(MODEL, "Q4_K_M", 8192, llamacpp_build=6000, cache_ram=1024)
+
+
+def test_the_home_pages_plan_card_shows_the_prompt_cache() -> None:
+    page = TestClient(create_app()).get(f"/?model={MODEL}&rig=rtx-4090-64gb")
+    assert page.status_code == 200
+    # the host's cell in the devices table (render.gib writes a no-break space)
+    assert "<th>prompt cache</th>" in page.text and "<td>8.0\u00a0GiB</td>" in page.text
+    assert (
+        "Prompt cache: up to 8.00 GiB of host RAM: --cache-ram 8192 (llama-server&#39;s default" in page.text
+    )
