@@ -85,7 +85,8 @@ def test_plan_memory_puts_every_slots_checkpoints_on_the_host() -> None:
     assert (
         host.checkpoint_bytes == checkpoints_host_bytes(spec, cfg, 32) == 4 * 32 * checkpoint_bytes(spec, cfg)
     )
-    assert host.llamacpp_bytes == host.total_bytes - host.checkpoint_bytes  # outside llama.cpp's breakdown
+    # outside llama.cpp's breakdown, as the prompt cache (memory/prompt_cache.py)
+    assert host.llamacpp_bytes == host.total_bytes - host.checkpoint_bytes - host.prompt_cache_bytes
     assert plan.device("CUDA0").checkpoint_bytes == 0
     assert plan_memory(inv, w, cfg, None, ("CUDA0",)).device(CPU).checkpoint_bytes == 0  # llama-completion
 

@@ -13,7 +13,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from validation import checkpoints, fullsize, gpu_logs, llamacpp, runtime, speculative, speed, vision
+from validation import (
+    checkpoints,
+    fullsize,
+    gpu_logs,
+    llamacpp,
+    prompt_cache,
+    runtime,
+    speculative,
+    speed,
+    vision,
+)
 
 REPORT = llamacpp.HERE / "REPORT.md"
 
@@ -196,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = max(rc, speculative.main([]))
         rc = max(rc, vision.main([]))
         rc = max(rc, checkpoints.main([]))
+        rc = max(rc, prompt_cache.main([]))
         rc = max(rc, gpu_logs.main([]))
     REPORT.write_text(render())
     print(f"wrote {REPORT}")

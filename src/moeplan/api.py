@@ -33,6 +33,7 @@ from moeplan.errors import ModelNotFound, MoeplanError
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
 from moeplan.memory.kv import CACHE_TYPES, CacheConfig, cache_type
+from moeplan.memory.prompt_cache import DEFAULT_ORIGIN, describe
 from moeplan.memory.report import SizeReport, size_report
 from moeplan.memory.weights import (
     CONVERTER_OUTTYPES,
@@ -218,6 +219,7 @@ class DeviceReport(BaseModel):
     output_bytes: int
     total_bytes: int
     checkpoint_bytes: int = 0  # llama-server's context checkpoints (host; in total_bytes)
+    prompt_cache_bytes: int = 0  # llama-server's prompt cache at its --cache-ram bound (host; in total_bytes)
 
 
 class MemoryReport(BaseModel):
@@ -236,6 +238,7 @@ class MemoryReport(BaseModel):
     devices: list[DeviceReport]
     total_bytes: int
     notes: list[str]
+    prompt_cache: str | None = None  # llama-server's prompt cache: its bound and where it comes from
 
 
 def memory(
@@ -256,9 +259,11 @@ def memory(
     backend: str = "cuda",
     llamacpp_build: int | None = None,
     op_offload: bool = True,
+    cache_ram: int | None = None,
 ) -> MemoryReport:
     """Bytes per device that llama.cpp allocates for this model, context and placement, on GPUs of
-    `backend` (cuda, rocm, vulkan, metal, sycl, rpc) as build `llamacpp_build` allocates them."""
+    `backend` (cuda, rocm, vulkan, metal, sycl, rpc) as build `llamacpp_build` allocates them, and
+    what llama-server holds beside them (`cache_ram`: its --cache-ram, None: its default)."""
     r = resolve_model(model)
     spec = r.require_spec()
     inv = r.file or inventory(spec, mtp=_mtp_choice(r, mtp)[0])
@@ -266,6 +271,8 @@ def memory(
     if frontend not in ("server", "completion"):
         raise MoeplanError(f"unknown front end '{frontend}': use server (llama-server) or completion")
     server = frontend == "server"
+    if cache_ram is not None and not server:
+        raise MoeplanError("--cache-ram sizes llama-server's prompt cache: drop it or use --frontend server")
     slots = n_seq if n_seq is not None else (4 if server else 1)
     cfg = CacheConfig(
         n_ctx=ctx,
@@ -282,7 +289,7 @@ def memory(
     rt = runtime(backend, llamacpp_build, op_offload)
     b = rt.backend or named_backend("cuda")
     names = tuple(f"{b.device_prefix}{i}" for i in range(n_gpus))
-    fe = Frontend("llama-server", n_outputs_max=slots) if server else Frontend()
+    fe = Frontend("llama-server", n_outputs_max=slots, cache_ram=cache_ram) if server else Frontend()
     cfg, fe = builds.at_build(rt.build, cfg, fe)
     plan = plan_memory(
         inv,
@@ -333,7 +340,23 @@ def memory(
         devices=devices,
         total_bytes=sum(d.total_bytes for d in devices),
         notes=notes,
+        prompt_cache=_prompt_cache_line(
+            fe,
+            plan.device(CPU).prompt_cache_bytes,
+            rt.build,
+            "given" if cache_ram is not None else DEFAULT_ORIGIN,
+        ),
     )
+
+
+def _prompt_cache_line(fe: Frontend, held: int, build: int, origin: str = DEFAULT_ORIGIN) -> str | None:
+    """The line each llama-server plan shows for its prompt cache (memory/prompt_cache.py): the host
+    memory it may reach, the --cache-ram behind it and where that comes from; None for other tools."""
+    if fe.name != "llama-server":
+        return None
+    if build < builds.PROMPT_CACHE.landed:
+        return f"none: llama-server b{build} predates it ({builds.PROMPT_CACHE.source})"
+    return describe(fe.cache_ram_mib, held, origin)
 
 
 class PlanDevice(BaseModel):
@@ -349,6 +372,7 @@ class PlanDevice(BaseModel):
     total_bytes: int
     vision_bytes: int = 0  # the vision projector's weights and compute here (in total_bytes)
     checkpoint_bytes: int = 0  # llama-server's context checkpoints (host; in total_bytes)
+    prompt_cache_bytes: int = 0  # llama-server's prompt cache at its --cache-ram bound (host; in total_bytes)
 
 
 def _buffers(d: DeviceMemory) -> dict[str, int]:
@@ -359,6 +383,7 @@ def _buffers(d: DeviceMemory) -> dict[str, int]:
         "state_bytes": d.state_bytes,
         "compute_bytes": d.compute_bytes,
         "checkpoint_bytes": d.checkpoint_bytes,
+        "prompt_cache_bytes": d.prompt_cache_bytes,
         "total_bytes": d.total_bytes,
     }
 
@@ -547,6 +572,7 @@ class PlanReport(BaseModel):
     drafting: list[DraftingReport] = []
     vision: VisionReport | None = None
     bare: BareServerReport | None = None  # what llama.cpp's --fit does with no flags at all
+    prompt_cache: str | None = None  # llama-server's prompt cache: its bound and where it comes from
 
 
 _CACHE_NAMES = {t: name for name, t in CACHE_TYPES.items()}
@@ -642,8 +668,10 @@ def _llamacpp_report(
         kv_auto=kv_auto,
         ub_auto=True,  # -ub is not an option of plan: always the policy's
         runtime=rt,
+        frontend=Frontend("llama-server", n_outputs_max=n_seq, cache_ram=o.cache_ram),
     )
     c = result.chosen
+    cache_ram = o.cache_ram if o.cache_ram is not None else result.cache_ram
     ctk, ctv = _CACHE_NAMES[c.cache.type_k], _CACHE_NAMES[c.cache.type_v]
     prefill = c.perf.prefill(PROMPT_TOKENS)
     spread = c.perf.latency
@@ -675,6 +703,7 @@ def _llamacpp_report(
                 n_ubatch=cand.cache.n_ubatch,
                 op_offload=rt.op_offload,
                 ctx_checkpoints=result.ctx_checkpoints,
+                cache_ram=cache_ram,
             )
             + mmproj
         )
@@ -758,6 +787,16 @@ def _llamacpp_report(
         trade=[_trade_cell(cell, c) for cell in result.trade],
         drafting=drafting,
         vision=_vision_report(vm) if vm is not None else None,
+        prompt_cache=_prompt_cache_line(
+            Frontend("llama-server", cache_ram=cache_ram),
+            c.memory.device(CPU).prompt_cache_bytes,
+            rt.build,
+            "given"
+            if o.cache_ram is not None
+            else "lowered by moeplan to fit this host: PROMPT_CACHE_REDUCED"
+            if result.cache_ram is not None
+            else DEFAULT_ORIGIN,
+        ),
         bare=_bare_server(spec, rig, c, shlex.quote(file_name(c)), r.file, rt_rows) if bare else None,
     )
 
@@ -1093,6 +1132,7 @@ class ExplainReport(BaseModel):
     drafting: DraftingReport | None = None
     vision: VisionReport | None = None
     fit: FitReport | None = None  # llama.cpp's --fit on this command (None: -fit off)
+    prompt_cache: str | None = None  # llama-server's prompt cache: its bound and where it comes from
 
 
 def _explained_model(
@@ -1203,8 +1243,14 @@ def explain(
         )
 
     # llama-server keeps --ctx-checkpoints per slot in host memory (memory/checkpoints.py); others none
-    fe = Frontend("llama-server", n_outputs_max=n_seq, ctx_checkpoints=cmd.integer("ctx_checkpoints"))
-    fe = fe if server else replace(fe, ctx_checkpoints=0)
+    # and a prompt cache of --cache-ram MiB (memory/prompt_cache.py)
+    fe = Frontend(
+        "llama-server",
+        n_outputs_max=n_seq,
+        ctx_checkpoints=cmd.integer("ctx_checkpoints"),
+        cache_ram=cmd.integer("cache_ram"),
+    )
+    fe = fe if server else replace(fe, ctx_checkpoints=0, cache_ram=0)
 
     streams = 1 if unified else n_seq
     user, fit_report, placement = _fit_user(cmd), None, cmd.placement_flags or "-ngl 99 (default)"
@@ -1282,7 +1328,7 @@ def explain(
         suggestion=suggestion,
         suggested_command=suggested,
         speedup=round(speedup, 2) if speedup else None,
-        fixes=[] if given.fits else _fixes(spec, rig, ft, flags or "-ngl 99", cache, weights, rt, given),
+        fixes=[] if given.fits else _fixes(spec, rig, ft, flags or "-ngl 99", cache, weights, rt, given, fe),
         backend=_backend_label(rig, rt),
         llamacpp_build=builds.describe(rt.build),
         build_notes=builds.differences(rt.build),
@@ -1291,6 +1337,12 @@ def explain(
         drafting=drafting,
         vision=_vision_report(vm) if vm is not None else None,
         fit=fit_report,
+        prompt_cache=_prompt_cache_line(
+            fe if server else Frontend(),
+            given.memory.device(CPU).prompt_cache_bytes,
+            rt.build,
+            "in the command" if cmd.has("cache_ram") else DEFAULT_ORIGIN,
+        ),
     )
 
 
@@ -1416,28 +1468,39 @@ def _fixes(
     weights: Weights | None,
     rt: Runtime,
     given: Candidate,
+    fe: Frontend,
 ) -> list[str]:
-    """The one-step changes of a command that does not fit on its GPUs which make it fit: a smaller
+    """The one-step changes of a command that does not fit which make it fit: on its GPUs a smaller
     -ub (the compute buffer and the op-offload copies' activations shrink with it), --no-op-offload
-    (no host weight copied to the main GPU), one more --n-cpu-moe layer."""
-    if not any(d != CPU for d in given.overflow):
-        return []
-    tries: list[tuple[str, str, CacheConfig, Runtime]] = []
-    for ub in (256, 128):
-        if ub < cache.n_ubatch:
-            tries.append((f"-ub {ub}", flags, replace(cache, n_ubatch=ub), rt))
-    if rt.op_offload and any(d.offload_copy_bytes for d in given.memory.devices):
-        tries.append(
-            ("--no-op-offload (slower prompt processing)", flags, cache, replace(rt, op_offload=False))
+    (no host weight copied to the main GPU), one more --n-cpu-moe layer; in host RAM the most
+    --cache-ram (256 MiB steps) that fits, where llama-server's prompt cache is what is over."""
+    tries: list[tuple[str, str, CacheConfig, Runtime, Frontend]] = []
+    if any(d != CPU for d in given.overflow):
+        for ub in (256, 128):
+            if ub < cache.n_ubatch:
+                tries.append((f"-ub {ub}", flags, replace(cache, n_ubatch=ub), rt, fe))
+        if rt.op_offload and any(d.offload_copy_bytes for d in given.memory.devices):
+            tries.append(
+                (
+                    "--no-op-offload (slower prompt processing)",
+                    flags,
+                    cache,
+                    replace(rt, op_offload=False),
+                    fe,
+                )
+            )
+        m = re.search(r"--n-cpu-moe\s+(\d+)", flags)
+        if spec.is_moe and m and int(m.group(1)) < spec.n_layer:
+            n = int(m.group(1)) + 1
+            moved = flags[: m.start()] + f"--n-cpu-moe {n}" + flags[m.end() :]
+            tries.append((f"--n-cpu-moe {n}", moved, cache, rt, fe))
+    held, over = given.memory.device(CPU).prompt_cache_bytes, given.overflow.get(CPU, 0)
+    if over and held >= over:
+        mib = (held - over) // 2**20 // 256 * 256
+        what = (
+            f"--cache-ram {mib} ("
+            + ("no prompt cache" if not mib else "fewer idle conversations in RAM")
+            + ")"
         )
-    m = re.search(r"--n-cpu-moe\s+(\d+)", flags)
-    if spec.is_moe and m and int(m.group(1)) < spec.n_layer:
-        n = int(m.group(1)) + 1
-        tries.append(
-            (f"--n-cpu-moe {n}", flags[: m.start()] + f"--n-cpu-moe {n}" + flags[m.end() :], cache, rt)
-        )
-    fixes = []
-    for what, f, c, r in tries:
-        if evaluate_command(spec, rig, ft, f, c, weights, r).fits:
-            fixes.append(what)
-    return fixes
+        tries.append((what, flags, cache, rt, replace(fe, cache_ram=mib)))
+    return [what for what, f, c, r, e in tries if evaluate_command(spec, rig, ft, f, c, weights, r, e).fits]

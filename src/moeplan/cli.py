@@ -158,6 +158,16 @@ NoOpOffloadOpt = Annotated[
     bool,
     typer.Option("--no-op-offload", help="llama.cpp --no-op-offload: no host weights copied to the GPU."),
 ]
+CacheRamOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cache-ram",
+        "-cram",
+        metavar="MIB",
+        help="llama-server's prompt cache in host RAM (--cache-ram): MiB, 0 = none, -1 = no limit; "
+        "default: the server's 8192, lowered by the plan where the host cannot hold it.",
+    ),
+]
 FitTargetOpt = Annotated[
     int | None,
     typer.Option("--fit-target", help="MiB kept free per GPU (llama.cpp --fit-target; default 1024)."),
@@ -337,6 +347,7 @@ def memory(
     backend: BackendOpt = None,
     llamacpp_build: BuildOpt = None,
     no_op_offload: NoOpOffloadOpt = False,
+    cache_ram: CacheRamOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Bytes per device llama.cpp allocates: weights, KV cache, recurrent state, compute, output."""
@@ -359,14 +370,17 @@ def memory(
         backend=backend or "cuda",
         llamacpp_build=llamacpp_build,
         op_offload=not no_op_offload,
+        cache_ram=numbers.cache_ram(cache_ram),
     )
     if json_out:
         out.print_json(r.model_dump_json())
         return
     t = Table(title=f"{r.model} {r.quant}, ctx {r.n_ctx:,} × {r.n_seq} slot(s), {r.frontend}, {r.placement}")
     checkpoints = any(d.checkpoint_bytes for d in r.devices)  # llama-server's, where the model makes them
+    cached = any(d.prompt_cache_bytes for d in r.devices)  # llama-server's prompt cache, unless off
     cols = ("device", "weights", "KV cache", "recurrent", "compute", "of which offload copy", "runtime")
-    for col in (*cols, "output", *(("checkpoints",) if checkpoints else ()), "total"):
+    extra = (*(("checkpoints",) if checkpoints else ()), *(("prompt cache",) if cached else ()))
+    for col in (*cols, "output", *extra, "total"):
         t.add_column(col, justify="left" if col == "device" else "right")
     for d in r.devices:
         t.add_row(
@@ -382,12 +396,14 @@ def memory(
                     d.runtime_bytes,
                     d.output_bytes,
                     *((d.checkpoint_bytes,) if checkpoints else ()),
+                    *((d.prompt_cache_bytes,) if cached else ()),
                     d.total_bytes,
                 )
             ),
         )
     t.add_row("all", *[""] * (len(t.columns) - 2), gib(r.total_bytes))
     out.print(t)
+    _prompt_cache_line(r.prompt_cache)
     out.print(f"[dim]modelled: {r.backend} backend, {r.llamacpp_build}[/dim]")
     for note in r.notes:
         out.print(f"[dim]note: {note}[/dim]")
@@ -398,8 +414,13 @@ def _devices_table(devices: "list[api.PlanDevice]") -> Table:
     t = Table()
     vision = any(d.vision_bytes for d in devices)  # the projector's column only where one is loaded
     checkpoints = any(d.checkpoint_bytes for d in devices)  # llama-server's, where the model makes them
+    cached = any(d.prompt_cache_bytes for d in devices)  # llama-server's prompt cache, unless off
     cols = ("device", "capacity", "weights", "KV + state", "compute", "of which offload copy", "runtime")
-    extra = (*(("vision",) if vision else ()), *(("checkpoints",) if checkpoints else ()))
+    extra = (
+        *(("vision",) if vision else ()),
+        *(("checkpoints",) if checkpoints else ()),
+        *(("prompt cache",) if cached else ()),
+    )
     for col in (*cols, *extra, "total", "margin kept"):
         t.add_column(col, justify="left" if col == "device" else "right")
     for d in devices:
@@ -413,10 +434,17 @@ def _devices_table(devices: "list[api.PlanDevice]") -> Table:
             gib(d.runtime_bytes),
             *((gib(d.vision_bytes),) if vision else ()),
             *((gib(d.checkpoint_bytes),) if checkpoints else ()),
+            *((gib(d.prompt_cache_bytes),) if cached else ()),
             gib(d.total_bytes),
             gib(d.margin_bytes),
         )
     return t
+
+
+def _prompt_cache_line(line: str | None) -> None:
+    """llama-server's prompt cache: its bound in host RAM and where it comes from (api's line)."""
+    if line is not None:
+        out.print(f"[bold]prompt cache:[/bold] {escape(line)}")
 
 
 def _build_lines(backend: str, build: str, notes: list[str]) -> None:
@@ -609,6 +637,7 @@ def plan(
     llamacpp_build: BuildOpt = None,
     no_op_offload: NoOpOffloadOpt = False,
     fit_target: FitTargetOpt = None,
+    cache_ram: CacheRamOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The best way to run a model on a rig: quantization or format, placement or layout, memory, command."""
@@ -632,6 +661,7 @@ def plan(
         llamacpp_build=llamacpp_build,
         op_offload=not no_op_offload,
         fit_target_mib=fit_target,
+        cache_ram=numbers.cache_ram(cache_ram),
     )
     r = api.plan(model, rig_text, options)
     if not isinstance(r, api.PlanReport):
@@ -652,6 +682,7 @@ def plan(
         f"{1e3 * r.latency_p50_s:.1f}/{1e3 * r.latency_p95_s:.1f}/{1e3 * r.latency_p99_s:.1f} ms"
     )
     out.print(_devices_table(r.devices))
+    _prompt_cache_line(r.prompt_cache)
     _build_lines(r.backend, r.llamacpp_build, r.build_notes)
     out.print(f"[bold]command:[/bold] {r.command}")
     if r.bare is not None:
@@ -832,6 +863,7 @@ def explain(
         f"(bound by {r.bound_by})"
     )
     out.print(_devices_table(r.devices))
+    _prompt_cache_line(r.prompt_cache)
     for note in r.notes:
         out.print(f"[dim]  read: {escape(note)}[/dim]")
     _build_lines(r.backend, r.llamacpp_build, r.build_notes)

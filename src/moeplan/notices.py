@@ -23,6 +23,9 @@ speaks of the plan it is given and appears only where its condition holds:
 - CTX_CHECKPOINTS_REDUCED: llama-server's 32 context checkpoints per slot did not fit the host
   beside this plan, so the policy keeps fewer (`--ctx-checkpoints N`): an edited or branched
   conversation may then reprocess more of its prompt.
+- PROMPT_CACHE_REDUCED: llama-server's prompt cache (`--cache-ram`, 8 GiB by default) did not fit
+  the host beside this plan, so the policy gives it less (`--cache-ram N`, 0: none): a client
+  switching back to another conversation may have its prompt reprocessed.
 - COMPUTE_BUFFER_UNDERESTIMATED: the compute buffer was measured above moeplan's estimate for this
   model with the plan's sequences (the family's `compute_gap`, e.g. DeepSeek-V4 Pro, or Flash with
   several sequences).
@@ -35,6 +38,7 @@ from moeplan.arch.spec import ModelSpec
 from moeplan.engines.llamacpp import CPU
 from moeplan.hardware.spec import Rig
 from moeplan.memory.checkpoints import DEFAULT_CTX_CHECKPOINTS
+from moeplan.memory.prompt_cache import DEFAULT_CACHE_RAM_MIB
 from moeplan.plan.llamacpp import ONE_GPU, GiB, PlanResult
 from moeplan.plan.policy import QUALITY_FLOOR, RopeScaling
 from moeplan.quant.ggml import GGMLType
@@ -185,6 +189,18 @@ def notices(
                 f"one GPU holds the model at {c.ctx:,} tokens, so it runs on the first alone (-sm none), "
                 f"as fast as split by layers; the other {free} GPU{'s are' if free > 1 else ' is'} free, "
                 "e.g. for more replicas: another llama-server with -sm none -mg 1 --port 8081",
+            )
+        )
+    if result.cache_ram is not None:
+        size = "no prompt cache" if not result.cache_ram else f"a cache of at most {result.cache_ram:,} MiB"
+        out.append(
+            Notice(
+                "PROMPT_CACHE_REDUCED",
+                WARN,
+                f"--cache-ram {result.cache_ram}: llama-server keeps idle conversations' KV/state in RAM "
+                f"up to {DEFAULT_CACHE_RAM_MIB:,} MiB by default, which this host cannot hold beside the "
+                f"plan; with {size}, a client switching between conversations has its prompt "
+                "reprocessed instead of restored",
             )
         )
     if result.ctx_checkpoints is not None:

@@ -117,3 +117,23 @@ DISK_GB_S = Range("disk speed", 0.01, 100, "GB/s")
 NETWORK_GBIT = Range("network speed", 1, 10000, "Gb/s")
 NICS = Range("network links", 1, 64)
 MODEL_GB = Range("size", 0, 1e7, "GB")
+# llama-server's --cache-ram (common/arg.cpp: an int32 of MiB); -1, no limit, is read apart (cache_ram)
+CACHE_RAM = Range("--cache-ram", 0, (1 << 31) - 1, "MiB", zero="no prompt cache")
+NO_CACHE_LIMIT = -1
+
+
+def check_cache_ram(mib: int) -> int:
+    """`mib` as llama-server reads --cache-ram; a negative size other than -1 is a mistake (the
+    server would take it as no limit)."""
+    if mib < NO_CACHE_LIMIT:
+        raise BadNumber(f"--cache-ram {mib}: give MiB (0: no prompt cache) or -1 (no limit)")
+    if mib != NO_CACHE_LIMIT:
+        CACHE_RAM.check(mib)
+    return mib
+
+
+def cache_ram(text: str | None) -> int | None:
+    """--cache-ram as a person types it: MiB, 0 or -1; None or empty: not given."""
+    if text is not None and text.strip().startswith("-"):
+        return check_cache_ram(-parse_int(text.strip()[1:], CACHE_RAM))
+    return optional_int(text, CACHE_RAM)

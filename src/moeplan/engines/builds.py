@@ -57,6 +57,14 @@ CHUNKED_ALLOC = Rule(
     "(opened 2025-09-05, merged in September 2025)",
     "a backend's compute buffer is one allocation: no 1 GiB Vulkan chunks (a larger buffer fails)",
 )
+PROMPT_CACHE = Rule(
+    "llama-server's prompt cache in host RAM",
+    "#16391",
+    6680,
+    "ggml-org/llama.cpp#16391 'server : host-memory prompt caching' (opened 2025-10-02, merged "
+    "2025-10-09 with --cache-ram, default 8192 MiB)",
+    "llama-server keeps no copies of idle conversations in host memory (no --cache-ram)",
+)
 OUTPUT_FIRST = Rule(
     "-ngl offloads the output layer first",
     "#18148",
@@ -125,6 +133,7 @@ RULES = (
     SWA_CACHE,
     FLASH_ATTN_DEFAULT,
     CHUNKED_ALLOC,
+    PROMPT_CACHE,
     KV_PAD_256,
     OUTPUT_FIRST,
     VLESS_MLA,
@@ -186,6 +195,13 @@ def at_build(build: int, cfg: CacheConfig, frontend: Frontend) -> tuple[CacheCon
     if build < VULKAN_ROW_BATCH:
         cfg = replace(cfg, vk_row_batch=False)
     cfg = replace(cfg, embd_rows=embd_rows(build))
+    if build < PROMPT_CACHE.landed and frontend.name == "llama-server":
+        if frontend.cache_ram:
+            raise MoeplanError(
+                f"--cache-ram: llama-server b{build} has no prompt cache (it came with "
+                f"{PROMPT_CACHE.pr}, about b{PROMPT_CACHE.landed}); drop the flag"
+            )
+        frontend = replace(frontend, cache_ram=0)
     if build < OUTPUT_RESERVE.landed and frontend.n_outputs_max is not None:
         frontend = replace(frontend, n_outputs_max=None)
     return cfg, frontend

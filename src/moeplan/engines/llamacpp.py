@@ -52,8 +52,10 @@ from moeplan.errors import MoeplanError
 from moeplan.memo import PER_MODEL, PER_MODEL_QUANT, by_identity
 from moeplan.memory.checkpoints import DEFAULT_CTX_CHECKPOINTS, checkpoints_host_bytes
 from moeplan.memory.kv import CacheConfig, LayerMemory, context, kv_widths, layer_memory, row_bytes
+from moeplan.memory.prompt_cache import DEFAULT_CACHE_RAM_MIB, prompt_cache_bytes
 from moeplan.memory.table import TensorLayout, TensorTable, tensor_table
 from moeplan.memory.weights import Weights
+from moeplan.numbers import check_cache_ram
 from moeplan.quant.ggml import UNQUANTIZED, GGMLType
 
 CPU = "CPU"
@@ -172,10 +174,13 @@ class Frontend:
     name: str = "llama-completion"
     n_outputs_max: int | None = None  # None: n_batch (llama-completion, llama-bench, llama-fit-params)
     ctx_checkpoints: int | None = None  # --ctx-checkpoints; None: the tool's default
+    cache_ram: int | None = None  # --cache-ram MiB (-1: no limit); None: the tool's default
 
     def __post_init__(self) -> None:
         if self.ctx_checkpoints is not None and self.ctx_checkpoints < 0:
             raise MoeplanError(f"--ctx-checkpoints {self.ctx_checkpoints}: give 0 (none) or a positive count")
+        if self.cache_ram is not None:
+            check_cache_ram(self.cache_ram)
 
     @property
     def n_ctx_checkpoints(self) -> int:
@@ -183,6 +188,13 @@ class Frontend:
         if self.ctx_checkpoints is not None:
             return self.ctx_checkpoints
         return DEFAULT_CTX_CHECKPOINTS if self.name == "llama-server" else 0
+
+    @property
+    def cache_ram_mib(self) -> int:
+        """llama-server's prompt cache limit in MiB (`memory/prompt_cache.py`); no cache elsewhere."""
+        if self.cache_ram is not None:
+            return self.cache_ram
+        return DEFAULT_CACHE_RAM_MIB if self.name == "llama-server" else 0
 
 
 SERVER = Frontend("llama-server", n_outputs_max=4)
@@ -199,6 +211,7 @@ class DeviceMemory:
     offload_copy_bytes: int = 0  # of compute_bytes: the largest host weight copied in for op offload
     runtime_bytes: int = 0  # what the GPU loses outside llama.cpp's buffers (`gpu_backends.Backend`)
     checkpoint_bytes: int = 0  # llama-server's context checkpoints, host memory (`memory/checkpoints.py`)
+    prompt_cache_bytes: int = 0  # llama-server's prompt cache at its limit, host (`memory/prompt_cache.py`)
 
     @property
     def total_bytes(self) -> int:
@@ -210,13 +223,14 @@ class DeviceMemory:
             + self.output_bytes
             + self.runtime_bytes
             + self.checkpoint_bytes
+            + self.prompt_cache_bytes
         )
 
     @property
     def llamacpp_bytes(self) -> int:
         """What llama.cpp's memory breakdown calls this device's "self": model + context + compute
-        (the server's checkpoints are plain host vectors outside it)."""
-        return self.total_bytes - self.runtime_bytes - self.checkpoint_bytes
+        (the server's checkpoints and prompt cache are plain host vectors outside it)."""
+        return self.total_bytes - self.runtime_bytes - self.checkpoint_bytes - self.prompt_cache_bytes
 
 
 @lru_cache(maxsize=4096)
@@ -726,6 +740,7 @@ def plan_memory(
             mem[main].weights_bytes += round(weights[index[CPU]])
     mem[CPU].output_bytes = 4 * spec.n_vocab * cfg.n_seq  # logits of one output per sequence, host memory
     mem[CPU].checkpoint_bytes = checkpoints_host_bytes(spec, cfg, fe.n_ctx_checkpoints)
+    mem[CPU].prompt_cache_bytes = prompt_cache_bytes(spec, cfg, fe.cache_ram_mib)
     return MemoryPlan(tuple(mem.values()), ctx.n_ctx, ctx.n_ubatch, repack, table, assign)
 
 
@@ -854,9 +869,11 @@ def render_command(
     binary: str = "llama-server",
     op_offload: bool = True,
     ctx_checkpoints: int | None = None,
+    cache_ram: int | None = None,
 ) -> str:
-    """The exact command line for a plan (llama-server unless told otherwise); `ctx_checkpoints`:
-    llama-server's --ctx-checkpoints where the plan sets it (None: the server's default)."""
+    """The exact command line for a plan (llama-server unless told otherwise); `ctx_checkpoints`,
+    `cache_ram`: llama-server's --ctx-checkpoints and --cache-ram where the plan sets them (None:
+    the server's default)."""
     parts = [binary, "-m", shlex.quote(model_file), "-c", str(ctx), placement_flags.strip()]
     parts += ["-fa", "on" if flash_attn else "off"]
     if not op_offload:
@@ -868,4 +885,5 @@ def render_command(
     if binary == "llama-server":
         parts += ["-np", str(n_seq), "--jinja"]
         parts += ["--ctx-checkpoints", str(ctx_checkpoints)] if ctx_checkpoints is not None else []
+        parts += ["--cache-ram", str(cache_ram)] if cache_ram is not None else []
     return " ".join(p for p in parts if p)

@@ -41,6 +41,12 @@ FLAGS: tuple[Flag, ...] = (
         "setting",
         "context checkpoints per server slot, host memory (default 32)",
     ),
+    Flag(
+        ("-cram", "--cache-ram"),
+        "cache_ram",
+        "setting",
+        "server prompt cache in host memory, MiB (default 8192, -1: no limit, 0: off)",
+    ),
     Flag(("-ctk", "--cache-type-k"), "cache_type_k", "setting", "K cache type (default f16)"),
     Flag(("-ctv", "--cache-type-v"), "cache_type_v", "setting", "V cache type (default f16)"),
     Flag(("-fa", "--flash-attn"), "flash_attn", "setting", "flash attention: on, off or auto", bare="on"),

@@ -167,6 +167,8 @@ class SpeculativeMemory:
                     d.compute_bytes + e.compute_bytes,
                     d.output_bytes + e.output_bytes,
                     checkpoint_bytes=d.checkpoint_bytes,  # the target's; the draft's share is not modelled
+                    # one limit for both models' copies (server_prompt_cache counts data.drft too)
+                    prompt_cache_bytes=d.prompt_cache_bytes,
                 )
             )
         return out

@@ -37,7 +37,7 @@ from moeplan.memory.kv import (
 DEFAULT_CTX_CHECKPOINTS = 32  # common/common.h n_ctx_checkpoints
 
 _SEQ_HEADER = 8  # io_magic + seq_id
-_KV_CELL_META = 12  # pos + n_seq_id + one seq id
+KV_CELL_META = 12  # pos + n_seq_id + one seq id
 _KV_DATA_HEADER = 16  # v_trans, n_layer, n_rot_k, n_rot_v
 _ROW_HEADER = 12  # a tensor's type (int32) and row size (uint64)
 _RS_CELL_META = 8  # pos + n_seq_id (0 for one sequence)
@@ -69,7 +69,7 @@ def _swa_bytes(spec: ModelSpec, cfg: CacheConfig) -> int:
         if la.attn.kind in (AttnKind.SWA, AttnKind.CHUNKED) and la.attn.window and la.attn.kv_reuse < 0
     ]
     cells = min(max(a.window for a in layers), ctx.n_ctx_seq)
-    size += cells * _KV_CELL_META + _KV_DATA_HEADER
+    size += cells * KV_CELL_META + _KV_DATA_HEADER
     for a in layers:
         k_w, v_w = kv_widths(a)
         size += _ROW_HEADER + cells * row_bytes(cfg.type_k, k_w)

@@ -20,7 +20,7 @@ from moeplan.arch.inventory import Inventory, Role, inventory
 from moeplan.arch.spec import ModelSpec
 from moeplan.engines.builds import PINNED_BUILD, at_build, cuda_row_split, output_first
 from moeplan.engines.gpu_backends import Backend, vendor_backend
-from moeplan.engines.llamacpp import CPU, Frontend, MemoryPlan, parse_placement, plan_memory
+from moeplan.engines.llamacpp import CPU, DeviceMemory, Frontend, MemoryPlan, parse_placement, plan_memory
 from moeplan.hardware.spec import GPU, Node, Rig
 from moeplan.memo import PER_MODEL_QUANT, by_identity
 from moeplan.memory.kv import CacheConfig, cache_type
@@ -386,6 +386,7 @@ class PlanResult:
     trade: list[TradeCell] = field(default_factory=list)
     margin_bytes: int = FIT_TARGET  # kept free on every GPU (the plan's Runtime.fit_target_bytes)
     ctx_checkpoints: int | None = None  # --ctx-checkpoints the policy set (None: llama-server's default)
+    cache_ram: int | None = None  # --cache-ram MiB the policy set (None: llama-server's default)
 
 
 def _disk_plan(
@@ -448,8 +449,8 @@ def plan(
     `ctx`: plan exactly this context; None: the use's target, grown to the most that fits.
     `kv_auto`, `ub_auto`: the KV cache type and -ub are the policy's levers, not `cache`'s.
     `file`: a real GGUF's tensors, planned as they are (at `quant`, the file's type).
-    `frontend`: llama-server by default; its context checkpoints, left to the tool's default, are a
-    lever too (`_fewer_checkpoints`)."""
+    `frontend`: llama-server by default; its prompt cache and context checkpoints, left to the
+    tool's defaults, are levers too (`_lower_host_terms`)."""
     cache = cache or CacheConfig(n_ctx=0)
     frontend = frontend or Frontend("llama-server", n_outputs_max=cache.n_seq)
 
@@ -459,9 +460,46 @@ def plan(
         )
 
     result = run(frontend)
-    if frontend.ctx_checkpoints is not None or not _short_of_host(result):
+    host = result.chosen.memory.device(CPU)
+    free = [lever for lever in HOST_LEVERS if lever.given(frontend) is None and lever.held(host) > 0]
+    if _standing(result) == (False, False) or not free:
         return result
-    return _fewer_checkpoints(result, run, frontend, rig, runtime, file or inventory(spec, mtp=mtp))
+    kept, fe = _lower_host_terms(result, run, frontend, rig, runtime, file or inventory(spec, mtp=mtp), free)
+    return replace(  # what the policy set; the user's own settings are not the policy's
+        kept,
+        cache_ram=fe.cache_ram if frontend.cache_ram is None else None,
+        ctx_checkpoints=fe.ctx_checkpoints if frontend.ctx_checkpoints is None else None,
+    )
+
+
+@dataclass(frozen=True)
+class HostLever:
+    """A llama-server setting whose host memory the policy may lower (plan/policy.py, levers)."""
+
+    given: Callable[[Frontend], int | None]  # the setting as asked (None: the tool's default)
+    default: Callable[[Frontend], int]  # the tool's default, the most the policy keeps
+    held: Callable[[DeviceMemory], int]  # the host bytes it holds
+    at: Callable[[Frontend, int], Frontend]  # the front end with the setting at a value
+    step: int  # the policy moves it in these steps
+
+
+CHECKPOINTS = HostLever(
+    lambda fe: fe.ctx_checkpoints,
+    lambda fe: fe.n_ctx_checkpoints,
+    lambda d: d.checkpoint_bytes,
+    lambda fe, n: replace(fe, ctx_checkpoints=n),
+    1,
+)
+PROMPT_CACHE = HostLever(
+    lambda fe: fe.cache_ram,
+    lambda fe: fe.cache_ram_mib,
+    lambda d: d.prompt_cache_bytes,
+    lambda fe, n: replace(fe, cache_ram=n),
+    256,  # --cache-ram in 256 MiB steps
+)
+# In the order they are kept: the checkpoints serve the live conversation's edits and branches, the
+# prompt cache other conversations (a switch back reprocesses a prompt), so the cache gives way first.
+HOST_LEVERS = (CHECKPOINTS, PROMPT_CACHE)
 
 
 def _standing(r: PlanResult) -> tuple[bool, bool]:
@@ -469,41 +507,50 @@ def _standing(r: PlanResult) -> tuple[bool, bool]:
     return (r.disk or not r.chosen.fits, r.below_floor)
 
 
-def _short_of_host(r: PlanResult) -> bool:
-    """The plan falls short (disk, below the floor) while llama-server's checkpoints hold host memory."""
-    return _standing(r) != (False, False) and r.chosen.memory.device(CPU).checkpoint_bytes > 0
-
-
-def _fewer_checkpoints(
+def _lower_host_terms(
     result: PlanResult,
     run: Callable[[Frontend], PlanResult],
     frontend: Frontend,
     rig: Rig,
     runtime: Runtime,
     inv: Inventory,
-) -> PlanResult:
-    """Policy (plan/policy.py, levers): llama-server keeps up to 32 context checkpoints per slot in
-    host memory; where they are what keeps the plan off the GPU budget or below the floor, plan
-    without them, then keep the most of them (up to the default) that the chosen plan still holds,
-    so the command says `--ctx-checkpoints N`."""
-    without = run(replace(frontend, ctx_checkpoints=0))
+    levers: list[HostLever],
+) -> tuple[PlanResult, Frontend]:
+    """Policy (plan/policy.py, levers): where what llama-server holds in host memory (its context
+    checkpoints, its prompt cache) keeps the plan off the GPU budget or below the floor, plan
+    without it, then give each lever in turn the most (up to its default) that the chosen plan
+    still holds beside the ones before, so the command sets them. Returns the plan and its front
+    end (unchanged where dropping them does not help)."""
+    bare = frontend
+    for lever in levers:
+        bare = lever.at(bare, 0)
+    without = run(bare)
     if _standing(without) >= _standing(result):
-        return result
+        return result, frontend
     c = without.chosen
     cpu, gpus = device_slots(rig, runtime)
     w = _weights(inv, c.quant)
 
-    def holds(n: int) -> bool:
-        fe = at_build(runtime.build, c.cache, replace(frontend, ctx_checkpoints=n))[1]
-        return _evaluate(inv, w, c.quant, c.strategy, c.flags, c.ctx, c.cache, cpu, gpus, fe).fits
+    def fits(f: Frontend) -> bool:
+        at = at_build(runtime.build, c.cache, f)[1]
+        return _evaluate(inv, w, c.quant, c.strategy, c.flags, c.ctx, c.cache, cpu, gpus, at).fits
 
-    most = frontend.n_ctx_checkpoints
-    first_short = _smallest(1, most, lambda k: not holds(k))  # holds(0): `without` fits
-    n = most if first_short is None else first_short - 1
-    kept = run(replace(frontend, ctx_checkpoints=n)) if n else without
-    if n and _standing(kept) > _standing(without):  # the context grew into what they needed
-        kept, n = without, 0
-    return replace(kept, ctx_checkpoints=n)
+    fe = bare
+    for lever in levers:
+        fe = _most_held(lever, fe, frontend, fits)
+    if fe == bare:
+        return without, bare
+    kept = run(fe)
+    if _standing(kept) > _standing(without):  # the context grew into what they needed
+        return without, bare
+    return kept, fe
+
+
+def _most_held(lever: HostLever, fe: Frontend, asked: Frontend, fits: Callable[[Frontend], bool]) -> Frontend:
+    """`fe` with the lever at the most (up to its default in `asked`, by its steps) that still fits."""
+    most = lever.default(asked) // lever.step
+    first_short = _smallest(1, most, lambda k: not fits(lever.at(fe, k * lever.step)))  # 0 fits
+    return lever.at(fe, (most if first_short is None else first_short - 1) * lever.step)
 
 
 def _plan(

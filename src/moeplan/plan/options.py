@@ -66,6 +66,7 @@ class PlanOptions:
     op_offload: bool = True
     fit_target_mib: int | None = None
     flash_attn: bool = True
+    cache_ram: int | None = None  # llama-server's --cache-ram MiB (-1: no limit); None: its default
     alternatives: bool = True  # list the plans that lost (the checker asks for winners only)
 
     def given(self) -> frozenset[str]:
@@ -82,6 +83,8 @@ class PlanOptions:
                     "--format names vLLM/SGLang weights: add --engine vllm or --engine sglang "
                     "(llama.cpp takes --quant, a GGUF type such as Q4_K_M)"
                 )
+            if self.cache_ram is not None:
+                numbers.check_cache_ram(self.cache_ram)
             if self.vision is None and not self.mmproj_offload:
                 raise MoeplanError(
                     "--no-mmproj-offload places the vision projector: add --vision f16|bf16|q8_0"
@@ -133,6 +136,7 @@ LLAMACPP_ONLY: tuple[tuple[frozenset[str], str], ...] = (
         "for {engine}",
     ),
     (frozenset({"vision", "mmproj_offload"}), "--vision, --no-mmproj-offload: {vision}"),
+    (frozenset({"cache_ram"}), "--cache-ram sizes llama-server's prompt cache: leave it out for {engine}"),
     (
         frozenset({"flash_attn", "alternatives"}),
         "flash attention and the losing alternatives are llama.cpp's plan search: leave them out "

@@ -40,6 +40,11 @@ Levers the policy sets and the command shows:
   floor: then the plan is made without them and keeps the most (up to 32) that still fit beside it,
   `--ctx-checkpoints N` in the command (notice CTX_CHECKPOINTS_REDUCED). `--ctx-checkpoints` in a
   pasted command is the user's and is kept.
+- Prompt cache: llama-server's default `--cache-ram 8192`, up to 8 GiB of idle conversations'
+  KV/state in host memory (`memory/prompt_cache.py`), unless it is what keeps a plan from fitting
+  or above the floor: then the plan is made without it and keeps the most (in 256 MiB steps) that
+  still fits, `--cache-ram N` in the command (notice PROMPT_CACHE_REDUCED). Lowered before the
+  checkpoints: it holds other conversations, they the live one. The user's `--cache-ram` is kept.
 
 The checker's verdicts (`verdict`), best first: runs well; runs only below the quality floor; runs
 too slowly to use (decode below TOO_SLOW_TOK_S); does not fit (including plans that stream weights
