@@ -195,3 +195,16 @@ def test_assumptions_that_change_the_answer_are_in_the_plan() -> None:
     assert isinstance(r, dict)
     said = " ".join(r["rig_assumptions"])
     assert "RAM size not stated: assumed 256 GB" in said and "'H100' read as the H100 SXM5 80 GB" in said
+
+
+def test_memory_tables_keep_every_word_and_state_the_unit_once() -> None:
+    """Before: eleven columns of "19.44 GiB" wrapped every cell over two lines and rich cut the
+    headers and device names to "checkpoi…" and "CPU_REPA…"."""
+    memory = runner.invoke(app, ["memory", "qwen3.5-35b-a3b"])
+    plan = runner.invoke(app, ["plan", "qwen3.5-35b-a3b", "--rig", "RTX 4090 + 64GB DDR5-6000"])
+    for result, header in ((memory, "CPU only (GiB)"), (plan, "memory per device (GiB)")):
+        assert result.exit_code == 0, result.output
+        table = result.output.split("prompt cache:")[0]
+        assert header in table and "…" not in table
+        assert "checkpoints" in table and " GiB │" not in table
+    assert "CPU_REPACK" in memory.output

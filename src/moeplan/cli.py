@@ -6,7 +6,7 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import wraps
 from types import ModuleType
@@ -27,7 +27,7 @@ from typer._click import exceptions as click_errors
 from moeplan import LLAMACPP_BUILD, __version__, numbers
 from moeplan.errors import MoeplanError
 from moeplan.plan.uses import DEFAULT_USE, LONG_CONTEXT, TOO_SLOW_TOK_S, USES
-from moeplan.units import POLICY, billions, gb, gib, seconds
+from moeplan.units import POLICY, billions, gb, gib, gib_figure, seconds
 
 if TYPE_CHECKING:
     from moeplan import api
@@ -375,18 +375,15 @@ def memory(
     if json_out:
         out.print_json(r.model_dump_json())
         return
-    t = Table(title=f"{r.model} {r.quant}, ctx {r.n_ctx:,} × {r.n_seq} slot(s), {r.frontend}, {r.placement}")
     checkpoints = any(d.checkpoint_bytes for d in r.devices)  # llama-server's, where the model makes them
     cached = any(d.prompt_cache_bytes for d in r.devices)  # llama-server's prompt cache, unless off
     cols = ("device", "weights", "KV cache", "recurrent", "compute", "of which offload copy", "runtime")
     extra = (*(("checkpoints",) if checkpoints else ()), *(("prompt cache",) if cached else ()))
-    for col in (*cols, "output", *extra, "total"):
-        t.add_column(col, justify="left" if col == "device" else "right")
-    for d in r.devices:
-        t.add_row(
+    rows = [
+        [
             d.device,
             *(
-                gib(x)
+                gib_figure(x)
                 for x in (
                     d.weights_bytes,
                     d.kv_bytes,
@@ -400,8 +397,13 @@ def memory(
                     d.total_bytes,
                 )
             ),
-        )
-    t.add_row("all", *[""] * (len(t.columns) - 2), gib(r.total_bytes))
+        ]
+        for d in r.devices
+    ]
+    columns = (*cols, "output", *extra, "total")
+    rows.append(["all", *[""] * (len(columns) - 2), gib_figure(r.total_bytes)])
+    title = f"{r.model} {r.quant}, ctx {r.n_ctx:,} × {r.n_seq} slot(s), {r.frontend}, {r.placement} (GiB)"
+    t = _memory_table(title, columns, rows)
     out.print(t)
     _prompt_cache_line(r.prompt_cache)
     out.print(f"[dim]modelled: {r.backend} backend, {r.llamacpp_build}[/dim]")
@@ -409,9 +411,21 @@ def memory(
         out.print(f"[dim]note: {note}[/dim]")
 
 
+def _memory_table(title: str, columns: Sequence[str], rows: list[list[str]]) -> Table:
+    """A per-device memory table whose columns are as wide as their widest cell or header word:
+    rich's own sizing of a dozen columns cuts words ("checkpoi…", "CPU_REPA…") while wider ones
+    keep spare room."""
+    t = Table(title=title)
+    for i, col in enumerate(columns):
+        widest = max(*(len(w) for w in col.split()), *(len(row[i]) for row in rows))
+        t.add_column(col, justify="left" if i == 0 else "right", width=widest)
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
 def _devices_table(devices: "list[api.PlanDevice]") -> Table:
     """Every term per device: what llama.cpp allocates, what the runtime loses beside it, the margin."""
-    t = Table()
     vision = any(d.vision_bytes for d in devices)  # the projector's column only where one is loaded
     checkpoints = any(d.checkpoint_bytes for d in devices)  # llama-server's, where the model makes them
     cached = any(d.prompt_cache_bytes for d in devices)  # llama-server's prompt cache, unless off
@@ -421,24 +435,24 @@ def _devices_table(devices: "list[api.PlanDevice]") -> Table:
         *(("checkpoints",) if checkpoints else ()),
         *(("prompt cache",) if cached else ()),
     )
-    for col in (*cols, *extra, "total", "margin kept"):
-        t.add_column(col, justify="left" if col == "device" else "right")
-    for d in devices:
-        t.add_row(
+    rows = [
+        [
             d.name,
-            gib(d.capacity_bytes),
-            gib(d.weights_bytes),
-            gib(d.kv_bytes + d.state_bytes),
-            gib(d.compute_bytes),
-            gib(d.offload_copy_bytes),
-            gib(d.runtime_bytes),
-            *((gib(d.vision_bytes),) if vision else ()),
-            *((gib(d.checkpoint_bytes),) if checkpoints else ()),
-            *((gib(d.prompt_cache_bytes),) if cached else ()),
-            gib(d.total_bytes),
-            gib(d.margin_bytes),
-        )
-    return t
+            gib_figure(d.capacity_bytes),
+            gib_figure(d.weights_bytes),
+            gib_figure(d.kv_bytes + d.state_bytes),
+            gib_figure(d.compute_bytes),
+            gib_figure(d.offload_copy_bytes),
+            gib_figure(d.runtime_bytes),
+            *((gib_figure(d.vision_bytes),) if vision else ()),
+            *((gib_figure(d.checkpoint_bytes),) if checkpoints else ()),
+            *((gib_figure(d.prompt_cache_bytes),) if cached else ()),
+            gib_figure(d.total_bytes),
+            gib_figure(d.margin_bytes),
+        ]
+        for d in devices
+    ]
+    return _memory_table("memory per device (GiB)", (*cols, *extra, "total", "margin kept"), rows)
 
 
 def _prompt_cache_line(line: str | None) -> None:

@@ -11,6 +11,12 @@ def gib(n: float | None, digits: int = 2) -> str:
     return "—" if n is None else f"{n / 2**30:,.{digits}f} GiB"
 
 
+def gib_figure(n: float | None, digits: int = 2) -> str:
+    """Memory as a bare number, for tables whose title states GiB once (many columns of "GiB" push
+    a per-device table past a terminal's width)."""
+    return "—" if n is None else f"{n / 2**30:,.{digits}f}"
+
+
 def gb(n: float | None, digits: int = 2) -> str:
     """File and download sizes, and bytes read per token (the unit of GB/s bandwidth)."""
     return "—" if n is None else f"{n / 1e9:,.{digits}f} GB"
