@@ -1,4 +1,4 @@
-"""Qwen3-VL's dense text models (`qwen3vl`: Qwen3-VL-8B, 32B): Qwen3's dense trunk with Qwen3-VL's
+"""Qwen3-VL's dense text models (`qwen3vl`: Qwen3-VL-2B, 4B, 8B, 32B): Qwen3's dense trunk with Qwen3-VL's
 interleaved M-RoPE sections and DeepStack count, 262,144 tokens of context."""
 
 import pytest
@@ -10,7 +10,7 @@ from moeplan.sources.catalog import resolve
 from moeplan.sources.gguf_header import read_local
 from moeplan.sources.gguf_spec import spec_from_gguf
 
-PAIRS = [("qwen3-vl-8b", "qwen3-8b"), ("qwen3-vl-32b", "qwen3-32b")]
+PAIRS = [("qwen3-vl-4b", "qwen3-4b"), ("qwen3-vl-8b", "qwen3-8b"), ("qwen3-vl-32b", "qwen3-32b")]
 
 
 def shapes(model: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -28,6 +28,13 @@ def test_the_qwen3_dense_trunk_with_mrope_and_deepstack(vl: str, text: str) -> N
     n_embd = spec.n_embd  # DeepStack widens the first three layers' input rows to 4 x n_embd
     assert family("qwen3vl").embedding_activations(spec, 2, 512) == 4 * 512 * (5 * 4 * n_embd - 4 * n_embd)
     assert family("qwen3vl").embedding_activations(spec, 3, 512) == 0
+
+
+def test_the_2b_ties_its_head_where_qwen3_1_7b_stores_one() -> None:
+    """Qwen3-VL-2B has Qwen3-1.7B's trunk, but its head is the embedding (config tie_word_embeddings
+    true, sglang PR 18024), while the Qwen3-1.7B checkpoint stores lm_head (torchtune PR 2669)."""
+    text = [s for s in shapes("qwen3-1.7b") if s[0] != "output.weight"]
+    assert shapes("qwen3-vl-2b") == text and len(text) == len(shapes("qwen3-1.7b")) - 1
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from moeplan.arch.inventory import inventory
-from moeplan.arch.registry import family
+from moeplan.arch.registry import family, spec_from_config
 from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
 from moeplan.memory.kv import CacheConfig, layer_memory
 from moeplan.sources.catalog import load_catalog
@@ -114,6 +114,24 @@ def test_step35_kv() -> None:
     assert cells == {1024}  # PAD256(512 + 512)
     assert swa == 33 * 1024 * 2 * 8 * 128 * 2
     assert len(layer_memory(s, CacheConfig(n_ctx=4096))) == 45  # the MTP blocks hold no cache
+
+
+def test_step37_is_the_step35_text_model_behind_a_vision_wrapper() -> None:
+    """Step-3.7-Flash's checkpoint nests the Step-3.5 decoder as `text_config` (model_type step3p5)
+    under a top-level `step3p7` wrapper (aiconfigurator commit 848f5e11 parsing the published file):
+    the registry takes the text model's keys, so the wrapped config gives the catalog's layers, and
+    its text tensors are Step-3.5-Flash's (754 without MTP; the vision tower is the mmproj's)."""
+    entry = load_catalog()["step-3.7-flash"]
+    wrapped = {
+        "architectures": ["Step3p7ForConditionalGeneration"],
+        "model_type": "step3p7",
+        "text_config": {**entry.config, "architectures": ["Step3p5ForCausalLM"]},
+    }
+    s = spec_from_config(wrapped)
+    assert s.arch == "step35" and s.layers == entry.spec().layers and s.mtp_layers == entry.spec().mtp_layers
+    three, five = inventory(entry.spec(), mtp=False), inventory(spec("step-3.5-flash"), mtp=False)
+    assert [(t.name, t.shape) for t in three.tensors] == [(t.name, t.shape) for t in five.tensors]
+    assert entry.context_length == 262144 and entry.spec().context_length == 262144
 
 
 # ---- MiMo-V2-Flash -----------------------------------------------------------------------------
