@@ -168,3 +168,13 @@ def test_the_home_pages_plan_card_shows_the_prompt_cache() -> None:
     assert (
         "Prompt cache: up to 8.00 GiB of host RAM: --cache-ram 8192 (llama-server&#39;s default" in page.text
     )
+
+
+def test_a_lever_kept_at_its_default_sets_no_flag_and_no_notice() -> None:
+    """Before: where only the prompt cache had to shrink, the plan still carried
+    `--ctx-checkpoints 32` (llama-server's own default) and CTX_CHECKPOINTS_REDUCED said the host
+    could not hold 32 checkpoints, beside a plan that holds all 32."""
+    r = api.plan("qwen3.5-9b", "M4 Pro 24GB")
+    ids = {n.id for n in r.notices}
+    assert "PROMPT_CACHE_REDUCED" in ids and "--cache-ram" in r.command
+    assert "CTX_CHECKPOINTS_REDUCED" not in ids and "--ctx-checkpoints" not in r.command

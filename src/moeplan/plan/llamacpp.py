@@ -465,10 +465,10 @@ def plan(
     if _standing(result) == (False, False) or not free:
         return result
     kept, fe = _lower_host_terms(result, run, frontend, rig, runtime, file or inventory(spec, mtp=mtp), free)
-    return replace(  # what the policy set; the user's own settings are not the policy's
+    return replace(
         kept,
-        cache_ram=fe.cache_ram if frontend.cache_ram is None else None,
-        ctx_checkpoints=fe.ctx_checkpoints if frontend.ctx_checkpoints is None else None,
+        cache_ram=_lowered(PROMPT_CACHE, fe, frontend),
+        ctx_checkpoints=_lowered(CHECKPOINTS, fe, frontend),
     )
 
 
@@ -500,6 +500,15 @@ PROMPT_CACHE = HostLever(
 # In the order they are kept: the checkpoints serve the live conversation's edits and branches, the
 # prompt cache other conversations (a switch back reprocesses a prompt), so the cache gives way first.
 HOST_LEVERS = (CHECKPOINTS, PROMPT_CACHE)
+
+
+def _lowered(lever: HostLever, fe: Frontend, asked: Frontend) -> int | None:
+    """The lever's value where the policy set it below the tool's default, else None: the user's
+    own setting is not the policy's, and one kept at the default needs no flag and no notice."""
+    value = lever.given(fe)
+    if lever.given(asked) is not None or value is None or value >= lever.default(asked):
+        return None
+    return value
 
 
 def _standing(r: PlanResult) -> tuple[bool, bool]:
