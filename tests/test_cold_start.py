@@ -33,8 +33,9 @@ json.dump({"modules": sorted(sys.modules), "gc": gc.get_threshold()}, open(out, 
 
 # Never needed to plan a catalog model with llama.cpp: the YAML parser (the data files come from the
 # JSON cache once parsed), the gguf package (its constants load alone: gguf_constants.py), the Hub
-# client, the web stack, the GPU database (curated GPUs answer "RTX 4090"), hardware detection, and
-# the vLLM/SGLang planner.
+# client, the web stack, the GPU database (curated GPUs answer "RTX 4090"), hardware detection, the
+# vLLM/SGLang planner; moeplan's GGUF reader (a catalog id names no file), the command-line reader of
+# `explain`, the size report of `size`/`inspect`, and the vision projector (only with --vision).
 NOT_FOR_PLAN = (
     "yaml",
     "gguf",
@@ -51,6 +52,15 @@ NOT_FOR_PLAN = (
     "moeplan.web",
     "moeplan.site",
     "moeplan.plan.distributed",
+    "moeplan.sources.gguf_header",
+    "moeplan.sources.gguf_spec",
+    "moeplan.sources.gguf_weights",
+    "moeplan.engines.llamacpp_args",
+    "moeplan.memory.report",
+    "moeplan.engines.vision",
+    "moeplan.engines.clip_graph",
+    "moeplan.plan.vision",
+    "moeplan.quant.native",
 )
 # `--version` and `--help` need typer and nothing of the core (cli.py binds `moeplan.api` lazily:
 # in sys.modules, never run).

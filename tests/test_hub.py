@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from moeplan import api
 from moeplan.cli import app
 from moeplan.errors import HubError, MoeplanError
+from moeplan.memory.report import SizeReport
 from moeplan.sources import hub
 from moeplan.sources.gguf_header import read_local
 from moeplan.sources.gguf_weights import weights_from_gguf
@@ -240,7 +241,7 @@ def hub_env(server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     return server
 
 
-def _same(a: api.SizeReport, b: api.SizeReport) -> None:
+def _same(a: SizeReport, b: SizeReport) -> None:
     skip = {"notes", "source", "quant"}
     assert a.model_dump(exclude=skip) == b.model_dump(exclude=skip)
 

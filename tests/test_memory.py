@@ -2,13 +2,17 @@
 §5 and §6: measured with the pinned build on the real Gemma-3-270M Q4_K_M file) and against the
 formulas' worked examples. The live comparisons against llama.cpp run in test_llamacpp_memory.py."""
 
+import re
+from dataclasses import replace
+
 import pytest
 
 from moeplan import api
 from moeplan.arch.inventory import inventory
-from moeplan.engines.llamacpp import SERVER, Frontend, parse_placement, plan_memory
+from moeplan.engines.llamacpp import SERVER, Frontend, _rule_mask, parse_placement, plan_memory
 from moeplan.errors import MoeplanError
 from moeplan.memory.kv import CacheConfig, context, layer_memory, recurrent_state_values
+from moeplan.memory.table import tensor_table
 from moeplan.memory.weights import predict
 from moeplan.quant.ggml import GGMLType
 from moeplan.quant.recipe import FileType
@@ -116,7 +120,7 @@ def test_placement_parsing() -> None:
     p = parse_placement('-ngl 99 --n-cpu-moe 2 -ot "exps=CPU,blk\\.5\\.=CUDA0" -ts 3,1')
     assert p.n_gpu_layers == 99 and p.tensor_split == (3.0, 1.0)
     assert [b for _, b in p.overrides] == ["CPU", "CPU", "CUDA0"]
-    assert p.overrides[0][0] == r"blk\.(?:0|1)\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+    assert p.overrides[0][0] == 2  # --n-cpu-moe 2: llama.cpp's rules for layers 0 and 1
     for bad, msg in [
         ("-ngl", "needs a value"),
         ("-ngl x", "integer"),
@@ -144,6 +148,21 @@ def test_n_cpu_moe_moves_only_expert_stacks() -> None:
         t.nbytes for t in experts
     )
     assert some.device("CUDA0").kv_bytes == all_gpu.device("CUDA0").kv_bytes  # KV follows the layer
+
+
+def test_n_cpu_moe_count_matches_llamacpps_rule_per_layer() -> None:
+    """--n-cpu-moe N, kept as the count N, moves the tensors that llama.cpp's N rules
+    `blk\\.{i}\\.ffn_..._exps` (i < N) match with regex search, names that only look alike included."""
+    spec = resolve("qwen3.5-35b-a3b").spec()
+    layout = tensor_table(predict(inventory(spec, mtp=True), FileType.Q4_K_M)).layout
+    odd = ("blk.01.ffn_up_exps.weight", "blk.12.ffn_gate_up_exps.weight", "x.blk.3.ffn_down_chexps")
+    odd += ("blk.3.ffn_up_exps.blk.1.ffn_down_exps", "blk.2.ffn_up.weight", "blk.4.attn_q.weight")
+    for names in (layout.names, odd):
+        lay = replace(layout, names=names)
+        for n in range(spec.n_layer + 3):
+            rules = [re.compile(rf"blk\.{i}\.ffn_(up|down|gate|gate_up)_(ch|)exps") for i in range(n)]
+            want = [any(r.search(name) for r in rules) for name in names]
+            assert _rule_mask(lay, n).tolist() == want, (n, names)
 
 
 def test_tensor_split_and_unknown_buffer() -> None:

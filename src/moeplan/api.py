@@ -25,16 +25,12 @@ from moeplan.engines.llamacpp import (
     plan_memory,
     render_command,
 )
-from moeplan.engines.llamacpp_args import Command as LlamaCommand
-from moeplan.engines.llamacpp_args import parse_command
 from moeplan.engines.speculative import N_MAX, Drafting, DraftModel, SpecType
-from moeplan.engines.vision import VisionMemory, vision_flags
 from moeplan.errors import ModelNotFound, MoeplanError
 from moeplan.hardware.rig import parse_rig
 from moeplan.hardware.spec import Rig
 from moeplan.memory.kv import CACHE_TYPES, CacheConfig, cache_type
 from moeplan.memory.prompt_cache import DEFAULT_ORIGIN, describe
-from moeplan.memory.report import SizeReport, size_report
 from moeplan.memory.weights import (
     CONVERTER_OUTTYPES,
     FileInventory,
@@ -66,18 +62,21 @@ from moeplan.plan.policy import QUALITY_FLOOR, RopeScaling, context_bounds, use_
 from moeplan.plan.speculative import DraftOption
 from moeplan.plan.speculative import evaluate as evaluate_drafting
 from moeplan.plan.speculative import options as draft_options
-from moeplan.plan.vision import device_bytes, holding, vision_memory, vision_of_command
-from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
 from moeplan.sources.file_names import file_type_of_label, read_file_name
-from moeplan.sources.gguf_header import read_local
-from moeplan.sources.gguf_weights import weights_from_gguf
 from moeplan.sources.hub_refs import parse_ref, quant_label
 from moeplan.sources.reference import ResolvedModel, resolve_model
 
 if TYPE_CHECKING:
+    from moeplan.engines.llamacpp_args import Command as LlamaCommand
+    from moeplan.engines.vision import VisionMemory
+    from moeplan.memory.report import SizeReport
     from moeplan.plan.distributed import DistributedPlan
+
+# Not imported here, for `moeplan plan` does not use them (tests/test_cold_start.py): GGUF headers
+# (read where a file is inspected or explained), the command-line reader of `explain`, the size
+# report, and the vision projector (planned only where --vision asks for it).
 
 
 def runtime(
@@ -151,8 +150,11 @@ def _mtp_choice(r: ResolvedModel, mtp: bool | None) -> tuple[bool | None, str]:
     return mtp, f"dropped ({n} layer(s), {why}); the pinned converter keeps them by default: --mtp"
 
 
-def predict_size(model: str, quant: str | None, mtp: bool | None = None) -> SizeReport:
+def predict_size(model: str, quant: str | None, mtp: bool | None = None) -> "SizeReport":
     """`quant` None: the file people download first (`default_file_type`)."""
+    from moeplan.memory.report import size_report
+    from moeplan.quant.native import native_bytes
+
     r = resolve_model(model)  # a catalog id, a GGUF file or a Hub reference (see the end of this module)
     if r.gguf is not None:
         return _hub_gguf_report(r)
@@ -190,7 +192,11 @@ def predict_size(model: str, quant: str | None, mtp: bool | None = None) -> Size
     )
 
 
-def inspect_file(path: str) -> SizeReport:
+def inspect_file(path: str) -> "SizeReport":
+    from moeplan.memory.report import size_report
+    from moeplan.sources.gguf_header import read_local
+    from moeplan.sources.gguf_weights import weights_from_gguf
+
     if parse_ref(path) is not None:
         return _hub_gguf_report(resolve_model(path))
     p = Path(path)
@@ -476,7 +482,9 @@ class VisionReport(BaseModel):
     note: str
 
 
-def _vision_report(v: VisionMemory) -> VisionReport:
+def _vision_report(v: "VisionMemory") -> VisionReport:
+    from moeplan.engines.vision import vision_flags
+
     where = f"on {v.device}" + ("" if v.offload else " (--no-mmproj-offload)")
     host = f" + {v.host_compute_bytes / 2**20:,.1f} MiB of inputs on the host" if v.host_compute_bytes else ""
     return VisionReport(
@@ -495,11 +503,13 @@ def _vision_report(v: VisionMemory) -> VisionReport:
     )
 
 
-def _with_vision(rows: list[PlanDevice], v: VisionMemory | None, rig: Rig, rt: Runtime) -> list[PlanDevice]:
+def _with_vision(rows: list[PlanDevice], v: "VisionMemory | None", rig: Rig, rt: Runtime) -> list[PlanDevice]:
     """The per-device rows with the projector's bytes added where it loads, against the devices'
     capacities under `rt` (the runtime without the projector held back)."""
     if v is None:
         return rows
+    from moeplan.plan.vision import device_bytes
+
     extra = device_bytes(v)
     have = {d.name for d in rows}
     missing = [DeviceMemory(n) for n in extra if n not in have]
@@ -633,9 +643,13 @@ def _llamacpp_report(
     r = model if isinstance(model, ResolvedModel) else resolve_model(model)
     spec = r.require_spec()
     tower = r.entry.vision_tower() if r.entry is not None else None
-    vision = o.vision
-    vm = None if vision is None else vision_memory(r.name, tower, vision, rig, rt, offload=o.mmproj_offload)
-    rt_rows, rt = rt, (rt if vm is None else holding(rt, vm))
+    vm: VisionMemory | None = None
+    rt_rows = rt
+    if o.vision is not None:
+        from moeplan.plan.vision import holding, vision_memory
+
+        vm = vision_memory(r.name, tower, o.vision, rig, rt, offload=o.mmproj_offload)
+        rt = holding(rt, vm)
     purpose = use_named(o.use)
     ext = r.entry.rope_extension if r.entry is not None else None
     rope = context_bounds(
@@ -1011,8 +1025,10 @@ def _file_quant(r: ResolvedModel) -> str:
     return r.file_type.name if r.file_type else "?"
 
 
-def _hub_gguf_report(r: ResolvedModel) -> SizeReport:
+def _hub_gguf_report(r: ResolvedModel) -> "SizeReport":
     """The report of a GGUF on the Hub, from its headers alone: what `inspect` gives for the file."""
+    from moeplan.memory.report import size_report
+
     if r.gguf is None:
         raise MoeplanError(
             f"{r.id} is not a GGUF reference: `inspect` reads GGUF files (name a quant: :Q4_K_M)"
@@ -1136,7 +1152,7 @@ class ExplainReport(BaseModel):
 
 
 def _explained_model(
-    cmd: LlamaCommand, model: str | None, quant: str | None
+    cmd: "LlamaCommand", model: str | None, quant: str | None
 ) -> tuple[ResolvedModel, FileType, Weights | None, list[str]]:
     """The model, file type and (for a file on disk) real weights a command loads: from -hf, else
     from -m's file (its header when it exists here, its name otherwise); `model` and `quant` say what
@@ -1172,10 +1188,15 @@ def _explained_model(
     if named_ft is None:
         raise MoeplanError(f"cannot tell the quantization from '{base}': pass --quant (e.g. Q4_K_M)")
     notes = [named.note] if named and named.note and not asked and not on_disk else []
-    return r, named_ft, weights_from_gguf(read_local(path)) if on_disk else None, notes
+    if not on_disk:
+        return r, named_ft, None, notes
+    from moeplan.sources.gguf_header import read_local
+    from moeplan.sources.gguf_weights import weights_from_gguf
+
+    return r, named_ft, weights_from_gguf(read_local(path)), notes
 
 
-def _fit_user(cmd: LlamaCommand) -> UserSet:
+def _fit_user(cmd: "LlamaCommand") -> UserSet:
     """What a command fixed that --fit leaves alone, read as `common/arg.cpp` does (-ngl auto is the
     default -1, all is -2; -fitt one value for every GPU or one per GPU)."""
     asked = cmd.integer("ctx_size")
@@ -1207,6 +1228,9 @@ def explain(
     """Memory and speed of a real llama.cpp command on a rig, and what moeplan would change
     (the placement flags only: every other word of the command is kept). `llamacpp_build`: the
     build that runs it (default: the pinned one)."""
+    from moeplan.engines.llamacpp_args import parse_command
+    from moeplan.plan.vision import holding, vision_of_command
+
     cmd = parse_command(command)
     said_target = cmd.get("fit_target") or ""
     if fit_target_mib is None and said_target.isdigit():  # -fitt N: the margin the command keeps
@@ -1351,7 +1375,7 @@ def _gpus_holding(c: Candidate) -> int:
     return sum(1 for d in c.memory.devices if d.weights_bytes and not d.device.startswith(CPU))
 
 
-def _used_gpus(cmd: LlamaCommand, rig: Rig, rt: Runtime) -> Rig:
+def _used_gpus(cmd: "LlamaCommand", rig: Rig, rt: Runtime) -> Rig:
     """The rig with the GPUs llama.cpp uses for the command: -dev/--device names them (none: CPU
     only; common/arg.cpp), -sm none keeps only the main GPU among them (-mg, default 0; -1: none), as
     `llama_model_load_from_file_impl` (src/llama.cpp) removes the others. Row and tensor split are not
@@ -1381,7 +1405,7 @@ def _used_gpus(cmd: LlamaCommand, rig: Rig, rt: Runtime) -> Rig:
 
 
 def _explain_drafting(
-    cmd: LlamaCommand,
+    cmd: "LlamaCommand",
     spec: ModelSpec,
     rig: Rig,
     given: Candidate,

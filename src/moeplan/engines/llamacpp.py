@@ -63,13 +63,19 @@ REPACK = "CPU_REPACK"
 _REPACKABLE_VALUES = [t.value for t in (GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.IQ4_NL, GGMLType.MXFP4)]
 _EXPS = r"_(up|down|gate|gate_up)_(ch|)exps"
 
+# A rule of `Placement.overrides`: an -ot regex (and --cpu-moe's), or for `--n-cpu-moe N` the count N,
+# which stands for llama.cpp's N rules `blk\.{i}\.ffn_..._exps`, one per layer i < N
+# (`llm_add_n_cpu_ffn_overrides`, common/common.h). Kept as a count, its tensors come from one scan
+# of the names (`_n_cpu_moe_rank`) instead of a regex compiled per N: the planner tries dozens of N.
+TensorRule = str | int
+
 
 @dataclass(frozen=True)
 class Placement:
     """The placement flags of one llama.cpp command line."""
 
     n_gpu_layers: int | None = None  # None / negative: all layers (llama.cpp's -ngl all)
-    overrides: tuple[tuple[str, str], ...] = ()  # (regex, buffer type) in command-line order
+    overrides: tuple[tuple[TensorRule, str], ...] = ()  # (rule, buffer type) in command-line order
     tensor_split: tuple[float, ...] = ()
     no_kv_offload: bool = False
     split_mode: str = "layer"  # -sm: none (the first GPU only), layer, row (`_row_split`)
@@ -86,7 +92,7 @@ def parse_placement(flags: str) -> Placement:
     except ValueError as e:
         raise MoeplanError(f"cannot parse placement '{flags}': {e}") from None
     ngl: int | None = None
-    overrides: list[tuple[str, str]] = []
+    overrides: list[tuple[TensorRule, str]] = []
     split: tuple[float, ...] = ()
     nkvo = False
     split_mode = "layer"
@@ -118,9 +124,8 @@ def parse_placement(flags: str) -> Placement:
             i += 1
         elif a in ("-ncmoe", "--n-cpu-moe"):
             n = _int(a, value())
-            # llama.cpp adds one rule per layer, all to CPU; one alternation matches the same tensors.
-            if n:
-                overrides.append((rf"blk\.(?:{'|'.join(str(k) for k in range(n))})\.ffn" + _EXPS, CPU))
+            if n:  # llama.cpp adds one rule per layer, all to CPU (TensorRule)
+                overrides.append((n, CPU))
             i += 2
         elif a in ("-ts", "--tensor-split"):
             try:
@@ -302,11 +307,33 @@ def _layout_columns(layout: TensorLayout, n_layer: int, n_layer_all: int) -> _La
     )
 
 
+# Where llama.cpp's rule of some layer i, `blk\.{i}\.ffn_..._exps`, matches a name: the layer's
+# digits are the whole run after `blk.` (a longer run is another layer), written without leading
+# zeros as `std::to_string(i)` writes them. Matches cannot overlap (no `blk.` inside one).
+_N_CPU_MOE_RULE = re.compile(r"blk\.([0-9]+)\.ffn" + _EXPS)
+_NO_LAYER = np.iinfo(np.int64).max
+
+
+@by_identity(maxsize=PER_MODEL)
+def _n_cpu_moe_rank(layout: TensorLayout) -> NDArray[np.int64]:
+    """Per tensor, the least layer i whose --n-cpu-moe rule matches its name (`_NO_LAYER`: none),
+    so that `--n-cpu-moe N` moves exactly the tensors ranked below N."""
+    ranks = [
+        min((int(d) for m in _N_CPU_MOE_RULE.finditer(n) if (d := m[1]) == str(int(d))), default=_NO_LAYER)
+        for n in layout.names
+    ]
+    return np.array(ranks, dtype=np.int64)
+
+
 @by_identity(maxsize=4096)
-def _rule_mask(layout: TensorLayout, pattern: str) -> NDArray[np.bool_]:
-    """Which tensor names an -ot regex matches (re.search, as llama.cpp's std::regex_search)."""
-    rx = re.compile(pattern)
-    mask = np.array([rx.search(n) is not None for n in layout.names], dtype=np.bool_)
+def _rule_mask(layout: TensorLayout, rule: TensorRule) -> NDArray[np.bool_]:
+    """Which tensor names an -ot regex matches (re.search, as llama.cpp's std::regex_search), or
+    for a layer count N any of --n-cpu-moe's N rules."""
+    if isinstance(rule, int):
+        mask = _n_cpu_moe_rank(layout) < rule
+    else:
+        rx = re.compile(rule)
+        mask = np.array([rx.search(n) is not None for n in layout.names], dtype=np.bool_)
     mask.flags.writeable = False
     return mask
 
@@ -652,8 +679,8 @@ def plan_memory(
     cols = _layout_columns(table.layout, spec.n_layer, inv.block_count)
     slot_device = np.array([index[d] for d in [*devs, CPU]], dtype=np.int64)
     assign = slot_device[cols.slot]
-    for pattern, buft in reversed(p.overrides):  # applied last to first: the first match wins
-        assign = np.where(_rule_mask(table.layout, pattern), index[buft], assign)
+    for rule, buft in reversed(p.overrides):  # applied last to first: the first match wins
+        assign = np.where(_rule_mask(table.layout, rule), index[buft], assign)
     if repack:
         assign = np.where((assign == index[CPU]) & _repackable(table, cols), index[REPACK], assign)
     assign = np.where(cols.loaded | load_mtp, assign, len(names))

@@ -25,6 +25,7 @@ extension of M-RoPE SWA caches, and a draft model's share (`data_dft`).
 """
 
 from moeplan.arch.spec import AttnKind, ModelSpec
+from moeplan.memo import PER_MODEL_QUANT, by_identity
 from moeplan.memory.kv import (
     CacheConfig,
     context,
@@ -90,6 +91,7 @@ def _recurrent_bytes(spec: ModelSpec) -> int:
     return size
 
 
+@by_identity(maxsize=PER_MODEL_QUANT)  # every placement the planner tries asks again
 def checkpoint_bytes(spec: ModelSpec, cfg: CacheConfig) -> int:
     """Bytes of one full-window context checkpoint of one slot (0: the server makes none)."""
     if not makes_checkpoints(spec, cfg):

@@ -19,13 +19,14 @@ from moeplan.gguf_constants import LlamaFileType
 from moeplan.memory.weights import FileInventory, Weights
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, resolve, served_as
-from moeplan.sources.gguf_header import GGUFModel, read_local
-from moeplan.sources.gguf_spec import spec_from_gguf
-from moeplan.sources.gguf_weights import weights_from_gguf
 from moeplan.sources.hub_refs import parse_ref
 
 if TYPE_CHECKING:
+    from moeplan.sources.gguf_header import GGUFModel
     from moeplan.sources.hub import HubGGUF, HubSafetensors
+
+# The GGUF reader loads where a reference names a file: a catalog id needs none of it
+# (tests/test_cold_start.py).
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class ResolvedModel:
     gguf: "HubGGUF | None" = None
     safetensors: "HubSafetensors | None" = None
     alias_note: str | None = None  # the name typed is a release this catalog entry serves (served_as)
-    header: GGUFModel | None = None  # a GGUF file's header (local or on the Hub)
+    header: "GGUFModel | None" = None  # a GGUF file's header (local or on the Hub)
     file: FileInventory | None = None  # that file's tensors as the inventory to plan with
 
     def require_spec(self) -> ModelSpec:
@@ -51,7 +52,11 @@ class ResolvedModel:
         """The real per-tensor types of a GGUF file (None for predictions)."""
         if self.file is not None:
             return self.file.weights
-        return weights_from_gguf(self.header) if self.header else None
+        if self.header is None:
+            return None
+        from moeplan.sources.gguf_weights import weights_from_gguf
+
+        return weights_from_gguf(self.header)
 
     @property
     def file_type(self) -> FileType | None:
@@ -70,6 +75,7 @@ class ResolvedModel:
 def _gguf_spec(found: "HubGGUF") -> tuple[ModelSpec | None, str]:
     """The file's own metadata; where moeplan cannot read its architecture from it, the
     repository's config.json, else its base model's."""
+    from moeplan.sources.gguf_spec import spec_from_gguf
     from moeplan.sources.hub import list_repo, load_json
 
     try:
@@ -93,15 +99,20 @@ def _gguf_spec(found: "HubGGUF") -> tuple[ModelSpec | None, str]:
     return None, f"{metadata_error}; no config.json in {listing.repo} or its base model either"
 
 
-def _file(header: GGUFModel, spec: ModelSpec | None) -> FileInventory | None:
+def _file(header: "GGUFModel", spec: ModelSpec | None) -> FileInventory | None:
     if spec is None:
         return None
+    from moeplan.sources.gguf_weights import weights_from_gguf
+
     w = weights_from_gguf(header)
     n_mtp = len(spec.mtp_layers)
     return FileInventory(spec, tuple(t.spec for t in w.tensors), spec.n_layer + n_mtp, n_mtp, w)
 
 
 def _local_gguf(path: str) -> ResolvedModel:
+    from moeplan.sources.gguf_header import read_local
+    from moeplan.sources.gguf_spec import spec_from_gguf
+
     header = read_local(path)
     try:
         spec, source = spec_from_gguf(header), "GGUF metadata"
