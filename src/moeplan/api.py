@@ -742,7 +742,11 @@ def _llamacpp_report(
             PlanNotice(id=n.id, severity=n.severity, message=n.message)
             for n in notices(spec, rig, result, sibling, rope)
         ]
-        + [_drafting_notice(d) for d in drafting if d.proposed or draft != "auto"],
+        + [
+            _drafting_notice(o, d, c)
+            for o, d in zip(drafts, drafting, strict=True)
+            if d.proposed or draft != "auto"
+        ],
         alternatives=[
             PlanAlternative(
                 quant=a.quant.name,
@@ -845,9 +849,19 @@ def _drafting_report(
     )
 
 
-def _drafting_notice(d: DraftingReport) -> PlanNotice:
-    severity = "info" if d.proposed else "warning"
-    return PlanNotice(id="SPECULATIVE_DRAFTING", severity=severity, message=f"{d.note}: {d.flags}")
+def _drafting_notice(o: DraftOption, d: DraftingReport, chosen: Candidate) -> PlanNotice:
+    """Drafting that pays, said in a few words that are the same on every rig where it holds (its
+    speed-up, memory and command stand beside each rig's plan): what to add, on which plan, and what
+    file it needs. Drafting asked for that does not pay or fit says why (`d.note`)."""
+    if not d.proposed:
+        return PlanNotice(id="SPECULATIVE_DRAFTING", severity="warning", message=f"{d.note}: {d.flags}")
+    what = "MTP drafting" if o.drafting.kind is SpecType.MTP else f"drafting with {o.draft_model}"
+    message = f"{what} makes decode faster: add {d.flags}"
+    if o.base is not chosen:
+        message += f" to the {o.base.quant.name} plan at {o.base.ctx:,} tokens (this one has no room for it)"
+    if o.needs_mtp_file:
+        message += f"; it {o.needs_mtp_file}"
+    return PlanNotice(id="SPECULATIVE_DRAFTING", severity="info", message=message)
 
 
 def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int) -> str | None:

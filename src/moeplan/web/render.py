@@ -23,6 +23,10 @@ def gib(n: int | float | None) -> str:
     return units.gib(n, 1).replace(" ", "\u00a0")
 
 
+def gib_change(n: int | float) -> str:
+    return units.gib_change(n, 1).replace(" ", "\u00a0")
+
+
 def gb(n: int | float | None) -> str:
     return units.gb(n, 1).replace(" ", "\u00a0")
 
@@ -167,6 +171,7 @@ def environment() -> Environment:
     )
     env.filters.update(
         gib=gib,
+        gib_change=gib_change,
         gb=gb,
         mib=mib,
         billions=billions,
