@@ -66,6 +66,7 @@ from moeplan.plan.speculative import DraftOption
 from moeplan.plan.speculative import evaluate as evaluate_drafting
 from moeplan.plan.speculative import options as draft_options
 from moeplan.plan.vision import device_bytes, holding, vision_memory, vision_of_command
+from moeplan.quant.ggml import GGMLType
 from moeplan.quant.native import native_bytes
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
@@ -1421,6 +1422,10 @@ _DRAFT_OPTIONS = {
 }
 
 
+# Half a context is offered as a fix only down to this (a smaller one is rarely what was meant).
+MIN_FIX_CTX = 8192
+
+
 def _fixes(
     spec: ModelSpec,
     rig: Rig,
@@ -1431,12 +1436,20 @@ def _fixes(
     rt: Runtime,
     given: Candidate,
 ) -> list[str]:
-    """The one-step changes of a command that does not fit on its GPUs which make it fit: a smaller
-    -ub (the compute buffer and the op-offload copies' activations shrink with it), --no-op-offload
-    (no host weight copied to the main GPU), one more --n-cpu-moe layer."""
+    """The one-step changes of a command that does not fit on its GPUs which make it fit: a q8_0 KV
+    cache in place of f16 (half its bytes; a quantized V cache needs flash attention, which the
+    command has), half the context, a smaller -ub (the compute buffer and the op-offload copies'
+    activations shrink with it), --no-op-offload (no host weight copied to the main GPU), one more
+    --n-cpu-moe layer."""
     if not any(d != CPU for d in given.overflow):
         return []
     tries: list[tuple[str, str, CacheConfig, Runtime]] = []
+    if cache.flash_attn and cache.type_k == cache.type_v == GGMLType.F16:
+        q8 = replace(cache, type_k=GGMLType.Q8_0, type_v=GGMLType.Q8_0)
+        tries.append(("-ctk q8_0 -ctv q8_0", flags, q8, rt))
+    half = given.memory.n_ctx // 2
+    if half >= MIN_FIX_CTX:
+        tries.append((f"-c {half}", flags, replace(cache, n_ctx=half), rt))
     for ub in (256, 128):
         if ub < cache.n_ubatch:
             tries.append((f"-ub {ub}", flags, replace(cache, n_ubatch=ub), rt))

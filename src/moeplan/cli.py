@@ -835,10 +835,10 @@ def explain(
     for note in r.notes:
         out.print(f"[dim]  read: {escape(note)}[/dim]")
     _build_lines(r.backend, r.llamacpp_build, r.build_notes)
-    if not r.fits:
-        out.print(
-            "to make this command fit: " + (" or ".join(r.fixes) if r.fixes else "no single change suffices")
-        )
+    if r.fixes:
+        out.print("to make this command fit: " + " or ".join(r.fixes))
+    elif not r.fits and not r.suggested_command:
+        out.print("to make this command fit: no single change suffices")
     out.print(r.suggestion)
     if r.suggested_command:
         out.print(f"[bold]suggested:[/bold] {escape(r.suggested_command)}")
