@@ -49,6 +49,9 @@ def test_mxfp4_notice_only_with_mxfp4_weights_on_gpus_without_it() -> None:
     assert "MXFP4_NEEDS_BLACKWELL" in ids(api.plan("gpt-oss-20b", RIG_4090))
     assert "MXFP4_NEEDS_BLACKWELL" not in ids(api.plan("gpt-oss-20b", RIG_5080))
     assert "MXFP4_NEEDS_BLACKWELL" not in ids(api.plan("gpt-oss-20b", "64GB DDR5-6000"))  # no GPU
+    # Before: said on every Mac ("only on Blackwell GPUs"): native FP4 is a CUDA path, no Mac has one
+    assert "MXFP4_NEEDS_BLACKWELL" not in ids(api.plan("gpt-oss-120b", "M3 Ultra 512"))
+    assert "MXFP4_NEEDS_BLACKWELL" in ids(api.plan("gpt-oss-120b", "8x H100"))  # Hopper: no FP4 MMA
 
 
 def test_multi_gpu_required_only_when_one_card_does_not_suffice() -> None:
