@@ -101,6 +101,38 @@ def test_suggestions_come_from_the_same_family(typed: str, first: str, not_offer
     assert offered.startswith(first) and not_offered not in offered
 
 
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "qwen2.5-72b",  # another Qwen generation and size: not qwen3.5-2b
+        "mistral-small-3.1-22b",  # a size no Mistral Small has: not mistral-small-3.2-24b-2506
+        "deepseek-v3.3",  # a version the catalog lacks: not deepseek-v3.2
+        "qwen-72b",  # no catalog Qwen has 72 B
+    ],
+)
+def test_a_model_outside_the_catalog_is_said_plainly(typed: str) -> None:
+    with pytest.raises(ModelNotFound) as e:
+        resolve(typed)
+    message = str(e.value)
+    assert "did you mean" not in message and "not in moeplan's catalog" in message
+    assert "hf://ORG/REPO or FILE.gguf" in message  # how to plan it anyway
+
+
+@pytest.mark.parametrize(
+    ("typed", "offered"),
+    [
+        ("qwen-35b", ["qwen3.5-35b-a3b", "qwen3.6-35b-a3b"]),  # not qwen3-coder-480b-a35b ('a35b')
+        ("glm-4.5-aiir", ["glm-4.5-air"]),
+        ("llama-4-17b", ["llama-4-scout-17b-16e", "llama-4-maverick-17b-128e"]),
+    ],
+)
+def test_suggestions_keep_the_version_and_size_typed(typed: str, offered: list[str]) -> None:
+    with pytest.raises(ModelNotFound) as e:
+        resolve(typed)
+    names = str(e.value).split("did you mean ")[1].split("?")[0].replace(" or ", ", ").split(", ")
+    assert names == offered
+
+
 def test_nothing_close_offers_nothing() -> None:
     with pytest.raises(ModelNotFound) as e:
         resolve("banana-7b")

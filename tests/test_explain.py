@@ -183,3 +183,22 @@ def test_a_split_one_gpu_holds_is_explained_as_one_gpu() -> None:
     one = api.explain(cmd + " -sm none", "8x H100")
     assert one.suggestion == "moeplan would run it the same way"
     assert one.decode_tok_s == split.decode_tok_s
+
+
+def test_a_command_over_its_gpu_gets_the_context_and_cache_fixes_people_try() -> None:
+    """Before: `-c 0` of Qwen3.5-35B-A3B on a 4090, 2.4 GiB over, answered 'to make this command fit:
+    no single change suffices' and in the next line suggested one (--n-cpu-moe 6); halving the
+    context, the first thing people try, was never offered."""
+    cmd = "llama-server -m Qwen3.5-35B-A3B-UD-Q4_K_XL.gguf -c 0 -ngl 99"
+    r = api.explain(cmd, RIG)
+    assert not r.fits and "-c 131072" in r.fixes
+    res = runner.invoke(app, ["explain", cmd, "--rig", RIG])
+    assert res.exit_code == 0 and "no single change suffices" not in res.output
+    assert "to make this command fit: -c 131072" in res.output
+    assert "suggested: llama-server -m Qwen3.5-35B-A3B-UD-Q4_K_XL.gguf -c 0 -ngl 99 --n-cpu-moe" in res.output
+
+
+def test_an_f16_cache_over_the_gpu_is_offered_q8_0() -> None:
+    cmd = "llama-server -m Qwen3-30B-A3B-Q4_K_M.gguf -c 65536 -ngl 99 -fa on"
+    r = api.explain(cmd, "RTX 4090 + 64GB DDR5")
+    assert not r.fits and "-ctk q8_0 -ctv q8_0" in r.fixes

@@ -283,7 +283,10 @@ def test_explain_lists_one_step_fixes_and_reads_vulkan_from_the_rig() -> None:
     assert (
         not r.fits
         and r.fixes
-        and all(f.startswith(("-ub", "--no-op-offload", "--n-cpu-moe 13")) for f in r.fixes)
+        and all(
+            f.startswith(("-ctk q8_0", "-c 8192", "-ub", "--no-op-offload", "--n-cpu-moe 13"))
+            for f in r.fixes
+        )
     )
     v = api.explain(cmd, "RTX 4060 Ti 16GB (Vulkan) + 64GB DDR5", llamacpp_build=8650)
     assert v.backend == "Vulkan" and {d.name for d in v.devices} == {"CPU", "Vulkan0"}

@@ -49,6 +49,9 @@ def test_mxfp4_notice_only_with_mxfp4_weights_on_gpus_without_it() -> None:
     assert "MXFP4_NEEDS_BLACKWELL" in ids(api.plan("gpt-oss-20b", RIG_4090))
     assert "MXFP4_NEEDS_BLACKWELL" not in ids(api.plan("gpt-oss-20b", RIG_5080))
     assert "MXFP4_NEEDS_BLACKWELL" not in ids(api.plan("gpt-oss-20b", "64GB DDR5-6000"))  # no GPU
+    # Before: said on every Mac ("only on Blackwell GPUs"): native FP4 is a CUDA path, no Mac has one
+    assert "MXFP4_NEEDS_BLACKWELL" not in ids(api.plan("gpt-oss-120b", "M3 Ultra 512"))
+    assert "MXFP4_NEEDS_BLACKWELL" in ids(api.plan("gpt-oss-120b", "8x H100"))  # Hopper: no FP4 MMA
 
 
 def test_multi_gpu_required_only_when_one_card_does_not_suffice() -> None:
@@ -149,3 +152,36 @@ def test_gpus_free_where_one_gpu_of_several_holds_the_plan() -> None:
     assert "GPUS_FREE" not in ids(api.plan("muse-glimmer-30b", "RTX 4090 + 64GB DDR5-6000"))  # one GPU
     needed = api.plan("qwen3.5-397b-a17b", "8x H100")  # no single H100 holds it
     assert " -ts " in needed.command and "GPUS_FREE" not in ids(needed)
+
+
+def test_drafting_notice_is_short_and_worded_once_for_every_rig_it_holds_on(client: TestClient) -> None:
+    """Before: a 400-character SPECULATIVE_DRAFTING notice on every rig row, each with its own
+    speed-up pasted in (1.23x ... 2.10x), so the page listed eight near-identical paragraphs. The
+    speed-up and memory stand beside each rig's drafting command; the notice says what to add and
+    what file it needs, in the same words wherever the chosen plan itself takes drafting."""
+    page = client.get("/models/qwen3.5-35b-a3b.json").json()
+    rows = [r for r in page["notices"] if r["id"] == "SPECULATIVE_DRAFTING"]
+    plain = [r for r in rows if "no room for it" not in r["message"]]
+    assert len(plain) == 1 and len(plain[0]["rigs"]) >= 5
+    for r in rows:
+        assert len(r["message"]) <= 260 and "x the decode speed" not in r["message"]
+        assert "--spec-type draft-mtp" in r["message"] and "MTP layers" in r["message"]
+    proposed = {p["label"] for p in page["plans"] if any(d["proposed"] for d in p["plan"]["drafting"])}
+    assert {label for r in rows for label in r["rigs"]} == proposed  # only where drafting pays
+
+
+def test_drafting_on_a_smaller_plan_names_that_plan() -> None:
+    r = api.plan("qwen3.5-35b-a3b", RIG_4090, draft="auto")
+    (d,) = r.drafting
+    base_ctx = int(d.command.split(" -c ")[1].split()[0])
+    assert base_ctx < r.ctx  # the chosen plan fills the GPU with context
+    assert f"at {base_ctx:,} tokens (this one has no room for it)" in message(r, "SPECULATIVE_DRAFTING")
+
+
+def test_memory_drafting_frees_is_signed_once(client: TestClient) -> None:
+    """Before: 'with drafting (draft-mtp, 1.31x, CPU +0.5 GiB, CUDA0 +-0.1 GiB)' on the 8 GB rig,
+    where drafting on a smaller plan frees some GPU memory."""
+    text = client.get("/models/qwen3.5-35b-a3b").text
+    changes = re.findall(r"(CUDA0|CPU) ([+-][0-9.]+)\u00a0GiB", text)
+    assert changes and any(v.startswith("-") for _, v in changes)
+    assert "+-" not in text

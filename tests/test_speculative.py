@@ -138,7 +138,7 @@ def test_plan_proposes_mtp_where_it_fits_and_pays() -> None:
     # the chosen plan fills the 4090 with context; MTP drafting fits beside Q4_K_M at a smaller one
     assert "Q4_K_M" in d.command and d.command.endswith("--spec-type draft-mtp")
     assert d.extra_bytes["CUDA0"] > 500 * 2**20
-    assert "published uploads lack them" in d.note
+    assert "which the published uploads drop" in d.note
     assert any(n.id == "SPECULATIVE_DRAFTING" for n in r.notices)
     assert api.plan("qwen3.5-35b-a3b", RIG).drafting == []  # the API's default: none
 

@@ -353,3 +353,14 @@ def test_worker_sockets_send_without_delay() -> None:
         assert listener.proto == socket.IPPROTO_TCP
         asyncio.run(asyncio.wait_for(accept_one(), 30))
     assert nodelay == [1]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/?model=qwen3.5-35b-a3b&rig=rtx-4090-64gb", "/compare?a=qwen3.5-9b&b=qwen3.5-35b-a3b"],
+)
+def test_latency_percentiles_said_once_where_they_agree(client: TestClient, path: str) -> None:
+    """Before: 'latency p50: 5.1 ms · latency p95: 5.1 ms · latency p99: 5.1 ms' for one sequence,
+    whose percentiles are one number; the deploy page's table says them as the same one group."""
+    text = html.unescape(re.sub(r"<[^>]+>", "", client.get(path).text))
+    assert "latency p50 / p95 / p99" in text and "latency p95" not in text

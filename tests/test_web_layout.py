@@ -153,6 +153,47 @@ def test_commands_wrap_only_between_tokens(open_page: Opener, name: str, width: 
     assert pg.evaluate(WRAP_JS) == []
 
 
+# Commands whose box is narrower than what it holds: the box scrolls, and the eye sees a cut file name.
+CLIPPED_JS = """() => [...document.querySelectorAll('code.cmd')]
+  .filter(e => e.getClientRects().length && e.scrollWidth > e.clientWidth + 1)
+  .map(e => e.textContent.split(' ').sort((a, b) => b.length - a.length)[0])"""
+
+
+@pytest.mark.parametrize(("name", "width"), CASES)
+def test_commands_are_read_whole(open_page: Opener, name: str, width: int) -> None:
+    """Before: at 1440 px 29 of the deploy page's 35 commands and 91 of the checker's 101 showed
+    '-m Qwen3.5-35B-A3B-Q6_K.gg', the file name cut at the box's edge (the rest scrolled)."""
+    assert open_page(name, width).evaluate(CLIPPED_JS) == []
+
+
+def test_a_deploy_page_with_a_latency_spread_stays_on_a_desktop(server: str, browser: Browser) -> None:  # noqa: F811
+    """Before: gpt-oss-120b's plans (percentiles that differ where experts sit on the CPU) took
+    three latency columns and 1,433 px in a 1,352 px box; now one column, 'p50 / p95 / p99'."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(120_000)
+        pg.goto(f"{server}/models/gpt-oss-120b")
+        headers = pg.locator("#rig-plans thead th").all_inner_texts()
+        assert [h.replace("\n", " ").rstrip(" ↕") for h in headers if "latency" in h] == [
+            "latency p50 / p95 / p99"
+        ]
+        cells = pg.evaluate(
+            """() => { const i = [...document.querySelectorAll('#rig-plans thead th')]
+              .findIndex(th => th.textContent.includes('latency'));
+              return [...document.querySelectorAll('#rig-plans tbody tr')]
+                .map(r => r.children[i].textContent); }"""
+        )
+        assert any(" / " in c for c in cells) and any(" / " not in c for c in cells)
+        box = pg.evaluate(
+            "(() => { const b = document.querySelector('#rig-plans').parentElement; "
+            "return b.scrollWidth - b.clientWidth; })()"
+        )
+        assert box <= 0 and pg.evaluate(CLIPPED_JS) == []
+    finally:
+        context.close()
+
+
 @pytest.mark.parametrize(("name", "width"), [("deploy", w) for w in WIDTHS] + [("home", w) for w in WIDTHS])
 def test_flags_in_notices_never_break(open_page: Opener, name: str, width: int) -> None:
     assert open_page(name, width).evaluate(FLAG_JS) == []

@@ -62,6 +62,7 @@ from moeplan.plan.policy import QUALITY_FLOOR, RopeScaling, context_bounds, use_
 from moeplan.plan.speculative import DraftOption
 from moeplan.plan.speculative import evaluate as evaluate_drafting
 from moeplan.plan.speculative import options as draft_options
+from moeplan.quant.ggml import GGMLType
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import CatalogEntry, load_catalog, resolve
 from moeplan.sources.file_names import file_type_of_label, read_file_name
@@ -785,7 +786,11 @@ def _llamacpp_report(
             PlanNotice(id=n.id, severity=n.severity, message=n.message)
             for n in notices(spec, rig, result, sibling, rope)
         ]
-        + [_drafting_notice(d) for d in drafting if d.proposed or draft != "auto"],
+        + [
+            _drafting_notice(o, d, c)
+            for o, d in zip(drafts, drafting, strict=True)
+            if d.proposed or draft != "auto"
+        ],
         alternatives=[
             PlanAlternative(
                 quant=a.quant.name,
@@ -898,9 +903,19 @@ def _drafting_report(
     )
 
 
-def _drafting_notice(d: DraftingReport) -> PlanNotice:
-    severity = "info" if d.proposed else "warning"
-    return PlanNotice(id="SPECULATIVE_DRAFTING", severity=severity, message=f"{d.note}: {d.flags}")
+def _drafting_notice(o: DraftOption, d: DraftingReport, chosen: Candidate) -> PlanNotice:
+    """Drafting that pays, said in a few words that are the same on every rig where it holds (its
+    speed-up, memory and command stand beside each rig's plan): what to add, on which plan, and what
+    file it needs. Drafting asked for that does not pay or fit says why (`d.note`)."""
+    if not d.proposed:
+        return PlanNotice(id="SPECULATIVE_DRAFTING", severity="warning", message=f"{d.note}: {d.flags}")
+    what = "MTP drafting" if o.drafting.kind is SpecType.MTP else f"drafting with {o.draft_model}"
+    message = f"{what} makes decode faster: add {d.flags}"
+    if o.base is not chosen:
+        message += f" to the {o.base.quant.name} plan at {o.base.ctx:,} tokens (this one has no room for it)"
+    if o.needs_mtp_file:
+        message += f"; it {o.needs_mtp_file}"
+    return PlanNotice(id="SPECULATIVE_DRAFTING", severity="info", message=message)
 
 
 def _dense_sibling_fits(entry: CatalogEntry, rig: Rig, ctx: int) -> str | None:
@@ -1483,6 +1498,10 @@ _DRAFT_OPTIONS = {
 }
 
 
+# Half a context is offered as a fix only down to this (a smaller one is rarely what was meant).
+MIN_FIX_CTX = 8192
+
+
 def _fixes(
     spec: ModelSpec,
     rig: Rig,
@@ -1494,12 +1513,20 @@ def _fixes(
     given: Candidate,
     fe: Frontend,
 ) -> list[str]:
-    """The one-step changes of a command that does not fit which make it fit: on its GPUs a smaller
-    -ub (the compute buffer and the op-offload copies' activations shrink with it), --no-op-offload
-    (no host weight copied to the main GPU), one more --n-cpu-moe layer; in host RAM the most
-    --cache-ram (256 MiB steps) that fits, where llama-server's prompt cache is what is over."""
+    """The one-step changes of a command that does not fit which make it fit: on its GPUs a q8_0 KV
+    cache in place of f16 (half its bytes; a quantized V cache needs flash attention, which the
+    command has), half the context, a smaller -ub (the compute buffer and the op-offload copies'
+    activations shrink with it), --no-op-offload (no host weight copied to the main GPU), one more
+    --n-cpu-moe layer; in host RAM the most --cache-ram (256 MiB steps) that fits, where
+    llama-server's prompt cache is what is over."""
     tries: list[tuple[str, str, CacheConfig, Runtime, Frontend]] = []
     if any(d != CPU for d in given.overflow):
+        if cache.flash_attn and cache.type_k == cache.type_v == GGMLType.F16:
+            q8 = replace(cache, type_k=GGMLType.Q8_0, type_v=GGMLType.Q8_0)
+            tries.append(("-ctk q8_0 -ctv q8_0", flags, q8, rt, fe))
+        half = given.memory.n_ctx // 2
+        if half >= MIN_FIX_CTX:
+            tries.append((f"-c {half}", flags, replace(cache, n_ctx=half), rt, fe))
         for ub in (256, 128):
             if ub < cache.n_ubatch:
                 tries.append((f"-ub {ub}", flags, replace(cache, n_ubatch=ub), rt, fe))

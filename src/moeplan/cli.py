@@ -27,7 +27,7 @@ from typer._click import exceptions as click_errors
 from moeplan import LLAMACPP_BUILD, __version__, numbers
 from moeplan.errors import MoeplanError
 from moeplan.plan.uses import DEFAULT_USE, LONG_CONTEXT, TOO_SLOW_TOK_S, USES
-from moeplan.units import POLICY, billions, gb, gib, gib_figure, seconds
+from moeplan.units import POLICY, billions, gb, gib, gib_change, gib_figure, seconds
 
 if TYPE_CHECKING:
     from moeplan import api
@@ -881,10 +881,10 @@ def explain(
     for note in r.notes:
         out.print(f"[dim]  read: {escape(note)}[/dim]")
     _build_lines(r.backend, r.llamacpp_build, r.build_notes)
-    if not r.fits:
-        out.print(
-            "to make this command fit: " + (" or ".join(r.fixes) if r.fixes else "no single change suffices")
-        )
+    if r.fixes:
+        out.print("to make this command fit: " + " or ".join(r.fixes))
+    elif not r.fits and not r.suggested_command:
+        out.print("to make this command fit: no single change suffices")
     out.print(r.suggestion)
     if r.suggested_command:
         out.print(f"[bold]suggested:[/bold] {escape(r.suggested_command)}")
@@ -897,7 +897,7 @@ def explain(
 
 
 def _print_drafting(d: "api.DraftingReport") -> None:
-    extra = ", ".join(f"{dev} +{gib(b)}" for dev, b in d.extra_bytes.items())
+    extra = ", ".join(f"{dev} {gib_change(b)}" for dev, b in d.extra_bytes.items())
     out.print(
         f"[bold]drafting ({d.kind}):[/bold] {d.note}; ~{d.decode_tok_s:,.1f} tokens/s at acceptance "
         f"{d.acceptance:.2f} ({d.acceptance_source}), {d.n_max} drafted per step; memory {extra}"

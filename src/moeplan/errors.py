@@ -2,7 +2,7 @@
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 
@@ -60,23 +60,56 @@ def _same_family(typed: tuple[str, ...], name: tuple[str, ...]) -> bool:
     return _holds_in_order(typed[:2] if len(first) <= 2 else typed[:1], name)
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
+def _size_at(parts: tuple[str, ...]) -> int | None:
+    """Where a model name's parameter count is: the first number followed by 'b' or 'm' ('35', 'b')."""
+    return next(
+        (i for i in range(len(parts) - 1) if parts[i][0].isdigit() and parts[i + 1] in ("b", "m")),
+        None,
+    )
+
+
+def _numbers(parts: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(t for t in parts if t[0].isdigit())
+
+
+def same_model_line(typed: tuple[str, ...], name: tuple[str, ...]) -> bool:
+    """Whether a catalog name is of the model line and size typed: its first word, the version
+    numbers typed ('qwen 2.5' is not 'qwen 3.5', 'mistral small 3.2' not 'mistral small 4') and the
+    parameter count where one is typed ('72b' is not '2b'), so only the rest can be a typo."""
+    at_typed, at_name = _size_at(typed), _size_at(name)
+    if at_typed is not None and (
+        at_name is None or name[at_name : at_name + 2] != typed[at_typed : at_typed + 2]
+    ):
+        return False
+    versions = _numbers(typed[:at_typed] if at_typed is not None else typed)
+    theirs = _numbers(name[:at_name] if at_typed is not None and at_name is not None else name)
+    first_word = next((t for t in typed if not t[0].isdigit()), None)
+    return theirs[: len(versions)] == versions and (first_word is None or first_word in name)
+
+
+def did_you_mean(
+    word: str,
+    choices: Iterable[str],
+    same_family: Callable[[tuple[str, ...], tuple[str, ...]], bool] | None = None,
+) -> str:
     """' — did you mean X?' (or 'X, Y or Z?'), or '' when nothing is close.
 
     Names that hold every part typed, in order, come first ('Qwen3.5-35B' -> qwen3.5-35b-a3b: a
     shortened name); otherwise the closest spelling (difflib) among names of the same family, so a
-    typo never suggests an unrelated part that happens to share letters ('2x3090' is not 'X300')."""
+    typo never suggests an unrelated part that happens to share letters ('2x3090' is not 'X300').
+    `same_family`, where given, narrows both to the names it accepts (models: `same_model_line`)."""
     typed = name_tokens(word)
     if not typed:
         return ""
     by_lower = {c.lower(): c for c in choices}
     parts = {c: name_tokens(c) for c in by_lower}
-    covering = [c for c in by_lower if _holds_in_order(typed, parts[c]) and parts[c] != typed]
+    related = [c for c in by_lower if same_family is None or same_family(typed, parts[c])]
+    covering = [c for c in related if _holds_in_order(typed, parts[c]) and parts[c] != typed]
     if covering:
         ranked = sorted(covering, key=lambda c: (-difflib.SequenceMatcher(None, word.lower(), c).ratio(), c))
         close = ranked[:3]
     else:
-        family = [c for c in by_lower if _same_family(typed, parts[c])]
+        family = [c for c in related if same_family is not None or _same_family(typed, parts[c])]
         close = difflib.get_close_matches(word.lower(), family, n=1, cutoff=0.6)
     if not close:
         return ""

@@ -6,7 +6,7 @@ speaks of the plan it is given and appears only where its condition holds:
 - MOE_EXPERT_CPU_OFFLOAD: a MoE plan on a rig with GPUs keeps experts on the CPU.
 - QUANT_BELOW_MOE_FLOOR / QUANT_BELOW_FLOOR: the policy went below the quality floor (nothing at or
   above it fits).
-- MXFP4_NEEDS_BLACKWELL: the plan's weights hold MXFP4 and a GPU lacks native MXFP4.
+- MXFP4_NEEDS_BLACKWELL: the plan's weights hold MXFP4 and an NVIDIA GPU lacks native MXFP4.
 - MULTI_GPU_REQUIRED: the plan's weights span several GPUs and the first alone cannot hold the
   model at this context.
 - GPUS_FREE: the plan runs on one GPU of several (-sm none), the others left free for replicas.
@@ -129,7 +129,9 @@ def notices(
             )
         )
     wants_mxfp4 = bool((c.memory.table.types == GGMLType.MXFP4).any())  # the plan's weights hold MXFP4
-    if wants_mxfp4 and rig.node.gpus and not all(g.mxfp4 for g in rig.node.gpus):
+    # Native FP4 is a CUDA path (BLACKWELL_MMA_AVAILABLE, ggml-cuda/common.cuh, used by mmq.cuh's
+    # prompt matmuls); Metal and ROCm dequantize MXFP4 like any block type, with no Blackwell to buy.
+    if wants_mxfp4 and any(g.vendor == "NVIDIA" and not g.mxfp4 for g in rig.node.gpus):
         out.append(
             Notice(
                 "MXFP4_NEEDS_BLACKWELL",

@@ -17,6 +17,11 @@ def gib_figure(n: float | None, digits: int = 2) -> str:
     return "—" if n is None else f"{n / 2**30:,.{digits}f}"
 
 
+def gib_change(n: float, digits: int = 2) -> str:
+    """Memory a choice adds or frees, signed: '+0.71 GiB', '-0.06 GiB' (never '+-0.06')."""
+    return f"{n / 2**30:+,.{digits}f} GiB"
+
+
 def gb(n: float | None, digits: int = 2) -> str:
     """File and download sizes, and bytes read per token (the unit of GB/s bandwidth)."""
     return "—" if n is None else f"{n / 1e9:,.{digits}f} GB"

@@ -164,10 +164,9 @@ def options(
             published = entry.published_gguf if entry is not None else None
             needs = ""
             if file is None and published is not None and not published.mtp:
-                needs = (
-                    "needs a GGUF with the MTP layers: convert with the pinned convert_hf_to_gguf.py "
-                    "(it keeps them); the published uploads lack them (the catalog entry's published_gguf "
-                    "names the files checked)"
+                needs = (  # the files checked: the catalog entry's published_gguf
+                    "needs a GGUF that keeps the MTP layers, which the published uploads drop: "
+                    "convert with the pinned convert_hf_to_gguf.py"
                 )
             d = Drafting(SpecType.MTP, n_max)
             out.append(

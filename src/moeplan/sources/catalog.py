@@ -13,7 +13,7 @@ from moeplan.arch.registry import spec_from_config
 from moeplan.arch.spec import ModelSpec
 from moeplan.arch.vision import VisionTower, tower_from_config
 from moeplan.data_files import InvalidYAML, load_yaml
-from moeplan.errors import BadConfig, ModelNotFound, did_you_mean
+from moeplan.errors import BadConfig, ModelNotFound, did_you_mean, same_model_line
 from moeplan.sources.file_names import read_file_name
 
 
@@ -210,9 +210,17 @@ def resolve(name: str) -> CatalogEntry:
     if entry is not None:
         return entry
     raise ModelNotFound(
-        _named_file_hint(name)
-        or f"unknown model '{name}'{did_you_mean(key, load_catalog())} (see `moeplan models` for the catalog)"
+        _named_file_hint(name) or _unknown(name, did_you_mean(key, load_catalog(), same_model_line))
     )
+
+
+def _unknown(name: str, suggestion: str) -> str:
+    """An unknown name said plainly: a suggestion only from the same model line and size, and how a
+    model outside the catalog is planned instead."""
+    files = "hf://ORG/REPO or FILE.gguf"
+    if suggestion:
+        return f"unknown model '{name}'{suggestion} (`moeplan models` lists the catalog; others: {files})"
+    return f"unknown model '{name}': not in moeplan's catalog (`moeplan models` lists it); give {files}"
 
 
 def _lookup(name: str) -> CatalogEntry | None:

@@ -23,6 +23,10 @@ def gib(n: int | float | None) -> str:
     return units.gib(n, 1).replace(" ", "\u00a0")
 
 
+def gib_change(n: int | float) -> str:
+    return units.gib_change(n, 1).replace(" ", "\u00a0")
+
+
 def gb(n: int | float | None) -> str:
     return units.gb(n, 1).replace(" ", "\u00a0")
 
@@ -58,6 +62,32 @@ def label(name: str) -> str:
     return name.removesuffix("_s").replace("_", " ")
 
 
+def column_groups(keys: list[str]) -> list[tuple[list[str], str]]:
+    """The extra columns of a table of plans, with their headers: consecutive fields of one quantity
+    (latency p50, p95, p99) share a column, 'latency p50 / p95 / p99', so a row of plans stays on
+    a desktop's screen (`extra_cell` shows one number where they agree)."""
+    groups: list[list[str]] = []
+    for k in keys:
+        words = label(k).split(" ")
+        if groups and len(words) > 1 and label(groups[-1][0]).split(" ")[:-1] == words[:-1]:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    return [(g, " / ".join([label(g[0])] + [label(k).rsplit(" ", 1)[1] for k in g[1:]])) for g in groups]
+
+
+def extra_cell(extras: dict[str, float], keys: list[str]) -> str:
+    """A shared column's cell: '26.2 ms' where its fields agree (one sequence: every percentile is the
+    same), else each field's value ('3.8 / 4.1 / 5.0 ms'), the unit said once."""
+    values = [extra(extras[k], k) for k in keys]
+    if len(set(values)) == 1:
+        return values[0]
+    unit = values[-1].rsplit("\u00a0", 1)[1] if "\u00a0" in values[-1] else ""
+    if unit and all(v.endswith("\u00a0" + unit) for v in values):
+        return " / ".join(v.rsplit("\u00a0", 1)[0] for v in values) + "\u00a0" + unit
+    return " / ".join(values)
+
+
 def extra(value: float, name: str) -> str:
     """A number the speed model added, by its field's name: a time (`_s`) in ms or s, as the CLI
     shows it; a speed (`_tok_s`) or a count as the other numbers."""
@@ -66,10 +96,17 @@ def extra(value: float, name: str) -> str:
     return speed(value)
 
 
-def command_html(cmd: str) -> Markup:
-    """A command as one span per flag with its values (the program and its arguments first), so a
-    narrow box breaks the line only between flags, never inside a number or a file name. The text
-    is unchanged: the spans are joined by the spaces that separated them."""
+# A flag with its values up to this many characters never parts; a longer one (`-m` and a long file
+# name, `vllm serve ORG/REPO`) may break between its words, each word still whole.
+ARG_CH_MAX = 44
+# The widest a table's command box grows for one span: a repository or file name (Nemotron's, 49) fits;
+# a longer span (an -ot regex) scrolls inside its box rather than widen the table off the screen.
+BOX_CH_MAX = 52
+
+
+def _arg_groups(cmd: str) -> list[str]:
+    """A command's flags each with its values (the program and its arguments first), a group longer
+    than ARG_CH_MAX split into its words."""
     groups: list[list[str]] = []
     for token in cmd.split(" "):
         flag = token.startswith("-") and not token[1:2].isdigit()  # "-1" is a value, not a flag
@@ -77,7 +114,26 @@ def command_html(cmd: str) -> Markup:
             groups.append([token])
         else:
             groups[-1].append(token)
-    return Markup(" ").join(Markup('<span class="arg">{}</span>').format(" ".join(g)) for g in groups)
+    return [w for g in groups for w in ([" ".join(g)] if len(" ".join(g)) <= ARG_CH_MAX else g)]
+
+
+def command_html(cmd: str) -> Markup:
+    """A command as one span per flag with its values, so a narrow box breaks the line only between
+    flags, never inside a number or a file name. The text is unchanged: the spans are joined by the
+    spaces that separated them."""
+    return Markup(" ").join(Markup('<span class="arg">{}</span>').format(g) for g in _arg_groups(cmd))
+
+
+def arg_ch(cmd: str) -> int:
+    """The characters of a command's widest unbreakable span: the width its box in a table keeps, so
+    a file name is read whole, not cut at the box's edge (at most BOX_CH_MAX)."""
+    return min(BOX_CH_MAX, max((len(g) for g in _arg_groups(cmd)), default=0))
+
+
+def notice_id(name: str) -> Markup:
+    """A notice id that may break after its underscores (MOE_<wbr>EXPERT_<wbr>CPU_<wbr>OFFLOAD), so a
+    column of them is as narrow as its longest word, not its longest id."""
+    return Markup("_<wbr>").join(name.split("_"))
 
 
 FLAG = re.compile(r"(?<![\w-])--?[a-z][\w-]*")  # a command-line flag written in prose: --ctx, -ngl
@@ -167,6 +223,10 @@ def environment() -> Environment:
     )
     env.filters.update(
         gib=gib,
+        gib_change=gib_change,
+        arg_ch=arg_ch,
+        notice_id=notice_id,
+        extra_cell=extra_cell,
         gb=gb,
         mib=mib,
         billions=billions,
@@ -179,6 +239,7 @@ def environment() -> Environment:
     )
     env.tests["constant"] = constant
     env.globals["charts"] = charts
+    env.globals["column_groups"] = column_groups
     return env
 
 
