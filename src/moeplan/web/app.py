@@ -58,11 +58,16 @@ class ErrorBody(BaseModel):
 # Declared on every endpoint that takes parameters; the 422 entry replaces FastAPI's default
 # (a list of pydantic errors), which the validation handler below never sends.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "input moeplan cannot use (unreadable rig, placement ...)"},
+    400: {
+        "model": ErrorBody,
+        "description": "input moeplan cannot use (unreadable rig, unknown quantization, context out of "
+        "range, placement ...)",
+    },
     404: {"model": ErrorBody, "description": "unknown model (with a did-you-mean suggestion)"},
     422: {
         "model": ErrorBody,
-        "description": "a parameter missing, unknown, of the wrong type or out of range",
+        "description": "a parameter missing, unknown, repeated, not written as the document says "
+        "(type, pattern, choices) or outside its bounds",
     },
 }
 UNKNOWN_PARAMETER: dict[int | str, dict[str, Any]] = {422: ERRORS[422]}  # endpoints that take no parameters
