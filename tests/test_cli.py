@@ -98,6 +98,35 @@ def test_fit_rig_gpus_detect() -> None:
     assert isinstance(here, dict) and here["nodes"][0]["host"]["ram_bytes"] > 0
 
 
+# The longest catalog ids, and the widest cells a 4090 rig gives (kimi-k3: 2,779.5 B, 604 s to first
+# token; a verdict below the quality floor).
+LONG_IDS = "nemotron-3.5-lightning-30b-a3b,qwen3-235b-a22b-instruct-2507,kimi-linear-48b-a3b-instruct,kimi-k3"
+
+
+@pytest.mark.parametrize(("width", "models"), [(None, None), (120, LONG_IDS)])
+def test_fit_table_keeps_model_ids_whole(
+    monkeypatch: pytest.MonkeyPatch, width: int | None, models: str | None
+) -> None:
+    """At 120 columns the table cut its ids ("qwen3.5-122…"), and an id is what a person copies: every
+    row's id is whole on its line, nothing is cut, and no line is wider than the console. `None`:
+    the default CliRunner console, the whole catalog."""
+    from moeplan import cli
+
+    if width is not None:
+        monkeypatch.setattr(cli.out, "width", width)
+    which = ["--models", models] if models else []
+    rig = ["fit", "--rig", "RTX 4090 + 64GB DDR5-6000", *which]
+    result = runner.invoke(app, rig)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= cli.out.width <= 120
+    assert "…" not in result.stdout
+    starts = {line.split()[0] for line in lines if line.strip()}
+    rows = run_json(*rig)
+    assert isinstance(rows, list) and len(rows) == (4 if models else len(run_json("models")))
+    assert {r["id"] for r in rows} <= starts
+
+
 def test_plan_errors_are_one_line() -> None:
     result = runner.invoke(app, ["plan", "qwen3-8b", "--rig", "banana"])
     assert result.exit_code == 2 and "unknown GPU 'banana'" in result.stderr

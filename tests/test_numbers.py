@@ -1,5 +1,7 @@
 """Numbers as people type them, read one way for the CLI, the rig grammar and the web."""
 
+import re
+
 import pytest
 
 from moeplan import numbers
@@ -56,3 +58,22 @@ def test_optional_and_decimal_fields() -> None:
         parse_float("1e3", numbers.MODEL_GB)
     with pytest.raises(BadNumber, match="must be from 0"):
         parse_float("20000000", numbers.MODEL_GB)
+
+
+@pytest.mark.parametrize("text", ["32768", "32k", "128K", "1M", "1.5k", "256"])
+def test_the_declared_pattern_matches_what_parse_int_reads(text: str) -> None:
+    assert re.fullmatch(numbers.pattern(numbers.CONTEXT), text) and numbers.parse_int(text, numbers.CONTEXT)
+
+
+@pytest.mark.parametrize("text", [" 128k", "-5", "1e3", "1_000", "٣", "²", "128kk", "k", ".5k", "1,024"])
+def test_the_declared_pattern_refuses_what_no_request_should_hold(text: str) -> None:
+    """Stricter than the reader only by the spaces the forms trim (' 128k')."""
+    assert not re.fullmatch(numbers.pattern(numbers.CONTEXT), text)
+    if text == text.strip():
+        with pytest.raises(BadNumber):
+            parse_int(text, numbers.CONTEXT)
+
+
+def test_fields_without_suffixes_declare_none() -> None:
+    assert not re.fullmatch(numbers.pattern(numbers.SEQUENCES), "4k")
+    assert re.fullmatch(numbers.pattern(numbers.SEQUENCES), "4")

@@ -3,6 +3,7 @@ answered with 4xx and a helpful message (never a 500)."""
 
 import asyncio
 import html
+import json
 import re
 import socket
 import threading
@@ -171,8 +172,12 @@ def test_api_endpoints(client: TestClient) -> None:
         ("/hardware.json?rig=" + "x" * 400, 400, "too long"),
         (f"/?model={MODEL}&rig=RTX 4090&ctx=-5", 400, "context must be a whole number from 256"),
         (f"/index.json?model={MODEL}&rig=RTX 4090&ctx=abc", 400, "whole number"),
-        (f"/api/memory?model={MODEL}&ctx=-5", 422, "greater than or equal"),
-        (f"/api/plan?model={MODEL}&rig=RTX 4090&quant=Q9_Z", 422, "not 'Q9_Z'"),
+        (f"/api/memory?model={MODEL}&ctx=-5", 422, "ctx: write it like 32768, 32k, 128k or 1M, not '-5'"),
+        (
+            f"/api/plan?model={MODEL}&rig=RTX 4090&quant=Q9_Z",
+            400,
+            "unknown quantization 'Q9_Z'; choose one of",
+        ),
         (f"/api/plan?model={MODEL}&rig=RTX 4090&ctk=q9_0", 422, "not 'q9_0'"),
         ("/models?kind=sparse", 400, "kind must be"),
         ("/compare?a=llama-3.1-8b", 400, "no dense/MoE sibling"),
@@ -225,21 +230,39 @@ def test_typed_rigs_and_numbers(client: TestClient) -> None:
 
 
 def test_openapi_document_declares_what_the_server_enforces(client: TestClient) -> None:
-    """The document is written from the validators: the 33 file types and the llama.cpp cache types
-    as enums (any 1-32 character quant was valid per the document), the ranges the code checks, and
-    the error body the app sends for 400, 404 and 422 (the document declared FastAPI's list)."""
+    """The document is written from the validators: quant and ctx as the strings people type (the
+    characters a name or a number of tokens may hold as a pattern, the names and the range in the
+    description), the llama.cpp cache types as enums in either case, the ranges the code checks,
+    and the error body the app sends for 400, 404 and 422 (the document declared FastAPI's list)."""
     spec = client.get("/openapi.json").json()
-    plan = {p["name"]: p["schema"] for p in spec["paths"]["/api/plan"]["get"]["parameters"]}
-    quant = next(s for s in plan["quant"]["anyOf"] if s.get("type") == "string")
-    # /api/plan's quant: the 33 file types (llama.cpp), then the vLLM/SGLang weight formats
-    assert quant["enum"][:33] == list(FileType.__members__) and {"fp8", "FP8", "awq"} <= set(quant["enum"])
+    params = {
+        path: {p["name"]: p for p in spec["paths"][path]["get"]["parameters"]}
+        for path in ("/api/plan", "/api/memory", "/api/size")
+    }
+    plan = {name: p["schema"] for name, p in params["/api/plan"].items()}
+    for path, name in [
+        ("/api/plan", "quant"),
+        ("/api/plan", "format"),
+        ("/api/memory", "quant"),
+        ("/api/size", "quant"),
+    ]:
+        p = params[path][name]
+        schema = next((s for s in p["schema"].get("anyOf", []) if s.get("type") == "string"), p["schema"])
+        assert schema["pattern"] == "^[A-Za-z0-9][A-Za-z0-9_-]*$" and schema["maxLength"] == 32, (path, name)
+        assert all(re.fullmatch(schema["pattern"], x) for x in p["schema"]["examples"]), (path, name)
+    for path in ("/api/plan", "/api/memory", "/api/size"):
+        assert ", ".join(FileType.__members__) in params[path]["quant"]["description"], path
+    assert "fp8, mxfp4" in params["/api/plan"]["quant"]["description"]
+    for path in ("/api/plan", "/api/memory"):
+        p = params[path]["ctx"]
+        schema = next((s for s in p["schema"].get("anyOf", []) if s.get("type") == "string"), p["schema"])
+        assert schema["pattern"] == "^[0-9]+(?:\\.[0-9]+)?[kKmM]?$" and schema["maxLength"] == 24, path
+        assert "from 256 to 16,777,216 tokens (k = 1,024: 32k, 128k, 1M)" in p["description"], path
+        assert p["schema"]["examples"] == ["32768", "32k", "128k", "1M"], path
     cache = [next(s for s in plan[k]["anyOf"] if s.get("type") == "string")["enum"] for k in ("ctk", "ctv")]
-    assert cache[0] == cache[1] == list(CACHE_TYPES)
+    assert cache[0] == cache[1] == [*CACHE_TYPES, *(t.upper() for t in CACHE_TYPES)]
     n_seq = next(s for s in plan["n_seq"]["anyOf"] if s.get("type") == "integer")
     assert (n_seq["minimum"], n_seq["maximum"]) == (1, 256)
-    memory = {p["name"]: p["schema"] for p in spec["paths"]["/api/memory"]["get"]["parameters"]}
-    assert memory["quant"]["enum"] == list(FileType.__members__)
-    assert (memory["ctx"]["minimum"], memory["ctx"]["maximum"]) == (256, 1 << 24)
     assert "HTTPValidationError" not in spec["components"]["schemas"]
     for path, ops in spec["paths"].items():
         op = ops["get"]
@@ -254,8 +277,8 @@ def test_openapi_document_declares_what_the_server_enforces(client: TestClient) 
 @pytest.mark.parametrize(
     "url",
     [
-        f"/api/memory?model={MODEL}&ctx=100",
-        f"/api/plan?model={MODEL}&rig=RTX 4090&quant=q4_k_m",  # the document's names, exactly
+        f"/api/memory?model={MODEL}&ctx=32 k",
+        f"/api/plan?model={MODEL}&rig=RTX 4090&quant=Q4 K M",  # the document's characters, exactly
         f"/api/plan?model={MODEL}&rig=RTX 4090&n_seq=0",
         f"/api/size?model={MODEL}&mtp=maybe",
         "/api/fit",
@@ -268,6 +291,84 @@ def test_422_body_is_the_declared_error_body(client: TestClient, url: str) -> No
     r = client.get(url)
     assert r.status_code == 422 and set(r.json()) == {"detail", "error"}
     assert r.json()["error"] == "RequestValidationError" and r.json()["detail"]
+
+
+RIG = "RTX 4090 + 64GB DDR5-6000"
+
+
+@pytest.mark.parametrize(
+    ("typed", "exact"),
+    [
+        ({"ctx": "128k"}, {"ctx": "131072"}),
+        ({"ctx": "1.5k", "quant": "q4km"}, {"ctx": "1536", "quant": "Q4_K_M"}),
+        (
+            {"quant": "q4_k_m", "ctk": "Q8_0", "ctv": "Q8_0"},
+            {"quant": "Q4_K_M", "ctk": "q8_0", "ctv": "q8_0"},
+        ),
+    ],
+)
+def test_api_plan_reads_what_people_type(
+    client: TestClient, typed: dict[str, str], exact: dict[str, str]
+) -> None:
+    """`ctx=128k` and `quant=q4km` were a 422 (the query schema was an integer and an enum of the
+    canonical names); they read as the CLI and the home form read them."""
+    r = client.get("/api/plan", params={"model": MODEL, "rig": RIG, **typed})
+    assert r.status_code == 200, r.text[:300]
+    assert r.json() == client.get("/api/plan", params={"model": MODEL, "rig": RIG, **exact}).json()
+
+
+def test_api_spellings_equal_the_cli(client: TestClient) -> None:
+    api_plan = client.get(
+        "/api/plan", params={"model": MODEL, "rig": RIG, "ctx": "128k", "quant": "q4km"}
+    ).json()
+    cli = CliRunner().invoke(
+        cli_app, ["plan", MODEL, "--rig", RIG, "--ctx", "128k", "--quant", "q4km", "--json"]
+    )
+    assert cli.exit_code == 0, cli.output
+    assert (api_plan["ctx"], api_plan["quant"]) == (131072, "Q4_K_M") and api_plan == json.loads(cli.stdout)
+    memory = client.get("/api/memory", params={"model": MODEL, "ctx": "32k", "quant": "q4km"}).json()
+    cli = CliRunner().invoke(cli_app, ["memory", MODEL, "--ctx", "32k", "--quant", "q4km", "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert (memory["n_ctx"], memory["quant"]) == (32768, "Q4_K_M") and memory == json.loads(cli.stdout)
+    assert (
+        memory == client.get("/api/memory", params={"model": MODEL, "ctx": "32768", "quant": "Q4_K_M"}).json()
+    )
+    size = client.get("/api/size", params={"model": MODEL, "quant": "q8_0"}).json()
+    assert (
+        size["quant"] == "Q8_0"
+        and size == client.get("/api/size", params={"model": MODEL, "quant": "Q8_0"}).json()
+    )
+    vllm = {"model": MODEL, "rig": "H100", "engine": "vllm"}
+    fp8 = client.get("/api/plan", params={**vllm, "format": "fp8"}).json()
+    assert fp8["weight_format"] == "fp8"
+    assert fp8 == client.get("/api/plan", params={**vllm, "format": "FP8"}).json()
+    assert fp8 == client.get("/api/plan", params={**vllm, "quant": "Fp8"}).json()
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "text"),
+    [
+        (
+            {"ctx": "100"},
+            400,
+            "ctx must be from 256 to 16,777,216 tokens (k = 1,024: 32k, 128k, 1M), not 100",
+        ),
+        ({"ctx": "32M"}, 400, "ctx must be from 256 to 16,777,216 tokens"),
+        ({"ctx": "12.3"}, 400, "ctx must be a whole number from 256"),
+        ({"ctx": "12x"}, 422, "ctx: write it like 32768, 32k, 128k or 1M, not '12x'"),
+        ({"ctx": " 128k"}, 422, "ctx: write it like"),
+        ({"quant": "q4kz"}, 400, "unknown quantization 'q4kz'"),
+        ({"quant": "Q4.K.M"}, 422, "quant: write it like Q4_K_M, q4_k_m, q4km, fp8 or awq, not 'Q4.K.M'"),
+        ({"engine": "vllm", "format": "q4km"}, 400, "Q4_K_M is a llama.cpp GGUF type"),
+        ({"ctk": "Q9_0"}, 422, "ctk: Input should be"),
+    ],
+)
+def test_bad_typed_values_are_one_line_errors(
+    client: TestClient, params: dict[str, str], status: int, text: str
+) -> None:
+    r = client.get("/api/plan", params={"model": MODEL, "rig": RIG, **params})
+    assert r.status_code == status, r.text[:300]
+    assert text in r.json()["detail"] and "\n" not in r.json()["detail"]
 
 
 @pytest.mark.parametrize("quant", list(FileType.__members__))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import typer  # after the pydantic switch above
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -789,23 +790,24 @@ def fit(
     if json_out:
         out.print_json(json.dumps([r.model_dump() for r in rows]))
         return
-    t = Table(title=f"what runs on {rig_text}, best first")
-    cols = (
-        "model",
-        "verdict",
-        "params",
-        "quant",
-        "strategy",
-        "context",
-        "tok/s",
-        "TTFT 4k",
-        "bound by",
+    # Nine columns and ids of up to 30 characters in 120 columns: ruled lines cost three characters a
+    # column, so columns are set apart by two spaces. Ids (what a person copies) and figures are never
+    # cut or wrapped; the two prose columns wrap between words, the verdict within "runs well" so
+    # that "bound by" keeps "RAM bandwidth:" on one line.
+    t = Table(
+        title=f"what runs on {rig_text}, best first",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    for col in cols:
+    prose = ("verdict", "bound by")
+    for col in ("model", "verdict", "params", "quant", "strategy", "context", "tok/s", "TTFT 4k", "bound by"):
         t.add_column(
             col,
             justify="right" if col in ("params", "context", "tok/s", "TTFT 4k") else "left",
-            no_wrap=col == "verdict",
+            no_wrap=col not in prose,
+            max_width=len("runs well") if col == "verdict" else None,
         )
     for r in rows:
         t.add_row(

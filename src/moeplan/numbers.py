@@ -17,7 +17,9 @@ from moeplan.errors import MoeplanError
 # Long enough for every value in range with a suffix and decimals, short enough that nothing slow is
 # ever converted.
 MAX_CHARS = 24
-_NUMBER = re.compile(r"([0-9]+(?:\.[0-9]+)?)([kKmM]?)", re.ASCII)
+_DIGITS = r"[0-9]+(?:\.[0-9]+)?"
+_SUFFIXES = "[kKmM]"
+_NUMBER = re.compile(f"({_DIGITS})({_SUFFIXES}?)", re.ASCII)
 # Context sizes are counted in powers of two where people write them with a suffix: model cards'
 # "128K" is 131,072 tokens (Llama 3.1's max_position_embeddings), "1M" 1,048,576.
 _SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20}
@@ -68,6 +70,13 @@ def _read(text: str, field: Range, noun: str) -> float:
         shown = raw if len(raw) <= MAX_CHARS else raw[:MAX_CHARS] + "…"
         raise BadNumber(f"{field.what} must be {noun} {field.describe()}, not '{shown}'")
     return float(m.group(1)) * _SUFFIX[m.group(2).lower()]
+
+
+def pattern(field: Range) -> str:
+    """What `parse_int` / `parse_float` read for `field`, as a JSON Schema `pattern` (ECMA-262, valid
+    in Python too): the JSON API declares it for its number parameters, with no surrounding spaces
+    (which the forms trim), so the document says exactly what a request may hold."""
+    return f"^{_DIGITS}{_SUFFIXES + '?' if field.suffixes else ''}$"
 
 
 def parse_int(text: str, field: Range) -> int:

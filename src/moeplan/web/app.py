@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 import uvicorn
@@ -31,12 +32,13 @@ from uvicorn.supervisors import Multiprocess
 
 from moeplan import __version__, numbers
 from moeplan.api import FitRow, MemoryReport, PlanReport
+from moeplan.arch.vision import MMPROJ_TYPES
 from moeplan.engines.formats import FORMAT_NAMES
 from moeplan.errors import BadInput, ModelNotFound, MoeplanError
 from moeplan.memory.kv import CACHE_TYPES
 from moeplan.memory.report import SizeReport
 from moeplan.plan.distributed import DistributedPlan
-from moeplan.plan.options import MAX_CTX, MIN_CTX, PlanOptions
+from moeplan.plan.options import PlanOptions
 from moeplan.plan.uses import USES
 from moeplan.quant.recipe import FileType
 from moeplan.web import data
@@ -56,11 +58,16 @@ class ErrorBody(BaseModel):
 # Declared on every endpoint that takes parameters; the 422 entry replaces FastAPI's default
 # (a list of pydantic errors), which the validation handler below never sends.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "input moeplan cannot use (unreadable rig, placement ...)"},
+    400: {
+        "model": ErrorBody,
+        "description": "input moeplan cannot use (unreadable rig, unknown quantization, context out of "
+        "range, placement ...)",
+    },
     404: {"model": ErrorBody, "description": "unknown model (with a did-you-mean suggestion)"},
     422: {
         "model": ErrorBody,
-        "description": "a parameter missing, unknown, of the wrong type or out of range",
+        "description": "a parameter missing, unknown, repeated, not written as the document says "
+        "(type, pattern, choices) or outside its bounds",
     },
 }
 UNKNOWN_PARAMETER: dict[int | str, dict[str, Any]] = {422: ERRORS[422]}  # endpoints that take no parameters
@@ -73,13 +80,47 @@ def one_of(names: Iterable[str]) -> GetPydanticSchema:
     return GetPydanticSchema(lambda _source, _handler: core_schema.literal_schema(choices))
 
 
-QuantName = Annotated[str, one_of(FileType.__members__)]  # llama.cpp file types (`llama_ftype`)
-CacheName = Annotated[str, one_of(CACHE_TYPES)]  # `-ctk/-ctv` values llama.cpp accepts
-# vLLM/SGLang weight formats (engines/formats.py), as the engines spell them and upper case (FP8)
-_FORMATS = list(dict.fromkeys([*FORMAT_NAMES, *(n.upper() for n in FORMAT_NAMES)]))
-FormatName = Annotated[str, one_of(_FORMATS)]
-PlanQuantName = Annotated[str, one_of(dict.fromkeys([*FileType.__members__, *_FORMATS]))]  # /api/plan's quant
+def any_case(names: Iterable[str]) -> list[str]:
+    """`names` as written and in upper case: the parsers behind the enums read either (the CLI's
+    `--ctk Q8_0` is llama.cpp's q8_0)."""
+    return list(dict.fromkeys([*names, *(n.upper() for n in names)]))
+
+
+CacheName = Annotated[str, one_of(any_case(CACHE_TYPES))]  # `-ctk/-ctv` values llama.cpp accepts
+MmprojName = Annotated[str, one_of(any_case(MMPROJ_TYPES))]  # mmproj file types (arch/vision.py)
 UseName = Annotated[str, one_of(USES)]  # what a plan is for (plan/uses.py)
+
+# Quantization and weight-format names as people type them ("Q4_K_M", "q4_k_m", "q4km", "awq_marlin"):
+# no enum could hold every spelling `FileType.parse` and `parse_weight_format` read, so the document
+# declares the characters (enforced here) and the names (in the description), and the parsers, the
+# CLI's, answer a name they do not know with a 400 and the nearest ones.
+NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]*$"
+MAX_NAME_CHARS = 32  # data.quant_name's bound
+FILE_TYPES = f"one of {', '.join(FileType.__members__)} (any case, underscores optional)"
+WEIGHT_FORMATS = f"one of {', '.join(FORMAT_NAMES)} (any case)"
+QUANT_EXAMPLES = ["Q4_K_M", "q4_k_m", "q4km"]
+
+
+def name_query(description: str, examples: list[str]) -> Any:
+    """A quantization or format parameter: `NAME_PATTERN`, at most `MAX_NAME_CHARS`."""
+    return Query(pattern=NAME_PATTERN, max_length=MAX_NAME_CHARS, description=description, examples=examples)
+
+
+# Numbers of tokens as people type them ("32768", "32k", "128k", "1M"), read by numbers.parse_int as
+# the CLI's --ctx and the home form's context are; the error names the parameter.
+CTX = replace(numbers.CONTEXT, what="ctx")
+TOKEN_EXAMPLES = ["32768", "32k", "128k", "1M"]
+
+
+def tokens_query(description: str) -> Any:
+    """A context parameter: what numbers.parse_int reads for `CTX`, its range said in the description."""
+    return Query(
+        pattern=numbers.pattern(CTX),
+        max_length=numbers.MAX_CHARS,
+        description=f"{description}; {CTX.describe()}",
+        examples=TOKEN_EXAMPLES,
+    )
+
 
 ModelQ = Annotated[
     str,
@@ -99,17 +140,16 @@ RigQ = Annotated[
         examples=["RTX 4090 + 64GB DDR5-6000", "2x RTX 3090 + 128GB DDR4-3200", "mac-128gb"],
     ),
 ]
-QuantQ = Annotated[QuantName, Query(description="llama.cpp file type", examples=["Q4_K_M"])]
+QuantQ = Annotated[str, name_query(f"llama.cpp file type: {FILE_TYPES}", QUANT_EXAMPLES)]
 SizeQuantQ = Annotated[
-    QuantName | None,
-    Query(
-        description="llama.cpp file type (default: Q4_K_M, or MXFP4_MOE for models released in MXFP4)",
-        examples=["Q4_K_M"],
+    str | None,
+    name_query(
+        f"llama.cpp file type, {FILE_TYPES} (default: Q4_K_M, or MXFP4_MOE for models released in MXFP4)",
+        QUANT_EXAMPLES,
     ),
 ]
-CtxQ = Annotated[int, Query(ge=MIN_CTX, le=MAX_CTX, description="context length in tokens")]
-SeqQ = Annotated[int, Query(ge=1, le=256, description="parallel sequences (llama-server -np)")]
-CacheQ = Annotated[CacheName, Query(description="KV cache type (llama.cpp -ctk / -ctv)")]
+CtxQ = Annotated[str, tokens_query("context in tokens")]
+SEQUENCES = {"ge": int(numbers.SEQUENCES.low), "le": int(numbers.SEQUENCES.high)}  # -np, as the CLI's
 
 
 def known_parameters(request: Request) -> None:
@@ -137,6 +177,20 @@ def known_parameters(request: Request) -> None:
 
 
 API: dict[str, Any] = {"tags": ["api"], "dependencies": [Depends(known_parameters)]}
+
+
+def _written_like(request: Request, name: str) -> str | None:
+    """How to write parameter `name` of the request's endpoint, from its documented examples: a
+    pattern ("String should match pattern '^[0-9]+...$'") says what the value may not be, not how
+    a person writes it."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return None
+    for p in route.dependant.query_params:
+        if p.alias == name and p.field_info.examples:
+            *first, last = (str(x) for x in p.field_info.examples)
+            return f"write it like {', '.join(first)} or {last}" if first else f"write it like {last}"
+    return None
 
 
 def _wants_json(request: Request) -> bool:
@@ -263,7 +317,10 @@ def create_app() -> FastAPI:
             where = ".".join(str(x) for x in err.get("loc", ()) if x != "query")
             given = err.get("input")
             got = f", not '{given[:40]}'" if isinstance(given, str) else ""
-            parts.append(f"{where}: {err.get('msg', 'invalid')}{got}")
+            msg = err.get("msg", "invalid")
+            if err.get("type") == "string_pattern_mismatch":
+                msg = _written_like(request, where) or msg
+            parts.append(f"{where}: {msg}{got}")
         return _error_response(request, 422, "; ".join(parts) or "invalid request", "RequestValidationError")
 
     # ------------------------------------------------------------------------------------ pages
@@ -396,23 +453,22 @@ def create_app() -> FastAPI:
         model: ModelQ,
         rig: RigQ,
         ctx: Annotated[
-            int | None,
-            Query(
-                ge=MIN_CTX,
-                le=MAX_CTX,
-                description="context, planned exactly; default: the use's (32,768 for chat), raised to "
-                "the largest power-of-two step that fits",
+            str | None,
+            tokens_query(
+                "context in tokens, planned exactly; default: the use's (32,768 for chat), raised to "
+                "the largest power-of-two step that fits"
             ),
         ] = None,
         quant: Annotated[
-            PlanQuantName | None,
-            Query(
-                description="llama.cpp: file type (Q4_K_M); vLLM/SGLang: weight format (fp8, awq, "
-                "nvfp4 ...); default: the best that fits / the release's",
+            str | None,
+            name_query(
+                f"llama.cpp: file type, {FILE_TYPES}; vLLM/SGLang: weight format, {WEIGHT_FORMATS}; "
+                "default: the best that fits / the release's",
+                [*QUANT_EXAMPLES, "fp8", "awq"],
             ),
         ] = None,
         n_seq: Annotated[
-            int | None, Query(ge=1, le=256, description="llama-server -np; default: the use's")
+            int | None, Query(**SEQUENCES, description="llama-server -np; default: the use's")
         ] = None,
         ctk: Annotated[CacheName | None, Query(description="K cache type; default: the policy's")] = None,
         ctv: Annotated[CacheName | None, Query(description="V cache type; default: the policy's")] = None,
@@ -421,8 +477,14 @@ def create_app() -> FastAPI:
             Literal["llamacpp", "vllm", "sglang"], Query(description="the serving engine")
         ] = "llamacpp",
         weight_format: Annotated[
-            FormatName | None,
-            Query(alias="format", description="vLLM/SGLang only: the same as quant"),
+            str | None,
+            Query(
+                alias="format",
+                pattern=NAME_PATTERN,
+                max_length=MAX_NAME_CHARS,
+                description=f"vLLM/SGLang only: the same as quant, {WEIGHT_FORMATS}",
+                examples=["fp8", "FP8", "awq"],
+            ),
         ] = None,
         draft: Annotated[
             str,
@@ -432,7 +494,7 @@ def create_app() -> FastAPI:
             float | None, Query(ge=0.0, lt=1.0, description="drafted-token acceptance rate")
         ] = None,
         vision: Annotated[
-            Literal["f16", "bf16", "q8_0", "f32"] | None,
+            MmprojName | None,
             Query(description="llama.cpp: load the model's vision projector (--mmproj) of this file type"),
         ] = None,
     ) -> PlanReport | DistributedPlan:
@@ -446,7 +508,7 @@ def create_app() -> FastAPI:
             rig,
             PlanOptions(
                 engine=engine,
-                ctx=ctx,
+                ctx=numbers.optional_int(ctx, CTX),
                 quant=quant or None,
                 weight_format=weight_format or None,
                 n_seq=n_seq,
@@ -487,10 +549,12 @@ def create_app() -> FastAPI:
         gpus: Annotated[
             int | None, Query(ge=0, le=64, description="GPUs; default: 1 with a placement")
         ] = None,
-        n_seq: Annotated[int | None, Query(ge=1, le=256, description="parallel sequences")] = None,
+        n_seq: Annotated[int | None, Query(**SEQUENCES, description="parallel sequences")] = None,
     ) -> MemoryReport:
         """Bytes per device llama.cpp allocates for the model, context and placement."""
-        return data.memory(model, quant, ctx, placement=placement, gpus=gpus, n_seq=n_seq)
+        return data.memory(
+            model, quant, numbers.parse_int(ctx, CTX), placement=placement, gpus=gpus, n_seq=n_seq
+        )
 
     @app.get("/api/models", response_model=list[ModelSummary], responses=UNKNOWN_PARAMETER, **API)
     def api_models() -> list[ModelSummary]:
