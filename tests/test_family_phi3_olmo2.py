@@ -21,6 +21,7 @@ from moeplan.sources.gguf_spec import spec_from_gguf
 
 MODELS = {
     "phi-4": "phi3",
+    "phi-4-mini-instruct": "phi3",
     "olmo-2-1124-7b": "olmo2",
     "olmo-2-1124-13b": "olmo2",
     "olmo-2-0325-32b": "olmo2",
@@ -28,9 +29,11 @@ MODELS = {
     "olmo-3-32b": "olmo2",
 }
 # (parameters of the GGUF, tensors, published total in billions, allowed distance in billions)
-PARAMS = {
+PARAMS: dict[str, tuple[int, int, float, float]] = {
     # llama.cpp's log of the released file (ggml-org/llama.cpp#12012): 243 tensors, 81 of them F32
     "phi-4": (14_659_507_200, 243, 14, 0.7),
+    # tied; 196 tensors as llama.cpp's log of a Phi-4-mini-reasoning file counts them (ollama/ollama#12722)
+    "phi-4-mini-instruct": (3_836_021_856, 196, 3.8, 0.05),
     "olmo-2-1124-7b": (7_298_617_344, 355, 7, 0.3),
     "olmo-2-1124-13b": (13_716_198_400, 443, 13, 0.75),
     "olmo-2-0325-32b": (32_234_279_936, 707, 32, 0.25),
@@ -64,7 +67,7 @@ def test_parameters_tensors_and_published_total(model: str) -> None:
     assert sum(t.n_elements for t in inv.tensors) == n_params
     assert len(inv.tensors) == n_tensors
     assert abs(predict(inv, FileType.BF16).params_total / 1e9 - published) <= tolerance
-    assert load_catalog()[model].params_published.total == published * 10**9
+    assert load_catalog()[model].params_published.total == round(published * 1e9)
 
 
 def test_phi4_keeps_qkv_and_gate_up_fused() -> None:
@@ -87,18 +90,28 @@ def test_phi3_longrope_writes_the_factor_tensors_once() -> None:
     assert not any(n.startswith("blk.") and "rope_factors" in n for n in t)
 
 
+def test_phi4_mini_rotates_three_quarters_and_ties_its_head() -> None:
+    """Phi-4-mini: rope.dimension_count 96 of 128 (partial_rotary_factor 0.75), LongRoPE factors {48},
+    no output.weight (phi3.cpp reuses token_embd), full attention despite sliding_window 262144."""
+    s = spec("phi-4-mini-instruct")
+    assert s.tied_embeddings and s.rope_fraction == 0.75
+    assert {(la.attn.kind, la.attn.window) for la in s.layers} == {(AttnKind.FULL, 0)}
+    t = shapes(s)
+    assert t["rope_factors_long.weight"] == t["rope_factors_short.weight"] == (48,)
+    assert t["blk.0.attn_qkv.weight"] == (3072, 3072 + 2 * 8 * 128) and "output.weight" not in t
+    kv = family("phi3").gguf_metadata(inventory(s))
+    assert kv[".rope.dimension_count"] == 96 and ".attention.sliding_window" not in kv
+
+
 @pytest.mark.parametrize(
     ("changes", "error"),
     [
-        ({"partial_rotary_factor": 0.75}, UnsupportedArchitecture),  # Phi-4-mini
-        ({"head_dim": 96}, UnsupportedArchitecture),  # query rows wider than hidden_size
-        ({"tie_word_embeddings": True}, None),
+        ({"partial_rotary_factor": 0.0}, BadConfig),
+        ({"rope_scaling": {**LONGROPE, "long_factor": [1.0] * 48}}, BadConfig),  # not rope_dims/2
+        ({"head_dim": 96}, UnsupportedArchitecture),  # query rows narrower than hidden_size
     ],
 )
-def test_phi3_guards(changes: dict[str, Any], error: type[Exception] | None) -> None:
-    if error is None:  # the loader reuses token_embd when output.weight is absent
-        assert "output.weight" not in shapes(spec_from_config(config("phi-4", **changes)))
-        return
+def test_phi3_guards(changes: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error):
         spec_from_config(config("phi-4", **changes))
 
@@ -110,13 +123,14 @@ def test_phi4_kv_per_token() -> None:
     assert sum(lm.k_bytes + lm.v_bytes for lm in layers) == 4096 * 40 * 2 * 10 * 128 * 2
 
 
-@pytest.mark.parametrize("rope", [None, LONGROPE])
-def test_phi3_file_reads_back_as_materialised(rope: dict[str, Any] | None) -> None:
+@pytest.mark.parametrize("model", ["phi-4", "phi-4-mini-instruct"])
+def test_phi3_file_reads_back_as_materialised(model: str) -> None:
     """A phi3 file gives back its layers (n_ff from the fused ffn_up's 2·n_ff rows, full attention:
-    phi3.cpp ignores a sliding window) and its LongRoPE factor tensors."""
-    m = materialize(spec_from_config(config("phi-4", rope_scaling=rope)))
+    phi3.cpp ignores a sliding window), its rotary share and its LongRoPE factor tensors."""
+    m = materialize(spec(model))
     got = spec_from_gguf(read_local(m.path))
-    assert got.layers == m.spec.layers and not got.tied_embeddings
+    assert got.layers == m.spec.layers and got.tied_embeddings == m.spec.tied_embeddings
+    assert got.rope_fraction == m.spec.rope_fraction
     assert shapes(got) == shapes(m.spec)
 
 

@@ -4,8 +4,8 @@ q/k/v into `qkv_proj` and gate/up into `gate_up_proj`; both stay fused in the GG
 From the pinned build (11434):
 - conversion/phi.py Phi3MiniModel: no tensor is split (gguf-py maps `self_attn.qkv_proj` to attn_qkv
   and `mlp.gate_up_proj` to ffn_up); rope.dimension_count = int(partial_rotary_factor x n_embd) /
-  n_head; the LongRoPE `long_factor` / `short_factor` lists become `rope_factors_long/short`
-  {rope_dims/2}; `sliding_window` is written as 0 when the config has none (Phi-4);
+  n_head (Phi-4-mini rotates 96 of 128); the LongRoPE `long_factor` / `short_factor` lists become
+  `rope_factors_long/short` {rope_dims/2}; `sliding_window` is written as 0 when the config has none (Phi-4);
 - src/models/phi3.cpp `load_arch_tensors`: attn_qkv {n_embd, n_embd + 2·n_embd_gqa} (so n_head x
   head_dim must equal n_embd), attn_output {n_embd, n_embd}, ffn_up {n_embd, 2·n_ff}, ffn_down, an
   optional output (else token_embd is reused); `load_arch_hparams` turns any sliding window off
@@ -21,7 +21,7 @@ from moeplan.arch.family import Family
 from moeplan.arch.from_gguf import GGUFHParams, generic_spec
 from moeplan.arch.spec import FFN, Attention, FFNKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Role
-from moeplan.errors import UnsupportedArchitecture
+from moeplan.errors import BadConfig
 
 
 class Phi3(Family):
@@ -31,14 +31,24 @@ class Phi3(Family):
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
         rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-        if c.number(cfg, "partial_rotary_factor", default=rope.get("partial_rotary_factor", 1.0)) != 1.0:
-            # Phi-4-mini rotates 3/4 of each head; a spec has no per-model rotary share yet
-            raise UnsupportedArchitecture("phi3 with a partial_rotary_factor below 1 is not modelled")
+        # Phi3MiniModel reads partial_rotary_factor from the rope parameters, else the top level
+        fraction = c.number(cfg, "partial_rotary_factor", default=rope.get("partial_rotary_factor", 1.0))
+        if not 0 < fraction <= 1:
+            raise BadConfig(f"phi3: partial_rotary_factor must lie in (0, 1], got {fraction}")
         attn = c.gqa(cfg)
         c.check_query_width(cfg, attn)
+        rope_dims = int(fraction * attn.head_dim_k)
+        for key in ("long_factor", "short_factor"):
+            factors = rope.get(key)
+            if factors is not None and len(factors) != rope_dims // 2:
+                # generate_extra_tensors refuses factor lists of another length
+                raise BadConfig(
+                    f"phi3: rope {key} has {len(factors)} values, not rope_dims/2 = {rope_dims // 2}"
+                )
         flags = {"rope_factors"} if c.longrope(cfg) else set()
         n = c.integer(cfg, "num_hidden_layers")
-        return c.base(cfg, self.arch, [Layer(attn, c.dense(cfg))] * n, flags=frozenset(flags))
+        layers = [Layer(attn, c.dense(cfg))] * n
+        return c.base(cfg, self.arch, layers, flags=frozenset(flags), rope_fraction=fraction)
 
     def spec_from_gguf(self, hp: GGUFHParams) -> ModelSpec:
         """phi3.cpp `load_arch_hparams`: a sliding window in the file is ignored (full attention); the
@@ -46,11 +56,17 @@ class Phi3(Family):
         spec = generic_spec(hp, swa=lambda h, n: [False] * n)
         layers = tuple(Layer(la.attn, FFN(FFNKind.DENSE, n_ff=la.ffn.n_ff // 2)) for la in spec.layers)
         flags = frozenset({"rope_factors"} if hp.has("rope_factors_long.weight") else ())
-        return dataclasses.replace(spec, layers=layers, flags=flags)
+        head = layers[0].attn.head_dim_k
+        fraction = hp.integer("rope.dimension_count", head) / head
+        return dataclasses.replace(spec, layers=layers, flags=flags, rope_fraction=fraction)
+
+    def rope_dims(self, spec: ModelSpec, a: Attention) -> int:
+        """rope.dimension_count = int(partial_rotary_factor x n_embd) / n_head (Phi3MiniModel)."""
+        return int(a.head_dim_k * spec.rope_fraction)
 
     def head(self, b: Builder, spec: ModelSpec) -> None:
         if spec.has("rope_factors"):
-            layout.rope_factors(b, spec.layers[0].attn.head_dim_k // 2)
+            layout.rope_factors(b, self.rope_dims(spec, spec.layers[0].attn) // 2)
         b.add("token_embd.weight", (spec.n_embd, spec.n_vocab), Role.EMBED)
 
     def attention(self, b: Builder, spec: ModelSpec, p: str, il: int, a: Attention, role: Role) -> None:
