@@ -109,6 +109,8 @@ def test_phi4_mini_rotates_three_quarters_and_ties_its_head() -> None:
         ({"partial_rotary_factor": 0.0}, BadConfig),
         ({"rope_scaling": {**LONGROPE, "long_factor": [1.0] * 48}}, BadConfig),  # not rope_dims/2
         ({"head_dim": 96}, UnsupportedArchitecture),  # query rows narrower than hidden_size
+        ({"attention_bias": True}, UnsupportedArchitecture),  # phi3.cpp loads no biases
+        ({"lm_head_bias": True}, UnsupportedArchitecture),
     ],
 )
 def test_phi3_guards(changes: dict[str, Any], error: type[Exception]) -> None:

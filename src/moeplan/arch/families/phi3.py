@@ -21,7 +21,7 @@ from moeplan.arch.family import Family
 from moeplan.arch.from_gguf import GGUFHParams, generic_spec
 from moeplan.arch.spec import FFN, Attention, FFNKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Role
-from moeplan.errors import BadConfig
+from moeplan.errors import BadConfig, UnsupportedArchitecture
 
 
 class Phi3(Family):
@@ -30,6 +30,9 @@ class Phi3(Family):
     query_width_is_embd = True
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
+        if cfg.get("attention_bias") or cfg.get("lm_head_bias"):
+            # the converter would write attn_qkv / output biases, which llama_model_phi3 never loads
+            raise UnsupportedArchitecture("phi3 with attention or lm_head biases: llama.cpp loads none")
         rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
         # Phi3MiniModel reads partial_rotary_factor from the rope parameters, else the top level
         fraction = c.number(cfg, "partial_rotary_factor", default=rope.get("partial_rotary_factor", 1.0))
