@@ -36,6 +36,8 @@ ARCHITECTURES = {
     "exaone-moe",
     "seed_oss",
     "olmoe",
+    "olmo2",
+    "phi3",
     "gemma4",
     "ernie4_5-moe",
     "hunyuan-moe",

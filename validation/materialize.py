@@ -183,6 +183,17 @@ def _common_head_dim(small: tuple[Layer, ...], real: tuple[Layer, ...]) -> tuple
     )
 
 
+def _whole_heads(n_embd: int, small: tuple[Layer, ...]) -> int:
+    """Where the query rows are n_embd wide, n_embd must split into whole heads: the smallest multiple
+    of the shrunk width that every layer's query head count divides (OLMo-2-32B: 5 query heads per KV
+    head, so 256 becomes 1280, heads of 256); a multiple keeps the width's remainder modulo 256."""
+    heads = {la.attn.n_head for la in small if la.attn.kind is not AttnKind.NONE and la.attn.n_head}
+    k = 1
+    while any(n_embd * k % h for h in heads):
+        k += 1
+    return n_embd * k
+
+
 def _query_width(small: Layer, n_embd: int) -> Layer:
     """Where llama.cpp sizes the query rows as n_embd (bailingmoe2's fused QKV), a shrunk attention
     layer keeps n_head x head_dim = n_embd: its heads narrow to n_embd / n_head (Ling-1T: 8 x 32)."""
@@ -232,6 +243,7 @@ def shrink(spec: ModelSpec, width: int = WIDTH, ffn_width: int | None = None) ->
     ratio = family(spec.arch).ssm_inner_per_embd
     layers, mtp = (tuple(_ssm_inner(la, ratio, n_embd) for la in group) for group in (layers, mtp))
     if family(spec.arch).query_width_is_embd:
+        n_embd = _whole_heads(n_embd, layers + mtp)
         layers, mtp = (tuple(_query_width(la, n_embd) for la in group) for group in (layers, mtp))
     return dataclasses.replace(
         spec,

@@ -102,6 +102,7 @@ ARCH_MODELS = {
     "exaone-moe": "k-exaone-236b-a23b",
     "seed_oss": "seed-oss-36b-instruct",
     "olmoe": "olmoe-1b-7b-0924",
+    "olmo2": "olmo-3-7b",  # post-norms only, 3:1 SWA pattern from layer_types
     "gemma4": "gemma-4-26b-a4b",  # K=V full layers, experts beside the dense MLP
     "gemma4-ple": "gemma-4-e2b",  # gemma4 with per-layer embeddings and KV-sharing layers
     "ernie4_5-moe": "ernie-4.5-21b-a3b",

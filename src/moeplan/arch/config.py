@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
-from moeplan.errors import BadConfig
+from moeplan.errors import BadConfig, UnsupportedArchitecture
 
 Config = Mapping[str, Any]
 
@@ -58,6 +58,15 @@ def check_rotary_dim(cfg: Config, attn: Attention, fraction: float) -> None:
         )
 
 
+def check_query_width(cfg: Config, attn: Attention) -> None:
+    """Refuse heads whose query width differs from hidden_size where the loader sizes the query rows
+    and attn_output as n_embd (phi3.cpp, olmo2.cpp)."""
+    if attn.n_head * attn.head_dim_k != integer(cfg, "hidden_size"):
+        raise UnsupportedArchitecture(
+            f"{cfg.get('model_type')}: llama.cpp needs num_attention_heads x head_dim = hidden_size"
+        )
+
+
 def dense(cfg: Config, key: str = "intermediate_size") -> FFN:
     return FFN(FFNKind.DENSE, n_ff=integer(cfg, key))
 
@@ -80,6 +89,14 @@ def rope_freqs_flag(cfg: Config) -> set[str]:
     """LlamaModel's converter writes a global `rope_freqs` tensor for llama3-style rope scaling."""
     rope_scaling = cfg.get("rope_scaling") or {}
     return {"rope_freqs"} if rope_scaling.get("rope_type", rope_scaling.get("type")) == "llama3" else set()
+
+
+def longrope(cfg: Config) -> bool:
+    """Whether the Phi converters (conversion/phi.py Phi3MiniModel.generate_extra_tensors) write the
+    LongRoPE factor tensors: a `long_factor` list, which a LongRoPE ("longrope" / "su") config always
+    carries (transformers' rope validation requires both factor lists)."""
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    return bool(rope.get("long_factor")) or rope.get("rope_type", rope.get("type")) in ("longrope", "su")
 
 
 def mtp(cfg: Config, layer: Layer, default: int = 0) -> tuple[Layer, ...]:

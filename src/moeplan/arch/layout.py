@@ -96,6 +96,20 @@ def gated_deltanet(b: Builder, p: str, il: int, a: Attention, e: int, role: Role
     b.add(f"{p}.ssm_out.weight", (value_dim, e), role, il)
 
 
+def projection_qk_norms(b: Builder, p: str, il: int, a: Attention) -> None:
+    """q/k RMS norms over the whole projection (n_head·head_dim and n_head_kv·head_dim) instead of
+    one head (OLMoE, OLMo 2/3: HF's q_norm / k_norm)."""
+    b.add(f"{p}.attn_q_norm.weight", (a.n_head * a.head_dim_k,), Role.NORM, il)
+    b.add(f"{p}.attn_k_norm.weight", (a.n_head_kv * a.head_dim_k,), Role.NORM, il)
+
+
+def rope_factors(b: Builder, half: int) -> None:
+    """LongRoPE's `long_factor` / `short_factor`, written once as F32 {rope_dims/2} tensors
+    (conversion/phi.py Phi3MiniModel.generate_extra_tensors); every layer's loader reuses them."""
+    b.add("rope_factors_long.weight", (half,), Role.ATTN)
+    b.add("rope_factors_short.weight", (half,), Role.ATTN)
+
+
 def dense_ffn(b: Builder, p: str, il: int, f: FFN, e: int, role: Role, *, gated: bool = True) -> None:
     if gated:
         b.add(f"{p}.ffn_gate.weight", (e, f.n_ff), role, il)

@@ -135,6 +135,10 @@ class ModelSpec:
     # per-layer embeddings (Gemma 3n/4 `hidden_size_per_layer_input`): the width of each layer's
     # slice of the per-layer token embedding; 0 = none
     n_embd_per_layer: int = 0
+    # the rotated share of each head where the config sets it per model (Phi-4-mini's
+    # partial_rotary_factor 0.75: rope.dimension_count 96 of 128); families whose models share one
+    # fixed share keep `Family.rope_fraction` instead
+    rope_fraction: float = 1.0
     # scalars that reach only the GGUF metadata (Granite's multipliers), as (`{arch}` key suffix,
     # value) pairs from config.json; no tensor, cache or buffer depends on them
     gguf_scalars: tuple[tuple[str, float], ...] = ()

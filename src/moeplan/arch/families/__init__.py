@@ -28,7 +28,9 @@ from moeplan.arch.families.mistral3 import Mistral3
 from moeplan.arch.families.mistral4 import Mistral4
 from moeplan.arch.families.muse_glimmer import MuseGlimmer
 from moeplan.arch.families.nemotron_h import NemotronHMoe
+from moeplan.arch.families.olmo2 import Olmo2
 from moeplan.arch.families.olmoe import Olmoe
+from moeplan.arch.families.phi3 import Phi3
 from moeplan.arch.families.phimoe import PhiMoe
 from moeplan.arch.families.qwen3 import Qwen3, Qwen3Moe
 from moeplan.arch.families.qwen3vl import Qwen3VL, Qwen3VLMoe
@@ -69,11 +71,13 @@ FAMILIES: tuple[type[Family], ...] = (
     BailingMoe2,
     ExaoneMoe,
     Olmoe,
+    Olmo2,
     SeedOss,
     Ernie45Moe,
     HunyuanMoe,
     Dots1,
     PhiMoe,
+    Phi3,
     Qwen3VL,
     Qwen3VLMoe,
     GraniteMoe,

@@ -26,8 +26,7 @@ class Olmoe(Family):
         """HF's q_norm / k_norm span n_head·head_dim and n_head_kv·head_dim (`llama_model_olmoe`
         loads both as {n_embd}: the released model is MHA)."""
         layout.gqa(b, p, il, a, spec.n_embd, role)
-        b.add(f"{p}.attn_q_norm.weight", (a.n_head * a.head_dim_k,), Role.NORM, il)
-        b.add(f"{p}.attn_k_norm.weight", (a.n_head_kv * a.head_dim_k,), Role.NORM, il)
+        layout.projection_qk_norms(b, p, il, a)
 
     def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
         kv = super().gguf_metadata(inv)

@@ -35,18 +35,13 @@ class PhiMoe(Family):
             flags.add("attn_bias")
         if cfg.get("lm_head_bias"):
             flags.add("output_bias")
-        rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-        # the converter writes the factor tensors from long_factor / short_factor, which a LongRoPE
-        # ("longrope" / "su") config always carries (transformers' rope validation requires both)
-        if rope.get("long_factor") or rope.get("rope_type", rope.get("type")) in ("longrope", "su"):
+        if c.longrope(cfg):
             flags.add("rope_factors")
         return c.base(cfg, self.arch, [Layer(c.gqa(cfg), moe)] * n, flags=frozenset(flags))
 
     def head(self, b: Builder, spec: ModelSpec) -> None:
         if spec.has("rope_factors"):
-            half = spec.layers[0].attn.head_dim_k // 2
-            b.add("rope_factors_long.weight", (half,), Role.ATTN)
-            b.add("rope_factors_short.weight", (half,), Role.ATTN)
+            layout.rope_factors(b, spec.layers[0].attn.head_dim_k // 2)
         b.add("token_embd.weight", (spec.n_embd, spec.n_vocab), Role.EMBED)
 
     def block(self, b: Builder, spec: ModelSpec, il: int, layer: Layer, mtp: bool, own_head: bool) -> None:
