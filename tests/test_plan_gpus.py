@@ -86,6 +86,18 @@ def test_one_gpu_of_a_mixed_pair_is_the_faster_or_larger() -> None:
     assert " -ngl 99 -dev CUDA1 " in larger.command and gpus_used(larger) == ["CUDA1"]
 
 
+def test_the_vision_projectors_gpu_is_kept_and_not_called_free() -> None:
+    """llama-server loads the projector on the first GPU whatever -dev says (clip_init): with it,
+    Gemma 3 27B keeps CUDA0 (busy anyway, though it then has less room than its peers), and no
+    replica command is offered (a second server's projector would go to CUDA0 again)."""
+    r = api.plan("gemma-3-27b", FOUR_3090, vision="f16")
+    assert " -dev CUDA0,CUDA1 -ts " in r.command
+    free = notice(r, "GPUS_FREE")
+    assert free is not None and "the other 2 GPUs are free, e.g. for other work" in free
+    bare = notice(api.plan("gemma-3-27b", FOUR_3090), "GPUS_FREE")
+    assert bare is not None and "the same command with -dev CUDA2,CUDA3 --port 8081" in bare
+
+
 def test_the_plans_command_is_explained_as_it_was_planned() -> None:
     """explain reads the plan's -dev list: the same GPUs, memory and speed, nothing to change."""
     r = api.plan("qwen3-30b-a3b", FOUR_3090)

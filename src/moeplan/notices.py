@@ -40,7 +40,6 @@ from moeplan.engines.llamacpp import CPU
 from moeplan.hardware.spec import Rig
 from moeplan.memory.checkpoints import DEFAULT_CTX_CHECKPOINTS
 from moeplan.memory.prompt_cache import DEFAULT_CACHE_RAM_MIB
-from moeplan.perf.devices import gpu_for
 from moeplan.plan.llamacpp import ONE_GPU, GiB, PlanResult
 from moeplan.plan.policy import QUALITY_FLOOR, RopeScaling
 from moeplan.quant.ggml import GGMLType
@@ -268,21 +267,13 @@ def notices(
 
 def _gpus_free(rig: Rig, result: PlanResult) -> str:
     """GPUS_FREE's message: how many GPUs the plan runs on and which stay free, with the command for
-    a replica where the free GPUs include one of each of the plan's (the same flags hold it there)."""
-    c, spare = result.chosen, result.spare_gpus
-    used = [d.device for d in c.memory.devices if not d.device.startswith(CPU) and d.device not in spare]
-    n = len(used) + len(spare)
-    pool, twin = list(spare), []
-    for name in used:
-        same = next((s for s in pool if gpu_for(s, rig.node) == gpu_for(name, rig.node)), None)
-        if same is None:
-            break
-        pool.remove(same)
-        twin.append(same)
+    a replica where the free GPUs hold one (`PlanResult.replica_gpus`)."""
+    c, spare, twins = result.chosen, result.spare_gpus, result.replica_gpus
+    used = [d.device for d in c.memory.devices if not d.device.startswith(CPU) and d.total_bytes]
+    n = len(rig.node.gpus)
     use = (
-        f"e.g. for another replica: the same command with -dev {','.join(sorted(twin, key=spare.index))} "
-        "--port 8081"
-        if len(twin) == len(used)
+        f"e.g. for another replica: the same command with -dev {','.join(twins)} --port 8081"
+        if twins
         else "e.g. for other work"
     )
     held = "one GPU holds" if len(used) == 1 else f"{len(used)} of {n} GPUs hold"

@@ -333,16 +333,21 @@ def _fewest_gpus(
     at its context and cache and decode no slower. llama.cpp's layer split runs one token's layers
     device after device (perf/decode.py sums the devices' times, with no cost per GPU crossed), so
     GPUs of one kind add memory, not speed, while a faster GPU does add speed: the GPUs are taken
-    fastest first (then largest, then in llama.cpp's order), and each subset is rated by the speed
-    model against all of them (beyond rounding: the same per-layer times summed in another order).
-    Plans that keep weights on the CPU use every GPU for what they hold; RPC devices are named by
-    their servers, not by -dev numbers, and are left as they are."""
+    fastest first (then one holding the vision projector, then largest, then in llama.cpp's order),
+    and each subset is rated by the speed model against all of them (beyond rounding: the same
+    per-layer times summed in another order). Plans that keep weights on the CPU use every GPU for
+    what they hold; rigs with RPC devices (named RPC0[host:port] after their server, ggml-rpc.cpp)
+    are left as they are."""
     if c.strategy != "gpu" or not c.fits or len(gpus) < 2 or any(g.name.startswith("RPC") for g in gpus):
         return c
     w = _weights(inv, c.quant)
     # what the GPUs hold whatever their number: the weights, cache and state (the layers move, not shrink)
     held = sum(d.weights_bytes + d.kv_bytes + d.state_bytes for d in c.memory.devices if d.device != CPU)
-    order = sorted(range(len(gpus)), key=lambda i: (-gpus[i].bandwidth_bytes_s, -gpus[i].capacity_bytes, i))
+    busy = _busy(cpu.runtime)  # a GPU the projector occupies anyway goes first among its peers
+    order = sorted(
+        range(len(gpus)),
+        key=lambda i: (-gpus[i].bandwidth_bytes_s, gpus[i].name not in busy, -gpus[i].capacity_bytes, i),
+    )
     for k in range(1, len(gpus)):
         subset = [gpus[i] for i in sorted(order[:k])]
         if sum(g.capacity_bytes for g in subset) < held:
@@ -354,13 +359,45 @@ def _fewest_gpus(
     return c
 
 
-def spare_gpus(flags: str, gpus: list[DeviceSlot]) -> tuple[str, ...]:
-    """The GPUs a plan's flags leave out: those -dev does not list, or all but the main with -sm none."""
-    p = parse_placement(flags)
+def spare_gpus(flags: str, gpus: list[DeviceSlot], runtime: Runtime) -> tuple[str, ...]:
+    """The GPUs a plan's flags leave free: those -dev does not list, or all but the main with -sm
+    none, less any that holds something loaded beside the model (the vision projector goes to the
+    first GPU whatever -dev says: `clip_init`, tools/mtmd/clip.cpp)."""
     names = tuple(g.name for g in gpus)
-    used = names[:1] if p.split_mode == "none" else names
-    used = p.devices if p.devices is not None else used
-    return tuple(n for n in names if n not in used)
+    used, busy = _used(flags, names), _busy(runtime)
+    return tuple(n for n in names if n not in used and n not in busy)
+
+
+def _used(flags: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The GPUs that hold the model under these flags: -dev's, the main alone with -sm none, else all."""
+    p = parse_placement(flags)
+    return p.devices if p.devices is not None else names[:1] if p.split_mode == "none" else names
+
+
+def replica_gpus(
+    flags: str, gpus: list[DeviceSlot], spare: tuple[str, ...], runtime: Runtime
+) -> tuple[str, ...]:
+    """Spare GPUs that hold a second llama-server with the same flags but for -dev: one like each
+    GPU of the plan (the same capacity, bandwidth and free memory place the same bytes), in
+    llama.cpp's order; none where something is loaded beside the model, as the vision projector
+    (a second one would go to the first GPU again)."""
+    if _busy(runtime):
+        return ()
+    slot = {g.name: g for g in gpus}
+    kind = {name: (g.capacity_bytes, g.bandwidth_bytes_s, g.free_bytes) for name, g in slot.items()}
+    pool, twins = list(spare), []
+    for name in _used(flags, tuple(slot)):
+        twin = next((s for s in pool if kind[s] == kind[name]), None)
+        if twin is None:
+            return ()
+        pool.remove(twin)
+        twins.append(twin)
+    return tuple(sorted(twins, key=spare.index))
+
+
+def _busy(runtime: Runtime) -> set[str]:
+    """The GPUs holding something loaded beside the model (`Runtime.reserved`)."""
+    return {name for name, held in runtime.reserved if held and name != CPU}
 
 
 def _expert_bytes_by_layer(w: Weights, n_layer: int) -> list[int]:
@@ -426,6 +463,7 @@ class PlanResult:
     single_gpu_fits: bool  # the chosen context fits entirely on the first GPU alone
     trade: list[TradeCell] = field(default_factory=list)
     spare_gpus: tuple[str, ...] = ()  # GPUs the plan leaves free (fewest GPUs; plan/policy.py, point 4)
+    replica_gpus: tuple[str, ...] = ()  # spare GPUs that hold a second copy of the plan (-dev)
     margin_bytes: int = FIT_TARGET  # kept free on every GPU (the plan's Runtime.fit_target_bytes)
     ctx_checkpoints: int | None = None  # --ctx-checkpoints the policy set (None: llama-server's default)
     cache_ram: int | None = None  # --cache-ram MiB the policy set (None: llama-server's default)
@@ -681,9 +719,21 @@ def _plan(
         else []
     )
     single = _single_gpu_fits(inv, chosen, cpu, gpus, frontend)
-    spare = spare_gpus(chosen.flags, gpus) if chosen.strategy == "gpu" else ()
+    spare = spare_gpus(chosen.flags, gpus, runtime) if chosen.strategy == "gpu" else ()
+    replica = replica_gpus(chosen.flags, gpus, spare, runtime)
     return PlanResult(
-        chosen, losers, ctx, quant, below, disk, target, single, table, spare, runtime.fit_target_bytes
+        chosen,
+        losers,
+        ctx,
+        quant,
+        below,
+        disk,
+        target,
+        single,
+        table,
+        spare,
+        replica,
+        runtime.fit_target_bytes,
     )
 
 
