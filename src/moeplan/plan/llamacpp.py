@@ -342,7 +342,8 @@ def _fewest_gpus(
         return c
     w = _weights(inv, c.quant)
     # what the GPUs hold whatever their number: the weights, cache and state (the layers move, not shrink)
-    held = sum(d.weights_bytes + d.kv_bytes + d.state_bytes for d in c.memory.devices if d.device != CPU)
+    gpu_rows = [d for d in c.memory.devices if not d.device.startswith(CPU)]
+    held = sum(d.weights_bytes + d.kv_bytes + d.state_bytes for d in gpu_rows)
     busy = _busy(cpu.runtime)  # a GPU the projector occupies anyway goes first among its peers
     order = sorted(
         range(len(gpus)),
@@ -359,7 +360,7 @@ def _fewest_gpus(
     return c
 
 
-def spare_gpus(flags: str, gpus: list[DeviceSlot], runtime: Runtime) -> tuple[str, ...]:
+def _spare_gpus(flags: str, gpus: list[DeviceSlot], runtime: Runtime) -> tuple[str, ...]:
     """The GPUs a plan's flags leave free: those -dev does not list, or all but the main with -sm
     none, less any that holds something loaded beside the model (the vision projector goes to the
     first GPU whatever -dev says: `clip_init`, tools/mtmd/clip.cpp)."""
@@ -374,7 +375,7 @@ def _used(flags: str, names: tuple[str, ...]) -> tuple[str, ...]:
     return p.devices if p.devices is not None else names[:1] if p.split_mode == "none" else names
 
 
-def replica_gpus(
+def _replica_gpus(
     flags: str, gpus: list[DeviceSlot], spare: tuple[str, ...], runtime: Runtime
 ) -> tuple[str, ...]:
     """Spare GPUs that hold a second llama-server with the same flags but for -dev: one like each
@@ -719,8 +720,8 @@ def _plan(
         else []
     )
     single = _single_gpu_fits(inv, chosen, cpu, gpus, frontend)
-    spare = spare_gpus(chosen.flags, gpus, runtime) if chosen.strategy == "gpu" else ()
-    replica = replica_gpus(chosen.flags, gpus, spare, runtime)
+    spare = _spare_gpus(chosen.flags, gpus, runtime) if chosen.strategy == "gpu" else ()
+    replica = _replica_gpus(chosen.flags, gpus, spare, runtime)
     return PlanResult(
         chosen,
         losers,
