@@ -141,17 +141,22 @@ def test_compute_gap_notice_only_where_the_family_declares_one_for_the_plans_seq
     assert "COMPUTE_BUFFER_UNDERESTIMATED" not in {n.id for n in api.plan("qwen3.5-9b", RIG_4090).notices}
 
 
-def test_gpus_free_where_one_gpu_of_several_holds_the_plan() -> None:
+def test_gpus_free_where_fewer_gpus_of_several_hold_the_plan() -> None:
     """Before: llama.cpp's default split spread muse-glimmer-30b (23 GB) over all eight H100s
-    (-ts 7,6,...); one holds it at the planned context, as fast, and the other seven are free."""
+    (-ts 7,6,...); one holds it at the planned context, as fast, and the other seven are free. And
+    Qwen3.5-397B, which no one H100 holds, was spread over all eight where four hold it as fast."""
     one = api.plan("muse-glimmer-30b", "8x H100")
     assert " -sm none " in one.command and " -ts " not in one.command
     assert [d.name for d in one.devices if d.name != "CPU"] == ["CUDA0"]
     assert "the other 7 GPUs are free" in message(one, "GPUS_FREE")
     assert f"{one.ctx:,} tokens" in message(one, "GPUS_FREE")
     assert "GPUS_FREE" not in ids(api.plan("muse-glimmer-30b", "RTX 4090 + 64GB DDR5-6000"))  # one GPU
-    needed = api.plan("qwen3.5-397b-a17b", "8x H100")  # no single H100 holds it
-    assert " -ts " in needed.command and "GPUS_FREE" not in ids(needed)
+    half = api.plan("qwen3.5-397b-a17b", "8x H100")  # no single H100 holds it; four do, as fast
+    assert " -dev CUDA0,CUDA1,CUDA2,CUDA3 -ts " in half.command
+    assert "4 of 8 GPUs hold the model" in message(half, "GPUS_FREE")
+    assert "the same command with -dev CUDA4,CUDA5,CUDA6,CUDA7 --port 8081" in message(half, "GPUS_FREE")
+    needed = api.plan("qwen3.5-122b-a10b", "4x RTX 3090 + 128GB DDR4-3200")  # three cannot hold it
+    assert " -ts " in needed.command and " -dev " not in needed.command and "GPUS_FREE" not in ids(needed)
 
 
 def test_drafting_notice_is_short_and_worded_once_for_every_rig_it_holds_on(client: TestClient) -> None:

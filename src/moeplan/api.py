@@ -47,7 +47,6 @@ from moeplan.perf.speculative import default_acceptance
 from moeplan.plan.fit import UserSet, fit_command, fit_summary, server_cache
 from moeplan.plan.llamacpp import (
     FIT_TARGET,
-    ONE_GPU,
     Candidate,
     Runtime,
     TradeCell,
@@ -1310,9 +1309,10 @@ def explain(
         placement = f"{out.flags} (llama.cpp --fit)" if out.flags else placement
     cache = cache_at(ctx)
     given = evaluate_command(spec, rig, ft, flags, cache, weights, rt, fe)
-    best = llamacpp_plan(
+    planned = llamacpp_plan(
         spec, rig, ctx=ctx, quant=ft, cache=cache, file=resolved.file, runtime=rt, frontend=fe
-    ).chosen
+    )
+    best = planned.chosen
     devices = plan_devices(given.memory, rig, rt)
     drafting = _explain_drafting(cmd, spec, rig, given, cache, command, rt)
     runs, overflow, decode = given.fits, given.overflow, given.decode_tok_s
@@ -1343,10 +1343,11 @@ def explain(
         elif best.decode_tok_s > 1.02 * given.decode_tok_s:
             speedup = best.decode_tok_s / given.decode_tok_s
             suggestion = f"moeplan would use {best.flags}: {speedup:.2f}x the decode speed"
-        elif best.flags == ONE_GPU and (spread := _gpus_holding(given)) > 1:
+        elif planned.spare_gpus and (spread := _gpus_holding(given)) > (held := _gpus_holding(best)):
+            who = "one GPU holds it" if held == 1 else f"{held} GPUs hold it"
             suggestion = (
-                f"moeplan would use {best.flags}: one GPU holds it, as fast as spread over {spread}; "
-                f"the other {len(rig.node.gpus) - 1} are free for more replicas"
+                f"moeplan would use {best.flags}: {who}, as fast as spread over {spread}; "
+                f"the other {len(planned.spare_gpus)} are free for more replicas"
             )
         if suggestion != "moeplan would run it the same way":
             suggested = cmd.with_placement(best.flags)

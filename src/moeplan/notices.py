@@ -9,7 +9,8 @@ speaks of the plan it is given and appears only where its condition holds:
 - MXFP4_NEEDS_BLACKWELL: the plan's weights hold MXFP4 and an NVIDIA GPU lacks native MXFP4.
 - MULTI_GPU_REQUIRED: the plan's weights span several GPUs and the first alone cannot hold the
   model at this context.
-- GPUS_FREE: the plan runs on one GPU of several (-sm none), the others left free for replicas.
+- GPUS_FREE: the plan runs on the fewest GPUs of several that hold it as fast (-sm none for the
+  first alone, else -dev), the others left free for replicas or other work.
 - CONTEXT_REDUCED: the context was left to the policy and ends below the model's maximum (below the
   use's target when nothing fit there).
 - KV_CACHE_DOMINATES: the cache (f16) is more than half the weights, so a q8_0 cache would help.
@@ -182,17 +183,8 @@ def notices(
                 "each token passes through them in turn",
             )
         )
-    free = len(rig.node.gpus) - 1
-    if c.flags == ONE_GPU and free:
-        out.append(
-            Notice(
-                "GPUS_FREE",
-                INFO,
-                f"one GPU holds the model at {c.ctx:,} tokens, so it runs on the first alone (-sm none), "
-                f"as fast as split by layers; the other {free} GPU{'s are' if free > 1 else ' is'} free, "
-                "e.g. for more replicas: another llama-server with -sm none -mg 1 --port 8081",
-            )
-        )
+    if result.spare_gpus:
+        out.append(Notice("GPUS_FREE", INFO, _gpus_free(rig, result)))
     if result.cache_ram is not None:
         size = "no prompt cache" if not result.cache_ram else f"a cache of at most {result.cache_ram:,} MiB"
         out.append(
@@ -271,3 +263,23 @@ def notices(
             )
         )
     return out
+
+
+def _gpus_free(rig: Rig, result: PlanResult) -> str:
+    """GPUS_FREE's message: how many GPUs the plan runs on and which stay free, with the command for
+    a replica where the free GPUs hold one (`PlanResult.replica_gpus`)."""
+    c, spare, twins = result.chosen, result.spare_gpus, result.replica_gpus
+    used = [d.device for d in c.memory.devices if not d.device.startswith(CPU) and d.total_bytes]
+    n = len(rig.node.gpus)
+    use = (
+        f"e.g. for another replica: the same command with -dev {','.join(twins)} --port 8081"
+        if twins
+        else "e.g. for other work"
+    )
+    held = "one GPU holds" if len(used) == 1 else f"{len(used)} of {n} GPUs hold"
+    how = "-sm none" if c.flags == ONE_GPU else f"-dev {','.join(used)}"
+    others = f"the other {len(spare)} GPUs are" if len(spare) > 1 else "the other GPU is"
+    return (
+        f"{held} the model at {c.ctx:,} tokens, so it runs on {', '.join(used)} alone ({how}), at least "
+        f"as fast as split by layers over {'both' if n == 2 else f'all {n}'}; {others} free, {use}"
+    )

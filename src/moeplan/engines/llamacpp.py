@@ -79,6 +79,8 @@ class Placement:
     tensor_split: tuple[float, ...] = ()
     no_kv_offload: bool = False
     split_mode: str = "layer"  # -sm: none (the first GPU only), layer, row (`_row_split`)
+    # -dev/--device: the GPUs the model may use, in the order given (None: all of them; (): none)
+    devices: tuple[str, ...] | None = None
 
 
 SPLIT_MODES = ("none", "layer", "row")
@@ -86,7 +88,8 @@ SPLIT_MODES = ("none", "layer", "row")
 
 @lru_cache(maxsize=4096)  # the planner evaluates the same few flag strings many times
 def parse_placement(flags: str) -> Placement:
-    """Read -ngl, -ot/--override-tensor, --cpu-moe, --n-cpu-moe, -ts, -nkvo and -sm from a command line."""
+    """Read -ngl, -ot/--override-tensor, --cpu-moe, --n-cpu-moe, -ts, -nkvo, -sm and -dev from a
+    command line."""
     try:
         args = shlex.split(flags)
     except ValueError as e:
@@ -96,6 +99,7 @@ def parse_placement(flags: str) -> Placement:
     split: tuple[float, ...] = ()
     nkvo = False
     split_mode = "layer"
+    devices: tuple[str, ...] | None = None
     i = 0
 
     def value() -> str:
@@ -148,11 +152,44 @@ def parse_placement(flags: str) -> Placement:
             if split_mode not in SPLIT_MODES:
                 raise MoeplanError(f"-sm must be one of none, layer, row, tensor; got '{split_mode}'")
             i += 2
+        elif a in ("-dev", "--device"):
+            devices = _device_list(value())
+            i += 2
         else:
             raise MoeplanError(
-                f"unsupported placement flag '{a}' (know -ngl, -ot, --cpu-moe, --n-cpu-moe, -ts, -nkvo, -sm)"
+                f"unsupported placement flag '{a}' "
+                "(know -ngl, -ot, --cpu-moe, --n-cpu-moe, -ts, -nkvo, -sm, -dev)"
             )
-    return Placement(ngl, tuple(overrides), split, nkvo, split_mode)
+    return Placement(ngl, tuple(overrides), split, nkvo, split_mode, devices)
+
+
+def _device_list(value: str) -> tuple[str, ...]:
+    """-dev's comma-separated GPU names; `none` alone offloads nothing (`parse_device_list`,
+    common/arg.cpp). A name given twice is refused: llama.cpp would count that GPU twice in the split."""
+    names = tuple(d.strip() for d in value.split(",") if d.strip())
+    if not names:
+        raise MoeplanError("-dev needs device names, e.g. -dev CUDA0,CUDA1 (or none)")
+    if names == ("none",):
+        return ()
+    if twice := next((d for i, d in enumerate(names) if d in names[:i]), None):
+        raise MoeplanError(f"-dev lists {twice} twice: name each GPU once")
+    return names
+
+
+def listed_devices(
+    p: Placement, gpus: tuple[str, ...], free: tuple[int, ...] = ()
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The GPUs the model uses and their free memory (`free`, one per GPU, or none): -dev's, in its
+    order, else all of them. llama.cpp's model devices are exactly -dev's list
+    (`llama_prepare_model_devices`, src/llama.cpp), so the default split shares the layers by the
+    listed devices' free memory only, -ts and -mg count positions in that list, and a GPU left out
+    gets no weights, no cache and no backend."""
+    if p.devices is None:
+        return gpus, free
+    if unknown := [d for d in p.devices if d not in gpus]:
+        raise MoeplanError(f"-dev {unknown[0]}: the devices are {', '.join(gpus) or 'none (no GPU)'}")
+    keep = [gpus.index(d) for d in p.devices]
+    return p.devices, tuple(free[i] for i in keep) if free else ()
 
 
 def _int(flag: str, v: str) -> int:
@@ -660,6 +697,7 @@ def plan_memory(
     p = placement or Placement()
     fe = frontend or Frontend()
     spec = inv.spec
+    gpus, free = listed_devices(p, gpus, free)
     # -sm none: the main GPU only (llama.cpp's model loader drops the other devices, `llama.cpp`
     # llama_model_load_from_splits); the others stay in the table with nothing on them.
     layer_gpus = gpus[:1] if p.split_mode == "none" else gpus

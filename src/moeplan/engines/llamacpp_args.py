@@ -114,6 +114,7 @@ class Command:
     values: dict[str, str]
     placement: tuple[int, ...]  # positions of the placement flags' words
     ignored: tuple[str, ...]  # flags moeplan does not model, as written
+    spans: tuple[tuple[str, int, int], ...] = ()  # each known flag as written: key, first word, words
 
     @property
     def binary(self) -> str | None:
@@ -143,11 +144,14 @@ class Command:
 
     def with_placement(self, flags: str) -> str:
         """The same command with its placement flags replaced by `flags`, where the first of them
-        stood (at the end when it had none); every other word kept as written."""
+        stood (at the end when it had none); a setting `flags` sets too (-sm, -dev) is replaced, not
+        repeated; every other word kept as written."""
         new = shlex.split(flags)
+        keys = {key for key, _, _ in parse_command(flags).spans}
+        drop = {*self.placement, *(i for key, at, n in self.spans if key in keys for i in range(at, at + n))}
         at = self.placement[0] if self.placement else len(self.words)
-        kept = [w for i, w in enumerate(self.words) if i not in set(self.placement)]
-        at -= sum(1 for i in self.placement if i < at)
+        kept = [w for i, w in enumerate(self.words) if i not in drop]
+        at -= sum(1 for i in drop if i < at)
         return shlex.join([*kept[:at], *new, *kept[at:]])
 
 
@@ -160,6 +164,7 @@ def parse_command(command: str) -> Command:
     values: dict[str, str] = {}
     placement: list[int] = []
     ignored: list[str] = []
+    spans: list[tuple[str, int, int]] = []
     i = 1 if words and not words[0].startswith("-") else 0  # the binary
     while i < len(words):
         word = words[i]
@@ -184,5 +189,6 @@ def parse_command(command: str) -> Command:
             raise MoeplanError(f"{word} needs a value")
         if flag.kind == "placement":
             placement += range(i, i + width)
+        spans.append((flag.key, i, width))
         i += width
-    return Command(words, values, tuple(placement), tuple(ignored))
+    return Command(words, values, tuple(placement), tuple(ignored), tuple(spans))

@@ -46,6 +46,7 @@ from moeplan.engines.llamacpp import (
     Placement,
     compute_bytes,
     layer_devices,
+    listed_devices,
     plan_memory,
 )
 from moeplan.errors import MoeplanError
@@ -239,7 +240,7 @@ def _mtp_context(
     """The MTP draft context's KV cache and compute buffer on each device."""
     spec = inv.spec
     head = dataclasses.replace(spec, layers=spec.mtp_layers, mtp_layers=())
-    devs = layer_devices(inv.block_count, gpus, p)
+    devs = layer_devices(inv.block_count, listed_devices(p, gpus)[0], p)  # -dev's GPUs only
     mtp_dev = devs[spec.n_layer : inv.block_count]  # each NextN block's device
     out = {n: DeviceMemory(n) for n in names}
     for lm, dev in zip(layer_memory(head, cfg), mtp_dev, strict=True):

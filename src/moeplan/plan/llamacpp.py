@@ -285,13 +285,6 @@ def best_for_quant(
     if not gpus or loaded > cpu.capacity_bytes + sum(g.capacity_bytes for g in gpus):
         return out  # no placement can help when the weights alone exceed RAM + VRAM
     full = ev("gpu", "-ngl 99" + _split_flags(_layer_gpu_bytes(w, n_all, 0), gpus))
-    if len(gpus) > 1:
-        # One GPU that holds it all is what a practitioner runs: no hop between GPUs, and the others
-        # free for more replicas. Taken unless the layer split is faster (beyond rounding: the two
-        # sum the same per-layer times in another order).
-        one = ev("gpu", ONE_GPU)
-        if one.fits and one.seconds_per_token <= full.seconds_per_token * (1 + 1e-9):
-            full = one
     out.append(full)
     if full.fits:
         return out
@@ -320,6 +313,92 @@ def best_for_quant(
     if best_ngl is not None and best_ngl.memory.devices:
         out.append(best_ngl)
     return out
+
+
+def _on_gpus(w: Weights, n_layer_all: int, subset: list[DeviceSlot], gpus: list[DeviceSlot]) -> str:
+    """Flags running every layer on `subset` of the machine's GPUs: the first GPU alone is -sm none
+    (llama.cpp keeps the main GPU, -mg 0, alone); any other subset is named by -dev, in llama.cpp's
+    device order, with -ts over its members (-ts counts positions in -dev's list,
+    `llama_model::load_tensors`)."""
+    if subset == gpus[:1]:
+        return ONE_GPU
+    names = ",".join(g.name for g in subset)
+    return f"-ngl 99 -dev {names}" + _split_flags(_layer_gpu_bytes(w, n_layer_all, 0), subset)
+
+
+def _fewest_gpus(
+    inv: Inventory, c: Candidate, cpu: DeviceSlot, gpus: list[DeviceSlot], frontend: Frontend
+) -> Candidate:
+    """Policy (plan/policy.py, point 4): a plan entirely on several GPUs, on the fewest that hold it
+    at its context and cache and decode no slower. llama.cpp's layer split runs one token's layers
+    device after device (perf/decode.py sums the devices' times, with no cost per GPU crossed), so
+    GPUs of one kind add memory, not speed, while a faster GPU does add speed: the GPUs are taken
+    fastest first (then one holding the vision projector, then largest, then in llama.cpp's order),
+    and each subset is rated by the speed model against all of them (beyond rounding: the same
+    per-layer times summed in another order). Plans that keep weights on the CPU use every GPU for
+    what they hold; rigs with RPC devices (named RPC0[host:port] after their server, ggml-rpc.cpp)
+    are left as they are."""
+    if c.strategy != "gpu" or not c.fits or len(gpus) < 2 or any(g.name.startswith("RPC") for g in gpus):
+        return c
+    w = _weights(inv, c.quant)
+    # what the GPUs hold whatever their number: the weights, cache and state (the layers move, not shrink)
+    gpu_rows = [d for d in c.memory.devices if not d.device.startswith(CPU)]
+    held = sum(d.weights_bytes + d.kv_bytes + d.state_bytes for d in gpu_rows)
+    busy = _busy(cpu.runtime)  # a GPU the projector occupies anyway goes first among its peers
+    order = sorted(
+        range(len(gpus)),
+        key=lambda i: (-gpus[i].bandwidth_bytes_s, gpus[i].name not in busy, -gpus[i].capacity_bytes, i),
+    )
+    for k in range(1, len(gpus)):
+        subset = [gpus[i] for i in sorted(order[:k])]
+        if sum(g.capacity_bytes for g in subset) < held:
+            continue
+        flags = _on_gpus(w, inv.block_count, subset, gpus)
+        fewer = _evaluate(inv, w, c.quant, "gpu", flags, c.ctx, c.cache, cpu, gpus, frontend)
+        if fewer.fits and fewer.seconds_per_token <= c.seconds_per_token * (1 + 1e-9):
+            return fewer
+    return c
+
+
+def _spare_gpus(flags: str, gpus: list[DeviceSlot], runtime: Runtime) -> tuple[str, ...]:
+    """The GPUs a plan's flags leave free: those -dev does not list, or all but the main with -sm
+    none, less any that holds something loaded beside the model (the vision projector goes to the
+    first GPU whatever -dev says: `clip_init`, tools/mtmd/clip.cpp)."""
+    names = tuple(g.name for g in gpus)
+    used, busy = _used(flags, names), _busy(runtime)
+    return tuple(n for n in names if n not in used and n not in busy)
+
+
+def _used(flags: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The GPUs that hold the model under these flags: -dev's, the main alone with -sm none, else all."""
+    p = parse_placement(flags)
+    return p.devices if p.devices is not None else names[:1] if p.split_mode == "none" else names
+
+
+def _replica_gpus(
+    flags: str, gpus: list[DeviceSlot], spare: tuple[str, ...], runtime: Runtime
+) -> tuple[str, ...]:
+    """Spare GPUs that hold a second llama-server with the same flags but for -dev: one like each
+    GPU of the plan (the same capacity, bandwidth and free memory place the same bytes), in
+    llama.cpp's order; none where something is loaded beside the model, as the vision projector
+    (a second one would go to the first GPU again)."""
+    if _busy(runtime):
+        return ()
+    slot = {g.name: g for g in gpus}
+    kind = {name: (g.capacity_bytes, g.bandwidth_bytes_s, g.free_bytes) for name, g in slot.items()}
+    pool, twins = list(spare), []
+    for name in _used(flags, tuple(slot)):
+        twin = next((s for s in pool if kind[s] == kind[name]), None)
+        if twin is None:
+            return ()
+        pool.remove(twin)
+        twins.append(twin)
+    return tuple(sorted(twins, key=spare.index))
+
+
+def _busy(runtime: Runtime) -> set[str]:
+    """The GPUs holding something loaded beside the model (`Runtime.reserved`)."""
+    return {name for name, held in runtime.reserved if held and name != CPU}
 
 
 def _expert_bytes_by_layer(w: Weights, n_layer: int) -> list[int]:
@@ -384,6 +463,8 @@ class PlanResult:
     ctx_target: int  # the context the policy aimed for (the use's, or the one asked for)
     single_gpu_fits: bool  # the chosen context fits entirely on the first GPU alone
     trade: list[TradeCell] = field(default_factory=list)
+    spare_gpus: tuple[str, ...] = ()  # GPUs the plan leaves free (fewest GPUs; plan/policy.py, point 4)
+    replica_gpus: tuple[str, ...] = ()  # spare GPUs that hold a second copy of the plan (-dev)
     margin_bytes: int = FIT_TARGET  # kept free on every GPU (the plan's Runtime.fit_target_bytes)
     ctx_checkpoints: int | None = None  # --ctx-checkpoints the policy set (None: llama-server's default)
     cache_ram: int | None = None  # --cache-ram MiB the policy set (None: llama-server's default)
@@ -601,11 +682,13 @@ def _plan(
         chosen = _raise_ubatch(inv, chosen, cpu, gpus, frontend) if ub_auto else chosen
         if ctx is None:
             chosen = _grow_context(inv, chosen, model_ctx, kv_auto, cpu, gpus, frontend)
+    placed = chosen.flags  # on all the GPUs, before moving to the fewest
+    chosen = _fewest_gpus(inv, chosen, cpu, gpus, frontend)
     losers = [
         c
         for cs in per_quant.values()
         for c in cs
-        if alternatives and (c.quant, c.flags) != (chosen.quant, chosen.flags)
+        if alternatives and (c.quant, c.flags) not in ((chosen.quant, chosen.flags), (chosen.quant, placed))
     ]
     for c in losers:
         c.why_not = _why_not(c, chosen)
@@ -637,8 +720,21 @@ def _plan(
         else []
     )
     single = _single_gpu_fits(inv, chosen, cpu, gpus, frontend)
+    spare = _spare_gpus(chosen.flags, gpus, runtime) if chosen.strategy == "gpu" else ()
+    replica = _replica_gpus(chosen.flags, gpus, spare, runtime)
     return PlanResult(
-        chosen, losers, ctx, quant, below, disk, target, single, table, runtime.fit_target_bytes
+        chosen,
+        losers,
+        ctx,
+        quant,
+        below,
+        disk,
+        target,
+        single,
+        table,
+        spare,
+        replica,
+        runtime.fit_target_bytes,
     )
 
 

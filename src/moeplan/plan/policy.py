@@ -26,6 +26,13 @@
    experts to the CPU, where decode then hangs on RAM bandwidth and prefill on PCIe).
 3. Then speed: for the chosen quantization, the fastest placement llama.cpp can express
    (`plan/llamacpp.py`: all on the GPUs, --n-cpu-moe N, --cpu-moe, -ngl N, CPU, disk).
+4. Then the fewest GPUs: a plan entirely on the GPUs of a machine with several, once its
+   quantization and context are settled on all of them, runs on the fewest that hold it at that
+   context as fast (`-sm none` for the first GPU alone, else `-dev CUDA0,CUDA1`; notice GPUS_FREE),
+   so the others stay free for replicas or other work. llama.cpp's layer split runs a token's
+   layers one device after another, so more GPUs of one kind add memory, not speed
+   (perf/decode.py); the fastest GPUs (then the largest) are taken first, and a subset is kept
+   only where the speed model finds it no slower than all of them.
 
 Levers the policy sets and the command shows:
 - KV cache type: f16 up to LONG_CONTEXT tokens, q8_0 (`-ctk q8_0 -ctv q8_0`) above, for the target

@@ -254,12 +254,12 @@ def _draft_model_option(
     dinv = inventory(dspec)
     dw = predict(dinv, chosen.quant)
     file = f"{dspec.name}-{chosen.quant.name}.gguf"
-    # The draft inherits the main model's -sm (and so -mg): common_base_params_to_speculative
+    # The draft inherits the main model's -sm (and so -mg) and -dev: common_base_params_to_speculative
     # (common/speculative.cpp) starts from a copy of the main model's parameters.
-    split_mode = parse_placement(chosen.flags).split_mode
-    placements = [("", Placement(split_mode=split_mode))]
+    main = parse_placement(chosen.flags)
+    placements = [("", Placement(split_mode=main.split_mode, devices=main.devices))]
     if chosen.strategy != "cpu":
-        placements.append(("0", Placement(n_gpu_layers=0, split_mode=split_mode)))
+        placements.append(("0", Placement(n_gpu_layers=0, split_mode=main.split_mode, devices=main.devices)))
     tried = []
     for ngld, place in placements:
         d = Drafting(SpecType.SIMPLE, n_max, DraftModel(file, dinv, dw, place))
