@@ -192,6 +192,21 @@ def test_compressed_attention_tensors_have_the_graphs_shapes() -> None:
         assert ("kq" in sizes) is not fa and sizes.get("kq", 0) == (0 if fa else 4 * 64 * (768 + 16384) * t)
 
 
+def test_unified_kv_compressed_attention_spans_every_sequence() -> None:
+    """-kvu leaves DeepSeek-V4's caches one stream per sequence (`llama_kv_cache_dsv4`), so a
+    compressed layer's `ggml_concat(raw_k, comp_k)` holds all n_seq streams: the materialised Flash
+    under llama-server -c 32768 -np 4 -kvu -ub 512 measured 100.38 MiB (F16 cache) and 86.98 MiB
+    (Q8_0) of CPU compute on the pinned build (validation/results/kv_state.json), 73.5 / 69.4 MiB
+    when the graph was given the context's single stream."""
+    s = shrink(spec(FLASH))
+    assert {lm.n_stream for lm in layer_memory(s, CacheConfig(n_ctx=32768, n_seq=4, unified=True))} == {4}
+    on = np.ones(s.n_layer, dtype=np.bool_)
+    for t, measured in ((GGMLType.F16, 100.38), (GGMLType.Q8_0, 86.98)):
+        cfg = CacheConfig(n_ctx=32768, n_seq=4, unified=True, type_k=t, type_v=t)
+        predicted = compute_bytes(s, cfg, 4, True, on, on) / MiB  # llama-server: one output per slot
+        assert abs(predicted - measured) <= 0.05 * measured, (t, predicted)
+
+
 def test_compute_gap_is_declared_where_it_was_measured() -> None:
     """Flash with one sequence is covered; with several it is not, nor is Pro, whose first blocks'
     stack (wider streams, 128 heads) outweighs its logits phase; other families declare none."""

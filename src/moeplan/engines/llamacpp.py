@@ -434,7 +434,7 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
                 lm.cells,
                 lm.comp_cells,
                 ub,
-                n_stream,
+                lm.n_stream,  # DeepSeek-V4's caches keep a stream per sequence under -kvu too
                 cfg.flash_attn,
                 row_bytes(cfg.type_k, kv_widths(a)[0]),  # one K cell, as the cache stores it
                 cfg.type_k not in UNQUANTIZED,

@@ -136,6 +136,7 @@ class LayerMemory:
     index_v_bytes: int = 0  # of index_bytes, the indexer cache's V (MiniMax MSA; DSA has none)
     comp_bytes: int = 0  # DeepSeek-V4's compressed K cache (CSA / HCA rows)
     comp_cells: int = 0  # its cells per stream (also the indexer cache's, on CSA layers)
+    n_stream: int = 1  # the streams its cache holds (DeepSeek-V4: one per sequence even with -kvu)
 
     @property
     def cache_bytes(self) -> int:
@@ -199,7 +200,7 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
             out.append(_dsv4_layer(il, a, ctx, cfg))
             continue
         if a.kv_reuse >= 0:  # reads an earlier layer's cache: attends over its cells, owns no K/V
-            out.append(LayerMemory(il, a.kind, cells, 0, 0, 0))
+            out.append(LayerMemory(il, a.kind, cells, 0, 0, 0, n_stream=ctx.n_stream))
             continue
         k_w, v_w = kv_widths(a)
         if a.kind is AttnKind.MLA and cfg.mla_v_cache:
@@ -211,7 +212,7 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
         idx_w = a.indexer_head_dim * (2 if a.indexer_kpool else 1)  # QSA: raw | pooled key
         idx = ctx.n_stream * cells * row_bytes(cfg.type_k, idx_w) if a.indexer_heads else 0
         idx_v = ctx.n_stream * cells * row_bytes(cfg.type_v, a.indexer_v_dim) if a.indexer_heads else 0
-        out.append(LayerMemory(il, a.kind, cells, k, v, 0, idx + idx_v, idx_v))
+        out.append(LayerMemory(il, a.kind, cells, k, v, 0, idx + idx_v, idx_v, n_stream=ctx.n_stream))
     return out
 
 
@@ -224,7 +225,7 @@ def _dsv4_layer(il: int, a: Attention, ctx: Context, cfg: CacheConfig) -> LayerM
     cells = size if cfg.swa_full else pad(min(size, a.window + ctx.n_ubatch))
     k = n_stream * cells * row_bytes(cfg.type_k, a.head_dim_k * a.n_head_kv)
     if not a.compress_ratio:
-        return LayerMemory(il, a.kind, cells, k, 0, 0)
+        return LayerMemory(il, a.kind, cells, k, 0, 0, n_stream=n_stream)
     comp_cells = pad(max(1, -(-size // a.compress_ratio)))
     comp = n_stream * comp_cells * row_bytes(cfg.type_k, a.head_dim_k)
     csa = a.compress_ratio == CSA_RATIO
@@ -235,4 +236,4 @@ def _dsv4_layer(il: int, a: Attention, ctx: Context, cfg: CacheConfig) -> LayerM
         idx = n_stream * comp_cells * row_bytes(cfg.type_k, a.indexer_head_dim)
         state_values += 2 * CSA_RATIO * 2 * a.indexer_head_dim
     state = n_stream * 2 * 4 * state_values
-    return LayerMemory(il, a.kind, cells, k, 0, state, idx, 0, comp, comp_cells)
+    return LayerMemory(il, a.kind, cells, k, 0, state, idx, 0, comp, comp_cells, n_stream)
