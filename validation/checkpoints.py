@@ -17,7 +17,7 @@ from typing import Any
 
 from moeplan.memory.checkpoints import checkpoint_bytes
 from moeplan.memory.kv import CacheConfig
-from validation.llamacpp import MIB, _header, bin_dir, write_result
+from validation.llamacpp import MIB, run_server_checks
 from validation.runtime import GEMMA, TIMEOUT, subject
 from validation.speculative import server
 
@@ -82,13 +82,8 @@ def check(key: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     keys = list(argv if argv is not None else sys.argv[1:]) or list(SUBJECTS)
-    assert (bin_dir() / "llama-server").exists()
-    results = [check(k) for k in keys]
-    for r in results:
-        print(r["id"], "predicted", r["predicted"], "logged", r["measured"], "ok" if r["ok"] else "MISMATCH")
     title = "llama-server context checkpoints: one checkpoint's size, predicted vs the server's log"
-    write_result("checkpoints", _header("checkpoints", title, results))
-    return 0 if all(r["ok"] for r in results) else 1
+    return run_server_checks("checkpoints", title, keys, check)
 
 
 if __name__ == "__main__":

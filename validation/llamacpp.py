@@ -125,6 +125,19 @@ def _header(name: str, title: str, comparisons: list[dict[str, Any]], **extra: A
     }
 
 
+def run_server_checks(
+    name: str, title: str, keys: Sequence[str], check: Callable[[str], dict[str, Any]]
+) -> int:
+    """Run one llama-server comparison per key, print a line each and write the standard payload
+    (the checkpoint and prompt-cache runners share this); exit code 1 if any failed."""
+    assert (bin_dir() / "llama-server").exists()
+    results = [check(k) for k in keys]
+    for r in results:
+        print(r["id"], "predicted", r["predicted"], "logged", r["measured"], "ok" if r["ok"] else "MISMATCH")
+    write_result(name, _header(name, title, results))
+    return 0 if all(r["ok"] for r in results) else 1
+
+
 # ------------------------------------------------------------------------------------------------
 # parsing llama.cpp's output
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from moeplan.memory.kv import CacheConfig
 from moeplan.memory.prompt_cache import DEFAULT_CACHE_RAM_MIB, prompt_cache_bytes, token_bound_bytes
-from validation.llamacpp import MIB, _header, bin_dir, write_result
+from validation.llamacpp import MIB, run_server_checks
 from validation.runtime import GEMMA, TIMEOUT, subject
 from validation.speculative import server
 
@@ -132,13 +132,8 @@ CASES = ("default", "limit-32", "no-limit")
 
 def main(argv: Sequence[str] | None = None) -> int:
     cases = list(argv if argv is not None else sys.argv[1:]) or list(CASES)
-    assert (bin_dir() / "llama-server").exists()
-    results = [check(c) for c in cases]
-    for r in results:
-        print(r["id"], "predicted", r["predicted"], "logged", r["measured"], "ok" if r["ok"] else "MISMATCH")
     title = "llama-server prompt cache: the --cache-ram bound, predicted vs the server's log"
-    write_result("prompt_cache", _header("prompt_cache", title, results))
-    return 0 if all(r["ok"] for r in results) else 1
+    return run_server_checks("prompt_cache", title, cases, check)
 
 
 if __name__ == "__main__":
