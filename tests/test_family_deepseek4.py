@@ -20,15 +20,12 @@ from moeplan.errors import BadConfig
 from moeplan.memory.kv import CacheConfig, cache_type, context, layer_memory
 from moeplan.quant.ggml import GGMLType, tensor_bytes
 from moeplan.sources.catalog import load_catalog
+from tests.catalog_specs import spec
 
 FLASH, PRO = "deepseek-v4-flash", "deepseek-v4-pro"
 LOG = Path(__file__).parent / "data" / "deepseek4-materialised-c1024.log"
 COMPUTE = Path(__file__).parent / "data" / "deepseek4-compute.json"  # llama-fit-params, pinned build
 GiB, MiB = 1 << 30, 1 << 20
-
-
-def spec(model_id: str) -> ModelSpec:
-    return load_catalog()[model_id].spec()
 
 
 def params(s: ModelSpec, checkpoint: bool = False) -> int:

@@ -16,6 +16,7 @@ from moeplan.memory.kv import CacheConfig, layer_memory, pad
 from moeplan.sources.catalog import load_catalog
 from moeplan.sources.gguf_header import read_local
 from moeplan.sources.gguf_spec import spec_from_gguf
+from tests.catalog_specs import spec
 
 # granite-3.1-1b-a400m-instruct's config.json, the fields read here (github.com/leok7v/nano-lamma@c16de353
 # models/granite-3.1-1b-a400m-instruct/config.json). Not in the catalog: with a quantized KV cache
@@ -42,10 +43,6 @@ GRANITE_1B: dict[str, Any] = {
     "tie_word_embeddings": True,
     "vocab_size": 49155,
 }
-
-
-def spec(model_id: str) -> ModelSpec:
-    return load_catalog()[model_id].spec()
 
 
 def params(s: ModelSpec, mtp: bool = False) -> int:

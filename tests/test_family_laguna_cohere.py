@@ -14,18 +14,7 @@ from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
 from moeplan.errors import BadConfig, UnsupportedArchitecture
 from moeplan.memory.kv import CacheConfig, layer_memory, pad
 from moeplan.sources.catalog import load_catalog
-
-
-def spec(model_id: str) -> ModelSpec:
-    return load_catalog()[model_id].spec()
-
-
-def config(model_id: str, **changes: Any) -> dict[str, Any]:
-    return {**load_catalog()[model_id].config, **changes}
-
-
-def shapes(s: ModelSpec) -> dict[str, tuple[int, ...]]:
-    return {t.name: t.shape for t in inventory(s).tensors}
+from tests.catalog_specs import config, shapes, spec
 
 
 def full_kv_per_token(s: ModelSpec) -> int:

@@ -10,7 +10,7 @@ from validation.materialize import materialize
 
 from moeplan.arch.inventory import inventory
 from moeplan.arch.registry import family, spec_from_config
-from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
+from moeplan.arch.spec import AttnKind, FFNKind
 from moeplan.errors import BadConfig, UnsupportedArchitecture
 from moeplan.memory.kv import CacheConfig, layer_memory, pad
 from moeplan.memory.weights import predict
@@ -18,6 +18,7 @@ from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import load_catalog
 from moeplan.sources.gguf_header import read_local
 from moeplan.sources.gguf_spec import spec_from_gguf
+from tests.catalog_specs import config, shapes, spec
 
 MODELS = {
     "phi-4": "phi3",
@@ -42,18 +43,6 @@ PARAMS: dict[str, tuple[int, int, float, float]] = {
 }
 # a Phi-3.5-mini-style LongRoPE block for Phi-4's 128-wide heads (64 factors each)
 LONGROPE = {"type": "longrope", "long_factor": [1.0] * 64, "short_factor": [1.0] * 64}
-
-
-def spec(model_id: str) -> ModelSpec:
-    return load_catalog()[model_id].spec()
-
-
-def config(model_id: str, **changes: Any) -> dict[str, Any]:
-    return {**load_catalog()[model_id].config, **changes}
-
-
-def shapes(s: ModelSpec) -> dict[str, tuple[int, ...]]:
-    return {t.name: t.shape for t in inventory(s).tensors}
 
 
 def test_catalog_holds_the_models() -> None:

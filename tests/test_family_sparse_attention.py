@@ -19,12 +19,9 @@ from moeplan.errors import BadConfig
 from moeplan.memory.kv import CACHE_TYPES, CacheConfig, layer_memory
 from moeplan.quant.ggml import GGMLType
 from moeplan.sources.catalog import load_catalog
+from tests.catalog_specs import spec
 
 DS32, GLM51, GLM52, MISTRAL4 = "deepseek-v3.2", "glm-5.1", "glm-5.2", "mistral-small-4-119b-2603"
-
-
-def spec(model_id: str) -> ModelSpec:
-    return load_catalog()[model_id].spec()
 
 
 def params(s: ModelSpec, mtp: bool = False, checkpoint: bool = False) -> int:

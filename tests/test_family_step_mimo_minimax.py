@@ -11,10 +11,7 @@ from moeplan.arch.registry import family, spec_from_config
 from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
 from moeplan.memory.kv import CacheConfig, layer_memory
 from moeplan.sources.catalog import load_catalog
-
-
-def spec(model_id: str) -> ModelSpec:
-    return load_catalog()[model_id].spec()
+from tests.catalog_specs import spec
 
 
 def n_params(s: ModelSpec, **kw: bool) -> int:
