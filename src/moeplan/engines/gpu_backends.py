@@ -60,6 +60,13 @@ class Backend:
     vendor: str = ""  # the only GPU vendor it runs on ("" = any: Vulkan)
     max_buffer_bytes: int = 0  # the buffer type's get_max_size: compute buffers are chunked at it (0: none)
     offloads_adds: bool = True  # `offload_op` takes non-matmul ops with host weights (expert bias adds)
+    # ... but only where it measures such an op's batch by its rows (Vulkan; `CacheConfig.vk_row_batch`)
+    adds_need_row_batch: bool = False
+
+    def offloads_host_adds(self, row_batch: bool) -> bool:
+        """Whether `offload_op` takes the expert bias adds of host-resident experts: never on Metal,
+        on Vulkan only in builds whose batch counts an op's rows (`builds.VULKAN_ROW_BATCH`)."""
+        return self.offloads_adds and (row_batch or not self.adds_need_row_batch)
 
 
 # CUDA: the primary context on a CUDA 12 driver with lazy module loading (CUDA_MODULE_LOADING=LAZY, the
@@ -107,6 +114,7 @@ BACKENDS: dict[str, Backend] = {
             # suballocation_block_size: 1 GiB unless GGML_VK_SUBALLOCATION_BLOCK_SIZE says otherwise,
             # and never above maxMemoryAllocationSize (ggml-vulkan.cpp ggml_vk_get_device, #11551)
             max_buffer_bytes=2**30,
+            adds_need_row_batch=True,
         ),
         Backend(
             "Metal",

@@ -772,9 +772,7 @@ def plan_memory(
         bool(offloading and ctx.n_ubatch >= OP_OFFLOAD_MIN_BATCH and not (attn_dev == index[CPU]).any())
         and inputs_on_host
     )
-    adds_stay = gpu_backend is not None and not (
-        gpu_backend.offloads_adds and (gpu_backend.name != "Vulkan" or cfg.vk_row_batch)
-    )
+    adds_stay = gpu_backend is not None and not gpu_backend.offloads_host_adds(cfg.vk_row_batch)
     host_adds = _host_adds(spec, table, assign == index[CPU], ctx.n_ubatch) if host_idle and adds_stay else 0
     host_role = DeviceRole(host=inputs_on_host, host_idle=host_idle, host_adds=host_adds)
     for name in [CPU, *gpus]:
