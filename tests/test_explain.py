@@ -142,6 +142,9 @@ def test_device_names_the_gpus_used() -> None:
     assert all(d.name.startswith("CPU") for d in cpu.devices)  # CPU and CPU_REPACK
     with pytest.raises(MoeplanError, match=r"-dev CUDA7: the rig's devices are CUDA0, CUDA1, CUDA2, CUDA3"):
         api.explain(cmd + " -dev CUDA7", "4x RTX 3090")
+    # read by the planner's own -dev reader: a GPU listed twice is refused, not counted twice
+    with pytest.raises(MoeplanError, match=r"-dev lists CUDA1 twice"):
+        api.explain(cmd + " -dev CUDA0,CUDA1,CUDA1", "4x RTX 3090")
 
 
 def test_unnamed_files_need_model_and_quant() -> None:

@@ -21,6 +21,7 @@ from moeplan.engines.llamacpp import (
     DeviceMemory,
     Frontend,
     MemoryPlan,
+    device_list,
     parse_placement,
     plan_memory,
     render_command,
@@ -1400,11 +1401,11 @@ def _used_gpus(cmd: "LlamaCommand", rig: Rig, rt: Runtime) -> Rig:
     numbers = tuple(range(len(gpus)))  # llama.cpp's device numbers, kept for the names (CUDA1)
     if (listed := cmd.get("device")) is not None:
         names = {backend_name(g, i, rt): i for i, g in enumerate(gpus)}
-        wanted = [d.strip() for d in listed.split(",") if d.strip()]
-        if wanted != ["none"] and (unknown := [d for d in wanted if d not in names]):
+        wanted = device_list(listed)  # () for -dev none
+        if unknown := [d for d in wanted if d not in names]:
             known = ", ".join(names) or "none (the rig has no GPU)"
             raise MoeplanError(f"-dev {unknown[0]}: the rig's devices are {known}")
-        numbers = tuple(names[d] for d in wanted if d != "none")
+        numbers = tuple(names[d] for d in wanted)
     mode = cmd.get("split_mode") or "layer"
     if mode not in ("layer", "none"):
         raise MoeplanError(

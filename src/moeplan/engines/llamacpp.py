@@ -153,7 +153,7 @@ def parse_placement(flags: str) -> Placement:
                 raise MoeplanError(f"-sm must be one of none, layer, row, tensor; got '{split_mode}'")
             i += 2
         elif a in ("-dev", "--device"):
-            devices = _device_list(value())
+            devices = device_list(value())
             i += 2
         else:
             raise MoeplanError(
@@ -163,7 +163,7 @@ def parse_placement(flags: str) -> Placement:
     return Placement(ngl, tuple(overrides), split, nkvo, split_mode, devices)
 
 
-def _device_list(value: str) -> tuple[str, ...]:
+def device_list(value: str) -> tuple[str, ...]:
     """-dev's comma-separated GPU names; `none` alone offloads nothing (`parse_device_list`,
     common/arg.cpp). A name given twice is refused: llama.cpp would count that GPU twice in the split."""
     names = tuple(d.strip() for d in value.split(",") if d.strip())
