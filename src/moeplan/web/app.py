@@ -101,9 +101,15 @@ WEIGHT_FORMATS = f"one of {', '.join(FORMAT_NAMES)} (any case)"
 QUANT_EXAMPLES = ["Q4_K_M", "q4_k_m", "q4km"]
 
 
-def name_query(description: str, examples: list[str]) -> Any:
+def name_query(description: str, examples: list[str], alias: str | None = None) -> Any:
     """A quantization or format parameter: `NAME_PATTERN`, at most `MAX_NAME_CHARS`."""
-    return Query(pattern=NAME_PATTERN, max_length=MAX_NAME_CHARS, description=description, examples=examples)
+    return Query(
+        alias=alias,
+        pattern=NAME_PATTERN,
+        max_length=MAX_NAME_CHARS,
+        description=description,
+        examples=examples,
+    )
 
 
 # Numbers of tokens as people type them ("32768", "32k", "128k", "1M"), read by numbers.parse_int as
@@ -478,12 +484,10 @@ def create_app() -> FastAPI:
         ] = "llamacpp",
         weight_format: Annotated[
             str | None,
-            Query(
+            name_query(
+                f"vLLM/SGLang only: the same as quant, {WEIGHT_FORMATS}",
+                ["fp8", "FP8", "awq"],
                 alias="format",
-                pattern=NAME_PATTERN,
-                max_length=MAX_NAME_CHARS,
-                description=f"vLLM/SGLang only: the same as quant, {WEIGHT_FORMATS}",
-                examples=["fp8", "FP8", "awq"],
             ),
         ] = None,
         draft: Annotated[
