@@ -257,9 +257,10 @@ def _draft_model_option(
     # The draft inherits the main model's -sm (and so -mg) and -dev: common_base_params_to_speculative
     # (common/speculative.cpp) starts from a copy of the main model's parameters.
     main = parse_placement(chosen.flags)
-    placements = [("", Placement(split_mode=main.split_mode, devices=main.devices))]
+    inherited = Placement(split_mode=main.split_mode, devices=main.devices)
+    placements = [("", inherited)]
     if chosen.strategy != "cpu":
-        placements.append(("0", Placement(n_gpu_layers=0, split_mode=main.split_mode, devices=main.devices)))
+        placements.append(("0", dataclasses.replace(inherited, n_gpu_layers=0)))
     tried = []
     for ngld, place in placements:
         d = Drafting(SpecType.SIMPLE, n_max, DraftModel(file, dinv, dw, place))
