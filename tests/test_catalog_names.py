@@ -38,6 +38,9 @@ from moeplan.sources.catalog import load_catalog, normalise, resolve
         ("qwen3-vl-8b", "qwen3-vl-8b"),
         ("Qwen3-VL-32B", "qwen3-vl-32b"),
         ("unsloth/Qwen3-VL-32B-Instruct-GGUF", "qwen3-vl-32b"),
+        ("MiniMaxAI/MiniMax-M2", "minimax-m2"),  # the first release, not M2.5's entry
+        ("bartowski/MiniMaxAI_MiniMax-M2.1-GGUF", "minimax-m2.1"),
+        ("RedHatAI/MiniMax-M2-NVFP4", "minimax-m2"),
     ],
 )
 def test_names_people_type(typed: str, model_id: str) -> None:

@@ -12,6 +12,7 @@ from moeplan.api import predict_size
 from moeplan.arch.inventory import inventory
 from moeplan.arch.registry import family, spec_from_config
 from moeplan.errors import BadConfig
+from moeplan.memory.kv import CacheConfig, layer_memory
 from moeplan.sources.catalog import resolve
 from moeplan.sources.gguf_header import read_local
 from moeplan.sources.gguf_spec import spec_from_gguf
@@ -189,3 +190,18 @@ def test_devstral_2_is_a_text_only_ministral3_without_query_scaling() -> None:
     kv = family("mistral3").gguf_metadata(inv)
     assert kv[".attention.temperature_scale"] == 0.0 and kv[".rope.scaling.yarn_log_multiplier"] == 0.0
     assert spec.context_length == 262_144  # yarn 64 x 4096
+
+
+def test_medium_3_5_is_devstral_2s_text_model_behind_the_vision_wrapper() -> None:
+    """Mistral3ForConditionalGeneration with a ministral3 text_config of Devstral-2's shapes: the same
+    tensors; the 128B of the name adds the 48-layer Pixtral tower (mmproj) to its 125.03 B, and the
+    KV cache is 88 layers x 8 KV heads x 128 (K and V, F16) = 352 KiB a token."""
+    medium, devstral = resolve("mistral-medium-3.5-128b"), resolve("devstral-2-123b-2512")
+    m_inv, d_inv = inventory(medium.spec()), inventory(devstral.spec())
+    assert medium.spec().arch == "mistral3"
+    assert [(t.name, t.shape) for t in m_inv.tensors] == [(t.name, t.shape) for t in d_inv.tensors]
+    vision = 48 * (4 * 1664**2 + 3 * 1664 * 8192)  # the tower's attention and MLP weights
+    assert abs((sum(t.n_elements for t in m_inv.tensors) + vision) / 128e9 - 1) < 0.01
+    kv = sum(lm.k_bytes + lm.v_bytes for lm in layer_memory(medium.spec(), CacheConfig(n_ctx=8192)))
+    assert kv == 8192 * 88 * 2 * 8 * 128 * 2
+    assert medium.context_length == 262_144 and resolve("Mistral-Medium-3.5").id == medium.id

@@ -186,7 +186,7 @@ def test_mimo2_kv() -> None:
 # ---- MiniMax-M2.x ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model_id", ["minimax-m2.5", "minimax-m2.7"])
+@pytest.mark.parametrize("model_id", ["minimax-m2", "minimax-m2.1", "minimax-m2.5", "minimax-m2.7"])
 def test_minimax_m2(model_id: str) -> None:
     s = spec(model_id)
     assert s.n_layer == 62 and all(la.attn.kind is AttnKind.FULL for la in s.layers)
@@ -198,7 +198,7 @@ def test_minimax_m2(model_id: str) -> None:
     assert names["blk.0.attn_k_norm.weight"].shape == (8 * 128,)
     assert names["blk.0.exp_probs_b.bias"].shape == (256,)
     assert names["blk.0.ffn_up_exps.weight"].shape == (3072, 1536, 256)
-    # 228.7B in the HF safetensors count; published 229B (M2.5) / 230B (M2.7)
+    # 228.7B in the HF safetensors count; published 229B (M2.5, the hub's M2.1) / 230B (M2, M2.1, M2.7)
     assert n_params(s) == 228_689_764_864
     kv = family("minimax-m2").gguf_metadata(inv)
     assert kv[".rope.dimension_count"] == 64 and kv[".feed_forward_length"] == 1536

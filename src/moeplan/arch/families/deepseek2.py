@@ -1,14 +1,25 @@
-"""DeepSeek-V2/V3/R1, Kimi-K2.x and GLM-4.7-Flash: MLA attention, leading dense layers, routed +
-shared experts with a sigmoid router and selection bias. The converter drops the MTP block, except
-for GLM-4.7-Flash (glm4_moe_lite), whose converter class keeps it."""
+"""DeepSeek-V2/V3/R1, Kimi-K2.x, GLM-4.7-Flash and Mistral Large 3: MLA attention, leading dense
+layers, routed + shared experts. The router is sigmoid with a selection bias (`exp_probs_b`, the
+checkpoint's e_score_correction_bias) unless the config says `scoring_func: softmax`: DeepSeek-V2's
+and Mistral Large 3's softmax routers hold only a weight, and the converter writes the gating
+function from scoring_func (`TextModel.set_gguf_parameters`); the deepseek2 loader creates
+`exp_probs_b` TENSOR_NOT_REQUIRED (src/models/deepseek2.cpp). Mistral Large 3 ships a Mistral-format
+params.json, which `convert_hf_to_gguf.py --mistral-format` hands to `MistralMoeModel`
+(conversion/mistral.py), a DeepseekV2Model that remaps the keys to DeepSeek's and sets scoring_func
+softmax, so its GGUF says arch deepseek2. The converter drops the MTP block, except for
+GLM-4.7-Flash (glm4_moe_lite), whose converter class keeps it."""
 
 from typing import ClassVar
 
 from moeplan.arch import config as c
+from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.family import Family, GGUFValue, first_moe_layer
 from moeplan.arch.spec import Attention, AttnKind, Layer, ModelSpec
-from moeplan.arch.tensors import Inventory
+from moeplan.arch.tensors import Builder, Inventory
+
+SOFTMAX_ROUTER = "router_softmax"  # spec flag: softmax gating, no selection bias
+GATING_SOFTMAX = 1  # LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX
 
 
 def mla_attention(cfg: Config) -> Attention:
@@ -66,7 +77,12 @@ class DeepSeek2(Family):
         k_dense = c.integer(cfg, "first_k_dense_replace", default=0)
         freq = c.integer(cfg, "moe_layer_freq", default=1)
         layers = [Layer(attn, c.dense(cfg) if il < k_dense or il % freq else moe) for il in range(n)]
-        return c.base(cfg, self.arch, layers, mtp_layers=c.mtp(cfg, layers[-1]))
+        flags = frozenset({SOFTMAX_ROUTER} if cfg.get("scoring_func") == "softmax" else ())
+        return c.base(cfg, self.arch, layers, mtp_layers=c.mtp(cfg, layers[-1]), flags=flags)
+
+    def ffn(self, b: Builder, spec: ModelSpec, p: str, il: int, layer: Layer, mtp: bool) -> None:
+        probs_bias = self.probs_bias and not spec.has(SOFTMAX_ROUTER)
+        layout.ffn(b, p, il, layer.ffn, spec.n_embd, mtp, probs_bias=probs_bias)
 
     def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
         kv = super().gguf_metadata(inv)
@@ -77,4 +93,6 @@ class DeepSeek2(Family):
         kv[".attention.value_length_mla"] = a.mla_v_head_dim
         if inv.spec.is_moe:
             deepseek_moe_metadata(kv, inv)
+            if inv.spec.has(SOFTMAX_ROUTER):
+                kv[".expert_gating_func"] = GATING_SOFTMAX
         return kv
