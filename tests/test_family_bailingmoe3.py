@@ -14,6 +14,7 @@ from moeplan.arch.registry import family, spec_from_config
 from moeplan.arch.spec import AttnKind, FFNKind
 from moeplan.errors import BadConfig, UnsupportedArchitecture
 from moeplan.memory.kv import CacheConfig, layer_memory, mtp_trunk_memory
+from moeplan.memory.prompt_cache import token_bound_bytes
 from moeplan.memory.weights import predict
 from moeplan.quant.ggml import GGMLType
 from moeplan.quant.recipe import FileType
@@ -190,3 +191,11 @@ def test_configs_the_converter_refuses(changes: dict[str, Any], error: type[Exce
 def test_names_resolve() -> None:
     for name in ("ling-3.0-flash", "inclusionAI/Ling-3.0-flash", "Ling-3.0-flash"):
         assert resolve(name).id == LING3
+
+
+def test_prompt_cache_bound_saves_the_mtp_cells_too() -> None:
+    """`--cache-ram -1`: a sequence's saved state holds every layer of the trunk's KV cache, the MTP
+    block's MLA included (llama_kv_cache::state_write over its layers)."""
+    s, cfg = spec(LING3), CacheConfig(n_ctx=4096)
+    without, with_mtp = token_bound_bytes(s, cfg), token_bound_bytes(s, cfg, 1)
+    assert with_mtp - without == 4096 * 576 * 2

@@ -813,7 +813,7 @@ def plan_memory(
             mem[main].weights_bytes += round(weights[index[CPU]])
     mem[CPU].output_bytes = 4 * spec.n_vocab * cfg.n_seq  # logits of one output per sequence, host memory
     mem[CPU].checkpoint_bytes = checkpoints_host_bytes(spec, cfg, fe.n_ctx_checkpoints)
-    mem[CPU].prompt_cache_bytes = prompt_cache_bytes(spec, cfg, fe.cache_ram_mib)
+    mem[CPU].prompt_cache_bytes = prompt_cache_bytes(spec, cfg, fe.cache_ram_mib, inv.mtp_kept)
     return MemoryPlan(tuple(mem.values()), ctx.n_ctx, ctx.n_ubatch, repack, table, assign)
 
 
