@@ -33,6 +33,7 @@ ARCHITECTURES = {
     "minimax-m2",
     "afmoe",
     "bailingmoe2",
+    "bailingmoe3",
     "exaone-moe",
     "seed_oss",
     "olmoe",

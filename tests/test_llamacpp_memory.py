@@ -17,6 +17,8 @@ KEYS = ["qwen3", "gemma3", "gpt-oss", "llama4", "deepseek2", "qwen35moe", "mimo2
 # KDA recurrent state (conv 3*(d_conv-1)*H*hd, state hd^2*H) beside MLA layers; LFM2's short-conv state
 # and MiniMax-M3's MSA caches (indexer K + V) with its block-sparse compute
 KEYS += ["kimi-linear", "lfm2moe", "minimax-m3"]
+# KDA beside gated MLA, the kept MTP block's MLA cached in the trunk context (bailingmoe3)
+KEYS += ["bailingmoe3"]
 # DSA: the lightning indexer's own K-only cache (full layers only) beside the MLA latent cache
 KEYS += ["glm-dsa"]
 # Mamba-2 state beside GQA layers: FFN-only blocks in no cache (Nemotron-H), MoE after every mixer (Granite)

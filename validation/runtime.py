@@ -55,7 +55,7 @@ from moeplan.engines.llamacpp import (
     plan_memory,
 )
 from moeplan.hardware.spec import GPU, Host, Node, Rig
-from moeplan.memory.kv import CacheConfig, LayerMemory, cache_type, layer_memory
+from moeplan.memory.kv import CacheConfig, LayerMemory, cache_type, layer_memory, mtp_trunk_memory
 from moeplan.memory.weights import TypedTensor, Weights, active_fractions, predict
 from moeplan.plan.fit import UserSet, fit_command
 from moeplan.plan.llamacpp import FIT_TARGET, PlanResult, plan
@@ -99,6 +99,7 @@ ARCH_MODELS = {
     "minimax-m2": "minimax-m2.7",
     "afmoe": "trinity-mini",
     "bailingmoe2": "ling-mini-2.0",
+    "bailingmoe3": "ling-3.0-flash",  # KDA recurrent + gated MLA, the MTP block's MLA in the trunk cache
     "exaone-moe": "k-exaone-236b-a23b",
     "seed_oss": "seed-oss-36b-instruct",
     "olmoe": "olmoe-1b-7b-0924",
@@ -262,11 +263,13 @@ def parse_memory_log(log: str) -> dict[str, Any]:
     return {"caches": caches, "compute_mib": compute, "output_mib": output}
 
 
-def predicted_caches(spec: ModelSpec, cfg: CacheConfig) -> dict[str, dict[str, Any]]:
-    """moeplan's layer_memory grouped the way llama.cpp logs its caches."""
+def predicted_caches(spec: ModelSpec, cfg: CacheConfig, n_mtp: int = 0) -> dict[str, dict[str, Any]]:
+    """moeplan's layer_memory grouped the way llama.cpp logs its caches (with the `n_mtp` kept MTP
+    blocks the trunk's cache also holds, `mtp_trunk_memory`)."""
     groups: dict[str, list[LayerMemory]] = {}
-    for lm in layer_memory(spec, cfg):
-        a = spec.layers[lm.layer].attn
+    blocks = spec.layers + spec.mtp_layers
+    for lm in layer_memory(spec, cfg) + mtp_trunk_memory(spec, n_mtp, cfg):
+        a = blocks[lm.layer].attn
         if lm.kind is AttnKind.NONE:  # FFN-only block: in no cache
             continue
         if a.kv_reuse >= 0:  # a KV-sharing layer: counted in no cache's layers
@@ -478,7 +481,7 @@ def memory_check(s: Subject, case: MemCase) -> dict[str, Any]:
     cfg = case.config()
     r = memory_run(s, case)
     measured = parse_memory_log(r.stderr + "\n" + r.stdout)
-    pred = predicted_caches(s.spec, cfg)
+    pred = predicted_caches(s.spec, cfg, s.inventory.mtp_kept)
     ok, errors = compare_caches(pred, measured["caches"])
     pred_compute = predicted_compute_mib(s, cfg, case.frontend())
     meas_compute = measured["compute_mib"].get("CPU")

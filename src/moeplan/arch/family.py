@@ -48,6 +48,10 @@ class Family:
     mtp_kept: ClassVar[bool] = False
     # The HF checkpoint's MTP module has its own embedding and head copies (counted with `checkpoint`).
     mtp_own_head: ClassVar[bool] = False
+    # The trunk context's KV cache also holds the kept MTP blocks' attention: the architecture's
+    # memory has no layer filter for them (`llama_model::create_memory`), so it caches every
+    # non-recurrent block of n_layer_all although the trunk graph never runs them.
+    mtp_in_trunk_cache: ClassVar[bool] = False
     # The norm before the FFN: "ffn_norm" or "post_attention_norm" (HF's post_attention_layernorm).
     ffn_norm: ClassVar[str] = "ffn_norm"
     qk_norm: ClassVar[bool] = False  # per-head q/k RMS norms on every attention layer

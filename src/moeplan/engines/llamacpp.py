@@ -51,7 +51,15 @@ from moeplan.engines.gpu_backends import OP_OFFLOAD_MIN_BATCH, backend_of_device
 from moeplan.errors import MoeplanError
 from moeplan.memo import PER_MODEL, PER_MODEL_QUANT, by_identity
 from moeplan.memory.checkpoints import DEFAULT_CTX_CHECKPOINTS, checkpoints_host_bytes
-from moeplan.memory.kv import CacheConfig, LayerMemory, context, kv_widths, layer_memory, row_bytes
+from moeplan.memory.kv import (
+    CacheConfig,
+    LayerMemory,
+    context,
+    kv_widths,
+    layer_memory,
+    mtp_trunk_memory,
+    row_bytes,
+)
 from moeplan.memory.prompt_cache import DEFAULT_CACHE_RAM_MIB, prompt_cache_bytes
 from moeplan.memory.table import TensorLayout, TensorTable, tensor_table
 from moeplan.memory.weights import Weights
@@ -741,6 +749,8 @@ def plan_memory(
     for i, n in enumerate(names):
         mem[n].kv_bytes += round(kv[i])
         mem[n].state_bytes += round(state[i])
+    for lm in mtp_trunk_memory(spec, inv.mtp_kept, cfg):  # on its block's device, like a layer's
+        mem[CPU if p.no_kv_offload else names[slot_device[lm.layer]]].kv_bytes += lm.k_bytes + lm.v_bytes
     ctx = context(spec, cfg)
     n_out = min(ctx.n_ubatch, fe.n_outputs_max or ctx.n_batch)
     # Attention runs on its layer's device; the FFN where its down projection lives (a repacked
@@ -803,7 +813,7 @@ def plan_memory(
             mem[main].weights_bytes += round(weights[index[CPU]])
     mem[CPU].output_bytes = 4 * spec.n_vocab * cfg.n_seq  # logits of one output per sequence, host memory
     mem[CPU].checkpoint_bytes = checkpoints_host_bytes(spec, cfg, fe.n_ctx_checkpoints)
-    mem[CPU].prompt_cache_bytes = prompt_cache_bytes(spec, cfg, fe.cache_ram_mib)
+    mem[CPU].prompt_cache_bytes = prompt_cache_bytes(spec, cfg, fe.cache_ram_mib, inv.mtp_kept)
     return MemoryPlan(tuple(mem.values()), ctx.n_ctx, ctx.n_ubatch, repack, table, assign)
 
 

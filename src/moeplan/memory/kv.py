@@ -25,6 +25,9 @@ Rules from the pinned llama.cpp (build 11434):
 - KV-sharing layer (`Attention.kv_reuse`, Gemma 3n/4's last `num_kv_shared_layers` layers): no
   cache of its own (`llama_hparams::has_kv` is false from `n_layer_kv_from_start` on); it attends
   over the cells of the layer it reuses (`llama_kv_cache` ctor, the `reuse` callback).
+- kept MTP (NextN) blocks: no cache in the trunk context (its KV filter stops at n_layer), except
+  where the architecture's hybrid memory has no filter (bailingmoe3): their attention layers are
+  cached beside the decoder's (`mtp_trunk_memory`).
 - V transposed (no flash attention) uses the largest V width of any layer for every layer.
 - DeepSeek-V4 (`Attention.shared_kv`, `llama_kv_cache_dsv4`): every cache is per sequence even with
   -kvu (it passes unified = false: n_seq streams of n_ctx_seq cells); K only (V is the same head).
@@ -36,7 +39,7 @@ Rules from the pinned llama.cpp (build 11434):
   2·4 x 2·indexer_head_dim; no rollback snapshots, n_rs_seq = 0 without speculative decoding).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from moeplan.arch.registry import rules
 from moeplan.arch.spec import Attention, AttnKind, ModelSpec
@@ -214,6 +217,15 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
         idx_v = ctx.n_stream * cells * row_bytes(cfg.type_v, a.indexer_v_dim) if a.indexer_heads else 0
         out.append(LayerMemory(il, a.kind, cells, k, v, 0, idx + idx_v, idx_v, n_stream=ctx.n_stream))
     return out
+
+
+def mtp_trunk_memory(spec: ModelSpec, n_mtp: int, cfg: CacheConfig) -> list[LayerMemory]:
+    """KV of the `n_mtp` kept MTP blocks that the trunk context's cache holds beside its decoder
+    layers (`Family.mtp_in_trunk_cache`), numbered after them (blk.{n_layer + k}); none otherwise."""
+    if not n_mtp or not rules(spec.arch).mtp_in_trunk_cache:
+        return []
+    blocks = replace(spec, layers=spec.layers + spec.mtp_layers[:n_mtp], mtp_layers=())
+    return layer_memory(blocks, cfg)[spec.n_layer :]
 
 
 CSA_RATIO = 4  # the compression ratio whose layers also run the lightning indexer

@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from moeplan.arch.spec import AttnKind, ModelSpec
 from moeplan.memory.checkpoints import KV_CELL_META
-from moeplan.memory.kv import CacheConfig, context, layer_memory
+from moeplan.memory.kv import CacheConfig, context, layer_memory, mtp_trunk_memory
 from moeplan.numbers import NO_CACHE_LIMIT as NO_LIMIT
 from moeplan.numbers import check_cache_ram
 
@@ -39,19 +39,22 @@ def _kv_caches(spec: ModelSpec) -> int:
     return int(any(sliding)) + int(not all(sliding))
 
 
-def token_bound_bytes(spec: ModelSpec, cfg: CacheConfig) -> int:
+def token_bound_bytes(spec: ModelSpec, cfg: CacheConfig, n_mtp: int = 0) -> int:
     """Sequence state of n_ctx tokens (the -1 bound): one stream of the whole context with full-size
     sliding-window layers, 12 bytes of cell metadata per token in each KV cache
-    (`llama_kv_cache::state_write_meta`: pos, n_seq_id, one seq id), one sequence's recurrent state."""
+    (`llama_kv_cache::state_write_meta`: pos, n_seq_id, one seq id), one sequence's recurrent state;
+    with the `n_mtp` kept MTP blocks' cells where the trunk's cache holds them (`mtp_trunk_memory`)."""
     n_ctx = context(spec, cfg).n_ctx
     whole = replace(cfg, n_ctx=n_ctx, n_seq=1, unified=False, swa_full=True)
-    return sum(la.total for la in layer_memory(spec, whole)) + n_ctx * KV_CELL_META * _kv_caches(spec)
+    layers = layer_memory(spec, whole) + mtp_trunk_memory(spec, n_mtp, whole)
+    return sum(la.total for la in layers) + n_ctx * KV_CELL_META * _kv_caches(spec)
 
 
-def prompt_cache_bytes(spec: ModelSpec, cfg: CacheConfig, cache_ram_mib: int) -> int:
-    """The most host memory llama-server's prompt cache reaches with `--cache-ram cache_ram_mib`."""
+def prompt_cache_bytes(spec: ModelSpec, cfg: CacheConfig, cache_ram_mib: int, n_mtp: int = 0) -> int:
+    """The most host memory llama-server's prompt cache reaches with `--cache-ram cache_ram_mib`
+    (`n_mtp`: the MTP blocks the file keeps, for the -1 bound)."""
     if cache_ram_mib == NO_LIMIT:
-        return token_bound_bytes(spec, cfg)
+        return token_bound_bytes(spec, cfg, n_mtp)
     return check_cache_ram(cache_ram_mib) * MiB
 
 

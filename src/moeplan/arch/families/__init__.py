@@ -2,6 +2,7 @@
 
 from moeplan.arch.families.afmoe import Afmoe
 from moeplan.arch.families.bailingmoe2 import BailingMoe2
+from moeplan.arch.families.bailingmoe3 import BailingMoe3
 from moeplan.arch.families.cohere2moe import Cohere2Moe
 from moeplan.arch.families.deepseek2 import DeepSeek2
 from moeplan.arch.families.deepseek4 import DeepSeek4
@@ -69,6 +70,7 @@ FAMILIES: tuple[type[Family], ...] = (
     MiniMaxM3,
     Afmoe,
     BailingMoe2,
+    BailingMoe3,
     ExaoneMoe,
     Olmoe,
     Olmo2,

@@ -120,6 +120,27 @@ def kda_state(a: Attention) -> tuple[int, int]:
     return 3 * (a.conv_kernel - 1) * d_inner, a.linear_k_head_dim * a.linear_k_head_dim * a.n_head
 
 
+def kda_mla_spec_from_gguf(hp: GGUFHParams) -> ModelSpec:
+    """`load_arch_hparams` of the KDA + MLA hybrids (kimi-linear, bailingmoe3): a layer with
+    head_count_kv 0 is KDA (`is_recr`), on the model's head count with `kda.head_dim` heads and
+    `ssm.conv_kernel`; the others are MLA."""
+    n = hp.n_layer_all
+    n_head = hp.integer("attention.head_count")
+    n_head_kv = hp.per_layer("attention.head_count_kv", n, [n_head] * n)
+    n_used = hp.per_layer("expert_used_count", n, [0] * n)
+    hd, d_conv = hp.integer("kda.head_dim"), hp.integer("ssm.conv_kernel")
+    linear = Attention(AttnKind.LINEAR, n_head, 0, 0, 0, conv_kernel=d_conv, linear_k_heads=n_head,
+                       linear_v_heads=n_head, linear_k_head_dim=hd, linear_v_head_dim=hd)  # fmt: skip
+    layers = [
+        Layer(
+            linear if not n_head_kv[il] else attention_of(hp, il, n_head, 1, False, 0),
+            ffn_of(hp, il, n_used[il]),
+        )
+        for il in range(n)
+    ]
+    return spec_of_blocks(hp, layers)
+
+
 def _is_k3_text(cfg: Config) -> bool:
     """Kimi-K3's `text_config` says model_type kimi_linear too (the converter picks KimiK3Model by the
     outer architectures); its situ activation and attention residuals tell it apart."""
@@ -146,23 +167,7 @@ class KimiLinear(Family):
         return dataclasses.replace(spec, context_length=c.integer(cfg, *CONTEXT_KEYS, default=0))
 
     def spec_from_gguf(self, hp: GGUFHParams) -> ModelSpec:
-        """`load_arch_hparams`: a layer with head_count_kv 0 is KDA (`is_recr`), on the model's head
-        count with `kda.head_dim` heads and `ssm.conv_kernel`; the others are MLA."""
-        n = hp.n_layer_all
-        n_head = hp.integer("attention.head_count")
-        n_head_kv = hp.per_layer("attention.head_count_kv", n, [n_head] * n)
-        n_used = hp.per_layer("expert_used_count", n, [0] * n)
-        hd, d_conv = hp.integer("kda.head_dim"), hp.integer("ssm.conv_kernel")
-        linear = Attention(AttnKind.LINEAR, n_head, 0, 0, 0, conv_kernel=d_conv, linear_k_heads=n_head,
-                           linear_v_heads=n_head, linear_k_head_dim=hd, linear_v_head_dim=hd)  # fmt: skip
-        layers = [
-            Layer(
-                linear if not n_head_kv[il] else attention_of(hp, il, n_head, 1, False, 0),
-                ffn_of(hp, il, n_used[il]),
-            )
-            for il in range(n)
-        ]
-        return spec_of_blocks(hp, layers)
+        return kda_mla_spec_from_gguf(hp)
 
     def recurrent(self, b: Builder, spec: ModelSpec, p: str, il: int, a: Attention, role: Role) -> None:
         kda(b, p, il, a, spec.n_embd, role)
