@@ -111,6 +111,8 @@ def test_suggestions_come_from_the_same_family(typed: str, first: str, not_offer
         "mistral-small-3.1-22b",  # a size no Mistral Small has: not mistral-small-3.2-24b-2506
         "deepseek-v3.3",  # a version the catalog lacks: not deepseek-v3.2
         "qwen-72b",  # no catalog Qwen has 72 B
+        "intern-s1-mini",  # a smaller model of the line: not intern-s1
+        "gemma-4-26b-a4b-mini",  # a size word the catalog's names lack
     ],
 )
 def test_a_model_outside_the_catalog_is_said_plainly(typed: str) -> None:

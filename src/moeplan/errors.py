@@ -68,6 +68,27 @@ def _size_at(parts: tuple[str, ...]) -> int | None:
     )
 
 
+# Words that name a model's size or tier within its line: 'intern-s1-mini' is not Intern-S1, nor
+# 'mistral-small' Mistral Large, so one typed must be in a suggestion.
+SIZE_WORDS = frozenset(
+    {
+        "tiny",
+        "mini",
+        "nano",
+        "small",
+        "medium",
+        "large",
+        "lite",
+        "flash",
+        "air",
+        "pro",
+        "max",
+        "ultra",
+        "super",
+    }
+)
+
+
 def _numbers(parts: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(t for t in parts if t[0].isdigit())
 
@@ -75,7 +96,10 @@ def _numbers(parts: tuple[str, ...]) -> tuple[str, ...]:
 def same_model_line(typed: tuple[str, ...], name: tuple[str, ...]) -> bool:
     """Whether a catalog name is of the model line and size typed: its first word, the version
     numbers typed ('qwen 2.5' is not 'qwen 3.5', 'mistral small 3.2' not 'mistral small 4') and the
-    parameter count where one is typed ('72b' is not '2b'), so only the rest can be a typo."""
+    parameter count where one is typed ('72b' is not '2b'), and any size word typed ('mini',
+    'flash': SIZE_WORDS), so only the rest can be a typo."""
+    if any(t in SIZE_WORDS and t not in name for t in typed):
+        return False
     at_typed, at_name = _size_at(typed), _size_at(name)
     if at_typed is not None and (
         at_name is None or name[at_name : at_name + 2] != typed[at_typed : at_typed + 2]
