@@ -18,3 +18,14 @@ def config(model_id: str, **changes: Any) -> dict[str, Any]:
 
 def shapes(s: ModelSpec) -> dict[str, tuple[int, ...]]:
     return {t.name: t.shape for t in inventory(s).tensors}
+
+
+def qwen35_vision_params(depth: int, hidden: int, ffn: int, out: int) -> int:
+    """Qwen3.5 vision tower (mmproj, not in our inventory): blocks with biased qkv/proj/fc1/fc2 and two
+    LayerNorms, a 2x2 patch merger, a 2x16x16 patch embedding and 2304 position embeddings."""
+    block = (hidden * 3 * hidden + 3 * hidden) + (hidden * hidden + hidden)
+    block += (hidden * ffn + ffn) + (ffn * hidden + hidden) + 4 * hidden
+    merged = 4 * hidden
+    merger = (merged * merged + merged) + (merged * out + out) + 2 * hidden
+    patch = hidden * 3 * 2 * 16 * 16 + hidden
+    return depth * block + merger + patch + 2304 * hidden
