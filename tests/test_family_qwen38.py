@@ -7,11 +7,10 @@ from collections import Counter
 import pytest
 
 from moeplan.arch.inventory import inventory
-from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
-from moeplan.memory.kv import CacheConfig, layer_memory
+from moeplan.arch.spec import AttnKind, FFNKind
 from moeplan.memory.weights import predict
 from moeplan.quant.recipe import FileType
-from tests.catalog_specs import qwen35_vision_params, spec
+from tests.catalog_specs import kv_bytes_per_token, qwen35_vision_params, spec, state_bytes_per_sequence
 
 DENSE = "qwen3.8-27b"
 MOE = "qwen3.8-2.4t-a95b"
@@ -19,16 +18,6 @@ MOE = "qwen3.8-2.4t-a95b"
 
 def n_params(model: str, *, mtp: bool) -> int:
     return sum(t.n_elements for t in inventory(spec(model), mtp=mtp).tensors)
-
-
-def kv_bytes_per_token(s: ModelSpec) -> int:
-    """F16 K+V bytes of one context cell over all layers."""
-    ctx = 4096
-    return sum(lm.k_bytes + lm.v_bytes for lm in layer_memory(s, CacheConfig(n_ctx=ctx))) // ctx
-
-
-def state_bytes_per_sequence(s: ModelSpec) -> int:
-    return sum(lm.state_bytes for lm in layer_memory(s, CacheConfig(n_ctx=4096, n_seq=1)))
 
 
 @pytest.mark.parametrize(
