@@ -1,10 +1,11 @@
 """Catalog lookups the architecture-family tests share: a model's spec, its config with changes,
-and its tensor shapes."""
+its tensor shapes, and its cache bytes by llama.cpp's rules."""
 
 from typing import Any
 
 from moeplan.arch.inventory import inventory
 from moeplan.arch.spec import ModelSpec
+from moeplan.memory.kv import CacheConfig, layer_memory
 from moeplan.sources.catalog import load_catalog
 
 
@@ -18,3 +19,25 @@ def config(model_id: str, **changes: Any) -> dict[str, Any]:
 
 def shapes(s: ModelSpec) -> dict[str, tuple[int, ...]]:
     return {t.name: t.shape for t in inventory(s).tensors}
+
+
+def qwen35_vision_params(depth: int, hidden: int, ffn: int, out: int) -> int:
+    """Qwen3.5 vision tower (mmproj, not in our inventory): blocks with biased qkv/proj/fc1/fc2 and two
+    LayerNorms, a 2x2 patch merger, a 2x16x16 patch embedding and 2304 position embeddings."""
+    block = (hidden * 3 * hidden + 3 * hidden) + (hidden * hidden + hidden)
+    block += (hidden * ffn + ffn) + (ffn * hidden + hidden) + 4 * hidden
+    merged = 4 * hidden
+    merger = (merged * merged + merged) + (merged * out + out) + 2 * hidden
+    patch = hidden * 3 * 2 * 16 * 16 + hidden
+    return depth * block + merger + patch + 2304 * hidden
+
+
+def kv_bytes_per_token(s: ModelSpec) -> int:
+    """F16 K+V bytes of one context cell over all layers (no flash-attention padding of V)."""
+    ctx = 4096
+    return sum(lm.k_bytes + lm.v_bytes for lm in layer_memory(s, CacheConfig(n_ctx=ctx))) // ctx
+
+
+def state_bytes_per_sequence(s: ModelSpec) -> int:
+    """Recurrent (conv + SSM) state bytes one sequence keeps over all layers."""
+    return sum(lm.state_bytes for lm in layer_memory(s, CacheConfig(n_ctx=4096, n_seq=1)))

@@ -13,6 +13,7 @@ from moeplan.arch.inventory import inventory, mtp_default, mtp_supported
 from moeplan.arch.spec import AttnKind, FFNKind
 from moeplan.memory.kv import CacheConfig, layer_memory
 from moeplan.sources.catalog import resolve
+from tests.catalog_specs import qwen35_vision_params
 
 MiB = 2**20
 
@@ -85,17 +86,6 @@ def test_layer_kinds(
 def test_parameters_equal_published_counts(model: str, published: int) -> None:
     """Exact: the sum of n_elements over the GGUF inventory without MTP blocks."""
     assert n_params(model) == published
-
-
-def qwen35_vision_params(depth: int, hidden: int, ffn: int, out: int) -> int:
-    """Qwen3.5 vision tower (mmproj, not in our inventory): blocks with biased qkv/proj/fc1/fc2 and two
-    LayerNorms, a 2x2 patch merger, a 2x16x16 patch embedding and 2304 position embeddings."""
-    block = (hidden * 3 * hidden + 3 * hidden) + (hidden * hidden + hidden)
-    block += (hidden * ffn + ffn) + (ffn * hidden + hidden) + 4 * hidden
-    merged = 4 * hidden
-    merger = (merged * merged + merged) + (merged * out + out) + 2 * hidden
-    patch = hidden * 3 * 2 * 16 * 16 + hidden
-    return depth * block + merger + patch + 2304 * hidden
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
-"""laguna (Laguna-XS.2, Laguna-S-2.1) and cohere2moe (North-Mini-Code-1.0): layer plans from config.json,
-the tensors the pinned converter writes and the keys its loader reads, parameter counts against published
-figures, KV bytes by llama.cpp's rules, and the configs these families refuse."""
+"""laguna (Laguna-XS.2, XS-2.1, S-2.1, M.1) and cohere2moe (North-Mini-Code-1.0): layer plans from
+config.json, the tensors the pinned converter writes and the keys its loader reads, parameter counts
+against published figures, KV bytes by llama.cpp's rules, and the configs these families refuse."""
 
 from collections import Counter
 from typing import Any
@@ -13,6 +13,8 @@ from moeplan.arch.registry import family, spec_from_config
 from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
 from moeplan.errors import BadConfig, UnsupportedArchitecture
 from moeplan.memory.kv import CacheConfig, layer_memory, pad
+from moeplan.memory.weights import predict
+from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import load_catalog
 from tests.catalog_specs import config, shapes, spec
 
@@ -33,6 +35,9 @@ PARAMS = [
     ("laguna-xs.2", 678, 33_442_617_088, 33e9, 0.015),
     # ggml-org/Laguna-S-2.1-GGUF holds 117,561,977,600 parameters: this count, exactly ("118B" rounded)
     ("laguna-s-2.1", 814, 117_561_977_600, 118e9, 0.005),
+    # XS-2.1: the XS.2 shape (recipe: "33B total"); M.1: the technical report's 225.8B total
+    ("laguna-xs-2.1", 678, 33_442_617_088, 33e9, 0.015),
+    ("laguna-m.1", 1178, 225_795_725_568, 225.8e9, 0.0001),
     ("north-mini-code-1.0", 442, 30_484_303_872, 30.5e9, 0.001),  # "30.5B" (HF)
 ]
 
@@ -50,6 +55,7 @@ def test_tensor_count_and_parameters(
 
 @pytest.mark.parametrize(("model", "swa_heads", "n_ff", "experts"), [
     ("laguna-xs.2", 64, 8192, (256, 8, 512, 1, 512)),
+    ("laguna-xs-2.1", 64, 8192, (256, 8, 512, 1, 512)),
     ("laguna-s-2.1", 72, 12288, (256, 10, 1024, 1, 1024)),
 ])  # fmt: skip
 def test_laguna_layers(model: str, swa_heads: int, n_ff: int, experts: tuple[int, ...]) -> None:
@@ -106,6 +112,34 @@ def test_laguna_without_a_window_is_all_full_attention() -> None:
     assert ".attention.sliding_window" not in kv and ".rope.dimension_count_swa" not in kv
 
 
+def test_laguna_m1_is_all_full_attention_with_per_element_gates() -> None:
+    """Laguna-M.1 (recipe, model card): 70 layers of global attention with 64 Q / 8 KV heads of 128,
+    the whole head rotated, a per-element gate; 3 dense layers, then 256 experts top-16 + 1 shared."""
+    s = spec("laguna-m.1")
+    heads = {(la.attn.kind, la.attn.n_head, la.attn.n_head_kv, la.attn.head_dim_k) for la in s.layers}
+    assert s.n_layer == 70 and heads == {(AttnKind.FULL, 64, 8, 128)}
+    assert [la.ffn.kind for la in s.layers[:4]] == [FFNKind.DENSE] * 3 + [FFNKind.MOE]
+    assert s.layers[0].ffn.n_ff == 16384
+    f = s.moe_ffn
+    assert f is not None
+    assert (f.n_expert, f.n_expert_used, f.n_ff_exp, f.n_shared, f.n_ff_shexp) == (256, 16, 1024, 1, 1024)
+    sh = shapes(s)
+    assert sh["blk.0.attn_gate.weight"] == (4096, 64 * 128)
+    assert sh["blk.3.ffn_gate_exps.weight"] == (4096, 1024, 256)
+    kv = family("laguna").gguf_metadata(inventory(s))
+    assert (kv[".rope.dimension_count"], kv[".leading_dense_block_count"]) == (128, 3)
+    assert ".attention.sliding_window" not in kv and ".rope.dimension_count_swa" not in kv
+    assert full_kv_per_token(s) == 70 * 2 * 8 * 128 * 2
+    active = predict(inventory(s), FileType.BF16).params_active
+    assert abs(active / 23.4e9 - 1) < 0.005  # the technical report's 23.4B activated
+
+
+def test_laguna_rotated_share_comes_from_the_config() -> None:
+    """rope.dimension_count = head_dim x the full layers' partial_rotary_factor (0.5 on XS/S)."""
+    for model, dims in (("laguna-xs.2", 64), ("laguna-xs-2.1", 64), ("laguna-m.1", 128)):
+        assert family("laguna").gguf_metadata(inventory(spec(model)))[".rope.dimension_count"] == dims
+
+
 def test_laguna_metadata() -> None:
     """LagunaModel.set_gguf_parameters: per-layer head counts, half the head rotated on full layers and
     all of it on sliding ones, the shared width but no shared count, and no sliding pattern."""
@@ -154,7 +188,8 @@ def test_laguna_kv() -> None:
         {"moe_routed_scaling_factor": "2.5"},
         {"gating": "per-channel"},
         {"gating": None},
-        {"rope_parameters": {"full_attention": {"partial_rotary_factor": 1.0}}},
+        {"rope_parameters": {"full_attention": {"partial_rotary_factor": 0.0}}},
+        {"rope_parameters": {"sliding_attention": {"partial_rotary_factor": 0.5}}},
     ],
 )
 def test_laguna_configs_llama_cpp_would_run_otherwise_are_refused(changes: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
 from moeplan.memory.kv import CacheConfig, layer_memory
 from moeplan.quant.ggml import GGMLType
 from moeplan.sources.catalog import load_catalog
+from tests.catalog_specs import kv_bytes_per_token, state_bytes_per_sequence
 
 KIMI_LINEAR = "kimi-linear-48b-a3b-instruct"
 KIMI_K3 = "kimi-k3"
@@ -30,16 +31,6 @@ def config(model: str) -> dict[str, Any]:
 
 def total_params(model: str) -> int:
     return sum(t.n_elements for t in inventory(spec(model), mtp=False).tensors)
-
-
-def kv_bytes_per_token(s: ModelSpec) -> int:
-    """F16 K+V bytes of one context cell over all layers (no flash-attention padding of V)."""
-    ctx = 4096
-    return sum(lm.k_bytes + lm.v_bytes for lm in layer_memory(s, CacheConfig(n_ctx=ctx))) // ctx
-
-
-def state_bytes_per_sequence(s: ModelSpec) -> int:
-    return sum(lm.state_bytes for lm in layer_memory(s, CacheConfig(n_ctx=4096, n_seq=1)))
 
 
 def kimi_expected_params(cfg: dict[str, Any], *, k3: bool) -> int:

@@ -48,6 +48,7 @@ ARCHITECTURES = {
     "kimi-linear",
     "kimi-k3",
     "lfm2moe",
+    "lfm2",
     "minimax-m3",
 }
 

@@ -19,7 +19,7 @@ from moeplan.arch.families.granitemoe import GraniteMoe
 from moeplan.arch.families.hunyuan import HunyuanMoe
 from moeplan.arch.families.kimi import KimiK3, KimiLinear
 from moeplan.arch.families.laguna import Laguna
-from moeplan.arch.families.lfm2 import Lfm2Moe
+from moeplan.arch.families.lfm2 import Lfm2, Lfm2Moe
 from moeplan.arch.families.llama import Llama
 from moeplan.arch.families.llama4 import Llama4
 from moeplan.arch.families.mimo2 import MiMo2
@@ -66,6 +66,7 @@ FAMILIES: tuple[type[Family], ...] = (
     GraniteHybrid,
     KimiLinear,
     KimiK3,
+    Lfm2,
     Lfm2Moe,
     MiniMaxM3,
     Afmoe,

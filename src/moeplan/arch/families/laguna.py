@@ -1,11 +1,13 @@
-"""poolside Laguna (XS.2, S-2.1): per-layer query-head counts (more heads on sliding-window layers),
-one full-attention layer in four, a softplus output gate on the attention (one value per head or per
-element), per-head q/k norms, leading dense layers, then sigmoid-routed experts with a selection bias
-and one shared expert.
+"""poolside Laguna (XS.2, XS-2.1, S-2.1, M.1): per-layer query-head counts (more heads on
+sliding-window layers), one full-attention layer in four where there is a window (M.1 has none: all
+full attention), a softplus output gate on the attention (one value per head or per element), per-head
+q/k norms, leading dense layers, then sigmoid-routed experts with a selection bias and one shared
+expert.
 
 From the pinned build (11434):
 - conversion/laguna.py LagunaModel writes `head_count` as a per-layer array
-  (`num_attention_heads_per_layer`), `sliding_window` and the rope dimensions of both layer kinds,
+  (`num_attention_heads_per_layer`), `sliding_window` and the rope dimensions of both layer kinds
+  (head_dim x `rope_parameters[layer type].partial_rotary_factor`, default 1.0),
   `leading_dense_block_count` (the leading "dense" entries of `mlp_layer_types`), the shared
   expert's own width, and no sliding-window pattern; the gate type comes from `gating_types`, else
   `gating` ("per-head"/"per-element", or True = per-head);
@@ -14,6 +16,8 @@ From the pinned build (11434):
   otherwise; `load_arch_tensors`: Q/O of each layer's own head count, `attn_gate` {n_embd, n_head}
   per head or {n_embd, n_head·head_dim} per element, and `exp_probs_b` on every MoE layer.
 """
+
+import dataclasses
 
 from moeplan.arch import config as c
 from moeplan.arch import layout
@@ -25,9 +29,10 @@ from moeplan.arch.tensors import Builder, Inventory, Role
 from moeplan.errors import BadConfig
 
 SWA_PERIOD = 4  # load_swa_pattern(ml, 4, /*dense_first=*/true) in src/models/laguna.cpp
-# The rotated share of the head on full and on sliding layers: rope.dimension_count(_swa) are
-# written as head_dim x partial_rotary_factor of each layer type (LagunaModel.set_gguf_parameters).
-ROPE_FULL, ROPE_SWA = 0.5, 1.0
+# The rotated share of the head on sliding layers (rope.dimension_count_swa = head_dim x its
+# partial_rotary_factor, LagunaModel.set_gguf_parameters): 1.0 in every windowed release. The full
+# layers' share differs by model (XS/S 0.5, M.1 1.0) and is the spec's rope_fraction.
+ROPE_SWA = 1.0
 
 
 def _gate_types(cfg: Config, n: int) -> list[str]:
@@ -75,9 +80,9 @@ class Laguna(Family):
                 "laguna: llama.cpp runs layers 0, 4, 8, ... with full attention; this config differs"
             )
         full_rope, swa_rope = _rope_fraction(cfg, "full_attention"), _rope_fraction(cfg, "sliding_attention")
-        if full_rope != ROPE_FULL or (window and swa_rope != ROPE_SWA):
+        if not 0 < full_rope <= 1 or (window and swa_rope != ROPE_SWA):
             raise BadConfig(
-                "laguna: rotary fractions other than 0.5 (full) and 1.0 (sliding) are not modelled"
+                "laguna: the rotary fraction must be in (0, 1] on full layers and 1.0 on sliding ones"
             )
         mlp = cfg.get("mlp_layer_types")
         if not isinstance(mlp, list) or len(mlp) != n:
@@ -112,13 +117,22 @@ class Laguna(Family):
             layers,
             flags=frozenset({f"gate_{gates.pop()}"}),
             gguf_scalars=((".expert_weights_scale", scale),),
+            rope_fraction=full_rope,
         )
 
     def spec_from_gguf(self, hp: GGUFHParams) -> ModelSpec:
-        """laguna.cpp `load_arch_hparams`: with a window, full attention on every 4th layer from 0."""
+        """laguna.cpp `load_arch_hparams`: with a window, full attention on every 4th layer from 0;
+        the full layers' rotated share is rope.dimension_count over the head."""
         if not hp.integer("attention.sliding_window", 0):
-            return generic_spec(hp)
-        return generic_spec(hp, swa=lambda h, n: swa_pattern(h, n, SWA_PERIOD, dense_first=True))
+            spec = generic_spec(hp)
+        else:
+            spec = generic_spec(hp, swa=lambda h, n: swa_pattern(h, n, SWA_PERIOD, dense_first=True))
+        head = spec.layers[0].attn.head_dim_k
+        return dataclasses.replace(spec, rope_fraction=hp.integer("rope.dimension_count", head) / head)
+
+    def rope_dims(self, spec: ModelSpec, a: Attention) -> int:
+        """rope.dimension_count = head_dim x the full layers' partial_rotary_factor."""
+        return int(a.head_dim_k * spec.rope_fraction)
 
     def attention(self, b: Builder, spec: ModelSpec, p: str, il: int, a: Attention, role: Role) -> None:
         """Q/K/V/O of the layer's own head count, per-head q/k norms and the softplus gate `attn_gate`."""
@@ -133,7 +147,6 @@ class Laguna(Family):
         spec = inv.spec
         kv[".attention.head_count"] = [la.attn.n_head for la in spec.layers]
         hd = spec.layers[0].attn.head_dim_k
-        kv[".rope.dimension_count"] = int(hd * ROPE_FULL)
         if any(la.attn.kind is AttnKind.SWA for la in spec.layers):
             kv[".rope.dimension_count_swa"] = int(hd * ROPE_SWA)
         kv.pop(".expert_shared_count", None)

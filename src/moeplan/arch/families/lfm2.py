@@ -1,6 +1,8 @@
-"""LFM2-MoE (LFM2-8B-A1B, LFM2.5-8B-A1B): gated short-convolution blocks mixed with GQA blocks that
-have per-head q/k norms, two leading dense FFNs, then routed experts with a sigmoid router and
-selection bias (conversion/lfm2.py `LFM2MoeModel`, src/models/lfm2moe.cpp).
+"""LFM2 / LFM2.5: gated short-convolution blocks mixed with GQA blocks that have per-head q/k norms.
+The dense models (LFM2.5-1.2B, -350M, -230M: `lfm2`, conversion/lfm2.py `LFM2Model`,
+src/models/lfm2.cpp) run a SwiGLU FFN on every layer; the MoE ones (LFM2-8B-A1B, LFM2.5-8B-A1B:
+`lfm2moe`, `LFM2MoeModel`, src/models/lfm2moe.cpp) two leading dense FFNs, then routed experts with a
+sigmoid router and selection bias.
 
 Facts of the pinned llama.cpp (build 11434):
 - `layer_types` says "conv" or "full_attention"; the converter writes `head_count_kv` per layer, 0 on
@@ -8,9 +10,15 @@ Facts of the pinned llama.cpp (build 11434):
 - A short-conv block is `shortconv.in_proj` {E, 3E}, the depthwise `shortconv.conv` {L_cache, E} (F32)
   and `shortconv.out_proj` {E, E}, without biases; its only state is the conv cache of
   n_embd·(L_cache−1) values (`llama_hparams::n_embd_r`; n_embd_s is 0).
-- The output norm is written as `token_embd_norm` and there is no `output` tensor (gguf-py's LFM2MOE
-  tensor list has none): the head is always the token embedding.
+- The output norm is written as `token_embd_norm`. gguf-py's LFM2MOE tensor list has no `output`: the
+  MoE head is always the token embedding; LFM2's has one, written only when the checkpoint carries an
+  untied lm_head (every released LFM2.5 dense model is tied).
+- The dense FFN width is `LFM2Model._add_feed_forward_length`'s: with `block_auto_adjust_ff_dim`,
+  int(2·ff/3), times `block_ffn_dim_multiplier`, rounded up to `block_multiple_of` (12288 -> 8192 on
+  the 1.2B, 6656 -> 4608 on the 350M).
 """
+
+import dataclasses
 
 from moeplan.arch import config as c
 from moeplan.arch.config import Config
@@ -47,28 +55,36 @@ def lfm2_layer_types(cfg: Config) -> list[str]:
     return types
 
 
-class Lfm2Moe(Family):
-    arch = "lfm2moe"
-    model_types = ("lfm2_moe",)
+def dense_ff_width(cfg: Config) -> int:
+    """`LFM2Model._add_feed_forward_length`: the FFN width the converter writes for a dense LFM2."""
+    ff = c.integer(cfg, "block_ff_dim", default=0) or c.integer(cfg, "intermediate_size")
+    if not cfg.get("block_auto_adjust_ff_dim"):
+        return ff
+    ff = int(2 * ff / 3)
+    multiplier = cfg.get("block_ffn_dim_multiplier")
+    if multiplier is not None:
+        ff = int(c.number(cfg, "block_ffn_dim_multiplier") * ff)
+    multiple = c.integer(cfg, "block_multiple_of")
+    return multiple * ((ff + multiple - 1) // multiple)
+
+
+class _Lfm2Hybrid(Family):
+    """What the dense and MoE LFM2 share: layer kinds, the short-conv block and its state, the
+    `token_embd_norm` output norm and the per-layer `head_count_kv` the converters write."""
+
     qk_norm = True  # q_layernorm / k_layernorm on every attention block
-    probs_bias = True  # feed_forward.expert_bias → exp_probs_b
+
+    def ffn_for(self, cfg: Config, il: int) -> FFN:
+        """Layer il's FFN: each subclass's own rule."""
+        raise NotImplementedError
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
         attn, conv = c.gqa(cfg), short_conv(cfg)
-        moe = FFN(
-            FFNKind.MOE,
-            n_expert=c.integer(cfg, "num_experts"),
-            n_expert_used=c.integer(cfg, "num_experts_per_tok"),
-            n_ff_exp=c.integer(cfg, "moe_intermediate_size"),
-        )
-        k_dense = c.integer(cfg, "num_dense_layers", default=0)
         layers = [
-            Layer(attn if t == "full_attention" else conv, c.dense(cfg) if il < k_dense else moe)
+            Layer(attn if t == "full_attention" else conv, self.ffn_for(cfg, il))
             for il, t in enumerate(lfm2_layer_types(cfg))
         ]
-        spec = c.base(cfg, self.arch, layers)
-        # the converter has no output tensor for this arch: the head is the token embedding
-        return ModelSpec(**{**spec.__dict__, "tied_embeddings": True})
+        return c.base(cfg, self.arch, layers)
 
     def spec_from_gguf(self, hp: GGUFHParams) -> ModelSpec:
         """`load_arch_hparams`: a layer with head_count_kv 0 is a short convolution (`is_recr`) of
@@ -94,7 +110,7 @@ class Lfm2Moe(Family):
             arch=hp.arch,
             n_embd=e,
             n_vocab=embd[1],
-            tied_embeddings=True,
+            tied_embeddings=not hp.has("output.weight"),
             layers=tuple(layers),
             context_length=hp.integer("context_length", 0),
         )
@@ -111,6 +127,8 @@ class Lfm2Moe(Family):
 
     def tail(self, b: Builder, spec: ModelSpec) -> None:
         b.add("token_embd_norm.weight", (spec.n_embd,), Role.NORM)  # LLM_TENSOR_OUTPUT_NORM_LFM2
+        if not spec.tied_embeddings:
+            b.add("output.weight", (spec.n_embd, spec.n_vocab), Role.OUTPUT)
 
     def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
         kv = super().gguf_metadata(inv)
@@ -124,3 +142,39 @@ class Lfm2Moe(Family):
             kv[".leading_dense_block_count"] = first_moe_layer(spec)
             kv[".expert_gating_func"] = 2  # sigmoid
         return kv
+
+
+class Lfm2(_Lfm2Hybrid):
+    """Dense LFM2 / LFM2.5 (src/models/lfm2.cpp): a SwiGLU FFN of `dense_ff_width` on every layer."""
+
+    arch = "lfm2"
+    model_types = ("lfm2",)
+
+    def ffn_for(self, cfg: Config, il: int) -> FFN:
+        return FFN(FFNKind.DENSE, n_ff=dense_ff_width(cfg))
+
+
+class Lfm2Moe(_Lfm2Hybrid):
+    """LFM2-MoE: `num_dense_layers` leading dense FFNs, then sigmoid-routed experts with a selection
+    bias; the converter writes no `output` tensor for this arch, so the head is the token embedding."""
+
+    arch = "lfm2moe"
+    model_types = ("lfm2_moe",)
+    probs_bias = True  # feed_forward.expert_bias → exp_probs_b
+
+    def ffn_for(self, cfg: Config, il: int) -> FFN:
+        if il < c.integer(cfg, "num_dense_layers", default=0):
+            return c.dense(cfg)
+        return FFN(
+            FFNKind.MOE,
+            n_expert=c.integer(cfg, "num_experts"),
+            n_expert_used=c.integer(cfg, "num_experts_per_tok"),
+            n_ff_exp=c.integer(cfg, "moe_intermediate_size"),
+        )
+
+    def spec_from_config(self, cfg: Config) -> ModelSpec:
+        spec = super().spec_from_config(cfg)
+        return dataclasses.replace(spec, tied_embeddings=True)
+
+    def spec_from_gguf(self, hp: GGUFHParams) -> ModelSpec:
+        return dataclasses.replace(super().spec_from_gguf(hp), tied_embeddings=True)
