@@ -4,7 +4,8 @@ and its tensor shapes."""
 from typing import Any
 
 from moeplan.arch.inventory import inventory
-from moeplan.arch.spec import ModelSpec
+from moeplan.arch.spec import AttnKind, ModelSpec
+from moeplan.memory.kv import CacheConfig, layer_memory
 from moeplan.sources.catalog import load_catalog
 
 
@@ -18,3 +19,13 @@ def config(model_id: str, **changes: Any) -> dict[str, Any]:
 
 def shapes(s: ModelSpec) -> dict[str, tuple[int, ...]]:
     return {t.name: t.shape for t in inventory(s).tensors}
+
+
+def full_kv_per_token(s: ModelSpec) -> int:
+    """F16 K+V bytes per token of context of the full-attention layers (two contexts, 256 apart)."""
+
+    def full(n_ctx: int) -> int:
+        cfg = CacheConfig(n_ctx=n_ctx)
+        return sum(lm.k_bytes + lm.v_bytes for lm in layer_memory(s, cfg) if lm.kind is AttnKind.FULL)
+
+    return (full(512) - full(256)) // 256

@@ -16,11 +16,13 @@ from moeplan.arch.families.gpt_oss import GptOss
 from moeplan.arch.families.granite_hybrid import GraniteHybrid
 from moeplan.arch.families.granitemoe import GraniteMoe
 from moeplan.arch.families.hunyuan import HunyuanMoe
+from moeplan.arch.families.hy_v3 import HyV3
 from moeplan.arch.families.kimi import KimiK3, KimiLinear
 from moeplan.arch.families.laguna import Laguna
 from moeplan.arch.families.lfm2 import Lfm2Moe
 from moeplan.arch.families.llama import Llama
 from moeplan.arch.families.llama4 import Llama4
+from moeplan.arch.families.mellum import Mellum
 from moeplan.arch.families.mimo2 import MiMo2
 from moeplan.arch.families.minimax_m2 import MiniMaxM2
 from moeplan.arch.families.minimax_m3 import MiniMaxM3
@@ -85,4 +87,6 @@ FAMILIES: tuple[type[Family], ...] = (
     Laguna,
     Cohere2Moe,
     Qwen4Exp,
+    HyV3,
+    Mellum,
 )
