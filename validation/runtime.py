@@ -273,7 +273,7 @@ def predicted_caches(spec: ModelSpec, cfg: CacheConfig) -> dict[str, dict[str, A
             continue
         if lm.kind is AttnKind.LINEAR:
             kind = "recurrent"
-        elif a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window:
+        elif a.sliding:
             kind = "swa"
         else:
             kind = "full"

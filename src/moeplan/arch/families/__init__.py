@@ -6,6 +6,7 @@ from moeplan.arch.families.cohere2moe import Cohere2Moe
 from moeplan.arch.families.deepseek2 import DeepSeek2
 from moeplan.arch.families.deepseek4 import DeepSeek4
 from moeplan.arch.families.dots1 import Dots1
+from moeplan.arch.families.dots3note import Dots3Note
 from moeplan.arch.families.dsa import DeepSeek32, GlmDsa
 from moeplan.arch.families.ernie45 import Ernie45Moe
 from moeplan.arch.families.exaone_moe import ExaoneMoe
@@ -89,4 +90,5 @@ FAMILIES: tuple[type[Family], ...] = (
     Qwen4Exp,
     HyV3,
     Mellum,
+    Dots3Note,
 )
