@@ -115,6 +115,11 @@ def test_hy3_metadata() -> None:
     assert no_norm[".expert_weights_norm"] is False
 
 
+def test_hy3_without_the_expert_bias_has_no_selection_bias() -> None:
+    sh = shapes(spec_from_config(config("hy3", moe_router_enable_expert_bias=False)))
+    assert "blk.1.exp_probs_b" not in sh and "blk.1.ffn_gate_inp.weight" in sh
+
+
 def test_hy3_kv() -> None:
     """80 full-attention layers of 8 KV heads x 128, F16: 320 KiB per token."""
     assert full_kv_per_token(spec("hy3")) == 80 * 2 * 8 * 128 * 2

@@ -86,7 +86,14 @@ class HyV3(Family):
             self.arch,
             layers,
             mtp_layers=c.mtp(cfg, layers[-1]),
-            flags=frozenset({"route_norm"} if cfg.get("route_norm", True) else ()),
+            flags=frozenset(
+                flag
+                for flag, key in (
+                    ("route_norm", "route_norm"),
+                    ("expert_bias", "moe_router_enable_expert_bias"),
+                )
+                if cfg.get(key, True)
+            ),
             gguf_scalars=((".expert_weights_scale", scale),),
         )
 
@@ -103,7 +110,8 @@ class HyV3(Family):
             return
         router = layout.mtp_or(Role.ROUTER, mtp)
         layout.router(b, p, il, f, e, router)
-        b.add(f"{p}.exp_probs_b", (f.n_expert,), router, il)
+        if spec.has("expert_bias"):  # `mlp.expert_bias`, present with moe_router_enable_expert_bias
+            b.add(f"{p}.exp_probs_b", (f.n_expert,), router, il)
         layout.expert_stacks(b, p, il, f, e, layout.mtp_or(Role.EXPERT, mtp))
         if f.n_ff_shexp:
             layout.shared_expert(b, p, il, f, e, layout.mtp_or(Role.SHARED_EXPERT, mtp))
