@@ -4,7 +4,7 @@ its tensor shapes, and its cache bytes by llama.cpp's rules."""
 from typing import Any
 
 from moeplan.arch.inventory import inventory
-from moeplan.arch.spec import ModelSpec
+from moeplan.arch.spec import AttnKind, ModelSpec
 from moeplan.memory.kv import CacheConfig, layer_memory
 from moeplan.sources.catalog import load_catalog
 
@@ -41,3 +41,13 @@ def kv_bytes_per_token(s: ModelSpec) -> int:
 def state_bytes_per_sequence(s: ModelSpec) -> int:
     """Recurrent (conv + SSM) state bytes one sequence keeps over all layers."""
     return sum(lm.state_bytes for lm in layer_memory(s, CacheConfig(n_ctx=4096, n_seq=1)))
+
+
+def full_kv_per_token(s: ModelSpec) -> int:
+    """F16 K+V bytes per token of context of the full-attention layers (two contexts, 256 apart)."""
+
+    def full(n_ctx: int) -> int:
+        cfg = CacheConfig(n_ctx=n_ctx)
+        return sum(lm.k_bytes + lm.v_bytes for lm in layer_memory(s, cfg) if lm.kind is AttnKind.FULL)
+
+    return (full(512) - full(256)) // 256

@@ -10,24 +10,13 @@ from validation.materialize import shrink
 
 from moeplan.arch.inventory import inventory
 from moeplan.arch.registry import family, spec_from_config
-from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
+from moeplan.arch.spec import AttnKind, FFNKind
 from moeplan.errors import BadConfig, UnsupportedArchitecture
 from moeplan.memory.kv import CacheConfig, layer_memory, pad
 from moeplan.memory.weights import predict
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import load_catalog
-from tests.catalog_specs import config, shapes, spec
-
-
-def full_kv_per_token(s: ModelSpec) -> int:
-    """F16 K+V bytes per token of context of the full-attention layers (two contexts, 256 apart)."""
-
-    def full(n_ctx: int) -> int:
-        cfg = CacheConfig(n_ctx=n_ctx)
-        return sum(lm.k_bytes + lm.v_bytes for lm in layer_memory(s, cfg) if lm.kind is AttnKind.FULL)
-
-    return (full(512) - full(256)) // 256
-
+from tests.catalog_specs import config, full_kv_per_token, shapes, spec
 
 # (model, tensors, parameters of the GGUF, published total, tolerance of the published figure)
 PARAMS = [

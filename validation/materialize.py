@@ -183,6 +183,26 @@ def _common_head_dim(small: tuple[Layer, ...], real: tuple[Layer, ...]) -> tuple
     )
 
 
+def _distinct_mla(small: tuple[Layer, ...], real: tuple[Layer, ...]) -> tuple[Layer, ...]:
+    """Where the real model's MLA layers come in two geometries (dots3note: full DSA layers and
+    sliding ones), llama.cpp reads each from its own keys (`kv_lora_rank` / `_swa`, `key_length_mla`
+    / `_swa`, per-layer `head_count`): the shrunk layers keep them apart, the wider real latent, nope,
+    value and head count each getting twice the shrunk width, so a swapped key cannot load."""
+    mla = [i for i, la in enumerate(real) if la.attn.kind is AttnKind.MLA]
+    fields = ("kv_lora_rank", "qk_nope_head_dim", "mla_v_head_dim", "n_head")
+    if len({tuple(getattr(real[i].attn, f) for f in fields) for i in mla}) < 2:
+        return small
+    narrowest = {f: min(getattr(real[i].attn, f) for i in mla) for f in fields}
+    out = list(small)
+    for i in mla:
+        r, s = real[i].attn, small[i].attn
+        w = {f: getattr(s, f) * (2 if getattr(r, f) > narrowest[f] else 1) for f in fields}
+        kv = w["kv_lora_rank"]
+        a = dataclasses.replace(s, **w, head_dim_k=kv + s.qk_rope_head_dim, head_dim_v=kv)
+        out[i] = Layer(a, small[i].ffn)
+    return tuple(out)
+
+
 def _whole_heads(n_embd: int, small: tuple[Layer, ...]) -> int:
     """Where the query rows are n_embd wide, n_embd must split into whole heads: the smallest multiple
     of the shrunk width that every layer's query head count divides (OLMo-2-32B: 5 query heads per KV
@@ -235,9 +255,8 @@ def shrink(spec: ModelSpec, width: int = WIDTH, ffn_width: int | None = None) ->
     n_embd = _width(spec.n_embd, width)
     if spec.ngram_embedding is not None:  # each n-gram head keeps whole 32-blocks per row (qwen4exp)
         n_embd = max(n_embd, 32 * spec.ngram_embedding.n_heads)
-    blocks = _common_head_dim(
-        tuple(_shrink_layer(la, ffn) for la in spec.layers + spec.mtp_layers), spec.layers + spec.mtp_layers
-    )
+    real = spec.layers + spec.mtp_layers
+    blocks = _distinct_mla(_common_head_dim(tuple(_shrink_layer(la, ffn) for la in real), real), real)
     layers, mtp = blocks[: spec.n_layer], blocks[spec.n_layer :]
     n_head = next((la.attn.n_head for la in layers if la.attn.kind is not AttnKind.LINEAR), 0)
     ratio = family(spec.arch).ssm_inner_per_embd

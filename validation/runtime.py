@@ -120,6 +120,8 @@ ARCH_MODELS = {
     "laguna": "laguna-xs.2",  # per-layer query heads, dense-first fixed SWA pattern, per-head gates
     "cohere2moe": "north-mini-code-1.0",  # parallel attention + FFN block, SWA from the pattern array
     "qwen4exp": "qwen3.8-flash-next",  # GDN + QSA (pooled indexer cache), hyper-connections, PLE conv state
+    "hy_v3": "hy3",  # dense-first, unsuffixed selection bias, MTP block partly loaded without a draft
+    "mellum": "mellum2-12b-a2.5b",  # Qwen3-MoE block, 3:1 SWA pattern array
 }
 GEMMA = "gemma-3-270m-real"
 LEAN_EXPERTS = 8
@@ -276,7 +278,7 @@ def predicted_caches(spec: ModelSpec, cfg: CacheConfig, n_mtp: int = 0) -> dict[
             continue
         if lm.kind is AttnKind.LINEAR:
             kind = "recurrent"
-        elif a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window:
+        elif a.sliding:
             kind = "swa"
         else:
             kind = "full"

@@ -4,6 +4,9 @@ Names and shapes are ggml order (ne0 = input features first). A family module ca
 own options; nothing here tests an architecture name.
 """
 
+import dataclasses
+from collections.abc import Set
+
 from moeplan.arch.spec import FFN, Attention, FFNKind
 from moeplan.arch.tensors import Builder, Role
 from moeplan.quant.ggml import GGMLType
@@ -179,3 +182,12 @@ def nextn(b: Builder, p: str, il: int, e: int, n_vocab: int, *, own_head: bool =
     if own_head:
         b.add(f"{p}.nextn.embed_tokens.weight", (e, n_vocab), Role.MTP, il)
         b.add(f"{p}.nextn.shared_head_head.weight", (e, n_vocab), Role.MTP, il)
+
+
+def keep_loaded_without_mtp(b: Builder, start: int, skippable: Set[str]) -> None:
+    """Mark the MTP-block tensors added since `start` that the loader creates without TENSOR_SKIP
+    (only TENSOR_NOT_REQUIRED): llama.cpp loads them even when no MTP draft runs. `skippable`: the
+    names after `blk.N.` it creates with the skipping flags."""
+    for i in range(start, len(b.out)):
+        if b.out[i].name.split(".", 2)[2] not in skippable:
+            b.out[i] = dataclasses.replace(b.out[i], loaded_without_mtp=True)

@@ -67,6 +67,13 @@ class Attention:
     # (`llama_memory_hybrid_idx`, indexer_kpool_row 2); 0 = no pooling
     indexer_kpool: int = 0
 
+    @property
+    def sliding(self) -> bool:
+        """Whether the layer attends over a bounded window of past tokens and so keeps a window-sized
+        cache: sliding-window and chunked layers, and MLA layers with a window (dots3note's SWA-MLA,
+        cached in `llama_kv_cache_dsa_iswa`'s SWA half)."""
+        return bool(self.window) and self.kind in (AttnKind.SWA, AttnKind.CHUNKED, AttnKind.MLA)
+
 
 @dataclass(frozen=True)
 class FFN:

@@ -432,7 +432,7 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
             a, lm.cells, ub, n_stream, cfg.n_seq, cfg.flash_attn, cfg.unified
         )
         held.append(graph_wide)
-        swa.append(a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and bool(a.window))
+        swa.append(a.sliding)
         graph = (
             None
             if a.kind in (AttnKind.LINEAR, AttnKind.NONE)

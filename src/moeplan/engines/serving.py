@@ -114,7 +114,7 @@ def process_overhead(sh: Sharding) -> int:
 def window_tokens(a: Attention, ctx: int, extra: int) -> int:
     """Tokens a sliding-window / chunked layer must hold for one sequence when the engine frees the
     tokens that fell out of the window: the window plus one more page or prefill chunk."""
-    if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window:
+    if a.sliding:
         return min(ctx, a.window + extra)
     return ctx
 

@@ -26,7 +26,7 @@ Rules, each with where it comes from:
   --node-rank R --dist-init-addr HEAD:PORT`.
 """
 
-from moeplan.arch.spec import Attention, AttnKind, ModelSpec
+from moeplan.arch.spec import Attention, ModelSpec
 from moeplan.engines.serving import (
     Command,
     Engine,
@@ -136,9 +136,7 @@ class SGLang(Engine):
         # SWA pool = ratio × full pool tokens: a sequence needs max(ctx, window/ratio) full-pool tokens
         # and, with them, ratio × as many SWA-pool tokens of every SWA layer.
         swa_layer_ctx = next(
-            window_tokens(spec.layers[i].attn, ctx, 0)
-            for i in layers
-            if spec.layers[i].attn.kind in (AttnKind.SWA, AttnKind.CHUNKED)
+            window_tokens(spec.layers[i].attn, ctx, 0) for i in layers if spec.layers[i].attn.sliding
         )
         swa_per_token = m.window_bytes / swa_layer_ctx
         full_per_token = m.full_bytes / ctx if ctx else 0.0

@@ -240,7 +240,7 @@ def seq_memory(
             state += conv * conv_bytes + ssm * ssm_bytes
             continue
         b = kv_values_per_token(a, sh) * kv_bytes * tokens(a, ctx)
-        if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window:
+        if a.sliding:
             window += b
         else:
             full += b

@@ -47,7 +47,7 @@ _PLE_HEADER = 8  # the PLE row's size (uint64)
 
 
 def _swa(spec: ModelSpec) -> bool:
-    return any(la.attn.kind in (AttnKind.SWA, AttnKind.CHUNKED) and la.attn.window for la in spec.layers)
+    return any(la.attn.sliding for la in spec.layers)
 
 
 def _recurrent(spec: ModelSpec) -> bool:
@@ -64,11 +64,7 @@ def makes_checkpoints(spec: ModelSpec, cfg: CacheConfig) -> bool:
 def _swa_bytes(spec: ModelSpec, cfg: CacheConfig) -> int:
     ctx = context(spec, cfg)
     size = 4 + 4 * ctx.n_stream  # n_stream, then each stream's cell count
-    layers = [
-        la.attn
-        for la in spec.layers
-        if la.attn.kind in (AttnKind.SWA, AttnKind.CHUNKED) and la.attn.window and la.attn.kv_reuse < 0
-    ]
+    layers = [la.attn for la in spec.layers if la.attn.sliding and la.attn.kv_reuse < 0]
     cells = min(max(a.window for a in layers), ctx.n_ctx_seq)
     size += cells * KV_CELL_META + _KV_DATA_HEADER
     for a in layers:

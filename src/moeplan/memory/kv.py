@@ -196,7 +196,7 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
             out.append(LayerMemory(il, a.kind, 0, 0, 0, state))
             continue
         cells = ctx.n_ctx_seq
-        if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window and not cfg.swa_full:
+        if a.sliding and not cfg.swa_full:
             window_cells = a.window * (cfg.n_seq if cfg.unified else 1) + ctx.n_ubatch
             cells = pad(min(ctx.n_ctx_seq, window_cells), cfg.kv_pad)
         if a.shared_kv:

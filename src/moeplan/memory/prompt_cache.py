@@ -35,7 +35,7 @@ def _kv_caches(spec: ModelSpec) -> int:
     """KV caches a sequence's state writes its cells to: `llama_kv_cache_iswa` has a full and a
     sliding-window one, other attention models one, recurrent-only models none."""
     attn = [la.attn for la in spec.layers if la.attn.kind not in (AttnKind.LINEAR, AttnKind.NONE)]
-    sliding = [a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and bool(a.window) for a in attn]
+    sliding = [a.sliding for a in attn]
     return int(any(sliding)) + int(not all(sliding))
 
 

@@ -149,7 +149,7 @@ def _attention_costs(spec: ModelSpec, cache: CacheConfig) -> _AttentionCosts:
             kv_bytes.append(0)
             flops.append(0)
             continue
-        window.append(a.window if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and not cache.swa_full else 0)
+        window.append(a.window if a.sliding and not cache.swa_full else 0)
         if a.kind is AttnKind.MLA:
             flops.append(2 * a.n_head * (2 * a.kv_lora_rank + a.qk_rope_head_dim))  # absorbed MLA
         else:

@@ -96,7 +96,7 @@ def decode_step(
         a = la.attn
         if a.kind is AttnKind.LINEAR:
             continue
-        ctx = min(avg_ctx, a.window) if a.kind in (AttnKind.SWA, AttnKind.CHUNKED) and a.window else avg_ctx
+        ctx = min(avg_ctx, a.window) if a.sliding else avg_ctx
         kv_read += batch * kv_values_per_token(a, sh) * kv_bytes * ctx
         head = a.kv_lora_rank + a.qk_rope_head_dim if a.kind is AttnKind.MLA else a.head_dim_k
         attn_flops += 4 * batch * ctx * (a.n_head / sh.attn_tp) * head

@@ -7,6 +7,7 @@ from moeplan.arch.families.cohere2moe import Cohere2Moe
 from moeplan.arch.families.deepseek2 import DeepSeek2
 from moeplan.arch.families.deepseek4 import DeepSeek4
 from moeplan.arch.families.dots1 import Dots1
+from moeplan.arch.families.dots3note import Dots3Note
 from moeplan.arch.families.dsa import DeepSeek32, GlmDsa
 from moeplan.arch.families.ernie45 import Ernie45Moe
 from moeplan.arch.families.exaone_moe import ExaoneMoe
@@ -17,11 +18,13 @@ from moeplan.arch.families.gpt_oss import GptOss
 from moeplan.arch.families.granite_hybrid import GraniteHybrid
 from moeplan.arch.families.granitemoe import GraniteMoe
 from moeplan.arch.families.hunyuan import HunyuanMoe
+from moeplan.arch.families.hy_v3 import HyV3
 from moeplan.arch.families.kimi import KimiK3, KimiLinear
 from moeplan.arch.families.laguna import Laguna
 from moeplan.arch.families.lfm2 import Lfm2, Lfm2Moe
 from moeplan.arch.families.llama import Llama
 from moeplan.arch.families.llama4 import Llama4
+from moeplan.arch.families.mellum import Mellum
 from moeplan.arch.families.mimo2 import MiMo2
 from moeplan.arch.families.minimax_m2 import MiniMaxM2
 from moeplan.arch.families.minimax_m3 import MiniMaxM3
@@ -88,4 +91,7 @@ FAMILIES: tuple[type[Family], ...] = (
     Laguna,
     Cohere2Moe,
     Qwen4Exp,
+    HyV3,
+    Mellum,
+    Dots3Note,
 )

@@ -14,8 +14,6 @@ From `conversion/step3.py` Step35Model of the pinned build:
 The loader (`src/models/step35.cpp`) takes each layer's FFN kind from the tensors present.
 """
 
-import dataclasses
-
 from moeplan.arch import config as c
 from moeplan.arch import layout
 from moeplan.arch.config import Config
@@ -126,9 +124,7 @@ class Step35(Family):
         if not mtp:
             return
         b.add(f"blk.{il}.nextn.shared_head_head.weight", (spec.n_embd, spec.n_vocab), Role.MTP, il)
-        for i in range(start, len(b.out)):
-            if b.out[i].name.split(".", 2)[2] not in _MTP_SKIPPABLE:
-                b.out[i] = dataclasses.replace(b.out[i], loaded_without_mtp=True)
+        layout.keep_loaded_without_mtp(b, start, _MTP_SKIPPABLE)
 
     def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
         """Step35Model.set_gguf_parameters: per-layer head counts and SWA pattern over block_count,
