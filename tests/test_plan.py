@@ -139,3 +139,29 @@ def test_mxfp4_models_keep_their_released_expert_precision() -> None:
     # the notice follows the plan's weights: llama-quantize's Q4_K_M requantizes the experts
     q4 = api.plan_on_rig("gpt-oss-20b", rig([RTX4090], 64), quant="Q4_K_M")
     assert q4.quant == "Q4_K_M" and "MXFP4_NEEDS_BLACKWELL" not in {n.id for n in q4.notices}
+
+
+@pytest.mark.parametrize(
+    ("model", "ngl", "reader"),
+    [
+        ("lfm2.5-8b-a1b", "-ngl 99", "CUDA0"),  # the output norm is written `token_embd_norm`
+        ("lfm2.5-8b-a1b", "-ngl 0", "CPU"),
+        ("llama-3.2-1b", "-ngl 99", "CUDA0"),
+        ("llama-3.2-1b", "-ngl 1", "CUDA0"),  # the output layer is the first one -ngl offloads
+    ],
+)
+def test_the_tied_output_matmul_is_read_where_the_output_layer_is(model: str, ngl: str, reader: str) -> None:
+    """The tied copy of token_embd is read by the output layer's device; token_embd itself stays on
+    the CPU and is only gathered a row per token, so an all-GPU plan reads no weights on the host."""
+    from moeplan.perf.traffic import token_work
+
+    spec = resolve(model).spec()
+    inv = inventory(spec, mtp=False)
+    cache = CacheConfig(n_ctx=4096)
+    mem = plan_memory(inv, predict(inv, FileType.Q8_0), cache, parse_placement(ngl), ("CUDA0",))
+    assert spec.tied_embeddings and mem.output_device == reader
+    work = token_work(spec, mem, cache)
+    embd = float(mem.table.nbytes[mem.table.row("token_embd.weight")])
+    assert work.devices[reader].dense_bytes >= embd
+    if ngl == "-ngl 99":
+        assert "CPU" not in work.devices or work.devices["CPU"].dense_bytes == 0

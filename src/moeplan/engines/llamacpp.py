@@ -673,6 +673,10 @@ class MemoryPlan:
     repack: bool
     table: TensorTable
     assignment: NDArray[np.int64]  # per tensor row: index into `devices`; len(devices) = not loaded
+    # The output layer's device, which runs the output matmul (its tied copy of token_embd included):
+    # found by layer index, since not every architecture names its output norm `output_norm` (LFM2
+    # writes `token_embd_norm`, qwen4exp has none).
+    output_device: str
 
     def device(self, name: str) -> DeviceMemory:
         return next(d for d in self.devices if d.device == name)
@@ -814,7 +818,7 @@ def plan_memory(
     mem[CPU].output_bytes = 4 * spec.n_vocab * cfg.n_seq  # logits of one output per sequence, host memory
     mem[CPU].checkpoint_bytes = checkpoints_host_bytes(spec, cfg, fe.n_ctx_checkpoints)
     mem[CPU].prompt_cache_bytes = prompt_cache_bytes(spec, cfg, fe.cache_ram_mib, inv.mtp_kept)
-    return MemoryPlan(tuple(mem.values()), ctx.n_ctx, ctx.n_ubatch, repack, table, assign)
+    return MemoryPlan(tuple(mem.values()), ctx.n_ctx, ctx.n_ubatch, repack, table, assign, output_dev)
 
 
 # Backends whose registry still offers `ggml_backend_split_buffer_type` in the pinned build (grep of

@@ -154,8 +154,8 @@ def mtp_token_seconds(sm: SpeculativeMemory, spec: ModelSpec, perf: Speed, draft
         raise MoeplanError("the plan loads no MTP layers to draft with")
     if not any("shared_head_head" in table.names[r] for r in rows):
         head = table.row("output.weight", "token_embd.weight")
-        dev = names[mem.assignment[table.row("output_norm.weight")]]
-        by_dev[dev] = by_dev.get(dev, 0.0) + float(table.nbytes[head])
+        head_dev = host_device(mem.output_device)
+        by_dev[head_dev] = by_dev.get(head_dev, 0.0) + float(table.nbytes[head])
     offloaded = any(d.kv_bytes for d in sm.draft if d.device != CPU)
     kv_dev = names[mem.assignment[rows[0]]] if offloaded else CPU
     for layer in spec.mtp_layers:

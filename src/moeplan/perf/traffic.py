@@ -281,11 +281,9 @@ def _token_work(spec: ModelSpec, mem: MemoryPlan, cache: CacheConfig) -> TokenWo
             devices[name] = DeviceWork(name)
         return devices[name]
 
-    output_row = table.row("output_norm.weight")
-    output_dev = int(dev_of[output_row]) if output_row >= 0 and dev_of[output_row] < n else 0
     if spec.tied_embeddings:  # the output matmul reads the tied copy of token_embd
         embd = table.row("token_embd.weight")
-        work = dev(output_dev)
+        work = dev(merged.index(host_device(mem.output_device)))
         work.dense_bytes += float(table.nbytes[embd])
         work.dense_flops += 2 * float(table.elements[embd])
         work.output_flops += 2 * float(table.elements[embd])
