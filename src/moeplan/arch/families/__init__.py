@@ -3,6 +3,7 @@
 from moeplan.arch.families.afmoe import Afmoe
 from moeplan.arch.families.bailingmoe2 import BailingMoe2
 from moeplan.arch.families.cohere2moe import Cohere2Moe
+from moeplan.arch.families.deci import Deci
 from moeplan.arch.families.deepseek2 import DeepSeek2
 from moeplan.arch.families.deepseek4 import DeepSeek4
 from moeplan.arch.families.dots1 import Dots1
@@ -85,4 +86,5 @@ FAMILIES: tuple[type[Family], ...] = (
     Laguna,
     Cohere2Moe,
     Qwen4Exp,
+    Deci,
 )
