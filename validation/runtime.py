@@ -119,6 +119,8 @@ ARCH_MODELS = {
     "laguna": "laguna-xs.2",  # per-layer query heads, dense-first fixed SWA pattern, per-head gates
     "cohere2moe": "north-mini-code-1.0",  # parallel attention + FFN block, SWA from the pattern array
     "qwen4exp": "qwen3.8-flash-next",  # GDN + QSA (pooled indexer cache), hyper-connections, PLE conv state
+    "nemotron_h": "nemotron-nano-9b-v2",  # dense hybrid: Mamba-2, relu2 MLP and attention blocks
+    "deci": "llama-3.3-nemotron-super-49b-v1",  # per-layer KV heads and FFN widths, blocks without attention
 }
 GEMMA = "gemma-3-270m-real"
 LEAN_EXPERTS = 8

@@ -28,7 +28,7 @@ from moeplan.arch.families.minimax_m3 import MiniMaxM3
 from moeplan.arch.families.mistral3 import Mistral3
 from moeplan.arch.families.mistral4 import Mistral4
 from moeplan.arch.families.muse_glimmer import MuseGlimmer
-from moeplan.arch.families.nemotron_h import NemotronHMoe
+from moeplan.arch.families.nemotron_h import NemotronH, NemotronHMoe
 from moeplan.arch.families.olmo2 import Olmo2
 from moeplan.arch.families.olmoe import Olmoe
 from moeplan.arch.families.phi3 import Phi3
@@ -62,6 +62,7 @@ FAMILIES: tuple[type[Family], ...] = (
     MiMo2,
     MiniMaxM2,
     Step35,
+    NemotronH,
     NemotronHMoe,
     GraniteHybrid,
     KimiLinear,
