@@ -15,6 +15,8 @@ from moeplan.arch.families.deci import ffn_width
 from moeplan.arch.inventory import inventory
 from moeplan.arch.registry import family, spec_from_config
 from moeplan.arch.spec import AttnKind, FFNKind, ModelSpec
+from moeplan.engines import vllm
+from moeplan.engines.sharding import Layout, kv_values_per_token
 from moeplan.errors import BadConfig, UnsupportedArchitecture
 from moeplan.memory.kv import CacheConfig, layer_memory
 from moeplan.memory.weights import quant_model
@@ -129,6 +131,15 @@ def test_kv_only_on_attention_blocks_and_v_for_all_without_flash_attention() -> 
     no_fa = layer_memory(s, CacheConfig(n_ctx=8192, flash_attn=False))
     assert sum(m.k_bytes for m in no_fa) == 8192 * 49 * 8 * 128 * 2
     assert sum(m.v_bytes for m in no_fa) == 8192 * 80 * 8 * 128 * 2
+
+
+def test_vllm_caches_only_the_attention_blocks() -> None:
+    """vLLM builds no attention (so no cache) on a no-op block (model_executor/models/nemotron_nas.py
+    DeciLMDecoderLayer: self_attn only when not attention.no_op): at TP2 each of the 49 attention blocks
+    caches 4 KV heads of K and V (128 each) per rank, the other 31 nothing."""
+    sh = vllm.ENGINE.sharding(Layout(2))
+    per_layer = [kv_values_per_token(la.attn, sh) for la in spec(SUPER).layers]
+    assert sum(per_layer) == 49 * 4 * 256 and per_layer.count(0) == 31
 
 
 def test_quantizer_sees_a_70b() -> None:
