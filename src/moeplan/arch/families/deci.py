@@ -19,7 +19,7 @@ from moeplan.arch.family import Family, GGUFValue
 from moeplan.arch.from_gguf import GGUFHParams, spec_of_blocks
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
-from moeplan.errors import BadConfig, UnsupportedArchitecture
+from moeplan.errors import BadConfig, BadGGUF, UnsupportedArchitecture
 
 NO_FFN = FFN(FFNKind.NONE)
 
@@ -32,11 +32,11 @@ def ffn_width(ffn_mult: float, n_embd: int) -> int:
 
 def _block(cfg: Config, il: int, block: Any, n_head: int, hd: int) -> Layer:
     """One `block_configs` entry as the converter reads it (`DeciModel.__init__`)."""
-    attn, ffn = (block.get(k) if isinstance(block, dict) else None for k in ("attention", "ffn"))
-    if not isinstance(attn, dict) or not isinstance(ffn, dict):
+    if not isinstance(block, dict) or not all(isinstance(block.get(k), dict) for k in ("attention", "ffn")):
         raise BadConfig(f"block_configs[{il}] needs an 'attention' and an 'ffn' object")
+    attn, ffn = block["attention"], block["ffn"]
     if attn.get("window_length") or attn.get("sparsify") or ffn.get("sparsify"):
-        raise UnsupportedArchitecture(f"block_configs[{il}]: windowed or sparsified blocks are not converted")
+        raise UnsupportedArchitecture(f"block_configs[{il}]: llama.cpp ignores window_length and sparsify")
     if ffn.get("replace_with_linear"):
         raise UnsupportedArchitecture(f"block_configs[{il}]: llama.cpp's deci has no linear FFN replacement")
     group = attn.get("n_heads_in_group")
@@ -84,6 +84,8 @@ class Deci(Family):
         n_head = hp.per_layer("attention.head_count", n, [0] * n)
         n_head_kv = hp.per_layer("attention.head_count_kv", n, n_head)
         n_ff = hp.per_layer("feed_forward_length", n, [0] * n)
+        if not n_head[0]:
+            raise BadGGUF(f"{hp.name}: deci needs attention heads on blk.0 (head_count[0] is 0)")
         hd = hp.integer("attention.key_length", e // n_head[0])
         layers = [
             Layer(
