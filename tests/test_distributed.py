@@ -53,6 +53,15 @@ def test_kimi_k25_int4_fits_8x_h200() -> None:
         assert "--trust-remote-code" in p.commands[-1].text
 
 
+@pytest.mark.parametrize(
+    "model", ["nemotron-nano-9b-v2", "nemotron-3-nano-30b-a3b", "llama-3.3-nemotron-super-49b-v1"]
+)
+def test_nemotron_repositories_load_their_own_code(model: str) -> None:
+    # vllm-project/recipes models/nvidia/*Nemotron*.yaml base_args; the NAS config's auto_map (DeciLMConfig)
+    p = plan_distributed(model, parse_rig("2x H100-SXM"), "vllm")
+    assert p.fits and "--trust-remote-code" in p.commands[-1].text
+
+
 # ---- sharding rules --------------------------------------------------------------------------
 
 

@@ -210,8 +210,8 @@ def test_mamba2_compute_peak_counts_the_scan_states() -> None:
 def test_configs_the_families_refuse() -> None:
     nano = dict(load_catalog()[NANO].config)
     dense = {k: v for k, v in nano.items() if k != "num_experts_per_tok"}
-    with pytest.raises(UnsupportedArchitecture):
-        spec_from_config(dense)  # the dense Nemotron-H is another llama.cpp architecture
+    with pytest.raises(BadConfig):
+        spec_from_config(dense)  # without the MoE fields its E blocks mean nothing (nemotron_h marks '-')
     with pytest.raises(BadConfig):
         spec_from_config({**nano, "hybrid_override_pattern": "M-M*" + "E" * 48})
     with pytest.raises(BadConfig):

@@ -13,7 +13,8 @@ What shrinks (`shrink`):
 - widths (n_embd, dense and expert FFN widths) become 256 plus the real width's remainder modulo
   256, so a width that is a multiple of 256 becomes 256 and one that is not (gpt-oss 2880,
   gemma-3-270m 640) keeps that property — llama-quantize's row-size fallbacks depend on it;
-- heads: one KV head (two for MHA) with the real GQA ratio, head size 64/128/256 so that
+- heads: one KV head (two for MHA) with the real GQA ratio (none where the real layer has none:
+  two query heads for deci's linear stand-in, else none), head size 64/128/256 so that
   n_head * head_dim is a multiple of 256 (unequal K and V head sizes stay as they are; layers with
   one real head size but different head counts keep one size, the largest they need);
   MLA: 4 heads, ranks 256, nope 64, rope 32, v 64, and a DSA indexer at most 4 heads of its real key width;
@@ -115,7 +116,10 @@ def _shrink_attn(a: Attention) -> Attention:
             linear_k_head_dim=128,
             linear_v_head_dim=128,
         )
-    gqa = max(1, a.n_head // max(1, a.n_head_kv))
+    if not a.n_head_kv:  # no KV heads (deci's blocks without attention, or its linear stand-in): none
+        n_head = 2 if a.n_head else 0
+        return dataclasses.replace(a, n_head=n_head, head_dim_k=_head_dim(2), head_dim_v=_head_dim(2))
+    gqa = max(1, a.n_head // a.n_head_kv)
     n_head_kv = 1 if gqa > 1 else 2
     n_head = gqa * n_head_kv
     if a.head_dim_v != a.head_dim_k:  # unequal K and V head sizes (MiMo-V2 192/128) stay real

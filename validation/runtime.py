@@ -122,6 +122,8 @@ ARCH_MODELS = {
     "qwen4exp": "qwen3.8-flash-next",  # GDN + QSA (pooled indexer cache), hyper-connections, PLE conv state
     "hy_v3": "hy3",  # dense-first, unsuffixed selection bias, MTP block partly loaded without a draft
     "mellum": "mellum2-12b-a2.5b",  # Qwen3-MoE block, 3:1 SWA pattern array
+    "nemotron_h": "nemotron-nano-9b-v2",  # dense hybrid: Mamba-2, relu2 MLP and attention blocks
+    "deci": "llama-3.3-nemotron-super-49b-v1",  # per-layer KV heads and FFN widths, blocks without attention
 }
 GEMMA = "gemma-3-270m-real"
 LEAN_EXPERTS = 8

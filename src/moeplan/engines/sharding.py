@@ -188,7 +188,7 @@ def stage_weights(spec: ModelSpec, sh: Sharding, fmt: WeightFormat) -> list[Stag
 
 def kv_values_per_token(a: Attention, sh: Sharding) -> int:
     """Cached values per token of one attention layer on one rank (0 for linear attention)."""
-    if a.kind is AttnKind.LINEAR:
+    if a.kind is AttnKind.LINEAR or not a.n_head_kv:  # recurrent, or a block without attention (deci)
         return 0
     if a.kind is AttnKind.MLA:
         return a.kv_lora_rank + a.qk_rope_head_dim  # one latent, replicated on every TP rank

@@ -28,7 +28,9 @@ Rules from the pinned llama.cpp (build 11434):
 - kept MTP (NextN) blocks: no cache in the trunk context (its KV filter stops at n_layer), except
   where the architecture's hybrid memory has no filter (bailingmoe3): their attention layers are
   cached beside the decoder's (`mtp_trunk_memory`).
-- V transposed (no flash attention) uses the largest V width of any layer for every layer.
+- V transposed (no flash attention) uses the largest V width of any layer for every layer, also
+  for a layer with no KV heads (deci's blocks without attention: `llama_kv_cache` ctor, the
+  [TAG_V_CACHE_VARIABLE] width `n_embd_v_gqa_max()`; with flash attention their rows are 0 wide).
 - DeepSeek-V4 (`Attention.shared_kv`, `llama_kv_cache_dsv4`): every cache is per sequence even with
   -kvu (it passes unified = false: n_seq streams of n_ctx_seq cells); K only (V is the same head).
   Per layer: the window cache (the SWA rule above with the window of one stream); a compressed K
@@ -208,8 +210,8 @@ def layer_memory(spec: ModelSpec, cfg: CacheConfig) -> list[LayerMemory]:
         k_w, v_w = kv_widths(a)
         if a.kind is AttnKind.MLA and cfg.mla_v_cache:
             v_w = a.kv_lora_rank * a.n_head_kv  # the V half older builds kept beside the latent K
-        if v_w and not cfg.flash_attn:
-            v_w = v_max
+        if (v_w or not a.n_head_kv) and not cfg.flash_attn:
+            v_w = v_max  # a zero-headed layer (deci's) still gets its V slot in the widest width
         k = ctx.n_stream * cells * row_bytes(cfg.type_k, k_w)
         v = ctx.n_stream * cells * row_bytes(cfg.type_v, v_w) if v_w else 0
         idx_w = a.indexer_head_dim * (2 if a.indexer_kpool else 1)  # QSA: raw | pooled key

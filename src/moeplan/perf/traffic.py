@@ -152,8 +152,8 @@ def _attention_costs(spec: ModelSpec, cache: CacheConfig) -> _AttentionCosts:
         window.append(a.window if a.sliding and not cache.swa_full else 0)
         if a.kind is AttnKind.MLA:
             flops.append(2 * a.n_head * (2 * a.kv_lora_rank + a.qk_rope_head_dim))  # absorbed MLA
-        else:
-            flops.append(2 * a.n_head * (a.head_dim_k + a.head_dim_v))
+        else:  # a layer without KV heads attends to nothing (deci's linear replacement)
+            flops.append(2 * a.n_head * (a.head_dim_k + a.head_dim_v) if a.n_head_kv else 0)
         kw, vw = kv_widths(a)  # MLA caches K only
         kv_bytes.append(row_bytes(cache.type_k, kw) + (row_bytes(cache.type_v, vw) if vw else 0))
     return _AttentionCosts(

@@ -35,7 +35,10 @@ EngineName = Literal["vllm", "sglang"]
 ENGINES: dict[str, Engine] = {"vllm": vllm.ENGINE, "sglang": sglang.ENGINE}
 
 DEFAULT_CTX = 32768  # --max-model-len when none is asked (the engines default to the model's whole context)
-_REMOTE_CODE_TYPES = frozenset({"kimi_k2", "kimi_k25"})
+# model types whose repositories ship their own config/modeling code (auto_map) that the engines load
+# with --trust-remote-code: Kimi; Nemotron-H (every vllm-project/recipes models/nvidia Nemotron-H recipe
+# passes it); the Llama-Nemotron NAS models (config.json auto_map: configuration_decilm.DeciLMConfig)
+_REMOTE_CODE_TYPES = frozenset({"kimi_k2", "kimi_k25", "nemotron_h", "nemotron-nas"})
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def decode_step(
     attn_flops = 0.0
     for la in layers:
         a = la.attn
-        if a.kind is AttnKind.LINEAR:
+        if a.kind is AttnKind.LINEAR or not a.n_head_kv:  # no cache to read (deci's blocks without attention)
             continue
         ctx = min(avg_ctx, a.window) if a.sliding else avg_ctx
         kv_read += batch * kv_values_per_token(a, sh) * kv_bytes * ctx

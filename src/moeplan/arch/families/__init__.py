@@ -4,6 +4,7 @@ from moeplan.arch.families.afmoe import Afmoe
 from moeplan.arch.families.bailingmoe2 import BailingMoe2
 from moeplan.arch.families.bailingmoe3 import BailingMoe3
 from moeplan.arch.families.cohere2moe import Cohere2Moe
+from moeplan.arch.families.deci import Deci
 from moeplan.arch.families.deepseek2 import DeepSeek2
 from moeplan.arch.families.deepseek4 import DeepSeek4
 from moeplan.arch.families.dots1 import Dots1
@@ -31,7 +32,7 @@ from moeplan.arch.families.minimax_m3 import MiniMaxM3
 from moeplan.arch.families.mistral3 import Mistral3
 from moeplan.arch.families.mistral4 import Mistral4
 from moeplan.arch.families.muse_glimmer import MuseGlimmer
-from moeplan.arch.families.nemotron_h import NemotronHMoe
+from moeplan.arch.families.nemotron_h import NemotronH, NemotronHMoe
 from moeplan.arch.families.olmo2 import Olmo2
 from moeplan.arch.families.olmoe import Olmoe
 from moeplan.arch.families.phi3 import Phi3
@@ -65,6 +66,7 @@ FAMILIES: tuple[type[Family], ...] = (
     MiMo2,
     MiniMaxM2,
     Step35,
+    NemotronH,
     NemotronHMoe,
     GraniteHybrid,
     KimiLinear,
@@ -94,4 +96,5 @@ FAMILIES: tuple[type[Family], ...] = (
     HyV3,
     Mellum,
     Dots3Note,
+    Deci,
 )

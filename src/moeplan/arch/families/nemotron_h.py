@@ -1,15 +1,20 @@
-"""NVIDIA Nemotron-H MoE (Nemotron-3 Nano / Super / Ultra, Nemotron-3.5): llama.cpp `nemotron_h_moe`.
+"""NVIDIA Nemotron-H: llama.cpp `nemotron_h` (dense: Nemotron-H 4B-56B, Nemotron Nano 2, Nemotron-3
+Nano 4B) and `nemotron_h_moe` (Nemotron-3 Nano / Super / Ultra, Nemotron-3.5).
 
-Every block is exactly one of a Mamba-2 mixer, a GQA attention mixer or an FFN (MoE), named by
-`hybrid_override_pattern` (M / * / E) or `layers_block_type` (mamba / attention / moe); a Mamba-2 or
-attention block has no FFN and an MoE block no sequence mixer (conversion/nemotron.py
-`NemotronHModel`, src/models/nemotron-h.cpp `load_arch_tensors`). The MoE is DeepSeek-style
+Every block is exactly one of a Mamba-2 mixer, a GQA attention mixer (no RoPE) or an FFN, named by
+`hybrid_override_pattern` (M / * / `-` for a dense relu² MLP, E for an MoE) or `layers_block_type`
+(mamba / attention / moe); a Mamba-2 or attention block has no FFN and an FFN block no sequence
+mixer (conversion/nemotron.py `NemotronHModel`, src/models/nemotron-h.cpp `load_arch_tensors`, one
+loader for both architectures). The converter picks `nemotron_h_moe` when the config has
+`num_experts_per_tok`. The dense MLP is up/down only (relu², no gate). The MoE is DeepSeek-style
 (sigmoid router with `e_score_correction_bias`) with non-gated relu² experts and one shared
 expert: only up/down stacks exist. Nemotron-3 Super/Ultra route their experts in a latent width
 (`moe_latent_size`, `ffn_latent_down`/`ffn_latent_up`). The converter keeps the MTP head
 (`num_nextn_predict_layers`, one block) as `blk.{n_layer}`: an attention sub-layer plus an MoE
 sub-layer folded into one block.
 """
+
+from typing import ClassVar
 
 from moeplan.arch import config as c
 from moeplan.arch import layout
@@ -29,6 +34,7 @@ NOPE_HYBRID_CONTEXT = 2**20
 _SSM = {"M", "mamba", "linear_attention"}
 _ATTN = {"*", "attention", "full_attention"}
 _MOE = {"E", "moe"}
+_MLP = {"-"}
 
 
 def mamba2(cfg: Config, n_heads: str, head_dim: str, state: str, groups: str, conv: str) -> Attention:
@@ -77,60 +83,67 @@ def mamba2_activations(a: Attention, n_ubatch: int, n_embd: int, n_seq: int) -> 
     return 4 * (n_ubatch * per_token + max(1, n_seq) * a.linear_k_head_dim * d_inner)
 
 
-class NemotronHMoe(Family):
-    arch = "nemotron_h_moe"
-    model_types = ("nemotron_h",)
-    mtp_kept = True  # NemotronHModel: supports_mtp_export, kept unless --no-mtp
-    probs_bias = True
+class NemotronH(Family):
+    """The dense architecture, and the one reader of every `nemotron_h` config (MoE ones become
+    `nemotron_h_moe` specs, as the converter decides)."""
+
+    arch = "nemotron_h"
+    model_types: ClassVar[tuple[str, ...]] = ("nemotron_h",)
 
     # ---- config.json ---------------------------------------------------------------------------
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
-        if "num_experts_per_tok" not in cfg:
-            # the converter writes the dense Nemotron-H as another architecture (`nemotron_h`)
-            raise UnsupportedArchitecture("dense Nemotron-H (llama.cpp `nemotron_h`) is not modelled")
+        is_moe = "num_experts_per_tok" in cfg  # NemotronHModel.__init__: has_moe_params
         pattern = cfg.get("hybrid_override_pattern") or cfg.get("layers_block_type")
         if not pattern:
             raise BadConfig("a nemotron_h config needs hybrid_override_pattern or layers_block_type")
         if not isinstance(pattern, str) and not isinstance(pattern, list):
             raise BadConfig(f"the Nemotron-H block pattern must be a string or a list, got {pattern!r}")
-        if isinstance(pattern, str) and "-" in pattern:
-            raise BadConfig("an MoE Nemotron-H pattern marks its FFN blocks E, not '-'")
+        if isinstance(pattern, str) and ("-" if is_moe else "E") in pattern:
+            raise BadConfig(
+                "an MoE Nemotron-H pattern marks its FFN blocks E, not '-'"
+                if is_moe
+                else "a dense Nemotron-H pattern marks its MLP blocks '-' (E needs the MoE fields)"
+            )
+        if not is_moe and not isinstance(pattern, str):
+            # the converter finds dense MLP blocks only as '-' in a pattern string (_MLP_LAYER_TYPES)
+            raise UnsupportedArchitecture(
+                "a dense Nemotron-H needs hybrid_override_pattern, not layers_block_type"
+            )
         if "num_hidden_layers" in cfg and cfg["num_hidden_layers"] != len(pattern):
             raise BadConfig(f"{len(pattern)} block types for {cfg['num_hidden_layers']} layers")
         if not cfg.get("use_conv_bias", True) or cfg.get("mamba_proj_bias") or cfg.get("attention_bias"):
             raise BadConfig("only Nemotron-H with conv1d bias and no projection biases is modelled")
+        if cfg.get("mlp_bias"):
+            raise BadConfig("only Nemotron-H without MLP biases is modelled")
         ssm = mamba2(cfg, "mamba_num_heads", "mamba_head_dim", "ssm_state_size", "n_groups", "conv_kernel")
-        attn = c.gqa(cfg)
-        moe = FFN(
-            FFNKind.MOE,
-            n_expert=c.integer(cfg, "n_routed_experts"),
-            n_expert_used=c.integer(cfg, "num_experts_per_tok"),
-            n_ff_exp=c.integer(cfg, "moe_intermediate_size"),
-            n_shared=c.integer(cfg, "n_shared_experts"),
-            n_ff_shexp=c.integer(cfg, "moe_shared_expert_intermediate_size"),
-            n_latent=c.integer(cfg, "moe_latent_size", default=0),
-        )
+        hd = c.integer(cfg, "head_dim", "attention_head_dim")  # the converter's key_length
+        n_head = c.integer(cfg, "num_attention_heads")
+        attn = Attention(AttnKind.FULL, n_head, c.integer(cfg, "num_key_value_heads"), hd, hd)
+        ffn = _moe(cfg) if is_moe else c.dense(cfg)
         layers = []
         for t in pattern:
             if t in _SSM:
                 layers.append(Layer(ssm, NO_FFN))
             elif t in _ATTN:
                 layers.append(Layer(attn, NO_FFN))
-            elif t in _MOE:
-                layers.append(Layer(NO_MIXER, moe))
+            elif t in (_MOE if is_moe else _MLP):
+                layers.append(Layer(NO_MIXER, ffn))
             else:
                 raise BadConfig(f"unknown Nemotron-H block type {t!r}")
+        if not is_moe:  # the converter keeps an MTP head only on the MoE architecture
+            return c.base(cfg, self.arch, layers)
         # the MTP head: one attention + MoE block (mtp_hybrid_override_pattern "*E")
-        mtp = c.mtp(cfg, Layer(attn, moe))
+        mtp = c.mtp(cfg, Layer(attn, ffn))
         if len(mtp) > 1:
             raise BadConfig("the converter supports one Nemotron-H MTP block (num_nextn_predict_layers 1)")
-        return c.base(cfg, self.arch, layers, mtp_layers=mtp)
+        return c.base(cfg, NemotronHMoe.arch, layers, mtp_layers=mtp)
 
     def spec_from_gguf(self, hp: GGUFHParams) -> ModelSpec:
         """nemotron-h.cpp `load_arch_hparams`: a trunk block is recurrent iff head_count_kv and
         feed_forward_length are both 0 there, attention iff only feed_forward_length is 0, else an
-        FFN-only (MoE) block; the trailing NextN block carries attention and the MoE."""
+        FFN-only block (MoE where it has expert stacks, else the dense MLP); the trailing NextN
+        block carries attention and the MoE."""
         n_all, n_nextn = hp.n_layer_all, hp.n_nextn
         n = n_all - n_nextn
         e = hp.integer("embedding_length")
@@ -161,8 +174,10 @@ class NemotronHMoe(Family):
             hd_v = hp.integer("attention.value_length", e // n_head[il])
             return Attention(AttnKind.FULL, n_head[il], n_head_kv[il], hd_k, hd_v)
 
-        def moe(il: int) -> FFN:
+        def ffn(il: int) -> FFN:
             up, shexp = hp.shape(f"blk.{il}.ffn_up_exps.weight"), hp.shape(f"blk.{il}.ffn_up_shexp.weight")
+            if up is None and hp.has(f"blk.{il}.ffn_up.weight"):
+                return FFN(FFNKind.DENSE, n_ff=n_ff[il])
             if up is None or shexp is None:
                 raise UnsupportedArchitecture(f"{hp.name}: blk.{il} is an FFN block without the MoE tensors")
             return FFN(
@@ -182,9 +197,9 @@ class NemotronHMoe(Family):
             elif il < n and n_ff[il] == 0:
                 layers.append(Layer(attention(il), NO_FFN))
             elif il < n:
-                layers.append(Layer(NO_MIXER, moe(il)))
+                layers.append(Layer(NO_MIXER, ffn(il)))
             else:
-                layers.append(Layer(attention(il), moe(il)))
+                layers.append(Layer(attention(il), ffn(il)))
         return spec_of_blocks(hp, layers)
 
     # ---- tensors -------------------------------------------------------------------------------
@@ -206,6 +221,8 @@ class NemotronHMoe(Family):
             if mtp:
                 b.add(f"{p}.post_attention_norm.weight", (e,), Role.MTP, il)
             self.ffn(b, spec, p, il, layer, mtp)
+        elif layer.ffn.kind is FFNKind.DENSE:  # the relu² MLP: up and down only
+            layout.dense_ffn(b, p, il, layer.ffn, e, Role.DENSE_FFN, gated=False)
 
     def ffn(self, b: Builder, spec: ModelSpec, p: str, il: int, layer: Layer, mtp: bool) -> None:
         """Router + selection bias, the latent projections, up/down expert stacks in the latent
@@ -237,14 +254,12 @@ class NemotronHMoe(Family):
         blocks = (*spec.layers, *spec.mtp_layers[: inv.mtp_kept])
         attn = next(la.attn for la in blocks if la.attn.kind is AttnKind.FULL)
         ssm = next(la.attn for la in spec.layers if la.attn.kind is AttnKind.LINEAR)
-        moe = spec.moe_ffn
-        assert moe is not None
         kv: dict[str, GGUFValue] = {
             ".context_length": NOPE_HYBRID_CONTEXT,
             ".embedding_length": spec.n_embd,
             ".block_count": inv.block_count,
             ".vocab_size": spec.n_vocab,
-            ".feed_forward_length": [la.ffn.n_ff_exp if la.ffn.kind is FFNKind.MOE else 0 for la in blocks],
+            ".feed_forward_length": [la.ffn.n_ff_exp or la.ffn.n_ff for la in blocks],
             ".attention.head_count": attn.n_head,
             ".attention.head_count_kv": [la.attn.n_head_kv for la in blocks],
             ".attention.key_length": attn.head_dim_k,
@@ -255,6 +270,11 @@ class NemotronHMoe(Family):
             ".rope.dimension_count": attn.head_dim_k,
             ".rope.scaling.finetuned": False,
             **mamba_metadata(ssm),
+        }
+        moe = spec.moe_ffn
+        if moe is None:  # nemotron_h: the dense MLP widths above are all it needs
+            return kv
+        kv |= {
             ".expert_count": moe.n_expert,
             ".expert_used_count": moe.n_expert_used,
             ".expert_feed_forward_length": moe.n_ff_exp,
@@ -266,3 +286,22 @@ class NemotronHMoe(Family):
         if inv.mtp_kept:
             kv[".nextn_predict_layers"] = inv.mtp_kept
         return kv
+
+
+class NemotronHMoe(NemotronH):
+    arch = "nemotron_h_moe"
+    model_types = ()  # NemotronH reads the configs and picks the architecture
+    mtp_kept = True  # NemotronHModel: supports_mtp_export, kept unless --no-mtp
+    probs_bias = True
+
+
+def _moe(cfg: Config) -> FFN:
+    return FFN(
+        FFNKind.MOE,
+        n_expert=c.integer(cfg, "n_routed_experts"),
+        n_expert_used=c.integer(cfg, "num_experts_per_tok"),
+        n_ff_exp=c.integer(cfg, "moe_intermediate_size"),
+        n_shared=c.integer(cfg, "n_shared_experts"),
+        n_ff_shexp=c.integer(cfg, "moe_shared_expert_intermediate_size"),
+        n_latent=c.integer(cfg, "moe_latent_size", default=0),
+    )
