@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from validation.materialize import materialize, shrink
 from validation.runtime import (
@@ -24,15 +25,15 @@ from moeplan.arch.inventory import inventory
 from moeplan.arch.registry import family, spec_from_config
 from moeplan.arch.spec import AttnKind, ModelSpec
 from moeplan.engines.ggml_alloc import peak_bytes
-from moeplan.engines.llamacpp import Frontend
+from moeplan.engines.llamacpp import Frontend, compute_bytes
 from moeplan.errors import BadConfig
-from moeplan.memory.kv import CacheConfig, layer_memory
+from moeplan.memory.kv import CacheConfig, context, layer_memory
 from moeplan.quant.ggml import GGMLType
 from moeplan.sources.catalog import load_catalog
 
 MODEL = "qwen3.8-flash-next"
 COMPUTE = Path(__file__).parent / "data" / "qwen4exp-compute.json"
-QSA_COMPUTE = Path(__file__).parent / "data" / "qwen4exp-qsa-compute.json"  # llama-server, 54 runs
+QSA_COMPUTE = Path(__file__).parent / "data" / "qwen4exp-qsa-compute.json"  # 54 server + 8 dry runs
 # The runs' largest error: ggml-alloc's small holes, and the Gated DeltaNet state rows several sequences
 # gather at -ub 32 (up to 2.6 MiB), which the recurrent estimate leaves out.
 QSA_ABS_MIB = 4.0
@@ -166,6 +167,19 @@ def test_qsa_compute_buffer_matches_the_server_runs(run: dict[str, Any]) -> None
     fe = Frontend("llama-server", n_outputs_max=run["n_seq"])
     predicted = predicted_compute_mib(lean_subject(), mc.config(), fe)
     assert abs(predicted - run["mib"]) <= QSA_ABS_MIB
+
+
+@pytest.mark.parametrize("run", json.loads(QSA_COMPUTE.read_text())["fullsize"]["runs"], ids=str)
+def test_fullsize_compute_buffer_matches_the_dry_run(run: dict[str, Any]) -> None:
+    """The real shapes (header-only file): every layer and the logits of the whole micro-batch on the
+    host, within the validation's 5% or 16 MiB (+1 for the truncated integer MiB)."""
+    s = spec()
+    cfg = CacheConfig(
+        n_ctx=run["ctx"], n_ubatch=run["n_ubatch"], flash_attn=run["flash_attn"], n_seq=run["n_seq"]
+    )
+    on = np.ones(s.n_layer, dtype=np.bool_)
+    predicted = compute_bytes(s, cfg, context(s, cfg).n_ubatch, True, on, on) / 2**20
+    assert compute_ok(predicted, run["mib"], truncated=True)
 
 
 def test_qsa_graph_has_the_allocator_logs_shapes() -> None:
