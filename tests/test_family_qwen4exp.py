@@ -33,7 +33,7 @@ from moeplan.sources.catalog import load_catalog
 
 MODEL = "qwen3.8-flash-next"
 COMPUTE = Path(__file__).parent / "data" / "qwen4exp-compute.json"
-QSA_COMPUTE = Path(__file__).parent / "data" / "qwen4exp-qsa-compute.json"  # 54 server + 8 dry runs
+QSA_COMPUTE = Path(__file__).parent / "data" / "qwen4exp-qsa-compute.json"  # 57 server + 8 dry runs
 # The runs' largest error: ggml-alloc's small holes, and the Gated DeltaNet state rows several sequences
 # gather at -ub 32 (up to 2.6 MiB), which the recurrent estimate leaves out.
 QSA_ABS_MIB = 4.0
@@ -160,10 +160,13 @@ def test_compute_buffer_matches_the_pinned_build(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("run", json.loads(QSA_COMPUTE.read_text())["runs"], ids=str)
 def test_qsa_compute_buffer_matches_the_server_runs(run: dict[str, Any]) -> None:
-    """-np 1/4, -kvu on/off, -ub 32/512/2048, flash attention on/off, -c 512/4096/32768: the QSA
-    layer replayed through ggml-alloc (`Qwen4Exp.attention_graph`), the FFN and Gated DeltaNet
-    phases on the hyper-connection streams (`stream_activations`)."""
-    mc = MemCase(run["ctx"], run["n_seq"], run["kvu"], "f16", run["flash_attn"], run["n_ubatch"])
+    """-np 1/4, -kvu on/off, -ub 32/512/2048, flash attention on/off, -c 512/4096/32768, and q8_0
+    caches (Hadamard-rotated attention): the QSA layer replayed through ggml-alloc
+    (`Qwen4Exp.attention_graph`), the FFN and Gated DeltaNet phases on the hyper-connection
+    streams (`stream_activations`)."""
+    mc = MemCase(
+        run["ctx"], run["n_seq"], run["kvu"], run.get("cache", "f16"), run["flash_attn"], run["n_ubatch"]
+    )
     fe = Frontend("llama-server", n_outputs_max=run["n_seq"])
     predicted = predicted_compute_mib(lean_subject(), mc.config(), fe)
     assert abs(predicted - run["mib"]) <= QSA_ABS_MIB
@@ -190,8 +193,8 @@ def test_qsa_graph_has_the_allocator_logs_shapes() -> None:
     s = lean_subject().spec
     a = s.layers[3].attn
     rules = family("qwen4exp")
-    unified = rules.attention_graph(s, a, 32768, 0, 512, 1, True, 2 * 128, False, 4)
-    split = rules.attention_graph(s, a, 8192, 0, 512, 4, True, 2 * 128, False, 4)
+    unified = rules.attention_graph(s, a, 32768, 0, 512, 1, True, 2 * 128, False, False, 4)
+    split = rules.attention_graph(s, a, 8192, 0, 512, 4, True, 2 * 128, False, False, 4)
     assert unified is not None and split is not None
     sizes = {n.name: n.nbytes for n in unified.nodes}
     assert sizes["pool_rows"] == 4 * 128 * 131072 and sizes["pooled"] == 4 * 128 * 32832

@@ -192,13 +192,14 @@ class Family:
         flash_attn: bool,
         k_cell_bytes: int,
         k_quantized: bool,
+        v_quantized: bool,
         n_seq: int,
     ) -> AttentionGraph | None:
         """The layer's attention phase node by node (engines/llamacpp.py replays it through ggml-alloc
         instead of the generic estimate), or None for the generic estimate. `cells`/`comp_cells`: the
         layer's cache cells and compressed rows per stream; `k_cell_bytes`: one K cell in the -ctk
-        type; `k_quantized`: a quantized -ctk (Hadamard-rotated attention); `n_seq`: -np, the
-        sequences the cache is reserved for."""
+        type; `k_quantized` / `v_quantized`: a quantized -ctk / -ctv (Hadamard-rotated attention,
+        `llama_kv_cache`'s k_rot / v_rot); `n_seq`: -np, the sequences the cache is reserved for."""
         return None
 
     # ---- GGUF metadata -------------------------------------------------------------------------

@@ -440,6 +440,7 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
                 cfg.flash_attn,
                 row_bytes(cfg.type_k, kv_widths(a)[0]),  # one K cell, as the cache stores it
                 cfg.type_k not in UNQUANTIZED,
+                cfg.type_v not in UNQUANTIZED,
                 cfg.n_seq,
             )
         )

@@ -275,6 +275,7 @@ class Qwen4Exp(_GatedDeltaNetHybrid):
         flash_attn: bool,
         k_cell_bytes: int,
         k_quantized: bool,
+        v_quantized: bool,
         n_seq: int,
     ) -> AttentionGraph | None:
         """A QSA layer of src/models/qwen4exp.cpp for a micro-batch of `n_ubatch` tokens, as ggml-alloc
@@ -291,8 +292,9 @@ class Qwen4Exp(_GatedDeltaNetHybrid):
         member cells and the tail {n_sel, T} I32; the dump-row arithmetic on four F32 {n_sel, T}
         tensors; the all -inf row repeated to {n_kv + n_sel, T} and the selection {n_kv, T} in the KQ
         mask's type. Then gated GQA (`build_layer_attn`): Q and gate {2 head_dim, n_head, T}, the
-        normed Q, K and V; flash attention's output, or the F32 scores {n_kv, T, n_head}, KQV and its
-        contiguous copy; the gate, the output projection and the combined streams. Reserved with the
+        normed Q, K and V (and their rotations for a quantized cache); flash attention's output, or
+        the F32 scores {n_kv, T, n_head} (before the selection: the softmax reads them first), KQV and
+        its contiguous copy; the gate, the output projection and the combined streams. Reserved with the
         cache full: n_new is every pool (`llama_memory_hybrid_idx_context`: n_pool_real = cells /
         kpool x n_seq_max), n_pool its `kpool_pad`. The k-pool inputs are `attention_activations`;
         `leaf_bytes` the per-layer fills (zero key half, indexer head weights, the -inf row, zeros)."""
@@ -307,8 +309,10 @@ class Qwen4Exp(_GatedDeltaNetHybrid):
         row, streams, q = 4 * e * t, 4 * hc * e * t, 4 * hd * a.n_head * t
         kv_rows, sel_rows = 4 * hd * a.n_head_kv * t, 4 * n_sel * t
         nodes = [
-            GraphNode("inp_embd", row),  # graph inputs, held to the end
+            # graph inputs (every leaf is placed before the first node; the other inputs are counted
+            # beside the layer): the mixed-batch rows die early, a hole apart from those above
             GraphNode("inp_mixed_embd", row),
+            GraphNode("inp_embd", row),  # held to the end
             GraphNode("input_embed", row),
             GraphNode("mixed_rows", row),
             GraphNode("mixed_dup", row, ("inp_mixed_embd",)),
@@ -334,14 +338,20 @@ class Qwen4Exp(_GatedDeltaNetHybrid):
             GraphNode("sel_idx", sel_rows, ("sel_members",)),
             GraphNode("q_full", 2 * q),
             GraphNode("q", q),
-            GraphNode("v", kv_rows),
-            GraphNode("k", kv_rows, ("mixed",)),
-            GraphNode("k_norm", kv_rows, ("k",)),
         ]
-        if k_quantized:  # `llama_mul_mat_hadamard` with the cache's k_rot, before the cache write
-            nodes += [GraphNode("q_rot", q, ("q",)), GraphNode("k_rot", kv_rows, ("k_norm",))]
+        # a quantized cache rotates Q, V and K (`llama_mul_mat_hadamard` with its k_rot / v_rot)
+        # before the cache write, and the attention output back with v_rot
         q_name, k_name = ("q_rot", "k_rot") if k_quantized else ("q", "k_norm")
-        nodes.append(GraphNode("cpy_kv", 0, (k_name, "v")))
+        v_name, out = ("v_rot", "kqv_out_rot") if v_quantized else ("v", "kqv_out")
+        if k_quantized:
+            nodes.append(GraphNode("q_rot", q, ("q",)))
+        nodes.append(GraphNode("v", kv_rows))
+        if v_quantized:
+            nodes.append(GraphNode("v_rot", kv_rows, ("v",)))
+        nodes += [GraphNode("k", kv_rows, ("mixed",)), GraphNode("k_norm", kv_rows, ("k",))]
+        if k_quantized:
+            nodes.append(GraphNode("k_rot", kv_rows, ("k_norm",)))
+        nodes.append(GraphNode("cpy_kv", 0, (k_name, v_name)))
         if not flash_attn:  # the scores come first: the softmax reads them before the selection mask
             nodes.append(GraphNode("kq", 4 * cells * t * a.n_head, (q_name,)))
         nodes += [
@@ -363,10 +373,12 @@ class Qwen4Exp(_GatedDeltaNetHybrid):
             nodes.append(GraphNode("kqv_out", q, (q_name, "sel")))
         else:  # softmax in place
             nodes += [GraphNode("kqv", q, ("sel", "kq")), GraphNode("kqv_out", q, ("kqv",))]
+        if v_quantized:
+            nodes.append(GraphNode("kqv_out_rot", q, ("kqv_out",)))
         nodes += [
             GraphNode("gate", q, ("q_full",)),
             GraphNode("attn_gated", 0, ("gate",)),
-            GraphNode("attn_output", row, ("kqv_out",)),
+            GraphNode("attn_output", row, (out,)),
             GraphNode("inject", 4 * hc * t, ("hc_norm",)),
             GraphNode("hc_combine", streams, ("res", "attn_output", "inject")),
         ]
