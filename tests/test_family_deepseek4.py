@@ -177,7 +177,9 @@ def test_compressed_attention_tensors_have_the_graphs_shapes() -> None:
     assert (lm.cells, lm.comp_cells) == (768, 16384)  # PAD256(128 + 512) window cells, 65536 / 4 rows
     family = rules("deepseek4")
     for fa, mask in ((True, 2), (False, 4)):
-        graph = family.attention_graph(s, a, lm.cells, lm.comp_cells, t, 1, fa, 2 * a.head_dim_k, False)
+        graph = family.attention_graph(
+            s, a, lm.cells, lm.comp_cells, t, 1, fa, 2 * a.head_dim_k, False, False, 1
+        )
         assert graph is not None and graph.leaf_bytes == mask * a.indexer_top_k * t
         sizes = {n.name: n.nbytes for n in graph.nodes}
         assert sizes["q"] == 4 * 64 * 512 * t  # F32 {head_dim, n_head, T}

@@ -158,6 +158,12 @@ class Family:
         0 by default (Kimi-K3's attention-residual stack uses it)."""
         return 0
 
+    def stream_activations(self, spec: ModelSpec, n_ubatch: int) -> int:
+        """Compute-buffer bytes of residual streams that every phase of a block sits on beyond the
+        generic model (engines/llamacpp.py: the recurrent mixer, the FFN, the generic attention); 0 by
+        default (qwen4exp's hyper-connections use it)."""
+        return 0
+
     def attention_activations(
         self,
         a: Attention,
@@ -190,11 +196,14 @@ class Family:
         flash_attn: bool,
         k_cell_bytes: int,
         k_quantized: bool,
+        v_quantized: bool,
+        n_seq: int,
     ) -> AttentionGraph | None:
         """The layer's attention phase node by node (engines/llamacpp.py replays it through ggml-alloc
         instead of the generic estimate), or None for the generic estimate. `cells`/`comp_cells`: the
         layer's cache cells and compressed rows per stream; `k_cell_bytes`: one K cell in the -ctk
-        type; `k_quantized`: a quantized -ctk (Hadamard-rotated attention)."""
+        type; `k_quantized` / `v_quantized`: a quantized -ctk / -ctv (Hadamard-rotated attention,
+        `llama_kv_cache`'s k_rot / v_rot); `n_seq`: -np, the sequences the cache is reserved for."""
         return None
 
     # ---- GGUF metadata -------------------------------------------------------------------------

@@ -18,8 +18,8 @@ freed in the other chunks cannot be reused for it.
 
 Two users: `engines/llamacpp.py compute_bytes` replays a device's few large allocations (masks, the
 layer peak, the logits) in graph order; `peak_bytes` replays the large tensors of one layer that a
-family lists in graph order (`Family.attention_graph`, DeepSeek-V4) to get that layer's peak, holes
-included.
+family lists in graph order (`Family.attention_graph`, DeepSeek-V4 and qwen4exp) to get that layer's
+peak, holes included.
 """
 
 from collections.abc import Iterable

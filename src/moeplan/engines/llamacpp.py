@@ -24,12 +24,14 @@ From the pinned llama.cpp (build 11434), `src/llama-model.cpp load_tensors`, `co
   indexer cache; per sparse layer a zero-filled {1, top-k, n_tokens} F32 graph leaf that is never
   freed, and at the layer the refilled KQ mask (fill + add, or the indexer scores) and the top-k
   indices (fitted on the pinned build's CPU compute buffers, within 6 MiB of them).
-- A family that describes its attention graph itself (`Family.attention_graph`, DeepSeek-V4) gets
-  that layer's peak by replaying its tensors through ggml-alloc's best fit (`engines/ggml_alloc.py`),
-  holes included; DeepSeek-V4's compressed caches add one KQ mask each (CSA, HCA: F16 with flash
-  attention) and its indexer mask covers the compressed rows (`llm_graph_input_dsv4`).
-  Qwen sparse attention (qwen4exp, `Attention.indexer_kpool`) builds neither: its pooled selection
-  is the family's `attention_activations`.
+- A family that describes its attention graph itself (`Family.attention_graph`, DeepSeek-V4,
+  qwen4exp) gets that layer's peak by replaying its tensors through ggml-alloc's best fit
+  (`engines/ggml_alloc.py`), holes included; DeepSeek-V4's compressed caches add one KQ mask each
+  (CSA, HCA: F16 with flash attention) and its indexer mask covers the compressed rows
+  (`llm_graph_input_dsv4`). Qwen sparse attention (qwen4exp, `Attention.indexer_kpool`) builds
+  neither: its k-pool inputs are held through the graph (the family's `attention_activations`).
+  Residual streams a family keeps through every phase of a block (`Family.stream_activations`,
+  qwen4exp's hyper-connections) add to its FFN and recurrent peaks.
 - CPU weights in Q4_0/Q4_K/IQ4_NL/MXFP4 with rows a multiple of 8 are repacked on x86 (AVX2) into a
   separate CPU_REPACK buffer when no GPU backend takes the host buffer type.
 """
@@ -446,6 +448,8 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
                 cfg.flash_attn,
                 row_bytes(cfg.type_k, kv_widths(a)[0]),  # one K cell, as the cache stores it
                 cfg.type_k not in UNQUANTIZED,
+                cfg.type_v not in UNQUANTIZED,
+                cfg.n_seq,
             )
         )
         sparse, zeros = (0, 0)
@@ -455,8 +459,9 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
             sparse, zeros = _sparse_attention(a, lm.cells, ub, cfg.flash_attn)
         lid.append(lm.index_bytes > 0 and not a.indexer_kpool)
         leaf.append(zeros)
+        streams = family.stream_activations(spec, ub)
         if a.kind is AttnKind.LINEAR:
-            act = family.recurrent_activations(a, ub, e, cfg.n_seq)
+            act = family.recurrent_activations(a, ub, e, cfg.n_seq) + streams
         elif graph is not None:  # the family's own graph, replayed through ggml-alloc
             act = peak_bytes(graph.nodes)
         else:
@@ -464,14 +469,14 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
             act = 4 * ub * (2 * q + 3 * e)
             if not cfg.flash_attn:
                 act += 4 * lm.cells * ub * a.n_head  # KQ scores, F32 (n_stream splits the tokens)
-            act += sparse + extra + family.residual_activations(spec, lm.layer, ub)
+            act += sparse + extra + streams + family.residual_activations(spec, lm.layer, ub)
         inputs = family.embedding_activations(spec, lm.layer, ub)  # wide input embeddings
         attn.append(act + inputs)
         if f.kind is FFNKind.MOE:
             routed = 3 * f.n_expert_used * f.n_ff_exp + 2 * f.n_expert
-            ffn.append(4 * ub * (routed + 3 * e + 3 * f.n_ff_shexp) + inputs)
+            ffn.append(4 * ub * (routed + 3 * e + 3 * f.n_ff_shexp) + inputs + streams)
         else:
-            ffn.append(4 * ub * (3 * f.n_ff + 3 * e) + inputs)
+            ffn.append(4 * ub * (3 * f.n_ff + 3 * e) + inputs + streams)
     compressed = any(lm.comp_cells for lm in layers)
     return _Activations(
         tuple(layers),

@@ -309,6 +309,8 @@ class DeepSeek4(Family):
         flash_attn: bool,
         k_cell_bytes: int,
         k_quantized: bool,
+        v_quantized: bool,
+        n_seq: int,
     ) -> AttentionGraph:
         """`build_attention_impl` of src/models/deepseek4.cpp for a micro-batch of `n_ubatch` tokens,
         from the previous layer's hyper-connection streams to the attention output; every tensor

@@ -32,7 +32,7 @@ from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.families.qwen3 import qwen_moe_ffn
 from moeplan.arch.families.qwen35 import _GatedDeltaNetHybrid, hybrid_layers
-from moeplan.arch.family import GGUFValue
+from moeplan.arch.family import AttentionGraph, GGUFValue, GraphNode
 from moeplan.arch.from_gguf import GGUFHParams, generic_spec, recurrent_by_interval
 from moeplan.arch.spec import Attention, AttnKind, Layer, ModelSpec, NgramEmbedding
 from moeplan.arch.tensors import Builder, Inventory, Role
@@ -78,6 +78,15 @@ def _ngram_embedding(cfg: Config, n_embd: int, types: list[str]) -> NgramEmbeddi
         eos_token_id=eos,
         image_token_id=c.integer(cfg, "image_token_id") if cfg.get("image_token_id") is not None else -1,
     )
+
+
+def _pools(a: Attention, cells: int, n_seq: int) -> tuple[int, int]:
+    """(n_new, n_pool) of a reserved graph: the cache full, every pool re-pooled. n_pool_real is
+    cells / kpool per sequence slot (`llama_memory_hybrid_idx_context`'s reserve constructor: idx
+    size / kpool x n_seq_max, whether or not the cache is unified), n_pool its `kpool_pad`: one more,
+    rounded up to 64, at least 64 (src/llama-memory-hybrid-idx.cpp)."""
+    n_real = cells // a.indexer_kpool * max(1, n_seq)
+    return n_real, max(64, -(-(n_real + 1) // 64) * 64)
 
 
 class Qwen4Exp(_GatedDeltaNetHybrid):
@@ -228,6 +237,13 @@ class Qwen4Exp(_GatedDeltaNetHybrid):
 
     # ---- compute buffer ------------------------------------------------------------------------
 
+    def stream_activations(self, spec: ModelSpec, n_ubatch: int) -> int:
+        """The residual streams and the block mixer's norm, F32 {n_embd, hc, T} each: the graph
+        reaches `build_hc_mix`'s inject matmul, the norm's last reader, only from `build_hc_combine`,
+        after the token mixer or the FFN, so both are live through it (measured on the pinned
+        build's allocator log; the QSA layer's own account is `attention_graph`)."""
+        return 2 * 4 * spec.hc_mult * spec.n_embd * n_ubatch
+
     def attention_activations(
         self,
         a: Attention,
@@ -238,22 +254,136 @@ class Qwen4Exp(_GatedDeltaNetHybrid):
         flash_attn: bool,
         unified: bool,
     ) -> tuple[int, int]:
-        """QSA's selection (`build_qsa_sel`, `build_inp_kpool`): held for the graph, the pool mask
-        {n_pool, tokens} F16; at the layer, the pool scores {n_pool, tokens} F32, the all -inf row
-        repeated to {cells + n_sel, tokens} and the selection mask {cells, tokens} (both in the KQ
-        mask's type), and the selection bookkeeping, four F32 rows of n_sel per token (liveness, dump
-        rows, the indices as F32 and their difference). The cache is reserved full: n_pool is
-        `kpool_pad` (pad 64 of one more than cells / kpool x n_seq_max) and n_sel is kpool x
-        min(n_pool, budget / kpool) + kpool - 1. Checked against the pinned build's CPU compute
-        buffers from -c 2048 to 32768, with and without flash attention and -np 4 (within 11 MiB)."""
+        """QSA's k-pool inputs (`build_inp_kpool`), held through the whole graph: the pool mask
+        {n_pool, T} F16, the pools' cells (I32 n_pool) and members (I32 {kpool, n_pool}), the tail
+        cells (I32 {kpool - 1, T}), and the blocks to re-pool (I32 {kpool, n_new}, their I64 cells and
+        I32 M-RoPE positions, 4 x n_new). The layer itself is `attention_graph`."""
         if not a.indexer_kpool:
             return 0, 0
-        kpool = a.indexer_kpool
-        n_pool = max(64, -(-((cells // kpool) * max(1, n_seq) + 1) // 64) * 64)
-        n_sel = kpool * min(n_pool, a.indexer_top_k // kpool) + kpool - 1
-        mask = 2 if flash_attn else 4
-        at_layer = 4 * n_pool + mask * (2 * cells + n_sel) + 4 * 4 * n_sel
-        return at_layer * n_ubatch, 2 * n_pool * n_ubatch
+        kp, t = a.indexer_kpool, n_ubatch
+        n_new, n_pool = _pools(a, cells, n_seq)
+        return 0, 2 * n_pool * t + 4 * n_pool * (1 + kp) + 4 * (kp - 1) * t + n_new * (4 * kp + 8 + 16)
+
+    def attention_graph(
+        self,
+        spec: ModelSpec,
+        a: Attention,
+        cells: int,
+        comp_cells: int,
+        n_ubatch: int,
+        n_stream: int,
+        flash_attn: bool,
+        k_cell_bytes: int,
+        k_quantized: bool,
+        v_quantized: bool,
+        n_seq: int,
+    ) -> AttentionGraph | None:
+        """A QSA layer of src/models/qwen4exp.cpp for a micro-batch of `n_ubatch` tokens, as ggml-alloc
+        sees it: every tensor in graph order and the node after which each dies (in-place ops, views
+        and cache writes allocate nothing). Checked tensor by tensor against the pinned build's
+        allocator log (tests/data/qwen4exp-qsa-compute.json).
+
+        What the layer sits on: `build_inp_embd`'s rows (the embeddings input and, for mixed batches,
+        its copy, which a set_rows view keeps alive; the token rows and the mixed rows die, leaving
+        holes), the residual streams and the hyper-connection norm {n_embd, hc, T} F32 that the inject
+        matmul reads only at `build_hc_combine`. `build_qsa_sel`: the raw key, the re-pooled blocks'
+        member keys gathered {idx_dim, kpool x n_new} and their mean, norm and rope, every pooled key
+        gathered {idx_dim, n_pool}, the indexer query and the scores {n_pool, T}; the top blocks, their
+        member cells and the tail {n_sel, T} I32; the dump-row arithmetic on four F32 {n_sel, T}
+        tensors; the all -inf row repeated to {n_kv + n_sel, T} and the selection {n_kv, T} in the KQ
+        mask's type. Then gated GQA (`build_layer_attn`): Q and gate {2 head_dim, n_head, T}, the
+        normed Q, K and V (and their rotations for a quantized cache); flash attention's output, or
+        the F32 scores {n_kv, T, n_head} (before the selection: the softmax reads them first), KQV and
+        its contiguous copy; the gate, the output projection and the combined streams. Reserved with the
+        cache full: n_new is every pool (`llama_memory_hybrid_idx_context`: n_pool_real = cells /
+        kpool x n_seq_max), n_pool its `kpool_pad`. The k-pool inputs are `attention_activations`;
+        `leaf_bytes` the per-layer fills (zero key half, indexer head weights, the -inf row, zeros)."""
+        if not a.indexer_kpool:
+            return None
+        t, e, hc = n_ubatch, spec.n_embd, spec.hc_mult
+        kp, d, hd = a.indexer_kpool, a.indexer_head_dim, a.head_dim_k
+        mb = 2 if flash_attn else 4
+        n_new, n_pool = _pools(a, cells, n_seq)
+        n_top = min(n_pool, a.indexer_top_k // kp)
+        n_sel = kp * n_top + kp - 1
+        row, streams, q = 4 * e * t, 4 * hc * e * t, 4 * hd * a.n_head * t
+        kv_rows, sel_rows = 4 * hd * a.n_head_kv * t, 4 * n_sel * t
+        nodes = [
+            # graph inputs (every leaf is placed before the first node; the other inputs are counted
+            # beside the layer): the mixed-batch rows die early, a hole apart from those above
+            GraphNode("inp_mixed_embd", row),
+            GraphNode("inp_embd", row),  # held to the end
+            GraphNode("input_embed", row),
+            GraphNode("mixed_rows", row),
+            GraphNode("mixed_dup", row, ("inp_mixed_embd",)),
+            GraphNode("set_rows", 0, ("mixed_rows",)),
+            GraphNode("res", streams, ("input_embed",)),  # the previous layer's l_last
+            GraphNode("hc_norm", streams),
+            GraphNode("hc_lo", 4 * spec.hc_low_rank * t),
+            GraphNode("hc_gate", streams, ("hc_lo",)),
+            GraphNode("mixed", row, ("hc_gate",)),
+            GraphNode("k_raw", 4 * d * t),
+            GraphNode("k_packed", 8 * d * t, ("k_raw",)),
+            GraphNode("cpy_k", 0, ("k_packed",)),
+            GraphNode("pool_rows", 4 * d * kp * n_new),
+            GraphNode("pool_sum", 4 * d * n_new, ("pool_rows",)),
+            GraphNode("pool_rope", 4 * d * n_new, ("pool_sum",)),
+            GraphNode("scatter_pooled", 0, ("pool_rope",)),
+            GraphNode("pooled", 4 * d * n_pool),
+            GraphNode("q_idx", 4 * a.indexer_heads * d * t),
+            GraphNode("q_idx_norm", 4 * a.indexer_heads * d * t, ("q_idx",)),
+            GraphNode("score", 4 * n_pool * t, ("q_idx_norm", "pooled")),
+            GraphNode("top_k", 4 * n_top * t),
+            GraphNode("sel_members", 4 * kp * n_top * t),
+            GraphNode("sel_idx", sel_rows, ("sel_members",)),
+            GraphNode("q_full", 2 * q),
+            GraphNode("q", q),
+        ]
+        # a quantized cache rotates Q, V and K (`llama_mul_mat_hadamard` with its k_rot / v_rot)
+        # before the cache write, and the attention output back with v_rot
+        q_name, k_name = ("q_rot", "k_rot") if k_quantized else ("q", "k_norm")
+        v_name, out = ("v_rot", "kqv_out_rot") if v_quantized else ("v", "kqv_out")
+        if k_quantized:
+            nodes.append(GraphNode("q_rot", q, ("q",)))
+        nodes.append(GraphNode("v", kv_rows))
+        if v_quantized:
+            nodes.append(GraphNode("v_rot", kv_rows, ("v",)))
+        nodes += [GraphNode("k", kv_rows, ("mixed",)), GraphNode("k_norm", kv_rows, ("k",))]
+        if k_quantized:
+            nodes.append(GraphNode("k_rot", kv_rows, ("k_norm",)))
+        nodes.append(GraphNode("cpy_kv", 0, (k_name, v_name)))
+        if not flash_attn:  # the scores come first: the softmax reads them before the selection mask
+            nodes.append(GraphNode("kq", 4 * cells * t * a.n_head, (q_name,)))
+        nodes += [
+            GraphNode("zeros", mb * n_sel * t),
+            GraphNode("idx_f", sel_rows, ("sel_idx",)),
+            GraphNode("top_score", 4 * n_top * t, ("score", "top_k")),
+            GraphNode("live_pool", 4 * kp * n_top * t, ("top_score",)),
+            GraphNode("live_tail", 4 * (kp - 1) * t),
+            GraphNode("live", sel_rows, ("live_pool", "live_tail")),
+            GraphNode("ones", sel_rows),
+            GraphNode("dump", sel_rows, ("ones",)),
+            GraphNode("idx_fixed", 0, ("live", "dump")),
+            GraphNode("sel_i32", sel_rows, ("idx_f",)),
+            GraphNode("mask_all", mb * (cells + n_sel) * t),
+            GraphNode("set_rows_sel", 0, ("zeros", "sel_i32")),
+            GraphNode("sel", mb * cells * t, ("mask_all",)),
+        ]
+        if flash_attn:
+            nodes.append(GraphNode("kqv_out", q, (q_name, "sel")))
+        else:  # softmax in place
+            nodes += [GraphNode("kqv", q, ("sel", "kq")), GraphNode("kqv_out", q, ("kqv",))]
+        if v_quantized:
+            nodes.append(GraphNode("kqv_out_rot", q, ("kqv_out",)))
+        nodes += [
+            GraphNode("gate", q, ("q_full",)),
+            GraphNode("attn_gated", 0, ("gate",)),
+            GraphNode("attn_output", row, (out,)),
+            GraphNode("inject", 4 * hc * t, ("hc_norm",)),
+            GraphNode("hc_combine", streams, ("res", "attn_output", "inject")),
+        ]
+        leaves = 4 * d * t + 4 * a.indexer_heads * t + mb * (cells + 2 * n_sel)
+        return AttentionGraph(tuple(nodes), leaves)
 
     # ---- GGUF metadata -------------------------------------------------------------------------
 
