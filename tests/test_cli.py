@@ -183,6 +183,16 @@ def test_context_takes_suffixes_and_quant_any_spelling() -> None:
         (["memory", "qwen3.5-9b", "--ub", "0"], "micro-batch"),
         (["memory", "qwen3.5-9b", "--gpus", "-1"], "--gpus must be"),
         (["serve", "--port", "99999"], "port must be from 1 to 65,535"),
+        # --fit-target as the web's plan form reads it (it was typer's int: '٣' was 3, '-3' a later error)
+        (
+            ["plan", "qwen3.5-9b", "--rig", "rtx-4090-64gb", "--fit-target", "-3"],
+            "--fit-target must be a whole",
+        ),
+        (["plan", "qwen3.5-9b", "--rig", "rtx-4090-64gb", "--fit-target", "٣"], "from 0 to 16,777,216 MiB"),
+        (
+            ["explain", "llama-server -m Qwen3.5-9B-Q4_K_M.gguf", "--rig", "RTX 4090", "--fit-target", "1e3"],
+            "not '1e3'",
+        ),
     ],
 )
 def test_bad_numbers_are_one_line(args: list[str], needle: str) -> None:

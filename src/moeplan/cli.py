@@ -170,8 +170,10 @@ CacheRamOpt = Annotated[
     ),
 ]
 FitTargetOpt = Annotated[
-    int | None,
-    typer.Option("--fit-target", help="MiB kept free per GPU (llama.cpp --fit-target; default 1024)."),
+    str | None,
+    typer.Option(
+        "--fit-target", metavar="MIB", help="MiB kept free per GPU (llama.cpp --fit-target; default 1024)."
+    ),
 ]
 
 
@@ -675,7 +677,7 @@ def plan(
         backend=backend,
         llamacpp_build=llamacpp_build,
         op_offload=not no_op_offload,
-        fit_target_mib=fit_target,
+        fit_target_mib=numbers.optional_int(fit_target, numbers.FIT_TARGET),
         cache_ram=numbers.cache_ram(cache_ram),
     )
     r = api.plan(model, rig_text, options)
@@ -863,7 +865,7 @@ def explain(
         quant=quant,
         backend=backend,
         llamacpp_build=llamacpp_build,
-        fit_target_mib=fit_target,
+        fit_target_mib=numbers.optional_int(fit_target, numbers.FIT_TARGET),
     )
     if json_out:
         out.print_json(r.model_dump_json())
