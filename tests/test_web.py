@@ -243,6 +243,12 @@ def test_api_endpoints(client: TestClient) -> None:
         (f"/index.json?model={MODEL}&rig=RTX 4090&ctx=abc", 400, "whole number"),
         (f"/api/memory?model={MODEL}&ctx=-5", 422, "ctx: write it like 32768, 32k, 128k or 1M, not '-5'"),
         (
+            f"/api/memory?model={MODEL}&ctx=100",
+            400,
+            "ctx must be from 256 to 16,777,216 tokens, or 0 for the",
+        ),
+        (f"/api/plan?model={MODEL}&rig=RTX 4090&ctx=0", 400, "ctx must be from 256 to 16,777,216 tokens (k"),
+        (
             f"/api/plan?model={MODEL}&rig=RTX 4090&quant=Q9_Z",
             400,
             "unknown quantization 'Q9_Z'; choose one of",
@@ -335,11 +341,13 @@ def test_openapi_document_declares_what_the_server_enforces(client: TestClient) 
     for path in ("/api/plan", "/api/memory", "/api/size"):
         assert ", ".join(FileType.__members__) in params[path]["quant"]["description"], path
     assert "fp8, mxfp4" in params["/api/plan"]["quant"]["description"]
-    for path in ("/api/plan", "/api/memory"):
+    # /api/memory, as `moeplan memory`, takes llama.cpp's -c 0 (the model's context); a plan's
+    # context left open is the use's, so /api/plan has no 0
+    for path, zero in (("/api/plan", ""), ("/api/memory", ", or 0 for the model's own")):
         p = params[path]["ctx"]
         schema = next((s for s in p["schema"].get("anyOf", []) if s.get("type") == "string"), p["schema"])
         assert schema["pattern"] == "^[0-9]+(?:\\.[0-9]+)?[kKmM]?$" and schema["maxLength"] == 24, path
-        assert "from 256 to 16,777,216 tokens (k = 1,024: 32k, 128k, 1M)" in p["description"], path
+        assert f"from 256 to 16,777,216 tokens{zero} (k = 1,024: 32k, 128k, 1M)" in p["description"], path
         assert p["schema"]["examples"] == ["32768", "32k", "128k", "1M"], path
     cache = [next(s for s in plan[k]["anyOf"] if s.get("type") == "string")["enum"] for k in ("ctk", "ctv")]
     assert cache[0] == cache[1] == [*CACHE_TYPES, *(t.upper() for t in CACHE_TYPES)]
@@ -427,6 +435,13 @@ def test_api_spellings_equal_the_cli(client: TestClient) -> None:
     assert (
         memory == client.get("/api/memory", params={"model": MODEL, "ctx": "32768", "quant": "Q4_K_M"}).json()
     )
+    # llama.cpp's -c 0, the model's trained context (262,144, its max_position_embeddings): `moeplan
+    # memory --ctx 0` took it, /api/memory answered 400 (ctx must be from 256)
+    whole = client.get("/api/memory", params={"model": MODEL, "ctx": "0"})
+    assert whole.status_code == 200, whole.text[:300]
+    cli = CliRunner().invoke(cli_app, ["memory", MODEL, "--ctx", "0", "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert whole.json() == json.loads(cli.stdout) and whole.json()["n_ctx"] == 262144
     size = client.get("/api/size", params={"model": MODEL, "quant": "q8_0"}).json()
     assert (
         size["quant"] == "Q8_0"

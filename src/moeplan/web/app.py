@@ -115,17 +115,19 @@ def name_query(description: str, examples: list[str], alias: str | None = None) 
 
 
 # Numbers of tokens as people type them ("32768", "32k", "128k", "1M"), read by numbers.parse_int as
-# the CLI's --ctx and the home form's context are; the error names the parameter.
+# the CLI's --ctx and the home form's context are; the error names the parameter. /api/memory, like
+# `moeplan memory`, also takes 0: llama.cpp's -c 0, the model's trained context.
 CTX = replace(numbers.CONTEXT, what="ctx")
+CTX_OR_MODEL = replace(numbers.CONTEXT_OR_MODEL, what="ctx")
 TOKEN_EXAMPLES = ["32768", "32k", "128k", "1M"]
 
 
-def tokens_query(description: str) -> Any:
-    """A context parameter: what numbers.parse_int reads for `CTX`, its range said in the description."""
+def tokens_query(description: str, field: numbers.Range = CTX) -> Any:
+    """A context parameter: what numbers.parse_int reads for `field`, its range said in the description."""
     return Query(
-        pattern=numbers.pattern(CTX),
+        pattern=numbers.pattern(field),
         max_length=numbers.MAX_CHARS,
-        description=f"{description}; {CTX.describe()}",
+        description=f"{description}; {field.describe()}",
         examples=TOKEN_EXAMPLES,
     )
 
@@ -156,7 +158,7 @@ SizeQuantQ = Annotated[
         QUANT_EXAMPLES,
     ),
 ]
-CtxQ = Annotated[str, tokens_query("context in tokens")]
+MemoryCtxQ = Annotated[str, tokens_query("context in tokens", CTX_OR_MODEL)]
 # llama-server's --cache-ram and llama.cpp's --fit-target as the CLI reads them (numbers.cache_ram,
 # numbers.FIT_TARGET): a pattern for the characters, the range said in the description, a value out
 # of range a 400 with the CLI's message.
@@ -587,7 +589,7 @@ def create_app() -> FastAPI:
     @app.get("/api/memory", response_model=MemoryReport, responses=ERRORS, **API)
     def api_memory(
         model: ModelQ,
-        ctx: CtxQ,
+        ctx: MemoryCtxQ,
         quant: QuantQ = "Q4_K_M",
         placement: Annotated[
             str, Query(max_length=MAX_RIG_CHARS, description="llama.cpp flags, e.g. '-ngl 99 --n-cpu-moe 20'")
@@ -599,7 +601,7 @@ def create_app() -> FastAPI:
     ) -> MemoryReport:
         """Bytes per device llama.cpp allocates for the model, context and placement."""
         return data.memory(
-            model, quant, numbers.parse_int(ctx, CTX), placement=placement, gpus=gpus, n_seq=n_seq
+            model, quant, numbers.parse_int(ctx, CTX_OR_MODEL), placement=placement, gpus=gpus, n_seq=n_seq
         )
 
     @app.get("/api/models", response_model=list[ModelSummary], responses=UNKNOWN_PARAMETER, **API)

@@ -27,7 +27,7 @@ from moeplan.hardware.presets import PRESETS, preset_text
 from moeplan.hardware.rig import parse_rig
 from moeplan.memory.report import SizeReport
 from moeplan.plan.distributed import DistributedPlan, plan_distributed
-from moeplan.plan.options import PlanOptions, check_ctx, check_n_seq, check_text
+from moeplan.plan.options import PlanOptions, check_n_seq, check_text
 from moeplan.plan.policy import QUALITY_FLOOR, TOO_SLOW_TOK_S, Verdict, use_named
 from moeplan.quant.ggml import GGMLType
 from moeplan.quant.recipe import FileType
@@ -224,7 +224,7 @@ def memory(
     placement = check_text(placement, "placement", MAX_RIG_CHARS)
     if gpus is not None and not 0 <= gpus <= 64:
         raise BadInput(f"gpus must be between 0 and 64, not {gpus}")
-    ctx = check_ctx(ctx) or 0
+    ctx = int(numbers.CONTEXT_OR_MODEL.check(ctx))  # 0: the model's own, as `moeplan memory --ctx 0`
     return _memory(model_id(model), q, ctx, placement, gpus, check_n_seq(n_seq))
 
 
