@@ -19,7 +19,7 @@ from moeplan.cli import app as cli_app
 from moeplan.memory.kv import CACHE_TYPES
 from moeplan.quant.recipe import FileType
 from moeplan.web import app as web_app
-from moeplan.web import data
+from moeplan.web import data, render
 from moeplan.web.app import create_app, usable_cores
 
 MODEL = "qwen3.5-35b-a3b"
@@ -574,3 +574,29 @@ def test_latency_percentiles_said_once_where_they_agree(client: TestClient, path
     whose percentiles are one number; the deploy page's table says them as the same one group."""
     text = html.unescape(re.sub(r"<[^>]+>", "", client.get(path).text))
     assert "latency p50 / p95 / p99" in text and "latency p95" not in text
+
+
+# A command box as the pages have drawn it (a quoted file name with markup characters, an -ot regex).
+COMMAND = "llama-server -m 'My Model <Q4_K_M>.gguf' -c 8192 -ot blk\\.(1[0-9])\\.ffn_.*_exps\\.=CPU -fa on"
+COMMAND_BOX = (
+    '<div class="command"><code class="cmd" style="--arg-ch: 36">'
+    '<span class="arg">llama-server</span> '
+    '<span class="arg">-m &#39;My Model &lt;Q4_K_M&gt;.gguf&#39;</span> '
+    '<span class="arg">-c 8192</span> '
+    '<span class="arg">-ot blk\\.(1[0-9])\\.ffn_.*_exps\\.=CPU</span> '
+    '<span class="arg">-fa on</span></code>'
+    '<button type="button" class="copy" data-copy="'
+    "llama-server -m &#39;My Model &lt;Q4_K_M&gt;.gguf&#39; "
+    "-c 8192 -ot blk\\.(1[0-9])\\.ffn_.*_exps\\.=CPU -fa on"
+    '" hidden>copy</button></div>\n'
+)
+
+
+def test_a_command_box_is_drawn_from_one_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The box's spans and its --arg-ch width come from one split of the command
+    (render.command_spans; two filters split it twice before), the markup byte for byte as it was."""
+    splits: list[str] = []
+    split = render._arg_groups
+    monkeypatch.setattr(render, "_arg_groups", lambda cmd: splits.append(cmd) or split(cmd))
+    drawn = render.ENV.from_string('{% import "macros.html" as m %}{{ m.command(c) }}').render(c=COMMAND)
+    assert drawn == COMMAND_BOX and splits == [COMMAND]
