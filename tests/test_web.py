@@ -177,8 +177,9 @@ def test_home_form_takes_cache_ram_and_fit_target(client: TestClient) -> None:
 
 
 def test_what_to_change_lines_follow_the_form(client: TestClient) -> None:
-    """GPU_MARGIN, the line saying which --fit-target would put every layer on the GPU, counts the
-    margin the form gave, and following it in the form gives that plan, the line gone."""
+    """The notices that say what to change follow the form's new boxes. GPU_MARGIN, the line saying
+    which --fit-target would put every layer on the GPU, counts the margin the form gave, and
+    following it in the form gives that plan, the line gone."""
 
     def notice(page: dict[str, Any]) -> str | None:
         return next((n["message"] for n in page["plan"]["notices"] if n["id"] == "GPU_MARGIN"), None)
@@ -194,6 +195,17 @@ def test_what_to_change_lines_follow_the_form(client: TestClient) -> None:
     assert followed["plan"]["strategy"] == "gpu" and notice(followed) is None
     one_more = client.get("/index.json", params={**MARGIN, "fit_target": str(int(keep[1]) + 1)}).json()
     assert one_more["plan"]["strategy"] != "gpu"  # the line names the largest margin that does it
+    # PROMPT_CACHE_REDUCED, the line saying the policy lowered --cache-ram: a size the form gives
+    # is kept as given, the line gone and the prompt cache line naming it the person's
+    tight = {"model": "qwen3-30b-a3b", "rig": "RTX 3060 12GB + 16GB DDR4-3200"}
+    lowered = client.get("/index.json", params=tight).json()["plan"]
+    reduced = next(n["message"] for n in lowered["notices"] if n["id"] == "PROMPT_CACHE_REDUCED")
+    size = re.match(r"--cache-ram (\d+):", reduced)
+    assert size is not None and "lowered by moeplan" in lowered["prompt_cache"]
+    given = client.get("/index.json", params={**tight, "cache_ram": size[1]}).json()["plan"]
+    assert given["command"] == lowered["command"] and given["command"].endswith(f"--cache-ram {size[1]}")
+    assert "PROMPT_CACHE_REDUCED" not in {n["id"] for n in given["notices"]}
+    assert f"--cache-ram {size[1]} (given)" in given["prompt_cache"]
 
 
 def test_api_plan_takes_cache_ram_and_fit_target_as_the_cli(client: TestClient) -> None:
