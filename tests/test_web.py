@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import threading
+from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from moeplan.cli import app as cli_app
 from moeplan.memory.kv import CACHE_TYPES
 from moeplan.quant.recipe import FileType
 from moeplan.web import app as web_app
-from moeplan.web import data
+from moeplan.web import data, render
 from moeplan.web.app import create_app, usable_cores
 
 MODEL = "qwen3.5-35b-a3b"
@@ -142,6 +143,86 @@ def test_home_plans(client: TestClient) -> None:
     assert "llama-server -m Qwen3.5-35B-A3B-" in text
 
 
+# qwen3.5-35b-a3b at Q5_K_M and 8k on a 4090: all layers on the GPU would eat 0.35 GiB into the
+# default 1 GiB --fit-target margin, so the plan offloads experts and GPU_MARGIN says what to change.
+MARGIN = {"model": MODEL, "rig": "RTX 4090 + 64GB", "quant": "Q5_K_M", "ctx": "8192"}
+
+
+def test_home_form_takes_cache_ram_and_fit_target(client: TestClient) -> None:
+    """The plan form takes llama-server's --cache-ram and llama.cpp's --fit-target as the CLI and
+    /api/plan do: boxes with their defaults as placeholders, the values kept in the form (0 too)
+    and in the JSON twin's link, and the plan, its prompt cache line and command planned with them."""
+    blank = client.get("/").text
+    for name, default in (("cache_ram", "8192"), ("fit_target", "1024")):
+        box = re.search(rf'<input name="{name}" value="" placeholder="{default}"[^>]*>', blank)
+        assert box, name
+    params = {"model": MODEL, "rig": "rtx-4090-64gb", "cache_ram": "0", "fit_target": "0"}
+    text = client.get("/", params=params).text
+    assert 'name="cache_ram" value="0"' in text and 'name="fit_target" value="0"' in text
+    twin = html.unescape(re.search(r'<link rel="alternate" type="application/json" href="([^"]+)"', text)[1])
+    assert "cache_ram=0" in twin and "fit_target=0" in twin
+    page = client.get(twin).json()
+    assert (page["cache_ram"], page["fit_target"]) == (0, 0)
+    cli = CliRunner().invoke(
+        cli_app, ["plan", MODEL, "--rig", "rtx-4090-64gb", "--cache-ram", "0", "--fit-target", "0", "--json"]
+    )
+    assert cli.exit_code == 0, cli.output
+    assert page["plan"] == json.loads(cli.stdout)
+    assert (
+        page["plan"]["command"].endswith("--cache-ram 0")
+        and "Prompt cache: none: --cache-ram 0 (given)" in text
+    )
+    gpu = next(d for d in page["plan"]["devices"] if d["name"] != "CPU")
+    assert gpu["capacity_bytes"] == 24 * 2**30  # nothing kept free: the 4090's whole 24 GiB
+
+
+def test_what_to_change_lines_follow_the_form(client: TestClient) -> None:
+    """The notices that say what to change follow the form's new boxes. GPU_MARGIN, the line saying
+    which --fit-target would put every layer on the GPU, counts the margin the form gave, and
+    following it in the form gives that plan, the line gone."""
+
+    def notice(page: dict[str, Any]) -> str | None:
+        return next((n["message"] for n in page["plan"]["notices"] if n["id"] == "GPU_MARGIN"), None)
+
+    default = client.get("/index.json", params=MARGIN).json()
+    wider = client.get("/index.json", params={**MARGIN, "fit_target": "2048"}).json()
+    said, wide = notice(default), notice(wider)
+    assert said is not None and wide is not None and default["plan"]["strategy"] != "gpu"
+    assert "of the 1.0 GiB kept free" in said and "of the 2.0 GiB kept free" in wide
+    keep = re.search(r"with --fit-target (\d+) it runs entirely on the GPU", said)
+    assert keep is not None and keep[1] in wide
+    followed = client.get("/index.json", params={**MARGIN, "fit_target": keep[1]}).json()
+    assert followed["plan"]["strategy"] == "gpu" and notice(followed) is None
+    one_more = client.get("/index.json", params={**MARGIN, "fit_target": str(int(keep[1]) + 1)}).json()
+    assert one_more["plan"]["strategy"] != "gpu"  # the line names the largest margin that does it
+    # PROMPT_CACHE_REDUCED, the line saying the policy lowered --cache-ram: a size the form gives
+    # is kept as given, the line gone and the prompt cache line naming it the person's
+    tight = {"model": "qwen3-30b-a3b", "rig": "RTX 3060 12GB + 16GB DDR4-3200"}
+    lowered = client.get("/index.json", params=tight).json()["plan"]
+    reduced = next(n["message"] for n in lowered["notices"] if n["id"] == "PROMPT_CACHE_REDUCED")
+    size = re.match(r"--cache-ram (\d+):", reduced)
+    assert size is not None and "lowered by moeplan" in lowered["prompt_cache"]
+    given = client.get("/index.json", params={**tight, "cache_ram": size[1]}).json()["plan"]
+    assert given["command"] == lowered["command"] and given["command"].endswith(f"--cache-ram {size[1]}")
+    assert "PROMPT_CACHE_REDUCED" not in {n["id"] for n in given["notices"]}
+    assert f"--cache-ram {size[1]} (given)" in given["prompt_cache"]
+
+
+def test_api_plan_takes_cache_ram_and_fit_target_as_the_cli(client: TestClient) -> None:
+    """/api/plan's cache_ram and fit_target are the CLI's --cache-ram and --fit-target."""
+    for typed in ({"cache_ram": "1024"}, {"cache_ram": "-1", "fit_target": "256"}):
+        r = client.get("/api/plan", params={**MARGIN, **typed})
+        assert r.status_code == 200, r.text[:300]
+        flags = [w for k, v in typed.items() for w in ("--" + k.replace("_", "-"), v)]
+        cli = CliRunner().invoke(
+            cli_app,
+            ["plan", MODEL, "--rig", MARGIN["rig"], "--quant", "Q5_K_M", "--ctx", "8192", *flags, "--json"],
+        )
+        assert cli.exit_code == 0, cli.output
+        assert r.json() == json.loads(cli.stdout)
+        assert r.json()["command"].endswith(f"--cache-ram {typed['cache_ram']}")
+
+
 def test_api_endpoints(client: TestClient) -> None:
     p = client.get(f"/api/plan?model={MODEL}&rig=RTX 4090 %2B 64GB DDR5-6000").json()
     assert p["model"] == "Qwen3.5-35B-A3B" and p["command"].startswith("llama-server")
@@ -174,6 +255,12 @@ def test_api_endpoints(client: TestClient) -> None:
         (f"/index.json?model={MODEL}&rig=RTX 4090&ctx=abc", 400, "whole number"),
         (f"/api/memory?model={MODEL}&ctx=-5", 422, "ctx: write it like 32768, 32k, 128k or 1M, not '-5'"),
         (
+            f"/api/memory?model={MODEL}&ctx=100",
+            400,
+            "ctx must be from 256 to 16,777,216 tokens, or 0 for the",
+        ),
+        (f"/api/plan?model={MODEL}&rig=RTX 4090&ctx=0", 400, "ctx must be from 256 to 16,777,216 tokens (k"),
+        (
             f"/api/plan?model={MODEL}&rig=RTX 4090&quant=Q9_Z",
             400,
             "unknown quantization 'Q9_Z'; choose one of",
@@ -188,6 +275,19 @@ def test_api_endpoints(client: TestClient) -> None:
         ("/hardware?gpu=RTX+4090&count=%E2%91%A6", 400, "GPU count must be a whole number"),
         ("/hardware?gpu=RTX+4090&ram_gb=-64", 400, "RAM size must be a whole number"),
         ("/models?max_gb=nan", 400, "size must be a number"),
+        (f"/?model={MODEL}&rig=RTX 4090&cache_ram=-5", 400, "--cache-ram -5: give MiB (0: no prompt cache)"),
+        (f"/?model={MODEL}&rig=RTX 4090&cache_ram=lots", 400, "--cache-ram must be a whole number from 0"),
+        (f"/?model={MODEL}&rig=RTX 4090&fit_target=-3", 400, "--fit-target must be a whole number from 0"),
+        (f"/api/plan?model={MODEL}&rig=RTX 4090&cache_ram=-5", 400, "--cache-ram -5: give MiB"),
+        (f"/api/plan?model={MODEL}&rig=RTX 4090&cache_ram=2147483648", 400, "--cache-ram must be from 0"),
+        (f"/api/plan?model={MODEL}&rig=RTX 4090&fit_target=-3", 422, "fit_target: write it like 1024 or 256"),
+        (f"/api/plan?model={MODEL}&rig=RTX 4090&fit_target=16777217", 400, "--fit-target must be from 0"),
+        (f"/api/plan?model={MODEL}&rig=H100&engine=vllm&cache_ram=0", 400, "leave it out for vllm"),
+        (
+            f"/api/plan?model={MODEL}&rig=H100&engine=vllm&fit_target=512",
+            400,
+            "--fit-target describe llama.cpp",
+        ),
         (f"/api/plan?model={MODEL}&rig=RTX 4090&qaunt=Q8_0", 422, "qaunt: not a parameter of /api/plan"),
         ("/api/gpus?q=4090&q=5090", 422, "q: given more than once"),
     ],
@@ -253,14 +353,28 @@ def test_openapi_document_declares_what_the_server_enforces(client: TestClient) 
     for path in ("/api/plan", "/api/memory", "/api/size"):
         assert ", ".join(FileType.__members__) in params[path]["quant"]["description"], path
     assert "fp8, mxfp4" in params["/api/plan"]["quant"]["description"]
-    for path in ("/api/plan", "/api/memory"):
+    # /api/memory, as `moeplan memory`, takes llama.cpp's -c 0 (the model's context); a plan's
+    # context left open is the use's, so /api/plan has no 0
+    for path, zero in (("/api/plan", ""), ("/api/memory", ", or 0 for the model's own")):
         p = params[path]["ctx"]
         schema = next((s for s in p["schema"].get("anyOf", []) if s.get("type") == "string"), p["schema"])
         assert schema["pattern"] == "^[0-9]+(?:\\.[0-9]+)?[kKmM]?$" and schema["maxLength"] == 24, path
-        assert "from 256 to 16,777,216 tokens (k = 1,024: 32k, 128k, 1M)" in p["description"], path
+        assert f"from 256 to 16,777,216 tokens{zero} (k = 1,024: 32k, 128k, 1M)" in p["description"], path
         assert p["schema"]["examples"] == ["32768", "32k", "128k", "1M"], path
     cache = [next(s for s in plan[k]["anyOf"] if s.get("type") == "string")["enum"] for k in ("ctk", "ctv")]
     assert cache[0] == cache[1] == [*CACHE_TYPES, *(t.upper() for t in CACHE_TYPES)]
+    for name, pattern, said in (
+        (
+            "cache_ram",
+            "^-?[0-9]+$",
+            "from 0 to 2,147,483,647 MiB, or 0 for no prompt cache, or -1 for no limit",
+        ),
+        ("fit_target", "^[0-9]+(?:\\.[0-9]+)?$", "from 0 to 16,777,216 MiB; default 1024"),
+    ):
+        schema = next(s for s in plan[name]["anyOf"] if s.get("type") == "string")
+        assert (schema["pattern"], schema["maxLength"]) == (pattern, 24), name
+        assert said in params["/api/plan"][name]["description"], name
+        assert all(re.fullmatch(pattern, x) for x in params["/api/plan"][name]["schema"]["examples"]), name
     n_seq = next(s for s in plan["n_seq"]["anyOf"] if s.get("type") == "integer")
     assert (n_seq["minimum"], n_seq["maximum"]) == (1, 256)
     assert "HTTPValidationError" not in spec["components"]["schemas"]
@@ -333,6 +447,13 @@ def test_api_spellings_equal_the_cli(client: TestClient) -> None:
     assert (
         memory == client.get("/api/memory", params={"model": MODEL, "ctx": "32768", "quant": "Q4_K_M"}).json()
     )
+    # llama.cpp's -c 0, the model's trained context (262,144, its max_position_embeddings): `moeplan
+    # memory --ctx 0` took it, /api/memory answered 400 (ctx must be from 256)
+    whole = client.get("/api/memory", params={"model": MODEL, "ctx": "0"})
+    assert whole.status_code == 200, whole.text[:300]
+    cli = CliRunner().invoke(cli_app, ["memory", MODEL, "--ctx", "0", "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert whole.json() == json.loads(cli.stdout) and whole.json()["n_ctx"] == 262144
     size = client.get("/api/size", params={"model": MODEL, "quant": "q8_0"}).json()
     assert (
         size["quant"] == "Q8_0"
@@ -465,3 +586,29 @@ def test_latency_percentiles_said_once_where_they_agree(client: TestClient, path
     whose percentiles are one number; the deploy page's table says them as the same one group."""
     text = html.unescape(re.sub(r"<[^>]+>", "", client.get(path).text))
     assert "latency p50 / p95 / p99" in text and "latency p95" not in text
+
+
+# A command box as the pages have drawn it (a quoted file name with markup characters, an -ot regex).
+COMMAND = "llama-server -m 'My Model <Q4_K_M>.gguf' -c 8192 -ot blk\\.(1[0-9])\\.ffn_.*_exps\\.=CPU -fa on"
+COMMAND_BOX = (
+    '<div class="command"><code class="cmd" style="--arg-ch: 36">'
+    '<span class="arg">llama-server</span> '
+    '<span class="arg">-m &#39;My Model &lt;Q4_K_M&gt;.gguf&#39;</span> '
+    '<span class="arg">-c 8192</span> '
+    '<span class="arg">-ot blk\\.(1[0-9])\\.ffn_.*_exps\\.=CPU</span> '
+    '<span class="arg">-fa on</span></code>'
+    '<button type="button" class="copy" data-copy="'
+    "llama-server -m &#39;My Model &lt;Q4_K_M&gt;.gguf&#39; "
+    "-c 8192 -ot blk\\.(1[0-9])\\.ffn_.*_exps\\.=CPU -fa on"
+    '" hidden>copy</button></div>\n'
+)
+
+
+def test_a_command_box_is_drawn_from_one_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The box's spans and its --arg-ch width come from one split of the command
+    (render.command_spans; two filters split it twice before), the markup byte for byte as it was."""
+    splits: list[str] = []
+    split = render._arg_groups
+    monkeypatch.setattr(render, "_arg_groups", lambda cmd: splits.append(cmd) or split(cmd))
+    drawn = render.ENV.from_string('{% import "macros.html" as m %}{{ m.command(c) }}').render(c=COMMAND)
+    assert drawn == COMMAND_BOX and splits == [COMMAND]

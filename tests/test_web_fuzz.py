@@ -54,7 +54,7 @@ text = st.text(max_size=40) | st.sampled_from(
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 def test_pages_never_5xx(path: str, a: str, b: str, c: str) -> None:
     params = {
-        "/": {"model": a, "rig": b, "ctx": c},
+        "/": {"model": a, "rig": b, "ctx": c, "cache_ram": c, "fit_target": a},
         "/index.json": {"model": a, "preset": b, "quant": c},
         "/hardware.json": {"gpu": a, "count": c, "ram_type": b},
         "/models": {"kind": a, "q": b, "max_gb": c},

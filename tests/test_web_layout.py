@@ -282,6 +282,11 @@ def test_unknown_path_is_an_html_404(open_page: Opener, server: str, width: int)
             "form.planform",
             {"model": "no-such-model", "rig": "rtx-4090-64gb", "ctx": "32768"},
         ),
+        (
+            "/?model=qwen3.5-35b-a3b&rig=rtx-4090-64gb&cache_ram=-5&fit_target=0",
+            "form.planform",
+            {"model": "qwen3.5-35b-a3b", "cache_ram": "-5", "fit_target": "0"},
+        ),
         ("/compare?a=qwen3.5-9b&b=no-such-model", "form.filters", {"a": "qwen3.5-9b", "b": "no-such-model"}),
         ("/models?max_gb=lots&q=qwen", "form.filters", {"max_gb": "lots", "q": "qwen"}),
     ],
@@ -336,3 +341,44 @@ def test_plans_table_has_no_constant_column(open_page: Opener, width: int) -> No
     assert constant == [], f"one value on every rig, said in each row: {constant}"
     said_once = pg.inner_text("p.constants")  # what every rig shares, once above the table
     assert said_once.startswith("On every rig:") and "prompt tokens" in said_once
+
+
+# Where each box of the plan form is drawn, with its label's text and box.
+FORM_BOXES_JS = """() => [...document.querySelectorAll('form.planform :is(input, select)')].map(e => {
+  const r = e.getBoundingClientRect(), l = e.closest('label');
+  const lr = l ? l.getBoundingClientRect() : r;
+  return {name: e.name, left: Math.min(r.left, lr.left), right: Math.max(r.right, lr.right),
+          top: r.top, bottom: r.bottom, width: r.width, label: l ? l.innerText.trim() : ''};
+})"""
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_plan_form_options_are_usable(open_page: Opener, server: str, width: int) -> None:  # noqa: F811
+    """The plan form's prompt cache and fit margin boxes: labelled, with their units and defaults,
+    wholly on screen and clear of the other boxes at a phone's and a desktop's width; typed into
+    and sent, the plan comes back with them and the boxes keep them."""
+    pg = open_page("home", width)
+    boxes = {b["name"]: b for b in pg.evaluate(FORM_BOXES_JS)}
+    for name, label, default in (
+        ("cache_ram", "Prompt cache, MiB", "8192"),
+        ("fit_target", "Fit margin, MiB", "1024"),
+    ):
+        b = boxes[name]
+        assert (
+            b["label"] == label and pg.get_attribute(f"form.planform [name={name}]", "placeholder") == default
+        )
+        assert b["left"] >= 0 and b["right"] <= width and b["width"] >= 48, b  # room for "16384"
+        for other in boxes.values():
+            if other["name"] != name:
+                apart = other["right"] <= b["left"] or b["right"] <= other["left"]
+                assert apart or other["bottom"] <= b["top"] or b["bottom"] <= other["top"], (name, other)
+    pg.fill("form.planform [name=cache_ram]", "2048")
+    pg.fill("form.planform [name=fit_target]", "512")
+    pg.click("form.planform button[type=submit]")
+    pg.wait_for_url("**fit_target=512**")
+    assert "cache_ram=2048" in pg.url
+    assert pg.input_value("form.planform [name=cache_ram]") == "2048"
+    assert pg.input_value("form.planform [name=fit_target]") == "512"
+    assert "--cache-ram 2048 (given)" in pg.inner_text("p.prompt-cache")
+    assert pg.locator("code.cmd").first.inner_text().endswith("--cache-ram 2048")
+    assert pg.evaluate("document.scrollingElement.scrollWidth") <= width

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import wraps
+from operator import attrgetter
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -170,8 +171,10 @@ CacheRamOpt = Annotated[
     ),
 ]
 FitTargetOpt = Annotated[
-    int | None,
-    typer.Option("--fit-target", help="MiB kept free per GPU (llama.cpp --fit-target; default 1024)."),
+    str | None,
+    typer.Option(
+        "--fit-target", metavar="MIB", help="MiB kept free per GPU (llama.cpp --fit-target; default 1024)."
+    ),
 ]
 
 
@@ -376,10 +379,17 @@ def memory(
     if json_out:
         out.print_json(r.model_dump_json())
         return
-    checkpoints = any(d.checkpoint_bytes for d in r.devices)  # llama-server's, where the model makes them
-    cached = any(d.prompt_cache_bytes for d in r.devices)  # llama-server's prompt cache, unless off
-    cols = ("device", "weights", "KV cache", "recurrent", "compute", "of which offload copy", "runtime")
-    extra = (*(("checkpoints",) if checkpoints else ()), *(("prompt cache",) if cached else ()))
+    cols = (
+        "device",
+        "weights",
+        "KV cache",
+        "recurrent",
+        "compute",
+        "of which offload copy",
+        "runtime",
+        "output",
+    )
+    extra = _held_terms(r.devices, SERVER_HOST_TERMS)
     rows = [
         [
             d.device,
@@ -393,15 +403,14 @@ def memory(
                     d.offload_copy_bytes,
                     d.runtime_bytes,
                     d.output_bytes,
-                    *((d.checkpoint_bytes,) if checkpoints else ()),
-                    *((d.prompt_cache_bytes,) if cached else ()),
+                    *(held(d) for _, held in extra),
                     d.total_bytes,
                 )
             ),
         ]
         for d in r.devices
     ]
-    columns = (*cols, "output", *extra, "total")
+    columns = (*cols, *(name for name, _ in extra), "total")
     rows.append(["all", *[""] * (len(columns) - 2), gib_figure(r.total_bytes)])
     title = f"{r.model} {r.quant}, ctx {r.n_ctx:,} × {r.n_seq} slot(s), {r.frontend}, {r.placement} (GiB)"
     t = _memory_table(title, columns, rows)
@@ -410,6 +419,21 @@ def memory(
     out.print(f"[dim]modelled: {r.backend} backend, {r.llamacpp_build}[/dim]")
     for note in r.notes:
         out.print(f"[dim]note: {note}[/dim]")
+
+
+# Bytes a device holds of a term that has a column only where some device holds it.
+Term = tuple[str, Callable[[Any], int]]
+# llama-server's host memory beside llama.cpp's buffers: its context checkpoints (where the model
+# makes them) and its prompt cache (unless --cache-ram 0).
+SERVER_HOST_TERMS: tuple[Term, ...] = (
+    ("checkpoints", attrgetter("checkpoint_bytes")),
+    ("prompt cache", attrgetter("prompt_cache_bytes")),
+)
+
+
+def _held_terms(devices: Sequence[Any], terms: Sequence[Term]) -> list[Term]:
+    """The optional terms some device holds bytes of, in their order: the columns a table shows."""
+    return [(name, held) for name, held in terms if any(held(d) for d in devices)]
 
 
 def _memory_table(title: str, columns: Sequence[str], rows: list[list[str]]) -> Table:
@@ -427,15 +451,9 @@ def _memory_table(title: str, columns: Sequence[str], rows: list[list[str]]) -> 
 
 def _devices_table(devices: "list[api.PlanDevice]") -> Table:
     """Every term per device: what llama.cpp allocates, what the runtime loses beside it, the margin."""
-    vision = any(d.vision_bytes for d in devices)  # the projector's column only where one is loaded
-    checkpoints = any(d.checkpoint_bytes for d in devices)  # llama-server's, where the model makes them
-    cached = any(d.prompt_cache_bytes for d in devices)  # llama-server's prompt cache, unless off
     cols = ("device", "capacity", "weights", "KV + state", "compute", "of which offload copy", "runtime")
-    extra = (
-        *(("vision",) if vision else ()),
-        *(("checkpoints",) if checkpoints else ()),
-        *(("prompt cache",) if cached else ()),
-    )
+    # the vision projector's column only where one is loaded
+    extra = _held_terms(devices, (("vision", attrgetter("vision_bytes")), *SERVER_HOST_TERMS))
     rows = [
         [
             d.name,
@@ -445,15 +463,14 @@ def _devices_table(devices: "list[api.PlanDevice]") -> Table:
             gib_figure(d.compute_bytes),
             gib_figure(d.offload_copy_bytes),
             gib_figure(d.runtime_bytes),
-            *((gib_figure(d.vision_bytes),) if vision else ()),
-            *((gib_figure(d.checkpoint_bytes),) if checkpoints else ()),
-            *((gib_figure(d.prompt_cache_bytes),) if cached else ()),
+            *(gib_figure(held(d)) for _, held in extra),
             gib_figure(d.total_bytes),
             gib_figure(d.margin_bytes),
         ]
         for d in devices
     ]
-    return _memory_table("memory per device (GiB)", (*cols, *extra, "total", "margin kept"), rows)
+    columns = (*cols, *(name for name, _ in extra), "total", "margin kept")
+    return _memory_table("memory per device (GiB)", columns, rows)
 
 
 def _prompt_cache_line(line: str | None) -> None:
@@ -675,7 +692,7 @@ def plan(
         backend=backend,
         llamacpp_build=llamacpp_build,
         op_offload=not no_op_offload,
-        fit_target_mib=fit_target,
+        fit_target_mib=numbers.optional_int(fit_target, numbers.FIT_TARGET),
         cache_ram=numbers.cache_ram(cache_ram),
     )
     r = api.plan(model, rig_text, options)
@@ -863,7 +880,7 @@ def explain(
         quant=quant,
         backend=backend,
         llamacpp_build=llamacpp_build,
-        fit_target_mib=fit_target,
+        fit_target_mib=numbers.optional_int(fit_target, numbers.FIT_TARGET),
     )
     if json_out:
         out.print_json(r.model_dump_json())

@@ -129,6 +129,9 @@ MODEL_GB = Range("size", 0, 1e7, "GB")
 # llama-server's --cache-ram (common/arg.cpp: an int32 of MiB); -1, no limit, is read apart (cache_ram)
 CACHE_RAM = Range("--cache-ram", 0, (1 << 31) - 1, "MiB", zero="no prompt cache")
 NO_CACHE_LIMIT = -1
+# llama.cpp's --fit-target (common/arg.cpp: MiB kept free on each device, read with std::stoull);
+# 16 TiB: beyond any device's memory.
+FIT_TARGET = Range("--fit-target", 0, 1 << 24, "MiB")
 
 
 def check_cache_ram(mib: int) -> int:

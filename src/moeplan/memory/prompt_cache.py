@@ -25,7 +25,6 @@ from moeplan.arch.spec import AttnKind, ModelSpec
 from moeplan.memory.checkpoints import KV_CELL_META
 from moeplan.memory.kv import CacheConfig, context, layer_memory, mtp_trunk_memory
 from moeplan.numbers import NO_CACHE_LIMIT as NO_LIMIT
-from moeplan.numbers import check_cache_ram
 
 DEFAULT_CACHE_RAM_MIB = 8192  # common/common.h cache_ram_mib
 MiB = 2**20
@@ -51,11 +50,12 @@ def token_bound_bytes(spec: ModelSpec, cfg: CacheConfig, n_mtp: int = 0) -> int:
 
 
 def prompt_cache_bytes(spec: ModelSpec, cfg: CacheConfig, cache_ram_mib: int, n_mtp: int = 0) -> int:
-    """The most host memory llama-server's prompt cache reaches with `--cache-ram cache_ram_mib`
-    (`n_mtp`: the MTP blocks the file keeps, for the -1 bound)."""
+    """The most host memory llama-server's prompt cache reaches with `--cache-ram cache_ram_mib`, a
+    setting `Frontend` (engines/llamacpp.py) has checked (`n_mtp`: the MTP blocks the file keeps,
+    for the -1 bound)."""
     if cache_ram_mib == NO_LIMIT:
         return token_bound_bytes(spec, cfg, n_mtp)
-    return check_cache_ram(cache_ram_mib) * MiB
+    return cache_ram_mib * MiB
 
 
 DEFAULT_ORIGIN = f"llama-server's default, common/common.h cache_ram_mib = {DEFAULT_CACHE_RAM_MIB}"

@@ -83,8 +83,6 @@ class PlanOptions:
                     "--format names vLLM/SGLang weights: add --engine vllm or --engine sglang "
                     "(llama.cpp takes --quant, a GGUF type such as Q4_K_M)"
                 )
-            if self.cache_ram is not None:
-                numbers.check_cache_ram(self.cache_ram)
             if self.vision is None and not self.mmproj_offload:
                 raise MoeplanError(
                     "--no-mmproj-offload places the vision projector: add --vision f16|bf16|q8_0"

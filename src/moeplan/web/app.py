@@ -33,9 +33,11 @@ from uvicorn.supervisors import Multiprocess
 from moeplan import __version__, numbers
 from moeplan.api import FitRow, MemoryReport, PlanReport
 from moeplan.arch.vision import MMPROJ_TYPES
+from moeplan.engines.fit import FIT_TARGET_MIB
 from moeplan.engines.formats import FORMAT_NAMES
 from moeplan.errors import BadInput, ModelNotFound, MoeplanError
 from moeplan.memory.kv import CACHE_TYPES
+from moeplan.memory.prompt_cache import DEFAULT_CACHE_RAM_MIB
 from moeplan.memory.report import SizeReport
 from moeplan.plan.distributed import DistributedPlan
 from moeplan.plan.options import PlanOptions
@@ -113,17 +115,19 @@ def name_query(description: str, examples: list[str], alias: str | None = None) 
 
 
 # Numbers of tokens as people type them ("32768", "32k", "128k", "1M"), read by numbers.parse_int as
-# the CLI's --ctx and the home form's context are; the error names the parameter.
+# the CLI's --ctx and the home form's context are; the error names the parameter. /api/memory, like
+# `moeplan memory`, also takes 0: llama.cpp's -c 0, the model's trained context.
 CTX = replace(numbers.CONTEXT, what="ctx")
+CTX_OR_MODEL = replace(numbers.CONTEXT_OR_MODEL, what="ctx")
 TOKEN_EXAMPLES = ["32768", "32k", "128k", "1M"]
 
 
-def tokens_query(description: str) -> Any:
-    """A context parameter: what numbers.parse_int reads for `CTX`, its range said in the description."""
+def tokens_query(description: str, field: numbers.Range = CTX) -> Any:
+    """A context parameter: what numbers.parse_int reads for `field`, its range said in the description."""
     return Query(
-        pattern=numbers.pattern(CTX),
+        pattern=numbers.pattern(field),
         max_length=numbers.MAX_CHARS,
-        description=f"{description}; {CTX.describe()}",
+        description=f"{description}; {field.describe()}",
         examples=TOKEN_EXAMPLES,
     )
 
@@ -154,7 +158,31 @@ SizeQuantQ = Annotated[
         QUANT_EXAMPLES,
     ),
 ]
-CtxQ = Annotated[str, tokens_query("context in tokens")]
+MemoryCtxQ = Annotated[str, tokens_query("context in tokens", CTX_OR_MODEL)]
+# llama-server's --cache-ram and llama.cpp's --fit-target as the CLI reads them (numbers.cache_ram,
+# numbers.FIT_TARGET): a pattern for the characters, the range said in the description, a value out
+# of range a 400 with the CLI's message.
+CacheRamQ = Annotated[
+    str | None,
+    Query(
+        pattern="^-?[0-9]+$",
+        max_length=numbers.MAX_CHARS,
+        description="llama-server's prompt cache (--cache-ram) in MiB, "
+        f"{numbers.CACHE_RAM.describe()}, or -1 for no limit; default: the server's "
+        f"{DEFAULT_CACHE_RAM_MIB}, lowered where the host cannot hold it beside the plan",
+        examples=[str(DEFAULT_CACHE_RAM_MIB), "0", "-1"],
+    ),
+]
+FitTargetQ = Annotated[
+    str | None,
+    Query(
+        pattern=numbers.pattern(numbers.FIT_TARGET),
+        max_length=numbers.MAX_CHARS,
+        description=f"MiB kept free on each GPU (llama.cpp --fit-target), {numbers.FIT_TARGET.describe()}; "
+        f"default {FIT_TARGET_MIB}",
+        examples=[str(FIT_TARGET_MIB), "256"],
+    ),
+]
 SEQUENCES = {"ge": int(numbers.SEQUENCES.low), "le": int(numbers.SEQUENCES.high)}  # -np, as the CLI's
 
 
@@ -341,6 +369,8 @@ def create_app() -> FastAPI:
         ctx: str = "",
         quant: str = "",
         vision: str = "",
+        cache_ram: str = "",
+        fit_target: str = "",
     ) -> Response:
         rig = preset.strip() or rig.strip()  # a preset picked in the menu wins (no JavaScript needed)
         page = data.home_page(
@@ -349,10 +379,20 @@ def create_app() -> FastAPI:
             numbers.optional_int(ctx, numbers.CONTEXT),
             quant.strip() or None,
             vision.strip() or None,
+            numbers.cache_ram(cache_ram),
+            numbers.optional_int(fit_target, numbers.FIT_TARGET),
         )
         if request.url.path.endswith(".json"):
             return _json(page)
-        query = {"model": model, "rig": rig, "ctx": ctx, "quant": quant, "vision": vision}
+        query = {
+            "model": model,
+            "rig": rig,
+            "ctx": ctx,
+            "quant": quant,
+            "vision": vision,
+            "cache_ram": cache_ram,
+            "fit_target": fit_target,
+        }
         return _page(
             "home.html",
             LIVE._q("/index.json", query),
@@ -501,6 +541,8 @@ def create_app() -> FastAPI:
             MmprojName | None,
             Query(description="llama.cpp: load the model's vision projector (--mmproj) of this file type"),
         ] = None,
+        cache_ram: CacheRamQ = None,
+        fit_target: FitTargetQ = None,
     ) -> PlanReport | DistributedPlan:
         """The best plan for a model on a rig. llama.cpp: quantization, placement, context, decode
         speed, per-device memory, the exact command and the notices. vLLM / SGLang: the parallel
@@ -522,6 +564,8 @@ def create_app() -> FastAPI:
                 draft=draft,
                 acceptance=acceptance,
                 vision=vision,
+                cache_ram=numbers.cache_ram(cache_ram),
+                fit_target_mib=numbers.optional_int(fit_target, numbers.FIT_TARGET),
             ),
         )
 
@@ -545,7 +589,7 @@ def create_app() -> FastAPI:
     @app.get("/api/memory", response_model=MemoryReport, responses=ERRORS, **API)
     def api_memory(
         model: ModelQ,
-        ctx: CtxQ,
+        ctx: MemoryCtxQ,
         quant: QuantQ = "Q4_K_M",
         placement: Annotated[
             str, Query(max_length=MAX_RIG_CHARS, description="llama.cpp flags, e.g. '-ngl 99 --n-cpu-moe 20'")
@@ -557,7 +601,7 @@ def create_app() -> FastAPI:
     ) -> MemoryReport:
         """Bytes per device llama.cpp allocates for the model, context and placement."""
         return data.memory(
-            model, quant, numbers.parse_int(ctx, CTX), placement=placement, gpus=gpus, n_seq=n_seq
+            model, quant, numbers.parse_int(ctx, CTX_OR_MODEL), placement=placement, gpus=gpus, n_seq=n_seq
         )
 
     @app.get("/api/models", response_model=list[ModelSummary], responses=UNKNOWN_PARAMETER, **API)

@@ -27,7 +27,7 @@ from moeplan.hardware.presets import PRESETS, preset_text
 from moeplan.hardware.rig import parse_rig
 from moeplan.memory.report import SizeReport
 from moeplan.plan.distributed import DistributedPlan, plan_distributed
-from moeplan.plan.options import PlanOptions, check_ctx, check_n_seq, check_text
+from moeplan.plan.options import PlanOptions, check_n_seq, check_text
 from moeplan.plan.policy import QUALITY_FLOOR, TOO_SLOW_TOK_S, Verdict, use_named
 from moeplan.quant.ggml import GGMLType
 from moeplan.quant.recipe import FileType
@@ -224,7 +224,7 @@ def memory(
     placement = check_text(placement, "placement", MAX_RIG_CHARS)
     if gpus is not None and not 0 <= gpus <= 64:
         raise BadInput(f"gpus must be between 0 and 64, not {gpus}")
-    ctx = check_ctx(ctx) or 0
+    ctx = int(numbers.CONTEXT_OR_MODEL.check(ctx))  # 0: the model's own, as `moeplan memory --ctx 0`
     return _memory(model_id(model), q, ctx, placement, gpus, check_n_seq(n_seq))
 
 
@@ -835,6 +835,8 @@ class HomePage(BaseModel):
     extras: dict[str, float]
     model_id: str | None  # the catalog id (it has a deploy page); None for a Hub reference
     vision: str | None = None  # the mmproj type asked for (f16, bf16, q8_0), None: text only
+    cache_ram: int | None = None  # llama-server's --cache-ram MiB asked for (-1: no limit); None: its default
+    fit_target: int | None = None  # llama.cpp's --fit-target MiB asked for; None: its default
 
 
 def home_page(
@@ -843,18 +845,29 @@ def home_page(
     ctx: int | None = None,
     quant: str | None = None,
     vision: str | None = None,
+    cache_ram: int | None = None,
+    fit_target: int | None = None,
 ) -> HomePage:
     model = check_text(model, "model name", MAX_MODEL_CHARS)
     rig = check_text(rig, "rig", MAX_RIG_CHARS)
-    if not model or not rig:
-        return HomePage(
-            model=model, rig=rig, ctx=ctx, quant=quant, vision=vision, plan=None, extras={}, model_id=None
-        )
-    r = plan(model, rig, PlanOptions(ctx=ctx, quant=quant, vision=vision))
-    mid = None if parse_ref(model) is not None else model_id(model)
-    return HomePage(
-        model=model, rig=rig, ctx=ctx, quant=quant, vision=vision, plan=r, extras=plan_extras(r), model_id=mid
+    asked = HomePage(
+        model=model,
+        rig=rig,
+        ctx=ctx,
+        quant=quant,
+        vision=vision,
+        cache_ram=cache_ram,
+        fit_target=fit_target,
+        plan=None,
+        extras={},
+        model_id=None,
     )
+    if not model or not rig:
+        return asked
+    options = PlanOptions(ctx=ctx, quant=quant, vision=vision, cache_ram=cache_ram, fit_target_mib=fit_target)
+    r = plan(model, rig, options)
+    mid = None if parse_ref(model) is not None else model_id(model)
+    return asked.model_copy(update={"plan": r, "extras": plan_extras(r), "model_id": mid})
 
 
 def presets() -> dict[str, str]:

@@ -117,17 +117,15 @@ def _arg_groups(cmd: str) -> list[str]:
     return [w for g in groups for w in ([" ".join(g)] if len(" ".join(g)) <= ARG_CH_MAX else g)]
 
 
-def command_html(cmd: str) -> Markup:
+def command_spans(cmd: str) -> tuple[int, Markup]:
     """A command as one span per flag with its values, so a narrow box breaks the line only between
-    flags, never inside a number or a file name. The text is unchanged: the spans are joined by the
-    spaces that separated them."""
-    return Markup(" ").join(Markup('<span class="arg">{}</span>').format(g) for g in _arg_groups(cmd))
-
-
-def arg_ch(cmd: str) -> int:
-    """The characters of a command's widest unbreakable span: the width its box in a table keeps, so
-    a file name is read whole, not cut at the box's edge (at most BOX_CH_MAX)."""
-    return min(BOX_CH_MAX, max((len(g) for g in _arg_groups(cmd)), default=0))
+    flags, never inside a number or a file name (the text is unchanged: the spans are joined by the
+    spaces that separated them); and the characters of its widest span, the width its box in a
+    table keeps so a file name is read whole, not cut at the box's edge (at most BOX_CH_MAX). Both
+    from one split of the command."""
+    groups = _arg_groups(cmd)
+    widest = min(BOX_CH_MAX, max((len(g) for g in groups), default=0))
+    return widest, Markup(" ").join(Markup('<span class="arg">{}</span>').format(g) for g in groups)
 
 
 def notice_id(name: str) -> Markup:
@@ -224,7 +222,6 @@ def environment() -> Environment:
     env.filters.update(
         gib=gib,
         gib_change=gib_change,
-        arg_ch=arg_ch,
         notice_id=notice_id,
         extra_cell=extra_cell,
         gb=gb,
@@ -234,7 +231,7 @@ def environment() -> Environment:
         speed=speed,
         label=label,
         extra=extra,
-        command_html=command_html,
+        command_spans=command_spans,
         prose_html=prose_html,
     )
     env.tests["constant"] = constant
