@@ -67,6 +67,8 @@ def test_bad_input_is_one_line() -> None:
     for args, needle in [
         (["size", "qwen3.5-35b-a3c"], "did you mean qwen3.5-35b-a3b"),
         (["size", "qwen3-8b", "--quant", "Q4_K_Z"], "unknown quantization"),
+        (["size", "qwen3-8b", "--quant", "UD-Q4_K_XL"], "or --quant Q4_K_M, the stock type it builds on"),
+        (["size", "qwen3-8b", "--quant", "ud-iq2_m"], "plan the file itself"),
         (["inspect", "/nonexistent.gguf"], "no such file"),
         (["inspect", __file__], "not a GGUF file"),
     ]:

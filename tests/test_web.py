@@ -479,6 +479,7 @@ def test_api_spellings_equal_the_cli(client: TestClient) -> None:
         ({"ctx": "12x"}, 422, "ctx: write it like 32768, 32k, 128k or 1M, not '12x'"),
         ({"ctx": " 128k"}, 422, "ctx: write it like"),
         ({"quant": "q4kz"}, 400, "unknown quantization 'q4kz'"),
+        ({"quant": "UD-Q5_K_XL"}, 400, "'UD-Q5_K_XL' is unsloth's dynamic recipe"),
         ({"quant": "Q4.K.M"}, 422, "quant: write it like Q4_K_M, q4_k_m, q4km, fp8 or awq, not 'Q4.K.M'"),
         ({"engine": "vllm", "format": "q4km"}, 400, "Q4_K_M is a llama.cpp GGUF type"),
         ({"ctk": "Q9_0"}, 422, "ctk: Input should be"),

@@ -76,6 +76,13 @@ class FileType(Enum):
         found = _COMPACT_NAMES.get(key)
         if found is not None:
             return cls.__members__[found]
+        base = custom_recipe_base(name)
+        if base is not None:
+            raise UnknownQuant(
+                f"'{name}' is unsloth's dynamic recipe, whose tensor types differ from upload to "
+                f"upload: plan the file itself (its path, or hf://ORG/REPO:{name.strip().upper()}), "
+                f"or --quant {base.name}, the stock type it builds on"
+            )
         raise UnknownQuant(
             f"unknown quantization '{name}'{did_you_mean(name, cls.__members__)}; "
             f"choose one of {', '.join(cls.__members__)}"
@@ -84,6 +91,31 @@ class FileType(Enum):
 
 F = FileType
 _COMPACT_NAMES = {n.replace("_", ""): n for n in FileType.__members__}
+# llama-quantize's own aliases (tools/quantize/quantize.cpp QUANT_OPTIONS: "Q4_K" is Q4_K_M ...) and
+# ggml-org's name for the files convert_hf_to_gguf.py writes from MXFP4 releases.
+LABEL_ALIASES = {"Q3_K": F.Q3_K_M, "Q4_K": F.Q4_K_M, "Q5_K": F.Q5_K_M, "MXFP4": F.MXFP4_MOE}
+# The stock type of the same bit width that each unsloth `_XL` label starts from.
+_XL_BASES = {
+    "Q2_K": F.Q2_K,
+    "Q3_K": F.Q3_K_M,
+    "Q4_K": F.Q4_K_M,
+    "Q5_K": F.Q5_K_M,
+    "Q6_K": F.Q6_K,
+    "Q8_K": F.Q8_0,
+}
+
+
+def custom_recipe_base(label: str) -> "FileType | None":
+    """The stock file type an unsloth dynamic label (`UD-Q4_K_XL`, `UD-IQ2_M`, `Q4_K_XL`) builds on;
+    None for a label that is not one (a stock type is not a custom recipe)."""
+    upper = label.strip().upper()
+    base = upper.removeprefix("UD-")
+    if base.endswith("_XL"):
+        return _XL_BASES.get(base[:-3])
+    if upper.startswith("UD-"):
+        return F.__members__.get(base) or LABEL_ALIASES.get(base)
+    return None
+
 
 # The file types whose rules need an importance matrix (`tensor_requires_imatrix`): llama-quantize
 # refuses them without one, so a recipe for them assumes one was given.

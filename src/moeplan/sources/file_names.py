@@ -14,23 +14,10 @@ file's own header (point `-m` at the downloaded file) gives its exact tensor typ
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from moeplan.quant.recipe import FileType
+from moeplan.quant.recipe import LABEL_ALIASES, FileType, custom_recipe_base
 from moeplan.sources.hub_refs import quant_label, split_parts
 
 F = FileType
-
-# llama-quantize's own aliases (tools/quantize/quantize.cpp QUANT_OPTIONS: "Q4_K" is Q4_K_M ...) and
-# ggml-org's name for the files convert_hf_to_gguf.py writes from MXFP4 releases.
-_ALIASES = {"Q3_K": F.Q3_K_M, "Q4_K": F.Q4_K_M, "Q5_K": F.Q5_K_M, "MXFP4": F.MXFP4_MOE}
-# The stock type of the same bit width that each unsloth `_XL` label starts from.
-_XL_BASES = {
-    "Q2_K": F.Q2_K,
-    "Q3_K": F.Q3_K_M,
-    "Q4_K": F.Q4_K_M,
-    "Q5_K": F.Q5_K_M,
-    "Q6_K": F.Q6_K,
-    "Q8_K": F.Q8_0,
-}
 
 
 @dataclass(frozen=True)
@@ -43,11 +30,11 @@ class NamedFile:
 
 def file_type_of_label(label: str) -> tuple[FileType | None, str | None]:
     """The llama.cpp file type a label names, or the stock one a custom recipe builds on (with a note)."""
-    base = label.upper().removeprefix("UD-")
-    xl = base.endswith("_XL")
-    ft = F.__members__.get(base) or _ALIASES.get(base) or (_XL_BASES.get(base[:-3]) if xl else None)
-    if ft is None or not (xl or label.upper().startswith("UD-")):
-        return ft, None
+    custom = custom_recipe_base(label)
+    if custom is None:
+        upper = label.upper()
+        return F.__members__.get(upper) or LABEL_ALIASES.get(upper), None
+    ft = custom
     return ft, (
         f"{label} is unsloth's dynamic recipe (chosen tensors at more bits): planned as the stock "
         f"{ft.name}; point -m at the downloaded file for its exact tensor types"
