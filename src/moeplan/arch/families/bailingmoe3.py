@@ -27,7 +27,7 @@ from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.families.bailingmoe2 import bailing_moe
 from moeplan.arch.families.deepseek2 import mla_attention
-from moeplan.arch.families.kimi import kda_mla_spec_from_gguf, kda_state
+from moeplan.arch.families.kimi import kda_layer, kda_mla_spec_from_gguf, kda_state
 from moeplan.arch.family import Family, GGUFValue, first_moe_layer
 from moeplan.arch.from_gguf import GGUFHParams
 from moeplan.arch.spec import Attention, AttnKind, Layer, ModelSpec
@@ -49,18 +49,10 @@ def is_full_attention(il: int, n_layer: int, group: int) -> bool:
 def kda_attention(cfg: Config) -> Attention:
     """A KDA layer on the model's `num_attention_heads` heads of `head_dim` (the converter writes
     `kda.head_dim` = head_dim; the loader sizes q/k/v n_head × head_dim)."""
-    n_head, hd = c.integer(cfg, "num_attention_heads"), c.integer(cfg, "head_dim")
-    return Attention(
-        AttnKind.LINEAR,
-        n_head,
-        0,
-        0,
-        0,
-        conv_kernel=c.integer(cfg, "short_conv_kernel_size"),
-        linear_k_heads=n_head,
-        linear_v_heads=n_head,
-        linear_k_head_dim=hd,
-        linear_v_head_dim=hd,
+    return kda_layer(
+        c.integer(cfg, "num_attention_heads"),
+        c.integer(cfg, "head_dim"),
+        c.integer(cfg, "short_conv_kernel_size"),
     )
 
 

@@ -61,18 +61,23 @@ def kda_attention(cfg: Config) -> Attention:
         raise BadConfig(
             "llama.cpp's KDA runs on num_attention_heads: linear_attn_config.num_heads must equal it"
         )
-    hd = c.integer(la, "head_dim")
+    return kda_layer(n_head, c.integer(la, "head_dim"), c.integer(la, "short_conv_kernel_size"))
+
+
+def kda_layer(n_head: int, head_dim: int, conv_kernel: int) -> Attention:
+    """A KDA (Kimi delta attention) layer: q, k and v all on `n_head` heads of `head_dim`, after a
+    short convolution of `conv_kernel` taps (`build_kda`'s shapes)."""
     return Attention(
         AttnKind.LINEAR,
         n_head,
         0,
         0,
         0,
-        conv_kernel=c.integer(la, "short_conv_kernel_size"),
+        conv_kernel=conv_kernel,
         linear_k_heads=n_head,
         linear_v_heads=n_head,
-        linear_k_head_dim=hd,
-        linear_v_head_dim=hd,
+        linear_k_head_dim=head_dim,
+        linear_v_head_dim=head_dim,
     )
 
 
