@@ -205,3 +205,45 @@ def test_medium_3_5_is_devstral_2s_text_model_behind_the_vision_wrapper() -> Non
     kv = sum(lm.k_bytes + lm.v_bytes for lm in layer_memory(medium.spec(), CacheConfig(n_ctx=8192)))
     assert kv == 8192 * 88 * 2 * 8 * 128 * 2
     assert medium.context_length == 262_144 and resolve("Mistral-Medium-3.5").id == medium.id
+
+
+# MistralForCausalLM releases (conversion/llama.py: plain llama): parameters of the inventory, the
+# published figure (Mistral-Nemo: general.parameter_count of the converted file, ollama/ollama#8277)
+MISTRAL_LLAMA = {
+    "mistral-nemo-instruct-2407": (12_247_782_400, 363, 40, 5120, 131072),
+    "mistral-7b-instruct-v0.3": (7_248_023_552, 291, 32, 4096, 32768),
+}
+
+
+@pytest.mark.parametrize("model", sorted(MISTRAL_LLAMA))
+def test_text_only_mistral_releases_are_llama_with_128_wide_heads(model: str) -> None:
+    params, n_tensors, n_layer, n_embd, vocab = MISTRAL_LLAMA[model]
+    s = resolve(model).spec()
+    assert (s.arch, s.n_layer, s.n_embd, s.n_vocab, s.tied_embeddings) == (
+        "llama",
+        n_layer,
+        n_embd,
+        vocab,
+        False,
+    )
+    inv = inventory(s)
+    assert sum(t.n_elements for t in inv.tensors) == params == resolve(model).params_published.total
+    assert len(inv.tensors) == n_tensors  # 2 + 1 + 9 per layer: untied head
+    by = {t.name: t.shape for t in inv.tensors}
+    # 32 query heads of 128 (head_dim set for Nemo, derived for the 7B): 4096 wide whatever n_embd is
+    assert by["blk.0.attn_q.weight"] == (n_embd, 4096) and by["blk.0.attn_output.weight"] == (4096, n_embd)
+    assert by["blk.0.attn_k.weight"] == (n_embd, 1024)
+    kv = family("llama").gguf_metadata(inv)
+    assert (kv[".attention.key_length"], kv[".attention.head_count_kv"]) == (128, 8)
+    # 8 KV heads x 128 x (K + V) x 2 bytes per layer and token, every layer full attention
+    mem = layer_memory(s, CacheConfig(n_ctx=4096))
+    assert sum(m.k_bytes + m.v_bytes for m in mem) == 4096 * n_layer * 4096
+
+
+def test_nemo_carries_the_instructs_million_positions_but_plans_128k() -> None:
+    """The Instruct's config (and its GGUF's context_length) says 1024000; the card's trained window,
+    the catalog's context, is 128k. The Base shares the entry."""
+    entry = resolve("Mistral-Nemo")
+    assert entry.id == "mistral-nemo-instruct-2407" and resolve("Mistral-Nemo-Base-2407").id == entry.id
+    assert (entry.spec().context_length, entry.context_length) == (1_024_000, 131072)
+    assert resolve("Mistral-7B-v0.3").id == "mistral-7b-instruct-v0.3"

@@ -15,13 +15,14 @@ from moeplan.errors import BadConfig, UnsupportedArchitecture
 from moeplan.memory.kv import CacheConfig, layer_memory, pad
 from moeplan.memory.weights import predict
 from moeplan.quant.recipe import FileType
-from moeplan.sources.catalog import load_catalog
+from moeplan.sources.catalog import load_catalog, resolve
 from moeplan.sources.gguf_header import read_local
 from moeplan.sources.gguf_spec import spec_from_gguf
 from tests.catalog_specs import config, shapes, spec
 
 MODELS = {
     "phi-4": "phi3",
+    "phi-4-reasoning": "phi3",
     "phi-4-mini-instruct": "phi3",
     "olmo-2-1124-7b": "olmo2",
     "olmo-2-1124-13b": "olmo2",
@@ -33,6 +34,7 @@ MODELS = {
 PARAMS: dict[str, tuple[int, int, float, float]] = {
     # llama.cpp's log of the released file (ggml-org/llama.cpp#12012): 243 tensors, 81 of them F32
     "phi-4": (14_659_507_200, 243, 14, 0.7),
+    "phi-4-reasoning": (14_659_507_200, 243, 14, 0.7),  # Phi-4's tensors (vllm recipes: 14B)
     # tied; 196 tensors as llama.cpp's log of a Phi-4-mini-reasoning file counts them (ollama/ollama#12722)
     "phi-4-mini-instruct": (3_836_021_856, 196, 3.8, 0.05),
     "olmo-2-1124-7b": (7_298_617_344, 355, 7, 0.3),
@@ -105,6 +107,23 @@ def test_phi4_mini_rotates_three_quarters_and_ties_its_head() -> None:
 def test_phi3_guards(changes: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error):
         spec_from_config(config("phi-4", **changes))
+
+
+@pytest.mark.parametrize(
+    "name", ["Phi-4-reasoning", "Phi-4-reasoning-plus", "microsoft/Phi-4-reasoning-plus"]
+)
+def test_phi4_reasoning_is_phi4s_model_with_a_longer_context(name: str) -> None:
+    """The reasoning releases keep Phi-4's tensors but double its rope base and context (16384 to
+    32768), so they have an entry of their own; -plus shares every key with -reasoning."""
+    entry = resolve(name)
+    assert entry.id == "phi-4-reasoning"
+    phi4 = load_catalog()["phi-4"]
+    differ = {
+        k for k in entry.config.keys() | phi4.config.keys() if entry.config.get(k) != phi4.config.get(k)
+    }
+    assert differ == {"max_position_embeddings", "original_max_position_embeddings", "rope_theta"}
+    assert shapes(entry.spec()) == shapes(phi4.spec())
+    assert (entry.spec().context_length, phi4.spec().context_length) == (32768, 16384)
 
 
 def test_phi4_kv_per_token() -> None:

@@ -331,13 +331,18 @@ class _LayoutColumns:
     ffn_row: NDArray[np.int64]  # per decoder layer: the tensor whose device runs its FFN (-1: none)
 
 
+# Global tensors llama-arch.cpp files under LLM_TENSOR_LAYER_OUTPUT although their names do not say
+# "output": the loader puts them on the output layer's device (llama_model_loader::create_tensor).
+_OUTPUT_LAYER_GLOBALS = frozenset({"altup_proj.weight", "altup_unembd_proj.weight"})  # Gemma 3n AltUp
+
+
 def _slot(t: TensorSpec, n_layer_all: int) -> int:
     """Where a tensor goes without -ot: its layer; n_layer_all for the output layer; n_layer_all + 1
     (the CPU) for token_embd, which llama.cpp keeps on the CPU; layer 0 for other global tensors."""
     if t.name in ("token_embd.weight", "per_layer_token_embd.weight"):
         return n_layer_all + 1
     if t.layer is None:
-        return n_layer_all if t.name.startswith("output") else 0
+        return n_layer_all if t.name.startswith("output") or t.name in _OUTPUT_LAYER_GLOBALS else 0
     return t.layer
 
 

@@ -13,6 +13,7 @@ from moeplan.arch.families.dsa import DeepSeek32, GlmDsa
 from moeplan.arch.families.ernie45 import Ernie45Moe
 from moeplan.arch.families.exaone_moe import ExaoneMoe
 from moeplan.arch.families.gemma3 import Gemma3
+from moeplan.arch.families.gemma3n import Gemma3n
 from moeplan.arch.families.gemma4 import Gemma4
 from moeplan.arch.families.glm4moe import Glm4Moe
 from moeplan.arch.families.gpt_oss import GptOss
@@ -62,6 +63,7 @@ FAMILIES: tuple[type[Family], ...] = (
     GptOss,
     Glm4Moe,
     Gemma3,
+    Gemma3n,
     Gemma4,
     MiMo2,
     MiniMaxM2,

@@ -25,15 +25,16 @@ K_EQ_V = "attention_k_eq_v"  # spec flag: full-attention layers have no V projec
 SLIDING, FULL = "sliding_attention", "full_attention"
 
 
-def _uniform(values: list[int]) -> GGUFValue:
+def per_layer_value(values: list[int]) -> GGUFValue:
     """One value where every layer agrees, else the per-layer array (`get_key_or_arr` reads both)."""
     return values[0] if len(set(values)) == 1 else values
 
 
-def _kv_reuse(types: list[str], first_shared: int) -> list[int]:
+def kv_reuse_layers(types: list[str], first_shared: int) -> list[int]:
     """For each layer from `first_shared` on, the last earlier non-shared layer of its kind
-    (HF `Gemma4TextAttention.store_full_length_kv`; llama.cpp's `reuse` callback picks the same
-    layers for the released configs); -1 for layers with their own cache."""
+    (HF `Gemma4TextAttention.store_full_length_kv`, Gemma 3n's `kv_sharing_roles`; llama.cpp's
+    `reuse` callback picks the same layers for the released configs); -1 for layers with their own
+    cache. Gemma 3n reuses it."""
     out = []
     for il, t in enumerate(types):
         if il < first_shared:
@@ -44,6 +45,25 @@ def _kv_reuse(types: list[str], first_shared: int) -> list[int]:
             raise BadConfig(f"KV-shared layer {il} ({t}) has no earlier {t} layer to reuse")
         out.append(src[-1])
     return out
+
+
+def per_layer_inputs(b: Builder, spec: ModelSpec) -> None:
+    """The per-layer embedding table {ple·n_layer, vocab}, the projection of the token embedding into
+    it and its norm (Gemma 3n and 4 `load_arch_tensors`); nothing without per-layer embeddings."""
+    ple = spec.n_embd_per_layer
+    if ple:
+        b.add("per_layer_token_embd.weight", (ple * spec.n_layer, spec.n_vocab), Role.EMBED)
+        b.add("per_layer_model_proj.weight", (spec.n_embd, ple * spec.n_layer), Role.ATTN)
+        b.add("per_layer_proj_norm.weight", (ple,), Role.NORM)
+
+
+def per_layer_gate(b: Builder, spec: ModelSpec, p: str, il: int) -> None:
+    """A block's gate into its slice of the per-layer input, the projection back and its norm."""
+    ple, e = spec.n_embd_per_layer, spec.n_embd
+    if ple:
+        b.add(f"{p}.inp_gate.weight", (e, ple), Role.ATTN, il)
+        b.add(f"{p}.proj.weight", (ple, e), Role.ATTN, il)
+        b.add(f"{p}.post_norm.weight", (e,), Role.NORM, il)
 
 
 class Gemma4(Family):
@@ -70,7 +90,7 @@ class Gemma4(Family):
         window = c.integer(cfg, "sliding_window")
         n_shared_kv = c.integer(cfg, "num_kv_shared_layers")
         first_shared = n - n_shared_kv
-        reuse = _kv_reuse(types, first_shared)
+        reuse = kv_reuse_layers(types, first_shared)
         n_ff = c.integer(cfg, "intermediate_size")
         double = bool(cfg.get("use_double_wide_mlp"))
         layers = []
@@ -145,11 +165,7 @@ class Gemma4(Family):
         full = next(la.attn for la in spec.layers if la.attn.kind is AttnKind.FULL)
         b.add("rope_freqs.weight", (full.head_dim_k // 2,), Role.ATTN)
         b.add("token_embd.weight", (spec.n_embd, spec.n_vocab), Role.EMBED)
-        ple = spec.n_embd_per_layer
-        if ple:
-            b.add("per_layer_token_embd.weight", (ple * spec.n_layer, spec.n_vocab), Role.EMBED)
-            b.add("per_layer_model_proj.weight", (spec.n_embd, ple * spec.n_layer), Role.ATTN)
-            b.add("per_layer_proj_norm.weight", (ple,), Role.NORM)
+        per_layer_inputs(b, spec)
 
     def block(self, b: Builder, spec: ModelSpec, il: int, layer: Layer, mtp: bool, own_head: bool) -> None:
         p, e, f = f"blk.{il}", spec.n_embd, layer.ffn
@@ -174,11 +190,7 @@ class Gemma4(Family):
             b.add(f"{p}.ffn_gate_up_exps.weight", (e, 2 * f.n_ff_exp, x), Role.EXPERT, il)
             b.add(f"{p}.ffn_down_exps.weight", (f.n_ff_exp, e, x), Role.EXPERT, il)
             b.add(f"{p}.ffn_down_exps.scale", (x,), Role.EXPERT, il)  # router.per_expert_scale
-        ple = spec.n_embd_per_layer
-        if ple:
-            b.add(f"{p}.inp_gate.weight", (e, ple), Role.ATTN, il)
-            b.add(f"{p}.proj.weight", (ple, e), Role.ATTN, il)
-            b.add(f"{p}.post_norm.weight", (e,), Role.NORM, il)
+        per_layer_gate(b, spec, p, il)
         b.add(f"{p}.layer_output_scale.weight", (1,), Role.ATTN, il)  # the layer_scalar buffer
 
     def attention(self, b: Builder, spec: ModelSpec, p: str, il: int, a: Attention, role: Role) -> None:
@@ -206,9 +218,9 @@ class Gemma4(Family):
         full = next(la.attn for la in spec.layers if la.attn.kind is AttnKind.FULL)
         swa = next((la.attn for la in spec.layers if la.attn.kind is AttnKind.SWA), full)
         widths = [la.ffn.n_ff if la.ffn.kind is FFNKind.DENSE else la.ffn.n_ff_shexp for la in spec.layers]
-        kv[".feed_forward_length"] = _uniform(widths)
-        kv[".attention.head_count"] = _uniform([la.attn.n_head for la in spec.layers])
-        kv[".attention.head_count_kv"] = _uniform([la.attn.n_head_kv for la in spec.layers])
+        kv[".feed_forward_length"] = per_layer_value(widths)
+        kv[".attention.head_count"] = per_layer_value([la.attn.n_head for la in spec.layers])
+        kv[".attention.head_count_kv"] = per_layer_value([la.attn.n_head_kv for la in spec.layers])
         kv[".attention.key_length"] = full.head_dim_k
         kv[".attention.value_length"] = full.head_dim_v
         kv[".attention.key_length_swa"] = swa.head_dim_k
