@@ -199,3 +199,15 @@ def test_prompt_cache_bound_saves_the_mtp_cells_too() -> None:
     s, cfg = spec(LING3), CacheConfig(n_ctx=4096)
     without, with_mtp = token_bound_bytes(s, cfg), token_bound_bytes(s, cfg, 1)
     assert with_mtp - without == 4096 * 576 * 2
+
+
+def test_mxfp4_moe_quantizes_the_experts_not_the_3d_mla_projections() -> None:
+    """llama-quantize's MXFP4_MOE takes 3-D tensors to MXFP4 except on bailingmoe3, whose per-head MLA
+    projections (attn_k_b / attn_v_b, 3-D) are not experts and stay Q8_0 (`llama_tensor_get_type_impl`,
+    is_bailingmoe3_expert): 16 tensors of Ling-3.0-flash that `make validate` found typed MXFP4."""
+    w = predict(inventory(spec(LING3), mtp=True), FileType.MXFP4_MOE)
+    types = {t.spec.name: t.type.name for t in w.tensors}
+    mla = [n for n in types if n.endswith(("attn_k_b.weight", "attn_v_b.weight"))]
+    experts = [n for n in types if "_exps." in n]
+    assert mla and all(types[n] == "Q8_0" for n in mla)
+    assert experts and all(types[n] == "MXFP4" for n in experts)

@@ -377,8 +377,15 @@ def _impl(
         if ft in _OUTPUT_Q5K:
             return T.Q5_K
         return new if new == T.Q8_0 else T.Q6_K
-    if ft is F.MXFP4_MOE:
-        return T.MXFP4 if len(ne) > 2 and ne[2] > 1 else T.Q8_0
+    if ft is F.MXFP4_MOE:  # 3-D tensors MXFP4, the rest Q8_0; bailingmoe3's 3-D MLA projections are
+        # not experts, so there only the FFN roles count (`llama_tensor_get_type_impl`)
+        stacked = len(ne) > 2 and ne[2] > 1
+        expert_role = model.arch != "bailingmoe3" or cat in (
+            Category.FFN_UP,
+            Category.FFN_GATE,
+            Category.FFN_DOWN,
+        )
+        return T.MXFP4 if stacked and expert_role else T.Q8_0
     if cat is Category.TOKEN_EMBD:
         if opts.token_embedding_type is not None:
             return opts.token_embedding_type
