@@ -14,6 +14,7 @@ from moeplan.arch.families.ernie45 import Ernie45Moe
 from moeplan.arch.families.exaone_moe import ExaoneMoe
 from moeplan.arch.families.gemma3 import Gemma3
 from moeplan.arch.families.gemma4 import Gemma4
+from moeplan.arch.families.glm4 import Glm4
 from moeplan.arch.families.glm4moe import Glm4Moe
 from moeplan.arch.families.gpt_oss import GptOss
 from moeplan.arch.families.granite_hybrid import GraniteHybrid
@@ -97,4 +98,5 @@ FAMILIES: tuple[type[Family], ...] = (
     Mellum,
     Dots3Note,
     Deci,
+    Glm4,
 )
