@@ -11,6 +11,7 @@ from moeplan.arch.families.dots1 import Dots1
 from moeplan.arch.families.dots3note import Dots3Note
 from moeplan.arch.families.dsa import DeepSeek32, GlmDsa
 from moeplan.arch.families.ernie45 import Ernie45Moe
+from moeplan.arch.families.exaone4 import Exaone4
 from moeplan.arch.families.exaone_moe import ExaoneMoe
 from moeplan.arch.families.gemma3 import Gemma3
 from moeplan.arch.families.gemma4 import Gemma4
@@ -99,4 +100,5 @@ FAMILIES: tuple[type[Family], ...] = (
     Dots3Note,
     Deci,
     Glm4,
+    Exaone4,
 )
