@@ -44,6 +44,7 @@ from moeplan.arch.families.qwen3vl import Qwen3VL, Qwen3VLMoe
 from moeplan.arch.families.qwen4exp import Qwen4Exp
 from moeplan.arch.families.qwen35 import Qwen3Next, Qwen35, Qwen35Moe
 from moeplan.arch.families.seed_oss import SeedOss
+from moeplan.arch.families.smollm3 import SmolLM3
 from moeplan.arch.families.step35 import Step35
 from moeplan.arch.family import Family
 
@@ -101,4 +102,5 @@ FAMILIES: tuple[type[Family], ...] = (
     Deci,
     Glm4,
     Exaone4,
+    SmolLM3,
 )
