@@ -4,6 +4,7 @@ counts, the 32B's 3:1 sliding/global pattern with RoPE-less global layers and th
 attention (exaone4.cpp windows only a 64-layer model), the KV cache, what a file reads back as, and the
 configs this family refuses."""
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from moeplan.errors import UnsupportedArchitecture
 from moeplan.memory.kv import CacheConfig, layer_memory, pad
 from moeplan.sources.catalog import load_catalog
 from moeplan.sources.gguf_header import read_local
+from moeplan.sources.gguf_spec import hparams as gguf_hparams
 from moeplan.sources.gguf_spec import spec_from_gguf
 from tests.catalog_specs import config, full_kv_per_token, shapes, spec
 
@@ -110,9 +112,12 @@ def test_file_reads_back_as_materialised(model: str) -> None:
     assert shapes(got) == shapes(m.spec)
 
 
-@pytest.mark.parametrize(("changes", "error"), [({"head_dim": 96}, UnsupportedArchitecture)])
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [({"head_dim": 96}, UnsupportedArchitecture), ({"num_nextn_predict_layers": 1}, UnsupportedArchitecture)],
+)
 def test_guards(changes: dict[str, Any], error: type[Exception]) -> None:
-    """attn_output is {n_embd, n_embd}: the query width must be hidden_size."""
+    """attn_output is {n_embd, n_embd}: the query width must be hidden_size; NextN blocks are not modelled."""
     with pytest.raises(error):
         spec_from_config(config("exaone-4.0-1.2b", **changes))
 
@@ -124,3 +129,12 @@ def test_inventory_is_what_llamacpp_loads(model: str) -> None:
     c = load_check(model, completion=False)
     assert c["ok"], (c.get("failure"), c["error"])
     assert c["predicted"]["tensors"] == MODELS[model][1]
+
+
+def test_files_with_nextn_layers_are_refused() -> None:
+    """The loader keeps NextN blocks this family does not model (their tensors differ)."""
+    hp = gguf_hparams(read_local(materialize(spec("exaone-4.0-1.2b")).path))
+    blocks = hp.integer("block_count")
+    meta = {**hp.meta, "exaone4.block_count": blocks + 1, "exaone4.nextn_predict_layers": 1}
+    with pytest.raises(UnsupportedArchitecture):
+        family("exaone4").spec_from_gguf(dataclasses.replace(hp, meta=meta))

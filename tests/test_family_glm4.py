@@ -3,6 +3,7 @@ loads (norms before and after attention and FFN, the fused gate_up kept as one f
 where attention_bias), parameter counts against llama.cpp's logs and the published safetensors total,
 the half-rotated heads, the KV cache, what a file reads back as, and the configs this family refuses."""
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from moeplan.arch.spec import AttnKind, FFNKind
 from moeplan.errors import BadConfig, UnsupportedArchitecture
 from moeplan.sources.catalog import load_catalog
 from moeplan.sources.gguf_header import read_local
+from moeplan.sources.gguf_spec import hparams as gguf_hparams
 from moeplan.sources.gguf_spec import spec_from_gguf
 from tests.catalog_specs import config, kv_bytes_per_token, shapes, spec
 
@@ -126,3 +128,12 @@ def test_inventory_is_what_llamacpp_loads(model: str) -> None:
     c = load_check(model, completion=False)
     assert c["ok"], (c.get("failure"), c["error"])
     assert c["predicted"]["tensors"] == MODELS[model][1]
+
+
+def test_files_with_nextn_layers_are_refused() -> None:
+    """The loader keeps NextN blocks this family does not model (their tensors differ)."""
+    hp = gguf_hparams(read_local(materialize(spec("glm-4-9b-0414")).path))
+    blocks = hp.integer("block_count")
+    meta = {**hp.meta, "glm4.block_count": blocks + 1, "glm4.nextn_predict_layers": 1}
+    with pytest.raises(UnsupportedArchitecture):
+        family("glm4").spec_from_gguf(dataclasses.replace(hp, meta=meta))

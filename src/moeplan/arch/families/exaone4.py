@@ -24,6 +24,7 @@ from moeplan.arch.family import GGUFValue, PostNormFamily
 from moeplan.arch.from_gguf import GGUFHParams, generic_spec, swa_pattern
 from moeplan.arch.spec import AttnKind, Layer, ModelSpec
 from moeplan.arch.tensors import Inventory
+from moeplan.errors import UnsupportedArchitecture
 
 SWA_DEPTH = 64  # the only block count exaone4.cpp gives sliding windows (`hparams.n_layer() == 64`)
 SWA_WINDOW = 4096  # its n_swa before the file's attention.sliding_window
@@ -37,6 +38,8 @@ class Exaone4(PostNormFamily):
     query_width_is_embd = True
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
+        if c.integer(cfg, "num_nextn_predict_layers", default=0):
+            raise UnsupportedArchitecture("exaone4 with NextN layers is not modelled")
         n = c.integer(cfg, "num_hidden_layers")
         full = c.gqa(cfg)
         c.check_query_width(cfg, full)
@@ -62,6 +65,8 @@ class Exaone4(PostNormFamily):
 
     def spec_from_gguf(self, hp: GGUFHParams) -> ModelSpec:
         """exaone4.cpp `load_arch_hparams`: windows only at 64 blocks, where the global layers skip RoPE."""
+        if hp.n_nextn:
+            raise UnsupportedArchitecture(f"{hp.name}: exaone4 with NextN layers is not modelled")
         flags = frozenset({"rope_freqs"} if hp.has("rope_freqs.weight") else ())
         if hp.n_layer_all != SWA_DEPTH:
             return dataclasses.replace(generic_spec(hp, swa=lambda h, n: [False] * n), flags=flags)

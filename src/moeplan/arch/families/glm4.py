@@ -34,7 +34,7 @@ class Glm4(Family):
             # Glm4Model then permutes q/k for M-RoPE and glm4.cpp runs the multimodal rope
             raise UnsupportedArchitecture("glm4 with M-RoPE sections (GLM-4.1V-style) is not modelled")
         if c.integer(cfg, "num_nextn_predict_layers", default=0):
-            raise UnsupportedArchitecture("glm4 with NextN layers (GLM-OCR-style) is not modelled")
+            raise UnsupportedArchitecture("glm4 with NextN layers (GLM-OCR) is not modelled")
         fraction = c.number(cfg, "partial_rotary_factor", default=rope.get("partial_rotary_factor", 0.5))
         if not 0 < fraction <= 1:
             raise BadConfig(f"glm4: partial_rotary_factor must lie in (0, 1], got {fraction}")
@@ -46,6 +46,8 @@ class Glm4(Family):
     def spec_from_gguf(self, hp: GGUFHParams) -> ModelSpec:
         """The fused ffn_up holds 2·n_ff rows; biases are there or not; the rotary share is
         rope.dimension_count over the head."""
+        if hp.n_nextn:
+            raise UnsupportedArchitecture(f"{hp.name}: glm4 with NextN layers (GLM-OCR) is not modelled")
         spec = generic_spec(hp)
         flags = frozenset({"attn_bias"} if hp.has("blk.0.attn_q.bias") else ())
         return dataclasses.replace(
