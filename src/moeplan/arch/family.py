@@ -250,6 +250,18 @@ class Family:
         return kv
 
 
+class PostNormFamily(Family):
+    """A decoder with no norm before the attention or the FFN: each output is normed before its
+    residual add (post_attention_norm, post_ffw_norm), as olmo2.cpp and exaone4.cpp load it."""
+
+    def block(self, b: Builder, spec: ModelSpec, il: int, layer: Layer, mtp: bool, own_head: bool) -> None:
+        p, e = f"blk.{il}", spec.n_embd
+        self.attention(b, spec, p, il, layer.attn, Role.ATTN)
+        b.add(f"{p}.post_attention_norm.weight", (e,), Role.NORM, il)
+        self.ffn(b, spec, p, il, layer, mtp)
+        b.add(f"{p}.post_ffw_norm.weight", (e,), Role.NORM, il)
+
+
 def mamba_metadata(a: Attention) -> dict[str, GGUFValue]:
     """The `ssm.*` keys of a Mamba-style recurrent layer (Gated DeltaNet and Mamba-2 alike), read by
     `load_arch_hparams` into ssm_d_conv / d_state / n_group / dt_rank / d_inner."""

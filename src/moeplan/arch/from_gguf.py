@@ -205,6 +205,16 @@ def ffn_of(hp: GGUFHParams, il: int, n_used: int) -> FFN:
     return FFN(FFNKind.DENSE, n_ff=up[1])
 
 
+def fused_up_layers(layers: Sequence[Layer]) -> tuple[Layer, ...]:
+    """Dense layers whose ffn_up holds gate and up fused (2·n_ff rows), with their real n_ff."""
+    return tuple(Layer(la.attn, FFN(FFNKind.DENSE, n_ff=la.ffn.n_ff // 2)) for la in layers)
+
+
+def rope_fraction_of(hp: GGUFHParams, head_dim: int) -> float:
+    """The rotated share of each head: rope.dimension_count over the head width."""
+    return hp.integer("rope.dimension_count", head_dim) / head_dim
+
+
 def generic_spec(
     hp: GGUFHParams,
     *,

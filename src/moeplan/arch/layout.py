@@ -120,6 +120,13 @@ def dense_ffn(b: Builder, p: str, il: int, f: FFN, e: int, role: Role, *, gated:
     b.add(f"{p}.ffn_down.weight", (f.n_ff, e), role, il)
 
 
+def fused_gate_up(b: Builder, p: str, il: int, e: int, n_ff: int) -> None:
+    """A dense FFN whose checkpoint fuses gate and up (`gate_up_proj`): it stays one ffn_up
+    {n_embd, 2·n_ff} that the graph splits (LLM_FFN_SWIGLU without a gate tensor)."""
+    b.add(f"{p}.ffn_up.weight", (e, 2 * n_ff), Role.DENSE_FFN, il)
+    b.add(f"{p}.ffn_down.weight", (n_ff, e), Role.DENSE_FFN, il)
+
+
 def router(b: Builder, p: str, il: int, f: FFN, e: int, role: Role, *, probs_bias: bool = False) -> None:
     """The expert router; `probs_bias`: DeepSeek-style selection bias `exp_probs_b` (F32)."""
     b.add(f"{p}.ffn_gate_inp.weight", (e, f.n_expert), role, il)

@@ -11,10 +11,12 @@ from moeplan.arch.families.dots1 import Dots1
 from moeplan.arch.families.dots3note import Dots3Note
 from moeplan.arch.families.dsa import DeepSeek32, GlmDsa
 from moeplan.arch.families.ernie45 import Ernie45Moe
+from moeplan.arch.families.exaone4 import Exaone4
 from moeplan.arch.families.exaone_moe import ExaoneMoe
 from moeplan.arch.families.gemma3 import Gemma3
 from moeplan.arch.families.gemma3n import Gemma3n
 from moeplan.arch.families.gemma4 import Gemma4
+from moeplan.arch.families.glm4 import Glm4
 from moeplan.arch.families.glm4moe import Glm4Moe
 from moeplan.arch.families.gpt_oss import GptOss
 from moeplan.arch.families.granite_hybrid import GraniteHybrid
@@ -43,6 +45,7 @@ from moeplan.arch.families.qwen3vl import Qwen3VL, Qwen3VLMoe
 from moeplan.arch.families.qwen4exp import Qwen4Exp
 from moeplan.arch.families.qwen35 import Qwen3Next, Qwen35, Qwen35Moe
 from moeplan.arch.families.seed_oss import SeedOss
+from moeplan.arch.families.smollm3 import SmolLM3
 from moeplan.arch.families.step35 import Step35
 from moeplan.arch.family import Family
 
@@ -99,4 +102,7 @@ FAMILIES: tuple[type[Family], ...] = (
     Mellum,
     Dots3Note,
     Deci,
+    Glm4,
+    Exaone4,
+    SmolLM3,
 )

@@ -17,7 +17,7 @@ from moeplan.arch.tensors import Inventory
 
 def exaone_layer_types(cfg: Config, n: int) -> list[str]:
     """`layer_types`, else the `sliding_window_pattern` string ("LLLG": L = sliding) or period."""
-    pattern = cfg.get("sliding_window_pattern", "LLLG")
+    pattern = cfg.get("sliding_window_pattern") or "LLLG"
     if isinstance(pattern, str):
         marks = [pattern[il % len(pattern)] for il in range(n)]
         default = ["sliding_attention" if m == "L" else "full_attention" for m in marks]

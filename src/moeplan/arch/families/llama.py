@@ -1,5 +1,7 @@
 """Llama 2/3.x (dense) and Mixtral (the llama architecture with experts)."""
 
+from typing import ClassVar
+
 from moeplan.arch import config as c
 from moeplan.arch.config import Config
 from moeplan.arch.family import Family
@@ -8,7 +10,7 @@ from moeplan.arch.spec import FFN, FFNKind, Layer, ModelSpec
 
 class Llama(Family):
     arch = "llama"
-    model_types = ("llama", "mixtral")
+    model_types: ClassVar[tuple[str, ...]] = ("llama", "mixtral")
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
         n = c.integer(cfg, "num_hidden_layers")

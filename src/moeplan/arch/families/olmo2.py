@@ -15,7 +15,7 @@ From the pinned build (11434):
 from moeplan.arch import config as c
 from moeplan.arch import layout
 from moeplan.arch.config import Config
-from moeplan.arch.family import Family, GGUFValue
+from moeplan.arch.family import GGUFValue, PostNormFamily
 from moeplan.arch.from_gguf import GGUFHParams, generic_spec, swa_pattern
 from moeplan.arch.spec import Attention, AttnKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
@@ -24,7 +24,7 @@ from moeplan.errors import BadConfig, UnsupportedArchitecture
 SWA_PERIOD = 4  # load_swa_pattern(ml, 4) in src/models/olmo2.cpp; the converter's default pattern too
 
 
-class Olmo2(Family):
+class Olmo2(PostNormFamily):
     arch = "olmo2"
     model_types = ("olmo2", "olmo3")
     query_width_is_embd = True
@@ -49,14 +49,6 @@ class Olmo2(Family):
         if not hp.integer("attention.sliding_window", 0):
             return generic_spec(hp)
         return generic_spec(hp, swa=lambda h, n: swa_pattern(h, n, SWA_PERIOD))
-
-    def block(self, b: Builder, spec: ModelSpec, il: int, layer: Layer, mtp: bool, own_head: bool) -> None:
-        """No norm before the attention or the FFN: each output is normed before the residual add."""
-        p, e = f"blk.{il}", spec.n_embd
-        self.attention(b, spec, p, il, layer.attn, Role.ATTN)
-        b.add(f"{p}.post_attention_norm.weight", (e,), Role.NORM, il)
-        self.ffn(b, spec, p, il, layer, mtp)
-        b.add(f"{p}.post_ffw_norm.weight", (e,), Role.NORM, il)
 
     def attention(self, b: Builder, spec: ModelSpec, p: str, il: int, a: Attention, role: Role) -> None:
         layout.gqa(b, p, il, a, spec.n_embd, role)

@@ -18,8 +18,8 @@ from moeplan.arch import config as c
 from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.family import Family
-from moeplan.arch.from_gguf import GGUFHParams, generic_spec
-from moeplan.arch.spec import FFN, Attention, FFNKind, Layer, ModelSpec
+from moeplan.arch.from_gguf import GGUFHParams, fused_up_layers, generic_spec, rope_fraction_of
+from moeplan.arch.spec import Attention, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Role
 from moeplan.errors import BadConfig, UnsupportedArchitecture
 
@@ -57,10 +57,9 @@ class Phi3(Family):
         """phi3.cpp `load_arch_hparams`: a sliding window in the file is ignored (full attention); the
         fused ffn_up holds 2·n_ff rows; the LongRoPE factors are there or not."""
         spec = generic_spec(hp, swa=lambda h, n: [False] * n)
-        layers = tuple(Layer(la.attn, FFN(FFNKind.DENSE, n_ff=la.ffn.n_ff // 2)) for la in spec.layers)
         flags = frozenset({"rope_factors"} if hp.has("rope_factors_long.weight") else ())
-        head = layers[0].attn.head_dim_k
-        fraction = hp.integer("rope.dimension_count", head) / head
+        fraction = rope_fraction_of(hp, spec.layers[0].attn.head_dim_k)
+        layers = fused_up_layers(spec.layers)
         return dataclasses.replace(spec, layers=layers, flags=flags, rope_fraction=fraction)
 
     def rope_dims(self, spec: ModelSpec, a: Attention) -> int:
@@ -78,7 +77,4 @@ class Phi3(Family):
         b.add(f"{p}.attn_output.weight", (a.n_head * a.head_dim_v, spec.n_embd), role, il)
 
     def ffn(self, b: Builder, spec: ModelSpec, p: str, il: int, layer: Layer, mtp: bool) -> None:
-        """`gate_up_proj` stays one tensor, ffn_up {n_embd, 2·n_ff}."""
-        e, n_ff = spec.n_embd, layer.ffn.n_ff
-        b.add(f"{p}.ffn_up.weight", (e, 2 * n_ff), Role.DENSE_FFN, il)
-        b.add(f"{p}.ffn_down.weight", (n_ff, e), Role.DENSE_FFN, il)
+        layout.fused_gate_up(b, p, il, spec.n_embd, layer.ffn.n_ff)
