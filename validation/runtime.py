@@ -118,6 +118,7 @@ ARCH_MODELS = {
     "deepseek4": "deepseek-v4-flash",  # SWA + CSA/HCA compressed caches + indexer + compressor state
     "muse-glimmer": "muse-glimmer-30b",  # dense: gated attention, SWA with NoPE full layers
     "laguna": "laguna-xs.2",  # per-layer query heads, dense-first fixed SWA pattern, per-head gates
+    "cohere2": "c4ai-command-r7b-12-2024",  # dense parallel block, fixed 3:1 SWA pattern, NoPE full layers
     "cohere2moe": "north-mini-code-1.0",  # parallel attention + FFN block, SWA from the pattern array
     "qwen4exp": "qwen3.8-flash-next",  # GDN + QSA (pooled indexer cache), hyper-connections, PLE conv state
     "hy_v3": "hy3",  # dense-first, unsuffixed selection bias, MTP block partly loaded without a draft

@@ -3,6 +3,7 @@
 from moeplan.arch.families.afmoe import Afmoe
 from moeplan.arch.families.bailingmoe2 import BailingMoe2
 from moeplan.arch.families.bailingmoe3 import BailingMoe3
+from moeplan.arch.families.cohere2 import Cohere2
 from moeplan.arch.families.cohere2moe import Cohere2Moe
 from moeplan.arch.families.deci import Deci
 from moeplan.arch.families.deepseek2 import DeepSeek2
@@ -91,6 +92,7 @@ FAMILIES: tuple[type[Family], ...] = (
     GraniteMoe,
     MuseGlimmer,
     Laguna,
+    Cohere2,
     Cohere2Moe,
     Qwen4Exp,
     HyV3,
