@@ -63,8 +63,9 @@ class GraniteHybrid(Family):
                 n_shared=1 if shexp else 0,
                 n_ff_shexp=shexp,
             )
-        else:  # the shared MLP is the dense FFN (GraniteMoeModel.modify_tensors)
-            ffn = c.dense(cfg, "shared_intermediate_size")
+        else:  # the shared MLP is the dense FFN (GraniteMoeModel.modify_tensors: its width is
+            # shared_intermediate_size, else intermediate_size)
+            ffn = FFN(FFNKind.DENSE, n_ff=c.integer(cfg, "shared_intermediate_size", "intermediate_size"))
         layers = [Layer(attn if t == "attention" else ssm, ffn) for t in types]
         return c.base(cfg, self.arch, layers)
 
