@@ -94,6 +94,7 @@ ARCH_MODELS = {
     "gemma3": "gemma-3-270m",
     "nemotron_h_moe": "nemotron-3-nano-30b-a3b",
     "granitehybrid": "granite-4.0-h-tiny",
+    "granite": "granite-4.0-micro",  # llama layout with Granite multipliers (an all-attention Granite-4.0)
     "step35": "step-3.5-flash",
     "mimo2": "mimo-v2-flash",
     "minimax-m2": "minimax-m2.7",

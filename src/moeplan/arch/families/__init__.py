@@ -17,6 +17,7 @@ from moeplan.arch.families.gemma3 import Gemma3
 from moeplan.arch.families.gemma4 import Gemma4
 from moeplan.arch.families.glm4moe import Glm4Moe
 from moeplan.arch.families.gpt_oss import GptOss
+from moeplan.arch.families.granite import Granite
 from moeplan.arch.families.granite_hybrid import GraniteHybrid
 from moeplan.arch.families.granitemoe import GraniteMoe
 from moeplan.arch.families.hunyuan import HunyuanMoe
@@ -70,6 +71,7 @@ FAMILIES: tuple[type[Family], ...] = (
     NemotronH,
     NemotronHMoe,
     GraniteHybrid,
+    Granite,
     KimiLinear,
     KimiK3,
     Lfm2,
