@@ -109,6 +109,7 @@ ARCH_MODELS = {
     "gemma4-ple": "gemma-4-e2b",  # gemma4 with per-layer embeddings and KV-sharing layers
     "ernie4_5-moe": "ernie-4.5-21b-a3b",
     "hunyuan-moe": "hunyuan-a13b",
+    "hunyuan-dense": "hunyuan-7b-instruct",  # llama layout with per-head q/k norms, NTK-alpha context
     "dots1": "dots.llm1.inst",
     "phimoe": "phi-3.5-moe",
     "qwen3vlmoe": "qwen3-vl-30b-a3b",

@@ -20,7 +20,7 @@ from moeplan.arch.families.gpt_oss import GptOss
 from moeplan.arch.families.granite import Granite
 from moeplan.arch.families.granite_hybrid import GraniteHybrid
 from moeplan.arch.families.granitemoe import GraniteMoe
-from moeplan.arch.families.hunyuan import HunyuanMoe
+from moeplan.arch.families.hunyuan import HunyuanDense, HunyuanMoe
 from moeplan.arch.families.hy_v3 import HyV3
 from moeplan.arch.families.kimi import KimiK3, KimiLinear
 from moeplan.arch.families.laguna import Laguna
@@ -86,6 +86,7 @@ FAMILIES: tuple[type[Family], ...] = (
     SeedOss,
     Ernie45Moe,
     HunyuanMoe,
+    HunyuanDense,
     Dots1,
     PhiMoe,
     Phi3,
