@@ -94,6 +94,7 @@ ARCH_MODELS = {
     "gemma3": "gemma-3-270m",
     "nemotron_h_moe": "nemotron-3-nano-30b-a3b",
     "granitehybrid": "granite-4.0-h-tiny",
+    "granite": "granite-4.0-micro",  # llama layout with Granite multipliers (an all-attention Granite-4.0)
     "step35": "step-3.5-flash",
     "mimo2": "mimo-v2-flash",
     "minimax-m2": "minimax-m2.7",
@@ -108,6 +109,7 @@ ARCH_MODELS = {
     "gemma4-ple": "gemma-4-e2b",  # gemma4 with per-layer embeddings and KV-sharing layers
     "ernie4_5-moe": "ernie-4.5-21b-a3b",
     "hunyuan-moe": "hunyuan-a13b",
+    "hunyuan-dense": "hunyuan-7b-instruct",  # llama layout with per-head q/k norms, NTK-alpha context
     "dots1": "dots.llm1.inst",
     "phimoe": "phi-3.5-moe",
     "qwen3vlmoe": "qwen3-vl-30b-a3b",
@@ -118,6 +120,7 @@ ARCH_MODELS = {
     "deepseek4": "deepseek-v4-flash",  # SWA + CSA/HCA compressed caches + indexer + compressor state
     "muse-glimmer": "muse-glimmer-30b",  # dense: gated attention, SWA with NoPE full layers
     "laguna": "laguna-xs.2",  # per-layer query heads, dense-first fixed SWA pattern, per-head gates
+    "cohere2": "c4ai-command-r7b-12-2024",  # dense parallel block, fixed 3:1 SWA pattern, NoPE full layers
     "cohere2moe": "north-mini-code-1.0",  # parallel attention + FFN block, SWA from the pattern array
     "qwen4exp": "qwen3.8-flash-next",  # GDN + QSA (pooled indexer cache), hyper-connections, PLE conv state
     "hy_v3": "hy3",  # dense-first, unsuffixed selection bias, MTP block partly loaded without a draft

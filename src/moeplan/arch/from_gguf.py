@@ -13,7 +13,7 @@ a one-line error naming what is missing.
 """
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
 from moeplan.errors import BadGGUF, UnsupportedArchitecture
@@ -97,6 +97,16 @@ def swa_pattern(hp: GGUFHParams, n: int, period: int, dense_first: bool = False)
     if dense_first:
         return [period == 0 or il % period != 0 for il in range(n)]
     return [period == 0 or il % period < period - 1 for il in range(n)]
+
+
+def full_layers_without_rope(spec: ModelSpec) -> ModelSpec:
+    """`spec` with its full-attention layers marked NoPE: for the architectures that rotate exactly the
+    sliding layers in code (`if (is_swa)` around ggml_rope_ext), which no GGUF key says."""
+    layers = tuple(
+        la if la.attn.kind is not AttnKind.FULL else Layer(replace(la.attn, rope=False), la.ffn)
+        for la in spec.layers
+    )
+    return replace(spec, layers=layers)
 
 
 def _swa_from_keys(hp: GGUFHParams, n: int) -> list[bool]:

@@ -3,6 +3,7 @@
 from moeplan.arch.families.afmoe import Afmoe
 from moeplan.arch.families.bailingmoe2 import BailingMoe2
 from moeplan.arch.families.bailingmoe3 import BailingMoe3
+from moeplan.arch.families.cohere2 import Cohere2
 from moeplan.arch.families.cohere2moe import Cohere2Moe
 from moeplan.arch.families.deci import Deci
 from moeplan.arch.families.deepseek2 import DeepSeek2
@@ -19,9 +20,10 @@ from moeplan.arch.families.gemma4 import Gemma4
 from moeplan.arch.families.glm4 import Glm4
 from moeplan.arch.families.glm4moe import Glm4Moe
 from moeplan.arch.families.gpt_oss import GptOss
+from moeplan.arch.families.granite import Granite
 from moeplan.arch.families.granite_hybrid import GraniteHybrid
 from moeplan.arch.families.granitemoe import GraniteMoe
-from moeplan.arch.families.hunyuan import HunyuanMoe
+from moeplan.arch.families.hunyuan import HunyuanDense, HunyuanMoe
 from moeplan.arch.families.hy_v3 import HyV3
 from moeplan.arch.families.kimi import KimiK3, KimiLinear
 from moeplan.arch.families.laguna import Laguna
@@ -74,6 +76,7 @@ FAMILIES: tuple[type[Family], ...] = (
     NemotronH,
     NemotronHMoe,
     GraniteHybrid,
+    Granite,
     KimiLinear,
     KimiK3,
     Lfm2,
@@ -88,6 +91,7 @@ FAMILIES: tuple[type[Family], ...] = (
     SeedOss,
     Ernie45Moe,
     HunyuanMoe,
+    HunyuanDense,
     Dots1,
     PhiMoe,
     Phi3,
@@ -96,6 +100,7 @@ FAMILIES: tuple[type[Family], ...] = (
     GraniteMoe,
     MuseGlimmer,
     Laguna,
+    Cohere2,
     Cohere2Moe,
     Qwen4Exp,
     HyV3,

@@ -17,10 +17,11 @@ MTP blocks (`num_nextn_predict_layers`) are refused: no catalog model has one to
 
 from moeplan.arch import config as c
 from moeplan.arch.config import Config
-from moeplan.arch.family import Family, GGUFValue
+from moeplan.arch.families.cohere2 import CohereParallel, logit_scale
+from moeplan.arch.family import GGUFValue
 from moeplan.arch.from_gguf import GGUFHParams, generic_spec, swa_pattern
 from moeplan.arch.spec import FFN, AttnKind, FFNKind, Layer, ModelSpec
-from moeplan.arch.tensors import Builder, Inventory, Role
+from moeplan.arch.tensors import Inventory
 from moeplan.errors import BadConfig, UnsupportedArchitecture
 
 SWA_PERIOD = 4  # load_swa_pattern(ml, 4, true) in src/models/cohere2moe.cpp, when no array is written
@@ -28,7 +29,7 @@ SWA_PERIOD = 4  # load_swa_pattern(ml, 4, true) in src/models/cohere2moe.cpp, wh
 _GATING = {"softmax": 1, "sigmoid": 2}
 
 
-class Cohere2Moe(Family):
+class Cohere2Moe(CohereParallel):
     arch = "cohere2moe"
     model_types = ("cohere2_moe",)
 
@@ -69,8 +70,7 @@ class Cohere2Moe(Family):
         flags = {f"router_{selection}"} | (
             {"expert_weights_norm"} if cfg.get("norm_topk_prob", True) else set()
         )
-        scale = () if cfg.get("logit_scale") is None else ((".logit_scale", c.number(cfg, "logit_scale")),)
-        spec = c.base(cfg, self.arch, layers, gguf_scalars=scale, flags=frozenset(flags))
+        spec = c.base(cfg, self.arch, layers, gguf_scalars=logit_scale(cfg), flags=frozenset(flags))
         # Cohere2MoeConfig defaults to tied embeddings; the converter writes output.weight only for an
         # lm_head the checkpoint has.
         return ModelSpec(**{**spec.__dict__, "tied_embeddings": bool(cfg.get("tie_word_embeddings", True))})
@@ -79,12 +79,9 @@ class Cohere2Moe(Family):
         """cohere2moe.cpp `load_arch_hparams`: the pattern array, else full attention on every 4th layer."""
         return generic_spec(hp, swa=lambda h, n: swa_pattern(h, n, SWA_PERIOD, dense_first=True))
 
-    def ffn_norms(self, b: Builder, p: str, il: int, e: int, role: Role) -> None:
-        """The parallel block has no norm of its own before the FFN."""
-
     def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
         """Cohere2MoeModel.set_gguf_parameters: the sliding pattern array, leading dense count, the
-        expert weights' normalisation, gating and logit scale."""
+        expert weights' normalisation and gating (the logit scale: CohereParallel)."""
         kv = super().gguf_metadata(inv)
         spec = inv.spec
         kv[".attention.sliding_window_pattern"] = [la.attn.kind is AttnKind.SWA for la in spec.layers]
@@ -94,7 +91,4 @@ class Cohere2Moe(Family):
         kv[".expert_weights_norm"] = spec.has("expert_weights_norm")
         # no router flag (a spec read from a GGUF): the loader's own default, sigmoid
         kv[".expert_gating_func"] = next((v for fn, v in _GATING.items() if spec.has(f"router_{fn}")), 2)
-        # The loader requires a logit scale; it scales the logits only (no tensor, cache or buffer
-        # depends on it), so a config without one is written unscaled.
-        kv[".logit_scale"] = dict(spec.gguf_scalars).get(".logit_scale", 1.0)
         return kv

@@ -4,13 +4,14 @@ Every layer has an FFN (MoE with a shared expert, or a dense SwiGLU when `num_lo
 after one sequence mixer: a Mamba-2 block or, where `layer_types` says "attention", a GQA block
 without RoPE (conversion/granite.py `GraniteHybridModel`, src/models/granite-hybrid.cpp
 `load_arch_tensors`). llama.cpp tells the kinds apart by `head_count_kv[il] == 0` and requires
-d_inner = 2·n_embd. A config whose layers are all attention converts to `granite`/`granitemoe`,
-which are not modelled here.
+d_inner = 2·n_embd. A config whose layers are all attention converts to `granite` (granite.py) or,
+with experts, `granitemoe` (not modelled from this config).
 """
 
 from moeplan.arch import config as c
 from moeplan.arch import layout
 from moeplan.arch.config import Config
+from moeplan.arch.families.granite import Granite
 from moeplan.arch.families.nemotron_h import NOPE_HYBRID_CONTEXT, mamba2, mamba2_activations, mamba2_tensors
 from moeplan.arch.family import Family, GGUFValue, mamba_metadata
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
@@ -30,7 +31,12 @@ class GraniteHybrid(Family):
         if not types:
             raise BadConfig("a granitemoehybrid config needs layer_types")
         if "mamba" not in types:
-            raise UnsupportedArchitecture("an all-attention Granite-4.0 converts to llama.cpp `granite(moe)`")
+            if cfg.get("num_experts_per_tok"):
+                raise UnsupportedArchitecture(
+                    "an all-attention Granite-4.0 with experts (llama.cpp `granitemoe`)"
+                )
+            # GraniteHybridModel converts it to `granite`
+            return Granite().spec_from_config(cfg)
         if set(types) - {"mamba", "attention"}:
             raise BadConfig(f"unknown Granite layer types {sorted(set(types) - {'mamba', 'attention'})}")
         if not cfg.get("mamba_conv_bias", True) or cfg.get("mamba_proj_bias") or cfg.get("attention_bias"):
@@ -63,8 +69,9 @@ class GraniteHybrid(Family):
                 n_shared=1 if shexp else 0,
                 n_ff_shexp=shexp,
             )
-        else:  # the shared MLP is the dense FFN (GraniteMoeModel.modify_tensors)
-            ffn = c.dense(cfg, "shared_intermediate_size")
+        else:  # the shared MLP is the dense FFN (GraniteMoeModel.modify_tensors: its width is
+            # shared_intermediate_size, else intermediate_size)
+            ffn = FFN(FFNKind.DENSE, n_ff=c.integer(cfg, "shared_intermediate_size", "intermediate_size"))
         layers = [Layer(attn if t == "attention" else ssm, ffn) for t in types]
         return c.base(cfg, self.arch, layers)
 

@@ -24,7 +24,29 @@ MULTIPLIERS = (
 )
 
 
-class GraniteMoe(Family):
+def multipliers(cfg: Config) -> tuple[tuple[str, float], ...]:
+    """The multipliers GraniteModel.set_gguf_parameters writes: a multiplier of 0 or absent is not
+    written (the converter tests truthiness)."""
+    return tuple((key, float(cfg[name])) for name, key in MULTIPLIERS if cfg.get(name))
+
+
+def attention(cfg: Config) -> Attention:
+    """GQA with the head size hidden / heads: GraniteModel drops config.json's head_dim."""
+    n_head = c.integer(cfg, "num_attention_heads")
+    hd = c.integer(cfg, "hidden_size") // n_head
+    return Attention(AttnKind.FULL, n_head, c.integer(cfg, "num_key_value_heads", default=n_head), hd, hd)
+
+
+class GraniteScaled(Family):
+    """Granite's GGUF keys beside the llama ones: the multipliers the spec keeps as GGUF scalars."""
+
+    def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
+        kv = super().gguf_metadata(inv)
+        kv.update(dict(inv.spec.gguf_scalars))
+        return kv
+
+
+class GraniteMoe(GraniteScaled):
     arch = "granitemoe"
     model_types = ("granitemoe",)
 
@@ -33,27 +55,18 @@ class GraniteMoe(Family):
             raise UnsupportedArchitecture(
                 "granitemoe with a shared expert (granitemoeshared) is not modelled"
             )
-        n_head = c.integer(cfg, "num_attention_heads")
-        hd = c.integer(cfg, "hidden_size") // n_head  # the converter ignores head_dim
-        attn = Attention(AttnKind.FULL, n_head, c.integer(cfg, "num_key_value_heads", default=n_head), hd, hd)
+        attn = attention(cfg)
         moe = FFN(
             FFNKind.MOE,
             n_expert=c.integer(cfg, "num_local_experts"),
             n_expert_used=c.integer(cfg, "num_experts_per_tok"),
             n_ff_exp=c.integer(cfg, "intermediate_size"),
         )
-        # a multiplier of 0 or absent is not written (the converter tests truthiness)
-        scalars = tuple((key, float(cfg[name])) for name, key in MULTIPLIERS if cfg.get(name))
         flags = {"attn_bias"} if cfg.get("attention_bias") else set()
         return c.base(
             cfg,
             self.arch,
             [Layer(attn, moe)] * c.integer(cfg, "num_hidden_layers"),
             flags=frozenset(flags),
-            gguf_scalars=scalars,
+            gguf_scalars=multipliers(cfg),
         )
-
-    def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
-        kv = super().gguf_metadata(inv)
-        kv.update(dict(inv.spec.gguf_scalars))
-        return kv

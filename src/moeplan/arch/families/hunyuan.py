@@ -1,5 +1,6 @@
 """Hunyuan-A13B (`HunYuanMoEV1ForCausalLM`): GQA with per-head query/key layernorms, every layer MoE
-(routed experts + one shared MLP of `intermediate_size`), tied embeddings.
+(routed experts + one shared MLP of `intermediate_size`), tied embeddings; and the dense Hunyuan
+models (`HunYuanDenseV1ForCausalLM`, llama.cpp `hunyuan-dense`): the same attention over a SwiGLU MLP.
 
 Facts from the pinned converter (`conversion/hunyuan.py` HunYuanMoEModel): the per-layer lists
 `moe_intermediate_size`, `moe_topk`, `num_shared_expert` must be uniform; the shared MLP's width is
@@ -7,8 +8,12 @@ written as `intermediate_size`; a tied `lm_head` is skipped; NTK-alpha ("dynamic
 into the base frequency and the context length written as 256K. `llama_model_hunyuan_moe::
 load_arch_tensors` sizes the expert stacks by n_ff (feed_forward_length, written from
 intermediate_size, which the family therefore requires to be the expert width) and requires q/k norms.
+HunYuanModel (dense) folds NTK-alpha rope the same way and skips a tied `lm_head`;
+`llama_model_hunyuan_dense` reuses `llama_model_hunyuan_vl::load_arch_tensors`: the llama tensors with
+required q/k norms of head_dim and an optional `output`.
 """
 
+import dataclasses
 from typing import Any
 
 from moeplan.arch import config as c
@@ -30,6 +35,20 @@ def uniform(cfg: Config, key: str, n: int) -> int:
     return c.integer({key: values[0]}, key)
 
 
+def hunyuan_spec(cfg: Config, arch: str, ffn: FFN) -> ModelSpec:
+    """The layers both Hunyuan converters write (no cross-layer attention), with the 256K context
+    they write for NTK-alpha ("dynamic") rope."""
+    if cfg.get("use_cla"):
+        raise BadConfig("cross-layer attention (use_cla) is not supported by the pinned llama.cpp")
+    n = c.integer(cfg, "num_hidden_layers")
+    flags = {"attn_bias"} if cfg.get("attention_bias") else set()
+    spec = c.base(cfg, arch, [Layer(c.gqa(cfg), ffn)] * n, flags=frozenset(flags))
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type")) == "dynamic":
+        spec = dataclasses.replace(spec, context_length=DYNAMIC_ROPE_CONTEXT)
+    return spec
+
+
 class HunyuanMoe(Family):
     arch = "hunyuan-moe"
     model_types = ("hunyuan_v1_moe",)
@@ -37,8 +56,6 @@ class HunyuanMoe(Family):
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
         n = c.integer(cfg, "num_hidden_layers")
-        if cfg.get("use_cla"):
-            raise BadConfig("cross-layer attention (use_cla) is not supported by the pinned llama.cpp")
         if cfg.get("use_mixed_mlp_moe") is False:
             raise BadConfig("llama.cpp's hunyuan-moe requires the shared MLP (use_mixed_mlp_moe)")
         n_shared = uniform(cfg, "num_shared_expert", n)
@@ -59,9 +76,17 @@ class HunyuanMoe(Family):
             n_shared=n_shared,
             n_ff_shexp=n_ff,
         )
-        flags = {"attn_bias"} if cfg.get("attention_bias") else set()
-        spec = c.base(cfg, self.arch, [Layer(c.gqa(cfg), moe)] * n, flags=frozenset(flags))
-        rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-        if rope.get("rope_type", rope.get("type")) == "dynamic":
-            spec = ModelSpec(**{**spec.__dict__, "context_length": DYNAMIC_ROPE_CONTEXT})
-        return spec
+        return hunyuan_spec(cfg, self.arch, moe)
+
+
+class HunyuanDense(Family):
+    arch = "hunyuan-dense"
+    model_types = ("hunyuan_v1_dense",)
+    qk_norm = True  # query_layernorm / key_layernorm, required by the loader
+
+    def spec_from_config(self, cfg: Config) -> ModelSpec:
+        if cfg.get("use_qk_norm") is False:
+            raise BadConfig("llama.cpp's hunyuan-dense requires the query/key layernorms (use_qk_norm)")
+        if c.integer(cfg, "num_experts", default=0) > 1:
+            raise BadConfig("a hunyuan_v1_dense config with experts is not a dense model")
+        return hunyuan_spec(cfg, self.arch, c.dense(cfg))

@@ -9,13 +9,11 @@ exactly the sliding layers (`use_rope = hparams.is_swa(il)`): full layers are No
 goes to the mmproj file (`MuseGlimmerVisionModel`), not here.
 """
 
-import dataclasses
-
 from moeplan.arch import config as c
 from moeplan.arch.config import Config
 from moeplan.arch.families.afmoe import gated_attention, sandwich_norms
 from moeplan.arch.family import Family, GGUFValue
-from moeplan.arch.from_gguf import GGUFHParams, generic_spec, swa_pattern
+from moeplan.arch.from_gguf import GGUFHParams, full_layers_without_rope, generic_spec, swa_pattern
 from moeplan.arch.spec import Attention, AttnKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
 from moeplan.errors import BadConfig
@@ -62,12 +60,7 @@ class MuseGlimmer(Family):
     def spec_from_gguf(self, hp: GGUFHParams) -> ModelSpec:
         """muse-glimmer.cpp `load_arch_hparams`: the pattern array, else 3 sliding : 1 full; the full
         layers run without RoPE."""
-        spec = generic_spec(hp, swa=lambda h, n: swa_pattern(h, n, SWA_PERIOD))
-        layers = tuple(
-            la if la.attn.kind is AttnKind.SWA else Layer(dataclasses.replace(la.attn, rope=False), la.ffn)
-            for la in spec.layers
-        )
-        return dataclasses.replace(spec, layers=layers)
+        return full_layers_without_rope(generic_spec(hp, swa=lambda h, n: swa_pattern(h, n, SWA_PERIOD)))
 
     def attention(self, b: Builder, spec: ModelSpec, p: str, il: int, a: Attention, role: Role) -> None:
         gated_attention(b, spec, p, il, a, role)
