@@ -165,3 +165,14 @@ def test_the_tied_output_matmul_is_read_where_the_output_layer_is(model: str, ng
     assert work.devices[reader].dense_bytes >= embd
     if ngl == "-ngl 99":
         assert "CPU" not in work.devices or work.devices["CPU"].dense_bytes == 0
+
+
+@pytest.mark.parametrize(
+    ("model", "stem"),
+    [("gemma-3-12b", "gemma-3-12b-it"), ("c4ai-command-r7b-12-2024", "c4ai-command-r7b-12-2024")],
+)
+def test_commands_name_the_gguf_as_uploads_do(model: str, stem: str) -> None:
+    """The -m file is named after the Hub repository, as GGUF uploads are (gemma-3-12b-it-Q4_K_M.gguf),
+    not after the display name ('Gemma 3 12B', which a shell needs quoted)."""
+    r = api.plan_on_rig(model, rig([RTX4090], 64), quant="Q4_K_M", ctx=8192)
+    assert f"-m {stem}-Q4_K_M.gguf " in r.command and "'" not in r.command

@@ -649,7 +649,7 @@ def _llamacpp_report(
     if o.vision is not None:
         from moeplan.plan.vision import holding, vision_memory
 
-        vm = vision_memory(r.name, tower, o.vision, rig, rt, offload=o.mmproj_offload)
+        vm = vision_memory(r.name, tower, o.vision, rig, rt, offload=o.mmproj_offload, file_stem=r.gguf_stem)
         rt = holding(rt, vm)
     purpose = use_named(o.use)
     ext = r.entry.rope_extension if r.entry is not None else None
@@ -702,7 +702,7 @@ def _llamacpp_report(
             if r.gguf
             else r.id
             if r.header
-            else f"{r.name}-{cand.quant.name}.gguf"
+            else f"{r.gguf_stem}-{cand.quant.name}.gguf"
         )
 
     def model_file(cand: Candidate) -> str:

@@ -253,7 +253,7 @@ def _draft_model_option(
     dspec = e.spec()
     dinv = inventory(dspec)
     dw = predict(dinv, chosen.quant)
-    file = f"{dspec.name}-{chosen.quant.name}.gguf"
+    file = f"{e.gguf_stem}-{chosen.quant.name}.gguf"
     # The draft inherits the main model's -sm (and so -mg) and -dev: common_base_params_to_speculative
     # (common/speculative.cpp) starts from a copy of the main model's parameters.
     main = parse_placement(chosen.flags)

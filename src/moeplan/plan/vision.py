@@ -23,13 +23,17 @@ def vision_memory(
     *,
     offload: bool = True,
     engine: str = "llamacpp",
+    file_stem: str | None = None,
 ) -> VisionMemory:
-    """The projector of `model` as an mmproj file of type `ftype_name` (f16, bf16, q8_0) on `rig`."""
+    """The projector of `model` as an mmproj file of type `ftype_name` (f16, bf16, q8_0) on `rig`,
+    named mmproj-`file_stem` (default: the model's name)-TYPE.gguf."""
     t = check_vision(model, tower, engine)
     ftype = mmproj_type(ftype_name)
     _, gpus = device_slots(rig, rt)
     names = tuple(g.name for g in gpus)
-    return plan_vision(t, ftype, names, offload=offload, file=f"mmproj-{model}-{ftype.name}.gguf")
+    return plan_vision(
+        t, ftype, names, offload=offload, file=f"mmproj-{file_stem or model}-{ftype.name}.gguf"
+    )
 
 
 def holding(rt: Runtime, v: VisionMemory) -> Runtime:

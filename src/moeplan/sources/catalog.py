@@ -89,6 +89,12 @@ class CatalogEntry(BaseModel):
     vision: Vision | None = None
     _spec: ModelSpec | None = PrivateAttr(default=None)
 
+    @property
+    def gguf_stem(self) -> str:
+        """How GGUF uploads of this model begin their file names: the Hub repository's name
+        (gemma-3-12b-it-Q4_K_M.gguf), not the display name, which may hold spaces."""
+        return self.hf_repo.rsplit("/", 1)[-1]
+
     def spec(self) -> ModelSpec:
         """Built once per entry: planning caches (inventory, predicted weights) key on its identity."""
         if self._spec is None:

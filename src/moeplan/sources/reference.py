@@ -42,6 +42,12 @@ class ResolvedModel:
     header: "GGUFModel | None" = None  # a GGUF file's header (local or on the Hub)
     file: FileInventory | None = None  # that file's tensors as the inventory to plan with
 
+    @property
+    def gguf_stem(self) -> str:
+        """The start of a GGUF file name for this model in a command: the catalog entry's Hub
+        repository name, else the name without its organisation."""
+        return self.entry.gguf_stem if self.entry is not None else self.name.rsplit("/", 1)[-1]
+
     def require_spec(self) -> ModelSpec:
         if self.spec is None:
             raise MoeplanError(f"{self.id}: no model description to plan with: {self.spec_source}")
