@@ -13,7 +13,7 @@ from moeplan.arch.inventory import inventory
 from moeplan.arch.registry import family, spec_from_config
 from moeplan.arch.spec import AttnKind, FFNKind
 from moeplan.errors import UnsupportedArchitecture
-from moeplan.memory.weights import predict
+from moeplan.memory.weights import predict, quant_model
 from moeplan.quant.recipe import FileType
 from moeplan.sources.catalog import load_catalog, resolve
 from moeplan.sources.gguf_header import read_local
@@ -150,6 +150,16 @@ def test_r1_distill_llama_8b_is_llama_3_1_8b() -> None:
     inventory less the 64-value rope_freqs tensor the converter adds."""
     inv = inventory(spec("llama-3.1-8b"))
     assert sum(t.n_elements for t in inv.tensors if t.name != "rope_freqs.weight") == 8_030_261_248
+
+
+def test_quantizer_sees_a_70b_in_80_qwen2_layers() -> None:
+    """qwen2.cpp load_arch_hparams: 80 layers are LLM_TYPE_70B, so llama-quantize lifts Q4_K_M's Q4_K
+    attn_v to Q5_K on Qwen2.5-72B (the layers use_more_bits leaves at Q4_K); 64 layers are not."""
+    inv = inventory(spec("qwen2.5-72b-instruct"))
+    assert quant_model(inv).is_70b and not quant_model(inventory(spec("qwen2.5-32b-instruct"))).is_70b
+    q4 = predict(inv, FileType.Q4_K_M).tensors
+    attn_v = {t.type.name for t in q4 if t.spec.name.endswith("attn_v.weight")}
+    assert attn_v == {"Q5_K", "Q6_K"}
 
 
 @pytest.mark.parametrize("model", ["qwen2.5-0.5b-instruct", "qwen2.5-7b-instruct"])
