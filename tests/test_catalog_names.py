@@ -95,6 +95,8 @@ def test_unknown_names_get_one_line_with_a_suggestion() -> None:
         ("Qwen3.5-35B", "qwen3.5-35b-a3b", "qwen3.5-9b"),  # a shortened name: the one that holds it
         ("qwen3.5-35b-a3c", "qwen3.5-35b-a3b", "qwen3.5-9b"),  # a typo: the closest of the family
         ("gpt-oss", "gpt-oss-20b", "qwen"),
+        ("qwen2.5-72b", "qwen2.5-72b-instruct", "qwen3"),  # the base's name: its Instruct release
+        ("deepseek-r1:32b", "deepseek-r1-distill-qwen-32b", "qwq-32b"),  # ollama's tag of the distill
     ],
 )
 def test_suggestions_come_from_the_same_family(typed: str, first: str, not_offered: str) -> None:
@@ -107,10 +109,10 @@ def test_suggestions_come_from_the_same_family(typed: str, first: str, not_offer
 @pytest.mark.parametrize(
     "typed",
     [
-        "qwen2.5-72b",  # another Qwen generation and size: not qwen3.5-2b
+        "qwen2.5-110b",  # a size no Qwen2.5 has: not qwen2.5-1.5b-instruct
         "mistral-small-3.1-22b",  # a size no Mistral Small has: not mistral-small-3.2-24b-2506
         "deepseek-v3.3",  # a version the catalog lacks: not deepseek-v3.2
-        "qwen-72b",  # no catalog Qwen has 72 B
+        "qwen-110b",  # no catalog Qwen has 110 B
         "intern-s1-mini",  # a smaller model of the line: not intern-s1
         "gemma-4-26b-a4b-mini",  # a size word the catalog's names lack
     ],

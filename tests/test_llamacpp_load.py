@@ -13,6 +13,7 @@ pytestmark = pytest.mark.llamacpp
 # The architectures of the core issue; the catalog must keep covering each of them.
 ARCHITECTURES = {
     "llama",
+    "qwen2",
     "qwen3",
     "qwen3moe",
     "qwen3next",

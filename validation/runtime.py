@@ -79,6 +79,7 @@ from validation.materialize import EXPERT_BYTES_BUDGET, Materialized, materializ
 ARCH_MODELS = {
     "llama": "llama-3.1-8b",
     "mixtral": "mixtral-8x7b",
+    "qwen2": "qwen2.5-7b-instruct",  # q/k/v biases, untied head
     "qwen3": "qwen3-8b",
     "qwen3moe": "qwen3-30b-a3b",
     "qwen3next": "qwen3-next-80b-a3b",

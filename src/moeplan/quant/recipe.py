@@ -253,8 +253,9 @@ class QuantModel:
     def is_70b(self) -> bool:
         """LLM_TYPE_70B as llama-quantize gets it from the architecture's `load_arch_hparams`: a GQA
         llama with 80 blocks (src/models/llama.cpp), any deci with 80 (src/models/deci.cpp, the
-        Llama-Nemotron NAS models pruned from Llama-3.x-70B)."""
-        if self.arch == "deci":
+        Llama-Nemotron NAS models pruned from Llama-3.x-70B), any qwen2 with 80 (src/models/qwen2.cpp,
+        Qwen2.5-72B)."""
+        if self.arch in ("deci", "qwen2"):
             return self.n_layer == 80
         return self.arch == "llama" and self.n_layer == 80 and self.n_head != self.n_head_kv
 

@@ -42,6 +42,7 @@ from moeplan.arch.families.olmo2 import Olmo2
 from moeplan.arch.families.olmoe import Olmoe
 from moeplan.arch.families.phi3 import Phi3
 from moeplan.arch.families.phimoe import PhiMoe
+from moeplan.arch.families.qwen2 import Qwen2
 from moeplan.arch.families.qwen3 import Qwen3, Qwen3Moe
 from moeplan.arch.families.qwen3vl import Qwen3VL, Qwen3VLMoe
 from moeplan.arch.families.qwen4exp import Qwen4Exp
@@ -53,6 +54,7 @@ from moeplan.arch.family import Family
 
 FAMILIES: tuple[type[Family], ...] = (
     Llama,
+    Qwen2,
     Qwen3,
     Qwen3Moe,
     Qwen3Next,
