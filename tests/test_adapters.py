@@ -53,6 +53,8 @@ def test_every_catalog_model_builds() -> None:
         spec = entry.spec()
         assert spec.n_layer == entry.config["num_hidden_layers"]
         assert spec.context_length == entry.context_length
+        # the config's positions may only exceed the documented window, never fall short of it
+        assert entry.context_length <= spec_from_config(entry.config).context_length
 
 
 def test_moe_details() -> None:

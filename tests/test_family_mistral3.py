@@ -245,5 +245,6 @@ def test_nemo_carries_the_instructs_million_positions_but_plans_128k() -> None:
     the catalog's context, is 128k. The Base shares the entry."""
     entry = resolve("Mistral-Nemo")
     assert entry.id == "mistral-nemo-instruct-2407" and resolve("Mistral-Nemo-Base-2407").id == entry.id
-    assert (entry.spec().context_length, entry.context_length) == (1_024_000, 131072)
+    assert spec_from_config(entry.config).context_length == 1_024_000
+    assert (entry.spec().context_length, entry.context_length) == (131072, 131072)  # planned, refused above
     assert resolve("Mistral-7B-v0.3").id == "mistral-7b-instruct-v0.3"

@@ -96,9 +96,15 @@ class CatalogEntry(BaseModel):
         return self.hf_repo.rsplit("/", 1)[-1]
 
     def spec(self) -> ModelSpec:
-        """Built once per entry: planning caches (inventory, predicted weights) key on its identity."""
+        """Built once per entry: planning caches (inventory, predicted weights) key on its identity.
+        Its context is the entry's `context_length`, the window the card documents, where that is
+        shorter than the config's positions (Mistral-Nemo: trained on 128k, config and GGUF 1,024,000):
+        moeplan plans up to what the model was trained for, not what the file allows."""
         if self._spec is None:
-            self._spec = spec_from_config(self.config, name=self.name)
+            spec = spec_from_config(self.config, name=self.name)
+            if self.context_length < spec.context_length:
+                spec = dataclasses.replace(spec, context_length=self.context_length)
+            self._spec = spec
         return self._spec
 
     def vision_tower(self) -> VisionTower | None:
