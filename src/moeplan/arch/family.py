@@ -230,8 +230,9 @@ class Family:
     ) -> AttentionGraph | None:
         """The recurrent layer's mixer node by node (engines/llamacpp.py replays it through ggml-alloc
         instead of `recurrent_activations`), or None for that estimate. `n_seq`: -np, the states the
-        recurrent cache holds and the sequences the graph is reserved for (with -kvu too); `embeds`: on the device that also ran `build_inp_embd`, whose rows (`input_rows`) the layer
-        sits on (elsewhere, only on its input row)."""
+        recurrent cache holds and the sequences the graph is reserved for (with -kvu too); `embeds`:
+        on the device that also ran `build_inp_embd`, whose rows (`input_rows`) the layer sits on
+        (elsewhere, only on its input row)."""
         return None
 
     # ---- GGUF metadata -------------------------------------------------------------------------

@@ -626,6 +626,24 @@ def _compute_bytes(
     return sum(m for m, _ in masks) + max(peak, logits) + inputs + leaves + held
 
 
+def _mixed_rows(spec: ModelSpec, cfg: CacheConfig) -> bool:
+    """Whether `build_inp_embd` builds the mixed-batch path (the pinned build's four embedding rows,
+    `engines/builds.py`, in an architecture that has it)."""
+    return cfg.embd_rows >= 4 and rules(spec.arch).mixed_batch
+
+
+def _input_row_holes(spec: ModelSpec, cfg: CacheConfig) -> int:
+    """Bytes of the rows `build_inp_embd` frees below the mixed copy that stays live (the mixed input
+    and the token rows gathered for it, `family.input_rows`): holes that no tensor wider than a row
+    can take, so on the device that ran it the generic FFN sits above them (measured: full-size
+    llama-3.1-8b and qwen3.5-9b llama-server -np 4, 16 MiB each at -ub 512)."""
+    if not _mixed_rows(spec, cfg):
+        return 0
+    rows = input_rows(4 * context(spec, cfg).n_ubatch * spec.n_embd)
+    dead = {name for node in rows for name in node.frees}
+    return sum(node.nbytes for node in rows if node.name in dead)
+
+
 def _cpu_logits_phase(spec: ModelSpec, cfg: CacheConfig, n_outputs: int, logits: int) -> int:
     """The logits phase of a device that also ran `build_inp_embd` (the CPU of a CPU-only run): with
     the mixed-batch path (the pinned build's four embedding rows, `engines/builds.py`) the output norm
@@ -634,7 +652,7 @@ def _cpu_logits_phase(spec: ModelSpec, cfg: CacheConfig, n_outputs: int, logits:
     than the holes below it start above it (`family.input_rows`, replayed through ggml-alloc).
     Measured on full-size dry runs of llama, qwen3moe, gemma3, qwen35, qwen35moe and qwen3next
     (tests/data/logits-phase-compute.json); otherwise `logits`."""
-    if cfg.embd_rows < 4 or not rules(spec.arch).mixed_batch:
+    if not _mixed_rows(spec, cfg):
         return logits
     row = 4 * context(spec, cfg).n_ubatch * spec.n_embd
     out = [
@@ -659,12 +677,10 @@ def _layers_peak(
     ub = context(spec, cfg).n_ubatch
     e = spec.n_embd
     attn = acts.attn_embeds if embeds and acts.attn_embeds is not None else acts.attn
-    layers_peak = max(
-        4 * ub * e,
-        int(attn.max(initial=0, where=attn_layers)),
-        int(acts.ffn.max(initial=0, where=ffn_layers)),
-        copy_phase,
-    )
+    ffn = int(acts.ffn.max(initial=0, where=ffn_layers))
+    if embeds and ffn:  # the FFN's tensors, each wider than a row, sit above the rows' holes too
+        ffn += _input_row_holes(spec, cfg)
+    layers_peak = max(4 * ub * e, int(attn.max(initial=0, where=attn_layers)), ffn, copy_phase)
     peak = layers_peak
     if spec.n_embd_per_layer and bool(attn_layers.any() or ffn_layers.any()):
         # Gemma 3n/4 per-layer inputs, F32 {ple * n_layer, n_tokens}: held through every layer, and
