@@ -54,3 +54,17 @@ def test_fullsize_logits_phase_matches_the_dry_run(run: dict[str, Any], tmp_path
         assert run["mib"] <= predicted < run["mib"] + 1
     else:
         assert compute_ok(predicted, run["mib"], truncated=True)
+
+
+SERVER = json.loads((DATA / "fullsize-server-compute.json").read_text())
+
+
+@pytest.mark.parametrize("run", SERVER["runs"], ids=str)
+def test_fullsize_ffn_phase_matches_the_server_runs(run: dict[str, Any], tmp_path: Path) -> None:
+    """Full-size files under llama-server (logits for the slots only): the FFN is the peak, above
+    the input rows' holes, the routed experts' down projection above their SwiGLU where it is wider
+    than the gate/up hole, the shared expert after them (before: up to 40% short)."""
+    s = fullsize_subject(run["model"], tmp_path)
+    mc = MemCase(run["ctx"], run["n_seq"], False, "f16", run["flash_attn"], run["n_ubatch"])
+    fe = Frontend("llama-server", n_outputs_max=run["n_seq"])
+    assert abs(predicted_compute_mib(s, mc.config(), fe) - run["mib"]) <= 0.6

@@ -413,9 +413,10 @@ class _Activations:
     held: NDArray[np.int64] | None = None  # `Family.attention_activations`: held once per graph
     ratio: NDArray[np.int64] | None = None  # DeepSeek-V4: the compressed cache's ratio (0: none)
     comp_cells: NDArray[np.int64] | None = None  # its rows per stream (also the indexer cache's)
-    # a recurrent layer's attention on the device that ran `build_inp_embd`, sitting on its rows
-    # (`Family.recurrent_graph`); None: the same as `attn`
+    # on the device that ran `build_inp_embd`, sitting on its rows: a recurrent layer's attention
+    # (`Family.recurrent_graph`; None: the same as `attn`) and the FFN (above the rows' holes)
     attn_embeds: NDArray[np.int64] | None = None
+    ffn_embeds: NDArray[np.int64] | None = None
 
 
 def _sparse_attention(a: Attention, cells: int, ub: int, flash_attn: bool) -> tuple[int, int]:
@@ -432,7 +433,8 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
     layers = layer_memory(spec, cfg)
     ub = context(spec, cfg).n_ubatch
     e = spec.n_embd
-    attn, attn_embeds, ffn, swa, leaf, held, lid = [], [], [], [], [], [], []
+    attn, attn_embeds, ffn, ffn_embeds, swa, leaf, held, lid = [], [], [], [], [], [], [], []
+    holes = _input_row_holes(spec, cfg)
     n_stream = context(spec, cfg).n_stream
     family = rules(spec.arch)
     for lm, layer in zip(layers, spec.layers, strict=True):
@@ -488,10 +490,18 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
         attn.append(act + inputs)
         attn_embeds.append((on_embedding_device or act) + inputs)
         if f.kind is FFNKind.MOE:
-            routed = 3 * f.n_expert_used * f.n_ff_exp + 2 * f.n_expert
-            ffn.append(4 * ub * (routed + 3 * e + 3 * f.n_ff_shexp) + inputs + streams)
+            # the shared expert runs after the routed experts' tensors die (`build_moe_ffn`, then the
+            # shared FFN beside its summed output): the larger of the two phases
+            shared = 4 * ub * (3 * f.n_ff_shexp + e) if f.n_ff_shexp else 0
+            moe = max(_routed_experts(f.n_expert_used * f.n_ff_exp, f.n_expert_used * e, ub), shared)
+            router = 4 * ub * 2 * f.n_expert  # the router's logits and probabilities, F32
+            ffn.append(moe + router + 4 * ub * 3 * e + inputs + streams)
         else:
+            router = 0
             ffn.append(4 * ub * (3 * f.n_ff + 3 * e) + inputs + streams)
+        # where `build_inp_embd` ran, the FFN's tensors wider than a row sit above its rows' holes,
+        # which take the router's narrow tensors
+        ffn_embeds.append(ffn[-1] + max(holes - router, 0))
     compressed = any(lm.comp_cells for lm in layers)
     return _Activations(
         tuple(layers),
@@ -508,7 +518,23 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
         np.array([la.attn.compress_ratio for la in spec.layers], dtype=np.int64) if compressed else None,
         np.array([lm.comp_cells for lm in layers], dtype=np.int64) if compressed else None,
         np.array(attn_embeds, dtype=np.int64) if attn_embeds != attn else None,
+        np.array(ffn_embeds, dtype=np.int64) if ffn_embeds != ffn else None,
     )
+
+
+def _routed_experts(width: int, down_width: int, n_ubatch: int) -> int:
+    """The routed experts of `build_moe_ffn` (llama-graph.cpp) replayed through ggml-alloc: the gate
+    and up projections {n_ff_exp, n_expert_used, T} die into their SwiGLU, which dies into the down
+    projection {n_embd, n_expert_used, T}; wider than the two it takes their hole's place above the
+    SwiGLU (full-size qwen3-30b-a3b, -ub 512: 32 MiB down over a 12 MiB SwiGLU)."""
+    up = 4 * n_ubatch * width
+    nodes = [
+        GraphNode("ffn_moe_gate", up),
+        GraphNode("ffn_moe_up", up),
+        GraphNode("ffn_moe_swiglu", up, ("ffn_moe_gate", "ffn_moe_up")),
+        GraphNode("ffn_moe_down", 4 * n_ubatch * down_width, ("ffn_moe_swiglu",)),
+    ]
+    return peak_bytes(nodes)
 
 
 @dataclass(frozen=True)
@@ -636,7 +662,8 @@ def _input_row_holes(spec: ModelSpec, cfg: CacheConfig) -> int:
     """Bytes of the rows `build_inp_embd` frees below the mixed copy that stays live (the mixed input
     and the token rows gathered for it, `family.input_rows`): holes that no tensor wider than a row
     can take, so on the device that ran it the generic FFN sits above them (measured: full-size
-    llama-3.1-8b and qwen3.5-9b llama-server -np 4, 16 MiB each at -ub 512)."""
+    llama-3.1-8b and qwen3.5-9b llama-server -np 4, 16 MiB each at -ub 512;
+    tests/data/fullsize-server-compute.json)."""
     if not _mixed_rows(spec, cfg):
         return 0
     rows = input_rows(4 * context(spec, cfg).n_ubatch * spec.n_embd)
@@ -677,10 +704,13 @@ def _layers_peak(
     ub = context(spec, cfg).n_ubatch
     e = spec.n_embd
     attn = acts.attn_embeds if embeds and acts.attn_embeds is not None else acts.attn
-    ffn = int(acts.ffn.max(initial=0, where=ffn_layers))
-    if embeds and ffn:  # the FFN's tensors, each wider than a row, sit above the rows' holes too
-        ffn += _input_row_holes(spec, cfg)
-    layers_peak = max(4 * ub * e, int(attn.max(initial=0, where=attn_layers)), ffn, copy_phase)
+    ffn = acts.ffn_embeds if embeds and acts.ffn_embeds is not None else acts.ffn
+    layers_peak = max(
+        4 * ub * e,
+        int(attn.max(initial=0, where=attn_layers)),
+        int(ffn.max(initial=0, where=ffn_layers)),
+        copy_phase,
+    )
     peak = layers_peak
     if spec.n_embd_per_layer and bool(attn_layers.any() or ffn_layers.any()):
         # Gemma 3n/4 per-layer inputs, F32 {ple * n_layer, n_tokens}: held through every layer, and
