@@ -41,6 +41,22 @@ class AttentionGraph:
     leaf_bytes: int = 0
 
 
+def input_rows(row: int) -> list[GraphNode]:
+    """The F32 embedding rows (`row` bytes each) `llm_graph_context::build_inp_embd` leaves before a
+    model's first layer, in graph order: the embeddings input (held to the end), the token rows (the
+    first layer's input) and, for mixed batches (`llm_arch_supports_mixed_batch`, every architecture
+    but a few), the mixed input and the token rows gathered for it die after the copy that set_rows
+    writes into, which a view keeps alive to the end, leaving two row-sized holes."""
+    return [
+        GraphNode("inp_mixed_embd", row),
+        GraphNode("inp_embd", row),
+        GraphNode("input_embed", row),
+        GraphNode("mixed_rows", row),
+        GraphNode("mixed_dup", row, ("inp_mixed_embd",)),
+        GraphNode("set_rows", 0, ("mixed_rows",)),
+    ]
+
+
 class Family:
     arch: ClassVar[str]  # llama.cpp's `general.architecture`
     model_types: ClassVar[tuple[str, ...]]  # HF `model_type` values this family reads
@@ -63,6 +79,9 @@ class Family:
     u64_keys: ClassVar[frozenset[str]] = frozenset()
     # llama.cpp's loader sizes the query rows as n_embd, so n_head x head_dim must equal it.
     query_width_is_embd: ClassVar[bool] = False
+    # `build_inp_embd` builds the mixed-batch path (`llm_arch_supports_mixed_batch`, llama-arch.cpp:
+    # every architecture but CogVLM, DeepSeek-V4, Granite-Switch and the draft heads).
+    mixed_batch: ClassVar[bool] = True
 
     # ---- config.json ---------------------------------------------------------------------------
 
@@ -204,6 +223,16 @@ class Family:
         layer's cache cells and compressed rows per stream; `k_cell_bytes`: one K cell in the -ctk
         type; `k_quantized` / `v_quantized`: a quantized -ctk / -ctv (Hadamard-rotated attention,
         `llama_kv_cache`'s k_rot / v_rot); `n_seq`: -np, the sequences the cache is reserved for."""
+        return None
+
+    def recurrent_graph(
+        self, spec: ModelSpec, a: Attention, n_ubatch: int, n_seq: int, embeds: bool
+    ) -> AttentionGraph | None:
+        """The recurrent layer's mixer node by node (engines/llamacpp.py replays it through ggml-alloc
+        instead of `recurrent_activations`), or None for that estimate. `n_seq`: -np, the states the
+        recurrent cache holds and the sequences the graph is reserved for (with -kvu too); `embeds`:
+        on the device that also ran `build_inp_embd`, whose rows (`input_rows`) the layer sits on
+        (elsewhere, only on its input row)."""
         return None
 
     # ---- GGUF metadata -------------------------------------------------------------------------

@@ -32,6 +32,9 @@ From the pinned llama.cpp (build 11434), `src/llama-model.cpp load_tensors`, `co
   neither: its k-pool inputs are held through the graph (the family's `attention_activations`).
   Residual streams a family keeps through every phase of a block (`Family.stream_activations`,
   qwen4exp's hyper-connections) add to its FFN and recurrent peaks.
+- Gated DeltaNet layers (qwen35, qwen35moe, qwen3next: `Family.recurrent_graph`) are replayed the
+  same way, the states every sequence gathers and the kernel's state rows included; on the device
+  that ran `build_inp_embd` (the CPU) they, and the logits (`_cpu_logits_phase`), sit on its rows.
 - CPU weights in Q4_0/Q4_K/IQ4_NL/MXFP4 with rows a multiple of 8 are repacked on x86 (AVX2) into a
   separate CPU_REPACK buffer when no GPU backend takes the host buffer type.
 """
@@ -45,6 +48,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
+from moeplan.arch.family import GraphNode, input_rows
 from moeplan.arch.inventory import Inventory, Role, TensorSpec
 from moeplan.arch.registry import rules
 from moeplan.arch.spec import Attention, AttnKind, FFNKind, ModelSpec
@@ -414,6 +418,10 @@ class _Activations:
     held: NDArray[np.int64] | None = None  # `Family.attention_activations`: held once per graph
     ratio: NDArray[np.int64] | None = None  # DeepSeek-V4: the compressed cache's ratio (0: none)
     comp_cells: NDArray[np.int64] | None = None  # its rows per stream (also the indexer cache's)
+    # on the device that ran `build_inp_embd`, sitting on its rows: a recurrent layer's attention
+    # (`Family.recurrent_graph`; None: the same as `attn`) and the FFN (above the rows' holes)
+    attn_embeds: NDArray[np.int64] | None = None
+    ffn_embeds: NDArray[np.int64] | None = None
 
 
 def _sparse_attention(a: Attention, cells: int, ub: int, flash_attn: bool) -> tuple[int, int]:
@@ -430,7 +438,8 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
     layers = layer_memory(spec, cfg)
     ub = context(spec, cfg).n_ubatch
     e = spec.n_embd
-    attn, ffn, swa, leaf, held, lid = [], [], [], [], [], []
+    attn, attn_embeds, ffn, ffn_embeds, swa, leaf, held, lid = [], [], [], [], [], [], [], []
+    holes = _input_row_holes(spec, cfg)
     n_stream = context(spec, cfg).n_stream
     family = rules(spec.arch)
     for lm, layer in zip(layers, spec.layers, strict=True):
@@ -465,8 +474,15 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
         lid.append(lm.index_bytes > 0 and not a.indexer_kpool)
         leaf.append(zeros)
         streams = family.stream_activations(spec, ub)
+        on_embedding_device = act = 0
         if a.kind is AttnKind.LINEAR:
-            act = family.recurrent_activations(a, ub, e, cfg.n_seq) + streams
+            mixer = family.recurrent_graph(spec, a, ub, cfg.n_seq, embeds=False)
+            if mixer is None:
+                act = family.recurrent_activations(a, ub, e, cfg.n_seq) + streams
+            else:  # the family's own graph, replayed through ggml-alloc, with and without the rows
+                act = peak_bytes(mixer.nodes) + streams
+                rows = family.recurrent_graph(spec, a, ub, cfg.n_seq, embeds=True)
+                on_embedding_device = peak_bytes(rows.nodes) + streams if rows is not None else 0
         elif graph is not None:  # the family's own graph, replayed through ggml-alloc
             act = peak_bytes(graph.nodes)
         else:
@@ -477,11 +493,20 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
             act += sparse + extra + streams + family.residual_activations(spec, lm.layer, ub)
         inputs = family.embedding_activations(spec, lm.layer, ub)  # wide input embeddings
         attn.append(act + inputs)
+        attn_embeds.append((on_embedding_device or act) + inputs)
         if f.kind is FFNKind.MOE:
-            routed = 3 * f.n_expert_used * f.n_ff_exp + 2 * f.n_expert
-            ffn.append(4 * ub * (routed + 3 * e + 3 * f.n_ff_shexp) + inputs + streams)
+            # the shared expert runs after the routed experts' tensors die (`build_moe_ffn`, then the
+            # shared FFN beside its summed output): the larger of the two phases
+            shared = 4 * ub * (3 * f.n_ff_shexp + e) if f.n_ff_shexp else 0
+            moe = max(_routed_experts(f.n_expert_used * f.n_ff_exp, f.n_expert_used * e, ub), shared)
+            router = 4 * ub * 2 * f.n_expert  # the router's logits and probabilities, F32
+            ffn.append(moe + router + 4 * ub * 3 * e + inputs + streams)
         else:
+            router = 0
             ffn.append(4 * ub * (3 * f.n_ff + 3 * e) + inputs + streams)
+        # where `build_inp_embd` ran, the FFN's tensors wider than a row sit above its rows' holes,
+        # which take the router's narrow tensors
+        ffn_embeds.append(ffn[-1] + max(holes - router, 0))
     compressed = any(lm.comp_cells for lm in layers)
     return _Activations(
         tuple(layers),
@@ -497,7 +522,24 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
         np.array(held, dtype=np.int64) if any(held) else None,
         np.array([la.attn.compress_ratio for la in spec.layers], dtype=np.int64) if compressed else None,
         np.array([lm.comp_cells for lm in layers], dtype=np.int64) if compressed else None,
+        np.array(attn_embeds, dtype=np.int64) if attn_embeds != attn else None,
+        np.array(ffn_embeds, dtype=np.int64) if ffn_embeds != ffn else None,
     )
+
+
+def _routed_experts(width: int, down_width: int, n_ubatch: int) -> int:
+    """The routed experts of `build_moe_ffn` (llama-graph.cpp) replayed through ggml-alloc: the gate
+    and up projections {n_ff_exp, n_expert_used, T} die into their SwiGLU, which dies into the down
+    projection {n_embd, n_expert_used, T}; wider than the two it takes their hole's place above the
+    SwiGLU (full-size qwen3-30b-a3b, -ub 512: 32 MiB down over a 12 MiB SwiGLU)."""
+    up = 4 * n_ubatch * width
+    nodes = [
+        GraphNode("ffn_moe_gate", up),
+        GraphNode("ffn_moe_up", up),
+        GraphNode("ffn_moe_swiglu", up, ("ffn_moe_gate", "ffn_moe_up")),
+        GraphNode("ffn_moe_down", 4 * n_ubatch * down_width, ("ffn_moe_swiglu",)),
+    ]
+    return peak_bytes(nodes)
 
 
 @dataclass(frozen=True)
@@ -508,9 +550,11 @@ class DeviceRole:
     (`engines/ggml_alloc.py`); `host`: the host of such a run, which holds every graph input; `host_idle`:
     the GPUs run the host's matmuls (op offload at this micro-batch), so the host computes nothing
     but the input embeddings and `host_adds`, the bytes of the expert bias adds the GPU backend does
-    not take (`_host_adds`)."""
+    not take (`_host_adds`); `embeds`: it runs `build_inp_embd` (the CPU, where token_embd stays), so
+    its logits sit above the input rows (`_cpu_logits_phase`)."""
 
     gpu: bool = False
+    embeds: bool = True
     inputs_kept: bool = False
     max_chunk: int = 0
     host: bool = False
@@ -599,7 +643,7 @@ def _compute_bytes(
     masks = _masks(acts, with_cache, ub, mask_bytes)
     if inputs_only:
         return sum(m for m, _ in masks) + embd_rows
-    peak = _layers_peak(spec, cfg, acts, attn_layers, ffn_layers, copy_phase)
+    peak = _layers_peak(spec, cfg, acts, attn_layers, ffn_layers, copy_phase, embeds=role.embeds)
     inputs = 4 * ub * e if not has_layers else 0
     leaves = int(acts.leaf.sum(where=attn_layers)) if acts.leaf is not None else 0
     held = int(acts.held.max(initial=0, where=attn_layers)) if acts.held is not None else 0
@@ -608,7 +652,46 @@ def _compute_bytes(
         return _gpu_layout(acts, attn_layers, masks, role, f32, peak, logits, n_outputs * e) + (
             inputs + leaves + held
         )
+    if has_output and role.embeds:
+        logits = _cpu_logits_phase(spec, cfg, n_outputs, logits)
     return sum(m for m, _ in masks) + max(peak, logits) + inputs + leaves + held
+
+
+def _mixed_rows(spec: ModelSpec, cfg: CacheConfig) -> bool:
+    """Whether `build_inp_embd` builds the mixed-batch path (the pinned build's four embedding rows,
+    `engines/builds.py`, in an architecture that has it)."""
+    return cfg.embd_rows >= 4 and rules(spec.arch).mixed_batch
+
+
+def _input_row_holes(spec: ModelSpec, cfg: CacheConfig) -> int:
+    """Bytes of the rows `build_inp_embd` frees below the mixed copy that stays live (the mixed input
+    and the token rows gathered for it, `family.input_rows`): holes that no tensor wider than a row
+    can take, so on the device that ran it the generic FFN sits above them (measured: full-size
+    llama-3.1-8b and qwen3.5-9b llama-server -np 4, 16 MiB each at -ub 512;
+    tests/data/fullsize-server-compute.json)."""
+    if not _mixed_rows(spec, cfg):
+        return 0
+    rows = input_rows(4 * context(spec, cfg).n_ubatch * spec.n_embd)
+    dead = {name for node in rows for name in node.frees}
+    return sum(node.nbytes for node in rows if node.name in dead)
+
+
+def _cpu_logits_phase(spec: ModelSpec, cfg: CacheConfig, n_outputs: int, logits: int) -> int:
+    """The logits phase of a device that also ran `build_inp_embd` (the CPU of a CPU-only run): with
+    the mixed-batch path (the pinned build's four embedding rows, `engines/builds.py`) the output norm
+    rows and the logits are placed above the five rows of n_ubatch tokens the input phase left, the
+    highest of which (the mixed copy a set_rows view keeps alive) is never freed, so logits larger
+    than the holes below it start above it (`family.input_rows`, replayed through ggml-alloc).
+    Measured on full-size dry runs of llama, qwen3moe, gemma3, qwen35, qwen35moe and qwen3next
+    (tests/data/logits-phase-compute.json); otherwise `logits`."""
+    if not _mixed_rows(spec, cfg):
+        return logits
+    row = 4 * context(spec, cfg).n_ubatch * spec.n_embd
+    out = [
+        GraphNode("result_norm", 4 * n_outputs * spec.n_embd),
+        GraphNode("logits", 4 * n_outputs * spec.n_vocab),
+    ]
+    return peak_bytes([*input_rows(row), *out])
 
 
 def _layers_peak(
@@ -618,14 +701,19 @@ def _layers_peak(
     attn_layers: NDArray[np.bool_],
     ffn_layers: NDArray[np.bool_],
     copy_phase: int,
+    embeds: bool = False,
 ) -> int:
-    """The largest layer's live activations on this device (module docstring)."""
+    """The largest layer's live activations on this device (module docstring); `embeds`: the device
+    ran `build_inp_embd` and holds its rows in the same buffer (not the host of a GPU run, which
+    counts them among its held inputs)."""
     ub = context(spec, cfg).n_ubatch
     e = spec.n_embd
+    attn = acts.attn_embeds if embeds and acts.attn_embeds is not None else acts.attn
+    ffn = acts.ffn_embeds if embeds and acts.ffn_embeds is not None else acts.ffn
     layers_peak = max(
         4 * ub * e,
-        int(acts.attn.max(initial=0, where=attn_layers)),
-        int(acts.ffn.max(initial=0, where=ffn_layers)),
+        int(attn.max(initial=0, where=attn_layers)),
+        int(ffn.max(initial=0, where=ffn_layers)),
         copy_phase,
     )
     peak = layers_peak
@@ -785,6 +873,7 @@ def plan_memory(
     inputs_on_host = gpu_backend is not None and gpu_backend.graph_inputs_on_host
     gpu_role = DeviceRole(
         gpu=inputs_on_host,
+        embeds=False,
         inputs_kept=pipeline,
         max_chunk=gpu_backend.max_buffer_bytes if gpu_backend is not None and cfg.galloc_chunks else 0,
     )

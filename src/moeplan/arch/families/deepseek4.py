@@ -94,6 +94,7 @@ class DeepSeek4(Family):
     arch = "deepseek4"
     model_types = ("deepseek_v4",)
     mtp_kept = False  # DeepseekV4Model.filter_tensors skips `mtp.*` unless exporting the MTP file
+    mixed_batch = False
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
         if cfg.get("expert_dtype") != "fp4":

@@ -8,7 +8,7 @@ from moeplan.arch import config as c
 from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.families.qwen3 import qwen_moe_ffn
-from moeplan.arch.family import Family, GGUFValue, mamba_metadata
+from moeplan.arch.family import AttentionGraph, Family, GGUFValue, GraphNode, input_rows, mamba_metadata
 from moeplan.arch.from_gguf import GGUFHParams, generic_spec, recurrent_by_interval
 from moeplan.arch.spec import FFN, Attention, AttnKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
@@ -42,6 +42,9 @@ class _GatedDeltaNetHybrid(Family):
     fused_ba: ClassVar[bool] = False
     shexp_gate: ClassVar[bool] = True
     mtp_default_count: ClassVar[int] = 0
+    # The graph repeats Q and K to the value heads even for the fused kernel (qwen3next.cpp); qwen35
+    # skips it when `ggml_gated_delta_net` runs fused (`cparams.fused_gdn_ch`).
+    repeats_qk: ClassVar[bool] = False
 
     def ffn_for(self, cfg: Config) -> FFN:
         return qwen_moe_ffn(cfg, shared=True)
@@ -64,6 +67,66 @@ class _GatedDeltaNetHybrid(Family):
     def ffn(self, b: Builder, spec: ModelSpec, p: str, il: int, layer: Layer, mtp: bool) -> None:
         layout.ffn(b, p, il, layer.ffn, spec.n_embd, mtp, shexp_gate=self.shexp_gate)
 
+    def recurrent_graph(
+        self, spec: ModelSpec, a: Attention, n_ubatch: int, n_seq: int, embeds: bool
+    ) -> AttentionGraph:
+        """A Gated DeltaNet layer (`build_layer_attn_linear`, src/models/qwen35.cpp, qwen35moe.cpp,
+        qwen3next.cpp; `llm_build_delta_net_base`) as ggml-alloc sees it, checked tensor by tensor
+        against the pinned build's allocator log (tests/data/gdn-compute.json). The graph is reserved
+        for n_seqs = -np sequences (-kvu too: `llama_context::sched_reserve`) of T / n_seqs tokens
+        each, T the micro-batch rounded up to a multiple of n_seqs (`graph_reserve`), with the
+        recurrent cache full: `build_rs` gathers all of its -np states, conv and recurrent.
+        Nodes: the conv states {n_embd_r, n_seqs} and the QKV projection die into the concat
+        {T/n_seqs + d_conv - 1, channels, n_seqs}; the recurrent states {n_embd_s, n_seqs}; the causal
+        conv {channels, T}; the L2-normed Q and K (qwen3next repeats them to the value heads when the
+        head counts differ); the decay gate and beta {n_v_heads, T}; the fused `ggml_gated_delta_net`
+        result, the output {d_inner, T} followed by the new states {n_embd_s, n_seqs}; then the gated
+        norm, the z projection and its SiLU {d_inner, T} and the output projection {n_embd, T}."""
+        e, kd, vh = spec.n_embd, a.linear_k_head_dim, a.linear_v_heads
+        n_seqs = max(n_seq, 1)
+        t = -(-n_ubatch // n_seqs) * n_seqs
+        d_inner = vh * a.linear_v_head_dim
+        qk = a.linear_k_heads * kd
+        channels = 2 * qk + d_inner
+        conv_rows, state = self.recurrent_state(a)
+        row = 4 * e * t
+        repeat = self.repeats_qk and a.linear_k_heads != vh
+        qk_nodes = (
+            [
+                GraphNode("q_l2", 4 * qk * t),
+                GraphNode("q", 4 * vh * kd * t, ("q_l2",)),
+                GraphNode("k_l2", 4 * qk * t),
+                GraphNode("k", 4 * vh * kd * t, ("k_l2",)),
+            ]
+            if repeat
+            else [GraphNode("q", 4 * qk * t), GraphNode("k", 4 * qk * t)]
+        )
+        nodes = [
+            *(input_rows(row) if embeds else [GraphNode("input_embed", row)]),
+            GraphNode("attn_norm", row),
+            GraphNode("conv_states", 4 * conv_rows * n_seqs),
+            GraphNode("qkv", 4 * channels * t),
+            GraphNode(
+                "conv_input", 4 * channels * (t + n_seqs * (a.conv_kernel - 1)), ("conv_states", "qkv")
+            ),
+            GraphNode("states", 4 * state * n_seqs),
+            GraphNode("conv_out", 4 * channels * t, ("conv_input",)),
+            *qk_nodes,
+            GraphNode("alpha", 4 * vh * t),
+            GraphNode("gate", 4 * vh * t, ("alpha",)),
+            GraphNode("beta_proj", 4 * vh * t),
+            GraphNode("beta", 4 * vh * t, ("beta_proj",)),
+            GraphNode(
+                "gdn", 4 * (d_inner * t + state * n_seqs), ("q", "k", "conv_out", "gate", "beta", "states")
+            ),
+            GraphNode("out_norm", 4 * d_inner * t, ("gdn",)),
+            GraphNode("z", 4 * d_inner * t, ("attn_norm",)),
+            GraphNode("z_silu", 4 * d_inner * t, ("z",)),
+            GraphNode("gated", 0, ("z_silu",)),
+            GraphNode("linear_attn_out", row, ("out_norm",)),
+        ]
+        return AttentionGraph(tuple(nodes))
+
     def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
         kv = super().gguf_metadata(inv)
         spec = inv.spec
@@ -80,6 +143,7 @@ class Qwen3Next(_GatedDeltaNetHybrid):
     arch = "qwen3next"
     model_types = ("qwen3_next",)
     fused_ba = True
+    repeats_qk = True
     # config.json has no MTP count; the checkpoint carries one `mtp.layers.0` block, which the
     # converter counts (conversion/qwen.py _QwenMtpMixin).
     mtp_default_count = 1

@@ -32,7 +32,7 @@ from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.families.qwen3 import qwen_moe_ffn
 from moeplan.arch.families.qwen35 import _GatedDeltaNetHybrid, hybrid_layers
-from moeplan.arch.family import AttentionGraph, GGUFValue, GraphNode
+from moeplan.arch.family import AttentionGraph, GGUFValue, GraphNode, input_rows
 from moeplan.arch.from_gguf import GGUFHParams, generic_spec, recurrent_by_interval
 from moeplan.arch.spec import Attention, AttnKind, Layer, ModelSpec, NgramEmbedding
 from moeplan.arch.tensors import Builder, Inventory, Role
@@ -311,12 +311,7 @@ class Qwen4Exp(_GatedDeltaNetHybrid):
         nodes = [
             # graph inputs (every leaf is placed before the first node; the other inputs are counted
             # beside the layer): the mixed-batch rows die early, a hole apart from those above
-            GraphNode("inp_mixed_embd", row),
-            GraphNode("inp_embd", row),  # held to the end
-            GraphNode("input_embed", row),
-            GraphNode("mixed_rows", row),
-            GraphNode("mixed_dup", row, ("inp_mixed_embd",)),
-            GraphNode("set_rows", 0, ("mixed_rows",)),
+            *input_rows(row),
             GraphNode("res", streams, ("input_embed",)),  # the previous layer's l_last
             GraphNode("hc_norm", streams),
             GraphNode("hc_lo", 4 * spec.hc_low_rank * t),
