@@ -20,12 +20,12 @@ import dataclasses
 from moeplan.arch import config as c
 from moeplan.arch.config import Config
 from moeplan.arch.families.gemma4 import (
-    FULL,
     SLIDING,
     kv_reuse_layers,
     per_layer_gate,
     per_layer_inputs,
     per_layer_value,
+    sliding_or_full,
 )
 from moeplan.arch.family import Family, GGUFValue
 from moeplan.arch.from_gguf import GGUFHParams, generic_spec, swa_pattern
@@ -71,10 +71,7 @@ class Gemma3n(Family):
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
         n = c.integer(cfg, "num_hidden_layers")
-        c.get(cfg, "layer_types")  # the converter writes the sliding-window pattern from it
-        types = c.layer_types(cfg, n, [])
-        if set(types) - {SLIDING, FULL}:
-            raise BadConfig(f"gemma3n layer_types must be {SLIDING} or {FULL}, got {sorted(set(types))}")
+        types = sliding_or_full(cfg, n, self.arch)
         for key, fixed in FIXED.items():
             if c.integer(cfg, key, default=fixed) != fixed:
                 raise BadConfig(

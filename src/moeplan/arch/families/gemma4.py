@@ -25,6 +25,16 @@ K_EQ_V = "attention_k_eq_v"  # spec flag: full-attention layers have no V projec
 SLIDING, FULL = "sliding_attention", "full_attention"
 
 
+def sliding_or_full(cfg: Config, n: int, arch: str) -> list[str]:
+    """The config's `layer_types` (required: the converter writes the sliding-window pattern from
+    it), each sliding or full attention, as Gemma 3n and Gemma 4 have them."""
+    c.get(cfg, "layer_types")
+    types = c.layer_types(cfg, n, [])
+    if set(types) - {SLIDING, FULL}:
+        raise BadConfig(f"{arch} layer_types must be {SLIDING} or {FULL}, got {sorted(set(types))}")
+    return types
+
+
 def per_layer_value(values: list[int]) -> GGUFValue:
     """One value where every layer agrees, else the per-layer array (`get_key_or_arr` reads both)."""
     return values[0] if len(set(values)) == 1 else values
@@ -76,10 +86,7 @@ class Gemma4(Family):
 
     def spec_from_config(self, cfg: Config) -> ModelSpec:
         n = c.integer(cfg, "num_hidden_layers")
-        c.get(cfg, "layer_types")  # the converter writes the sliding-window pattern from it
-        types = c.layer_types(cfg, n, [])
-        if set(types) - {SLIDING, FULL}:
-            raise BadConfig(f"gemma4 layer_types must be {SLIDING} or {FULL}, got {sorted(set(types))}")
+        types = sliding_or_full(cfg, n, self.arch)
         if FULL not in types:
             raise BadConfig("gemma4 needs a full_attention layer: rope_freqs is sized by global_head_dim")
         n_head = c.integer(cfg, "num_attention_heads")
