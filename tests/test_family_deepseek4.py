@@ -12,6 +12,7 @@ import pytest
 from validation.materialize import shrink
 from validation.runtime import lean, parse_memory_log, predicted_caches
 
+from moeplan.arch.family import AttentionCase
 from moeplan.arch.inventory import inventory
 from moeplan.arch.registry import rules, spec_from_config
 from moeplan.arch.spec import AttnKind, ModelSpec
@@ -178,7 +179,7 @@ def test_compressed_attention_tensors_have_the_graphs_shapes() -> None:
     family = rules("deepseek4")
     for fa, mask in ((True, 2), (False, 4)):
         graph = family.attention_graph(
-            s, a, lm.cells, lm.comp_cells, t, 1, fa, 2 * a.head_dim_k, False, False, 1
+            s, a, AttentionCase(lm.cells, lm.comp_cells, t, 1, fa, 2 * a.head_dim_k, False, False, 1)
         )
         assert graph is not None and graph.leaf_bytes == mask * a.indexer_top_k * t
         sizes = {n.name: n.nbytes for n in graph.nodes}

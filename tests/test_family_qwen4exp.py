@@ -21,6 +21,7 @@ from validation.runtime import (
     stored_weights,
 )
 
+from moeplan.arch.family import AttentionCase
 from moeplan.arch.inventory import inventory
 from moeplan.arch.registry import family, spec_from_config
 from moeplan.arch.spec import AttnKind, ModelSpec
@@ -193,8 +194,8 @@ def test_qsa_graph_has_the_allocator_logs_shapes() -> None:
     s = lean_subject().spec
     a = s.layers[3].attn
     rules = family("qwen4exp")
-    unified = rules.attention_graph(s, a, 32768, 0, 512, 1, True, 2 * 128, False, False, 4)
-    split = rules.attention_graph(s, a, 8192, 0, 512, 4, True, 2 * 128, False, False, 4)
+    unified = rules.attention_graph(s, a, AttentionCase(32768, 0, 512, 1, True, 2 * 128, False, False, 4))
+    split = rules.attention_graph(s, a, AttentionCase(8192, 0, 512, 4, True, 2 * 128, False, False, 4))
     assert unified is not None and split is not None
     sizes = {n.name: n.nbytes for n in unified.nodes}
     assert sizes["pool_rows"] == 4 * 128 * 131072 and sizes["pooled"] == 4 * 128 * 32832

@@ -57,6 +57,23 @@ def input_rows(row: int) -> list[GraphNode]:
     ]
 
 
+@dataclass(frozen=True)
+class AttentionCase:
+    """One attention layer's cache and micro-batch as a family's `attention_graph` sizes them
+    (engines/llamacpp.py builds one per layer)."""
+
+    cells: int  # the layer's cache cells per stream
+    comp_cells: int  # its compressed rows per stream (DeepSeek-V4's CSA/HCA), else 0
+    n_ubatch: int
+    n_stream: int
+    flash_attn: bool
+    k_cell_bytes: int  # one K cell in the -ctk type
+    # A quantized -ctk / -ctv: Hadamard-rotated attention (`llama_kv_cache`'s k_rot / v_rot).
+    k_quantized: bool
+    v_quantized: bool
+    n_seq: int  # -np, the sequences the cache is reserved for
+
+
 class Family:
     arch: ClassVar[str]  # llama.cpp's `general.architecture`
     model_types: ClassVar[tuple[str, ...]]  # HF `model_type` values this family reads
@@ -208,21 +225,10 @@ class Family:
         self,
         spec: ModelSpec,
         a: Attention,
-        cells: int,
-        comp_cells: int,
-        n_ubatch: int,
-        n_stream: int,
-        flash_attn: bool,
-        k_cell_bytes: int,
-        k_quantized: bool,
-        v_quantized: bool,
-        n_seq: int,
+        case: AttentionCase,
     ) -> AttentionGraph | None:
         """The layer's attention phase node by node (engines/llamacpp.py replays it through ggml-alloc
-        instead of the generic estimate), or None for the generic estimate. `cells`/`comp_cells`: the
-        layer's cache cells and compressed rows per stream; `k_cell_bytes`: one K cell in the -ctk
-        type; `k_quantized` / `v_quantized`: a quantized -ctk / -ctv (Hadamard-rotated attention,
-        `llama_kv_cache`'s k_rot / v_rot); `n_seq`: -np, the sequences the cache is reserved for."""
+        instead of the generic estimate), or None for the generic estimate."""
         return None
 
     def recurrent_graph(

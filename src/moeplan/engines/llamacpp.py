@@ -48,7 +48,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-from moeplan.arch.family import GraphNode, input_rows
+from moeplan.arch.family import AttentionCase, GraphNode, input_rows
 from moeplan.arch.inventory import Inventory, Role, TensorSpec
 from moeplan.arch.registry import rules
 from moeplan.arch.spec import Attention, AttnKind, FFNKind, ModelSpec
@@ -455,15 +455,17 @@ def _activations(spec: ModelSpec, cfg: CacheConfig) -> _Activations:
             else family.attention_graph(
                 spec,
                 a,
-                lm.cells,
-                lm.comp_cells,
-                ub,
-                lm.n_stream,  # DeepSeek-V4's caches keep a stream per sequence under -kvu too
-                cfg.flash_attn,
-                row_bytes(cfg.type_k, kv_widths(a)[0]),  # one K cell, as the cache stores it
-                cfg.type_k not in UNQUANTIZED,
-                cfg.type_v not in UNQUANTIZED,
-                cfg.n_seq,
+                AttentionCase(
+                    lm.cells,
+                    lm.comp_cells,
+                    ub,
+                    lm.n_stream,  # DeepSeek-V4's caches keep a stream per sequence under -kvu too
+                    cfg.flash_attn,
+                    row_bytes(cfg.type_k, kv_widths(a)[0]),  # one K cell, as the cache stores it
+                    cfg.type_k not in UNQUANTIZED,
+                    cfg.type_v not in UNQUANTIZED,
+                    cfg.n_seq,
+                ),
             )
         )
         sparse, zeros = (0, 0)

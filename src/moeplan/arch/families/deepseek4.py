@@ -26,7 +26,7 @@ import dataclasses
 from moeplan.arch import config as c
 from moeplan.arch import layout
 from moeplan.arch.config import Config
-from moeplan.arch.family import AttentionGraph, Family, GGUFValue, GraphNode
+from moeplan.arch.family import AttentionCase, AttentionGraph, Family, GGUFValue, GraphNode
 from moeplan.arch.from_gguf import GGUFHParams
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
 from moeplan.arch.tensors import Builder, Inventory, Role
@@ -303,15 +303,7 @@ class DeepSeek4(Family):
         self,
         spec: ModelSpec,
         a: Attention,
-        cells: int,
-        comp_cells: int,
-        n_ubatch: int,
-        n_stream: int,
-        flash_attn: bool,
-        k_cell_bytes: int,
-        k_quantized: bool,
-        v_quantized: bool,
-        n_seq: int,
+        case: AttentionCase,
     ) -> AttentionGraph:
         """`build_attention_impl` of src/models/deepseek4.cpp for a micro-batch of `n_ubatch` tokens,
         from the previous layer's hyper-connection streams to the attention output; every tensor
@@ -330,6 +322,15 @@ class DeepSeek4(Family):
         builds F32 scores {cells, T, n_head} before the mask, then softmax in place, KQV and its
         contiguous copy. Masks are F16 with flash attention, else F32 (the graph inputs themselves
         are counted with the other KQ masks, engines/llamacpp.py)."""
+        cells, comp_cells, n_ubatch, n_stream, flash_attn, k_cell_bytes, k_quantized = (
+            case.cells,
+            case.comp_cells,
+            case.n_ubatch,
+            case.n_stream,
+            case.flash_attn,
+            case.k_cell_bytes,
+            case.k_quantized,
+        )
         t, hd, mb = n_ubatch, a.head_dim_k, 2 if flash_attn else 4
         ratio, resid, q = a.compress_ratio, 4 * spec.hc_mult * spec.n_embd * t, 4 * a.n_head * hd * t
         kv_cells = cells + comp_cells if ratio else cells

@@ -32,7 +32,7 @@ from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.families.qwen3 import qwen_moe_ffn
 from moeplan.arch.families.qwen35 import _GatedDeltaNetHybrid, hybrid_layers
-from moeplan.arch.family import AttentionGraph, GGUFValue, GraphNode, input_rows
+from moeplan.arch.family import AttentionCase, AttentionGraph, GGUFValue, GraphNode, input_rows
 from moeplan.arch.from_gguf import GGUFHParams, generic_spec, recurrent_by_interval
 from moeplan.arch.spec import Attention, AttnKind, Layer, ModelSpec, NgramEmbedding
 from moeplan.arch.tensors import Builder, Inventory, Role
@@ -268,15 +268,7 @@ class Qwen4Exp(_GatedDeltaNetHybrid):
         self,
         spec: ModelSpec,
         a: Attention,
-        cells: int,
-        comp_cells: int,
-        n_ubatch: int,
-        n_stream: int,
-        flash_attn: bool,
-        k_cell_bytes: int,
-        k_quantized: bool,
-        v_quantized: bool,
-        n_seq: int,
+        case: AttentionCase,
     ) -> AttentionGraph | None:
         """A QSA layer of src/models/qwen4exp.cpp for a micro-batch of `n_ubatch` tokens, as ggml-alloc
         sees it: every tensor in graph order and the node after which each dies (in-place ops, views
@@ -298,6 +290,14 @@ class Qwen4Exp(_GatedDeltaNetHybrid):
         cache full: n_new is every pool (`llama_memory_hybrid_idx_context`: n_pool_real = cells /
         kpool x n_seq_max), n_pool its `kpool_pad`. The k-pool inputs are `attention_activations`;
         `leaf_bytes` the per-layer fills (zero key half, indexer head weights, the -inf row, zeros)."""
+        cells, n_ubatch, flash_attn, k_quantized, v_quantized, n_seq = (
+            case.cells,
+            case.n_ubatch,
+            case.flash_attn,
+            case.k_quantized,
+            case.v_quantized,
+            case.n_seq,
+        )
         if not a.indexer_kpool:
             return None
         t, e, hc = n_ubatch, spec.n_embd, spec.hc_mult
