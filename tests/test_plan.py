@@ -169,7 +169,11 @@ def test_the_tied_output_matmul_is_read_where_the_output_layer_is(model: str, ng
 
 @pytest.mark.parametrize(
     ("model", "stem"),
-    [("gemma-3-12b", "gemma-3-12b-it"), ("c4ai-command-r7b-12-2024", "c4ai-command-r7b-12-2024")],
+    [
+        ("gemma-3-12b", "gemma-3-12b-it"),
+        ("c4ai-command-r7b-12-2024", "c4ai-command-r7b-12-2024"),
+        ("nemotron-3-nano-4b", "NVIDIA-Nemotron-3-Nano-4B"),  # the repository's -BF16 dropped
+    ],
 )
 def test_commands_name_the_gguf_as_uploads_do(model: str, stem: str) -> None:
     """The -m file is named after the Hub repository, as GGUF uploads are (gemma-3-12b-it-Q4_K_M.gguf),

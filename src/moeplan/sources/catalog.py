@@ -70,6 +70,10 @@ class Vision(BaseModel):
     sources: list[Source]
 
 
+# A repository name's trailing release precision, which GGUF file names drop.
+_RELEASE_PRECISION = re.compile(r"-(?:BF16|FP16|FP8|FP32)$", re.IGNORECASE)
+
+
 class CatalogEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     id: str
@@ -92,8 +96,10 @@ class CatalogEntry(BaseModel):
     @property
     def gguf_stem(self) -> str:
         """How GGUF uploads of this model begin their file names: the Hub repository's name
-        (gemma-3-12b-it-Q4_K_M.gguf), not the display name, which may hold spaces."""
-        return self.hf_repo.rsplit("/", 1)[-1]
+        (gemma-3-12b-it-Q4_K_M.gguf), not the display name, which may hold spaces, and without the
+        release's precision suffix (NVIDIA-Nemotron-3-Nano-30B-A3B-BF16 is uploaded as
+        NVIDIA-Nemotron-3-Nano-30B-A3B-Q4_K_M.gguf)."""
+        return _RELEASE_PRECISION.sub("", self.hf_repo.rsplit("/", 1)[-1])
 
     def spec(self) -> ModelSpec:
         """Built once per entry: planning caches (inventory, predicted weights) key on its identity.
