@@ -26,7 +26,7 @@ from moeplan.arch import config as c
 from moeplan.arch import layout
 from moeplan.arch.config import Config
 from moeplan.arch.families.bailingmoe2 import bailing_moe
-from moeplan.arch.families.deepseek2 import mla_attention
+from moeplan.arch.families.deepseek2 import mla_attention, mla_metadata
 from moeplan.arch.families.kimi import kda_layer, kda_mla_spec_from_gguf, kda_state
 from moeplan.arch.family import Family, GGUFValue, first_moe_layer
 from moeplan.arch.from_gguf import GGUFHParams
@@ -165,11 +165,7 @@ class BailingMoe3(Family):
         blocks = spec.layers + spec.mtp_layers[: inv.mtp_kept]
         kv[".attention.head_count_kv"] = [la.attn.n_head_kv for la in blocks]
         kv[".attention.value_length"] = kda.linear_k_head_dim  # TextModel writes config head_dim
-        if mla.q_lora_rank:
-            kv[".attention.q_lora_rank"] = mla.q_lora_rank
-        kv[".attention.kv_lora_rank"] = mla.kv_lora_rank
-        kv[".attention.key_length_mla"] = mla.qk_nope_head_dim + mla.qk_rope_head_dim
-        kv[".attention.value_length_mla"] = mla.mla_v_head_dim
+        mla_metadata(kv, mla, zero_q_lora=False)
         kv[".ssm.conv_kernel"] = kda.conv_kernel
         kv[".kda.head_dim"] = kda.linear_k_head_dim
         kv[".kda.safe_gate"] = True

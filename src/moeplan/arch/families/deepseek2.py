@@ -40,6 +40,17 @@ def mla_attention(cfg: Config) -> Attention:
     )
 
 
+def mla_metadata(kv: dict[str, GGUFValue], a: Attention, *, zero_q_lora: bool) -> None:
+    """The MLA keys the converters write: the low ranks and the per-head K/V widths of the
+    decompressed heads. `zero_q_lora`: write q_lora_rank 0 for a model without a query LoRA
+    (DeepseekV2Model does; the Kimi and Bailing converters leave the key out)."""
+    if a.q_lora_rank or zero_q_lora:
+        kv[".attention.q_lora_rank"] = a.q_lora_rank
+    kv[".attention.kv_lora_rank"] = a.kv_lora_rank
+    kv[".attention.key_length_mla"] = a.qk_nope_head_dim + a.qk_rope_head_dim
+    kv[".attention.value_length_mla"] = a.mla_v_head_dim
+
+
 def deepseek_moe_metadata(kv: dict[str, GGUFValue], inv: Inventory) -> None:
     """Leading dense blocks and the sigmoid router's keys (`deepseek2`/`glm4moe` loaders)."""
     kv[".leading_dense_block_count"] = first_moe_layer(inv.spec)
@@ -86,11 +97,7 @@ class DeepSeek2(Family):
 
     def gguf_metadata(self, inv: Inventory) -> dict[str, GGUFValue]:
         kv = super().gguf_metadata(inv)
-        a = inv.spec.layers[0].attn
-        kv[".attention.q_lora_rank"] = a.q_lora_rank
-        kv[".attention.kv_lora_rank"] = a.kv_lora_rank
-        kv[".attention.key_length_mla"] = a.qk_nope_head_dim + a.qk_rope_head_dim
-        kv[".attention.value_length_mla"] = a.mla_v_head_dim
+        mla_metadata(kv, inv.spec.layers[0].attn, zero_q_lora=True)
         if inv.spec.is_moe:
             deepseek_moe_metadata(kv, inv)
             if inv.spec.has(SOFTMAX_ROUTER):

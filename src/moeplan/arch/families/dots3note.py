@@ -24,7 +24,7 @@ import dataclasses
 
 from moeplan.arch import config as c
 from moeplan.arch.config import Config
-from moeplan.arch.families.deepseek2 import mla_attention
+from moeplan.arch.families.deepseek2 import mla_attention, mla_metadata
 from moeplan.arch.families.dsa import DeepSeek32, with_indexer
 from moeplan.arch.family import GGUFValue
 from moeplan.arch.from_gguf import GGUFHParams, generic_spec
@@ -167,9 +167,7 @@ class Dots3Note(DeepSeek32):
         kv[".attention.head_count"] = [la.attn.n_head for la in blocks]
         full = next(la.attn for la in spec.layers if not la.attn.window)
         kv[".attention.key_length"], kv[".attention.value_length"] = full.head_dim_k, full.head_dim_v
-        kv[".attention.q_lora_rank"], kv[".attention.kv_lora_rank"] = full.q_lora_rank, full.kv_lora_rank
-        kv[".attention.key_length_mla"] = full.qk_nope_head_dim + full.qk_rope_head_dim
-        kv[".attention.value_length_mla"] = full.mla_v_head_dim
+        mla_metadata(kv, full, zero_q_lora=True)
         swa = next(la.attn for la in blocks if la.attn.window)
         kv[".attention.sliding_window"] = swa.window
         kv[".attention.sliding_window_pattern"] = [bool(la.attn.window) for la in spec.layers]

@@ -18,7 +18,7 @@ import dataclasses
 from moeplan.arch import config as c
 from moeplan.arch import layout
 from moeplan.arch.config import Config
-from moeplan.arch.families.deepseek2 import mla_attention
+from moeplan.arch.families.deepseek2 import mla_attention, mla_metadata
 from moeplan.arch.family import Family, GGUFValue, first_moe_layer
 from moeplan.arch.from_gguf import GGUFHParams, attention_of, ffn_of, spec_of_blocks
 from moeplan.arch.spec import FFN, Attention, AttnKind, FFNKind, Layer, ModelSpec
@@ -188,11 +188,7 @@ class KimiLinear(Family):
         # value_length: TextModel writes config head_dim, which is n_embd / n_head (72) in the release
         kv[".attention.value_length"] = spec.n_embd // mla.n_head
         kv[".attention.head_count_kv"] = [la.attn.n_head_kv for la in spec.layers]
-        if mla.q_lora_rank:
-            kv[".attention.q_lora_rank"] = mla.q_lora_rank
-        kv[".attention.kv_lora_rank"] = mla.kv_lora_rank
-        kv[".attention.key_length_mla"] = mla.qk_nope_head_dim + mla.qk_rope_head_dim
-        kv[".attention.value_length_mla"] = mla.mla_v_head_dim
+        mla_metadata(kv, mla, zero_q_lora=False)
         kv[".attention.layer_norm_rms_epsilon"] = 1e-5
         kv[".ssm.conv_kernel"] = linear.conv_kernel
         kv[".kda.head_dim"] = linear.linear_k_head_dim
