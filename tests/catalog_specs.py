@@ -51,3 +51,15 @@ def full_kv_per_token(s: ModelSpec) -> int:
         return sum(lm.k_bytes + lm.v_bytes for lm in layer_memory(s, cfg) if lm.kind is AttnKind.FULL)
 
     return (full(512) - full(256)) // 256
+
+
+def assert_tensors_and_parameters(
+    model: str, n_tensors: int, total: int, published: float, tol: float
+) -> None:
+    """The catalog model's tensor count and parameter total (inventory), and that total against the
+    entry's published figure within `tol`."""
+    inv = inventory(spec(model))
+    assert len(inv.tensors) == n_tensors
+    assert sum(t.n_elements for t in inv.tensors) == total
+    assert abs(total - published) / published <= tol
+    assert load_catalog()[model].params_published.total == published

@@ -13,10 +13,9 @@ from moeplan.arch.registry import family, spec_from_config
 from moeplan.arch.spec import AttnKind, FFNKind
 from moeplan.errors import BadConfig, UnsupportedArchitecture
 from moeplan.memory.kv import CacheConfig, layer_memory, pad
-from moeplan.sources.catalog import load_catalog
 from moeplan.sources.gguf_header import read_local
 from moeplan.sources.gguf_spec import spec_from_gguf
-from tests.catalog_specs import config, full_kv_per_token, shapes, spec
+from tests.catalog_specs import assert_tensors_and_parameters, config, full_kv_per_token, shapes, spec
 
 R7B, COMMAND_A = "c4ai-command-r7b-12-2024", "c4ai-command-a-03-2025"
 
@@ -33,11 +32,7 @@ PARAMS = [
 def test_tensor_count_and_parameters(
     model: str, n_tensors: int, total: int, published: float, tol: float
 ) -> None:
-    inv = inventory(spec(model))
-    assert len(inv.tensors) == n_tensors
-    assert sum(t.n_elements for t in inv.tensors) == total
-    assert abs(total - published) / published <= tol
-    assert load_catalog()[model].params_published.total == published
+    assert_tensors_and_parameters(model, n_tensors, total, published, tol)
 
 
 @pytest.mark.parametrize(("model", "n_layer", "heads", "n_ff"), [

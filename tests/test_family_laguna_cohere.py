@@ -15,8 +15,7 @@ from moeplan.errors import BadConfig, UnsupportedArchitecture
 from moeplan.memory.kv import CacheConfig, layer_memory, pad
 from moeplan.memory.weights import predict
 from moeplan.quant.recipe import FileType
-from moeplan.sources.catalog import load_catalog
-from tests.catalog_specs import config, full_kv_per_token, shapes, spec
+from tests.catalog_specs import assert_tensors_and_parameters, config, full_kv_per_token, shapes, spec
 
 # (model, tensors, parameters of the GGUF, published total, tolerance of the published figure)
 PARAMS = [
@@ -35,11 +34,7 @@ PARAMS = [
 def test_tensor_count_and_parameters(
     model: str, n_tensors: int, total: int, published: float, tol: float
 ) -> None:
-    inv = inventory(spec(model))
-    assert len(inv.tensors) == n_tensors
-    assert sum(t.n_elements for t in inv.tensors) == total
-    assert abs(total - published) / published <= tol
-    assert load_catalog()[model].params_published.total == published
+    assert_tensors_and_parameters(model, n_tensors, total, published, tol)
 
 
 @pytest.mark.parametrize(("model", "swa_heads", "n_ff", "experts"), [
